@@ -1,0 +1,19 @@
+//! OCI and Docker image types, image references, and the registry client.
+//!
+//! This crate knows nothing about Dockerfiles. It owns the data that passes
+//! between kiln's rooms ([`Digest`], media types, manifests and configs) and
+//! every byte that crosses the network to a registry.
+//!
+//! ```
+//! use kiln_oci::Digest;
+//! let d = Digest::sha256_of(b"hello");
+//! assert_eq!(d.to_string().len(), "sha256:".len() + 64);
+//! let parsed: Digest = d.to_string().parse().unwrap();
+//! assert_eq!(parsed, d);
+//! ```
+#![deny(missing_docs)]
+
+pub mod digest;
+pub mod media;
+
+pub use digest::{Digest, DigestError, DigestWriter};
