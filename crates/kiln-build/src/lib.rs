@@ -1,1 +1,7 @@
-//! placeholder
+//! The build engine: the build context, COPY/ADD resolution, stage execution,
+//! image assembly and outputs. The CLI is a thin layer over this crate.
+#![deny(missing_docs)]
+
+pub mod context;
+pub mod copy;
+pub mod options;
