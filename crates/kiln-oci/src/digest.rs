@@ -54,7 +54,10 @@ impl Digest {
 
     /// A sha256 digest from its raw 32 bytes.
     pub fn from_sha256(raw: [u8; 32]) -> Digest {
-        Digest { algorithm: Algorithm::Sha256, hex: hex::encode(raw) }
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex::encode(raw),
+        }
     }
 
     /// The algorithm part.
@@ -72,7 +75,10 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| DigestError { input: s.to_string(), reason };
+        let err = |reason| DigestError {
+            input: s.to_string(),
+            reason,
+        };
         let (alg, hex) = s.split_once(':').ok_or_else(|| err("missing ':'"))?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
@@ -82,10 +88,16 @@ impl FromStr for Digest {
         if hex.len() != algorithm.hex_len() {
             return Err(err("wrong length"));
         }
-        if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(err("not lowercase hex"));
         }
-        Ok(Digest { algorithm, hex: hex.to_string() })
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_string(),
+        })
     }
 }
 
@@ -126,7 +138,11 @@ pub struct DigestWriter<W> {
 impl<W: io::Write> DigestWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        DigestWriter { inner, hasher: Sha256::new(), len: 0 }
+        DigestWriter {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
     }
 
     /// Bytes written so far.
@@ -146,7 +162,11 @@ impl<W: io::Write> DigestWriter<W> {
 
     /// Ends hashing: the inner writer, the digest and the byte count.
     pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, Digest::from_sha256(self.hasher.finalize().into()), self.len)
+        (
+            self.inner,
+            Digest::from_sha256(self.hasher.finalize().into()),
+            self.len,
+        )
     }
 }
 
@@ -175,8 +195,14 @@ mod tests {
         assert_eq!(d.to_string(), good);
         assert_eq!(d, Digest::sha256_of(b""));
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("md5:e3b0c44298fc1c149afbf4c8996fb924".parse::<Digest>().is_err());
-        assert!(good.to_uppercase().replace("SHA256", "sha256").parse::<Digest>().is_err());
+        assert!("md5:e3b0c44298fc1c149afbf4c8996fb924"
+            .parse::<Digest>()
+            .is_err());
+        assert!(good
+            .to_uppercase()
+            .replace("SHA256", "sha256")
+            .parse::<Digest>()
+            .is_err());
         assert!("e3b0c44298fc".parse::<Digest>().is_err());
     }
 

@@ -14,6 +14,14 @@
 #![deny(missing_docs)]
 
 pub mod digest;
+pub mod image;
+pub mod manifest;
 pub mod media;
+pub mod platform;
+pub mod reference;
 
 pub use digest::{Digest, DigestError, DigestWriter};
+pub use image::{ContainerConfig, Healthcheck, History, ImageConfig, RootFs};
+pub use manifest::{Descriptor, Index, Manifest, ManifestError};
+pub use platform::{Platform, PlatformError};
+pub use reference::{Reference, ReferenceError};

@@ -82,9 +82,18 @@ mod tests {
 
     #[test]
     fn compression_from_media_types() {
-        assert_eq!(Compression::of_media_type(DOCKER_LAYER_GZIP), Some(Compression::Gzip));
-        assert_eq!(Compression::of_media_type(OCI_LAYER_ZSTD), Some(Compression::Zstd));
-        assert_eq!(Compression::of_media_type(OCI_LAYER_TAR), Some(Compression::None));
+        assert_eq!(
+            Compression::of_media_type(DOCKER_LAYER_GZIP),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            Compression::of_media_type(OCI_LAYER_ZSTD),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(
+            Compression::of_media_type(OCI_LAYER_TAR),
+            Some(Compression::None)
+        );
         assert_eq!(Compression::of_media_type(OCI_CONFIG), None);
     }
 }
