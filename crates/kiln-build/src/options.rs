@@ -1,1 +1,1572 @@
-//! (being written)
+//! Resolved build options: everything one build needs to know, as plain typed data.
+//!
+//! Two shapes live here. [`BuildFlags`] is what a user asked for, close to how it was
+//! written (strings for references and `K=V` pairs, `Option` where "not given" matters);
+//! its [`Default`] holds every default in one place. [`BuildFlags::resolve`] turns it into
+//! [`BuildOptions`]: contexts and Dockerfiles located, pairs split, the cache repository
+//! derived, and every conflict rejected with a clear message before any work starts.
+//!
+//! The command line fills a `BuildFlags`; a library user can do the same:
+//!
+//! ```
+//! use kiln_build::options::{BuildFlags, CacheRepo};
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+//! let flags = BuildFlags {
+//!     context: dir.path().display().to_string(),
+//!     destinations: vec!["registry.example.com/team/app:1.2".into()],
+//!     cache: true,
+//!     ..BuildFlags::default()
+//! };
+//! let options = flags.resolve(&|_| None).unwrap();
+//! assert_eq!(
+//!     options.cache.repo,
+//!     Some(CacheRepo::Registry("registry.example.com/team/app/cache".into()))
+//! );
+//! ```
+//!
+//! Environment variables (`--build-arg NAME` without a value, `KANIKO_NO_PUSH`,
+//! `KANIKO_DIR`, ...) are read through an injected lookup so that resolution is testable
+//! without touching the process environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Looks up an environment variable by name; `None` when unset.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Kaniko's default build context.
+pub const DEFAULT_CONTEXT: &str = "/workspace/";
+/// Kaniko's default Dockerfile name, relative to the context.
+pub const DEFAULT_DOCKERFILE: &str = "Dockerfile";
+/// Kaniko's default local cache directory.
+pub const DEFAULT_CACHE_DIR: &str = "/cache";
+/// Kaniko's working directory; used as kiln's when it exists and is writable.
+pub const KANIKO_DIR: &str = "/kaniko";
+/// Kaniko's default cache TTL: two weeks.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(336 * 3600);
+/// The registry Docker Hub names resolve to.
+pub const DOCKER_HUB: &str = "index.docker.io";
+
+/// A problem with the options, found before the build starts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// Nothing to push to and pushing not disabled.
+    #[error("you must provide --destination, or use --no-push")]
+    NoDestination,
+    /// A flag that names the pushed image was given without a destination.
+    #[error("you must provide --destination when setting {flag}")]
+    NeedsDestination {
+        /// The flag that needs a destination.
+        flag: &'static str,
+    },
+    /// Caching with `--no-push` has no destination to derive a cache repository from.
+    #[error("if using cache with --no-push, specify cache repo with --cache-repo")]
+    CacheRepoRequired,
+    /// The context names a scheme kiln does not read.
+    #[error("build context {context:?}: {scheme}:// contexts are not supported; use a directory, dir:// or tar:// (a local .tar.gz)")]
+    UnsupportedContext {
+        /// The context as given.
+        context: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// The context could not be used.
+    #[error("build context {context:?}: {reason}")]
+    InvalidContext {
+        /// The context as given.
+        context: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No Dockerfile where `--dockerfile` points.
+    #[error("no Dockerfile at {path:?} (nor inside the build context); please provide a valid path to a Dockerfile within the build context with --dockerfile")]
+    DockerfileNotFound {
+        /// The path as given.
+        path: String,
+    },
+    /// A URL was given as the Dockerfile.
+    #[error("--dockerfile {path:?}: Dockerfiles fetched from a URL are not supported")]
+    UnsupportedDockerfile {
+        /// The path as given.
+        path: String,
+    },
+    /// A flag value is malformed.
+    #[error("{flag} {value:?}: {reason}")]
+    InvalidValue {
+        /// The flag.
+        flag: &'static str,
+        /// The value as given (never a secret's contents).
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An environment variable holds a value kiln cannot use.
+    #[error("environment variable {name}={value:?}: {reason}")]
+    InvalidEnv {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A compression level outside the compression's range.
+    #[error("--compression-level {level} is out of range for {compression} (use -1 for the default, or {min}..={max})")]
+    CompressionLevel {
+        /// The compression.
+        compression: Compression,
+        /// The level given.
+        level: i32,
+        /// Lowest accepted level.
+        min: i32,
+        /// Highest accepted level.
+        max: i32,
+    },
+}
+
+/// Layer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Compression {
+    /// gzip: read by every registry and runtime.
+    #[default]
+    Gzip,
+    /// zstd: faster and smaller, read by recent runtimes.
+    Zstd,
+}
+
+impl Compression {
+    /// The accepted explicit levels (besides -1, "the default").
+    pub fn level_range(self) -> (i32, i32) {
+        match self {
+            Compression::Gzip => (0, 9),
+            Compression::Zstd => (1, 22),
+        }
+    }
+}
+
+/// How RUN steps are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Isolation {
+    /// Namespaces where the kernel allows them, chroot otherwise.
+    #[default]
+    Auto,
+    /// Fresh mount/pid/ipc/uts namespaces (and a user namespace when not root).
+    Namespace,
+    /// A chroot, for where mounts are not allowed.
+    Chroot,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Plain text.
+    Text,
+    /// Text with ANSI colours (Kaniko's default).
+    #[default]
+    Color,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Log verbosity, with Kaniko's (logrus) level names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verbosity {
+    /// Only what makes the build stop.
+    Panic,
+    /// Only what makes the build stop.
+    Fatal,
+    /// Errors.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Progress (the default).
+    #[default]
+    Info,
+    /// Details for debugging.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+macro_rules! keyword_enum {
+    ($ty:ident, $what:literal, { $($text:literal => $variant:ident),+ $(,)? }) => {
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s.to_ascii_lowercase().as_str() {
+                    $($text => Ok($ty::$variant),)+
+                    _ => Err(format!(
+                        concat!("unknown ", $what, " {:?} (expected one of: {})"),
+                        s,
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self { $($ty::$variant => $text,)+ })
+            }
+        }
+    };
+}
+
+keyword_enum!(Compression, "compression", { "gzip" => Gzip, "zstd" => Zstd });
+keyword_enum!(Isolation, "isolation", { "auto" => Auto, "namespace" => Namespace, "chroot" => Chroot });
+keyword_enum!(LogFormat, "log format", { "text" => Text, "color" => Color, "json" => Json });
+keyword_enum!(Verbosity, "verbosity", {
+    "panic" => Panic, "fatal" => Fatal, "error" => Error, "warn" => Warn,
+    "info" => Info, "debug" => Debug, "trace" => Trace,
+});
+
+/// What the user asked for, before resolution. Every default lives in [`Default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildFlags {
+    /// `--context`: a directory, `dir://DIR` or `tar://FILE.tar.gz`.
+    pub context: String,
+    /// `--context-sub-path`: a directory inside the context to use as the context.
+    pub context_sub_path: Option<String>,
+    /// `--dockerfile`: a path, tried as given and then inside the context.
+    pub dockerfile: String,
+    /// `--destination`, in order.
+    pub destinations: Vec<String>,
+    /// `--no-push`; `None` when not given (then `KANIKO_NO_PUSH` decides).
+    pub no_push: Option<bool>,
+    /// `--no-push-cache`.
+    pub no_push_cache: bool,
+    /// `--tar-path`.
+    pub tar_path: Option<PathBuf>,
+    /// `--oci-layout-path`.
+    pub oci_layout_path: Option<PathBuf>,
+    /// `--digest-file`.
+    pub digest_file: Option<PathBuf>,
+    /// `--image-name-with-digest-file`.
+    pub image_name_with_digest_file: Option<PathBuf>,
+    /// `--image-name-tag-with-digest-file`.
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
+    /// `--build-arg`, `K=V` or a bare `K` (the environment's value).
+    pub build_args: Vec<String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--label`, `K=V`.
+    pub labels: Vec<String>,
+    /// `--skip-unused-stages`.
+    pub skip_unused_stages: bool,
+    /// `--custom-platform`, `os/arch[/variant]`; the host when `None`.
+    pub custom_platform: Option<String>,
+    /// `--reproducible`.
+    pub reproducible: bool,
+    /// `--compression`.
+    pub compression: Compression,
+    /// `--compression-level`; -1 is the compression's default.
+    pub compression_level: i32,
+    /// `--compressed-caching`.
+    pub compressed_caching: bool,
+    /// `--push-retry`.
+    pub push_retry: u32,
+    /// `--image-download-retry`.
+    pub image_download_retry: u32,
+    /// `--insecure`.
+    pub insecure: bool,
+    /// `--insecure-pull`.
+    pub insecure_pull: bool,
+    /// `--insecure-registry`.
+    pub insecure_registries: Vec<String>,
+    /// `--skip-tls-verify`.
+    pub skip_tls_verify: bool,
+    /// `--skip-tls-verify-pull`.
+    pub skip_tls_verify_pull: bool,
+    /// `--skip-tls-verify-registry`.
+    pub skip_tls_verify_registries: Vec<String>,
+    /// `--registry-mirror` (then `KANIKO_REGISTRY_MIRROR`, `;`-separated).
+    pub registry_mirrors: Vec<String>,
+    /// `--skip-default-registry-fallback`.
+    pub skip_default_registry_fallback: bool,
+    /// `--registry-map`, `FROM=TO[;FROM=TO...]` (then `KANIKO_REGISTRY_MAP`).
+    pub registry_maps: Vec<String>,
+    /// `--registry-certificate`, `HOST=PATH`.
+    pub registry_certificates: Vec<String>,
+    /// `--registry-client-cert`, `HOST=CERT,KEY`.
+    pub registry_client_certs: Vec<String>,
+    /// `--push-ignore-immutable-tag-errors`.
+    pub push_ignore_immutable_tag_errors: bool,
+    /// `--kiln-dir` / `--kaniko-dir`; `None` means `KANIKO_DIR`, then the default.
+    pub kiln_dir: Option<PathBuf>,
+    /// `--cache`.
+    pub cache: bool,
+    /// `--cache-repo`; derived from the first destination when `None`.
+    pub cache_repo: Option<String>,
+    /// `--cache-dir`.
+    pub cache_dir: PathBuf,
+    /// `--cache-ttl`.
+    pub cache_ttl: Duration,
+    /// `--cache-copy-layers`.
+    pub cache_copy_layers: bool,
+    /// `--cache-run-layers`.
+    pub cache_run_layers: bool,
+    /// `--secret`, `id=ID,src=PATH` or `id=ID,env=VAR`.
+    pub secrets: Vec<String>,
+    /// `--isolation`.
+    pub isolation: Isolation,
+    /// `--verbosity`.
+    pub verbosity: Verbosity,
+    /// `--log-format`.
+    pub log_format: LogFormat,
+    /// `--log-timestamp`.
+    pub log_timestamp: bool,
+}
+
+impl Default for BuildFlags {
+    fn default() -> Self {
+        BuildFlags {
+            context: DEFAULT_CONTEXT.to_string(),
+            context_sub_path: None,
+            dockerfile: DEFAULT_DOCKERFILE.to_string(),
+            destinations: Vec::new(),
+            no_push: None,
+            no_push_cache: false,
+            tar_path: None,
+            oci_layout_path: None,
+            digest_file: None,
+            image_name_with_digest_file: None,
+            image_name_tag_with_digest_file: None,
+            build_args: Vec::new(),
+            target: None,
+            labels: Vec::new(),
+            skip_unused_stages: false,
+            custom_platform: None,
+            reproducible: false,
+            compression: Compression::Gzip,
+            compression_level: -1,
+            compressed_caching: true,
+            push_retry: 0,
+            image_download_retry: 0,
+            insecure: false,
+            insecure_pull: false,
+            insecure_registries: Vec::new(),
+            skip_tls_verify: false,
+            skip_tls_verify_pull: false,
+            skip_tls_verify_registries: Vec::new(),
+            registry_mirrors: Vec::new(),
+            skip_default_registry_fallback: false,
+            registry_maps: Vec::new(),
+            registry_certificates: Vec::new(),
+            registry_client_certs: Vec::new(),
+            push_ignore_immutable_tag_errors: false,
+            kiln_dir: None,
+            cache: false,
+            cache_repo: None,
+            cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+            cache_ttl: DEFAULT_CACHE_TTL,
+            cache_copy_layers: false,
+            cache_run_layers: true,
+            secrets: Vec::new(),
+            isolation: Isolation::Auto,
+            verbosity: Verbosity::Info,
+            log_format: LogFormat::Color,
+            log_timestamp: false,
+        }
+    }
+}
+
+/// Everything one build needs, resolved and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BuildOptions {
+    /// Where the build context comes from.
+    pub context: ContextSource,
+    /// Where the Dockerfile is.
+    pub dockerfile: DockerfileLocation,
+    /// The stage to build; the last one when `None`.
+    pub target: Option<String>,
+    /// Build arguments in the order given (a later one with the same name wins).
+    pub build_args: Vec<KeyValue>,
+    /// Labels added to the image, in order.
+    pub labels: Vec<KeyValue>,
+    /// Build only the stages the target needs.
+    pub skip_unused_stages: bool,
+    /// The platform to build for.
+    pub platform: Platform,
+    /// Strip timestamps so that equal inputs give equal digests.
+    pub reproducible: bool,
+    /// Build secrets (names and sources only; contents are read when used).
+    pub secrets: Vec<Secret>,
+    /// How RUN steps are isolated.
+    pub isolation: Isolation,
+    /// The directory under which the build keeps its private working directory.
+    pub work_dir: PathBuf,
+    /// How layers are compressed.
+    pub layers: LayerOptions,
+    /// Where the image goes.
+    pub output: OutputOptions,
+    /// The layer cache.
+    pub cache: CacheOptions,
+    /// How to talk to registries.
+    pub registry: RegistryOptions,
+    /// Logging.
+    pub log: LogOptions,
+}
+
+/// Where the build context comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ContextSource {
+    /// A local directory (the sub path already applied).
+    Dir(PathBuf),
+    /// A local gzip-compressed tar, unpacked by the build.
+    Tar {
+        /// The archive.
+        archive: PathBuf,
+        /// A directory inside the archive to use as the context.
+        sub_path: Option<PathBuf>,
+    },
+}
+
+/// Where the Dockerfile is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DockerfileLocation {
+    /// A file on disk, found at resolution time.
+    File(PathBuf),
+    /// A path inside a context that is only available once unpacked.
+    InContext(PathBuf),
+}
+
+/// A `KEY=VALUE` pair from the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyValue {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
+/// A target platform, `os/architecture[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Platform {
+    /// Operating system (`linux`).
+    pub os: String,
+    /// Architecture, with Go's names (`amd64`, `arm64`, ...).
+    pub architecture: String,
+    /// Variant (`v7`, ...).
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform of the machine kiln runs on.
+    pub fn host() -> Platform {
+        let (architecture, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "x86" => ("386", None),
+            "aarch64" => ("arm64", None),
+            "arm" => ("arm", Some("v7")),
+            "powerpc64" => ("ppc64le", None),
+            "riscv64" => ("riscv64", None),
+            "s390x" => ("s390x", None),
+            other => (other, None),
+        };
+        Platform {
+            os: "linux".to_string(),
+            architecture: architecture.to_string(),
+            variant: variant.map(str::to_string),
+        }
+    }
+}
+
+impl FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let valid_part = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        };
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid_part(p)) {
+            return Err("expected os/architecture[/variant], e.g. linux/amd64".to_string());
+        }
+        Ok(Platform {
+            os: parts[0].to_ascii_lowercase(),
+            architecture: parts[1].to_ascii_lowercase(),
+            variant: parts.get(2).map(|v| v.to_ascii_lowercase()),
+        })
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A build secret: an id and where its contents come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Secret {
+    /// The id RUN `--mount=type=secret,id=...` refers to.
+    pub id: String,
+    /// Where the contents come from.
+    pub source: SecretSource,
+}
+
+/// Where a secret's contents come from. Holds names, never the contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    /// A file.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Env(String),
+}
+
+/// How layers are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LayerOptions {
+    /// The algorithm.
+    pub compression: Compression,
+    /// The level; `None` is the algorithm's default.
+    pub level: Option<i32>,
+}
+
+/// Where the built image goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputOptions {
+    /// Image references to push to (and to tag the tarball with), in order.
+    pub destinations: Vec<Destination>,
+    /// Push to the destinations (false with `--no-push`).
+    pub push: bool,
+    /// Write a `docker load`-able tarball here.
+    pub tar_path: Option<PathBuf>,
+    /// Write an OCI image layout here.
+    pub oci_layout_path: Option<PathBuf>,
+    /// Write the image digest here.
+    pub digest_file: Option<PathBuf>,
+    /// Write `repository@digest` per destination here.
+    pub image_name_with_digest_file: Option<PathBuf>,
+    /// Write `repository:tag@digest` per destination here.
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
+}
+
+/// An image reference to push to, as written, with its repository worked out.
+///
+/// Only the split into repository and tag/digest is done here (enough to derive the
+/// cache repository); full reference validation belongs to the registry client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Destination {
+    /// The reference as given.
+    pub reference: String,
+    /// `registry/path` with Docker Hub names spelled out (`index.docker.io/library/x`).
+    pub repository: String,
+}
+
+impl FromStr for Destination {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty image reference".to_string());
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("image references cannot contain whitespace".to_string());
+        }
+        let name = s.split_once('@').map_or(s, |(name, _)| name);
+        let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+        let name = match name[last_slash..].rfind(':') {
+            Some(colon) => &name[..last_slash + colon],
+            None => name,
+        };
+        if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+            return Err("expected [registry/]repository[:tag][@digest]".to_string());
+        }
+        Ok(Destination {
+            reference: s.to_string(),
+            repository: normalize_repository(name),
+        })
+    }
+}
+
+/// Spells out Docker Hub's implicit registry and `library/` namespace, as Docker does.
+fn normalize_repository(name: &str) -> String {
+    let (first, rest) = match name.split_once('/') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (name, None),
+    };
+    let is_registry = first.contains('.') || first.contains(':') || first == "localhost";
+    match rest {
+        Some(_) if is_registry => {
+            if first == "docker.io" {
+                normalize_repository(&name["docker.io/".len()..])
+            } else {
+                name.to_string()
+            }
+        }
+        Some(_) => format!("{DOCKER_HUB}/{name}"),
+        None => format!("{DOCKER_HUB}/library/{name}"),
+    }
+}
+
+/// The layer cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheOptions {
+    /// Use the cache (`--cache`).
+    pub enabled: bool,
+    /// Where cache entries live: explicit, or the first destination's repository + `/cache`.
+    pub repo: Option<CacheRepo>,
+    /// Push new cache entries (false with `--no-push-cache`).
+    pub push: bool,
+    /// A local cache directory (filled by a warmer).
+    pub dir: PathBuf,
+    /// Entries older than this are ignored.
+    pub ttl: Duration,
+    /// Cache COPY/ADD layers.
+    pub copy_layers: bool,
+    /// Cache RUN layers.
+    pub run_layers: bool,
+    /// Store cache layers compressed.
+    pub compressed: bool,
+}
+
+/// Where cache entries live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheRepo {
+    /// A registry repository.
+    Registry(String),
+    /// An OCI image layout on disk (`--cache-repo oci:PATH`).
+    OciLayout(PathBuf),
+}
+
+/// How to talk to registries.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct RegistryOptions {
+    /// Push over plain HTTP (`--insecure`).
+    pub insecure_push: bool,
+    /// Pull over plain HTTP (`--insecure-pull`).
+    pub insecure_pull: bool,
+    /// Hosts reached over plain HTTP for push and pull.
+    pub insecure_registries: Vec<String>,
+    /// Push without verifying TLS certificates (`--skip-tls-verify`).
+    pub skip_tls_verify_push: bool,
+    /// Pull without verifying TLS certificates (`--skip-tls-verify-pull`).
+    pub skip_tls_verify_pull: bool,
+    /// Hosts whose TLS certificates are not verified.
+    pub skip_tls_verify_registries: Vec<String>,
+    /// Registry remaps, source host to the hosts tried in order. Docker Hub mirrors
+    /// (`--registry-mirror`) appear here under `index.docker.io`.
+    pub registry_map: BTreeMap<String, Vec<String>>,
+    /// Do not fall back to the original registry when every mapped host fails.
+    pub skip_default_registry_fallback: bool,
+    /// Extra CA certificates per host.
+    pub certificates: BTreeMap<String, PathBuf>,
+    /// Client certificates for mutual TLS per host.
+    pub client_certificates: BTreeMap<String, ClientCertificate>,
+    /// Retries for a failed push.
+    pub push_retry: u32,
+    /// Retries for a failed base image download.
+    pub image_download_retry: u32,
+    /// Treat "tag is immutable" push errors as success.
+    pub push_ignore_immutable_tag_errors: bool,
+}
+
+impl RegistryOptions {
+    /// Whether `host` is reached over plain HTTP when pushing (`push`) or pulling.
+    pub fn is_insecure(&self, host: &str, push: bool) -> bool {
+        (if push {
+            self.insecure_push
+        } else {
+            self.insecure_pull
+        }) || self.insecure_registries.iter().any(|h| h == host)
+    }
+
+    /// Whether TLS certificates of `host` go unverified when pushing (`push`) or pulling.
+    pub fn skips_tls_verify(&self, host: &str, push: bool) -> bool {
+        (if push {
+            self.skip_tls_verify_push
+        } else {
+            self.skip_tls_verify_pull
+        }) || self.skip_tls_verify_registries.iter().any(|h| h == host)
+    }
+}
+
+/// A client certificate and its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientCertificate {
+    /// PEM certificate.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LogOptions {
+    /// How much.
+    pub verbosity: Verbosity,
+    /// In which format.
+    pub format: LogFormat,
+    /// With timestamps.
+    pub timestamp: bool,
+}
+
+impl BuildFlags {
+    /// Resolves and checks these flags. `env` looks up environment variables.
+    ///
+    /// # Errors
+    /// The first problem found, as an [`OptionsError`] whose message names the flag.
+    pub fn resolve(self, env: EnvLookup<'_>) -> Result<BuildOptions, OptionsError> {
+        let destinations = self
+            .destinations
+            .iter()
+            .map(|d| {
+                d.parse::<Destination>()
+                    .map_err(|reason| invalid("--destination", d, reason))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let no_push = match self.no_push {
+            Some(flag) => flag,
+            None => env_bool(env, "KANIKO_NO_PUSH")?.unwrap_or(false),
+        };
+        check_outputs(&self, &destinations, no_push)?;
+
+        let cache_repo = match &self.cache_repo {
+            Some(repo) if repo.is_empty() => return Err(invalid("--cache-repo", repo, "empty")),
+            Some(repo) => Some(match repo.strip_prefix("oci:") {
+                Some(path) => CacheRepo::OciLayout(PathBuf::from(path)),
+                None => CacheRepo::Registry(repo.clone()),
+            }),
+            None => destinations
+                .first()
+                .map(|d| CacheRepo::Registry(format!("{}/cache", d.repository))),
+        };
+        if self.cache && no_push && self.cache_repo.is_none() {
+            return Err(OptionsError::CacheRepoRequired);
+        }
+
+        let level = check_compression_level(self.compression, self.compression_level)?;
+        let context = resolve_context(&self.context, self.context_sub_path.as_deref())?;
+        let dockerfile = resolve_dockerfile(&self.dockerfile, &context)?;
+        let platform = match &self.custom_platform {
+            Some(p) => p
+                .parse()
+                .map_err(|reason| invalid("--custom-platform", p, reason))?,
+            None => Platform::host(),
+        };
+
+        Ok(BuildOptions {
+            context,
+            dockerfile,
+            target: self.target.filter(|t| !t.is_empty()),
+            build_args: resolve_build_args(&self.build_args, env)?,
+            labels: self
+                .labels
+                .iter()
+                .map(|l| split_key_value("--label", l))
+                .collect::<Result<_, _>>()?,
+            skip_unused_stages: self.skip_unused_stages,
+            platform,
+            reproducible: self.reproducible,
+            secrets: self
+                .secrets
+                .iter()
+                .map(|s| parse_secret(s, env))
+                .collect::<Result<_, _>>()?,
+            isolation: self.isolation,
+            work_dir: resolve_work_dir(self.kiln_dir, env),
+            layers: LayerOptions {
+                compression: self.compression,
+                level,
+            },
+            output: OutputOptions {
+                destinations,
+                push: !no_push,
+                tar_path: self.tar_path,
+                oci_layout_path: self.oci_layout_path,
+                digest_file: self.digest_file,
+                image_name_with_digest_file: self.image_name_with_digest_file,
+                image_name_tag_with_digest_file: self.image_name_tag_with_digest_file,
+            },
+            cache: CacheOptions {
+                enabled: self.cache,
+                repo: cache_repo,
+                push: !self.no_push_cache,
+                dir: self.cache_dir,
+                ttl: self.cache_ttl,
+                copy_layers: self.cache_copy_layers,
+                run_layers: self.cache_run_layers,
+                compressed: self.compressed_caching,
+            },
+            registry: resolve_registry(
+                RegistryOptions {
+                    insecure_push: self.insecure,
+                    insecure_pull: self.insecure_pull,
+                    insecure_registries: self.insecure_registries,
+                    skip_tls_verify_push: self.skip_tls_verify,
+                    skip_tls_verify_pull: self.skip_tls_verify_pull,
+                    skip_tls_verify_registries: self.skip_tls_verify_registries,
+                    skip_default_registry_fallback: self.skip_default_registry_fallback,
+                    push_retry: self.push_retry,
+                    image_download_retry: self.image_download_retry,
+                    push_ignore_immutable_tag_errors: self.push_ignore_immutable_tag_errors,
+                    ..RegistryOptions::default()
+                },
+                &self.registry_mirrors,
+                &self.registry_maps,
+                &self.registry_certificates,
+                &self.registry_client_certs,
+                env,
+            )?,
+            log: LogOptions {
+                verbosity: self.verbosity,
+                format: self.log_format,
+                timestamp: self.log_timestamp,
+            },
+        })
+    }
+}
+
+fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> OptionsError {
+    OptionsError::InvalidValue {
+        flag,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Go's `strconv.ParseBool` spellings, which Kaniko accepts in its environment variables.
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn env_bool(env: EnvLookup<'_>, name: &'static str) -> Result<Option<bool>, OptionsError> {
+    match env(name) {
+        None => Ok(None),
+        Some(value) => match parse_go_bool(&value) {
+            Some(b) => Ok(Some(b)),
+            None => Err(OptionsError::InvalidEnv {
+                name,
+                value,
+                reason: "expected true or false".to_string(),
+            }),
+        },
+    }
+}
+
+fn check_outputs(
+    flags: &BuildFlags,
+    destinations: &[Destination],
+    no_push: bool,
+) -> Result<(), OptionsError> {
+    if destinations.is_empty() {
+        if !no_push {
+            return Err(OptionsError::NoDestination);
+        }
+        let needs = [
+            ("--tar-path", flags.tar_path.is_some()),
+            (
+                "--image-name-with-digest-file",
+                flags.image_name_with_digest_file.is_some(),
+            ),
+            (
+                "--image-name-tag-with-digest-file",
+                flags.image_name_tag_with_digest_file.is_some(),
+            ),
+        ];
+        if let Some((flag, _)) = needs.iter().find(|(_, given)| *given) {
+            return Err(OptionsError::NeedsDestination { flag });
+        }
+    }
+    Ok(())
+}
+
+fn check_compression_level(
+    compression: Compression,
+    level: i32,
+) -> Result<Option<i32>, OptionsError> {
+    let (min, max) = compression.level_range();
+    match level {
+        -1 => Ok(None),
+        l if (min..=max).contains(&l) => Ok(Some(l)),
+        l => Err(OptionsError::CompressionLevel {
+            compression,
+            level: l,
+            min,
+            max,
+        }),
+    }
+}
+
+/// Schemes Kaniko reads contexts from that kiln does not.
+const REMOTE_CONTEXT_SCHEMES: &[&str] = &["git", "s3", "gs", "http", "https", "az"];
+
+fn resolve_context(context: &str, sub_path: Option<&str>) -> Result<ContextSource, OptionsError> {
+    let bad = |reason: String| OptionsError::InvalidContext {
+        context: context.to_string(),
+        reason,
+    };
+    if context.is_empty() {
+        return Err(bad("empty; give a directory with --context".to_string()));
+    }
+    let sub_path = match sub_path.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(sub) => {
+            let path = PathBuf::from(sub);
+            if path
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+            {
+                return Err(invalid(
+                    "--context-sub-path",
+                    sub,
+                    "must be a relative path inside the context (no `..`, not absolute)",
+                ));
+            }
+            Some(path)
+        }
+    };
+    let (scheme, rest) = match context.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+        None => (None, context),
+    };
+    match scheme.as_deref() {
+        None | Some("dir") => {
+            let dir = match &sub_path {
+                Some(sub) => Path::new(rest).join(sub),
+                None => PathBuf::from(rest),
+            };
+            if !dir.is_dir() {
+                return Err(bad(format!("{} is not a directory", dir.display())));
+            }
+            Ok(ContextSource::Dir(dir))
+        }
+        Some("tar") => {
+            if rest == "stdin" {
+                return Err(bad(
+                    "reading the context from stdin is not supported".to_string()
+                ));
+            }
+            if !Path::new(rest).is_file() {
+                return Err(bad(format!("{rest} is not a file")));
+            }
+            Ok(ContextSource::Tar {
+                archive: PathBuf::from(rest),
+                sub_path,
+            })
+        }
+        Some(s) if REMOTE_CONTEXT_SCHEMES.contains(&s) => Err(OptionsError::UnsupportedContext {
+            context: context.to_string(),
+            scheme: s.to_string(),
+        }),
+        Some(s) => Err(bad(format!("unknown scheme {s}://"))),
+    }
+}
+
+fn resolve_dockerfile(
+    dockerfile: &str,
+    context: &ContextSource,
+) -> Result<DockerfileLocation, OptionsError> {
+    if dockerfile.starts_with("http://") || dockerfile.starts_with("https://") {
+        return Err(OptionsError::UnsupportedDockerfile {
+            path: dockerfile.to_string(),
+        });
+    }
+    if dockerfile.is_empty() {
+        return Err(OptionsError::DockerfileNotFound {
+            path: String::new(),
+        });
+    }
+    let as_given = Path::new(dockerfile);
+    if as_given.is_file() {
+        return Ok(DockerfileLocation::File(as_given.to_path_buf()));
+    }
+    match context {
+        ContextSource::Dir(dir) if dir.join(as_given).is_file() => {
+            Ok(DockerfileLocation::File(dir.join(as_given)))
+        }
+        ContextSource::Tar { .. } if as_given.is_relative() => {
+            Ok(DockerfileLocation::InContext(as_given.to_path_buf()))
+        }
+        _ => Err(OptionsError::DockerfileNotFound {
+            path: dockerfile.to_string(),
+        }),
+    }
+}
+
+fn split_key_value(flag: &'static str, pair: &str) -> Result<KeyValue, OptionsError> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok(KeyValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        }),
+        _ => Err(invalid(flag, pair, "expected KEY=VALUE")),
+    }
+}
+
+fn resolve_build_args(args: &[String], env: EnvLookup<'_>) -> Result<Vec<KeyValue>, OptionsError> {
+    args.iter()
+        .map(|arg| {
+            if arg.contains('=') {
+                split_key_value("--build-arg", arg)
+            } else if arg.is_empty() {
+                Err(invalid("--build-arg", arg, "expected KEY=VALUE or KEY"))
+            } else {
+                // As Kaniko: a bare name takes the environment's value, empty when unset.
+                Ok(KeyValue {
+                    key: arg.clone(),
+                    value: env(arg).unwrap_or_default(),
+                })
+            }
+        })
+        .collect()
+}
+
+fn parse_secret(spec: &str, env: EnvLookup<'_>) -> Result<Secret, OptionsError> {
+    let mut id = None;
+    let mut source = None;
+    for field in spec.split(',') {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| invalid("--secret", spec, format!("{field:?} is not key=value")))?;
+        if value.is_empty() {
+            return Err(invalid("--secret", spec, format!("{key} is empty")));
+        }
+        let new_source = match key {
+            "id" => {
+                id = Some(value.to_string());
+                continue;
+            }
+            "src" | "source" => SecretSource::File(PathBuf::from(value)),
+            "env" => SecretSource::Env(value.to_string()),
+            "type" if value == "file" || value == "env" => continue,
+            _ => return Err(invalid("--secret", spec, format!("unknown field {key:?}"))),
+        };
+        if source.replace(new_source).is_some() {
+            return Err(invalid("--secret", spec, "give one of src= or env="));
+        }
+    }
+    let id = id.ok_or_else(|| invalid("--secret", spec, "missing id="))?;
+    let source = source.ok_or_else(|| invalid("--secret", spec, "missing src= or env="))?;
+    match &source {
+        SecretSource::File(path) if !path.is_file() => {
+            return Err(invalid(
+                "--secret",
+                spec,
+                format!("{} is not a file", path.display()),
+            ));
+        }
+        SecretSource::Env(name) if env(name).is_none() => {
+            return Err(invalid(
+                "--secret",
+                spec,
+                format!("environment variable {name} is not set"),
+            ));
+        }
+        _ => {}
+    }
+    Ok(Secret { id, source })
+}
+
+/// `--kiln-dir`, then `KANIKO_DIR`, then `/kaniko` when writable, else `$TMPDIR/kiln`.
+fn resolve_work_dir(flag: Option<PathBuf>, env: EnvLookup<'_>) -> PathBuf {
+    if let Some(dir) = flag.filter(|d| !d.as_os_str().is_empty()) {
+        return dir;
+    }
+    if let Some(dir) = env("KANIKO_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if is_writable_dir(Path::new(KANIKO_DIR)) {
+        return PathBuf::from(KANIKO_DIR);
+    }
+    let tmp = env("TMPDIR")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/tmp".to_string());
+    Path::new(&tmp).join("kiln")
+}
+
+fn is_writable_dir(dir: &Path) -> bool {
+    // Creating (and at once removing) a file is the one check that tells the truth
+    // under read-only mounts, ACLs and user namespaces alike.
+    dir.is_dir() && tempfile::tempfile_in(dir).is_ok()
+}
+
+fn resolve_registry(
+    mut registry: RegistryOptions,
+    mirrors: &[String],
+    maps: &[String],
+    certificates: &[String],
+    client_certs: &[String],
+    env: EnvLookup<'_>,
+) -> Result<RegistryOptions, OptionsError> {
+    let env_maps = env("KANIKO_REGISTRY_MAP");
+    for spec in maps.iter().chain(env_maps.iter()) {
+        for pair in spec.split(';').filter(|p| !p.is_empty()) {
+            let kv = split_key_value("--registry-map", pair)?;
+            if kv.value.is_empty() {
+                return Err(invalid("--registry-map", pair, "expected FROM=TO"));
+            }
+            registry
+                .registry_map
+                .entry(kv.key)
+                .or_default()
+                .push(kv.value);
+        }
+    }
+    let env_mirrors = env("KANIKO_REGISTRY_MIRROR");
+    let env_mirrors = env_mirrors.iter().flat_map(|m| m.split(';'));
+    for mirror in mirrors.iter().map(String::as_str).chain(env_mirrors) {
+        if mirror.is_empty() {
+            continue;
+        }
+        let hosts = registry
+            .registry_map
+            .entry(DOCKER_HUB.to_string())
+            .or_default();
+        if !hosts.iter().any(|h| h == mirror) {
+            hosts.push(mirror.to_string());
+        }
+    }
+    for pair in certificates {
+        let kv = split_key_value("--registry-certificate", pair)?;
+        registry
+            .certificates
+            .insert(kv.key, PathBuf::from(kv.value));
+    }
+    for pair in client_certs {
+        let kv = split_key_value("--registry-client-cert", pair)?;
+        let Some((cert, key)) = kv
+            .value
+            .split_once(',')
+            .filter(|(c, k)| !c.is_empty() && !k.is_empty())
+        else {
+            return Err(invalid(
+                "--registry-client-cert",
+                pair,
+                "expected HOST=CERT,KEY",
+            ));
+        };
+        registry.client_certificates.insert(
+            kv.key,
+            ClientCertificate {
+                cert: cert.into(),
+                key: key.into(),
+            },
+        );
+    }
+    Ok(registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn context_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        dir
+    }
+
+    fn flags_in(dir: &tempfile::TempDir) -> BuildFlags {
+        BuildFlags {
+            context: dir.path().display().to_string(),
+            destinations: vec!["localhost:5000/app:v1".into()],
+            ..BuildFlags::default()
+        }
+    }
+
+    #[test]
+    fn defaults_match_kaniko() {
+        let d = BuildFlags::default();
+        assert_eq!(d.context, "/workspace/");
+        assert_eq!(d.dockerfile, "Dockerfile");
+        assert_eq!(d.cache_dir, PathBuf::from("/cache"));
+        assert_eq!(d.cache_ttl, Duration::from_secs(14 * 24 * 3600));
+        assert!(d.cache_run_layers && !d.cache_copy_layers && d.compressed_caching);
+        assert_eq!(
+            (d.compression, d.compression_level),
+            (Compression::Gzip, -1)
+        );
+        assert_eq!(
+            (d.verbosity, d.log_format),
+            (Verbosity::Info, LogFormat::Color)
+        );
+    }
+
+    #[test]
+    fn destination_or_no_push_is_required() {
+        let dir = context_dir();
+        let flags = BuildFlags {
+            destinations: vec![],
+            ..flags_in(&dir)
+        };
+        assert_eq!(
+            flags.clone().resolve(&no_env),
+            Err(OptionsError::NoDestination)
+        );
+        let ok = BuildFlags {
+            no_push: Some(true),
+            ..flags
+        }
+        .resolve(&no_env)
+        .unwrap();
+        assert!(!ok.output.push);
+    }
+
+    #[test]
+    fn kaniko_no_push_env_applies_unless_the_flag_is_given() {
+        let dir = context_dir();
+        let flags = BuildFlags {
+            destinations: vec![],
+            ..flags_in(&dir)
+        };
+        let env = |k: &str| (k == "KANIKO_NO_PUSH").then(|| "TRUE".to_string());
+        assert!(!flags.clone().resolve(&env).unwrap().output.push);
+        let bad = |k: &str| (k == "KANIKO_NO_PUSH").then(|| "yes".to_string());
+        assert!(matches!(
+            flags.clone().resolve(&bad),
+            Err(OptionsError::InvalidEnv { .. })
+        ));
+        let explicit = BuildFlags {
+            no_push: Some(false),
+            ..flags
+        };
+        assert_eq!(explicit.resolve(&env), Err(OptionsError::NoDestination));
+    }
+
+    #[test]
+    fn tar_path_and_name_files_need_a_destination() {
+        let dir = context_dir();
+        let base = BuildFlags {
+            destinations: vec![],
+            no_push: Some(true),
+            ..flags_in(&dir)
+        };
+        let tar = BuildFlags {
+            tar_path: Some("out.tar".into()),
+            ..base.clone()
+        };
+        assert_eq!(
+            tar.resolve(&no_env),
+            Err(OptionsError::NeedsDestination { flag: "--tar-path" })
+        );
+        let names = BuildFlags {
+            image_name_with_digest_file: Some("f".into()),
+            ..base.clone()
+        };
+        assert!(matches!(
+            names.resolve(&no_env),
+            Err(OptionsError::NeedsDestination { .. })
+        ));
+        let digest = BuildFlags {
+            digest_file: Some("d".into()),
+            ..base
+        };
+        assert!(digest.resolve(&no_env).is_ok());
+    }
+
+    #[test]
+    fn cache_repo_is_derived_from_the_first_destination() {
+        let dir = context_dir();
+        let cases = [
+            ("localhost:5000/app:v1", "localhost:5000/app/cache"),
+            (
+                "registry.example.com/team/app@sha256:abc",
+                "registry.example.com/team/app/cache",
+            ),
+            ("ubuntu", "index.docker.io/library/ubuntu/cache"),
+            ("me/app:1", "index.docker.io/me/app/cache"),
+            ("docker.io/me/app", "index.docker.io/me/app/cache"),
+        ];
+        for (dest, repo) in cases {
+            let flags = BuildFlags {
+                destinations: vec![dest.into(), "other.io/x:y".into()],
+                cache: true,
+                ..flags_in(&dir)
+            };
+            let options = flags.resolve(&no_env).unwrap();
+            assert_eq!(
+                options.cache.repo,
+                Some(CacheRepo::Registry(repo.into())),
+                "{dest}"
+            );
+        }
+    }
+
+    #[test]
+    fn cache_with_no_push_needs_a_cache_repo() {
+        let dir = context_dir();
+        let flags = BuildFlags {
+            no_push: Some(true),
+            cache: true,
+            ..flags_in(&dir)
+        };
+        assert_eq!(
+            flags.clone().resolve(&no_env),
+            Err(OptionsError::CacheRepoRequired)
+        );
+        let with_repo = BuildFlags {
+            cache_repo: Some("oci:/tmp/c".into()),
+            ..flags
+        };
+        let options = with_repo.resolve(&no_env).unwrap();
+        assert_eq!(
+            options.cache.repo,
+            Some(CacheRepo::OciLayout("/tmp/c".into()))
+        );
+    }
+
+    #[test]
+    fn bare_build_arg_takes_the_environment_value() {
+        let dir = context_dir();
+        let env = |k: &str| (k == "FROM_ENV").then(|| "v a=l".to_string());
+        let flags = BuildFlags {
+            build_args: vec![
+                "A=1".into(),
+                "FROM_ENV".into(),
+                "UNSET".into(),
+                "B=x=y".into(),
+            ],
+            ..flags_in(&dir)
+        };
+        let args = flags.resolve(&env).unwrap().build_args;
+        let pairs: Vec<(&str, &str)> = args
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("A", "1"),
+                ("FROM_ENV", "v a=l"),
+                ("UNSET", ""),
+                ("B", "x=y")
+            ]
+        );
+    }
+
+    #[test]
+    fn compression_level_is_checked_per_compression() {
+        let dir = context_dir();
+        let with = |compression, level| {
+            BuildFlags {
+                compression,
+                compression_level: level,
+                ..flags_in(&dir)
+            }
+            .resolve(&no_env)
+        };
+        assert_eq!(with(Compression::Gzip, 9).unwrap().layers.level, Some(9));
+        assert!(matches!(
+            with(Compression::Gzip, 10),
+            Err(OptionsError::CompressionLevel { .. })
+        ));
+        assert_eq!(with(Compression::Zstd, 19).unwrap().layers.level, Some(19));
+        assert!(with(Compression::Zstd, 0).is_err());
+        assert_eq!(with(Compression::Zstd, -1).unwrap().layers.level, None);
+    }
+
+    #[test]
+    fn remote_contexts_are_rejected_clearly() {
+        for context in [
+            "git://github.com/x/y",
+            "s3://bucket/ctx.tgz",
+            "gs://b/c",
+            "https://x/c",
+        ] {
+            let flags = BuildFlags {
+                context: context.into(),
+                no_push: Some(true),
+                ..Default::default()
+            };
+            let err = flags.resolve(&no_env).unwrap_err();
+            assert!(
+                matches!(err, OptionsError::UnsupportedContext { .. }),
+                "{context}"
+            );
+            assert!(err.to_string().contains("not supported"), "{err}");
+        }
+    }
+
+    #[test]
+    fn contexts_sub_paths_and_dockerfiles_are_located() {
+        let dir = context_dir();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/Other"), "FROM scratch\n").unwrap();
+        let flags = BuildFlags {
+            context: format!("dir://{}", dir.path().display()),
+            context_sub_path: Some("sub".into()),
+            dockerfile: "Other".into(),
+            ..flags_in(&dir)
+        };
+        let options = flags.resolve(&no_env).unwrap();
+        assert_eq!(options.context, ContextSource::Dir(dir.path().join("sub")));
+        assert_eq!(
+            options.dockerfile,
+            DockerfileLocation::File(dir.path().join("sub/Other"))
+        );
+
+        let missing = BuildFlags {
+            dockerfile: "Nope".into(),
+            ..flags_in(&dir)
+        };
+        assert!(matches!(
+            missing.resolve(&no_env),
+            Err(OptionsError::DockerfileNotFound { .. })
+        ));
+        let escape = BuildFlags {
+            context_sub_path: Some("../x".into()),
+            ..flags_in(&dir)
+        };
+        assert!(matches!(
+            escape.resolve(&no_env),
+            Err(OptionsError::InvalidValue { .. })
+        ));
+
+        let archive = dir.path().join("ctx.tar.gz");
+        std::fs::write(&archive, b"").unwrap();
+        let tar = BuildFlags {
+            context: format!("tar://{}", archive.display()),
+            ..flags_in(&dir)
+        };
+        let options = tar.resolve(&no_env).unwrap();
+        assert_eq!(
+            options.dockerfile,
+            DockerfileLocation::InContext("Dockerfile".into())
+        );
+    }
+
+    #[test]
+    fn registry_settings_are_collected() {
+        let dir = context_dir();
+        let env = |k: &str| match k {
+            "KANIKO_REGISTRY_MIRROR" => Some("m2.io;m3.io".to_string()),
+            "KANIKO_REGISTRY_MAP" => Some("quay.io=q.local".to_string()),
+            _ => None,
+        };
+        let flags = BuildFlags {
+            registry_mirrors: vec!["m1.io".into()],
+            registry_maps: vec!["gcr.io=g1.local;gcr.io=g2.local".into()],
+            registry_certificates: vec!["r.io=/certs/ca.pem".into()],
+            registry_client_certs: vec!["r.io=/c.pem,/k.pem".into()],
+            insecure_registries: vec!["plain.local".into()],
+            ..flags_in(&dir)
+        };
+        let registry = flags.resolve(&env).unwrap().registry;
+        assert_eq!(
+            registry.registry_map[DOCKER_HUB],
+            ["m1.io", "m2.io", "m3.io"]
+        );
+        assert_eq!(registry.registry_map["gcr.io"], ["g1.local", "g2.local"]);
+        assert_eq!(registry.registry_map["quay.io"], ["q.local"]);
+        assert_eq!(
+            registry.certificates["r.io"],
+            PathBuf::from("/certs/ca.pem")
+        );
+        assert_eq!(
+            registry.client_certificates["r.io"].key,
+            PathBuf::from("/k.pem")
+        );
+        assert!(registry.is_insecure("plain.local", false));
+        assert!(!registry.is_insecure("other.local", true));
+
+        let bad = BuildFlags {
+            registry_client_certs: vec!["r.io=/c.pem".into()],
+            ..flags_in(&dir)
+        };
+        assert!(bad.resolve(&no_env).is_err());
+    }
+
+    #[test]
+    fn secrets_keep_names_not_contents() {
+        let dir = context_dir();
+        let env = |k: &str| (k == "TOKEN").then(|| "s3cr3t".to_string());
+        let file = dir.path().join("Dockerfile").display().to_string();
+        let flags = BuildFlags {
+            secrets: vec!["id=tok,env=TOKEN".into(), format!("id=f,src={file}")],
+            ..flags_in(&dir)
+        };
+        let options = flags.resolve(&env).unwrap();
+        assert_eq!(options.secrets[0].source, SecretSource::Env("TOKEN".into()));
+        assert!(!format!("{options:?}").contains("s3cr3t"));
+        let missing = BuildFlags {
+            secrets: vec!["id=x,env=UNSET".into()],
+            ..flags_in(&dir)
+        };
+        assert!(missing.resolve(&env).is_err());
+        let no_id = BuildFlags {
+            secrets: vec!["env=TOKEN".into()],
+            ..flags_in(&dir)
+        };
+        assert!(no_id.resolve(&env).is_err());
+    }
+
+    #[test]
+    fn work_dir_prefers_flag_then_env() {
+        let env = |k: &str| match k {
+            "KANIKO_DIR" => Some("/from/env".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            resolve_work_dir(Some("/flag".into()), &env),
+            PathBuf::from("/flag")
+        );
+        assert_eq!(resolve_work_dir(None, &env), PathBuf::from("/from/env"));
+        let tmp = |k: &str| (k == "TMPDIR").then(|| "/t".to_string());
+        let dir = resolve_work_dir(None, &tmp);
+        assert!(
+            dir == Path::new("/kaniko") || dir == Path::new("/t/kiln"),
+            "{dir:?}"
+        );
+    }
+
+    #[test]
+    fn platforms_and_keywords_parse() {
+        let p: Platform = "linux/arm/v7".parse().unwrap();
+        assert_eq!(p.to_string(), "linux/arm/v7");
+        assert!("linux".parse::<Platform>().is_err());
+        assert!("linux//x".parse::<Platform>().is_err());
+        assert_eq!("ZSTD".parse::<Compression>(), Ok(Compression::Zstd));
+        assert!("lz4"
+            .parse::<Compression>()
+            .unwrap_err()
+            .contains("gzip, zstd"));
+        assert_eq!("warn".parse::<Verbosity>(), Ok(Verbosity::Warn));
+    }
+
+    #[test]
+    fn go_bools() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_go_bool(t), Some(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_go_bool(f), Some(false), "{f}");
+        }
+        for bad in ["", "yes", "tRUE", "2"] {
+            assert_eq!(parse_go_bool(bad), None, "{bad}");
+        }
+    }
+}
