@@ -1,1 +1,14 @@
-//! placeholder
+//! Layer tars. Placeholder root while modules land.
+#![deny(missing_docs)]
+
+mod compress;
+pub mod error;
+mod header;
+pub mod path;
+pub mod pgzip;
+pub mod writer;
+
+pub use error::{Error, Result};
+pub use writer::{
+    sort_entries, Entry, EntryKind, EntryMeta, LayerBlob, LayerOptions, LayerWriter, MtimePolicy,
+};
