@@ -6,11 +6,21 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod base_image;
 mod cmd;
+pub mod layout;
+mod platform;
 mod registry;
+mod skopeo;
 mod tls;
 mod tools;
 
 pub use auth::Credentials;
+pub use base_image::{BaseImage, BUSYBOX_PATH_ENV, LAYOUT_TAG};
+pub use platform::Platform;
 pub use registry::{Registry, RegistryBuilder};
+pub use skopeo::{
+    skopeo_copy, skopeo_copy_with, skopeo_inspect, skopeo_inspect_raw, skopeo_inspect_with, Access,
+    CopyOptions, InspectKind,
+};
 pub use tools::{find_in_path, tools_check, REQUIRED_TOOLS};
