@@ -13,6 +13,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod digest;
 pub mod image;
 pub mod manifest;
