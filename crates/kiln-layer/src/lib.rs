@@ -4,8 +4,10 @@
 mod compress;
 pub mod error;
 mod header;
+pub mod list;
 pub mod path;
 pub mod pgzip;
+pub mod reader;
 pub mod writer;
 
 pub use error::{Error, Result};

@@ -1,0 +1,193 @@
+//! Opening a layer blob for reading: decompression chosen by media type or by
+//! sniffing magic bytes, and the uncompressed stream's sha256 checked against
+//! the expected diff_id once it has been read to the end.
+
+use crate::error::{Error, Result};
+use flate2::read::MultiGzDecoder;
+use kiln_oci::media::Compression;
+use kiln_oci::Digest;
+use sha2::{Digest as _, Sha256};
+use std::fs::File;
+use std::io::{self, Cursor, Read};
+use std::path::Path;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Guesses a blob's compression from its first bytes: gzip `1f 8b`, zstd
+/// `28 b5 2f fd`, anything else plain tar.
+pub fn sniff(prefix: &[u8]) -> Compression {
+    if prefix.starts_with(&GZIP_MAGIC) {
+        Compression::Gzip
+    } else if prefix.starts_with(&ZSTD_MAGIC) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// The uncompressed tar stream of a layer, hashed as it is read.
+///
+/// Read it (or hand it to [`crate::list`] / [`crate::extract`]), then call
+/// [`LayerReader::finish`]: it reads whatever the tar reader left (trailing
+/// zero blocks) and checks the diff_id. Until `finish` succeeds the content
+/// must be treated as unverified.
+pub struct LayerReader<'a> {
+    inner: Box<dyn Read + 'a>,
+    hasher: Sha256,
+    expected: Option<Digest>,
+    label: String,
+}
+
+impl<'a> LayerReader<'a> {
+    /// Wraps a blob stream. `compression` comes from the media type; `None`
+    /// sniffs the magic bytes. `label` names the layer in errors (use its
+    /// digest).
+    pub fn new(
+        blob: impl Read + 'a,
+        compression: Option<Compression>,
+        label: impl Into<String>,
+    ) -> Result<Self> {
+        let label = label.into();
+        let mut blob = blob;
+        let mut prefix = Vec::with_capacity(4);
+        (&mut blob)
+            .take(4)
+            .read_to_end(&mut prefix)
+            .map_err(|source| Error::Read {
+                layer: label.clone(),
+                source,
+            })?;
+        let compression = compression.unwrap_or_else(|| sniff(&prefix));
+        let whole = Cursor::new(prefix).chain(blob);
+        let inner: Box<dyn Read + 'a> = match compression {
+            Compression::Gzip => Box::new(MultiGzDecoder::new(whole)),
+            Compression::Zstd => {
+                Box::new(zstd::Decoder::new(whole).map_err(|source| Error::Read {
+                    layer: label.clone(),
+                    source,
+                })?)
+            }
+            _ => Box::new(whole),
+        };
+        Ok(LayerReader {
+            inner,
+            hasher: Sha256::new(),
+            expected: None,
+            label,
+        })
+    }
+
+    /// Makes [`LayerReader::finish`] fail unless the uncompressed stream's
+    /// sha256 is `diff_id`.
+    pub fn expect_diff_id(mut self, diff_id: Digest) -> Self {
+        self.expected = Some(diff_id);
+        self
+    }
+
+    /// The label given at creation.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Reads to the end and returns the diff_id, failing on a mismatch with
+    /// the expected one.
+    pub fn finish(mut self) -> Result<Digest> {
+        io::copy(&mut self, &mut io::sink()).map_err(|source| Error::Read {
+            layer: self.label.clone(),
+            source,
+        })?;
+        let actual = Digest::from_sha256(self.hasher.finalize().into());
+        match self.expected {
+            Some(expected) if expected != actual => Err(Error::DiffIdMismatch {
+                layer: self.label,
+                expected,
+                actual,
+            }),
+            _ => Ok(actual),
+        }
+    }
+}
+
+impl Read for LayerReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Opens a blob file; see [`LayerReader::new`]. The label is the file path.
+pub fn open_blob(path: &Path, compression: Option<Compression>) -> Result<LayerReader<'static>> {
+    let file = File::open(path).map_err(|source| Error::Io {
+        action: "open layer blob",
+        path: path.into(),
+        source,
+    })?;
+    LayerReader::new(
+        io::BufReader::with_capacity(256 * 1024, file),
+        compression,
+        path.display().to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn sniffs_and_verifies_every_compression() {
+        let data = b"not really a tar, but bytes are bytes".repeat(100);
+        let diff_id = Digest::sha256_of(&data);
+        let blobs = [
+            data.clone(),
+            gz(&data),
+            zstd::encode_all(&data[..], 3).unwrap(),
+        ];
+        for blob in blobs {
+            let mut r = LayerReader::new(&blob[..], None, "l")
+                .unwrap()
+                .expect_diff_id(diff_id.clone());
+            let mut first = [0u8; 10];
+            r.read_exact(&mut first).unwrap();
+            assert_eq!(&first, &data[..10]);
+            assert_eq!(r.finish().unwrap(), diff_id);
+        }
+    }
+
+    #[test]
+    fn mismatched_diff_id_is_reported_with_the_label() {
+        let wrong = Digest::sha256_of(b"other");
+        let r = LayerReader::new(&b"abc"[..], Some(Compression::None), "sha256:layer").unwrap();
+        let err = r.expect_diff_id(wrong).finish().unwrap_err();
+        assert!(matches!(err, Error::DiffIdMismatch { .. }));
+        assert!(err.to_string().contains("sha256:layer"), "{err}");
+    }
+
+    #[test]
+    fn tiny_and_empty_blobs_are_plain() {
+        assert_eq!(sniff(&[]), Compression::None);
+        assert_eq!(sniff(&[0x1f]), Compression::None);
+        let r = LayerReader::new(&b""[..], None, "empty").unwrap();
+        assert_eq!(r.finish().unwrap(), Digest::sha256_of(b""));
+    }
+
+    #[test]
+    fn corrupt_gzip_is_a_read_error() {
+        let mut blob = gz(&b"x".repeat(5000));
+        let mid = blob.len() / 2;
+        blob[mid] ^= 0xff;
+        let r = LayerReader::new(&blob[..], None, "bad").unwrap();
+        assert!(matches!(
+            r.finish(),
+            Err(Error::Read { .. }) | Err(Error::DiffIdMismatch { .. })
+        ));
+    }
+}
