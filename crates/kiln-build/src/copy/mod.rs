@@ -1,1 +1,360 @@
-//! (being written)
+//! COPY and ADD: from Dockerfile sources to a [`CopyPlan`], the list of
+//! entries one layer will contain.
+//!
+//! Planning follows Docker/BuildKit semantics:
+//! - sources are context paths (wildcards matched per component like Go's
+//!   `filepath.Match`), heredoc bodies, or URLs already fetched with
+//!   [`http::fetch_url`];
+//! - a directory source copies its contents, not the directory itself;
+//! - the destination is a directory when it ends in `/` (or `.`), when there
+//!   are several sources or a wildcard matched several paths, or when it
+//!   already is a directory in the image (asked through a caller's lookup);
+//! - `--parents` keeps each source's path below the destination, starting
+//!   after a `/./` pivot when there is one;
+//! - directories the copy has to create are mode 0755 and owned by the
+//!   `--chown` owner (BuildKit chowns created destination directories);
+//! - mtimes are kept from the source; `--chmod` applies to copied files and
+//!   directories, never to symlinks;
+//! - ADD unpacks local tar archives (plain, gzip, bzip2, xz, zstd, detected by
+//!   content) into the destination directory, entries keeping their own
+//!   metadata.
+//!
+//! As in BuildKit's Dockerfile frontend, a wildcard that matches nothing is not
+//! an error unless [`CopyRequest::allow_empty_wildcard`] is turned off, but a
+//! missing directory before the wildcard is.
+
+pub mod archive;
+pub mod chmod;
+pub mod chown;
+mod digest;
+pub mod glob;
+pub mod http;
+pub mod layer;
+mod plan;
+
+pub use archive::ArchiveError;
+pub use chmod::{Chmod, ChmodError};
+pub use chown::{ChownError, Owner};
+pub use http::{fetch_url, FetchError, FetchedUrl};
+pub use layer::{write_layer, LayerSink};
+pub use plan::plan_copy;
+
+use crate::context::{ContextError, PathMatcher};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What a path in the image below currently is, as the engine's lookup reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else (device, FIFO, socket).
+    Other,
+}
+
+/// The kind of a planned entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link.
+    Symlink,
+    /// A hard link to another entry of the same plan.
+    HardLink,
+}
+
+/// Where a planned entry's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntrySource {
+    /// No content (directories).
+    None,
+    /// A file on disk (in the context, a stage root, or the build's scratch dir).
+    Path(PathBuf),
+    /// Inline bytes (heredocs).
+    Bytes(Arc<[u8]>),
+    /// A link target: the symlink's text, or the hard link's absolute image path.
+    Link(String),
+}
+
+/// One entry of a layer being planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanEntry {
+    /// Absolute, normalised path in the image (`/app/main.go`), no trailing `/`.
+    pub path: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Its content.
+    pub source: EntrySource,
+    /// Permission bits (including setuid, setgid, sticky).
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// The entries one COPY or ADD puts into its layer: sorted by path, so
+/// parents come before children, one entry per path (later sources win).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyPlan {
+    entries: Vec<PlanEntry>,
+}
+
+impl CopyPlan {
+    /// Builds a plan from entries, sorting them and keeping the last entry
+    /// given for each path.
+    pub fn from_entries(entries: impl IntoIterator<Item = PlanEntry>) -> CopyPlan {
+        let map: std::collections::BTreeMap<String, PlanEntry> =
+            entries.into_iter().map(|e| (e.path.clone(), e)).collect();
+        CopyPlan {
+            entries: map.into_values().collect(),
+        }
+    }
+
+    /// The entries in layer order.
+    pub fn entries(&self) -> &[PlanEntry] {
+        &self.entries
+    }
+
+    /// True when the copy adds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Looks an entry up by image path.
+    pub fn get(&self, path: &str) -> Option<&PlanEntry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+}
+
+/// One source of a COPY or ADD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopySource {
+    /// A path in the context (or source stage), possibly with wildcards.
+    Path(String),
+    /// A heredoc (`COPY <<EOF /dest`): file `name` with body `body`.
+    Heredoc {
+        /// The heredoc's name, used as the file name when the destination is a directory.
+        name: String,
+        /// The file's content.
+        body: String,
+    },
+    /// An ADD URL already downloaded with [`fetch_url`].
+    Fetched(FetchedUrl),
+}
+
+/// How a source string written in a Dockerfile should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A path in the context.
+    Path,
+    /// An `http://` or `https://` URL (ADD only).
+    Url,
+    /// A git repository (not supported yet).
+    Git,
+}
+
+/// Classifies a source as BuildKit does: `git@…`, `git://…`, `github.com/…`
+/// and http(s) URLs whose path ends in `.git` (optionally with a `#ref`) are
+/// git; other http(s) URLs are URLs; the rest are paths.
+pub fn classify_source(src: &str) -> SourceKind {
+    let no_fragment = src.split('#').next().unwrap_or(src);
+    let http = src.starts_with("http://") || src.starts_with("https://");
+    if src.starts_with("git@") || src.starts_with("git://") || src.starts_with("github.com/") {
+        SourceKind::Git
+    } else if http
+        && no_fragment
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .ends_with(".git")
+    {
+        SourceKind::Git
+    } else if http {
+        SourceKind::Url
+    } else {
+        SourceKind::Path
+    }
+}
+
+/// Everything a COPY or ADD needs besides the context.
+#[derive(Clone)]
+pub struct CopyRequest {
+    /// Sources in Dockerfile order.
+    pub sources: Vec<CopySource>,
+    /// The destination as written (after variable expansion).
+    pub dest: String,
+    /// The stage's WORKDIR, for relative destinations.
+    pub workdir: String,
+    /// ADD semantics: unpack local archives.
+    pub add: bool,
+    /// `--parents`.
+    pub parents: bool,
+    /// `--exclude` patterns, matched against paths relative to each source.
+    pub exclude: Option<Arc<dyn PathMatcher>>,
+    /// `--chown`, resolved.
+    pub owner: Option<Owner>,
+    /// Keep the source's owners when there is no `--chown` (`COPY --from`);
+    /// context files are otherwise owned by 0:0.
+    pub preserve_owner: bool,
+    /// `--chmod`.
+    pub chmod: Option<Chmod>,
+    /// Accept wildcards that match nothing (BuildKit's Dockerfile behaviour).
+    pub allow_empty_wildcard: bool,
+    /// Timestamp (seconds) for entries with no source time: created
+    /// directories, heredoc files, URLs without Last-Modified.
+    pub now: i64,
+    /// Private directory where ADD spools archive contents.
+    pub scratch_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for CopyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyRequest")
+            .field("sources", &self.sources)
+            .field("dest", &self.dest)
+            .field("workdir", &self.workdir)
+            .field("add", &self.add)
+            .field("parents", &self.parents)
+            .field("exclude", &self.exclude.is_some())
+            .field("owner", &self.owner)
+            .field("chmod", &self.chmod)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CopyRequest {
+    /// A COPY of `sources` to `dest` with Docker's defaults: workdir `/`,
+    /// owner 0:0, modes kept, empty wildcards accepted.
+    pub fn new(sources: Vec<CopySource>, dest: impl Into<String>) -> CopyRequest {
+        CopyRequest {
+            sources,
+            dest: dest.into(),
+            workdir: "/".to_string(),
+            add: false,
+            parents: false,
+            exclude: None,
+            owner: None,
+            preserve_owner: false,
+            chmod: None,
+            allow_empty_wildcard: true,
+            now: 0,
+            scratch_dir: None,
+        }
+    }
+}
+
+/// Why a COPY or ADD could not be planned. The caller adds the Dockerfile line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyError {
+    /// A source path problem (missing, excluded, unreadable).
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    /// A wildcard is malformed.
+    #[error(transparent)]
+    Pattern(#[from] glob::BadPattern),
+    /// A wildcard matched nothing and empty matches are not accepted.
+    #[error("{pattern:?}: no source files matched")]
+    NoMatch {
+        /// The pattern.
+        pattern: String,
+    },
+    /// Several sources but a destination that is not a directory.
+    #[error("when using COPY with more than one source file, the destination must be a directory and end with a / (got {dest:?})")]
+    DestNotDir {
+        /// The destination as written.
+        dest: String,
+    },
+    /// COPY was given a URL.
+    #[error("{url:?}: COPY does not accept URLs; use ADD")]
+    UrlInCopy {
+        /// The URL.
+        url: String,
+    },
+    /// ADD was given a URL that was not fetched first.
+    #[error("{url:?}: URL sources must be fetched before planning")]
+    UrlNotFetched {
+        /// The URL.
+        url: String,
+    },
+    /// A git source.
+    #[error("{url:?}: git sources are not supported yet")]
+    GitNotSupported {
+        /// The source.
+        url: String,
+    },
+    /// ADD of an archive failed.
+    #[error("{path}: {source}")]
+    Archive {
+        /// The archive in the context.
+        path: PathBuf,
+        /// What went wrong.
+        source: ArchiveError,
+    },
+    /// ADD of an archive needs a scratch directory.
+    #[error("ADD of archive {path}: no scratch directory to unpack into")]
+    NoScratchDir {
+        /// The archive.
+        path: PathBuf,
+    },
+    /// Reading a source failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_sources() {
+        assert_eq!(classify_source("src/main.rs"), SourceKind::Path);
+        assert_eq!(
+            classify_source("https://example.com/a.tar.gz"),
+            SourceKind::Url
+        );
+        assert_eq!(
+            classify_source("https://github.com/moby/buildkit.git#v0.1"),
+            SourceKind::Git
+        );
+        assert_eq!(
+            classify_source("git@github.com:moby/buildkit.git"),
+            SourceKind::Git
+        );
+        assert_eq!(classify_source("git://host/repo"), SourceKind::Git);
+    }
+
+    #[test]
+    fn plan_keeps_last_entry_and_sorts() {
+        let e = |p: &str, m| PlanEntry {
+            path: p.into(),
+            kind: EntryKind::File,
+            source: EntrySource::None,
+            mode: m,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let plan = CopyPlan::from_entries([e("/b", 1), e("/a/x", 1), e("/a", 1), e("/b", 2)]);
+        let paths: Vec<_> = plan.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/a", "/a/x", "/b"]);
+        assert_eq!(plan.get("/b").unwrap().mode, 2);
+    }
+}
