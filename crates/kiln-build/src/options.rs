@@ -35,7 +35,9 @@ use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Serialize;
+use kiln_oci::reference::DOCKER_HUB;
+use kiln_oci::{Platform, Reference};
+use serde::{Serialize, Serializer};
 
 /// Looks up an environment variable by name; `None` when unset.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -50,8 +52,6 @@ pub const DEFAULT_CACHE_DIR: &str = "/cache";
 pub const KANIKO_DIR: &str = "/kaniko";
 /// Kaniko's default cache TTL: two weeks.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(336 * 3600);
-/// The registry Docker Hub names resolve to.
-pub const DOCKER_HUB: &str = "index.docker.io";
 
 /// A problem with the options, found before the build starts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -457,68 +457,6 @@ pub struct KeyValue {
     pub value: String,
 }
 
-/// A target platform, `os/architecture[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Platform {
-    /// Operating system (`linux`).
-    pub os: String,
-    /// Architecture, with Go's names (`amd64`, `arm64`, ...).
-    pub architecture: String,
-    /// Variant (`v7`, ...).
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform of the machine kiln runs on.
-    pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "x86" => ("386", None),
-            "aarch64" => ("arm64", None),
-            "arm" => ("arm", Some("v7")),
-            "powerpc64" => ("ppc64le", None),
-            "riscv64" => ("riscv64", None),
-            "s390x" => ("s390x", None),
-            other => (other, None),
-        };
-        Platform {
-            os: "linux".to_string(),
-            architecture: architecture.to_string(),
-            variant: variant.map(str::to_string),
-        }
-    }
-}
-
-impl FromStr for Platform {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let valid_part = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        };
-        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid_part(p)) {
-            return Err("expected os/architecture[/variant], e.g. linux/amd64".to_string());
-        }
-        Ok(Platform {
-            os: parts[0].to_ascii_lowercase(),
-            architecture: parts[1].to_ascii_lowercase(),
-            variant: parts.get(2).map(|v| v.to_ascii_lowercase()),
-        })
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
 /// A build secret: an id and where its contents come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Secret {
@@ -566,60 +504,28 @@ pub struct OutputOptions {
     pub image_name_tag_with_digest_file: Option<PathBuf>,
 }
 
-/// An image reference to push to, as written, with its repository worked out.
-///
-/// Only the split into repository and tag/digest is done here (enough to derive the
-/// cache repository); full reference validation belongs to the registry client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An image reference to push to: as the user wrote it, and parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     /// The reference as given.
-    pub reference: String,
-    /// `registry/path` with Docker Hub names spelled out (`index.docker.io/library/x`).
-    pub repository: String,
+    pub as_given: String,
+    /// The parsed, normalised reference.
+    pub reference: Reference,
 }
 
 impl FromStr for Destination {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.is_empty() {
-            return Err("empty image reference".to_string());
-        }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("image references cannot contain whitespace".to_string());
-        }
-        let name = s.split_once('@').map_or(s, |(name, _)| name);
-        let last_slash = name.rfind('/').map_or(0, |i| i + 1);
-        let name = match name[last_slash..].rfind(':') {
-            Some(colon) => &name[..last_slash + colon],
-            None => name,
-        };
-        if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-            return Err("expected [registry/]repository[:tag][@digest]".to_string());
-        }
+    type Err = kiln_oci::ReferenceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Destination {
-            reference: s.to_string(),
-            repository: normalize_repository(name),
+            as_given: s.to_string(),
+            reference: Reference::parse(s)?,
         })
     }
 }
 
-/// Spells out Docker Hub's implicit registry and `library/` namespace, as Docker does.
-fn normalize_repository(name: &str) -> String {
-    let (first, rest) = match name.split_once('/') {
-        Some((first, rest)) => (first, Some(rest)),
-        None => (name, None),
-    };
-    let is_registry = first.contains('.') || first.contains(':') || first == "localhost";
-    match rest {
-        Some(_) if is_registry => {
-            if first == "docker.io" {
-                normalize_repository(&name["docker.io/".len()..])
-            } else {
-                name.to_string()
-            }
-        }
-        Some(_) => format!("{DOCKER_HUB}/{name}"),
-        None => format!("{DOCKER_HUB}/library/{name}"),
+impl Serialize for Destination {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.reference.to_string())
     }
 }
 
@@ -670,7 +576,7 @@ pub struct RegistryOptions {
     /// Hosts whose TLS certificates are not verified.
     pub skip_tls_verify_registries: Vec<String>,
     /// Registry remaps, source host to the hosts tried in order. Docker Hub mirrors
-    /// (`--registry-mirror`) appear here under `index.docker.io`.
+    /// (`--registry-mirror`) appear here under `docker.io`.
     pub registry_map: BTreeMap<String, Vec<String>>,
     /// Do not fall back to the original registry when every mapped host fails.
     pub skip_default_registry_fallback: bool,
@@ -737,7 +643,7 @@ impl BuildFlags {
             .iter()
             .map(|d| {
                 d.parse::<Destination>()
-                    .map_err(|reason| invalid("--destination", d, reason))
+                    .map_err(|e| invalid("--destination", d, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let no_push = match self.no_push {
@@ -754,7 +660,7 @@ impl BuildFlags {
             }),
             None => destinations
                 .first()
-                .map(|d| CacheRepo::Registry(format!("{}/cache", d.repository))),
+                .map(|d| CacheRepo::Registry(format!("{}/cache", d.reference.name()))),
         };
         if self.cache && no_push && self.cache_repo.is_none() {
             return Err(OptionsError::CacheRepoRequired);
@@ -765,8 +671,8 @@ impl BuildFlags {
         let dockerfile = resolve_dockerfile(&self.dockerfile, &context)?;
         let platform = match &self.custom_platform {
             Some(p) => p
-                .parse()
-                .map_err(|reason| invalid("--custom-platform", p, reason))?,
+                .parse::<Platform>()
+                .map_err(|e| invalid("--custom-platform", p, e.to_string()))?,
             None => Platform::host(),
         };
 
@@ -1294,12 +1200,12 @@ mod tests {
         let cases = [
             ("localhost:5000/app:v1", "localhost:5000/app/cache"),
             (
-                "registry.example.com/team/app@sha256:abc",
+                "registry.example.com/team/app@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
                 "registry.example.com/team/app/cache",
             ),
-            ("ubuntu", "index.docker.io/library/ubuntu/cache"),
-            ("me/app:1", "index.docker.io/me/app/cache"),
-            ("docker.io/me/app", "index.docker.io/me/app/cache"),
+            ("ubuntu", "docker.io/library/ubuntu/cache"),
+            ("me/app:1", "docker.io/me/app/cache"),
+            ("index.docker.io/me/app", "docker.io/me/app/cache"),
         ];
         for (dest, repo) in cases {
             let flags = BuildFlags {
@@ -1544,11 +1450,7 @@ mod tests {
     }
 
     #[test]
-    fn platforms_and_keywords_parse() {
-        let p: Platform = "linux/arm/v7".parse().unwrap();
-        assert_eq!(p.to_string(), "linux/arm/v7");
-        assert!("linux".parse::<Platform>().is_err());
-        assert!("linux//x".parse::<Platform>().is_err());
+    fn keywords_parse() {
         assert_eq!("ZSTD".parse::<Compression>(), Ok(Compression::Zstd));
         assert!("lz4"
             .parse::<Compression>()
