@@ -226,3 +226,285 @@ pub fn parse(text: &str) -> Result<Ast, ParseError> {
         warnings,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ast::Heredoc;
+
+    fn dump(text: &str) -> String {
+        parse(text).unwrap().dump()
+    }
+
+    fn heredoc(name: &str, content: &str, expand: bool, chomp: bool) -> Heredoc {
+        Heredoc {
+            name: name.into(),
+            content: content.into(),
+            expand,
+            chomp,
+            file_descriptor: 0,
+        }
+    }
+
+    #[test]
+    fn several_heredocs_on_one_line_read_in_order() {
+        let ast = parse("FROM x\nCOPY <<A <<B /dst/\na1\nA\nb1\nb2\nB\nRUN true\n").unwrap();
+        let copy = &ast.children[1];
+        assert_eq!(
+            copy.heredocs,
+            vec![
+                heredoc("A", "a1\n", true, false),
+                heredoc("B", "b1\nb2\n", true, false)
+            ]
+        );
+        assert_eq!(copy.args, vec!["<<A", "<<B", "/dst/"]);
+        assert_eq!(copy.span, Span { start: 2, end: 7 });
+        assert_eq!(ast.children[2].span, Span::at(8));
+    }
+
+    #[test]
+    fn chomped_heredoc_strips_leading_tabs_and_finds_indented_terminator() {
+        let ast = parse("FROM x\nRUN <<-EOF\n\techo hi\n\t\tnested\n  spaces\n\tEOF\n").unwrap();
+        assert_eq!(
+            ast.children[1].heredocs,
+            vec![heredoc("EOF", "echo hi\nnested\n  spaces\n", true, true)]
+        );
+    }
+
+    #[test]
+    fn unchomped_heredoc_keeps_tabs_and_needs_exact_terminator() {
+        let ast = parse("FROM x\nRUN <<EOF\n\tEOF\nEOF\n").unwrap();
+        assert_eq!(ast.children[1].heredocs[0].content, "\tEOF\n");
+    }
+
+    #[test]
+    fn quoted_heredoc_delimiters_are_not_expanded() {
+        let ast = parse("FROM x\nRUN <<'A' <<\"B\"\n$a\nA\n$b\nB\n").unwrap();
+        assert_eq!(
+            ast.children[1].heredocs,
+            vec![
+                heredoc("A", "$a\n", false, false),
+                heredoc("B", "$b\n", false, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn heredoc_body_keeps_line_endings() {
+        let ast = parse("FROM x\r\nRUN <<EOF\r\nline\r\nEOF\r\n").unwrap();
+        assert_eq!(ast.children[1].heredocs[0].content, "line\r\n");
+    }
+
+    #[test]
+    fn missing_heredoc_terminator_is_an_error_at_the_instruction() {
+        let err = parse("FROM x\nRUN <<EOF\necho\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert_eq!(err.end_line, 3);
+        assert_eq!(
+            err.kind,
+            ParseErrorKind::UnterminatedHeredoc { name: "EOF".into() }
+        );
+        assert_eq!(err.to_string(), "line 2: unterminated heredoc \"EOF\"");
+    }
+
+    #[test]
+    fn exec_form_and_other_instructions_have_no_heredocs() {
+        let ast = parse("FROM x\nRUN [\"cat\", \"<<EOF\"]\nENV a=<<EOF\nRUN true\n").unwrap();
+        assert!(ast.children.iter().all(|c| c.heredocs.is_empty()));
+        assert_eq!(ast.children.len(), 4);
+    }
+
+    #[test]
+    fn onbuild_heredoc_attaches_to_the_onbuild_node() {
+        let ast = parse("FROM x\nONBUILD RUN <<EOF\nhi\nEOF\n").unwrap();
+        let onbuild = &ast.children[1];
+        assert_eq!(onbuild.heredocs, vec![heredoc("EOF", "hi\n", true, false)]);
+        assert_eq!(onbuild.span, Span { start: 2, end: 4 });
+        assert_eq!(onbuild.onbuild.as_ref().unwrap().span, onbuild.span);
+    }
+
+    #[test]
+    fn backtick_escape_directive_changes_continuation() {
+        let ast = parse("# escape=`\nFROM a\nRUN dir c:\\ `\n  /w\n").unwrap();
+        assert_eq!(ast.directives.escape, '`');
+        assert_eq!(ast.dump(), "(from \"a\")\n(run \"dir c:\\\\   /w\")");
+        assert_eq!(ast.children[1].span, Span { start: 3, end: 4 });
+    }
+
+    #[test]
+    fn directive_after_a_comment_is_ignored() {
+        let ast = parse("# hello\n# escape=`\nFROM a\nRUN a \\\nb\n").unwrap();
+        assert_eq!(ast.directives.escape, '\\');
+        assert_eq!(ast.dump(), "(from \"a\")\n(run \"a b\")");
+    }
+
+    #[test]
+    fn directive_after_an_instruction_is_a_comment() {
+        let ast = parse("FROM a\n# syntax=x\n").unwrap();
+        assert_eq!(ast.directives.syntax, None);
+        assert_eq!(ast.children.len(), 1);
+    }
+
+    #[test]
+    fn directives_are_recorded() {
+        let ast = parse("#syntax=docker/dockerfile:1\n# check = skip=all\nFROM a\n").unwrap();
+        assert_eq!(
+            ast.directives.syntax.as_deref(),
+            Some("docker/dockerfile:1")
+        );
+        assert_eq!(ast.directives.check.as_deref(), Some("skip=all"));
+    }
+
+    #[test]
+    fn duplicate_directive_is_an_error_naming_its_line() {
+        let err = parse("# syntax=a\n# SYNTAX=b\nFROM x\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert_eq!(
+            err.to_string(),
+            "line 2: only one syntax parser directive can be used"
+        );
+    }
+
+    #[test]
+    fn invalid_escape_directive_is_an_error() {
+        let err = parse("# escape=x\nFROM a\n").unwrap_err();
+        assert_eq!(err.line, 1);
+        assert!(matches!(err.kind, ParseErrorKind::InvalidEscape { .. }));
+    }
+
+    #[test]
+    fn onbuild_from_is_an_error() {
+        let err = parse("FROM a\nONBUILD FROM b\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert_eq!(
+            err.to_string(),
+            "line 2: FROM isn't allowed as an ONBUILD trigger"
+        );
+        assert_eq!(
+            parse("FROM a\nONBUILD ONBUILD RUN x\n").unwrap_err().kind,
+            ParseErrorKind::OnbuildChained
+        );
+    }
+
+    #[test]
+    fn invalid_json_falls_back_to_shell_form() {
+        let ast = parse("FROM a\nCMD [\"a\", 'b']\nENTRYPOINT [\"x\"] y\n").unwrap();
+        assert!(!ast.children[1].json);
+        assert_eq!(ast.children[1].args, vec!["[\"a\", 'b']"]);
+        assert_eq!(ast.children[2].args, vec!["[\"x\"] y"]);
+    }
+
+    #[test]
+    fn line_continuation_at_eof_ends_the_instruction() {
+        let ast = parse("FROM a\nRUN echo \\").unwrap();
+        assert_eq!(ast.dump(), "(from \"a\")\n(run \"echo\")");
+        assert_eq!(ast.children[1].span, Span::at(2));
+    }
+
+    #[test]
+    fn empty_continuation_line_warns_and_comments_are_skipped() {
+        let ast = parse("FROM a\nRUN a \\\n\n# note\n b\n").unwrap();
+        assert_eq!(ast.children[1].args, vec!["a  b"]);
+        assert_eq!(ast.children[1].span, Span { start: 2, end: 5 });
+        assert_eq!(ast.warnings.len(), 1);
+        assert_eq!(ast.warnings[0].span, Span::at(5));
+        assert!(ast.warnings[0].message.contains("Empty continuation line"));
+    }
+
+    #[test]
+    fn crlf_and_bom_are_handled() {
+        let ast = parse("\u{feff}FROM a\r\nRUN b \\\r\n c\r\n").unwrap();
+        assert_eq!(ast.dump(), "(from \"a\")\n(run \"b  c\")");
+    }
+
+    #[test]
+    fn comments_before_an_instruction_are_kept() {
+        let ast = parse("# one\n#two\nFROM a\n#\nRUN b\n").unwrap();
+        assert_eq!(ast.children[0].prev_comment, vec!["one", "two"]);
+        assert!(ast.children[1].prev_comment.is_empty());
+    }
+
+    #[test]
+    fn keyword_is_lowercased_and_original_kept() {
+        let ast = parse("from   a AS b\n").unwrap();
+        assert_eq!(ast.children[0].keyword, "from");
+        assert_eq!(ast.children[0].args, vec!["a", "AS", "b"]);
+        assert_eq!(ast.children[0].original, "from   a AS b");
+    }
+
+    #[test]
+    fn unknown_instruction_is_not_a_parse_error() {
+        assert_eq!(dump("FROM a\nFOO bar\n"), "(from \"a\")\n(foo \"\")");
+    }
+
+    #[test]
+    fn file_without_instructions_is_an_error() {
+        assert_eq!(parse("").unwrap_err().kind, ParseErrorKind::NoInstructions);
+        assert_eq!(parse("# c\n\n").unwrap_err().line, 2);
+    }
+
+    /// Pieces that reach the parser's corners: directives, continuations,
+    /// quotes, JSON, flags, heredocs, ONBUILD.
+    fn dockerfile_piece() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("# escape=`\n".to_string()),
+            Just("# syntax=x\n".to_string()),
+            Just("\\\n".to_string()),
+            Just("`\n".to_string()),
+            Just("\n".to_string()),
+            Just("\r\n".to_string()),
+            Just("\t".to_string()),
+            Just(" ".to_string()),
+            Just("#".to_string()),
+            Just("RUN ".to_string()),
+            Just("COPY ".to_string()),
+            Just("ENV ".to_string()),
+            Just("LABEL ".to_string()),
+            Just("ONBUILD ".to_string()),
+            Just("HEALTHCHECK ".to_string()),
+            Just("--a=b ".to_string()),
+            Just("-- ".to_string()),
+            Just("<<EOF".to_string()),
+            Just("<<-\"E F\"".to_string()),
+            Just("EOF".to_string()),
+            Just("[\"a\", ".to_string()),
+            Just("]".to_string()),
+            Just("=".to_string()),
+            Just("\"".to_string()),
+            Just("'".to_string()),
+            Just("\u{a0}".to_string()),
+            Just("\u{feff}".to_string()),
+            "[a-z]{1,3}",
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_on_arbitrary_text(text in "\\PC*") {
+            let _ = parse(&text).map(|ast| ast.dump());
+        }
+
+        #[test]
+        fn parse_never_panics_on_any_chars(text in proptest::collection::vec(proptest::char::any(), 0..64)) {
+            let text: String = text.into_iter().collect();
+            let _ = parse(&text).map(|ast| ast.dump());
+        }
+
+        #[test]
+        fn parse_never_panics_on_dockerfile_like_text(
+            pieces in proptest::collection::vec(dockerfile_piece(), 0..40)
+        ) {
+            let text = pieces.concat();
+            if let Ok(ast) = parse(&text) {
+                let lines = text.split_inclusive('\n').count();
+                for child in &ast.children {
+                    proptest::prop_assert!(child.span.start >= 1);
+                    proptest::prop_assert!(child.span.start <= child.span.end);
+                    proptest::prop_assert!(child.span.end <= lines);
+                }
+                let _ = ast.dump();
+            }
+        }
+    }
+}
