@@ -8,8 +8,12 @@
 mod auth;
 mod base_image;
 mod cmd;
+mod config;
+mod diff;
+mod flatten;
 pub mod layout;
 mod platform;
+mod read_layout;
 mod registry;
 mod skopeo;
 mod tls;
@@ -17,6 +21,9 @@ mod tools;
 
 pub use auth::Credentials;
 pub use base_image::{BaseImage, BUSYBOX_PATH_ENV, LAYOUT_TAG};
+pub use config::normalized_config;
+pub use diff::diff;
+pub use flatten::{EntryInfo, EntryKind, Flattened, KEEP_CONTENT_UP_TO};
 pub use platform::Platform;
 pub use registry::{Registry, RegistryBuilder};
 pub use skopeo::{

@@ -72,3 +72,69 @@ fn multi_arch_index_keeps_both_platforms() {
         ]
     );
 }
+
+#[test]
+fn flattened_busybox_has_shell_and_users() {
+    use kiln_testkit::{EntryKind, Flattened};
+    let reg = Registry::plain().unwrap();
+    let img = BaseImage::busybox().unwrap();
+    let full = img.push_to(&reg, "busybox:latest").unwrap();
+    // Read back through the registry, not from the local layout.
+    let f = Flattened::from_registry(&reg, "busybox:latest").unwrap();
+    let sh = f.get("/bin/sh").unwrap();
+    assert_eq!(sh.kind, EntryKind::Symlink);
+    assert_eq!(sh.link_target.as_deref(), Some("busybox"));
+    let bb = f.get("/bin/busybox").unwrap();
+    assert_eq!((bb.kind, bb.mode), (EntryKind::File, 0o755));
+    assert!(f.text("/etc/passwd").unwrap().contains("app:x:1000:1000:"));
+    assert!(f.text("/etc/group").unwrap().contains("staff:x:50:app"));
+    assert_eq!(f.get("/tmp").unwrap().mode, 0o1777);
+    let home = f.get("/home/app").unwrap();
+    assert_eq!((home.uid, home.gid), (1000, 1000));
+    assert_eq!(f.config["config"]["Cmd"], serde_json::json!(["sh"]));
+
+    // The local layout reads the same.
+    let local = Flattened::from_layout(img.layout_dir(), img.tag()).unwrap();
+    let d = kiln_testkit::diff(&local, &f, &[]);
+    assert!(d.is_empty(), "{}\n{full}", d.join("\n"));
+}
+
+#[test]
+fn two_layer_whiteouts_apply() {
+    use kiln_testkit::Flattened;
+    let reg = Registry::plain().unwrap();
+    let img = BaseImage::busybox_two_layers().unwrap();
+    img.push_to(&reg, "two:latest").unwrap();
+    let f = Flattened::from_registry(&reg, "two:latest").unwrap();
+    let opt: Vec<&str> = f
+        .entries
+        .keys()
+        .filter(|k| k.starts_with("/opt"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(opt, ["/opt", "/opt/replaced", "/opt/replaced/new.txt"]);
+    assert_eq!(f.text("/etc/motd").as_deref(), Some("two layers\n"));
+    assert_eq!(f.manifest["layers"].as_array().unwrap().len(), 2);
+
+    // diff names what differs, and honours ignores.
+    let one = Flattened::from_layout(BaseImage::busybox().unwrap().layout_dir(), "latest").unwrap();
+    let d = kiln_testkit::diff(&one, &f, &[]);
+    assert_eq!(d.len(), 4, "{d:#?}");
+    assert!(d.iter().any(|l| l.starts_with("only in b: /etc/motd")));
+    assert!(kiln_testkit::diff(&one, &f, &["/opt", "/etc/motd"]).is_empty());
+}
+
+#[test]
+fn multi_arch_flattens_per_platform() {
+    use kiln_testkit::Flattened;
+    let img = BaseImage::busybox_multi_arch().unwrap();
+    let host = Flattened::from_layout(img.layout_dir(), img.tag()).unwrap();
+    assert!(host.get("/bin/busybox").is_some());
+    let foreign =
+        Flattened::from_layout_for(img.layout_dir(), img.tag(), &Platform::foreign()).unwrap();
+    assert_eq!(
+        foreign.text("/ARCH").unwrap().trim(),
+        Platform::foreign().architecture
+    );
+    assert_eq!(foreign.entries.len(), 1);
+}
