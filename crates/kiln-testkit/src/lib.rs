@@ -7,9 +7,11 @@
 
 mod auth;
 mod base_image;
+mod buildah;
 mod cmd;
 mod config;
 mod diff;
+mod docker;
 mod flatten;
 pub mod layout;
 mod platform;
@@ -18,11 +20,16 @@ mod registry;
 mod skopeo;
 mod tls;
 mod tools;
+mod umoci;
 
 pub use auth::Credentials;
 pub use base_image::{BaseImage, BUSYBOX_PATH_ENV, LAYOUT_TAG};
+pub use buildah::{
+    buildah_build, BuildahBuild, BuildahImage, BUILDAH_RUN_ARTIFACTS, BUILDAH_STORAGE_DRIVER,
+};
 pub use config::normalized_config;
 pub use diff::diff;
+pub use docker::docker_available;
 pub use flatten::{EntryInfo, EntryKind, Flattened, KEEP_CONTENT_UP_TO};
 pub use platform::Platform;
 pub use registry::{Registry, RegistryBuilder};
@@ -31,3 +38,4 @@ pub use skopeo::{
     CopyOptions, InspectKind,
 };
 pub use tools::{find_in_path, tools_check, REQUIRED_TOOLS};
+pub use umoci::umoci_unpack;
