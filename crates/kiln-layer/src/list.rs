@@ -38,7 +38,9 @@ pub fn visit_entries(
             entry: "<header>".into(),
             source,
         })?;
-        let entry = entry_from_tar(&mut raw, &label)?;
+        let Some(entry) = entry_from_tar(&mut raw, &label)? else {
+            continue;
+        };
         if visit(&entry).is_break() {
             break;
         }
@@ -58,8 +60,13 @@ pub fn list_entries(mut reader: LayerReader<'_>) -> Result<Vec<Entry>> {
 }
 
 /// Converts one tar entry's header (and PAX records) into an [`Entry`].
-/// Paths are normalized (leading `/` dropped); `..` and NUL are refused.
-pub(crate) fn entry_from_tar<R: Read>(raw: &mut tar::Entry<'_, R>, label: &str) -> Result<Entry> {
+/// Paths are normalized (leading `/` dropped); `..` and NUL are refused. An
+/// entry for the root directory itself (`./`, written by some tools) carries
+/// nothing a layer can apply and yields `None`.
+pub(crate) fn entry_from_tar<R: Read>(
+    raw: &mut tar::Entry<'_, R>,
+    label: &str,
+) -> Result<Option<Entry>> {
     let raw_path = raw.path_bytes().into_owned();
     let shown = String::from_utf8_lossy(&raw_path).into_owned();
     let bad = |source: std::io::Error| Error::BadEntry {
@@ -72,6 +79,13 @@ pub(crate) fn entry_from_tar<R: Read>(raw: &mut tar::Entry<'_, R>, label: &str) 
         entry: shown.clone(),
         reason,
     };
+    let is_root = raw_path.iter().all(|b| matches!(b, b'/' | b'.')) && !raw_path.contains(&0);
+    if is_root
+        && raw.header().entry_type() == EntryType::Directory
+        && !raw_path.windows(2).any(|w| w == b"..")
+    {
+        return Ok(None);
+    }
     let path = normalize(std::path::Path::new(OsStr::from_bytes(&raw_path)))
         .map_err(|reason| unsafe_entry(reason.to_string()))?;
 
@@ -145,24 +159,17 @@ pub(crate) fn entry_from_tar<R: Read>(raw: &mut tar::Entry<'_, R>, label: &str) 
         if is_opaque_marker(name) {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
             let dir = dir.ok_or_else(|| unsafe_entry("opaque marker at the root".into()))?;
-            return Ok(Entry::new(dir, EntryKind::Opaque, meta));
+            return Ok(Some(Entry::new(dir, EntryKind::Opaque, meta)));
         }
         if let Some(target) = whiteout_target(name) {
-            if target.is_empty()
-                || target == "."
-                || target == ".."
-                || target.as_bytes().contains(&b'/')
-            {
+            if target.is_empty() || target == "." || target == ".." {
                 return Err(unsafe_entry("whiteout names no entry".into()));
             }
-            return Ok(Entry::new(
-                path.with_file_name(target),
-                EntryKind::Whiteout,
-                meta,
-            ));
+            let deleted = path.with_file_name(target);
+            return Ok(Some(Entry::new(deleted, EntryKind::Whiteout, meta)));
         }
     }
-    Ok(Entry::new(path, kind, meta))
+    Ok(Some(Entry::new(path, kind, meta)))
 }
 
 #[cfg(test)]

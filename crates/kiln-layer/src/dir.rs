@@ -1,0 +1,234 @@
+//! Writing a layer from a directory tree: a COPY's staged files, or a RUN
+//! step's overlayfs upper directory.
+//!
+//! The walk is sorted by name at every level (so the same tree always gives
+//! the same bytes), never follows symlinks, and keeps types, modes, owners,
+//! xattrs and hard links (a file whose (dev, inode) was already archived
+//! becomes a hard link to the first path). `security.selinux` labels are host
+//! state and never archived.
+//!
+//! With [`TreeOptions::overlay_upper`] the tree is read as an overlayfs upper
+//! dir: a 0/0 character device is a deletion (`.wh.<name>`), a directory
+//! marked opaque (`trusted.overlay.opaque=y` or `user.overlay.opaque=y`) is
+//! archived followed by its opaque marker, and overlay's own xattrs are never
+//! copied. Overlay must be mounted with `redirect_dir=off` and `metacopy=off`
+//! (renamed directories and metadata-only copies are not translated).
+
+use crate::error::{Error, Result};
+use crate::writer::{Entry, EntryKind, EntryMeta, LayerBlob, LayerOptions, LayerWriter};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::Metadata;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Xattr names never archived: overlay bookkeeping and host security labels.
+fn skip_xattr(name: &str) -> bool {
+    name.starts_with("trusted.overlay.")
+        || name.starts_with("user.overlay.")
+        || name == "security.selinux"
+}
+
+/// How a tree is read.
+#[derive(Default)]
+#[non_exhaustive]
+pub struct TreeOptions<'a> {
+    /// Read the tree as an overlayfs upper dir (whiteouts, opaque dirs).
+    pub overlay_upper: bool,
+    /// Where the tree's root goes in the image (`app` puts `x` at `app/x`);
+    /// empty for the image root.
+    pub prefix: PathBuf,
+    /// Paths (relative to the tree root) to leave out, with everything under
+    /// them, such as bind-mounted `etc/hosts`.
+    pub exclude: Option<&'a dyn Fn(&Path) -> bool>,
+}
+
+impl<'a> TreeOptions<'a> {
+    /// Reads the tree as an overlayfs upper dir.
+    pub fn overlay_upper(mut self) -> Self {
+        self.overlay_upper = true;
+        self
+    }
+
+    /// Places the tree under `prefix` in the image.
+    pub fn with_prefix(mut self, prefix: impl Into<PathBuf>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Leaves out paths for which `exclude` returns true.
+    pub fn with_exclude(mut self, exclude: &'a dyn Fn(&Path) -> bool) -> Self {
+        self.exclude = Some(exclude);
+        self
+    }
+}
+
+/// Archives the tree at `root` into a new layer blob in `blob_dir`.
+pub fn write_tree(
+    root: &Path,
+    blob_dir: &Path,
+    layer: &LayerOptions,
+    tree: &TreeOptions<'_>,
+) -> Result<LayerBlob> {
+    let mut writer = LayerWriter::new(blob_dir, layer)?;
+    append_tree(&mut writer, root, tree)?;
+    writer.finish()
+}
+
+/// Appends the tree at `root` (not the root itself) to `writer`.
+pub fn append_tree(writer: &mut LayerWriter, root: &Path, tree: &TreeOptions<'_>) -> Result<()> {
+    let mut first_paths: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let walk = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| match tree.exclude {
+            Some(exclude) => e
+                .path()
+                .strip_prefix(root)
+                .map(|rel| !exclude(rel))
+                .unwrap_or(true),
+            None => true,
+        });
+    for item in walk {
+        let item = item.map_err(|e| {
+            let path = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| root.to_path_buf());
+            Error::Walk {
+                path,
+                source: e.into(),
+            }
+        })?;
+        let host = item.path();
+        let meta = item.metadata().map_err(|e| Error::Walk {
+            path: host.into(),
+            source: e.into(),
+        })?;
+        let rel = host.strip_prefix(root).expect("walk stays under its root");
+        let path = tree.prefix.join(rel);
+        let file_type = meta.file_type();
+        let entry_meta = entry_meta(host, &meta)?;
+
+        if file_type.is_dir() {
+            writer.append(&Entry::new(&path, EntryKind::Dir, entry_meta), None)?;
+            if tree.overlay_upper && is_opaque(host) {
+                writer.append(
+                    &Entry::new(&path, EntryKind::Opaque, EntryMeta::default()),
+                    None,
+                )?;
+            }
+        } else if file_type.is_file() {
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = first_paths.get(&key) {
+                    let link = EntryKind::HardLink {
+                        target: first.clone(),
+                    };
+                    writer.append(&Entry::new(&path, link, entry_meta), None)?;
+                    continue;
+                }
+                first_paths.insert(key, path.clone());
+            }
+            writer.append_file_from_path(&path, entry_meta, host)?;
+        } else if file_type.is_symlink() {
+            let target = std::fs::read_link(host).map_err(|source| Error::Walk {
+                path: host.into(),
+                source,
+            })?;
+            writer.append(
+                &Entry::new(&path, EntryKind::Symlink { target }, entry_meta),
+                None,
+            )?;
+        } else if file_type.is_char_device() {
+            let (major, minor) = split_dev(meta.rdev());
+            if tree.overlay_upper && major == 0 && minor == 0 {
+                writer.append(
+                    &Entry::new(&path, EntryKind::Whiteout, EntryMeta::default()),
+                    None,
+                )?;
+            } else {
+                writer.append(
+                    &Entry::new(&path, EntryKind::CharDevice { major, minor }, entry_meta),
+                    None,
+                )?;
+            }
+        } else if file_type.is_block_device() {
+            let (major, minor) = split_dev(meta.rdev());
+            writer.append(
+                &Entry::new(&path, EntryKind::BlockDevice { major, minor }, entry_meta),
+                None,
+            )?;
+        } else if file_type.is_fifo() {
+            writer.append(&Entry::new(&path, EntryKind::Fifo, entry_meta), None)?;
+        } else {
+            tracing::warn!(path = %host.display(), "skipping socket: tar cannot hold it");
+        }
+    }
+    Ok(())
+}
+
+fn split_dev(rdev: u64) -> (u32, u32) {
+    (rustix::fs::major(rdev), rustix::fs::minor(rdev))
+}
+
+fn entry_meta(host: &Path, meta: &Metadata) -> Result<EntryMeta> {
+    Ok(EntryMeta {
+        mode: meta.mode() & 0o7777,
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+        mtime: meta.mtime().max(0) as u64,
+        uname: None,
+        gname: None,
+        xattrs: read_xattrs(host)?,
+    })
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|name| get_xattr(dir, name).is_some_and(|v| v == b"y"))
+}
+
+fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let size = rustix::fs::lgetxattr_query(path, name).ok()?;
+    let mut value = vec![0u8; size];
+    let n = rustix::fs::lgetxattr(path, name, &mut value[..]).ok()?;
+    value.truncate(n);
+    Some(value)
+}
+
+/// All archivable xattrs of `path` (not following a symlink). File systems
+/// without xattr support give none.
+fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let size = match rustix::fs::llistxattr_query(path) {
+        Ok(0) => return Ok(out),
+        Ok(size) => size,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(out),
+        Err(e) => {
+            return Err(Error::Walk {
+                path: path.into(),
+                source: e.into(),
+            })
+        }
+    };
+    let mut names = vec![0u8; size];
+    let n = rustix::fs::llistxattr(path, &mut names[..]).map_err(|e| Error::Walk {
+        path: path.into(),
+        source: e.into(),
+    })?;
+    for raw in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(name) = std::str::from_utf8(raw) else {
+            continue;
+        };
+        if skip_xattr(name) {
+            continue;
+        }
+        if let Some(value) = get_xattr(path, name) {
+            out.insert(name.to_string(), value);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,203 @@
+//! Path resolution confined to a root directory, as if the root were `/`:
+//! symlinks met on the way (absolute or with `..`) resolve inside the root,
+//! so no entry of a layer can reach outside it, whatever earlier entries or
+//! lower layers put there.
+//!
+//! The kernel does this race-free with `openat2(RESOLVE_IN_ROOT)` (Linux 5.6).
+//! Where that call is missing or filtered (old kernels, container runtimes
+//! whose seccomp profile predates it answer ENOSYS or EPERM) the same rules
+//! are applied by hand: one component at a time with `O_NOFOLLOW`, symlinks
+//! read and spliced into the remaining path, `..` never rising above the root.
+//! The walk is hand-written rather than taken from `pathrs`: we need exactly
+//! two operations (open a directory, open-or-create one), and pathrs brings a
+//! much larger surface (its own procfs handling, handle types) for them. Both
+//! paths are tested against each other.
+
+use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Symlinks followed in one resolution before giving up, as Linux's MAXSYMLINKS.
+const MAX_SYMLINKS: usize = 40;
+
+/// An open root directory to resolve paths in.
+pub(crate) struct Root {
+    fd: OwnedFd,
+    use_openat2: AtomicBool,
+}
+
+impl Root {
+    /// Opens `path` as the root.
+    pub fn open(path: &Path) -> std::io::Result<Root> {
+        let fd = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Root {
+            fd,
+            use_openat2: AtomicBool::new(true),
+        })
+    }
+
+    /// Forces the hand-written walk (for tests, and once openat2 is found
+    /// missing).
+    #[cfg(test)]
+    pub fn without_openat2(self) -> Root {
+        self.use_openat2.store(false, Ordering::Relaxed);
+        self
+    }
+
+    /// Opens the directory `rel` (relative, normalized) inside the root.
+    pub fn open_dir(&self, rel: &Path) -> std::io::Result<OwnedFd> {
+        if rel.as_os_str().is_empty() {
+            return Ok(rustix::io::dup(&self.fd)?);
+        }
+        if self.use_openat2.load(Ordering::Relaxed) {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+            match rfs::openat2(&self.fd, rel, flags, Mode::empty(), resolve) {
+                Ok(fd) => return Ok(fd),
+                Err(Errno::NOSYS) | Err(Errno::PERM) => {
+                    tracing::debug!("openat2 unavailable; resolving paths component by component");
+                    self.use_openat2.store(false, Ordering::Relaxed);
+                }
+                Err(Errno::AGAIN) => {} // concurrent rename in the root: fall back once
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.walk(rel)
+    }
+
+    /// Opens the directory `rel`, creating missing components with mode 0755
+    /// (as tar and containerd do for parents a layer does not list).
+    pub fn open_dir_create(&self, rel: &Path) -> std::io::Result<OwnedFd> {
+        match self.open_dir(rel) {
+            Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {}
+            other => return other,
+        }
+        let mut parent = rustix::io::dup(&self.fd)?;
+        let mut prefix = std::path::PathBuf::new();
+        for component in rel.components() {
+            prefix.push(component);
+            parent = match self.open_dir(&prefix) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+                    // A dangling symlink here makes mkdirat fail with EEXIST:
+                    // we never create through a link.
+                    rfs::mkdirat(&parent, component.as_os_str(), Mode::from_raw_mode(0o755))?;
+                    self.open_dir(&prefix)?
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(parent)
+    }
+
+    /// The hand-written in-root walk.
+    fn walk(&self, rel: &Path) -> std::io::Result<OwnedFd> {
+        let mut stack: Vec<OwnedFd> = vec![rustix::io::dup(&self.fd)?];
+        let mut todo: VecDeque<OsString> = components(rel).collect();
+        let mut links = 0;
+        while let Some(name) = todo.pop_front() {
+            if name == ".." {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            }
+            let current = stack.last().expect("stack holds at least the root");
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rfs::openat(current, name.as_os_str(), flags, Mode::empty()) {
+                Ok(fd) => stack.push(fd),
+                Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+                    let Ok(target) = rfs::readlinkat(current, name.as_os_str(), Vec::new()) else {
+                        return Err(e.into());
+                    };
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(Errno::LOOP.into());
+                    }
+                    let target = OsString::from_vec(target.into_bytes());
+                    if Path::new(&target).has_root() {
+                        stack.truncate(1);
+                    }
+                    for (i, c) in components(Path::new(&target)).enumerate() {
+                        todo.insert(i, c);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(stack.pop().expect("stack holds at least the root"))
+    }
+}
+
+/// The normal and `..` components of `path`, as owned names.
+fn components(path: &Path) -> impl Iterator<Item = OsString> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::Normal(n) => Some(n.to_os_string()),
+        Component::ParentDir => Some(OsStr::from_bytes(b"..").to_os_string()),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn ino(fd: &OwnedFd) -> u64 {
+        rfs::fstat(fd).unwrap().st_ino
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root_both_ways() {
+        let outside = tempfile::tempdir().unwrap();
+        let root_dir = tempfile::tempdir().unwrap();
+        let r = root_dir.path();
+        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(r.join(outside.path().strip_prefix("/").unwrap())).unwrap();
+        symlink("/usr/lib", r.join("abs")).unwrap();
+        symlink("../../../../../../usr", r.join("up")).unwrap();
+        symlink(outside.path(), r.join("escape")).unwrap();
+        symlink("loop", r.join("loop")).unwrap();
+
+        for root in [
+            Root::open(r).unwrap(),
+            Root::open(r).unwrap().without_openat2(),
+        ] {
+            let lib = ino(&root.open_dir(Path::new("usr/lib")).unwrap());
+            assert_eq!(ino(&root.open_dir(Path::new("abs")).unwrap()), lib);
+            assert_eq!(ino(&root.open_dir(Path::new("up/lib")).unwrap()), lib);
+            // The absolute target names the copy inside the root, not the real dir.
+            let contained = root.open_dir(Path::new("escape")).unwrap();
+            assert_ne!(
+                ino(&contained),
+                std::fs::metadata(outside.path())
+                    .map(|m| {
+                        use std::os::unix::fs::MetadataExt;
+                        m.ino()
+                    })
+                    .unwrap()
+            );
+            assert!(root.open_dir(Path::new("loop")).is_err());
+        }
+    }
+
+    #[test]
+    fn creates_missing_parents_but_not_through_dangling_links() {
+        let root_dir = tempfile::tempdir().unwrap();
+        symlink("/nowhere", root_dir.path().join("dangling")).unwrap();
+        let root = Root::open(root_dir.path()).unwrap();
+        root.open_dir_create(Path::new("a/b/c")).unwrap();
+        assert!(root_dir.path().join("a/b/c").is_dir());
+        assert!(root.open_dir_create(Path::new("dangling/x")).is_err());
+        assert!(!Path::new("/nowhere").exists());
+    }
+}
