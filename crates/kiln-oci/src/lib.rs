@@ -20,9 +20,14 @@ pub mod manifest;
 pub mod media;
 pub mod platform;
 pub mod reference;
+pub mod registry;
 
 pub use digest::{Digest, DigestError, DigestWriter};
 pub use image::{ContainerConfig, Healthcheck, History, ImageConfig, RootFs};
 pub use manifest::{Descriptor, Index, Manifest, ManifestError};
 pub use platform::{Platform, PlatformError};
 pub use reference::{Reference, ReferenceError};
+pub use registry::{
+    Access, BlobSource, BlobStream, PulledImage, PushOutcome, RegistryClient, RegistryError,
+    RegistryOptions, Repository,
+};

@@ -1,0 +1,21 @@
+//! The registry client: options, auth challenges, transfers.
+
+mod blob_stream;
+mod challenge;
+mod client;
+mod error;
+mod options;
+mod pull;
+mod transport;
+
+pub use blob_stream::BlobStream;
+pub use challenge::Challenge;
+pub use client::{
+    BlobSource, FetchedManifest, ManifestHead, PushOutcome, RegistryClient, Repository,
+    MANIFEST_SIZE_LIMIT,
+};
+pub use error::{OciError, OciErrors, RegistryError};
+pub use options::{
+    parse_client_cert, parse_host_path, parse_registry_map, Access, ClientCert, RegistryOptions,
+};
+pub use pull::PulledImage;

@@ -1,0 +1,303 @@
+//! Registry client options (Kaniko's registry flags) and the per-host
+//! policy derived from them.
+
+use super::error::RegistryError;
+use crate::auth::{normalize_host, CredentialStore};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Whether a repository is used as a source or as a destination. Decides
+/// token scopes, which insecure/TLS flags apply, retry counts, and whether
+/// mirrors are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Read only (base images, cache lookups): `pull` scope, mirrors apply.
+    Pull,
+    /// Read and write (destinations, cache pushes): `pull,push` scope.
+    Push,
+}
+
+/// A client certificate and key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate (chain) PEM file.
+    pub cert: PathBuf,
+    /// The private key PEM file.
+    pub key: PathBuf,
+}
+
+/// Options for [`RegistryClient`](super::RegistryClient). Hosts are
+/// compared after normalisation (`index.docker.io` = `docker.io`, scheme
+/// and path ignored).
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// Push destinations may use plain HTTP (`--insecure`).
+    pub insecure: bool,
+    /// Pull sources may use plain HTTP (`--insecure-pull`).
+    pub insecure_pull: bool,
+    /// Hosts that may use plain HTTP either way (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
+    /// Skip TLS verification for push destinations (`--skip-tls-verify`).
+    pub skip_tls_verify: bool,
+    /// Skip TLS verification for pull sources (`--skip-tls-verify-pull`).
+    pub skip_tls_verify_pull: bool,
+    /// Hosts whose TLS is never verified (`--skip-tls-verify-registry`).
+    pub skip_tls_verify_registries: Vec<String>,
+    /// Extra CA certificates (PEM) per host (`--registry-certificate H=PATH`).
+    pub ca_certificates: BTreeMap<String, PathBuf>,
+    /// Client certificates per host (`--registry-client-cert H=CERT,KEY`).
+    pub client_certificates: BTreeMap<String, ClientCert>,
+    /// Mirrors for Docker Hub pulls, `host[/path-prefix]`, tried in order
+    /// before Docker Hub (`--registry-mirror`).
+    pub mirrors: Vec<String>,
+    /// Don't fall back to Docker Hub when every mirror failed
+    /// (`--skip-default-registry-fallback`).
+    pub skip_default_registry_fallback: bool,
+    /// Registries whose pulls go to other registries first, in order
+    /// (`--registry-map`); see [`parse_registry_map`].
+    pub registry_maps: BTreeMap<String, Vec<String>>,
+    /// Extra attempts for push operations (`--push-retry`).
+    pub push_retries: u32,
+    /// Extra attempts for pull operations (`--image-fs-extract-retry` / pull retry).
+    pub pull_retries: u32,
+    /// First backoff delay; doubles per attempt (a `Retry-After` wins).
+    pub retry_initial_delay: Duration,
+    /// The longest backoff delay.
+    pub retry_max_delay: Duration,
+    /// Blobs up to this size go in one PUT; larger ones in PATCH chunks.
+    pub monolithic_upload_limit: u64,
+    /// Chunk size for chunked uploads.
+    pub upload_chunk_size: u64,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Sent as `User-Agent`.
+    pub user_agent: String,
+    /// Where credentials come from.
+    pub credentials: CredentialStore,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            insecure: false,
+            insecure_pull: false,
+            insecure_registries: Vec::new(),
+            skip_tls_verify: false,
+            skip_tls_verify_pull: false,
+            skip_tls_verify_registries: Vec::new(),
+            ca_certificates: BTreeMap::new(),
+            client_certificates: BTreeMap::new(),
+            mirrors: Vec::new(),
+            skip_default_registry_fallback: false,
+            registry_maps: BTreeMap::new(),
+            push_retries: 0,
+            pull_retries: 0,
+            retry_initial_delay: Duration::from_millis(500),
+            retry_max_delay: Duration::from_secs(30),
+            monolithic_upload_limit: 64 * 1024 * 1024,
+            upload_chunk_size: 32 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(30),
+            user_agent: format!("kiln/{}", env!("CARGO_PKG_VERSION")),
+            credentials: CredentialStore::anonymous(),
+        }
+    }
+}
+
+/// How to talk to one host for one kind of access.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct HostPolicy {
+    /// Plain HTTP allowed (HTTPS is tried first).
+    pub insecure: bool,
+    /// Accept any server certificate.
+    pub skip_verify: bool,
+    /// Extra CA file.
+    pub ca: Option<PathBuf>,
+    /// Client certificate.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl RegistryOptions {
+    /// Rejects options that cannot work before any request is made.
+    pub(crate) fn validate(&self) -> Result<(), RegistryError> {
+        if self.upload_chunk_size == 0 {
+            return Err(RegistryError::Options(
+                "upload chunk size must be positive".into(),
+            ));
+        }
+        for (host, path) in &self.ca_certificates {
+            if !path.is_file() {
+                return Err(RegistryError::Options(format!(
+                    "CA certificate for {host} not found: {}",
+                    path.display()
+                )));
+            }
+        }
+        for (host, c) in &self.client_certificates {
+            for p in [&c.cert, &c.key] {
+                if !p.is_file() {
+                    return Err(RegistryError::Options(format!(
+                        "client certificate file for {host} not found: {}",
+                        p.display()
+                    )));
+                }
+            }
+        }
+        if self.skip_default_registry_fallback && self.mirrors.is_empty() {
+            return Err(RegistryError::Options(
+                "skipping the Docker Hub fallback needs at least one mirror".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn policy(&self, host: &str, access: Access) -> HostPolicy {
+        let h = normalize_host(host);
+        let listed = |hosts: &[String]| hosts.iter().any(|x| normalize_host(x) == h);
+        let insecure = listed(&self.insecure_registries)
+            || match access {
+                Access::Pull => self.insecure_pull,
+                Access::Push => self.insecure,
+            };
+        let skip_verify = listed(&self.skip_tls_verify_registries)
+            || match access {
+                Access::Pull => self.skip_tls_verify_pull,
+                Access::Push => self.skip_tls_verify,
+            };
+        let find = |m: &BTreeMap<String, PathBuf>| {
+            m.iter()
+                .find(|(k, _)| normalize_host(k) == h)
+                .map(|(_, v)| v.clone())
+        };
+        HostPolicy {
+            insecure,
+            skip_verify,
+            ca: find(&self.ca_certificates),
+            client_cert: self
+                .client_certificates
+                .iter()
+                .find(|(k, _)| normalize_host(k) == h)
+                .map(|(_, c)| (c.cert.clone(), c.key.clone())),
+        }
+    }
+
+    pub(crate) fn retries(&self, access: Access) -> u32 {
+        match access {
+            Access::Pull => self.pull_retries,
+            Access::Push => self.push_retries,
+        }
+    }
+}
+
+/// Parses one `--registry-map` value, `from=to[;to…]`, into the map.
+///
+/// # Errors
+/// [`RegistryError::Options`] when there is no `=` or a side is empty.
+pub fn parse_registry_map(
+    value: &str,
+    into: &mut BTreeMap<String, Vec<String>>,
+) -> Result<(), RegistryError> {
+    let bad = || RegistryError::Options(format!("registry map {value:?} is not FROM=TO[;TO...]"));
+    let (from, to) = value.split_once('=').ok_or_else(bad)?;
+    let targets: Vec<String> = to
+        .split(';')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    if from.trim().is_empty() || targets.is_empty() {
+        return Err(bad());
+    }
+    into.entry(normalize_host(from))
+        .or_default()
+        .extend(targets);
+    Ok(())
+}
+
+/// Parses `HOST=PATH` (`--registry-certificate`).
+///
+/// # Errors
+/// [`RegistryError::Options`] when the form is wrong.
+pub fn parse_host_path(value: &str) -> Result<(String, PathBuf), RegistryError> {
+    match value.split_once('=') {
+        Some((h, p)) if !h.is_empty() && !p.is_empty() => Ok((h.to_string(), PathBuf::from(p))),
+        _ => Err(RegistryError::Options(format!(
+            "{value:?} is not HOST=PATH"
+        ))),
+    }
+}
+
+/// Parses `HOST=CERT,KEY` (`--registry-client-cert`).
+///
+/// # Errors
+/// [`RegistryError::Options`] when the form is wrong.
+pub fn parse_client_cert(value: &str) -> Result<(String, ClientCert), RegistryError> {
+    let bad = || RegistryError::Options(format!("{value:?} is not HOST=CERT,KEY"));
+    let (host, files) = value.split_once('=').ok_or_else(bad)?;
+    let (cert, key) = files.split_once(',').ok_or_else(bad)?;
+    if host.is_empty() || cert.is_empty() || key.is_empty() {
+        return Err(bad());
+    }
+    Ok((
+        host.to_string(),
+        ClientCert {
+            cert: cert.into(),
+            key: key.into(),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_per_access_and_host() {
+        let o = RegistryOptions {
+            insecure_pull: true,
+            insecure_registries: vec!["http://my.reg:5000".into()],
+            skip_tls_verify_registries: vec!["index.docker.io".into()],
+            ..RegistryOptions::default()
+        };
+        assert!(o.policy("any.io", Access::Pull).insecure);
+        assert!(!o.policy("any.io", Access::Push).insecure);
+        assert!(o.policy("my.reg:5000", Access::Push).insecure);
+        assert!(o.policy("docker.io", Access::Push).skip_verify);
+        assert!(!o.policy("my.reg:5000", Access::Push).skip_verify);
+        assert!(o.user_agent.starts_with("kiln/"));
+    }
+
+    #[test]
+    fn parses_flag_values() {
+        let mut m = BTreeMap::new();
+        parse_registry_map("index.docker.io=mirror.gcr.io;other.io/hub", &mut m).unwrap();
+        assert_eq!(m["docker.io"], vec!["mirror.gcr.io", "other.io/hub"]);
+        assert!(parse_registry_map("nothing", &mut m).is_err());
+        assert!(parse_registry_map("a=", &mut m).is_err());
+        assert_eq!(
+            parse_host_path("r.io=/ca.pem").unwrap(),
+            ("r.io".into(), "/ca.pem".into())
+        );
+        assert!(parse_host_path("r.io").is_err());
+        let (h, c) = parse_client_cert("r.io=/c.pem,/k.pem").unwrap();
+        assert_eq!((h.as_str(), c.key.to_str().unwrap()), ("r.io", "/k.pem"));
+        assert!(parse_client_cert("r.io=/c.pem").is_err());
+    }
+
+    #[test]
+    fn validation_names_missing_files() {
+        let mut o = RegistryOptions::default();
+        o.ca_certificates
+            .insert("r.io".into(), "/no/such/ca.pem".into());
+        let err = o.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("/no/such/ca.pem") && err.contains("r.io"),
+            "{err}"
+        );
+        let o = RegistryOptions {
+            skip_default_registry_fallback: true,
+            ..Default::default()
+        };
+        assert!(o.validate().is_err());
+    }
+}

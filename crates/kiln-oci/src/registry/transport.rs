@@ -1,0 +1,704 @@
+//! Sending one registry request: per-host HTTP clients (TLS, insecure
+//! hosts), the auth challenge flow with cached tokens, manual redirects
+//! that drop credentials across hosts, and retries with backoff.
+
+use super::challenge::Challenge;
+use super::error::{display_url, looks_like_html, parse_oci_errors, OciErrors, RegistryError};
+use super::options::{Access, HostPolicy, RegistryOptions};
+use crate::auth::Credential;
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, LOCATION};
+use reqwest::{Method, Response, StatusCode};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use url::Url;
+
+const MAX_REDIRECTS: usize = 10;
+/// Error bodies are read up to this size for their OCI error codes.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Tokens without `expires_in` live this long (the spec's default).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// A request body that can be produced again (for the retry after a 401
+/// challenge, or after a redirect).
+#[derive(Debug, Clone)]
+pub(crate) enum Body {
+    Empty,
+    Bytes(Bytes),
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+
+    async fn to_reqwest(&self) -> Result<reqwest::Body, RegistryError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        match self {
+            Body::Empty => Ok(reqwest::Body::from(Bytes::new())),
+            Body::Bytes(b) => Ok(reqwest::Body::from(b.clone())),
+            Body::File { path, offset, len } => {
+                let io = |source| RegistryError::Io {
+                    path: path.clone(),
+                    source,
+                };
+                let mut f = tokio::fs::File::open(path).await.map_err(io)?;
+                f.seek(std::io::SeekFrom::Start(*offset))
+                    .await
+                    .map_err(io)?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(f.take(*len), 256 * 1024);
+                Ok(reqwest::Body::wrap_stream(stream))
+            }
+        }
+    }
+}
+
+/// Which repository a request is for and what it needs to do there; decides
+/// the token scope and the credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Scope {
+    /// Normalised registry name, for credential lookup (`docker.io`).
+    pub registry: String,
+    /// API host (`registry-1.docker.io`).
+    pub host: String,
+    /// Repository path.
+    pub repository: String,
+    /// Pull or push.
+    pub access: Access,
+    /// Another repository to read from (cross-repo mount source).
+    pub mount_from: Option<String>,
+}
+
+impl Scope {
+    /// The token scopes, `repository:<name>:pull[,push]` and the mount source.
+    pub fn scopes(&self) -> Vec<String> {
+        let actions = match self.access {
+            Access::Pull => "pull",
+            Access::Push => "pull,push",
+        };
+        let mut v = vec![format!("repository:{}:{actions}", self.repository)];
+        if let Some(from) = &self.mount_from {
+            v.push(format!("repository:{from}:pull"));
+        }
+        v
+    }
+}
+
+/// One request.
+#[derive(Debug, Clone)]
+pub(crate) struct Req {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+impl Req {
+    pub fn new(method: Method, url: Url) -> Req {
+        Req {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: Body::Empty,
+        }
+    }
+
+    pub fn header(mut self, name: reqwest::header::HeaderName, value: &str) -> Req {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    pub fn body(mut self, body: Body) -> Req {
+        self.body = body;
+        self
+    }
+}
+
+#[derive(Clone)]
+struct CachedAuth {
+    header: String,
+    expires: Option<Instant>,
+}
+
+/// Shared connection and auth state of a client.
+pub(crate) struct Transport {
+    pub options: RegistryOptions,
+    clients: Mutex<HashMap<HostPolicy, reqwest::Client>>,
+    bases: Mutex<HashMap<(String, Access), Url>>,
+    credentials: Mutex<HashMap<String, Option<Credential>>>,
+    challenges: Mutex<HashMap<String, Challenge>>,
+    auths: Mutex<HashMap<(String, Vec<String>), CachedAuth>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind;
+    // keep going with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn host_of(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    }
+}
+
+impl Transport {
+    pub fn new(options: RegistryOptions) -> Result<Transport, RegistryError> {
+        options.validate()?;
+        Ok(Transport {
+            options,
+            clients: Mutex::default(),
+            bases: Mutex::default(),
+            credentials: Mutex::default(),
+            challenges: Mutex::default(),
+            auths: Mutex::default(),
+        })
+    }
+
+    fn http_client(&self, policy: &HostPolicy) -> Result<reqwest::Client, RegistryError> {
+        if let Some(c) = lock(&self.clients).get(policy) {
+            return Ok(c.clone());
+        }
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(self.options.user_agent.clone())
+            .connect_timeout(self.options.connect_timeout)
+            .danger_accept_invalid_certs(policy.skip_verify || policy.insecure);
+        if let Some(ca) = &policy.ca {
+            let pem = std::fs::read(ca).map_err(|source| RegistryError::Io {
+                path: ca.clone(),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                RegistryError::Options(format!("CA certificate {}: {e}", ca.display()))
+            })?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let Some((cert, key)) = &policy.client_cert {
+            let mut pem = std::fs::read(cert).map_err(|source| RegistryError::Io {
+                path: cert.clone(),
+                source,
+            })?;
+            pem.push(b'\n');
+            pem.extend(std::fs::read(key).map_err(|source| RegistryError::Io {
+                path: key.clone(),
+                source,
+            })?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                RegistryError::Options(format!("client certificate {}: {e}", cert.display()))
+            })?;
+            b = b.identity(id);
+        }
+        let client = b
+            .build()
+            .map_err(|e| RegistryError::Options(format!("HTTP client: {e}")))?;
+        lock(&self.clients).insert(policy.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// `https://host/` or, for insecure hosts that do not speak TLS,
+    /// `http://host/`.
+    pub async fn base_url(&self, host: &str, access: Access) -> Result<Url, RegistryError> {
+        let key = (host.to_string(), access);
+        if let Some(u) = lock(&self.bases).get(&key) {
+            return Ok(u.clone());
+        }
+        let https = parse_url(&format!("https://{host}/"))?;
+        let policy = self.options.policy(host, access);
+        let base = if policy.insecure {
+            // Docker's rule for insecure registries: HTTPS when it works,
+            // else plain HTTP.
+            let client = self.http_client(&policy)?;
+            let probe = client
+                .get(
+                    https
+                        .join("v2/")
+                        .map_err(|e| RegistryError::Options(e.to_string()))?,
+                )
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            match probe {
+                Ok(_) => https,
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                    tracing::debug!(host, "HTTPS failed on an insecure registry; using HTTP");
+                    parse_url(&format!("http://{host}/"))?
+                }
+                Err(_) => https,
+            }
+        } else {
+            https
+        };
+        lock(&self.bases).insert(key, base.clone());
+        Ok(base)
+    }
+
+    async fn credential(&self, registry: &str) -> Result<Option<Credential>, RegistryError> {
+        if let Some(c) = lock(&self.credentials).get(registry) {
+            return Ok(c.clone());
+        }
+        let store = self.options.credentials.clone();
+        let reg = registry.to_string();
+        let found = tokio::task::spawn_blocking(move || store.lookup(&reg))
+            .await
+            .map_err(|e| {
+                RegistryError::Options(format!("credential lookup did not finish: {e}"))
+            })??;
+        lock(&self.credentials).insert(registry.to_string(), found.clone());
+        Ok(found)
+    }
+
+    /// The `Authorization` value to send for `scope`, when the host's
+    /// challenge is known.
+    async fn authorization(
+        &self,
+        scope: &Scope,
+        fresh: bool,
+    ) -> Result<Option<String>, RegistryError> {
+        let key = (scope.host.clone(), scope.scopes());
+        if !fresh {
+            if let Some(a) = lock(&self.auths).get(&key) {
+                if a.expires.is_none_or(|t| t > Instant::now()) {
+                    return Ok(Some(a.header.clone()));
+                }
+            }
+        }
+        let challenge = lock(&self.challenges).get(&scope.host).cloned();
+        let Some(challenge) = challenge else {
+            return Ok(None);
+        };
+        let cred = self.credential(&scope.registry).await?;
+        let unauthorized = || RegistryError::Unauthorized {
+            host: scope.host.clone(),
+            repository: scope.repository.clone(),
+            status: 401,
+            detail: OciErrors::default(),
+        };
+        let auth = match (&challenge, &cred) {
+            (_, Some(Credential::RegistryToken(t))) => CachedAuth {
+                header: format!("Bearer {}", t.expose()),
+                expires: None,
+            },
+            (Challenge::Basic { .. }, Some(c @ Credential::Basic { .. })) => CachedAuth {
+                header: c.basic_header().unwrap_or_default(),
+                expires: None,
+            },
+            (Challenge::Basic { .. }, _) => return Err(unauthorized()),
+            (Challenge::Bearer { realm, service, .. }, cred) => {
+                self.fetch_token(scope, realm, service.as_deref(), cred.as_ref())
+                    .await?
+            }
+        };
+        lock(&self.auths).insert(key, auth.clone());
+        Ok(Some(auth.header))
+    }
+
+    async fn fetch_token(
+        &self,
+        scope: &Scope,
+        realm: &str,
+        service: Option<&str>,
+        cred: Option<&Credential>,
+    ) -> Result<CachedAuth, RegistryError> {
+        let mut url = parse_url(realm)?;
+        let realm_shown = display_url(&url);
+        let token_err = |message: String| RegistryError::Token {
+            realm: realm_shown.clone(),
+            message,
+        };
+        let policy = self.options.policy(&host_of(&url), scope.access);
+        let client = self.http_client(&policy)?;
+        let request = match cred {
+            Some(Credential::IdentityToken(refresh)) => {
+                let mut form: Vec<(&str, String)> = vec![
+                    ("grant_type", "refresh_token".into()),
+                    ("refresh_token", refresh.expose().to_string()),
+                    ("client_id", "kiln".into()),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s.to_string()));
+                }
+                let scopes = scope.scopes().join(" ");
+                form.push(("scope", scopes));
+                client.post(url).form(&form)
+            }
+            other => {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(s) = service {
+                        q.append_pair("service", s);
+                    }
+                    for s in scope.scopes() {
+                        q.append_pair("scope", &s);
+                    }
+                }
+                let mut r = client.get(url);
+                if let Some(h) = other.and_then(Credential::basic_header) {
+                    r = r.header(AUTHORIZATION, h);
+                }
+                r
+            }
+        };
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| token_err(error_chain(&e)))?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let body = read_limited(resp).await;
+            let detail = parse_oci_errors(&body);
+            return Err(if status == StatusCode::UNAUTHORIZED {
+                RegistryError::Unauthorized {
+                    host: scope.host.clone(),
+                    repository: scope.repository.clone(),
+                    status: status.as_u16(),
+                    detail,
+                }
+            } else {
+                RegistryError::Denied {
+                    host: scope.host.clone(),
+                    repository: scope.repository.clone(),
+                    status: status.as_u16(),
+                    detail,
+                }
+            });
+        }
+        if !status.is_success() {
+            return Err(token_err(format!("HTTP {status}")));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let body = read_limited(resp).await;
+        let t: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| token_err(format!("answer is not token JSON: {e}")))?;
+        let token = t
+            .token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| token_err("answer has no token".into()))?;
+        let lifetime = t
+            .expires_in
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        // Renew a little early so a token does not expire mid-request.
+        let expires = Instant::now() + lifetime.saturating_sub(Duration::from_secs(10));
+        Ok(CachedAuth {
+            header: format!("Bearer {token}"),
+            expires: Some(expires),
+        })
+    }
+
+    /// Sends `req`, answering an auth challenge once and following
+    /// redirects. Returns the final response whatever its status, except
+    /// that 401 and 403 become [`RegistryError::Unauthorized`]/[`RegistryError::Denied`].
+    pub async fn send(&self, scope: &Scope, req: &Req) -> Result<Response, RegistryError> {
+        let mut auth = self.authorization(scope, false).await?;
+        let mut answered_challenge = false;
+        loop {
+            let resp = self
+                .send_following_redirects(scope.access, req, auth.as_deref())
+                .await?;
+            match resp.status() {
+                StatusCode::UNAUTHORIZED => {
+                    let values: Vec<String> = resp
+                        .headers()
+                        .get_all(reqwest::header::WWW_AUTHENTICATE)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok().map(str::to_string))
+                        .collect();
+                    let challenge = Challenge::pick(values.iter().map(String::as_str));
+                    if answered_challenge || challenge.is_none() {
+                        let detail = parse_oci_errors(&read_limited(resp).await);
+                        return Err(RegistryError::Unauthorized {
+                            host: scope.host.clone(),
+                            repository: scope.repository.clone(),
+                            status: 401,
+                            detail,
+                        });
+                    }
+                    if let Some(c) = challenge {
+                        lock(&self.challenges).insert(scope.host.clone(), c);
+                    }
+                    answered_challenge = true;
+                    auth = self.authorization(scope, true).await?;
+                }
+                StatusCode::FORBIDDEN => {
+                    let detail = parse_oci_errors(&read_limited(resp).await);
+                    return Err(RegistryError::Denied {
+                        host: scope.host.clone(),
+                        repository: scope.repository.clone(),
+                        status: 403,
+                        detail,
+                    });
+                }
+                _ => return Ok(resp),
+            }
+        }
+    }
+
+    async fn send_following_redirects(
+        &self,
+        access: Access,
+        req: &Req,
+        auth: Option<&str>,
+    ) -> Result<Response, RegistryError> {
+        let origin = host_of(&req.url);
+        let mut url = req.url.clone();
+        let mut method = req.method.clone();
+        let mut body = req.body.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let host = host_of(&url);
+            let client = self.http_client(&self.options.policy(&host, access))?;
+            let mut headers = req.headers.clone();
+            // Credentials go only to the host they were meant for.
+            if let Some(a) = auth.filter(|_| host == origin) {
+                if let Ok(v) = HeaderValue::from_str(a) {
+                    headers.insert(AUTHORIZATION, v);
+                }
+            }
+            if !matches!(body, Body::Empty)
+                || method == Method::PUT
+                || method == Method::POST
+                || method == Method::PATCH
+            {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+            }
+            tracing::debug!(method = %method, url = %display_url(&url), "registry request");
+            let resp = client
+                .request(method.clone(), url.clone())
+                .headers(headers)
+                .body(body.to_reqwest().await?)
+                .send()
+                .await
+                .map_err(|e| transport_error(&method, &url, &e))?;
+            let status = resp.status();
+            tracing::debug!(status = status.as_u16(), url = %display_url(&url), "registry response");
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            let Some(location) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
+                return Ok(resp);
+            };
+            url = url.join(location).map_err(|e| RegistryError::Protocol {
+                method: method.to_string(),
+                url: display_url(&url),
+                message: format!("bad redirect Location: {e}"),
+            })?;
+            if status == StatusCode::SEE_OTHER {
+                method = Method::GET;
+                body = Body::Empty;
+            }
+        }
+        Err(RegistryError::Protocol {
+            method: req.method.to_string(),
+            url: display_url(&req.url),
+            message: format!("more than {MAX_REDIRECTS} redirects"),
+        })
+    }
+
+    /// Runs `op` with the retries configured for `access`, backing off
+    /// exponentially and honouring `Retry-After`.
+    pub async fn retry<T, F, Fut>(&self, access: Access, mut op: F) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let retries = self.options.retries(access);
+        let mut delay = self.options.retry_initial_delay;
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if e.is_retryable() && attempt < retries => {
+                    attempt += 1;
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or(delay)
+                        .min(self.options.retry_max_delay);
+                    tracing::warn!(error = %e, attempt, retries, ?wait, "registry request failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(self.options.retry_max_delay);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+pub(crate) fn parse_url(s: &str) -> Result<Url, RegistryError> {
+    Url::parse(s).map_err(|e| RegistryError::Options(format!("bad URL {s:?}: {e}")))
+}
+
+/// The whole cause chain of an error, for messages.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+fn transport_error(method: &Method, url: &Url, e: &reqwest::Error) -> RegistryError {
+    let chain = error_chain(e);
+    let lower = chain.to_ascii_lowercase();
+    if e.is_connect()
+        && (lower.contains("dns error")
+            || lower.contains("failed to lookup address")
+            || lower.contains("name or service not known"))
+    {
+        return RegistryError::UnknownHost { host: host_of(url) };
+    }
+    // reqwest's message repeats the URL with its query; ours shows it once, without.
+    let message = chain.replace(url.as_str(), &display_url(url));
+    RegistryError::Transport {
+        method: method.to_string(),
+        url: display_url(url),
+        message,
+        timeout: e.is_timeout(),
+    }
+}
+
+/// Reads up to [`ERROR_BODY_LIMIT`] bytes of a body; errors give an empty body.
+pub(crate) async fn read_limited(resp: Response) -> Vec<u8> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = ERROR_BODY_LIMIT.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= ERROR_BODY_LIMIT {
+            break;
+        }
+    }
+    out
+}
+
+/// Turns an unexpected response into an error.
+pub(crate) async fn error_from_response(
+    method: &Method,
+    url: &Url,
+    resp: Response,
+) -> RegistryError {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = read_limited(resp).await;
+    if looks_like_html(content_type.as_deref(), &body) {
+        return RegistryError::Html {
+            method: method.to_string(),
+            url: display_url(url),
+            status,
+        };
+    }
+    RegistryError::Status {
+        method: method.to_string(),
+        url: display_url(url),
+        status,
+        errors: parse_oci_errors(&body),
+        retry_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_for_pull_push_and_mount() {
+        let mut s = Scope {
+            registry: "r.io".into(),
+            host: "r.io".into(),
+            repository: "a/b".into(),
+            access: Access::Pull,
+            mount_from: None,
+        };
+        assert_eq!(s.scopes(), vec!["repository:a/b:pull"]);
+        s.access = Access::Push;
+        s.mount_from = Some("c/d".into());
+        assert_eq!(
+            s.scopes(),
+            vec!["repository:a/b:pull,push", "repository:c/d:pull"]
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_only_retryable_errors_and_honours_retry_after() {
+        let options = RegistryOptions {
+            pull_retries: 2,
+            retry_initial_delay: Duration::from_millis(1),
+            ..RegistryOptions::default()
+        };
+        let t = Transport::new(options).unwrap();
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let status = |s, ra| RegistryError::Status {
+            method: "GET".into(),
+            url: "u".into(),
+            status: s,
+            errors: OciErrors::default(),
+            retry_after: ra,
+        };
+        let started = Instant::now();
+        let r: Result<(), _> = t
+            .retry(Access::Pull, || {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { Err(status(503, Some(Duration::from_millis(0)))) }
+            })
+            .await;
+        assert_eq!(r.unwrap_err().status(), Some(503));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let r: Result<(), _> = t
+            .retry(Access::Pull, || {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { Err(status(404, None)) }
+            })
+            .await;
+        assert!(r.unwrap_err().is_not_found());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Push has no retries configured.
+        calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let _ = t
+            .retry(Access::Push, || {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { Err::<(), _>(status(500, None)) }
+            })
+            .await;
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}
