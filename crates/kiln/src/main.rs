@@ -1,1 +1,64 @@
-fn main() {}
+//! The `kiln` command line: Kaniko-compatible flags in, resolved options to the build
+//! library, an exit code out. Binary glue only; no build logic lives here.
+
+mod build_command;
+mod cli;
+mod commands;
+mod exit_code;
+mod frontend;
+mod go_duration;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, DebugCommand};
+use exit_code::{Exit, Failure};
+
+fn main() -> ExitCode {
+    let args = cli::with_implied_build(std::env::args_os().collect());
+    // clap prints its own usage errors and exits 2 (0 for --help and --version).
+    let cli = Cli::parse_from(args);
+    let result = match cli.command {
+        Command::Build(command) => run_interruptible(move || commands::build::run(&command)),
+        Command::Debug(DebugCommand::DumpAst { path }) => commands::debug::dump_ast(&path),
+        Command::Debug(DebugCommand::Options(command)) => commands::debug::options(&command),
+        Command::Version => {
+            println!("kiln {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => Exit::Success.into(),
+        Err(failure) => {
+            for line in &failure.lines {
+                eprintln!("{line}");
+            }
+            failure.exit.into()
+        }
+    }
+}
+
+/// Runs `work` on a blocking thread and ends with `Exit::Interrupted` on Ctrl-C.
+fn run_interruptible<F>(work: F) -> Result<(), Failure>
+where
+    F: FnOnce() -> Result<(), Failure> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(Exit::BuildFailed, format!("cannot start runtime: {e}")))?;
+    let result = runtime.block_on(async move {
+        let work = tokio::task::spawn_blocking(work);
+        tokio::select! {
+            joined = work => joined.unwrap_or_else(|e| {
+                Err(Failure::new(Exit::BuildFailed, format!("build thread failed: {e}")))
+            }),
+            _ = tokio::signal::ctrl_c() => Err(Failure::new(Exit::Interrupted, "interrupted")),
+        }
+    });
+    // An interrupted build thread must not hold up the exit.
+    runtime.shutdown_background();
+    result
+}
