@@ -12,4 +12,5 @@ pub mod ignore;
 pub mod instructions;
 pub mod parser;
 pub mod plan;
+pub mod scope;
 pub mod shell;

@@ -25,11 +25,11 @@ pub use parse::{parse_instruction, INSTRUCTION_NAMES};
 use crate::ast::{Heredoc, Span};
 
 pub(crate) use mount::parse_mount;
+pub(crate) use validate::stop_signal as validate_stop_signal;
 pub(crate) use validate::user_spec as validate_user;
 pub(crate) use validate::{
     checksum as validate_checksum, chmod as validate_chmod, port_spec as validate_port,
 };
-pub(crate) use validate::{stage_name as validate_stage_name, stop_signal as validate_stop_signal};
 
 /// One typed instruction with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
