@@ -3,6 +3,47 @@
 //!
 //! Nothing here uses kiln code: this crate is the independent check that
 //! kiln's output is what other tools (skopeo, umoci, buildah) agree on.
+//!
+//! # Pieces
+//! * [`Registry`]: the CNCF distribution registry (`docker-registry serve`)
+//!   on a free 127.0.0.1 port, plain, TLS (fresh CA via rcgen) or with
+//!   htpasswd auth; killed and deleted on drop.
+//! * [`BaseImage`]: busybox images built by hand as OCI layouts (one layer,
+//!   two layers with whiteouts, multi-arch index), pushed with skopeo.
+//! * [`Flattened`]: an image's final filesystem, computed with the tar crate
+//!   from a layout or a registry, with every blob digest and diff_id
+//!   checked; [`diff`] and [`normalized_config`] compare two images.
+//! * Peer tools: [`skopeo_copy`], [`skopeo_inspect`], [`umoci_unpack`],
+//!   [`buildah_build`] / [`BuildahBuild`], [`docker_available`].
+//! * [`tools_check`]: one loud failure naming every missing tool.
+//!
+//! # Example
+//! ```no_run
+//! use kiln_testkit::{BaseImage, Flattened, Registry};
+//!
+//! let reg = Registry::plain()?;
+//! let base = BaseImage::busybox()?.push_to(&reg, "busybox:latest")?;
+//! // `base` is "127.0.0.1:PORT/busybox:latest": use it in a Dockerfile's FROM.
+//! let image = Flattened::from_registry(&reg, "busybox:latest")?;
+//! assert_eq!(image.get("/bin/sh").unwrap().link_target.as_deref(), Some("busybox"));
+//! # let _ = base;
+//! # anyhow::Ok(())
+//! ```
+//!
+//! # buildah on this kind of machine
+//! Running as root in a container without a Docker daemon, these work (see
+//! the buildah module for why):
+//! `buildah --root R --runroot RR --storage-driver vfs build --layers
+//! --isolation chroot --tls-verify=false -f DOCKERFILE -t TAG CONTEXT`, then
+//! `buildah push --tls-verify=false TAG oci:DIR:TAG`. Both `vfs` and
+//! `overlay` storage drivers work; `vfs` is used. `RUN` steps work under
+//! chroot isolation but leave [`BUILDAH_RUN_ARTIFACTS`] in their layer.
+//!
+//! # Environment
+//! Needs `docker-registry`, `skopeo`, `umoci`, `buildah` and `busybox`
+//! (Debian packages docker-registry, skopeo, umoci, buildah, busybox-static);
+//! a missing tool is an error, never a silent skip. Registries listen only on
+//! 127.0.0.1; every test's files live in temp dirs removed on drop.
 #![deny(missing_docs)]
 
 mod auth;

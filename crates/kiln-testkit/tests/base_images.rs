@@ -138,3 +138,35 @@ fn multi_arch_flattens_per_platform() {
     );
     assert_eq!(foreign.entries.len(), 1);
 }
+
+#[test]
+fn tls_registry_is_really_verified() {
+    let reg = Registry::tls().unwrap();
+    BaseImage::busybox().unwrap().push_to(&reg, "bb:1").unwrap();
+    // Verification on but without the test CA: must be refused.
+    let no_ca = Access {
+        tls_verify: true,
+        cert_dir: None,
+        creds: None,
+    };
+    let err = skopeo_inspect_with(&reg.image_ref("bb:1"), &no_ca, InspectKind::Raw).unwrap_err();
+    assert!(format!("{err:#}").contains("certificate"), "{err:#}");
+}
+
+#[test]
+fn docker_config_dir_is_accepted_by_skopeo() {
+    let reg = Registry::builder().auth("cfg", "pw").start().unwrap();
+    BaseImage::busybox().unwrap().push_to(&reg, "bb:1").unwrap();
+    let authfile = reg.docker_config_dir().unwrap().join("config.json");
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+        .arg(&authfile)
+        .arg(format!("docker://{}", reg.image_ref("bb:1")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
