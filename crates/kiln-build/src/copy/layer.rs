@@ -2,6 +2,7 @@
 //! plan order (sorted by path, parents before children).
 
 use super::{CopyPlan, EntryKind, EntrySource, PlanEntry};
+use kiln_layer::writer::EntryKind as LayerKind;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -119,6 +120,46 @@ impl<W: Write> LayerSink for tar::Builder<W> {
         let mut h = header(e, tar::EntryType::Link, 0);
         self.append_link(&mut h, tar_path(&e.path), tar_path(target))
     }
+}
+
+/// The layer writer is the sink the engine uses.
+impl LayerSink for kiln_layer::writer::LayerWriter {
+    fn add_dir(&mut self, e: &PlanEntry) -> io::Result<()> {
+        self.append(&layer_entry(e, LayerKind::Dir), None)
+            .map_err(io::Error::other)
+    }
+
+    fn add_file(&mut self, e: &PlanEntry, size: u64, content: &mut dyn Read) -> io::Result<()> {
+        self.append(&layer_entry(e, LayerKind::File { size }), Some(content))
+            .map_err(io::Error::other)
+    }
+
+    fn add_symlink(&mut self, e: &PlanEntry, target: &str) -> io::Result<()> {
+        let kind = LayerKind::Symlink {
+            target: target.into(),
+        };
+        self.append(&layer_entry(e, kind), None)
+            .map_err(io::Error::other)
+    }
+
+    fn add_hardlink(&mut self, e: &PlanEntry, target: &str) -> io::Result<()> {
+        let kind = LayerKind::HardLink {
+            target: target.into(),
+        };
+        self.append(&layer_entry(e, kind), None)
+            .map_err(io::Error::other)
+    }
+}
+
+fn layer_entry(e: &PlanEntry, kind: LayerKind) -> kiln_layer::writer::Entry {
+    let meta = kiln_layer::writer::EntryMeta {
+        mode: e.mode,
+        uid: e.uid.into(),
+        gid: e.gid.into(),
+        mtime: e.mtime.max(0) as u64,
+        ..Default::default()
+    };
+    kiln_layer::writer::Entry::new(&e.path, kind, meta)
 }
 
 fn tar_path(p: &str) -> &str {

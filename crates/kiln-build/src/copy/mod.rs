@@ -101,8 +101,8 @@ pub struct PlanEntry {
     pub mtime: i64,
 }
 
-/// The entries one COPY or ADD puts into its layer: sorted by path, so
-/// parents come before children, one entry per path (later sources win).
+/// The entries one COPY or ADD puts into its layer: sorted by path component
+/// by component, so parents come before children, one entry per path (later sources win).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CopyPlan {
     entries: Vec<PlanEntry>,
@@ -114,9 +114,9 @@ impl CopyPlan {
     pub fn from_entries(entries: impl IntoIterator<Item = PlanEntry>) -> CopyPlan {
         let map: std::collections::BTreeMap<String, PlanEntry> =
             entries.into_iter().map(|e| (e.path.clone(), e)).collect();
-        CopyPlan {
-            entries: map.into_values().collect(),
-        }
+        let mut entries: Vec<PlanEntry> = map.into_values().collect();
+        entries.sort_by(|a, b| path_order(&a.path, &b.path));
+        CopyPlan { entries }
     }
 
     /// The entries in layer order.
@@ -132,10 +132,16 @@ impl CopyPlan {
     /// Looks an entry up by image path.
     pub fn get(&self, path: &str) -> Option<&PlanEntry> {
         self.entries
-            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .binary_search_by(|e| path_order(&e.path, path))
             .ok()
             .map(|i| &self.entries[i])
     }
+}
+
+/// Layer order: component by component, so a directory comes before its
+/// contents and `/a/x` before `/a-b` (the order the layer writer uses).
+fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
 }
 
 /// One source of a COPY or ADD.
@@ -356,5 +362,9 @@ mod tests {
         let paths: Vec<_> = plan.entries().iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["/a", "/a/x", "/b"]);
         assert_eq!(plan.get("/b").unwrap().mode, 2);
+        let plan = CopyPlan::from_entries([e("/a-b", 1), e("/a/x", 1), e("/a", 1)]);
+        let paths: Vec<_> = plan.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/a", "/a/x", "/a-b"]);
+        assert!(plan.get("/a-b").is_some());
     }
 }
