@@ -451,22 +451,18 @@ mod tests {
             err.to_string(),
             "failed to process \"${VAR:?message here$ARG}\": VAR: message herex"
         );
-        assert!(
-            lexer
-                .process_word(no_empty, &env(&unset))
-                .unwrap_err()
-                .to_string()
-                .contains("message herex")
-        );
+        assert!(lexer
+            .process_word(no_empty, &env(&unset))
+            .unwrap_err()
+            .to_string()
+            .contains("message herex"));
         assert_eq!(lexer.process_word(no_unset, &env(&set)).unwrap(), "plain");
         assert_eq!(lexer.process_word(no_unset, &env(&empty)).unwrap(), "");
-        assert!(
-            lexer
-                .process_word(no_unset, &env(&unset))
-                .unwrap_err()
-                .to_string()
-                .contains("message herex")
-        );
+        assert!(lexer
+            .process_word(no_unset, &env(&unset))
+            .unwrap_err()
+            .to_string()
+            .contains("message herex"));
         assert_eq!(
             kind("${X:?}", &[]).to_string(),
             "X: is not allowed to be unset"
