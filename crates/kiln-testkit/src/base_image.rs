@@ -55,7 +55,7 @@ impl BaseImage {
         let dir = new_dir()?;
         let mut w = LayoutWriter::create(dir.path())?;
         let mut b = LayerBuilder::new();
-        busybox_layer(&mut b)?;
+        add_busybox_rootfs(&mut b)?;
         let base = b.finish()?;
         let m = w.write_image(
             &config(&Platform::host(), &[&base], "busybox rootfs"),
@@ -83,7 +83,7 @@ impl BaseImage {
         let dir = new_dir()?;
         let mut w = LayoutWriter::create(dir.path())?;
         let mut b = LayerBuilder::new();
-        busybox_layer(&mut b)?;
+        add_busybox_rootfs(&mut b)?;
         b.dir("opt", 0o755, 0, 0)?
             .file("opt/removed.txt", 0o644, 0, 0, b"removed in layer 2\n")?
             .dir("opt/replaced", 0o755, 0, 0)?
@@ -123,7 +123,7 @@ impl BaseImage {
         let mut w = LayoutWriter::create(dir.path())?;
         let host = Platform::host();
         let mut b = LayerBuilder::new();
-        busybox_layer(&mut b)?;
+        add_busybox_rootfs(&mut b)?;
         let base = b.finish()?;
         let host_m = w.write_image(&config(&host, &[&base], "busybox rootfs"), &[base])?;
 
@@ -155,6 +155,28 @@ impl BaseImage {
         Ok(Self {
             dir,
             multi_arch: true,
+        })
+    }
+
+    /// An image of the host platform made of `layers` (lowest first), whose
+    /// runtime `config` section is `runtime` (e.g. `{"Env": [...], "User":
+    /// "app", "OnBuild": [...]}`) instead of busybox's Env and Cmd. Start from
+    /// [`add_busybox_rootfs`] for a usable base.
+    ///
+    /// # Errors
+    /// Fails if the layout cannot be written.
+    pub fn from_layers(layers: Vec<Layer>, runtime: Value) -> Result<Self> {
+        let dir = new_dir()?;
+        let mut w = LayoutWriter::create(dir.path())?;
+        let refs: Vec<&Layer> = layers.iter().collect();
+        let mut cfg = config(&Platform::host(), &refs, "custom image");
+        cfg["config"] = runtime;
+        let m = w.write_image(&cfg, &layers)?;
+        w.tag(LAYOUT_TAG, &m);
+        w.finish()?;
+        Ok(Self {
+            dir,
+            multi_arch: false,
         })
     }
 
@@ -206,8 +228,12 @@ fn busybox_binary() -> Result<PathBuf> {
         .context("busybox not found on PATH (apt package busybox-static)")
 }
 
-/// Adds the busybox root filesystem to `b`.
-fn busybox_layer(b: &mut LayerBuilder) -> Result<()> {
+/// Adds the busybox root filesystem (the single layer of
+/// [`BaseImage::busybox`]) to `b`, for tests composing their own images.
+///
+/// # Errors
+/// Fails if busybox is missing or cannot be listed.
+pub fn add_busybox_rootfs(b: &mut LayerBuilder) -> Result<()> {
     let bin = busybox_binary()?;
     let data = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
     let list = run_stdout(std::process::Command::new(&bin).arg("--list"))?;

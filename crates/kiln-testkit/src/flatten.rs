@@ -459,6 +459,20 @@ mod tests {
     }
 
     #[test]
+    fn hardlinks_carry_their_target_content() {
+        let mut fs = Fs::default();
+        let mut b = LayerBuilder::new();
+        b.file("a", 0o755, 0, 0, b"data").unwrap();
+        b.hardlink("b", "a").unwrap();
+        fs.apply(&tar_of(b)).unwrap();
+        let link = &fs.entries["/b"];
+        assert_eq!(link.kind, EntryKind::Hardlink);
+        assert_eq!(link.link_target.as_deref(), Some("/a"));
+        assert_eq!(link.sha256, fs.entries["/a"].sha256);
+        assert_eq!(link.size, 4);
+    }
+
+    #[test]
     fn normalizes_paths() {
         assert_eq!(normalize(Path::new("./a/b/")).as_deref(), Some("/a/b"));
         assert_eq!(normalize(Path::new("/a")).as_deref(), Some("/a"));

@@ -240,6 +240,19 @@ impl LayerBuilder {
         Ok(self)
     }
 
+    /// Adds a hard link at `path` to the earlier entry `target` (both
+    /// relative to the image root).
+    ///
+    /// # Errors
+    /// Fails if the path does not fit a tar header.
+    pub fn hardlink(&mut self, path: &str, target: &str) -> Result<&mut Self> {
+        let mut h = Self::header(tar::EntryType::Link, 0o644, 0, 0, 0);
+        self.tar
+            .append_link(&mut h, path, target)
+            .with_context(|| format!("adding hard link {path} => {target}"))?;
+        Ok(self)
+    }
+
     /// Adds an OCI whiteout deleting `path` from the layers below.
     ///
     /// # Errors

@@ -64,7 +64,7 @@ mod tools;
 mod umoci;
 
 pub use auth::Credentials;
-pub use base_image::{BaseImage, BUSYBOX_PATH_ENV, LAYOUT_TAG};
+pub use base_image::{add_busybox_rootfs, BaseImage, BUSYBOX_PATH_ENV, LAYOUT_TAG};
 pub use buildah::{
     buildah_build, BuildahBuild, BuildahImage, BUILDAH_RUN_ARTIFACTS, BUILDAH_STORAGE_DRIVER,
 };

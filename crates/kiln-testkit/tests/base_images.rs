@@ -170,3 +170,25 @@ fn docker_config_dir_is_accepted_by_skopeo() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn custom_image_from_layers() {
+    use kiln_testkit::layout::LayerBuilder;
+    use kiln_testkit::{add_busybox_rootfs, Flattened};
+    let mut b = LayerBuilder::new();
+    add_busybox_rootfs(&mut b).unwrap();
+    let root = b.finish().unwrap();
+    let mut b = LayerBuilder::new();
+    b.file("etc/onbuild-marker", 0o600, 1000, 1000, b"x")
+        .unwrap();
+    let extra = b.finish().unwrap();
+    let runtime = serde_json::json!({ "User": "app", "OnBuild": ["RUN true"] });
+    let img = BaseImage::from_layers(vec![root, extra], runtime).unwrap();
+    let reg = Registry::plain().unwrap();
+    img.push_to(&reg, "custom:1").unwrap();
+    let f = Flattened::from_registry(&reg, "custom:1").unwrap();
+    assert_eq!(f.config["config"]["User"], "app");
+    assert_eq!(f.config["config"]["OnBuild"][0], "RUN true");
+    assert_eq!(f.get("/etc/onbuild-marker").unwrap().uid, 1000);
+    assert_eq!(f.config["history"].as_array().unwrap().len(), 2);
+}
