@@ -162,8 +162,7 @@ fn file_name_of(url: &str) -> Option<String> {
     // Like Go's path.Base: trailing slashes do not count.
     parsed
         .path_segments()?
-        .filter(|s| !s.is_empty())
-        .next_back()
+        .rfind(|s| !s.is_empty())
         .map(str::to_string)
 }
 

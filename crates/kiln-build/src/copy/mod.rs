@@ -177,15 +177,16 @@ pub enum SourceKind {
 pub fn classify_source(src: &str) -> SourceKind {
     let no_fragment = src.split('#').next().unwrap_or(src);
     let http = src.starts_with("http://") || src.starts_with("https://");
-    if src.starts_with("git@") || src.starts_with("git://") || src.starts_with("github.com/") {
-        SourceKind::Git
-    } else if http
+    let git_over_http = http
         && no_fragment
             .split('?')
             .next()
             .unwrap_or("")
-            .ends_with(".git")
-    {
+            .ends_with(".git");
+    let git_scheme = ["git@", "git://", "github.com/"]
+        .iter()
+        .any(|p| src.starts_with(p));
+    if git_scheme || git_over_http {
         SourceKind::Git
     } else if http {
         SourceKind::Url
