@@ -124,7 +124,7 @@ pub struct BuildCommand {
     #[arg(long, value_name = "SPEC", action = ArgAction::Append)]
     pub secret: Vec<String>,
 
-    /// Working directory for the build's private state (alias --kaniko-dir; env KANIKO_DIR).
+    /// Working directory for the build's private state (env KANIKO_DIR).
     /// Default: /kaniko when it exists and is writable, else $TMPDIR/kiln.
     #[arg(long, visible_alias = "kaniko-dir", value_name = "DIR")]
     pub kiln_dir: Option<PathBuf>,

@@ -9,6 +9,7 @@ mod frontend;
 mod go_duration;
 mod logging;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -24,16 +25,15 @@ fn main() -> ExitCode {
         Command::Build(command) => run_interruptible(move || commands::build::run(&command)),
         Command::Debug(DebugCommand::DumpAst { path }) => commands::debug::dump_ast(&path),
         Command::Debug(DebugCommand::Options(command)) => commands::debug::options(&command),
-        Command::Version => {
-            println!("kiln {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+        Command::Version => commands::print(&format!("kiln {}", env!("CARGO_PKG_VERSION"))),
     };
     match result {
         Ok(()) => Exit::Success.into(),
         Err(failure) => {
+            let mut stderr = std::io::stderr().lock();
             for line in &failure.lines {
-                eprintln!("{line}");
+                // Nothing sensible is left to do when stderr itself is gone.
+                let _ = writeln!(stderr, "{line}");
             }
             failure.exit.into()
         }

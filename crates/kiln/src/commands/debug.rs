@@ -9,8 +9,7 @@ use crate::frontend;
 /// `kiln debug dump-ast PATH`: the parse tree in BuildKit's `Dump()` format.
 pub fn dump_ast(path: &Path) -> Result<(), Failure> {
     let ast = frontend::load(path)?;
-    println!("{}", ast.dump());
-    Ok(())
+    super::print(&ast.dump())
 }
 
 /// `kiln debug options FLAGS...`: the resolved build options as JSON, without building.
@@ -20,6 +19,5 @@ pub fn options(command: &BuildCommand) -> Result<(), Failure> {
         .resolve(&|name| std::env::var(name).ok())?;
     let json = serde_json::to_string_pretty(&options)
         .map_err(|e| Failure::new(Exit::BuildFailed, format!("cannot print options: {e}")))?;
-    println!("{json}");
-    Ok(())
+    super::print(&json)
 }
