@@ -297,3 +297,64 @@ fn directories_are_skipped_only_when_nothing_beneath_can_return() {
     assert!(plain.may_skip_dir("web/app/node_modules"));
     assert!(!plain.may_skip_dir("web/app"));
 }
+
+mod never_panics {
+    use super::DockerIgnore;
+    use proptest::prelude::*;
+
+    /// Patterns and paths built from the characters the matcher treats
+    /// specially, plus anything at all.
+    fn text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("*".to_string()),
+            Just("**".to_string()),
+            Just("?".to_string()),
+            Just("[".to_string()),
+            Just("]".to_string()),
+            Just("^".to_string()),
+            Just("-".to_string()),
+            Just("\\".to_string()),
+            Just("/".to_string()),
+            Just("!".to_string()),
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just(":".to_string()),
+            Just("{".to_string()),
+            Just("p".to_string()),
+            Just("x".to_string()),
+            "[a-c0-9]{1,3}",
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(piece, 0..16).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn compiling_and_matching_never_panic(
+            patterns in proptest::collection::vec(text(), 0..4),
+            path in text(),
+        ) {
+            if let Ok(ignore) = DockerIgnore::from_patterns(&patterns) {
+                let excluded = ignore.matches(&path);
+                // Skipping a directory implies it is excluded.
+                prop_assert!(!ignore.may_skip_dir(&path) || excluded);
+            }
+            let file = patterns.join("\n");
+            let _ = DockerIgnore::parse(&file).map(|ignore| ignore.matches(&path));
+        }
+    }
+}
+
+#[test]
+fn trailing_globs_on_exceptions_still_allow_skipping() {
+    // `!docs/**` is the plain path `docs` for the walk rule.
+    let ignore = DockerIgnore::parse("*\n!docs/**\n!site/*\n").unwrap();
+    assert!(ignore.may_skip_dir("build"));
+    assert!(!ignore.may_skip_dir("docs"));
+    assert!(!ignore.may_skip_dir("site"));
+    // But a wildcard elsewhere in an exception disables skipping.
+    let wild = DockerIgnore::parse("*\n!d*cs/**\n").unwrap();
+    assert!(!wild.may_skip_dir("build"));
+}

@@ -22,9 +22,10 @@ pub enum GlobError {
     /// The expression built from it is invalid (for example `[z-a]`).
     #[error("invalid pattern: {0}")]
     Regex(#[from] GoRegexError),
-    /// The expression is too large for the regex engine.
-    #[error("pattern too complex: {0}")]
-    TooComplex(String),
+    /// The regex engine refused the translated expression (too large, or an
+    /// unknown `\p{...}` class name).
+    #[error("regular expression rejected: {0}")]
+    Engine(String),
 }
 
 /// How a compiled pattern is tested.
@@ -111,8 +112,8 @@ impl Matcher {
             Kind::Regex => {
                 regex.push('$');
                 let translated = goregex::translate(&regex)?;
-                let re = Regex::new(&translated)
-                    .map_err(|err| GlobError::TooComplex(err.to_string()))?;
+                let re =
+                    Regex::new(&translated).map_err(|err| GlobError::Engine(err.to_string()))?;
                 Matcher::Regex(re)
             }
         })

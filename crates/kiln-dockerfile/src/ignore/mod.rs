@@ -170,18 +170,28 @@ impl DockerIgnore {
 
     /// Whether a walk may skip the directory `rel_dir` without looking
     /// inside: it is excluded, and no exception could re-include anything
-    /// beneath it. As in BuildKit's context walk, that holds when there are
-    /// no exceptions, or when every exception is a plain path (no `*?[]^\`)
-    /// that does not lie under `rel_dir`.
+    /// beneath it. The rule is BuildKit's context walk's: it holds when there
+    /// are no exceptions, or when every exception, less a trailing `/**` or
+    /// `/*`, is a plain path (none of `*?[]^\`) that does not lie under
+    /// `rel_dir`.
     pub fn may_skip_dir(&self, rel_dir: &str) -> bool {
         if !self.matches(rel_dir) {
             return false;
         }
         let dir_slash = format!("{}/", clean_path(rel_dir));
         self.patterns.iter().filter(|p| p.exception).all(|p| {
-            let literal = !p.text.contains(['*', '?', '[', ']', '^', '\\']);
-            literal && !format!("{}/", p.text).starts_with(&dir_slash)
+            let stem = p.text_without_trailing_glob();
+            let literal = !stem.contains(['*', '?', '[', ']', '^', '\\']);
+            literal && !format!("{stem}/").starts_with(&dir_slash)
         })
+    }
+}
+
+impl Pattern {
+    /// The pattern less one trailing `/**`, then less one trailing `/*`.
+    fn text_without_trailing_glob(&self) -> &str {
+        let text = self.text.strip_suffix("/**").unwrap_or(&self.text);
+        text.strip_suffix("/*").unwrap_or(text)
     }
 }
 
