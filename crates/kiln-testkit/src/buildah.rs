@@ -21,12 +21,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tempfile::TempDir;
 
 use crate::auth::Credentials;
-use crate::cmd::run;
+use crate::cmd::run_with_timeout;
 use crate::flatten::Flattened;
 use crate::registry::Registry;
 
@@ -37,6 +38,9 @@ use crate::registry::Registry;
 /// so pass these as `ignore` to [`crate::diff`] when comparing with buildah.
 pub const BUILDAH_RUN_ARTIFACTS: &[&str] =
     &["/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/run"];
+
+/// Time limit for one `buildah build` (and for its push).
+pub const BUILDAH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The storage driver every build uses; see the module docs.
 pub const BUILDAH_STORAGE_DRIVER: &str = "vfs";
@@ -134,13 +138,14 @@ impl BuildahBuild {
             c.arg("--creds").arg(cr.user_pass());
         }
         c.args(&self.extra).arg(&self.context);
-        run(&mut c).with_context(|| format!("buildah build of {}", self.context.display()))?;
+        run_with_timeout(&mut c, BUILDAH_TIMEOUT)
+            .with_context(|| format!("buildah build of {}", self.context.display()))?;
 
         let mut p = env.buildah();
         p.args(["push", "--quiet", "--tls-verify=false"])
             .arg(&self.tag)
             .arg(format!("oci:{}:{}", layout.path().display(), LAYOUT_REF));
-        run(&mut p).context("buildah push to an OCI layout")?;
+        run_with_timeout(&mut p, BUILDAH_TIMEOUT).context("buildah push to an OCI layout")?;
 
         Ok(BuildahImage {
             layout,

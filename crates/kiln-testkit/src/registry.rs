@@ -16,6 +16,9 @@ use crate::tls::{self, TlsFiles};
 
 /// How long a registry may take to answer `GET /v2/` before the start fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time limit of one readiness probe; short, so a probe that reached the
+/// wrong listener cannot eat the whole start budget.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Starts attempted when another process grabs the port between our probe
 /// bind and the registry's own bind.
 const START_ATTEMPTS: u32 = 5;
@@ -83,7 +86,7 @@ impl RegistryBuilder {
             let log_path = dir.path().join(format!("registry-{attempt}.log"));
             let mut process = Process::spawn(&config_path, log_path)?;
             let url = format!("{}://127.0.0.1:{port}/v2/", scheme(tls.is_some()));
-            let agent = agent_for(tls.as_ref())?;
+            let agent = agent_for(tls.as_ref(), PROBE_TIMEOUT)?;
             match process.wait_ready(&agent, &url) {
                 Ok(()) => {
                     return Ok(Registry {
@@ -222,7 +225,7 @@ impl Registry {
     /// # Errors
     /// Fails if the CA certificate cannot be read.
     pub fn http_agent(&self) -> Result<ureq::Agent> {
-        agent_for(self.tls.as_ref())
+        agent_for(self.tls.as_ref(), Duration::from_secs(30))
     }
 }
 
@@ -234,10 +237,10 @@ fn scheme(tls: bool) -> &'static str {
     }
 }
 
-fn agent_for(tls: Option<&TlsFiles>) -> Result<ureq::Agent> {
+fn agent_for(tls: Option<&TlsFiles>, timeout: Duration) -> Result<ureq::Agent> {
     let mut cfg = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)));
+        .timeout_global(Some(timeout));
     if let Some(t) = tls {
         let pem =
             fs::read(&t.ca_cert).with_context(|| format!("reading {}", t.ca_cert.display()))?;
@@ -400,6 +403,27 @@ mod tests {
         let cfg = reg.docker_config_dir().unwrap().join("config.json");
         let text = fs::read_to_string(cfg).unwrap();
         assert!(text.contains(&reg.host()), "{text}");
+    }
+
+    #[test]
+    fn taken_port_is_reported_as_bind_failure() {
+        // The retry loop keys on this message; check docker-registry says it.
+        let dir = tempfile::tempdir().unwrap();
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let spec = ConfigSpec {
+            root: dir.path(),
+            port: taken.local_addr().unwrap().port(),
+            tls: None,
+            htpasswd: None,
+        };
+        let config = dir.path().join("config.yml");
+        fs::write(&config, spec.render()).unwrap();
+        let mut p = Process::spawn(&config, dir.path().join("log")).unwrap();
+        let url = format!("http://127.0.0.1:{}/v2/", spec.port);
+        let err = p
+            .wait_ready(&agent_for(None, PROBE_TIMEOUT).unwrap(), &url)
+            .unwrap_err();
+        assert!(p.log().contains("address already in use"), "{err:#}");
     }
 
     #[test]
