@@ -64,9 +64,7 @@ pub(crate) fn parse(value: &str) -> Vec<(String, BTreeMap<String, String>)> {
     let mut rest = value.trim();
     while !rest.is_empty() {
         rest = rest.trim_start_matches([' ', ',']);
-        let token_end = rest
-            .find(|c: char| c == ' ' || c == ',' || c == '=')
-            .unwrap_or(rest.len());
+        let token_end = rest.find([' ', ',', '=']).unwrap_or(rest.len());
         let token = &rest[..token_end];
         let after = rest[token_end..].trim_start_matches(' ');
         if token.is_empty() {

@@ -287,7 +287,7 @@ impl Repository {
                 _ => return Err(error_from_response(&req.method, &req.url, resp).await),
             }
             let media_type = content_type(&resp);
-            let size = resp.content_length();
+            let size = header_length(&resp);
             let digest = match header(&resp, "docker-content-digest").and_then(|d| d.parse().ok()) {
                 Some(d) => d,
                 // Without the header, only the body can say.
@@ -391,7 +391,7 @@ impl Repository {
             let url = self.url(&ep, &format!("blobs/{digest}")).await?;
             let (req, resp) = self.send(&ep, Req::new(Method::HEAD, url)).await?;
             match resp.status() {
-                StatusCode::OK => Ok(Some(resp.content_length().unwrap_or(0))),
+                StatusCode::OK => Ok(Some(header_length(&resp).unwrap_or(0))),
                 StatusCode::NOT_FOUND => Ok(None),
                 _ => Err(error_from_response(&req.method, &req.url, resp).await),
             }
@@ -667,6 +667,11 @@ fn header(resp: &Response, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// `Content-Length` as sent (reqwest reports 0 for the empty body of a HEAD).
+fn header_length(resp: &Response) -> Option<u64> {
+    header(resp, "content-length").and_then(|l| l.trim().parse().ok())
 }
 
 fn content_type(resp: &Response) -> Option<String> {
