@@ -65,6 +65,14 @@ pub enum ContextError {
         /// The path as written.
         path: String,
     },
+    /// The ignore file does not parse.
+    #[error("{path}: {source}")]
+    Ignore {
+        /// The ignore file.
+        path: PathBuf,
+        /// What is wrong in it.
+        source: kiln_dockerfile::ignore::IgnoreError,
+    },
     /// A file name in the context is not UTF-8.
     #[error("{path}: file names must be valid UTF-8")]
     NonUtf8 {
@@ -87,6 +95,15 @@ pub trait PathMatcher: Send + Sync {
     /// True when an excluded directory can be skipped whole: no exception
     /// pattern could re-include anything below it.
     fn may_skip_dir(&self, rel_dir: &str) -> bool;
+}
+
+impl PathMatcher for kiln_dockerfile::ignore::DockerIgnore {
+    fn matches(&self, rel_path: &str) -> bool {
+        kiln_dockerfile::ignore::DockerIgnore::matches(self, rel_path)
+    }
+    fn may_skip_dir(&self, rel_dir: &str) -> bool {
+        kiln_dockerfile::ignore::DockerIgnore::may_skip_dir(self, rel_dir)
+    }
 }
 
 /// Where the context comes from, parsed from `--context`.
@@ -200,6 +217,22 @@ impl BuildContext {
     pub fn with_ignore(mut self, matcher: Arc<dyn PathMatcher>) -> BuildContext {
         self.ignore = Some(matcher);
         self
+    }
+
+    /// Reads and applies the build's ignore file (see [`read_dockerignore`]);
+    /// returns the context unchanged when there is none.
+    pub fn with_dockerignore(
+        self,
+        dockerfile: Option<&Path>,
+    ) -> Result<BuildContext, ContextError> {
+        match read_dockerignore(&self.root, dockerfile)? {
+            None => Ok(self),
+            Some((path, text)) => {
+                let rules = kiln_dockerfile::ignore::DockerIgnore::parse(&text)
+                    .map_err(|source| ContextError::Ignore { path, source })?;
+                Ok(self.with_ignore(Arc::new(rules)))
+            }
+        }
     }
 
     /// The context root on disk.

@@ -137,3 +137,59 @@ fn ignore_rules_hide_paths_but_keep_exceptions() {
     let listed: Vec<String> = ctx.walk("").unwrap().into_iter().map(|e| e.rel).collect();
     assert_eq!(listed, ["app.txt", "logs", "logs/keep.log"]);
 }
+
+#[test]
+fn real_dockerignore_with_exceptions() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    for f in [
+        "app.txt",
+        "secret.key",
+        "logs/a.log",
+        "logs/keep.log",
+        "node_modules/x/index.js",
+        "docs/a.md",
+        "docs/b.md",
+    ] {
+        fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+        fs::write(root.join(f), f).unwrap();
+    }
+    fs::write(
+        root.join(".dockerignore"),
+        "# comment\n*.key\nlogs\n!logs/keep.log\nnode_modules\ndocs/*.md\n!docs/b.md\n",
+    )
+    .unwrap();
+    let ctx = BuildContext::from_dir(root)
+        .unwrap()
+        .with_dockerignore(None)
+        .unwrap();
+    assert!(matches!(
+        ctx.lookup("secret.key"),
+        Err(ContextError::Excluded { .. })
+    ));
+    assert!(matches!(
+        ctx.lookup("node_modules/x/index.js"),
+        Err(ContextError::Excluded { .. })
+    ));
+    assert!(ctx.lookup("logs/keep.log").is_ok());
+    assert!(ctx.lookup("docs/b.md").is_ok());
+    let listed: Vec<String> = ctx.walk("").unwrap().into_iter().map(|e| e.rel).collect();
+    assert_eq!(
+        listed,
+        [
+            ".dockerignore",
+            "app.txt",
+            "docs",
+            "docs/b.md",
+            "logs",
+            "logs/keep.log"
+        ]
+    );
+    // A malformed ignore file is an error naming the file.
+    fs::write(root.join(".dockerignore"), "!\n").unwrap();
+    let err = BuildContext::from_dir(root)
+        .unwrap()
+        .with_dockerignore(None)
+        .unwrap_err();
+    assert!(err.to_string().contains(".dockerignore"), "{err}");
+}

@@ -432,3 +432,51 @@ fn writes_through_the_layer_writer() {
     let blob = w.finish().unwrap();
     assert!(blob.size > 0);
 }
+
+#[test]
+fn dockerignore_and_exclude_flags_together() {
+    let (_t, ctx) = setup();
+    fs::write(
+        ctx.root().join(".dockerignore"),
+        "src/pkg\n!src/pkg/util.go\n*.txt\n",
+    )
+    .unwrap();
+    let ctx = ctx.with_dockerignore(None).unwrap();
+    let p = plan(&ctx, &CopyRequest::new(vec![paths(".")], "/w")).unwrap();
+    assert_eq!(
+        listing(&p),
+        [
+            "/w",
+            "/w/.dockerignore",
+            "/w/run.sh",
+            "/w/src",
+            "/w/src/main.go",
+            "/w/src/pkg",
+            "/w/src/pkg/util.go"
+        ]
+    );
+    // Excluded sources are errors naming the path; wildcards skip them.
+    let err = plan(&ctx, &CopyRequest::new(vec![paths("a.txt")], "/w/")).unwrap_err();
+    assert!(
+        err.to_string().contains("a.txt") && err.to_string().contains(".dockerignore"),
+        "{err}"
+    );
+    let p = plan(
+        &ctx,
+        &CopyRequest::new(vec![paths("*.txt"), paths("run.sh")], "/w/"),
+    )
+    .unwrap();
+    assert_eq!(listing(&p), ["/w", "/w/run.sh"]);
+    // --exclude with Docker's pattern rules, relative to the source: `*`
+    // stays in one directory, `**` crosses them.
+    let exclude = |pats: &[&str]| {
+        let mut req = CopyRequest::new(vec![paths("src")], "/s");
+        req.exclude = Some(Arc::new(
+            kiln_dockerfile::ignore::DockerIgnore::from_patterns(pats).unwrap(),
+        ));
+        listing(&plan(&ctx, &req).unwrap())
+    };
+    assert_eq!(exclude(&["*.go"]), ["/s", "/s/pkg", "/s/pkg/util.go"]);
+    assert_eq!(exclude(&["**/*.go"]), ["/s", "/s/pkg"]);
+    assert_eq!(exclude(&["pkg"]), ["/s", "/s/main.go"]);
+}
