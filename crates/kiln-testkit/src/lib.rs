@@ -67,6 +67,7 @@ pub use auth::Credentials;
 pub use base_image::{add_busybox_rootfs, BaseImage, BUSYBOX_PATH_ENV, LAYOUT_TAG};
 pub use buildah::{
     buildah_build, BuildahBuild, BuildahImage, BUILDAH_RUN_ARTIFACTS, BUILDAH_STORAGE_DRIVER,
+    BUILDAH_TIMEOUT,
 };
 pub use config::normalized_config;
 pub use diff::diff;
