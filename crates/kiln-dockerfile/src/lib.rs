@@ -8,9 +8,13 @@
 #![deny(missing_docs)]
 
 pub mod ast;
+pub mod frontend;
 pub mod ignore;
 pub mod instructions;
 pub mod parser;
 pub mod plan;
 pub mod scope;
 pub mod shell;
+
+pub use frontend::{load, load_with, Dockerfile, LoadOptions};
+pub use instructions::FrontendError;

@@ -234,7 +234,7 @@ impl Request<'_> {
         if args.is_empty() {
             return Err(format!("{name} requires at least one argument"));
         }
-        if args.len() % 3 != 0 {
+        if !args.chunks_exact(3).remainder().is_empty() {
             return Err(format!("Bad input to {name}, too many arguments"));
         }
         args.chunks(3)
