@@ -60,18 +60,18 @@ impl Codec {
 /// A compressing writer over `W`.
 pub(crate) enum Compressor<W: Write> {
     None(W),
-    Gzip(GzipWriter<W>),
+    Gzip(Box<GzipWriter<W>>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
 impl<W: Write> Compressor<W> {
     pub fn new(inner: W, codec: Codec) -> io::Result<Self> {
         Ok(match codec.compression {
-            Compression::Gzip => Compressor::Gzip(GzipWriter::new(
+            Compression::Gzip => Compressor::Gzip(Box::new(GzipWriter::new(
                 inner,
                 flate2::Compression::new(codec.level as u32),
                 codec.threads,
-            )?),
+            )?)),
             Compression::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(inner, codec.level)?;
                 // Always at least one worker: zstd's output is the same for any

@@ -22,6 +22,19 @@ fn tree_round_trips_through_every_compression() {
     sample_tree(src.path());
     touch_all(src.path(), 1_600_000_000);
     let before = describe(src.path());
+    // The description really covers owners, hard links, setuid and xattrs.
+    assert!(
+        before
+            .iter()
+            .any(|l| l.starts_with("etc/hostname file 644 1234:5678")),
+        "{before:#?}"
+    );
+    assert!(before
+        .iter()
+        .any(|l| l.starts_with("usr/bin/tool file 4755")
+            && l.contains("nlink=2")
+            && l.ends_with("xattr=2")));
+    assert!(before.iter().any(|l| l.starts_with("tmp dir 1777")));
     for compression in all_compressions() {
         let blobs = tempfile::tempdir().unwrap();
         let blob = write_tree(

@@ -89,9 +89,8 @@ pub fn describe(root: &Path) -> Vec<String> {
             String::new()
         };
         let mtime = if ft.is_symlink() { 0 } else { m.mtime() };
-        let xattr = rustix::fs::lgetxattr(entry.path(), "user.kiln", &mut [0u8; 16][..])
-            .map(|n| n)
-            .unwrap_or(0);
+        let xattr =
+            rustix::fs::lgetxattr(entry.path(), "user.kiln", &mut [0u8; 16][..]).unwrap_or(0);
         out.push(format!(
             "{} {kind} {:o} {}:{} size={} ->{target} mtime={mtime} nlink={} xattr={xattr}",
             rel.display(),
