@@ -1,5 +1,16 @@
 //! The one call the build engine and the CLI make: Dockerfile text in,
 //! checked stages and build plan out, or every problem found at once.
+//!
+//! How a build uses it:
+//! 1. [`load_with`] the text; on `Err`, print each error as
+//!    `error.with_file("Dockerfile")` and stop.
+//! 2. Walk `plan.levels`; the stages of one level may run in parallel.
+//! 3. For each stage, resolve its [`crate::plan::Base`] (an image reference,
+//!    an earlier stage's result, or scratch) to get the base config, then
+//!    create `StageEnv::new(&dockerfile.global, base_env).with_workdir(..)`.
+//!    Run the base image's ONBUILD triggers first ([`parse_onbuild_trigger`]).
+//! 4. For each instruction, `StageEnv::apply` gives the expanded instruction
+//!    and `used_args` for the step's cache key; RUN gets `run_env()`.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +75,32 @@ impl Dockerfile {
             .cloned()
             .collect()
     }
+}
+
+/// Type one ONBUILD trigger stored in a base image's config (`RUN make`),
+/// to run at the start of a stage built FROM that image.
+///
+/// # Errors
+/// Parse or typing errors; `ONBUILD`, `FROM` and `MAINTAINER` triggers are refused.
+pub fn parse_onbuild_trigger(trigger: &str) -> Result<Instruction, FrontendError> {
+    let ast = crate::parser::parse(trigger)
+        .map_err(|e| FrontendError::new(e.line, e.kind.to_string()))?;
+    let [node] = ast.children.as_slice() else {
+        return Err(FrontendError::new(
+            1,
+            format!("ONBUILD trigger must be one instruction: {trigger:?}"),
+        ));
+    };
+    if matches!(node.keyword.as_str(), "onbuild" | "from" | "maintainer") {
+        return Err(FrontendError::new(
+            1,
+            format!(
+                "{} isn't allowed as an ONBUILD trigger",
+                node.keyword.to_uppercase()
+            ),
+        ));
+    }
+    parse_instruction(node)
 }
 
 /// Parse, type, scope and plan `text` with default options (platform of
@@ -169,5 +206,25 @@ pub fn load_with(text: &str, options: &LoadOptions) -> Result<Dockerfile, Vec<Fr
             errors.sort_by_key(|e| e.line);
             Err(errors)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onbuild_triggers_from_image_config() {
+        let i = parse_onbuild_trigger("COPY --from=build /a /b").unwrap();
+        assert!(matches!(i.command, Command::Copy(_)));
+        assert_eq!(
+            parse_onbuild_trigger("FROM alpine").unwrap_err().message,
+            "FROM isn't allowed as an ONBUILD trigger"
+        );
+        assert_eq!(
+            parse_onbuild_trigger("BOGUS x").unwrap_err().message,
+            "unknown instruction: BOGUS"
+        );
+        assert!(parse_onbuild_trigger("RUN a\nRUN b").is_err());
     }
 }

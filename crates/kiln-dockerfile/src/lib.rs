@@ -16,5 +16,5 @@ pub mod plan;
 pub mod scope;
 pub mod shell;
 
-pub use frontend::{load, load_with, Dockerfile, LoadOptions};
+pub use frontend::{load, load_with, parse_onbuild_trigger, Dockerfile, LoadOptions};
 pub use instructions::FrontendError;
