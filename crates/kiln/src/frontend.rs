@@ -3,12 +3,18 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
+use kiln_build::options::BuildOptions;
 use kiln_dockerfile::ast::Ast;
 use kiln_dockerfile::parser::{self, ParseError};
+use kiln_dockerfile::plan::StageSelection;
+use kiln_dockerfile::scope::PlatformArgs;
+use kiln_dockerfile::{Dockerfile, LoadOptions};
 
 use crate::exit_code::{Exit, Failure};
 
-/// Reads and parses the Dockerfile at `path`.
+/// Reads and parses the Dockerfile at `path` (syntax only).
 ///
 /// # Errors
 /// `Exit::Usage` when the file cannot be read, `Exit::Dockerfile` (one line per
@@ -21,6 +27,44 @@ pub fn load(path: &Path) -> Result<Ast, Failure> {
         )
     })?;
     parser::parse(&text).map_err(|e| Failure::dockerfile(vec![located(path, &e)]))
+}
+
+/// Reads the Dockerfile at `path` and checks it fully (syntax, instructions, stages,
+/// the target) with the build's arguments, target and platform.
+///
+/// # Errors
+/// `Exit::Usage` when the file cannot be read; `Exit::Dockerfile` with every problem
+/// found, one `PATH:LINE: reason` line each.
+pub fn check(path: &Path, options: &BuildOptions) -> Result<Dockerfile, Failure> {
+    let text = read(path)?;
+    let build_args: BTreeMap<String, String> = options
+        .build_args
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    let platform = options.platform.to_string();
+    let load_options = LoadOptions {
+        build_args,
+        target: options.target.clone(),
+        platform: PlatformArgs::new(kiln_oci::Platform::host().to_string(), platform),
+        selection: if options.skip_unused_stages {
+            StageSelection::TargetDeps
+        } else {
+            StageSelection::All
+        },
+    };
+    let file = path.display().to_string();
+    kiln_dockerfile::load_with(&text, &load_options)
+        .map_err(|errors| Failure::dockerfile(errors.iter().map(|e| e.with_file(&file)).collect()))
+}
+
+fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            Exit::Usage,
+            format!("cannot read Dockerfile {}: {e}", path.display()),
+        )
+    })
 }
 
 /// `PATH:LINE: reason` for a parse error.

@@ -438,3 +438,40 @@ fn version_prints_the_version() {
         .success()
         .stdout(format!("kiln {}\n", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn build_reports_every_front_end_problem_one_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = dir.path().join("Dockerfile");
+    std::fs::write(&dockerfile, "FROM alpine\nFROMM b\nCOPY x\n").unwrap();
+    let out = kiln()
+        .args(["build", "--no-push", "-c", &ctx_arg(&dir)])
+        .assert()
+        .code(3);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let file = dockerfile.display().to_string();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{file}:2: unknown instruction: FROMM")),
+        "{stderr}"
+    );
+    assert!(lines[1].starts_with(&format!("{file}:3: ")), "{stderr}");
+}
+
+#[test]
+fn build_checks_the_target_stage_exists() {
+    let dir = context();
+    kiln()
+        .args([
+            "build",
+            "--no-push",
+            "-c",
+            &ctx_arg(&dir),
+            "--target",
+            "nope",
+        ])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("nope"));
+}

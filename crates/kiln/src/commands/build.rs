@@ -23,7 +23,13 @@ pub fn run(command: &BuildCommand) -> Result<(), Failure> {
 /// A Dockerfile inside a tar context is checked by the build once the context is unpacked.
 fn check_dockerfile(options: &BuildOptions) -> Result<(), Failure> {
     match &options.dockerfile {
-        DockerfileLocation::File(path) => frontend::load(path).map(drop),
+        DockerfileLocation::File(path) => {
+            let dockerfile = frontend::check(path, options)?;
+            for name in dockerfile.unused_build_args() {
+                tracing::warn!("build argument {name} was not consumed by any ARG");
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
