@@ -32,7 +32,7 @@ pub struct ClientCert {
 /// and path ignored).
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
-    /// Push destinations may use plain HTTP (`--insecure`).
+    /// Push destinations may use plain HTTP or unverified HTTPS (`--insecure`).
     pub insecure: bool,
     /// Pull sources may use plain HTTP (`--insecure-pull`).
     pub insecure_pull: bool,
@@ -104,7 +104,9 @@ impl Default for RegistryOptions {
     }
 }
 
-/// How to talk to one host for one kind of access.
+/// How to talk to one host for one kind of access. As in Docker, an
+/// insecure host is tried over HTTPS first (without verifying its
+/// certificate) and over plain HTTP when HTTPS fails.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct HostPolicy {
     /// Plain HTTP allowed (HTTPS is tried first).
