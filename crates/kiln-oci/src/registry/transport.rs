@@ -418,7 +418,7 @@ impl Transport {
         let mut answered_challenge = false;
         loop {
             let resp = self
-                .send_following_redirects(scope.access, req, auth.as_deref())
+                .send_following_redirects(scope, req, auth.as_deref())
                 .await?;
             match resp.status() {
                 StatusCode::UNAUTHORIZED => {
@@ -460,11 +460,19 @@ impl Transport {
 
     async fn send_following_redirects(
         &self,
-        access: Access,
+        scope: &Scope,
         req: &Req,
         auth: Option<&str>,
     ) -> Result<Response, RegistryError> {
-        let origin = host_of(&req.url);
+        let access = scope.access;
+        // The registry's own host, written the way URLs of this scheme write
+        // it (default ports dropped): an upload Location or a redirect to
+        // any other host gets no credentials.
+        let origin = host_of(&parse_url(&format!(
+            "{}://{}/",
+            req.url.scheme(),
+            scope.host
+        ))?);
         let mut url = req.url.clone();
         let mut method = req.method.clone();
         let mut body = req.body.clone();
