@@ -330,6 +330,12 @@ fn remote_contexts_are_refused_as_not_supported() {
             .code(2)
             .stderr(predicate::str::contains("not supported"));
     }
+    // Kaniko's hidden --bucket names a gs:// context.
+    kiln()
+        .args(["build", "--no-push", "-b", "my-bucket"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("gs:// contexts are not supported"));
 }
 
 #[test]
