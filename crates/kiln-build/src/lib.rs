@@ -4,4 +4,8 @@
 
 pub mod context;
 pub mod copy;
+pub mod engine;
 pub mod options;
+pub mod output;
+
+pub use engine::{build, BuildError, BuildOutcome};

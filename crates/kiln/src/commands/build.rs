@@ -34,9 +34,40 @@ fn check_dockerfile(options: &BuildOptions) -> Result<(), Failure> {
     }
 }
 
-fn build(_options: &BuildOptions) -> Result<(), Failure> {
-    Err(Failure::new(
-        Exit::BuildFailed,
-        "the Dockerfile and options are valid, but the build engine is not available in this version of kiln",
-    ))
+fn build(options: &BuildOptions) -> Result<(), Failure> {
+    let handle = tokio::runtime::Handle::current();
+    let outcome = handle
+        .block_on(kiln_build::build(options))
+        .map_err(failure_of)?;
+    tracing::info!(
+        "built {} ({} bytes, {} steps) in {:.1}s",
+        outcome.digest,
+        outcome.size,
+        outcome.steps,
+        outcome.elapsed.as_secs_f64()
+    );
+    for dest in &outcome.pushed {
+        tracing::info!("pushed {dest}@{}", outcome.digest);
+    }
+    Ok(())
+}
+
+/// The exit code and message lines of a failed build.
+fn failure_of(error: kiln_build::BuildError) -> Failure {
+    use kiln_build::engine::error::BuildError as E;
+    let exit = match &error {
+        E::Dockerfile { .. } => Exit::Dockerfile,
+        E::Pull { .. }
+        | E::Registry(_)
+        | E::Output(kiln_build::output::OutputError::Push { .. }) => Exit::Registry,
+        _ => Exit::BuildFailed,
+    };
+    Failure {
+        exit,
+        lines: error
+            .to_string()
+            .lines()
+            .map(|l| format!("error: {l}"))
+            .collect(),
+    }
 }

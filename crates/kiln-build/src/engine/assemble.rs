@@ -1,0 +1,104 @@
+//! From an [`ImageState`] to the bytes that name it: the config JSON and the
+//! manifest, in the Docker schema 2 or OCI family.
+
+use super::image::{ImageState, LayerRef};
+use kiln_oci::media;
+use kiln_oci::{Descriptor, Digest, Manifest};
+
+/// A finished image: exact config and manifest bytes, and its layers.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// The config JSON.
+    pub config_bytes: Vec<u8>,
+    /// The config's descriptor.
+    pub config: Descriptor,
+    /// The manifest JSON.
+    pub manifest_bytes: Vec<u8>,
+    /// The manifest's media type.
+    pub manifest_media_type: String,
+    /// The manifest digest: the image's digest.
+    pub digest: Digest,
+    /// The layers, bottom first.
+    pub layers: Vec<LayerRef>,
+}
+
+impl BuiltImage {
+    /// Serialises `image` into config and manifest.
+    pub fn assemble(image: &ImageState) -> Result<BuiltImage, serde_json::Error> {
+        let config_bytes = serde_json::to_vec(&image.config)?;
+        let config_type = if image.oci {
+            media::OCI_CONFIG
+        } else {
+            media::DOCKER_CONFIG
+        };
+        let config = Descriptor::of_bytes(config_type, &config_bytes);
+        let layers: Vec<Descriptor> = image
+            .layers
+            .iter()
+            .map(|l| {
+                let mut d = l.descriptor.clone();
+                d.media_type = relabel(&d.media_type, image.oci).to_string();
+                d
+            })
+            .collect();
+        let manifest = Manifest::new(image.oci, config.clone(), layers.clone());
+        let manifest_bytes = manifest.to_vec();
+        let digest = Digest::sha256_of(&manifest_bytes);
+        let mut out_layers = image.layers.clone();
+        for (l, d) in out_layers.iter_mut().zip(layers) {
+            l.descriptor = d;
+        }
+        Ok(BuiltImage {
+            config_bytes,
+            config,
+            manifest_media_type: manifest.effective_media_type().to_string(),
+            manifest_bytes,
+            digest,
+            layers: out_layers,
+        })
+    }
+}
+
+/// The layer media type in the manifest's family: a Docker gzip layer in an
+/// OCI manifest becomes the OCI gzip type and back. The bytes are the same.
+fn relabel(media_type: &str, oci: bool) -> &str {
+    match (media_type, oci) {
+        (media::DOCKER_LAYER_GZIP, true) => media::OCI_LAYER_GZIP,
+        (media::DOCKER_LAYER_TAR, true) => media::OCI_LAYER_TAR,
+        (media::OCI_LAYER_GZIP, false) => media::DOCKER_LAYER_GZIP,
+        (media::OCI_LAYER_TAR, false) => media::DOCKER_LAYER_TAR,
+        (other, _) => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::image::LayerOrigin;
+
+    #[test]
+    fn manifest_names_config_and_layers_by_digest() {
+        let mut img = ImageState::scratch(&kiln_oci::Platform::new("linux", "amd64", None));
+        let d = Digest::sha256_of(b"layer");
+        img.push_layer(
+            LayerRef {
+                descriptor: Descriptor::new(media::OCI_LAYER_GZIP, d.clone(), 5),
+                diff_id: Digest::sha256_of(b"tar"),
+                origin: LayerOrigin::Local("/x".into()),
+            },
+            Default::default(),
+        );
+        let built = BuiltImage::assemble(&img).unwrap();
+        assert_eq!(built.manifest_media_type, media::DOCKER_MANIFEST);
+        assert_eq!(built.digest, Digest::sha256_of(&built.manifest_bytes));
+        let m: serde_json::Value = serde_json::from_slice(&built.manifest_bytes).unwrap();
+        assert_eq!(m["config"]["digest"], built.config.digest.to_string());
+        assert_eq!(m["layers"][0]["mediaType"], media::DOCKER_LAYER_GZIP);
+        assert_eq!(m["layers"][0]["digest"], d.to_string());
+        let c: serde_json::Value = serde_json::from_slice(&built.config_bytes).unwrap();
+        assert_eq!(
+            c["rootfs"]["diff_ids"][0],
+            Digest::sha256_of(b"tar").to_string()
+        );
+    }
+}

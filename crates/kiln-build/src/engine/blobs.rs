@@ -1,0 +1,69 @@
+//! Layer blobs on local disk: the ones this build wrote, and remote ones
+//! downloaded once (content-addressed, verified) when something needs their
+//! bytes — a root filesystem to materialize, a tar output, or a push to a
+//! registry that cannot mount them.
+
+use super::image::{LayerOrigin, LayerRef};
+use kiln_oci::{Access, Digest, RegistryClient, RegistryError};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+
+/// Downloads remote blobs at most once per build.
+#[derive(Clone)]
+pub struct BlobStore {
+    dir: PathBuf,
+    client: RegistryClient,
+    cells: Arc<Mutex<HashMap<Digest, Arc<OnceCell<PathBuf>>>>>,
+}
+
+impl BlobStore {
+    /// A store keeping its files under `dir`.
+    pub fn new(dir: PathBuf, client: RegistryClient) -> BlobStore {
+        BlobStore {
+            dir,
+            client,
+            cells: Arc::default(),
+        }
+    }
+
+    /// The registry client the store downloads with.
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    /// The local path of `layer`'s blob, downloading it first when it is
+    /// remote. Concurrent callers for the same digest share one download.
+    pub async fn local_path(&self, layer: &LayerRef) -> Result<PathBuf, RegistryError> {
+        match &layer.origin {
+            LayerOrigin::Local(path) => Ok(path.clone()),
+            LayerOrigin::Remote(reference) => {
+                let digest = &layer.descriptor.digest;
+                let cell = {
+                    let mut cells = self.cells.lock().expect("blob store lock");
+                    cells.entry(digest.clone()).or_default().clone()
+                };
+                let path = cell
+                    .get_or_try_init(|| async {
+                        let path = self.path_for(digest);
+                        let repo = self.client.repository(reference, Access::Pull);
+                        repo.download_blob(digest, Some(layer.descriptor.size), &path)
+                            .await?;
+                        Ok::<_, RegistryError>(path)
+                    })
+                    .await?;
+                Ok(path.clone())
+            }
+        }
+    }
+
+    fn path_for(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.hex())
+    }
+
+    /// Where the store keeps its files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}

@@ -1,0 +1,125 @@
+//! The image a stage is building: its layers (by digest, wherever they live)
+//! and its config. A step changes it by returning a new value; nothing here
+//! touches the network or unpacks anything.
+
+use kiln_oci::{Descriptor, Digest, History, ImageConfig, Reference};
+use std::path::PathBuf;
+
+/// Where a layer's blob can be read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerOrigin {
+    /// Written by this build, on disk.
+    Local(PathBuf),
+    /// In a registry repository (a base image, another image, the cache repo).
+    Remote(Reference),
+}
+
+/// One layer of an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerRef {
+    /// The blob: media type, compressed digest and size.
+    pub descriptor: Descriptor,
+    /// The digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Where the blob is.
+    pub origin: LayerOrigin,
+}
+
+/// An image under construction.
+#[derive(Debug, Clone)]
+pub struct ImageState {
+    /// Layers, bottom first.
+    pub layers: Vec<LayerRef>,
+    /// The config; `rootfs.diff_ids` and `history` are kept in step with `layers`.
+    pub config: ImageConfig,
+    /// True when the manifest should use OCI media types (else Docker schema 2).
+    pub oci: bool,
+}
+
+impl ImageState {
+    /// The empty image of `FROM scratch`.
+    pub fn scratch(platform: &kiln_oci::Platform) -> ImageState {
+        let config = ImageConfig {
+            architecture: platform.architecture.clone(),
+            os: platform.os.clone(),
+            variant: platform.variant.clone(),
+            config: Some(Default::default()),
+            ..Default::default()
+        };
+        let mut config = config;
+        config.rootfs.kind = "layers".to_string();
+        ImageState {
+            layers: Vec::new(),
+            config,
+            oci: false,
+        }
+    }
+
+    /// Appends a layer with its history entry.
+    pub fn push_layer(&mut self, layer: LayerRef, history: History) {
+        self.config.rootfs.diff_ids.push(layer.diff_id.clone());
+        self.layers.push(layer);
+        self.config.history.push(History {
+            empty_layer: false,
+            ..history
+        });
+    }
+
+    /// Appends a history entry for a step that adds no layer.
+    pub fn push_empty(&mut self, history: History) {
+        self.config.history.push(History {
+            empty_layer: true,
+            ..history
+        });
+    }
+
+    /// The container config, created when absent.
+    pub fn container_config(&mut self) -> &mut kiln_oci::ContainerConfig {
+        self.config.config.get_or_insert_with(Default::default)
+    }
+
+    /// The config's `Env` as (name, value) pairs, in order.
+    pub fn env_pairs(&self) -> Vec<(String, String)> {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.env.as_ref())
+            .map(|env| {
+                env.iter()
+                    .map(|kv| match kv.split_once('=') {
+                        Some((k, v)) => (k.to_string(), v.to_string()),
+                        None => (kv.clone(), String::new()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_and_history_stay_in_step() {
+        let mut img = ImageState::scratch(&kiln_oci::Platform::new("linux", "amd64", None));
+        let d = Digest::sha256_of(b"x");
+        img.push_empty(History {
+            created_by: Some("ENV A=b".into()),
+            ..Default::default()
+        });
+        img.push_layer(
+            LayerRef {
+                descriptor: Descriptor::new(kiln_oci::media::DOCKER_LAYER_GZIP, d.clone(), 1),
+                diff_id: d.clone(),
+                origin: LayerOrigin::Local("/x".into()),
+            },
+            History::default(),
+        );
+        assert_eq!(img.config.rootfs.diff_ids, vec![d]);
+        assert_eq!(img.config.history.len(), 2);
+        assert!(img.config.history[0].empty_layer);
+        assert!(!img.config.history[1].empty_layer);
+        assert_eq!(img.config.rootfs.kind, "layers");
+    }
+}

@@ -1,0 +1,299 @@
+//! The build engine: runs a Dockerfile's stages in plan order and sends the
+//! target's image to every output.
+//!
+//! One build, as data flowing through: options → context and Dockerfile →
+//! checked stages (kiln-dockerfile) → for each stage: base image (pulled
+//! lazily: manifest and config only) → steps (metadata steps change the
+//! config; COPY/ADD write a layer) → image assembly → outputs.
+
+pub mod assemble;
+pub mod blobs;
+pub mod error;
+pub mod image;
+pub mod metadata;
+pub mod rootfs;
+mod stage;
+pub mod workspace;
+
+pub use error::BuildError;
+
+use crate::context::{BuildContext, ContextSpec};
+use crate::options::{BuildOptions, ContextSource, DockerfileLocation};
+use crate::output::{self, push::PushReport};
+use assemble::BuiltImage;
+use blobs::BlobStore;
+use kiln_dockerfile::plan::StageSelection;
+use kiln_dockerfile::scope::PlatformArgs;
+use kiln_dockerfile::LoadOptions;
+use kiln_oci::auth::CredentialStore;
+use kiln_oci::{Digest, Platform, RegistryClient};
+use stage::{StageResult, StageRunner};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use workspace::Workspace;
+
+/// What a finished build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The image digest (the manifest's sha256).
+    pub digest: Digest,
+    /// The image's size: config plus compressed layers.
+    pub size: u64,
+    /// Destinations pushed to, as given.
+    pub pushed: Vec<String>,
+    /// What each push did.
+    pub push_reports: Vec<PushReport>,
+    /// Steps run, and steps that reused a cached layer.
+    pub steps: usize,
+    /// Wall time of the whole build.
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs one build.
+///
+/// # Errors
+/// The first failure: a Dockerfile problem (every problem, with lines), a
+/// step that failed (with its line), a registry error, or an output error.
+pub async fn build(options: &BuildOptions) -> Result<BuildOutcome, BuildError> {
+    let started = Instant::now();
+    let mut ws = Workspace::create(&options.work_dir).map_err(|source| BuildError::Workspace {
+        path: options.work_dir.clone(),
+        source,
+    })?;
+    if std::env::var_os("KILN_KEEP_WORKDIR").is_some() {
+        ws.keep();
+    }
+    let (context, dockerfile_name, dockerfile_text) = open_context(options, &ws)?;
+    let dockerfile = load_dockerfile(options, &dockerfile_name, &dockerfile_text)?;
+    for arg in dockerfile.unused_build_args() {
+        tracing::warn!("build arg {arg} was not consumed by any stage");
+    }
+
+    let client = RegistryClient::new(registry_options(options))
+        .map_err(|e| BuildError::Registry(Box::new(e)))?;
+    let blobs = BlobStore::new(ws.blobs(), client.clone());
+    let runner = StageRunner {
+        options,
+        dockerfile: &dockerfile,
+        dockerfile_name: &dockerfile_name,
+        context: &context,
+        workspace: &ws,
+        blobs: &blobs,
+        http: reqwest::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BuildError::Context(format!("HTTP client: {e}")))?,
+    };
+    let mut results: HashMap<usize, StageResult> = HashMap::new();
+    let mut steps = 0;
+    for level in &dockerfile.plan.levels {
+        for &index in level {
+            let result = runner.run(index, &results).await?;
+            steps += result.steps;
+            results.insert(index, result);
+        }
+    }
+    let target = results
+        .remove(&dockerfile.plan.target)
+        .expect("the plan always builds its target");
+    let mut image = target.image;
+    finish_config(&mut image, options);
+    let built = BuiltImage::assemble(&image)
+        .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
+    let (pushed, push_reports) = write_outputs(options, &built, &blobs).await?;
+    let size = built.config.size + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>();
+    Ok(BuildOutcome {
+        digest: built.digest,
+        size,
+        pushed,
+        push_reports,
+        steps,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn open_context(
+    options: &BuildOptions,
+    ws: &Workspace,
+) -> Result<(BuildContext, String, String), BuildError> {
+    let ctx_err = |e: crate::context::ContextError| BuildError::Context(e.to_string());
+    let (spec, sub_path) = match &options.context {
+        ContextSource::Dir(dir) => (ContextSpec::Dir(dir.clone()), None),
+        ContextSource::Tar { archive, sub_path } => {
+            (ContextSpec::Tar(archive.clone()), sub_path.clone())
+        }
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(BuildError::Context(format!(
+                "unsupported context {other:?}"
+            )))
+        }
+    };
+    let sub = sub_path.as_ref().map(|p| p.to_string_lossy().to_string());
+    let context = BuildContext::open(&spec, sub.as_deref(), &ws.context()).map_err(ctx_err)?;
+    let dockerfile_path: PathBuf = match &options.dockerfile {
+        DockerfileLocation::File(p) => p.clone(),
+        DockerfileLocation::InContext(p) => context.root().join(p),
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(BuildError::Context(format!(
+                "unsupported Dockerfile location {other:?}"
+            )))
+        }
+    };
+    let text = std::fs::read_to_string(&dockerfile_path).map_err(|e| {
+        BuildError::Context(format!(
+            "reading Dockerfile {}: {e}",
+            dockerfile_path.display()
+        ))
+    })?;
+    let context = context
+        .with_dockerignore(Some(&dockerfile_path))
+        .map_err(ctx_err)?;
+    Ok((context, display_name(&dockerfile_path), text))
+}
+
+/// The Dockerfile as error messages name it: relative to the current
+/// directory when it is below it.
+fn display_name(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+fn load_dockerfile(
+    options: &BuildOptions,
+    name: &str,
+    text: &str,
+) -> Result<kiln_dockerfile::Dockerfile, BuildError> {
+    let build_args: BTreeMap<String, String> = options
+        .build_args
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    let load = LoadOptions {
+        build_args,
+        target: options.target.clone(),
+        platform: PlatformArgs::new(Platform::host().to_string(), options.platform.to_string()),
+        // Stages the target does not need are never built, as in BuildKit;
+        // `--skip-unused-stages` is accepted and is always in effect.
+        selection: StageSelection::TargetDeps,
+    };
+    kiln_dockerfile::load_with(text, &load).map_err(|errors| BuildError::Dockerfile {
+        path: name.to_string(),
+        errors,
+    })
+}
+
+fn registry_options(options: &BuildOptions) -> kiln_oci::RegistryOptions {
+    let r = &options.registry;
+    let mut mirrors = Vec::new();
+    let mut maps = BTreeMap::new();
+    for (from, to) in &r.registry_map {
+        if from == kiln_oci::reference::DOCKER_HUB {
+            mirrors.extend(to.iter().cloned());
+        } else {
+            maps.insert(from.clone(), to.clone());
+        }
+    }
+    kiln_oci::RegistryOptions {
+        insecure: r.insecure_push,
+        insecure_pull: r.insecure_pull,
+        insecure_registries: r.insecure_registries.clone(),
+        skip_tls_verify: r.skip_tls_verify_push,
+        skip_tls_verify_pull: r.skip_tls_verify_pull,
+        skip_tls_verify_registries: r.skip_tls_verify_registries.clone(),
+        ca_certificates: r.certificates.clone(),
+        client_certificates: r
+            .client_certificates
+            .iter()
+            .map(|(h, c)| {
+                (
+                    h.clone(),
+                    kiln_oci::registry::ClientCert {
+                        cert: c.cert.clone(),
+                        key: c.key.clone(),
+                    },
+                )
+            })
+            .collect(),
+        mirrors,
+        skip_default_registry_fallback: r.skip_default_registry_fallback,
+        registry_maps: maps,
+        push_retries: r.push_retry,
+        pull_retries: r.image_download_retry,
+        credentials: CredentialStore::from_env(),
+        ..Default::default()
+    }
+}
+
+/// `--label`s, the creation time, and the end of ONBUILD inheritance.
+fn finish_config(image: &mut image::ImageState, options: &BuildOptions) {
+    if !options.labels.is_empty() {
+        let labels = image
+            .container_config()
+            .labels
+            .get_or_insert_with(Default::default);
+        for kv in &options.labels {
+            labels.insert(kv.key.clone(), kv.value.clone());
+        }
+    }
+    image.config.created = Some(stage::timestamp(options.reproducible));
+}
+
+async fn write_outputs(
+    options: &BuildOptions,
+    built: &BuiltImage,
+    blobs: &BlobStore,
+) -> Result<(Vec<String>, Vec<PushReport>), BuildError> {
+    let out = &options.output;
+    let mut pushed = Vec::new();
+    let mut reports = Vec::new();
+    if out.push {
+        for dest in &out.destinations {
+            let report = output::push::push(&dest.reference, &dest.as_given, built, blobs).await?;
+            tracing::info!(
+                "pushed {} ({} uploaded, {} mounted, {} already there)",
+                dest.as_given,
+                report.uploaded,
+                report.mounted,
+                report.existing
+            );
+            pushed.push(dest.as_given.clone());
+            reports.push(report);
+        }
+    }
+    let tags: Vec<String> = out
+        .destinations
+        .iter()
+        .map(|d| match d.reference.tag() {
+            Some(_) => d.reference.familiar(),
+            None => format!("{}:latest", d.reference.familiar()),
+        })
+        .collect();
+    if let Some(path) = &out.tar_path {
+        output::docker_tar::write(path, built, &tags, blobs).await?;
+    }
+    if let Some(path) = &out.oci_layout_path {
+        let name = out
+            .destinations
+            .first()
+            .and_then(|d| d.reference.tag())
+            .unwrap_or("latest");
+        output::oci_layout::write(path, built, Some(name), blobs).await?;
+    }
+    if let Some(path) = &out.digest_file {
+        output::digest_files::write_digest(path, &built.digest)?;
+    }
+    if let Some(path) = &out.image_name_with_digest_file {
+        output::digest_files::write_name_with_digest(path, &out.destinations, &built.digest)?;
+    }
+    if let Some(path) = &out.image_name_tag_with_digest_file {
+        output::digest_files::write_name_tag_with_digest(path, &out.destinations, &built.digest)?;
+    }
+    Ok((pushed, reports))
+}

@@ -1,0 +1,250 @@
+//! A stage's root filesystem, materialized on demand: the image's layers
+//! applied in order into a private directory, each one once. COPY needs it
+//! to know what a destination already is and to read `/etc/passwd` for
+//! `--chown`; `COPY --from` reads files out of it.
+
+use super::blobs::BlobStore;
+use super::image::{ImageState, LayerRef};
+use crate::copy::FileKind;
+use futures::future::try_join_all;
+use kiln_layer::extract::{extract, ApplyMode, ExtractOptions};
+use kiln_layer::reader::open_blob;
+use kiln_oci::media::Compression;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+/// Symlink hops allowed while resolving a path inside a root (as Linux).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// Why a root filesystem could not be materialized.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RootfsError {
+    /// A layer could not be downloaded.
+    #[error("downloading layer {digest}: {source}")]
+    Download {
+        /// The layer.
+        digest: kiln_oci::Digest,
+        /// Why.
+        source: Box<kiln_oci::RegistryError>,
+    },
+    /// A layer could not be applied.
+    #[error("unpacking layer {digest}: {source}")]
+    Extract {
+        /// The layer.
+        digest: kiln_oci::Digest,
+        /// Why.
+        source: kiln_layer::Error,
+    },
+    /// The directory could not be made.
+    #[error("creating {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A root filesystem directory and how many of an image's layers it holds.
+#[derive(Debug)]
+pub struct Rootfs {
+    dir: PathBuf,
+    applied: Vec<kiln_oci::Digest>,
+}
+
+impl Rootfs {
+    /// An empty root at `dir` (created now).
+    pub fn new(dir: PathBuf) -> Result<Rootfs, RootfsError> {
+        fs::create_dir_all(&dir).map_err(|source| RootfsError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Rootfs {
+            dir,
+            applied: Vec::new(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Brings the root up to `image`: applies the layers it does not hold
+    /// yet. The image must extend what was applied before (layers are only
+    /// ever added on top).
+    pub async fn sync(&mut self, image: &ImageState, blobs: &BlobStore) -> Result<(), RootfsError> {
+        debug_assert!(image
+            .layers
+            .iter()
+            .zip(&self.applied)
+            .all(|(l, d)| &l.descriptor.digest == d));
+        let pending: Vec<&LayerRef> = image.layers.iter().skip(self.applied.len()).collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // Downloads run in parallel; application is in order.
+        let paths = try_join_all(pending.iter().map(|layer| async move {
+            blobs
+                .local_path(layer)
+                .await
+                .map_err(|source| RootfsError::Download {
+                    digest: layer.descriptor.digest.clone(),
+                    source: Box::new(source),
+                })
+        }))
+        .await?;
+        for (layer, path) in pending.into_iter().zip(paths) {
+            let dir = self.dir.clone();
+            let layer_c = layer.clone();
+            tokio::task::spawn_blocking(move || apply_layer(&dir, &layer_c, &path))
+                .await
+                .expect("layer extraction task panicked")?;
+            self.applied.push(layer.descriptor.digest.clone());
+        }
+        Ok(())
+    }
+
+    /// What `path` (absolute in the image) is, following symlinks inside
+    /// the root; `None` when it does not exist.
+    pub fn kind_of(&self, path: &str) -> Option<FileKind> {
+        let resolved = resolve_in_root(&self.dir, path)?;
+        let meta = fs::symlink_metadata(resolved).ok()?;
+        let t = meta.file_type();
+        Some(if t.is_dir() {
+            FileKind::Dir
+        } else if t.is_file() {
+            FileKind::File
+        } else if t.is_symlink() {
+            FileKind::Symlink
+        } else {
+            FileKind::Other
+        })
+    }
+
+    /// The contents of a small text file in the image (`/etc/passwd`), if
+    /// it exists.
+    pub fn read_text(&self, path: &str) -> Option<String> {
+        let resolved = resolve_in_root(&self.dir, path)?;
+        fs::read_to_string(resolved).ok()
+    }
+}
+
+fn apply_layer(dir: &Path, layer: &LayerRef, path: &Path) -> Result<(), RootfsError> {
+    let err = |source| RootfsError::Extract {
+        digest: layer.descriptor.digest.clone(),
+        source,
+    };
+    let compression = Compression::of_media_type(&layer.descriptor.media_type);
+    let reader = open_blob(path, compression)
+        .map_err(err)?
+        .expect_diff_id(layer.diff_id.clone());
+    extract(reader, dir, &ExtractOptions::new(ApplyMode::Flatten)).map_err(err)?;
+    Ok(())
+}
+
+/// Resolves `path` inside `root` as the image would see it: `..` never
+/// climbs above the root, and symlinks (absolute or relative) resolve
+/// against the root. Returns the host path of the final component, which
+/// is followed when it is a symlink.
+pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut pending: Vec<String> = components(path).into_iter().rev().collect();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                stack.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(stack.iter());
+        candidate.push(&c);
+        match fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return None;
+                }
+                let target = fs::read_link(&candidate).ok()?;
+                let target = target.to_string_lossy().to_string();
+                if target.starts_with('/') {
+                    stack.clear();
+                }
+                pending.extend(components(&target).into_iter().rev());
+            }
+            Ok(_) => stack.push(c),
+            Err(_) => {
+                // A missing component: the rest cannot exist either.
+                stack.push(c);
+                stack.extend(pending.drain(..).rev());
+                let mut out = root.to_path_buf();
+                out.extend(stack.iter());
+                return Some(out);
+            }
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(stack.iter());
+    Some(out)
+}
+
+fn components(path: &str) -> Vec<String> {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().to_string()),
+            Component::ParentDir => Some("..".to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("usr/lib")).unwrap();
+        symlink("/usr/lib", r.join("lib")).unwrap();
+        symlink("../../../../etc", r.join("usr/escape")).unwrap();
+        fs::create_dir_all(r.join("etc")).unwrap();
+        fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let rootfs = Rootfs {
+            dir: r.to_path_buf(),
+            applied: vec![],
+        };
+        assert_eq!(rootfs.kind_of("/lib"), Some(FileKind::Dir));
+        assert_eq!(rootfs.kind_of("/lib/missing"), None);
+        assert_eq!(rootfs.kind_of("/etc/passwd"), Some(FileKind::File));
+        // `..` through a symlink stays inside the root.
+        assert_eq!(
+            resolve_in_root(r, "/usr/escape/passwd").unwrap(),
+            r.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(r, "/../../etc/passwd").unwrap(),
+            r.join("etc/passwd")
+        );
+        assert!(rootfs
+            .read_text("/usr/escape/passwd")
+            .unwrap()
+            .starts_with("root:"));
+    }
+
+    #[test]
+    fn symlink_loops_end() {
+        let root = tempfile::tempdir().unwrap();
+        symlink("/b", root.path().join("a")).unwrap();
+        symlink("/a", root.path().join("b")).unwrap();
+        assert_eq!(resolve_in_root(root.path(), "/a/x"), None);
+    }
+}

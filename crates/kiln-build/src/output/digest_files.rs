@@ -1,0 +1,46 @@
+//! `--digest-file`, `--image-name-with-digest-file` and
+//! `--image-name-tag-with-digest-file`, in Kaniko's formats: the digest
+//! alone; one `registry/repo@digest` line per destination; one
+//! `registry/repo:tag@digest` line per destination.
+
+use super::{io_err, OutputError};
+use crate::options::Destination;
+use kiln_oci::Digest;
+use std::path::Path;
+
+/// Writes the digest alone (no newline, as Kaniko).
+pub fn write_digest(path: &Path, digest: &Digest) -> Result<(), OutputError> {
+    std::fs::write(path, digest.to_string()).map_err(io_err(path))
+}
+
+/// Writes `repo@digest` per destination.
+pub fn write_name_with_digest(
+    path: &Path,
+    dests: &[Destination],
+    digest: &Digest,
+) -> Result<(), OutputError> {
+    let lines: Vec<String> = dests
+        .iter()
+        .map(|d| format!("{}@{digest}", d.reference.name()))
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").map_err(io_err(path))
+}
+
+/// Writes `repo:tag@digest` per destination.
+pub fn write_name_tag_with_digest(
+    path: &Path,
+    dests: &[Destination],
+    digest: &Digest,
+) -> Result<(), OutputError> {
+    let lines: Vec<String> = dests
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}@{digest}",
+                d.reference.name(),
+                d.reference.tag().unwrap_or("latest")
+            )
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").map_err(io_err(path))
+}

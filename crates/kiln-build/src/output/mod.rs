@@ -1,0 +1,66 @@
+//! Where a finished image goes: registries, a `docker load` tar, an OCI
+//! layout directory, and the digest files CI pipelines read.
+//!
+//! Every sink takes a [`BuiltImage`] and a [`BlobStore`]; none knows the
+//! others.
+
+pub mod digest_files;
+pub mod docker_tar;
+pub mod oci_layout;
+pub mod push;
+
+use crate::engine::blobs::BlobStore;
+use crate::engine::image::LayerRef;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why an output could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputError {
+    /// A file could not be written.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A registry operation failed.
+    #[error("pushing to {destination}: {source}")]
+    Push {
+        /// The destination as given.
+        destination: String,
+        /// Why.
+        source: Box<kiln_oci::RegistryError>,
+    },
+    /// A blob needed for the output could not be fetched.
+    #[error("fetching layer {digest}: {source}")]
+    Fetch {
+        /// The layer digest.
+        digest: kiln_oci::Digest,
+        /// Why.
+        source: Box<kiln_oci::RegistryError>,
+    },
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The local file of a layer's blob, fetching it when it is remote.
+pub(crate) async fn layer_file(
+    blobs: &BlobStore,
+    layer: &LayerRef,
+) -> Result<PathBuf, OutputError> {
+    blobs
+        .local_path(layer)
+        .await
+        .map_err(|source| OutputError::Fetch {
+            digest: layer.descriptor.digest.clone(),
+            source: Box::new(source),
+        })
+}

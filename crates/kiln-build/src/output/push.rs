@@ -1,0 +1,108 @@
+//! Pushing an image to a registry destination: every blob first (HEAD, then
+//! a cross-repository mount when the blob already lives in the same
+//! registry, else an upload), the manifest last, so no tag ever points at a
+//! missing blob.
+
+use super::OutputError;
+use crate::engine::assemble::BuiltImage;
+use crate::engine::blobs::BlobStore;
+use crate::engine::image::{LayerOrigin, LayerRef};
+use futures::{StreamExt, TryStreamExt};
+use kiln_oci::{Access, BlobSource, Digest, PushOutcome, Reference, RegistryError, Repository};
+
+/// Blob transfers in flight at once per destination.
+const PARALLEL_BLOBS: usize = 4;
+
+/// What a push did, for the build summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Blobs already present.
+    pub existing: usize,
+    /// Blobs mounted from another repository.
+    pub mounted: usize,
+    /// Blobs uploaded.
+    pub uploaded: usize,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+}
+
+/// Pushes `image` to `destination` (its tag, or its digest when it has none).
+pub async fn push(
+    destination: &Reference,
+    as_given: &str,
+    image: &BuiltImage,
+    blobs: &BlobStore,
+) -> Result<PushReport, OutputError> {
+    let err = |source| OutputError::Push {
+        destination: as_given.to_string(),
+        source: Box::new(source),
+    };
+    let repo = blobs.client().repository(destination, Access::Push);
+    let outcomes: Vec<(PushOutcome, u64)> = futures::stream::iter(image.layers.iter())
+        .map(|layer| push_layer(&repo, destination, layer, blobs))
+        .buffer_unordered(PARALLEL_BLOBS)
+        .try_collect()
+        .await
+        .map_err(err)?;
+    let config = repo
+        .push_blob(
+            &BlobSource::Bytes(image.config_bytes.clone().into()),
+            &image.config.digest,
+            image.config.size,
+            None,
+        )
+        .await
+        .map_err(err)?;
+    let mut report = PushReport::default();
+    for (outcome, size) in outcomes.into_iter().chain([(config, image.config.size)]) {
+        match outcome {
+            PushOutcome::Exists => report.existing += 1,
+            PushOutcome::Mounted => report.mounted += 1,
+            PushOutcome::Uploaded => {
+                report.uploaded += 1;
+                report.uploaded_bytes += size;
+            }
+        }
+    }
+    let reference = destination
+        .digest()
+        .map(Digest::to_string)
+        .or_else(|| destination.tag().map(str::to_string))
+        .unwrap_or_else(|| "latest".to_string());
+    repo.put_manifest(
+        &reference,
+        image.manifest_bytes.clone().into(),
+        &image.manifest_media_type,
+    )
+    .await
+    .map_err(err)?;
+    Ok(report)
+}
+
+async fn push_layer(
+    repo: &Repository,
+    destination: &Reference,
+    layer: &LayerRef,
+    blobs: &BlobStore,
+) -> Result<(PushOutcome, u64), RegistryError> {
+    let digest = &layer.descriptor.digest;
+    let size = layer.descriptor.size;
+    match &layer.origin {
+        LayerOrigin::Local(path) => {
+            Ok((repo.push_blob_file(path, digest, size, None).await?, size))
+        }
+        LayerOrigin::Remote(source) => {
+            if repo.blob_exists(digest).await?.is_some() {
+                return Ok((PushOutcome::Exists, size));
+            }
+            if source.registry() == destination.registry()
+                && source.repository() != destination.repository()
+                && repo.mount_blob(digest, source.repository()).await?
+            {
+                return Ok((PushOutcome::Mounted, size));
+            }
+            let path = blobs.local_path(layer).await?;
+            Ok((repo.push_blob_file(&path, digest, size, None).await?, size))
+        }
+    }
+}
