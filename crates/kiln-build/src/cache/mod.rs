@@ -1,0 +1,307 @@
+//! The layer cache: step keys, cache entries in a registry repository or an
+//! OCI layout, pruning, and the base-image warmer.
+//!
+//! * [`key`]: [`CacheKey`], chained per step from the stage's base.
+//! * [`entry`]: the entry format, one OCI manifest per key.
+//! * [`registry`] / [`layout`]: [`RegistryCache`] (`<repo>:<key>`) and
+//!   [`OciLayoutCache`] (`--cache-repo oci:PATH`), joined in [`LayerCache`].
+//! * [`pusher`]: [`CachePusher`], background stores whose failures are
+//!   warnings.
+//! * [`prune`]: deleting expired entries.
+//! * [`warm`]: filling a cache directory with base images, and
+//!   [`warm::cached_base`] to start from one without the network.
+//!
+//! A broken or unreadable entry is a cache miss with a warning, never a
+//! failed build: the cache only ever saves work.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use kiln_build::cache::{CacheKey, StepInputs};
+//! let platform = kiln_oci::Platform::new("linux", "amd64", None);
+//! let base = CacheKey::base("scratch", &platform);
+//! let args = BTreeMap::new();
+//! let step = base.chain(&StepInputs { instruction: "RUN make", args: &args, inputs: None, extra: &[] });
+//! assert_eq!(step.to_string().len(), 64);
+//! assert_ne!(step, base);
+//! ```
+
+pub mod entry;
+pub mod key;
+pub mod layout;
+pub mod prune;
+pub mod pusher;
+pub mod registry;
+pub mod warm;
+
+use std::path::PathBuf;
+
+use kiln_oci::{Reference, RegistryClient, RegistryError};
+
+use crate::engine::image::LayerRef;
+use crate::options::{CacheOptions, CacheRepo};
+
+pub use key::{CacheKey, StepInputs};
+pub use layout::OciLayoutCache;
+pub use prune::{prune, PruneReport};
+pub use pusher::CachePusher;
+pub use registry::RegistryCache;
+
+/// A step found in the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedStep {
+    /// The step's layer; `None` when the step changed nothing. Its origin
+    /// says where the blob is (the cache repository, or a layout's blob
+    /// file); nothing was downloaded.
+    pub layer: Option<LayerRef>,
+    /// The step's history text.
+    pub created_by: String,
+    /// When the entry was made (RFC 3339).
+    pub created: String,
+}
+
+/// A cache problem. Lookups and background stores turn these into misses
+/// and warnings; only `kiln cache prune` and `kiln warm` fail on them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// A registry request failed.
+    #[error("cache repository {repo}: {source}")]
+    Registry {
+        /// The repository.
+        repo: String,
+        /// The registry's error.
+        #[source]
+        source: Box<RegistryError>,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cache repository name is unusable.
+    #[error("cache repository {repo:?}: {reason}")]
+    InvalidRepo {
+        /// As given.
+        repo: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The registry refuses deletes.
+    #[error("cache repository {repo}: the registry does not allow deleting manifests (HTTP 405 UNSUPPORTED); enable deletes (for the distribution registry: storage.delete.enabled: true, or REGISTRY_STORAGE_DELETE_ENABLED=true)")]
+    DeleteUnsupported {
+        /// The repository.
+        repo: String,
+    },
+    /// A layer to store is in a registry and no client was given to fetch it.
+    #[error("layer {digest} is in {reference}, and this cache has no registry client to fetch it")]
+    RemoteLayer {
+        /// The layer blob.
+        digest: kiln_oci::Digest,
+        /// Where it is.
+        reference: String,
+    },
+    /// A file in an OCI layout is not what it should be.
+    #[error("OCI layout {}: {reason}", path.display())]
+    Layout {
+        /// The layout directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl CacheError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CacheError {
+        let path = path.into();
+        move |source| CacheError::Io { path, source }
+    }
+
+    pub(crate) fn registry(repo: &str) -> impl FnOnce(RegistryError) -> CacheError + '_ {
+        move |source| CacheError::Registry {
+            repo: repo.to_string(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Where cache entries live, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheLocation {
+    /// A registry repository (its tag, if any, is not used).
+    Registry(Reference),
+    /// An OCI image layout directory.
+    Layout(PathBuf),
+}
+
+/// Where the cache lives for these options: `--cache-repo` when given, else
+/// (as in Kaniko) `<first destination's repository>/cache`. `None` when the
+/// cache is off or there is nowhere to put it.
+///
+/// # Errors
+/// [`CacheError::InvalidRepo`] for a repository that does not parse or
+/// names a digest.
+pub fn cache_repo_reference(
+    options: &CacheOptions,
+    first_destination: Option<&Reference>,
+) -> Result<Option<CacheLocation>, CacheError> {
+    if !options.enabled {
+        return Ok(None);
+    }
+    match &options.repo {
+        Some(CacheRepo::OciLayout(path)) => Ok(Some(CacheLocation::Layout(path.clone()))),
+        Some(CacheRepo::Registry(repo)) => parse_repo(repo).map(|r| Some(CacheLocation::Registry(r))),
+        None => match first_destination {
+            Some(dest) => {
+                let name = format!("{}/cache", dest.repository());
+                dest.with_repository(&name)
+                    .map(|r| Some(CacheLocation::Registry(r)))
+                    .map_err(|e| CacheError::InvalidRepo {
+                        repo: format!("{}/{name}", dest.registry()),
+                        reason: e.to_string(),
+                    })
+            }
+            None => Ok(None),
+        },
+    }
+}
+
+/// Parses a cache repository name; a tag is ignored (entries are tagged by key).
+///
+/// # Errors
+/// [`CacheError::InvalidRepo`] when it does not parse or names a digest.
+pub fn parse_repo(repo: &str) -> Result<Reference, CacheError> {
+    let invalid = |reason: String| CacheError::InvalidRepo {
+        repo: repo.to_string(),
+        reason,
+    };
+    let r = Reference::parse(repo).map_err(|e| invalid(e.to_string()))?;
+    if r.digest().is_some() {
+        return Err(invalid("a cache repository cannot name a digest".into()));
+    }
+    Ok(r)
+}
+
+/// The layer cache a build uses: a registry repository or an OCI layout.
+#[derive(Clone)]
+pub enum LayerCache {
+    /// Entries in a registry repository.
+    Registry(RegistryCache),
+    /// Entries in an OCI layout directory.
+    Layout(OciLayoutCache),
+}
+
+impl LayerCache {
+    /// The cache for these options, or `None` when caching is off or has
+    /// nowhere to live. `client` reaches the cache registry (and fetches
+    /// remote layers for a layout cache).
+    ///
+    /// # Errors
+    /// As [`cache_repo_reference`].
+    pub fn open(
+        options: &CacheOptions,
+        first_destination: Option<&Reference>,
+        client: &RegistryClient,
+    ) -> Result<Option<LayerCache>, CacheError> {
+        Ok(match cache_repo_reference(options, first_destination)? {
+            None => None,
+            Some(CacheLocation::Registry(repo)) => Some(LayerCache::Registry(RegistryCache::new(
+                client.clone(),
+                repo,
+                options.ttl,
+                options.push,
+            ))),
+            Some(CacheLocation::Layout(dir)) => Some(LayerCache::Layout(
+                OciLayoutCache::new(dir, options.ttl, options.push).with_client(client.clone()),
+            )),
+        })
+    }
+
+    /// Looks up `key`: `Ok(None)` on a miss, including expired and broken
+    /// entries (those are logged as warnings).
+    ///
+    /// # Errors
+    /// Registry or file errors other than "not found".
+    pub async fn lookup(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
+        match self {
+            LayerCache::Registry(c) => c.lookup(key).await,
+            LayerCache::Layout(c) => c.lookup(key).await,
+        }
+    }
+
+    /// Stores the result of the step with `key`. Does nothing when pushing
+    /// to the cache is off.
+    ///
+    /// # Errors
+    /// Registry or file errors.
+    pub async fn store(
+        &self,
+        key: &CacheKey,
+        layer: Option<&LayerRef>,
+        created_by: &str,
+    ) -> Result<(), CacheError> {
+        match self {
+            LayerCache::Registry(c) => c.store(key, layer, created_by).await,
+            LayerCache::Layout(c) => c.store(key, layer, created_by).await,
+        }
+    }
+
+    /// Where the cache lives, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            LayerCache::Registry(c) => c.repo().name(),
+            LayerCache::Layout(c) => format!("oci:{}", c.dir().display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn options(repo: Option<CacheRepo>) -> CacheOptions {
+        CacheOptions {
+            enabled: true,
+            repo,
+            push: true,
+            dir: "/cache".into(),
+            ttl: Duration::from_secs(60),
+            copy_layers: true,
+            run_layers: true,
+            compressed: true,
+        }
+    }
+
+    #[test]
+    fn the_default_repo_is_the_first_destination_plus_cache() {
+        let dest: Reference = "reg.example:5000/team/app:1".parse().unwrap();
+        let got = cache_repo_reference(&options(None), Some(&dest)).unwrap();
+        match got {
+            Some(CacheLocation::Registry(r)) => assert_eq!(r.name(), "reg.example:5000/team/app/cache"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cache_repo_reference(&options(None), None).unwrap(), None);
+        let mut off = options(None);
+        off.enabled = false;
+        assert_eq!(cache_repo_reference(&off, Some(&dest)).unwrap(), None);
+    }
+
+    #[test]
+    fn explicit_repos_win() {
+        let dest: Reference = "reg.example/app".parse().unwrap();
+        let r = cache_repo_reference(
+            &options(Some(CacheRepo::Registry("other.example/c".into()))),
+            Some(&dest),
+        )
+        .unwrap();
+        assert!(matches!(r, Some(CacheLocation::Registry(r)) if r.name() == "other.example/c"));
+        let l = cache_repo_reference(&options(Some(CacheRepo::OciLayout("/x".into()))), None).unwrap();
+        assert_eq!(l, Some(CacheLocation::Layout("/x".into())));
+        let bad = options(Some(CacheRepo::Registry(format!("r.example/c@{}", kiln_oci::Digest::sha256_of(b"")))));
+        assert!(cache_repo_reference(&bad, None).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! Cache entries in a registry repository: `<repo>:<key>`, one manifest per
+//! entry (format in [`super::entry`]).
+//!
+//! Concurrent runners storing the same key is normal (every CI runner shares
+//! the repository): blob pushes skip blobs already there, and a manifest PUT
+//! replaces the tag, so the second store simply wins with an equivalent entry.
+
+use std::time::Duration;
+
+use kiln_oci::{media, Access, BlobSource, Reference, RegistryClient, Repository};
+use time::OffsetDateTime;
+
+use super::entry::{is_expired, Entry};
+use super::{CacheError, CacheKey, CachedStep};
+use crate::engine::image::{LayerOrigin, LayerRef};
+
+/// A layer cache in a registry repository.
+#[derive(Clone)]
+pub struct RegistryCache {
+    client: RegistryClient,
+    repo: Reference,
+    ttl: Duration,
+    push: bool,
+}
+
+impl RegistryCache {
+    /// A cache in repository `repo` (its tag is not used). Entries older than
+    /// `ttl` are misses; with `push` false, [`RegistryCache::store`] does nothing.
+    pub fn new(client: RegistryClient, repo: Reference, ttl: Duration, push: bool) -> RegistryCache {
+        RegistryCache {
+            client,
+            repo,
+            ttl,
+            push,
+        }
+    }
+
+    /// The repository.
+    pub fn repo(&self) -> &Reference {
+        &self.repo
+    }
+
+    /// The client.
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    /// The repository handle. Cache reads and writes go to the cache
+    /// registry itself, never to a mirror, so both use push access (Kaniko
+    /// also applies `--insecure`, not `--insecure-pull`, to the cache repo);
+    /// with pushing off, reads use pull access so read-only credentials work.
+    pub(crate) fn repository(&self) -> Repository {
+        let access = if self.push { Access::Push } else { Access::Pull };
+        self.client.repository(&self.repo, access)
+    }
+
+    /// Looks up `key` with one manifest request and one blob `HEAD`.
+    /// Missing, expired, malformed entries and entries whose layer blob is
+    /// gone are `Ok(None)` (the last two with a warning).
+    ///
+    /// # Errors
+    /// Registry errors other than "not found" (network, auth).
+    pub async fn lookup(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
+        let name = self.repo.name();
+        let repo = self.repository();
+        let tag = key.to_string();
+        let fetched = match repo.get_manifest(&tag).await {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(CacheError::registry(&name)(e)),
+        };
+        let entry = match Entry::from_manifest_bytes(&fetched.bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("cache entry {name}:{tag} is unusable, ignoring it: {e}");
+                return Ok(None);
+            }
+        };
+        if is_expired(&entry.created, self.ttl, OffsetDateTime::now_utc()) {
+            tracing::debug!("cache entry {name}:{tag} from {} has expired", entry.created);
+            return Ok(None);
+        }
+        let layer = match entry.layer {
+            None => None,
+            Some((descriptor, diff_id)) => {
+                match repo.blob_exists(&descriptor.digest).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        tracing::warn!(
+                            "cache entry {name}:{tag} names layer {} which the registry no longer has; ignoring the entry",
+                            descriptor.digest
+                        );
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(CacheError::registry(&name)(e)),
+                }
+                let origin = self
+                    .repo
+                    .with_tag(&tag)
+                    .map_err(|e| CacheError::InvalidRepo {
+                        repo: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Some(LayerRef {
+                    descriptor,
+                    diff_id,
+                    origin: LayerOrigin::Remote(origin),
+                })
+            }
+        };
+        Ok(Some(CachedStep {
+            layer,
+            created_by: entry.created_by,
+            created: entry.created,
+        }))
+    }
+
+    /// Stores the result of the step with `key`: the layer blob (uploaded
+    /// from its file, or mounted from another repository of the same
+    /// registry), the entry's config blob, then the manifest tagged `key`.
+    /// Does nothing when pushing is off.
+    ///
+    /// # Errors
+    /// Registry and file errors.
+    pub async fn store(
+        &self,
+        key: &CacheKey,
+        layer: Option<&LayerRef>,
+        created_by: &str,
+    ) -> Result<(), CacheError> {
+        if !self.push {
+            return Ok(());
+        }
+        let name = self.repo.name();
+        let repo = self.repository();
+        if let Some(layer) = layer {
+            self.push_layer(&repo, layer).await?;
+        }
+        let entry = Entry::new(
+            layer.map(|l| (l.descriptor.clone(), l.diff_id.clone())),
+            created_by,
+        );
+        let config = entry.config_bytes();
+        let manifest = entry.manifest(&config);
+        repo.push_blob(
+            &BlobSource::Bytes(config.into()),
+            &manifest.config.digest,
+            manifest.config.size,
+            None,
+        )
+        .await
+        .map_err(CacheError::registry(&name))?;
+        repo.put_manifest(&key.to_string(), manifest.to_vec().into(), media::OCI_MANIFEST)
+            .await
+            .map_err(CacheError::registry(&name))?;
+        tracing::debug!("stored cache entry {name}:{key}");
+        Ok(())
+    }
+
+    async fn push_layer(&self, repo: &Repository, layer: &LayerRef) -> Result<(), CacheError> {
+        let name = self.repo.name();
+        let d = &layer.descriptor;
+        match &layer.origin {
+            LayerOrigin::Local(path) => {
+                repo.push_blob_file(path, &d.digest, d.size, None)
+                    .await
+                    .map_err(CacheError::registry(&name))?;
+            }
+            LayerOrigin::Remote(source) => {
+                if repo
+                    .blob_exists(&d.digest)
+                    .await
+                    .map_err(CacheError::registry(&name))?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                if source.registry() == self.repo.registry()
+                    && repo
+                        .mount_blob(&d.digest, source.repository())
+                        .await
+                        .map_err(CacheError::registry(&name))?
+                {
+                    return Ok(());
+                }
+                // Another registry (or no mount): copy through a temp file.
+                let tmp = tempfile::NamedTempFile::new().map_err(CacheError::io(std::env::temp_dir()))?;
+                self.client
+                    .repository(source, Access::Pull)
+                    .download_blob(&d.digest, Some(d.size), tmp.path())
+                    .await
+                    .map_err(CacheError::registry(&source.name()))?;
+                repo.push_blob_file(tmp.path(), &d.digest, d.size, None)
+                    .await
+                    .map_err(CacheError::registry(&name))?;
+            }
+        }
+        Ok(())
+    }
+}
