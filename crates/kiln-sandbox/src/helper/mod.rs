@@ -1,0 +1,78 @@
+//! The helper process: single-threaded, started by [`crate::run`] through a
+//! re-exec, so that `unshare` and `fork` are safe. One module per isolation;
+//! [`exec`] is the last step both share.
+
+mod chroot;
+mod exec;
+mod namespace;
+
+use crate::spec::{Isolation, Report, RunSpec};
+use std::io::{Read, Write};
+
+/// Why the helper could not run the command.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    message: String,
+    denied: bool,
+}
+
+impl Failure {
+    /// A setup step failed; `denied` when the kernel refused it for lack of
+    /// privilege, so another isolation may work.
+    pub fn new(what: impl std::fmt::Display, errno: nix::errno::Errno) -> Failure {
+        use nix::errno::Errno;
+        Failure {
+            message: format!("{what}: {errno}"),
+            denied: matches!(
+                errno,
+                Errno::EPERM | Errno::EACCES | Errno::ENOSYS | Errno::EINVAL
+            ),
+        }
+    }
+
+    /// A failure that another isolation would not fix.
+    pub fn other(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            denied: false,
+        }
+    }
+}
+
+/// Writes one report line to the parent (stdout), unbuffered so nothing is
+/// duplicated by a later `fork`.
+pub(crate) fn report(r: &Report) {
+    if let Ok(mut line) = serde_json::to_vec(r) {
+        line.push(b'\n');
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+    }
+}
+
+/// The helper's `main`: reads the spec on stdin, runs it, reports on
+/// stdout, and exits. Call it first thing in `main` when the first argument
+/// is [`crate::HELPER_ARG`], before any thread is started.
+pub fn helper_main() -> ! {
+    let mut input = Vec::new();
+    let spec: Result<RunSpec, String> = std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_slice(&input).map_err(|e| e.to_string()));
+    let result = match spec {
+        Err(e) => Err(Failure::other(format!("reading the spec: {e}"))),
+        Ok(spec) => match spec.isolation {
+            Isolation::Namespace => namespace::run(&spec),
+            Isolation::Chroot => chroot::run(&spec),
+        },
+    };
+    match result {
+        Ok(Some(r)) => report(&r),
+        Ok(None) => {}
+        Err(f) => report(&Report::SetupFailed {
+            message: f.message,
+            denied: f.denied,
+        }),
+    }
+    std::process::exit(0)
+}

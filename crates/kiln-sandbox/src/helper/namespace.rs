@@ -1,0 +1,315 @@
+//! Namespace isolation: new mount, pid, ipc and uts namespaces (network too
+//! for `--network=none`), an overlay root, `pivot_root`.
+//!
+//! Process roles: the helper unshares and mounts, then forks the init of
+//! the new pid namespace; init mounts `/proc`, pivots, forks the command and
+//! reaps until the command ends. When init exits the kernel kills every
+//! process left in the namespace, and when the last of them is gone the
+//! mount namespace, with the overlay, goes too: nothing is left mounted on
+//! the host.
+
+use super::{exec::exec, report, Failure};
+use crate::prepare::{Kind, Made};
+use crate::spec::{MountSpec, Network, Report, RootSpec, RunSpec};
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{chdir, fork, pivot_root, sethostname, ForkResult, Pid};
+use std::fs::OpenOptions;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+/// Device nodes bound from the host into the sandbox's `/dev`.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+pub(crate) fn run(spec: &RunSpec) -> Result<Option<Report>, Failure> {
+    let RootSpec::Overlay {
+        lower,
+        upper,
+        work,
+        merged,
+    } = &spec.root
+    else {
+        return Err(Failure::other("namespace isolation needs an overlay root"));
+    };
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    if spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| Failure::new("unshare", e))?;
+    // Nothing mounted from here on may propagate back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| Failure::new("making mounts private", e))?;
+    let lowers: Vec<String> = lower
+        .iter()
+        .map(|p| overlay_path(p))
+        .collect::<Result<_, _>>()?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off",
+        lowers.join(":"),
+        overlay_path(upper)?,
+        overlay_path(work)?
+    );
+    mount(
+        Some("overlay"),
+        merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| Failure::new("mounting the overlay root", e))?;
+
+    let mut made = Made::default();
+    mount_dev(merged, &mut made)?;
+    let sys = ensure(&mut made, merged, "/sys", Kind::Dir)?;
+    bind(Path::new("/sys"), &sys, true)?;
+    ensure(&mut made, merged, "/proc", Kind::Dir)?;
+    for file in &spec.files {
+        let target = ensure(&mut made, merged, &file.target, Kind::File)?;
+        bind(&file.source, &target, false)?;
+    }
+    for m in &spec.mounts {
+        extra_mount(m, merged, &mut made)?;
+    }
+    for r in &made.reports {
+        report(r);
+    }
+    let devnull = OpenOptions::new()
+        .read(true)
+        .open("/dev/null")
+        .map_err(|e| Failure::other(format!("opening /dev/null: {e}")))?;
+    let devnull: OwnedFd = devnull.into();
+
+    // SAFETY: the helper is single-threaded.
+    match unsafe { fork() }.map_err(|e| Failure::new("fork", e))? {
+        ForkResult::Child => init(spec, merged, &devnull),
+        ForkResult::Parent { child } => wait_init(child),
+    }
+}
+
+/// The helper waits for init; init reports how the command ended.
+fn wait_init(init: Pid) -> Result<Option<Report>, Failure> {
+    loop {
+        match waitpid(init, None) {
+            Ok(WaitStatus::Exited(_, 0)) => return Ok(None),
+            Ok(WaitStatus::Exited(_, code)) => {
+                return Err(Failure::other(format!("sandbox init failed ({code})")))
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return Err(Failure::other(format!("sandbox init killed by {sig}")))
+            }
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Failure::new("waiting for the sandbox", e)),
+        }
+    }
+}
+
+/// Pid 1 of the new namespace.
+fn init(spec: &RunSpec, merged: &Path, devnull: &OwnedFd) -> ! {
+    let code = match init_inner(spec, merged, devnull) {
+        Ok(r) => {
+            report(&r);
+            0
+        }
+        Err(f) => {
+            report(&Report::SetupFailed {
+                message: f.message,
+                denied: f.denied,
+            });
+            0
+        }
+    };
+    // SAFETY: a forked child leaves without running the parent's exit hooks.
+    unsafe { libc::_exit(code) }
+}
+
+fn init_inner(spec: &RunSpec, merged: &Path, devnull: &OwnedFd) -> Result<Report, Failure> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(
+        Some("proc"),
+        &merged.join("proc"),
+        Some("proc"),
+        nosuid,
+        None::<&str>,
+    )
+    .map_err(|e| Failure::new("mounting /proc", e))?;
+    chdir(merged).map_err(|e| Failure::new("entering the root", e))?;
+    pivot_root(".", ".").map_err(|e| Failure::new("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| Failure::new("detaching the old root", e))?;
+    chdir("/").map_err(|e| Failure::new("chdir /", e))?;
+    sethostname(&spec.hostname).map_err(|e| Failure::new("sethostname", e))?;
+    // SAFETY: init is single-threaded.
+    let command = match unsafe { fork() }.map_err(|e| Failure::new("fork", e))? {
+        ForkResult::Child => exec(spec, devnull),
+        ForkResult::Parent { child } => child,
+    };
+    // Reap everything (orphans reparent to init) until the command ends.
+    loop {
+        match waitpid(None::<Pid>, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == command => return Ok(Report::Exited(code)),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
+                return Ok(Report::Signaled(sig as i32))
+            }
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Failure::new("waiting for the command", e)),
+        }
+    }
+}
+
+fn ensure(
+    made: &mut Made,
+    root: &Path,
+    path: &str,
+    kind: Kind,
+) -> Result<std::path::PathBuf, Failure> {
+    made.ensure(root, path, kind)
+        .map_err(|e| Failure::other(format!("creating mount point {path}: {e}")))
+}
+
+/// A minimal `/dev`: a tmpfs with the usual nodes bound from the host, a
+/// private devpts, and `/dev/shm`.
+fn mount_dev(merged: &Path, made: &mut Made) -> Result<(), Failure> {
+    let dev = ensure(made, merged, "/dev", Kind::Dir)?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(|e| Failure::new("mounting /dev", e))?;
+    let io = |what: &str, e: std::io::Error| Failure::other(format!("/dev/{what}: {e}"));
+    for name in DEVICES {
+        let node = dev.join(name);
+        std::fs::File::create(&node).map_err(|e| io(name, e))?;
+        bind(&Path::new("/dev").join(name), &node, false)?;
+    }
+    std::fs::create_dir(dev.join("pts")).map_err(|e| io("pts", e))?;
+    let pts = mount(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    );
+    if pts.is_ok() {
+        symlink("pts/ptmx", dev.join("ptmx")).map_err(|e| io("ptmx", e))?;
+    }
+    std::fs::create_dir(dev.join("shm")).map_err(|e| io("shm", e))?;
+    mount(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(|e| Failure::new("mounting /dev/shm", e))?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(name)).map_err(|e| io(name, e))?;
+    }
+    Ok(())
+}
+
+fn extra_mount(m: &MountSpec, merged: &Path, made: &mut Made) -> Result<(), Failure> {
+    match m {
+        MountSpec::Bind {
+            source,
+            target,
+            read_only,
+        } => {
+            let kind = if source.is_dir() {
+                Kind::Dir
+            } else {
+                Kind::File
+            };
+            let host = ensure(made, merged, target, kind)?;
+            bind(source, &host, *read_only)
+        }
+        MountSpec::Tmpfs { target, size } => {
+            let host = ensure(made, merged, target, Kind::Dir)?;
+            let data = size.map(|s| format!("size={s}"));
+            mount(
+                Some("tmpfs"),
+                &host,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                data.as_deref(),
+            )
+            .map_err(|e| Failure::new(format!("mounting tmpfs on {target}"), e))
+        }
+        MountSpec::Overlay {
+            lower,
+            upper,
+            work,
+            target,
+        } => {
+            let host = ensure(made, merged, target, Kind::Dir)?;
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                overlay_path(lower)?,
+                overlay_path(upper)?,
+                overlay_path(work)?
+            );
+            mount(
+                Some("overlay"),
+                &host,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data.as_str()),
+            )
+            .map_err(|e| Failure::new(format!("mounting {target}"), e))
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err(Failure::other("unsupported mount")),
+    }
+}
+
+fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), Failure> {
+    let what = || format!("binding {} on {}", source.display(), target.display());
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Failure::new(what(), e))?;
+    if read_only {
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| Failure::new(format!("{} read-only", what()), e))?;
+    }
+    Ok(())
+}
+
+/// A path as overlay's option string can hold it.
+fn overlay_path(p: &Path) -> Result<String, Failure> {
+    let s = p.to_string_lossy();
+    if s.contains([',', ':', '\\']) {
+        return Err(Failure::other(format!(
+            "{s}: overlay paths cannot contain ',', ':' or '\\'"
+        )));
+    }
+    Ok(s.into_owned())
+}

@@ -1,0 +1,65 @@
+//! Running one build step in an isolated root filesystem, and finding
+//! exactly what it changed.
+//!
+//! A multi-threaded process must never `fork` to set up namespaces, so
+//! [`run`] re-executes the current executable (`/proc/self/exe`) with
+//! [`HELPER_ARG`] as its first argument; the program's `main` hands that
+//! process to [`helper_main`] before starting any thread. The helper reads
+//! the [`RunSpec`] as JSON on stdin, reports on stdout, and the step's
+//! stdout and stderr arrive, merged, on its stderr, streamed line by line to
+//! the caller.
+//!
+//! Two isolations:
+//! - [`Isolation::Namespace`]: new mount, pid, ipc and uts namespaces (and
+//!   network with [`Network::None`]), an overlay whose upper dir receives
+//!   every change, `pivot_root`, `/proc`, a minimal `/dev`, read-only `/sys`,
+//!   the build's `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`. When
+//!   the step's first process ends, the pid namespace ends with every process
+//!   it started. The changes are the upper dir.
+//! - [`Isolation::Chroot`]: for places where mounts are not allowed. The step
+//!   runs chrooted in a plain directory, in its own session, under a
+//!   subreaper that kills whatever it left behind; the changes are found by
+//!   comparing metadata snapshots of the tree before and after.
+//!
+//! ```no_run
+//! use kiln_sandbox::{Isolation, RootSpec, RunSpec};
+//! let spec = RunSpec::new(
+//!     Isolation::Chroot,
+//!     RootSpec::Dir("/tmp/rootfs".into()),
+//!     vec!["/bin/sh".into(), "-c".into(), "echo hi > /greeting".into()],
+//! );
+//! let outcome = kiln_sandbox::run(&spec, |line| println!("| {line}"))?;
+//! assert!(outcome.status.success());
+//! let layer = outcome.changes.write_layer(
+//!     std::path::Path::new("/tmp/blobs"),
+//!     &kiln_layer::LayerOptions::new(kiln_oci::media::Compression::Gzip),
+//! )?;
+//! # Ok::<(), kiln_sandbox::SandboxError>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod changes;
+mod client;
+mod error;
+mod helper;
+mod prepare;
+mod resolve;
+mod snapshot;
+mod spec;
+
+pub use changes::Changes;
+pub use client::{run, run_with_helper, ExitStatus, Outcome};
+pub use error::{Result, SandboxError};
+pub use helper::helper_main;
+pub use snapshot::{Change, Snapshot};
+pub use spec::{BindFile, Isolation, MountSpec, Network, RootSpec, RunSpec, User};
+
+/// The first argument that turns the executable into the sandbox helper.
+pub const HELPER_ARG: &str = "__kiln-sandbox";
+
+/// True when this process was started as the sandbox helper: `main` should
+/// call [`helper_main`] before anything else.
+pub fn is_helper_invocation() -> bool {
+    std::env::args_os().nth(1).is_some_and(|a| a == HELPER_ARG)
+}
