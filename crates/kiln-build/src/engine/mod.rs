@@ -8,6 +8,7 @@
 
 pub mod assemble;
 pub mod blobs;
+mod copy_step;
 pub mod error;
 pub mod image;
 pub mod metadata;
@@ -44,8 +45,10 @@ pub struct BuildOutcome {
     pub pushed: Vec<String>,
     /// What each push did.
     pub push_reports: Vec<PushReport>,
-    /// Steps run, and steps that reused a cached layer.
+    /// Steps run.
     pub steps: usize,
+    /// Steps whose result came from the cache.
+    pub cached: usize,
     /// Wall time of the whole build.
     pub elapsed: std::time::Duration,
 }
@@ -73,6 +76,13 @@ pub async fn build(options: &BuildOptions) -> Result<BuildOutcome, BuildError> {
     let client = RegistryClient::new(registry_options(options))
         .map_err(|e| BuildError::Registry(Box::new(e)))?;
     let blobs = BlobStore::new(ws.blobs(), client.clone());
+    let first_destination = options.output.destinations.first().map(|d| &d.reference);
+    let cache = crate::cache::LayerCache::open(&options.cache, first_destination, &client)
+        .map_err(|e| BuildError::Context(format!("cache: {e}")))?;
+    if let Some(cache) = &cache {
+        tracing::info!("layer cache: {}", cache.describe());
+    }
+    let pusher = crate::cache::CachePusher::default();
     let runner = StageRunner {
         options,
         dockerfile: &dockerfile,
@@ -84,16 +94,31 @@ pub async fn build(options: &BuildOptions) -> Result<BuildOutcome, BuildError> {
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BuildError::Context(format!("HTTP client: {e}")))?,
+        cache,
+        pusher: &pusher,
+        from_roots: Default::default(),
     };
     let mut results: HashMap<usize, StageResult> = HashMap::new();
     let mut steps = 0;
-    for level in &dockerfile.plan.levels {
-        for &index in level {
-            let result = runner.run(index, &results).await?;
-            steps += result.steps;
-            results.insert(index, result);
+    let mut cached = 0;
+    let run_stages = async {
+        for level in &dockerfile.plan.levels {
+            for &index in level {
+                let result = runner.run(index, &results).await?;
+                steps += result.steps;
+                cached += result.cached;
+                results.insert(index, result);
+            }
         }
+        Ok::<(), BuildError>(())
+    };
+    let stages_result = run_stages.await;
+    // Cache stores read layer files from the workspace: wait for them
+    // before anything can remove it, also when the build failed.
+    for warning in pusher.finish().await {
+        tracing::warn!("{warning}");
     }
+    stages_result?;
     let target = results
         .remove(&dockerfile.plan.target)
         .expect("the plan always builds its target");
@@ -109,6 +134,7 @@ pub async fn build(options: &BuildOptions) -> Result<BuildOutcome, BuildError> {
         pushed,
         push_reports,
         steps,
+        cached,
         elapsed: started.elapsed(),
     })
 }

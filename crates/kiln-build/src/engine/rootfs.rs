@@ -66,6 +66,16 @@ impl Rootfs {
         })
     }
 
+    /// True when the root holds exactly `image`'s layers.
+    pub fn holds(&self, image: &ImageState) -> bool {
+        image.layers.len() == self.applied.len()
+            && image
+                .layers
+                .iter()
+                .zip(&self.applied)
+                .all(|(l, d)| &l.descriptor.digest == d)
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -7,19 +7,19 @@ use super::image::{ImageState, LayerOrigin, LayerRef};
 use super::metadata::{self, StageFlags, HISTORY_COMMENT};
 use super::rootfs::Rootfs;
 use super::workspace::Workspace;
+use crate::cache::{CacheKey, CachePusher, LayerCache, StepInputs};
 use crate::context::BuildContext;
-use crate::copy::{
-    self, classify_source, Chmod, CopyPlan, CopyRequest, CopySource, Owner, SourceKind,
-};
+use crate::copy::{self, CopyPlan, Owner};
 use crate::options::{BuildOptions, Compression};
-use kiln_dockerfile::instructions::{Command, Instruction, Source};
+use kiln_dockerfile::instructions::{Command, Instruction};
 use kiln_dockerfile::plan::Base;
 use kiln_dockerfile::scope::StageEnv;
 use kiln_dockerfile::Dockerfile;
 use kiln_layer::{LayerOptions, LayerWriter, MtimePolicy};
 use kiln_oci::{media, Descriptor, History, Platform, Reference};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 /// What a finished stage hands to later stages and to the outputs.
 pub(crate) struct StageResult {
@@ -29,6 +29,11 @@ pub(crate) struct StageResult {
     pub rootfs: Option<Rootfs>,
     /// Steps run.
     pub steps: usize,
+    /// Steps whose result came from the cache.
+    pub cached: usize,
+    /// The cache key of the stage's last step: what `COPY --from` and
+    /// `FROM <stage>` chain from.
+    pub key: CacheKey,
 }
 
 /// Everything stages share during one build.
@@ -40,17 +45,27 @@ pub(crate) struct StageRunner<'a> {
     pub workspace: &'a Workspace,
     pub blobs: &'a BlobStore,
     pub http: reqwest::Client,
+    /// The layer cache, when `--cache` is on.
+    pub cache: Option<LayerCache>,
+    /// Background cache stores.
+    pub pusher: &'a CachePusher,
+    /// Roots materialized for `COPY --from`, by name.
+    pub from_roots: Mutex<HashMap<String, PathBuf>>,
 }
 
 /// A stage in progress.
-struct StageRun<'r> {
-    image: ImageState,
-    env: StageEnv,
-    flags: StageFlags,
-    rootfs: Option<Rootfs>,
-    rootfs_name: String,
-    results: &'r HashMap<usize, StageResult>,
-    steps: usize,
+pub(crate) struct StageRun<'r> {
+    pub image: ImageState,
+    pub env: StageEnv,
+    pub flags: StageFlags,
+    pub rootfs: Option<Rootfs>,
+    pub rootfs_name: String,
+    pub results: &'r HashMap<usize, StageResult>,
+    pub steps: usize,
+    /// The cache key chain: every step, layer or not, extends it.
+    pub key: CacheKey,
+    /// Steps whose result came from the cache.
+    pub cached: usize,
 }
 
 /// The time written into history entries and the config.
@@ -65,7 +80,11 @@ pub(crate) fn timestamp(reproducible: bool) -> String {
 }
 
 impl StageRunner<'_> {
-    fn step_error(&self, instruction: &Instruction, message: impl std::fmt::Display) -> BuildError {
+    pub(crate) fn step_error(
+        &self,
+        instruction: &Instruction,
+        message: impl std::fmt::Display,
+    ) -> BuildError {
         BuildError::Step {
             file: self.dockerfile_name.to_string(),
             line: instruction.line(),
@@ -87,10 +106,13 @@ impl StageRunner<'_> {
             base_text(&stage.base)
         );
         let platform = self.stage_platform(stage.platform.as_deref(), &stage.from)?;
-        let image = match &stage.base {
-            Base::Scratch => ImageState::scratch(&platform),
-            Base::Stage(i) => results[i].image.clone(),
-            Base::Image(r) => self.pull(r, &platform, &stage.from).await?,
+        let (image, parent) = match &stage.base {
+            Base::Scratch => (ImageState::scratch(&platform), "scratch".to_string()),
+            Base::Stage(i) => (results[i].image.clone(), results[i].key.to_string()),
+            Base::Image(r) => {
+                let (image, digest) = self.pull(r, &platform, &stage.from).await?;
+                (image, digest.to_string())
+            }
         };
         let workdir = image
             .config
@@ -107,6 +129,8 @@ impl StageRunner<'_> {
             rootfs_name: format!("stage-{index}"),
             results,
             steps: 0,
+            key: CacheKey::base(&parent, &platform),
+            cached: 0,
         };
         // ONBUILD triggers of the base run first, and are not inherited.
         let triggers = run
@@ -133,6 +157,8 @@ impl StageRunner<'_> {
             image: run.image,
             rootfs: run.rootfs,
             steps: run.steps,
+            key: run.key,
+            cached: run.cached,
         })
     }
 
@@ -157,12 +183,12 @@ impl StageRunner<'_> {
         }
     }
 
-    async fn pull(
+    pub(crate) async fn pull(
         &self,
         reference: &str,
         platform: &Platform,
         from: &Instruction,
-    ) -> Result<ImageState, BuildError> {
+    ) -> Result<(ImageState, kiln_oci::Digest), BuildError> {
         let parsed = Reference::parse(reference).map_err(|e| self.step_error(from, e))?;
         let pulled = self
             .blobs
@@ -196,11 +222,14 @@ impl StageRunner<'_> {
                 origin: LayerOrigin::Remote(pulled.reference.clone()),
             })
             .collect();
-        Ok(ImageState {
-            layers,
-            oci: pulled.media_type == media::OCI_MANIFEST,
-            config: pulled.config,
-        })
+        Ok((
+            ImageState {
+                layers,
+                oci: pulled.media_type == media::OCI_MANIFEST,
+                config: pulled.config,
+            },
+            pulled.digest,
+        ))
     }
 
     async fn step(
@@ -219,21 +248,59 @@ impl StageRunner<'_> {
             shorten(&instruction.original)
         );
         let created = timestamp(self.options.reproducible);
-        match &expanded.instruction.command {
+        let command = &expanded.instruction.command;
+        // The key first: it needs only the context and what earlier steps
+        // decided, never the image's files.
+        let prepared = match command {
+            Command::Copy(_) | Command::Add(_) => Some(
+                self.prepare_copy(run, instruction, &expanded.instruction)
+                    .await?,
+            ),
+            _ => None,
+        };
+        let (inputs, extra) = match &prepared {
+            Some(p) => self.copy_key_inputs(run, instruction, p).await?,
+            None => (None, Vec::new()),
+        };
+        let canonical = format!("{command:?}");
+        run.key = run.key.chain(&StepInputs {
+            instruction: &canonical,
+            args: &expanded.used_args,
+            inputs: inputs.as_ref(),
+            extra: &extra,
+        });
+        if self.cacheable(command) {
+            if let Some(hit) = self.lookup(run, instruction).await {
+                tracing::info!("step {}: CACHED", instruction.line());
+                let history = History {
+                    created: Some(hit.created.clone()),
+                    created_by: Some(hit.created_by.clone()),
+                    comment: Some(HISTORY_COMMENT.to_string()),
+                    ..Default::default()
+                };
+                match hit.layer {
+                    Some(layer) => run.image.push_layer(layer, history),
+                    None => run.image.push_empty(history),
+                }
+                run.cached += 1;
+                if let Command::Workdir(_) = command {
+                    metadata::apply(&mut run.image, &mut run.flags, command, Some(&created))
+                        .map_err(|e| self.step_error(instruction, e))?;
+                }
+                return Ok(());
+            }
+        }
+        match command {
             Command::Copy(_) | Command::Add(_) => {
-                self.copy_step(run, instruction, &expanded.instruction, &created)
+                let prepared = prepared.expect("prepared above for COPY and ADD");
+                self.execute_copy(run, instruction, prepared, &created)
                     .await
             }
             Command::Workdir(w) => {
                 self.workdir_step(run, instruction, &w.path, &created)
                     .await?;
-                metadata::apply(
-                    &mut run.image,
-                    &mut run.flags,
-                    &expanded.instruction.command,
-                    Some(&created),
-                )
-                .map_err(|e| self.step_error(instruction, e))?;
+                metadata::apply(&mut run.image, &mut run.flags, command, Some(&created))
+                    .map_err(|e| self.step_error(instruction, e))?;
                 Ok(())
             }
             Command::Run(_) => Err(self.step_error(
@@ -249,8 +316,56 @@ impl StageRunner<'_> {
         }
     }
 
+    /// Whether a step's result goes through the cache: RUN with
+    /// `--cache-run-layers`, COPY/ADD with `--cache-copy-layers`, and
+    /// WORKDIR (so a warm build need not look into the image to know the
+    /// directory exists).
+    fn cacheable(&self, command: &Command) -> bool {
+        let opts = &self.options.cache;
+        self.cache.is_some()
+            && match command {
+                Command::Run(_) => opts.run_layers,
+                Command::Copy(_) | Command::Add(_) => opts.copy_layers,
+                Command::Workdir(_) => true,
+                _ => false,
+            }
+    }
+
+    async fn lookup(
+        &self,
+        run: &StageRun<'_>,
+        instruction: &Instruction,
+    ) -> Option<crate::cache::CachedStep> {
+        let cache = self.cache.as_ref()?;
+        match cache.lookup(&run.key).await {
+            Ok(hit) => hit,
+            Err(e) => {
+                tracing::warn!(
+                    "step {}: cache lookup failed, building: {e}",
+                    instruction.line()
+                );
+                None
+            }
+        }
+    }
+
+    /// Stores a step's outcome in the cache in the background.
+    pub(crate) fn store(
+        &self,
+        run: &StageRun<'_>,
+        instruction: &Instruction,
+        layer: Option<LayerRef>,
+        created_by: String,
+    ) {
+        if let Some(cache) = &self.cache {
+            if self.cacheable(&instruction.command) && self.options.cache.push {
+                self.pusher.spawn(cache, run.key.clone(), layer, created_by);
+            }
+        }
+    }
+
     /// The stage's root filesystem, brought up to date with its image.
-    async fn rootfs<'b>(
+    pub(crate) async fn rootfs<'b>(
         &self,
         slot: &'b mut Option<Rootfs>,
         name: &str,
@@ -285,6 +400,8 @@ impl StageRunner<'_> {
             .rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
             .await?;
         if rootfs.kind_of(path).is_some() {
+            let created_by = shorten_history(&instruction.original);
+            self.store(run, instruction, None, created_by);
             return Ok(());
         }
         let owner = match run
@@ -330,170 +447,10 @@ impl StageRunner<'_> {
         }
         let plan = CopyPlan::from_entries(plan_entries);
         let layer = self.write_layer(&plan, instruction).await?;
-        self.add_layer(run, instruction, layer, None, created).await
+        self.add_layer(run, instruction, layer, created).await
     }
 
-    async fn copy_step(
-        &self,
-        run: &mut StageRun<'_>,
-        instruction: &Instruction,
-        expanded: &Instruction,
-        created: &str,
-    ) -> Result<(), BuildError> {
-        let (sources, dest, from, chown, chmod, parents, exclude, add, checksum) =
-            match &expanded.command {
-                Command::Copy(c) => (
-                    &c.sources,
-                    &c.dest,
-                    c.from.clone(),
-                    &c.chown,
-                    &c.chmod,
-                    c.parents,
-                    &c.exclude,
-                    false,
-                    None,
-                ),
-                Command::Add(a) => (
-                    &a.sources,
-                    &a.dest,
-                    None,
-                    &a.chown,
-                    &a.chmod,
-                    false,
-                    &a.exclude,
-                    true,
-                    a.checksum.clone(),
-                ),
-                _ => unreachable!("copy_step is only called for COPY and ADD"),
-            };
-        // Where sources come from: the context, or another stage's or image's root.
-        let source_context: BuildContext = match &from {
-            None => self.context.clone(),
-            Some(name) => self.stage_or_image_root(run, instruction, name).await?,
-        };
-        let rootfs = self
-            .rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
-            .await?;
-        let owner = match chown {
-            Some(spec) => Some(
-                Owner::resolve(
-                    spec,
-                    rootfs.read_text("/etc/passwd").as_deref(),
-                    rootfs.read_text("/etc/group").as_deref(),
-                )
-                .map_err(|e| self.step_error(instruction, e))?,
-            ),
-            None => None,
-        };
-        let chmod = chmod
-            .as_deref()
-            .map(Chmod::parse)
-            .transpose()
-            .map_err(|e| self.step_error(instruction, e))?;
-        let checksum = checksum
-            .as_deref()
-            .map(str::parse::<kiln_oci::Digest>)
-            .transpose()
-            .map_err(|e| self.step_error(instruction, e))?;
-        let mut copy_sources = Vec::new();
-        for s in sources {
-            match s {
-                Source::Heredoc(h) => copy_sources.push(CopySource::Heredoc {
-                    name: h.name.clone(),
-                    body: h.content.clone(),
-                }),
-                Source::Path(p) if add && classify_source(p) == SourceKind::Url => {
-                    let fetched = copy::fetch_url(
-                        &self.http,
-                        p,
-                        checksum.as_ref(),
-                        &self.workspace.scratch(),
-                    )
-                    .await
-                    .map_err(|e| self.step_error(instruction, e))?;
-                    copy_sources.push(CopySource::Fetched(fetched));
-                }
-                Source::Path(p) => copy_sources.push(CopySource::Path(p.clone())),
-            }
-        }
-        let mut req = CopyRequest::new(copy_sources, dest.clone());
-        req.workdir = run.env.workdir().to_string();
-        req.add = add;
-        req.parents = parents;
-        req.owner = owner;
-        req.preserve_owner = from.is_some();
-        req.chmod = chmod;
-        req.now = if self.options.reproducible {
-            0
-        } else {
-            time::OffsetDateTime::now_utc().unix_timestamp()
-        };
-        req.scratch_dir = Some(self.workspace.scratch());
-        if !exclude.is_empty() {
-            let ignore = kiln_dockerfile::ignore::DockerIgnore::from_patterns(exclude)
-                .map_err(|e| self.step_error(instruction, e))?;
-            req.exclude = Some(Arc::new(ignore));
-        }
-        let plan = {
-            let existing = |p: &str| rootfs.kind_of(p);
-            let ctx = source_context.clone();
-            copy::plan_copy(&ctx, &req, &existing).map_err(|e| self.step_error(instruction, e))?
-        };
-        let layer = self.write_layer(&plan, instruction).await?;
-        self.add_layer(run, instruction, layer, Some(&plan), created)
-            .await
-    }
-
-    /// The root a `COPY --from` reads: an earlier stage (by name or index)
-    /// or an image.
-    async fn stage_or_image_root(
-        &self,
-        run: &mut StageRun<'_>,
-        instruction: &Instruction,
-        name: &str,
-    ) -> Result<BuildContext, BuildError> {
-        let stages = &self.dockerfile.stages;
-        let index = name
-            .parse::<usize>()
-            .ok()
-            .filter(|i| *i < stages.len())
-            .or_else(|| {
-                stages
-                    .iter()
-                    .position(|s| s.name.as_deref() == Some(&name.to_ascii_lowercase()))
-            });
-        if let Some(i) = index {
-            let result = run.results.get(&i).ok_or_else(|| {
-                self.step_error(instruction, format!("stage {name} was not built"))
-            })?;
-            // Materialize the source stage's root now (its result is read-only for us).
-            let dir = self.workspace.rootfs(&format!("stage-{i}-from"));
-            let mut root = match &result.rootfs {
-                Some(r) if r_complete(r, &result.image) => {
-                    return BuildContext::from_dir(r.dir())
-                        .map_err(|e| self.step_error(instruction, e))
-                }
-                _ => Rootfs::new(dir).map_err(|e| self.step_error(instruction, e))?,
-            };
-            root.sync(&result.image, self.blobs)
-                .await
-                .map_err(|e| self.step_error(instruction, e))?;
-            let ctx =
-                BuildContext::from_dir(root.dir()).map_err(|e| self.step_error(instruction, e))?;
-            std::mem::forget(root);
-            return Ok(ctx);
-        }
-        let platform = self.options.platform.clone();
-        let image = self.pull(name, &platform, instruction).await?;
-        let dir = self.workspace.rootfs(&format!("image-{}", sanitize(name)));
-        let mut root = Rootfs::new(dir).map_err(|e| self.step_error(instruction, e))?;
-        root.sync(&image, self.blobs)
-            .await
-            .map_err(|e| self.step_error(instruction, e))?;
-        BuildContext::from_dir(root.dir()).map_err(|e| self.step_error(instruction, e))
-    }
-
-    async fn write_layer(
+    pub(crate) async fn write_layer(
         &self,
         plan: &CopyPlan,
         instruction: &Instruction,
@@ -527,12 +484,11 @@ impl StageRunner<'_> {
         opts
     }
 
-    async fn add_layer(
+    pub(crate) async fn add_layer(
         &self,
         run: &mut StageRun<'_>,
         instruction: &Instruction,
         blob: kiln_layer::LayerBlob,
-        _plan: Option<&CopyPlan>,
         created: &str,
     ) -> Result<(), BuildError> {
         if blob.compression == kiln_oci::media::Compression::Zstd {
@@ -553,33 +509,19 @@ impl StageRunner<'_> {
             blob.digest,
             blob.size
         );
+        let created_by = shorten_history(&instruction.original);
+        self.store(run, instruction, Some(layer.clone()), created_by.clone());
         run.image.push_layer(
             layer,
             History {
                 created: Some(created.to_string()),
-                created_by: Some(shorten_history(&instruction.original)),
+                created_by: Some(created_by),
                 comment: Some(HISTORY_COMMENT.to_string()),
                 ..Default::default()
             },
         );
-        // Keep a materialized root in step so later steps see the new files.
-        if run.rootfs.is_some() {
-            self.rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
-                .await?;
-        }
         Ok(())
     }
-}
-
-fn r_complete(root: &Rootfs, image: &ImageState) -> bool {
-    let _ = (root, image);
-    false
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }
 
 fn base_text(base: &Base) -> String {

@@ -1,0 +1,276 @@
+//! COPY and ADD in two halves. `prepare` resolves everything that does not
+//! need the image's filesystem (sources, flags, URL downloads, where
+//! `--from` points), so the step's cache key can be computed and looked up
+//! before anything is downloaded; `execute` runs only on a cache miss and
+//! materializes what it needs (the stage's root for destination lookups
+//! and `--chown` names, the `--from` stage's or image's root).
+
+use super::error::BuildError;
+use super::rootfs::Rootfs;
+use super::stage::{StageRun, StageRunner};
+use crate::context::BuildContext;
+use crate::copy::{self, classify_source, Chmod, CopyRequest, CopySource, Owner, SourceKind};
+use kiln_dockerfile::instructions::{Command, Instruction, Source};
+use kiln_oci::Digest;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where a COPY reads from.
+pub(crate) enum CopyFrom {
+    /// The build context.
+    Context,
+    /// An earlier stage, by index.
+    Stage(usize),
+    /// An image, by reference.
+    Image(String),
+}
+
+/// A COPY/ADD with its sources resolved but nothing materialized.
+pub(crate) struct PreparedCopy {
+    from: CopyFrom,
+    /// The request; `owner` is filled in by `execute`.
+    req: CopyRequest,
+    chown: Option<String>,
+}
+
+impl StageRunner<'_> {
+    /// Resolves a COPY/ADD's sources and flags. ADD URLs are downloaded here
+    /// (their content is part of the step's key).
+    pub(crate) async fn prepare_copy(
+        &self,
+        run: &StageRun<'_>,
+        instruction: &Instruction,
+        expanded: &Instruction,
+    ) -> Result<PreparedCopy, BuildError> {
+        let err = |e: &dyn std::fmt::Display| self.step_error(instruction, e);
+        let (sources, dest, from, chown, chmod, parents, exclude, add, checksum) =
+            match &expanded.command {
+                Command::Copy(c) => (
+                    &c.sources,
+                    &c.dest,
+                    c.from.clone(),
+                    &c.chown,
+                    &c.chmod,
+                    c.parents,
+                    &c.exclude,
+                    false,
+                    None,
+                ),
+                Command::Add(a) => (
+                    &a.sources,
+                    &a.dest,
+                    None,
+                    &a.chown,
+                    &a.chmod,
+                    false,
+                    &a.exclude,
+                    true,
+                    a.checksum.clone(),
+                ),
+                _ => unreachable!("prepare_copy is only called for COPY and ADD"),
+            };
+        let chmod = chmod
+            .as_deref()
+            .map(Chmod::parse)
+            .transpose()
+            .map_err(|e| err(&e))?;
+        let checksum = checksum
+            .as_deref()
+            .map(str::parse::<Digest>)
+            .transpose()
+            .map_err(|e| err(&e))?;
+        let mut copy_sources = Vec::new();
+        for s in sources {
+            match s {
+                Source::Heredoc(h) => copy_sources.push(CopySource::Heredoc {
+                    name: h.name.clone(),
+                    body: h.content.clone(),
+                }),
+                Source::Path(p) if add && classify_source(p) == SourceKind::Url => {
+                    let fetched = copy::fetch_url(
+                        &self.http,
+                        p,
+                        checksum.as_ref(),
+                        &self.workspace.scratch(),
+                    )
+                    .await
+                    .map_err(|e| err(&e))?;
+                    copy_sources.push(CopySource::Fetched(fetched));
+                }
+                Source::Path(p) => copy_sources.push(CopySource::Path(p.clone())),
+            }
+        }
+        let mut req = CopyRequest::new(copy_sources, dest.clone());
+        req.workdir = run.env.workdir().to_string();
+        req.add = add;
+        req.parents = parents;
+        req.preserve_owner = from.is_some();
+        req.chmod = chmod;
+        req.now = if self.options.reproducible {
+            0
+        } else {
+            time::OffsetDateTime::now_utc().unix_timestamp()
+        };
+        req.scratch_dir = Some(self.workspace.scratch());
+        if !exclude.is_empty() {
+            let ignore = kiln_dockerfile::ignore::DockerIgnore::from_patterns(exclude)
+                .map_err(|e| err(&e))?;
+            req.exclude = Some(Arc::new(ignore));
+        }
+        let from = match from {
+            None => CopyFrom::Context,
+            Some(name) => match self.stage_index(&name) {
+                Some(i) => CopyFrom::Stage(i),
+                None => CopyFrom::Image(name),
+            },
+        };
+        Ok(PreparedCopy {
+            from,
+            req,
+            chown: chown.clone(),
+        })
+    }
+
+    /// What the step's key depends on besides the expanded instruction: the
+    /// digest of the files it copies (paths, types, modes, contents; never
+    /// mtimes) for context sources, or the source stage's key or image
+    /// digest for `--from`.
+    pub(crate) async fn copy_key_inputs(
+        &self,
+        run: &StageRun<'_>,
+        instruction: &Instruction,
+        prepared: &PreparedCopy,
+    ) -> Result<(Option<Digest>, Vec<(String, String)>), BuildError> {
+        match &prepared.from {
+            CopyFrom::Context => {
+                // The plan made without the image's answers names the same
+                // files; what the image changes about the result (existing
+                // directories, owners) is fixed by the parent key.
+                let plan = copy::plan_copy(self.context, &prepared.req, &|_| None)
+                    .map_err(|e| self.step_error(instruction, e))?;
+                let digest = plan
+                    .inputs_digest()
+                    .map_err(|e| self.step_error(instruction, e))?;
+                Ok((Some(digest), Vec::new()))
+            }
+            CopyFrom::Stage(i) => {
+                let key = run
+                    .results
+                    .get(i)
+                    .map(|r| r.key.to_string())
+                    .ok_or_else(|| {
+                        self.step_error(instruction, format!("stage {i} was not built"))
+                    })?;
+                Ok((None, vec![("from-stage".to_string(), key)]))
+            }
+            CopyFrom::Image(name) => {
+                let (_, digest) = self
+                    .pull(name, &self.options.platform.clone(), instruction)
+                    .await?;
+                Ok((None, vec![("from-image".to_string(), digest.to_string())]))
+            }
+        }
+    }
+
+    /// Runs a prepared COPY/ADD: plans it against the image and writes its layer.
+    pub(crate) async fn execute_copy(
+        &self,
+        run: &mut StageRun<'_>,
+        instruction: &Instruction,
+        mut prepared: PreparedCopy,
+        created: &str,
+    ) -> Result<(), BuildError> {
+        let source = match &prepared.from {
+            CopyFrom::Context => self.context.clone(),
+            CopyFrom::Stage(i) => self.stage_root(run, instruction, *i).await?,
+            CopyFrom::Image(name) => self.image_root(instruction, name).await?,
+        };
+        let rootfs = self
+            .rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
+            .await?;
+        if let Some(spec) = &prepared.chown {
+            let owner = Owner::resolve(
+                spec,
+                rootfs.read_text("/etc/passwd").as_deref(),
+                rootfs.read_text("/etc/group").as_deref(),
+            )
+            .map_err(|e| self.step_error(instruction, e))?;
+            prepared.req.owner = Some(owner);
+        }
+        let plan = copy::plan_copy(&source, &prepared.req, &|p: &str| rootfs.kind_of(p))
+            .map_err(|e| self.step_error(instruction, e))?;
+        let layer = self.write_layer(&plan, instruction).await?;
+        self.add_layer(run, instruction, layer, created).await
+    }
+
+    /// The index of the stage `name` refers to (a stage name or a number).
+    fn stage_index(&self, name: &str) -> Option<usize> {
+        let stages = &self.dockerfile.stages;
+        name.parse::<usize>()
+            .ok()
+            .filter(|i| *i < stages.len())
+            .or_else(|| {
+                let lower = name.to_ascii_lowercase();
+                stages
+                    .iter()
+                    .position(|s| s.name.as_deref() == Some(lower.as_str()))
+            })
+    }
+
+    /// An earlier stage's root filesystem, materialized once per build.
+    async fn stage_root(
+        &self,
+        run: &StageRun<'_>,
+        instruction: &Instruction,
+        index: usize,
+    ) -> Result<BuildContext, BuildError> {
+        let result = run
+            .results
+            .get(&index)
+            .ok_or_else(|| self.step_error(instruction, format!("stage {index} was not built")))?;
+        if let Some(root) = result.rootfs.as_ref().filter(|r| r.holds(&result.image)) {
+            return BuildContext::from_dir(root.dir()).map_err(|e| self.step_error(instruction, e));
+        }
+        let dir = self
+            .materialize_once(format!("from-stage-{index}"), &result.image, instruction)
+            .await?;
+        BuildContext::from_dir(&dir).map_err(|e| self.step_error(instruction, e))
+    }
+
+    /// An image's root filesystem, materialized once per build.
+    async fn image_root(
+        &self,
+        instruction: &Instruction,
+        name: &str,
+    ) -> Result<BuildContext, BuildError> {
+        let (image, digest) = self
+            .pull(name, &self.options.platform.clone(), instruction)
+            .await?;
+        let dir = self
+            .materialize_once(format!("from-image-{}", digest.hex()), &image, instruction)
+            .await?;
+        BuildContext::from_dir(&dir).map_err(|e| self.step_error(instruction, e))
+    }
+
+    async fn materialize_once(
+        &self,
+        name: String,
+        image: &super::image::ImageState,
+        instruction: &Instruction,
+    ) -> Result<PathBuf, BuildError> {
+        if let Some(dir) = self.from_roots.lock().expect("from_roots lock").get(&name) {
+            return Ok(dir.clone());
+        }
+        let mut root = Rootfs::new(self.workspace.rootfs(&name))
+            .map_err(|e| self.step_error(instruction, e))?;
+        root.sync(image, self.blobs)
+            .await
+            .map_err(|e| self.step_error(instruction, e))?;
+        let dir = root.dir().to_path_buf();
+        self.from_roots
+            .lock()
+            .expect("from_roots lock")
+            .insert(name, dir.clone());
+        Ok(dir)
+    }
+}
