@@ -47,7 +47,13 @@ async fn store_then_lookup_round_trips_through_the_layout() {
     let blob = c.blob_path(&l.descriptor.digest);
     assert_eq!(got.origin, LayerOrigin::Local(blob.clone()));
     assert_eq!(std::fs::read(&blob).unwrap(), b"layer blob: one");
-    assert!(c.lookup(&key("ENV A=1")).await.unwrap().unwrap().layer.is_none());
+    assert!(c
+        .lookup(&key("ENV A=1"))
+        .await
+        .unwrap()
+        .unwrap()
+        .layer
+        .is_none());
     assert!(c.lookup(&key("RUN other")).await.unwrap().is_none());
     // A valid OCI layout other tools can read.
     assert!(dir.path().join("cache/oci-layout").is_file());
@@ -93,7 +99,11 @@ async fn concurrent_stores_keep_every_entry() {
         // A separate cache value per task, like separate builds sharing the dir.
         let c = OciLayoutCache::new(dir.path().to_path_buf(), DAY, true);
         // Half the tasks store the same key with the same layer.
-        let name = if i % 2 == 0 { "same".to_string() } else { format!("step {i}") };
+        let name = if i % 2 == 0 {
+            "same".to_string()
+        } else {
+            format!("step {i}")
+        };
         // Each build has its own copy of the layer file.
         let own = src.path().join(i.to_string());
         std::fs::create_dir(&own).unwrap();
@@ -106,10 +116,18 @@ async fn concurrent_stores_keep_every_entry() {
         t.await.unwrap().unwrap();
     }
     let idx = index(dir.path());
-    assert_eq!(idx.manifests.len(), 9, "8 distinct keys plus the shared one");
+    assert_eq!(
+        idx.manifests.len(),
+        9,
+        "8 distinct keys plus the shared one"
+    );
     let c = OciLayoutCache::new(dir.path().to_path_buf(), DAY, true);
     for i in (1..16).step_by(2) {
-        assert!(c.lookup(&key(&format!("step {i}"))).await.unwrap().is_some());
+        assert!(c
+            .lookup(&key(&format!("step {i}")))
+            .await
+            .unwrap()
+            .is_some());
     }
     assert!(c.lookup(&key("same")).await.unwrap().is_some());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("blobs/sha256"))
@@ -125,7 +143,9 @@ async fn prune_drops_expired_entries_from_the_layout() {
     let src = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let c = OciLayoutCache::new(dir.path().to_path_buf(), DAY, true);
-    c.store(&key("RUN a"), Some(&layer(src.path(), "a")), "RUN a").await.unwrap();
+    c.store(&key("RUN a"), Some(&layer(src.path(), "a")), "RUN a")
+        .await
+        .unwrap();
     c.store(&key("RUN b"), None, "RUN b").await.unwrap();
     let cache = LayerCache::Layout(c.clone());
     let report = prune(&cache, DAY).await.unwrap();

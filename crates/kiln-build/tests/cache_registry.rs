@@ -43,7 +43,10 @@ async fn store_then_lookup_returns_the_same_layer_without_downloading() {
     assert_eq!(got.descriptor.digest, l.descriptor.digest);
     assert_eq!(got.descriptor.size, l.descriptor.size);
     assert_eq!(got.descriptor.media_type, l.descriptor.media_type);
-    assert!(got.descriptor.annotations.is_empty(), "entry bookkeeping stays out of the layer");
+    assert!(
+        got.descriptor.annotations.is_empty(),
+        "entry bookkeeping stays out of the layer"
+    );
     assert_eq!(got.diff_id, l.diff_id);
     assert_eq!(hit.created_by, "RUN one");
     match got.origin {
@@ -112,9 +115,13 @@ async fn put_entry(reg: &Registry, c: &RegistryCache, k: &CacheKey, entry: &Entr
     )
     .await
     .unwrap();
-    repo.put_manifest(&k.to_string(), manifest.to_vec().into(), media::OCI_MANIFEST)
-        .await
-        .unwrap();
+    repo.put_manifest(
+        &k.to_string(),
+        manifest.to_vec().into(),
+        media::OCI_MANIFEST,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -132,7 +139,8 @@ async fn an_entry_whose_layer_blob_is_gone_is_a_miss_with_a_warning() {
     assert!(c.lookup(&k).await.unwrap().is_none());
     let all = warnings.all();
     assert!(
-        all.iter().any(|w| w.contains(&l.descriptor.digest.to_string())),
+        all.iter()
+            .any(|w| w.contains(&l.descriptor.digest.to_string())),
         "warnings: {all:?}"
     );
 }
@@ -185,7 +193,12 @@ async fn failed_background_stores_are_warnings() {
     let mut l = layer(dir.path(), "gone");
     l.origin = LayerOrigin::Local(dir.path().join("no-such-file"));
     let pusher = CachePusher::default();
-    pusher.spawn(&LayerCache::Registry(cache(&reg, DAY)), key("RUN gone"), Some(l), "RUN gone".into());
+    pusher.spawn(
+        &LayerCache::Registry(cache(&reg, DAY)),
+        key("RUN gone"),
+        Some(l),
+        "RUN gone".into(),
+    );
     let warnings = pusher.finish().await;
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].contains("no-such-file"), "{warnings:?}");
@@ -226,7 +239,9 @@ async fn no_push_means_no_store() {
     let repo: Reference = format!("{}/app/cache", reg.host()).parse().unwrap();
     let c = RegistryCache::new(client(&reg), repo, DAY, false);
     let k = key("RUN x");
-    c.store(&k, Some(&layer(dir.path(), "x")), "RUN x").await.unwrap();
+    c.store(&k, Some(&layer(dir.path(), "x")), "RUN x")
+        .await
+        .unwrap();
     assert!(c.lookup(&k).await.unwrap().is_none());
 }
 
@@ -249,7 +264,10 @@ async fn prune_deletes_only_expired_entries_and_leaves_other_tags() {
         .unwrap();
 
     let report = prune(&LayerCache::Registry(c.clone()), DAY).await.unwrap();
-    assert_eq!((report.examined, report.deleted, report.kept, report.skipped), (2, 1, 1, 1));
+    assert_eq!(
+        (report.examined, report.deleted, report.kept, report.skipped),
+        (2, 1, 1, 1)
+    );
     let mut tags = client(&reg)
         .repository(c.repo(), Access::Pull)
         .list_tags()
@@ -265,6 +283,8 @@ async fn prune_deletes_only_expired_entries_and_leaves_other_tags() {
 #[tokio::test]
 async fn pruning_a_missing_repository_is_empty() {
     let reg = Registry::plain().unwrap();
-    let report = prune(&LayerCache::Registry(cache(&reg, DAY)), DAY).await.unwrap();
+    let report = prune(&LayerCache::Registry(cache(&reg, DAY)), DAY)
+        .await
+        .unwrap();
     assert_eq!(report, Default::default());
 }

@@ -22,10 +22,19 @@ async fn warm_fills_the_cache_dir_and_cached_base_finds_it() {
     let dir = tempfile::tempdir().unwrap();
     let c = client(&reg);
 
-    assert!(cached_base(dir.path(), &reference, &platform, DAY).await.is_none());
-    let warmed = warm(&c, std::slice::from_ref(&reference), dir.path(), &platform, DAY, false)
+    assert!(cached_base(dir.path(), &reference, &platform, DAY)
         .await
-        .unwrap();
+        .is_none());
+    let warmed = warm(
+        &c,
+        std::slice::from_ref(&reference),
+        dir.path(),
+        &platform,
+        DAY,
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(warmed.len(), 1);
     assert!(!warmed[0].was_fresh);
 
@@ -44,60 +53,111 @@ async fn warm_fills_the_cache_dir_and_cached_base_finds_it() {
 
     // Fresh: nothing is pulled again, even with the registry gone.
     drop(reg);
-    let again = warm(&c, std::slice::from_ref(&reference), dir.path(), &platform, DAY, false)
-        .await
-        .unwrap();
+    let again = warm(
+        &c,
+        std::slice::from_ref(&reference),
+        dir.path(),
+        &platform,
+        DAY,
+        false,
+    )
+    .await
+    .unwrap();
     assert!(again[0].was_fresh);
     // --force pulls regardless, and fails without the registry.
-    assert!(warm(&c, std::slice::from_ref(&reference), dir.path(), &platform, DAY, true)
-        .await
-        .is_err());
+    assert!(warm(
+        &c,
+        std::slice::from_ref(&reference),
+        dir.path(),
+        &platform,
+        DAY,
+        true
+    )
+    .await
+    .is_err());
     // Another platform is not the warmed one.
     let arm = Platform::new("linux", "arm64", None);
-    assert!(cached_base(dir.path(), &reference, &arm, DAY).await.is_none());
+    assert!(cached_base(dir.path(), &reference, &arm, DAY)
+        .await
+        .is_none());
 }
 
 #[tokio::test]
 async fn an_expired_warm_copy_is_not_used() {
     let reg = Registry::plain().unwrap();
-    let full = BaseImage::busybox().unwrap().push_to(&reg, "busybox:1").unwrap();
+    let full = BaseImage::busybox()
+        .unwrap()
+        .push_to(&reg, "busybox:1")
+        .unwrap();
     let reference: Reference = full.parse().unwrap();
     let platform = Platform::new("linux", "amd64", None);
     let dir = tempfile::tempdir().unwrap();
-    warm(&client(&reg), std::slice::from_ref(&reference), dir.path(), &platform, DAY, false)
-        .await
-        .unwrap();
+    warm(
+        &client(&reg),
+        std::slice::from_ref(&reference),
+        dir.path(),
+        &platform,
+        DAY,
+        false,
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(cached_base(dir.path(), &reference, &platform, Duration::ZERO).await.is_none());
+    assert!(
+        cached_base(dir.path(), &reference, &platform, Duration::ZERO)
+            .await
+            .is_none()
+    );
     // Pinned by digest, the copy never expires.
     let digest = cached_base(dir.path(), &reference, &platform, DAY)
         .await
         .unwrap()
         .manifest_digest;
     let pinned = reference.with_digest(digest);
-    warm(&client(&reg), std::slice::from_ref(&pinned), dir.path(), &platform, DAY, false)
-        .await
-        .unwrap();
+    warm(
+        &client(&reg),
+        std::slice::from_ref(&pinned),
+        dir.path(),
+        &platform,
+        DAY,
+        false,
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(cached_base(dir.path(), &pinned, &platform, Duration::ZERO).await.is_some());
+    assert!(cached_base(dir.path(), &pinned, &platform, Duration::ZERO)
+        .await
+        .is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_warmers_share_a_dir() {
     let reg = Registry::plain().unwrap();
-    let full = BaseImage::busybox().unwrap().push_to(&reg, "busybox:1").unwrap();
+    let full = BaseImage::busybox()
+        .unwrap()
+        .push_to(&reg, "busybox:1")
+        .unwrap();
     let reference: Reference = full.parse().unwrap();
     let platform = Platform::new("linux", "amd64", None);
     let dir = tempfile::tempdir().unwrap();
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let (c, r, p, d) = (client(&reg), reference.clone(), platform.clone(), dir.path().to_path_buf());
-        tasks.push(tokio::spawn(async move { warm(&c, &[r], &d, &p, DAY, true).await }));
+        let (c, r, p, d) = (
+            client(&reg),
+            reference.clone(),
+            platform.clone(),
+            dir.path().to_path_buf(),
+        );
+        tasks.push(tokio::spawn(async move {
+            warm(&c, &[r], &d, &p, DAY, true).await
+        }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    assert!(cached_base(dir.path(), &reference, &platform, DAY).await.is_some());
+    assert!(cached_base(dir.path(), &reference, &platform, DAY)
+        .await
+        .is_some());
     let images: Vec<_> = std::fs::read_dir(dir.path().join("kiln-images"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

@@ -122,9 +122,16 @@ impl Entry {
                 d
             })
             .collect();
-        let mut m = Manifest::new(true, Descriptor::of_bytes(CONFIG_MEDIA_TYPE, config), layers);
+        let mut m = Manifest::new(
+            true,
+            Descriptor::of_bytes(CONFIG_MEDIA_TYPE, config),
+            layers,
+        );
         let mut a = BTreeMap::new();
-        a.insert(ANNOTATION_VERSION.to_string(), ENTRY_FORMAT_VERSION.to_string());
+        a.insert(
+            ANNOTATION_VERSION.to_string(),
+            ENTRY_FORMAT_VERSION.to_string(),
+        );
         a.insert(ANNOTATION_CREATED.to_string(), self.created.clone());
         a.insert(ANNOTATION_CREATED_BY.to_string(), self.created_by.clone());
         m.annotations = a;
@@ -168,13 +175,13 @@ impl Entry {
         let layer = match m.layers.as_slice() {
             [] => None,
             [desc] => {
-                let raw = desc
-                    .annotations
-                    .get(ANNOTATION_DIFF_ID)
-                    .ok_or(EntryError::Annotation {
-                        name: ANNOTATION_DIFF_ID,
-                        reason: "missing".into(),
-                    })?;
+                let raw =
+                    desc.annotations
+                        .get(ANNOTATION_DIFF_ID)
+                        .ok_or(EntryError::Annotation {
+                            name: ANNOTATION_DIFF_ID,
+                            reason: "missing".into(),
+                        })?;
                 let diff_id: Digest = raw.parse().map_err(|e| EntryError::Annotation {
                     name: ANNOTATION_DIFF_ID,
                     reason: format!("{e}"),
@@ -223,9 +230,13 @@ mod tests {
         assert_eq!(Entry::from_manifest(&m), Err(EntryError::Version(None)));
         let mut m = e.manifest(&e.config_bytes());
         m.layers[0].annotations.clear();
-        assert!(matches!(Entry::from_manifest(&m), Err(EntryError::Annotation { .. })));
+        assert!(matches!(
+            Entry::from_manifest(&m),
+            Err(EntryError::Annotation { .. })
+        ));
         let mut m = e.manifest(&e.config_bytes());
-        m.annotations.insert(ANNOTATION_CREATED.into(), "yesterday".into());
+        m.annotations
+            .insert(ANNOTATION_CREATED.into(), "yesterday".into());
         assert!(Entry::from_manifest(&m).is_err());
     }
 

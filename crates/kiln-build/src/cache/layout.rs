@@ -161,10 +161,13 @@ impl OciLayoutCache {
             match &l.origin {
                 LayerOrigin::Local(path) => layer_file = Some(path.clone()),
                 LayerOrigin::Remote(source) if !target.exists() => {
-                    let client = self.client.as_ref().ok_or_else(|| CacheError::RemoteLayer {
-                        digest: l.descriptor.digest.clone(),
-                        reference: source.to_string(),
-                    })?;
+                    let client = self
+                        .client
+                        .as_ref()
+                        .ok_or_else(|| CacheError::RemoteLayer {
+                            digest: l.descriptor.digest.clone(),
+                            reference: source.to_string(),
+                        })?;
                     // Download next to the target so the rename stays on one filesystem.
                     let tmp = temp_in(&target)?;
                     client
@@ -193,7 +196,8 @@ impl OciLayoutCache {
             write_blob(&this.dir, &config)?;
             let digest = write_blob(&this.dir, &manifest)?;
             let mut desc = Descriptor::new(media::OCI_MANIFEST, digest, manifest.len() as u64);
-            desc.annotations.insert(REF_NAME.to_string(), key.to_string());
+            desc.annotations
+                .insert(REF_NAME.to_string(), key.to_string());
             update_index(&this.dir, |index| {
                 index
                     .manifests
@@ -284,14 +288,12 @@ fn prune_sync(dir: &Path, older_than: Duration) -> Result<PruneReport, CacheErro
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, CacheError> + Send + 'static,
 ) -> Result<T, CacheError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| {
-            Err(CacheError::Io {
-                path: PathBuf::new(),
-                source: io::Error::other(format!("cache task failed: {e}")),
-            })
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(CacheError::Io {
+            path: PathBuf::new(),
+            source: io::Error::other(format!("cache task failed: {e}")),
         })
+    })
 }
 
 pub(crate) fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {

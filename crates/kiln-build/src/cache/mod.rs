@@ -153,7 +153,9 @@ pub fn cache_repo_reference(
     }
     match &options.repo {
         Some(CacheRepo::OciLayout(path)) => Ok(Some(CacheLocation::Layout(path.clone()))),
-        Some(CacheRepo::Registry(repo)) => parse_repo(repo).map(|r| Some(CacheLocation::Registry(r))),
+        Some(CacheRepo::Registry(repo)) => {
+            parse_repo(repo).map(|r| Some(CacheLocation::Registry(r)))
+        }
         None => match first_destination {
             Some(dest) => {
                 let name = format!("{}/cache", dest.repository());
@@ -281,7 +283,9 @@ mod tests {
         let dest: Reference = "reg.example:5000/team/app:1".parse().unwrap();
         let got = cache_repo_reference(&options(None), Some(&dest)).unwrap();
         match got {
-            Some(CacheLocation::Registry(r)) => assert_eq!(r.name(), "reg.example:5000/team/app/cache"),
+            Some(CacheLocation::Registry(r)) => {
+                assert_eq!(r.name(), "reg.example:5000/team/app/cache")
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(cache_repo_reference(&options(None), None).unwrap(), None);
@@ -299,9 +303,13 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(r, Some(CacheLocation::Registry(r)) if r.name() == "other.example/c"));
-        let l = cache_repo_reference(&options(Some(CacheRepo::OciLayout("/x".into()))), None).unwrap();
+        let l =
+            cache_repo_reference(&options(Some(CacheRepo::OciLayout("/x".into()))), None).unwrap();
         assert_eq!(l, Some(CacheLocation::Layout("/x".into())));
-        let bad = options(Some(CacheRepo::Registry(format!("r.example/c@{}", kiln_oci::Digest::sha256_of(b"")))));
+        let bad = options(Some(CacheRepo::Registry(format!(
+            "r.example/c@{}",
+            kiln_oci::Digest::sha256_of(b"")
+        ))));
         assert!(cache_repo_reference(&bad, None).is_err());
     }
 }

@@ -26,7 +26,12 @@ pub struct RegistryCache {
 impl RegistryCache {
     /// A cache in repository `repo` (its tag is not used). Entries older than
     /// `ttl` are misses; with `push` false, [`RegistryCache::store`] does nothing.
-    pub fn new(client: RegistryClient, repo: Reference, ttl: Duration, push: bool) -> RegistryCache {
+    pub fn new(
+        client: RegistryClient,
+        repo: Reference,
+        ttl: Duration,
+        push: bool,
+    ) -> RegistryCache {
         RegistryCache {
             client,
             repo,
@@ -50,7 +55,11 @@ impl RegistryCache {
     /// also applies `--insecure`, not `--insecure-pull`, to the cache repo);
     /// with pushing off, reads use pull access so read-only credentials work.
     pub(crate) fn repository(&self) -> Repository {
-        let access = if self.push { Access::Push } else { Access::Pull };
+        let access = if self.push {
+            Access::Push
+        } else {
+            Access::Pull
+        };
         self.client.repository(&self.repo, access)
     }
 
@@ -77,7 +86,10 @@ impl RegistryCache {
             }
         };
         if is_expired(&entry.created, self.ttl, OffsetDateTime::now_utc()) {
-            tracing::debug!("cache entry {name}:{tag} from {} has expired", entry.created);
+            tracing::debug!(
+                "cache entry {name}:{tag} from {} has expired",
+                entry.created
+            );
             return Ok(None);
         }
         let layer = match entry.layer {
@@ -150,9 +162,13 @@ impl RegistryCache {
         )
         .await
         .map_err(CacheError::registry(&name))?;
-        repo.put_manifest(&key.to_string(), manifest.to_vec().into(), media::OCI_MANIFEST)
-            .await
-            .map_err(CacheError::registry(&name))?;
+        repo.put_manifest(
+            &key.to_string(),
+            manifest.to_vec().into(),
+            media::OCI_MANIFEST,
+        )
+        .await
+        .map_err(CacheError::registry(&name))?;
         tracing::debug!("stored cache entry {name}:{key}");
         Ok(())
     }
@@ -184,7 +200,8 @@ impl RegistryCache {
                     return Ok(());
                 }
                 // Another registry (or no mount): copy through a temp file.
-                let tmp = tempfile::NamedTempFile::new().map_err(CacheError::io(std::env::temp_dir()))?;
+                let tmp =
+                    tempfile::NamedTempFile::new().map_err(CacheError::io(std::env::temp_dir()))?;
                 self.client
                     .repository(source, Access::Pull)
                     .download_blob(&d.digest, Some(d.size), tmp.path())

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kiln_dockerfile::plan::{Base, StageSelection};
-use kiln_oci::{Access, Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Reference, RegistryClient};
+use kiln_oci::{
+    Access, Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Reference, RegistryClient,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -178,8 +180,14 @@ async fn warm_one(
                     .map_err(CacheError::registry(&name))?;
             }
         }
-        write_atomic(&blob_path(tmp.path(), &pulled.manifest.config.digest), &pulled.config_bytes)?;
-        write_atomic(&blob_path(tmp.path(), &pulled.digest), &pulled.manifest_bytes)?;
+        write_atomic(
+            &blob_path(tmp.path(), &pulled.manifest.config.digest),
+            &pulled.config_bytes,
+        )?;
+        write_atomic(
+            &blob_path(tmp.path(), &pulled.digest),
+            &pulled.manifest_bytes,
+        )?;
         let mut desc = Descriptor::new(
             pulled.media_type.clone(),
             pulled.digest.clone(),
@@ -187,7 +195,10 @@ async fn warm_one(
         );
         desc.annotations.insert(REF_NAME.to_string(), name.clone());
         desc.platform = Some(pulled.config.platform());
-        write_atomic(&tmp.path().join("index.json"), &Index::new(true, vec![desc]).to_vec())?;
+        write_atomic(
+            &tmp.path().join("index.json"),
+            &Index::new(true, vec![desc]).to_vec(),
+        )?;
         let staged = tmp.keep();
         if let Err(e) = fs::rename(&staged, &target) {
             // Another warmer or build got there first: theirs is the same content.
@@ -262,7 +273,8 @@ fn read_cached_base(
     if read_index(&layout_dir)?.is_none() {
         return Ok(None);
     }
-    let manifest_bytes = read_verified(&blob_path(&layout_dir, &record.manifest), &record.manifest)?;
+    let manifest_bytes =
+        read_verified(&blob_path(&layout_dir, &record.manifest), &record.manifest)?;
     let manifest = Manifest::from_slice(&manifest_bytes).map_err(|e| CacheError::Layout {
         path: layout_dir.clone(),
         reason: e.to_string(),
