@@ -24,6 +24,11 @@ pub enum Command {
     /// Tools for looking at what kiln sees.
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Manage the layer cache.
+    #[command(subcommand)]
+    Cache(crate::commands::cache::CacheCommand),
+    /// Pull base images into a cache directory (Kaniko's warmer).
+    Warm(Box<crate::commands::warm::WarmCommand>),
     /// Print kiln's version.
     Version,
 }
@@ -55,7 +60,10 @@ pub fn with_implied_build(args: Vec<OsString>) -> Vec<OsString> {
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
     let is_top_level_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
     let starts_with_flag = first.starts_with('-') && !is_top_level_flag;
-    let names_subcommand = matches!(first, "build" | "debug" | "version" | "help");
+    let names_subcommand = matches!(
+        first,
+        "build" | "debug" | "cache" | "warm" | "version" | "help"
+    );
     if starts_with_flag || (invoked_as_executor && !names_subcommand && !is_top_level_flag) {
         let mut out = Vec::with_capacity(args.len() + 1);
         out.push(args[0].clone());

@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         Command::Build(command) => run_interruptible(move || commands::build::run(&command)),
         Command::Debug(DebugCommand::DumpAst { path }) => commands::debug::dump_ast(&path),
         Command::Debug(DebugCommand::Options(command)) => commands::debug::options(&command),
+        Command::Cache(command) => run_interruptible(move || commands::cache::run(&command)),
+        Command::Warm(command) => run_interruptible(move || commands::warm::run(&command)),
         Command::Version => commands::print(&format!("kiln {}", env!("CARGO_PKG_VERSION"))),
     };
     match result {

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod cache;
 pub mod debug;
+pub mod warm;
 
 use std::io::Write;
 

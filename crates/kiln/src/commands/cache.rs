@@ -1,0 +1,182 @@
+//! `kiln cache prune`: delete expired entries from a cache repository, and
+//! the registry flags the cache and warm commands share.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Subcommand};
+use kiln_build::cache::{self, LayerCache, OciLayoutCache, RegistryCache};
+use kiln_build::options::{LogFormat, LogOptions, Verbosity};
+use kiln_oci::auth::CredentialStore;
+use kiln_oci::registry::{parse_client_cert, parse_host_path};
+use kiln_oci::{RegistryClient, RegistryOptions};
+
+use crate::exit_code::{Exit, Failure};
+use crate::{go_duration, logging};
+
+fn go_bool(value: &str) -> Result<bool, String> {
+    kiln_build::options::parse_go_bool(value)
+        .ok_or_else(|| format!("{value:?} is not a boolean (use true/false, 1/0, t/f)"))
+}
+
+pub(crate) fn go_duration_arg(value: &str) -> Result<Duration, String> {
+    go_duration::parse(value)
+}
+
+/// `kiln cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Delete cache entries older than a duration (the registry must allow deletes).
+    Prune(Box<PruneCommand>),
+}
+
+/// `kiln cache prune` flags.
+#[derive(Debug, Args)]
+pub struct PruneCommand {
+    /// The cache repository (as given to `kiln build --cache-repo`), or oci:PATH.
+    #[arg(long, value_name = "REPO")]
+    pub cache_repo: String,
+
+    /// Delete entries made longer ago than this (Go duration: 336h, 72h30m).
+    #[arg(long, value_name = "DURATION", value_parser = go_duration_arg)]
+    pub older_than: Duration,
+
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+
+    /// Log level: panic, fatal, error, warn, info, debug or trace.
+    #[arg(short = 'v', long, value_name = "LEVEL", default_value = "info", value_parser = str::parse::<Verbosity>)]
+    pub verbosity: Verbosity,
+}
+
+/// The registry flags that matter outside a build, with `kiln build`'s names.
+#[derive(Debug, Args)]
+pub struct RegistryFlags {
+    /// Use plain HTTP (or unverified HTTPS) with the cache registry.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub insecure: bool,
+
+    /// Pull over plain HTTP.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub insecure_pull: bool,
+
+    /// Registry reached over plain HTTP. Repeat for several.
+    #[arg(long, value_name = "HOST", action = ArgAction::Append)]
+    pub insecure_registry: Vec<String>,
+
+    /// Do not verify TLS certificates.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub skip_tls_verify: bool,
+
+    /// Pull without verifying TLS certificates.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub skip_tls_verify_pull: bool,
+
+    /// Registry whose TLS certificate is not verified. Repeat for several.
+    #[arg(long, value_name = "HOST", action = ArgAction::Append)]
+    pub skip_tls_verify_registry: Vec<String>,
+
+    /// CA certificate for a registry, HOST=PATH. Repeat for several.
+    #[arg(long, value_name = "HOST=PATH", action = ArgAction::Append)]
+    pub registry_certificate: Vec<String>,
+
+    /// Client certificate for mutual TLS with a registry, HOST=CERT,KEY. Repeat for several.
+    #[arg(long, value_name = "HOST=CERT,KEY", action = ArgAction::Append)]
+    pub registry_client_cert: Vec<String>,
+
+    /// Mirror to pull Docker Hub images from, tried before docker.io. Repeat for several.
+    #[arg(long, value_name = "HOST", action = ArgAction::Append)]
+    pub registry_mirror: Vec<String>,
+}
+
+impl RegistryFlags {
+    /// A registry client for these flags, with credentials from the usual
+    /// Docker config files.
+    pub fn client(&self) -> Result<RegistryClient, Failure> {
+        let usage = |e: kiln_oci::RegistryError| Failure::new(Exit::Usage, e);
+        let mut ca_certificates = std::collections::BTreeMap::new();
+        for value in &self.registry_certificate {
+            let (host, path) = parse_host_path(value).map_err(usage)?;
+            ca_certificates.insert(host, path);
+        }
+        let mut client_certificates = std::collections::BTreeMap::new();
+        for value in &self.registry_client_cert {
+            let (host, cert) = parse_client_cert(value).map_err(usage)?;
+            client_certificates.insert(host, cert);
+        }
+        RegistryClient::new(RegistryOptions {
+            insecure: self.insecure,
+            insecure_pull: self.insecure_pull,
+            insecure_registries: self.insecure_registry.clone(),
+            skip_tls_verify: self.skip_tls_verify,
+            skip_tls_verify_pull: self.skip_tls_verify_pull,
+            skip_tls_verify_registries: self.skip_tls_verify_registry.clone(),
+            ca_certificates,
+            client_certificates,
+            mirrors: self.registry_mirror.clone(),
+            credentials: CredentialStore::from_env(),
+            ..Default::default()
+        })
+        .map_err(usage)
+    }
+}
+
+/// Logs to stderr at `verbosity`, as `kiln build` does.
+pub(crate) fn init_logging(verbosity: Verbosity) {
+    logging::init(&LogOptions {
+        verbosity,
+        format: LogFormat::Text,
+        timestamp: false,
+    });
+}
+
+/// Maps a cache error to an exit code: registry trouble is `Registry`.
+pub(crate) fn failure_of(error: cache::CacheError) -> Failure {
+    let exit = match &error {
+        cache::CacheError::Registry { .. } | cache::CacheError::DeleteUnsupported { .. } => {
+            Exit::Registry
+        }
+        cache::CacheError::InvalidRepo { .. } => Exit::Usage,
+        _ => Exit::BuildFailed,
+    };
+    Failure::new(exit, error)
+}
+
+/// Runs `kiln cache ...`.
+pub fn run(command: &CacheCommand) -> Result<(), Failure> {
+    match command {
+        CacheCommand::Prune(prune) => run_prune(prune),
+    }
+}
+
+fn run_prune(command: &PruneCommand) -> Result<(), Failure> {
+    init_logging(command.verbosity);
+    let cache = match command.cache_repo.strip_prefix("oci:") {
+        Some(path) => LayerCache::Layout(OciLayoutCache::new(
+            PathBuf::from(path),
+            command.older_than,
+            true,
+        )),
+        None => {
+            let repo = cache::parse_repo(&command.cache_repo).map_err(failure_of)?;
+            LayerCache::Registry(RegistryCache::new(
+                command.registry.client()?,
+                repo,
+                command.older_than,
+                true,
+            ))
+        }
+    };
+    let handle = tokio::runtime::Handle::current();
+    let report = handle
+        .block_on(cache::prune(&cache, command.older_than))
+        .map_err(failure_of)?;
+    super::print(&format!(
+        "{}: examined {} entries, deleted {}, kept {}; skipped {} other tags",
+        cache.describe(),
+        report.examined,
+        report.deleted,
+        report.kept,
+        report.skipped
+    ))
+}
