@@ -31,7 +31,11 @@ fn go_duration_arg(value: &str) -> Result<Duration, String> {
 
 /// Every flag of `kiln build`.
 #[derive(Debug, Args)]
-#[command(about = "Build an image from a Dockerfile and push it (Kaniko executor flags)")]
+#[command(
+    about = "Build an image from a Dockerfile and push it (Kaniko executor flags)",
+    // As with Go's pflag, a flag given twice takes its last value.
+    args_override_self = true
+)]
 pub struct BuildCommand {
     /// Path to the build context: a directory, dir://DIR, or tar://FILE.tar.gz.
     /// git://, s3://, gs://, https:// and az:// contexts are recognised but not supported.

@@ -262,7 +262,7 @@ impl StageRunner<'_> {
             Some(p) => self.copy_key_inputs(run, instruction, p).await?,
             None => (None, Vec::new()),
         };
-        let canonical = format!("{command:?}");
+        let canonical = canonical_step(command);
         run.key = run.key.chain(&StepInputs {
             instruction: &canonical,
             args: &expanded.used_args,
@@ -303,10 +303,7 @@ impl StageRunner<'_> {
                     .map_err(|e| self.step_error(instruction, e))?;
                 Ok(())
             }
-            Command::Run(_) => Err(self.step_error(
-                instruction,
-                "RUN is not supported by this build of kiln yet",
-            )),
+            Command::Run(r) => self.run_step(run, instruction, r, &created).await,
             Command::From(_) => Ok(()),
             other => {
                 metadata::apply(&mut run.image, &mut run.flags, other, Some(&created))
@@ -469,7 +466,7 @@ impl StageRunner<'_> {
         result.map_err(|e| self.step_error(instruction, e))
     }
 
-    fn layer_options(&self) -> LayerOptions {
+    pub(crate) fn layer_options(&self) -> LayerOptions {
         let compression = match self.options.layers.compression {
             Compression::Zstd => kiln_oci::media::Compression::Zstd,
             _ => kiln_oci::media::Compression::Gzip,
@@ -544,4 +541,18 @@ fn shorten(original: &str) -> String {
 
 fn shorten_history(original: &str) -> String {
     original.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The text of a step that goes into its cache key: the expanded command,
+/// except that an ARG contributes only its names. A build arg's value then
+/// reaches the key only through the steps that use it (their `used_args`),
+/// so changing it misses from its first use on, as in BuildKit.
+fn canonical_step(command: &Command) -> String {
+    match command {
+        Command::Arg(a) => {
+            let names: Vec<&str> = a.args.iter().map(|d| d.name.as_str()).collect();
+            format!("ARG {}", names.join(" "))
+        }
+        other => format!("{other:?}"),
+    }
 }

@@ -1,0 +1,213 @@
+//! The registry cache, end to end: which steps hit and which miss, against
+//! the real registry, each build on a fresh working directory as on a fresh
+//! CI runner.
+
+use assert_cmd::Command;
+use kiln_testkit::{BaseImage, Flattened, Registry};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+struct Fixture {
+    reg: Registry,
+    ctx: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(dockerfile: &str) -> Fixture {
+        let reg = Registry::plain().unwrap();
+        BaseImage::busybox()
+            .unwrap()
+            .push_to(&reg, "busybox:latest")
+            .unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        let f = Fixture { reg, ctx };
+        f.write("Dockerfile", &dockerfile.replace("REGISTRY", &f.reg.host()));
+        f
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        let path = self.ctx.path().join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    /// Builds with the cache on (COPY layers cached too) and returns the
+    /// Dockerfile lines whose step came from the cache.
+    fn build(&self, extra: &[&str]) -> BTreeSet<usize> {
+        let work = tempfile::tempdir().unwrap();
+        let out = Command::cargo_bin("kiln")
+            .unwrap()
+            .args(["build", "--context"])
+            .arg(self.ctx.path())
+            .args(["--destination", &format!("{}/app:1", self.reg.host())])
+            .args([
+                "--insecure",
+                "--insecure-pull",
+                "--cache=true",
+                "--cache-copy-layers=true",
+            ])
+            .arg("--kiln-dir")
+            .arg(work.path())
+            .args(extra)
+            .timeout(std::time::Duration::from_secs(300))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kiln failed:\n{text}");
+        cached_lines(&text)
+    }
+
+    fn layers(&self) -> Vec<String> {
+        let img = Flattened::from_registry(&self.reg, "app:1").unwrap();
+        img.manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// Dockerfile lines reported as `step N: CACHED`.
+fn cached_lines(log: &str) -> BTreeSet<usize> {
+    log.lines()
+        .filter(|l| l.contains("CACHED"))
+        .filter_map(|l| {
+            let rest = &l[l.find("step ")? + 5..];
+            rest.split(':').next()?.trim().parse().ok()
+        })
+        .collect()
+}
+
+const DOCKERFILE: &str = "\
+FROM REGISTRY/busybox:latest
+ARG VERSION=1
+ARG UNUSED_HERE
+WORKDIR /app
+COPY deps.txt ./
+COPY src/ ./src/
+COPY version-$VERSION.txt ./
+";
+
+fn fixture() -> Fixture {
+    let f = Fixture::new(DOCKERFILE);
+    f.write("deps.txt", "left-pad==1\n");
+    f.write("src/main.sh", "echo main\n");
+    f.write("version-1.txt", "1\n");
+    f.write("version-2.txt", "2\n");
+    f
+}
+
+#[test]
+fn unchanged_rebuild_hits_every_step_and_reuses_every_layer() {
+    let f = fixture();
+    assert!(f.build(&[]).is_empty(), "a cold cache hits nothing");
+    let first = f.layers();
+    assert_eq!(f.build(&[]), BTreeSet::from([4, 5, 6, 7]));
+    assert_eq!(
+        f.layers(),
+        first,
+        "the warm build reuses the same layer digests"
+    );
+    // A build arg no stage declares changes nothing.
+    assert_eq!(
+        f.build(&["--build-arg", "NOBODY_DECLARES_ME=x"]),
+        BTreeSet::from([4, 5, 6, 7])
+    );
+    // A declared arg that no step uses changes nothing either.
+    assert_eq!(
+        f.build(&["--build-arg", "UNUSED_HERE=x"]),
+        BTreeSet::from([4, 5, 6, 7])
+    );
+}
+
+#[test]
+fn a_changed_build_arg_misses_from_its_first_use_on() {
+    let f = fixture();
+    f.build(&[]);
+    assert_eq!(
+        f.build(&["--build-arg", "VERSION=2"]),
+        BTreeSet::from([4, 5, 6])
+    );
+}
+
+#[test]
+fn renaming_a_copied_file_misses_even_with_the_same_content() {
+    let f = fixture();
+    f.build(&[]);
+    fs::rename(
+        f.ctx.path().join("src/main.sh"),
+        f.ctx.path().join("src/start.sh"),
+    )
+    .unwrap();
+    // The COPY of the renamed file misses, and so does everything after it.
+    assert_eq!(f.build(&[]), BTreeSet::from([4, 5]));
+    let img = Flattened::from_registry(&f.reg, "app:1").unwrap();
+    assert!(img.get("/app/src/start.sh").is_some() && img.get("/app/src/main.sh").is_none());
+}
+
+#[test]
+fn mtime_only_changes_still_hit() {
+    let f = fixture();
+    f.build(&[]);
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    let file = fs::File::options()
+        .write(true)
+        .open(f.ctx.path().join("deps.txt"))
+        .unwrap();
+    file.set_modified(later).unwrap();
+    assert_eq!(f.build(&[]), BTreeSet::from([4, 5, 6, 7]));
+}
+
+#[test]
+fn an_expired_entry_misses_and_is_pushed_again() {
+    let f = fixture();
+    f.build(&[]);
+    assert!(
+        f.build(&["--cache-ttl", "1ns"]).is_empty(),
+        "every entry is older than 1ns"
+    );
+    assert_eq!(f.build(&[]), BTreeSet::from([4, 5, 6, 7]));
+}
+
+#[test]
+fn copy_layers_are_not_cached_unless_asked() {
+    let f = fixture();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--cache-copy-layers=false"];
+        args.extend_from_slice(extra);
+        f.build(&args)
+    };
+    run(&[]);
+    // Only WORKDIR goes through the cache when COPY layers are not cached.
+    assert_eq!(run(&[]), BTreeSet::from([4]));
+}
+
+#[test]
+fn a_changed_copy_from_stage_misses() {
+    let f = Fixture::new(
+        "FROM REGISTRY/busybox:latest AS build\nCOPY input.txt /out/result.txt\n\
+         FROM REGISTRY/busybox:latest\nCOPY --from=build /out/result.txt /result.txt\nCOPY static.txt /static.txt\n",
+    );
+    f.write("input.txt", "v1\n");
+    f.write("static.txt", "static\n");
+    f.build(&[]);
+    assert_eq!(f.build(&[]), BTreeSet::from([2, 4, 5]));
+    f.write("input.txt", "v2\n");
+    // The stage's COPY misses, so does the COPY --from it, and every step after.
+    assert!(f.build(&[]).is_empty());
+    let img = Flattened::from_registry(&f.reg, "app:1").unwrap();
+    assert_eq!(img.text("/result.txt").as_deref(), Some("v2\n"));
+}
+
+#[test]
+fn oci_layout_cache_repo_works_like_a_registry() {
+    let f = fixture();
+    let cache = tempfile::tempdir().unwrap();
+    let repo = format!("--cache-repo=oci:{}", cache.path().display());
+    f.build(&[&repo]);
+    assert_eq!(f.build(&[&repo]), BTreeSet::from([4, 5, 6, 7]));
+    assert!(Path::new(&cache.path().join("index.json")).exists());
+}
