@@ -18,6 +18,10 @@ use cli::{Cli, Command, DebugCommand};
 use exit_code::{Exit, Failure};
 
 fn main() -> ExitCode {
+    // The sandbox helper must start before any thread exists (it forks).
+    if kiln_sandbox::is_helper_invocation() {
+        kiln_sandbox::helper_main();
+    }
     let args = cli::with_implied_build(std::env::args_os().collect());
     // clap prints its own usage errors and exits 2 (0 for --help and --version).
     let cli = Cli::parse_from(args);

@@ -32,6 +32,23 @@ pub enum BuildError {
         /// What went wrong.
         message: String,
     },
+    /// A RUN step's command exited non-zero.
+    #[error(
+        "{file}:{line}: RUN {command}: exit code {code}{}",
+        if output.is_empty() { String::new() } else { format!("\n  last output:\n    {}", output.join("\n    ")) }
+    )]
+    Run {
+        /// The Dockerfile.
+        file: String,
+        /// The step's first line.
+        line: usize,
+        /// The command as run (shortened).
+        command: String,
+        /// The exit code (128 + the signal when it was killed).
+        code: i32,
+        /// The last lines it printed.
+        output: Vec<String>,
+    },
     /// A base image could not be pulled.
     #[error("pulling {reference}: {source}")]
     Pull {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod image;
 pub mod metadata;
 pub mod rootfs;
+mod run_step;
 mod stage;
 pub mod workspace;
 

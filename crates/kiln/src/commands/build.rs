@@ -57,6 +57,7 @@ fn failure_of(error: kiln_build::BuildError) -> Failure {
     use kiln_build::engine::error::BuildError as E;
     let exit = match &error {
         E::Dockerfile { .. } => Exit::Dockerfile,
+        E::Run { .. } => Exit::RunStepFailed,
         E::Pull { .. }
         | E::Registry(_)
         | E::Output(kiln_build::output::OutputError::Push { .. }) => Exit::Registry,

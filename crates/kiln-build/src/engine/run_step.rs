@@ -1,0 +1,615 @@
+//! RUN: the step's command in a sandbox (kiln-sandbox) over the stage's
+//! root, and a layer of exactly what it changed.
+//!
+//! Lower layers: the stage's flattened [`Rootfs`](super::rootfs::Rootfs)
+//! is the overlay's single lowerdir (namespace isolation) or is changed in
+//! place (chroot isolation). Either way it is the directory COPY lookups and
+//! `COPY --from` already read, so one materialization serves every step;
+//! after a RUN the new layer is applied to it like any other layer.
+//!
+//! Cache mounts live in `<kiln dir>/run-cache/<id>`: outside every build's
+//! private directory, so they persist across builds that share the kiln
+//! dir, and never in a layer. Secrets are written to the build's private
+//! directory, bound read-only, and never logged or recorded in history.
+
+use super::error::BuildError;
+use super::image::{LayerOrigin, LayerRef};
+use super::metadata::{self, HISTORY_COMMENT};
+use super::stage::{StageRun, StageRunner};
+use crate::options::{Isolation, SecretSource};
+use kiln_dockerfile::instructions::{
+    CommandLine, Instruction, Mount, MountType, NetworkMode, RunCommand,
+};
+use kiln_oci::{Descriptor, History};
+use kiln_sandbox::{BindFile, MountSpec, Network, RootSpec, RunSpec, User};
+use std::collections::VecDeque;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Lines of output kept for the error message of a failed RUN.
+const TAIL_LINES: usize = 10;
+/// The host name a RUN sees.
+const HOSTNAME: &str = "kiln";
+/// `PATH` for a RUN whose environment has none (as BuildKit).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Where a heredoc script with a shebang is placed for execution.
+const HEREDOC_DIR: &str = "/dev/pipes";
+
+/// Set once namespaces or mounts were refused: later steps go straight to
+/// chroot isolation.
+static NAMESPACES_REFUSED: AtomicBool = AtomicBool::new(false);
+/// Numbers each RUN's private directory.
+static RUN_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl StageRunner<'_> {
+    /// Runs one RUN step and records its layer (or its empty history entry).
+    pub(crate) async fn run_step(
+        &self,
+        run: &mut StageRun<'_>,
+        instruction: &Instruction,
+        command: &RunCommand,
+        created: &str,
+    ) -> Result<(), BuildError> {
+        let root = self
+            .rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
+            .await?
+            .dir()
+            .to_path_buf();
+        let dir = self
+            .workspace
+            .root()
+            .join("run")
+            .join(RUN_COUNTER.fetch_add(1, Ordering::Relaxed).to_string());
+        let io =
+            |what: &str, e: std::io::Error| self.step_error(instruction, format!("{what}: {e}"));
+        fs::create_dir_all(&dir).map_err(|e| io("creating the step's directory", e))?;
+
+        let (argv, script) = argv_of(&run.image, command);
+        let mut env: Vec<String> = run
+            .env
+            .run_env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let user_spec = run
+            .image
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .unwrap_or_default();
+        let (user, home) =
+            resolve_user(&user_spec, &root).map_err(|e| self.step_error(instruction, e))?;
+        if !env.iter().any(|kv| kv.starts_with("PATH=")) {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+            env.push(format!("HOME={home}"));
+        }
+        let mut mounts = Vec::new();
+        if let Some(body) = script {
+            let scripts = dir.join("pipes");
+            fs::create_dir_all(&scripts).map_err(|e| io("heredoc", e))?;
+            let path = scripts.join(&body.0);
+            fs::write(&path, body.1).map_err(|e| io("heredoc", e))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                .map_err(|e| io("heredoc", e))?;
+            mounts.push(MountSpec::Bind {
+                source: scripts,
+                target: HEREDOC_DIR.into(),
+                read_only: true,
+            });
+        }
+        for m in &command.mounts {
+            if let Some(spec) = self
+                .mount_spec(m, &dir, &user, &mut env)
+                .map_err(|e| self.step_error(instruction, e))?
+            {
+                mounts.push(spec);
+            }
+        }
+        let files = etc_files(&dir).map_err(|e| io("writing /etc files", e))?;
+        let network = match command.network {
+            Some(NetworkMode::None) => Network::None,
+            Some(NetworkMode::Host) => Network::Host,
+            _ => Network::Default,
+        };
+        let history = format!("RUN {}", argv.join(" "));
+        let label = format!(
+            "[{}:{}] {}",
+            self.dockerfile_name,
+            instruction.line(),
+            short(&history)
+        );
+        let cwd = run.env.workdir().to_string();
+        let opts = self.layer_options();
+        let layers_dir = self.workspace.layers();
+        let isolation = self.options.isolation;
+        let spec_parts = (argv.clone(), env, cwd, user, files, network, mounts);
+        let task = tokio::task::spawn_blocking(move || {
+            execute(
+                isolation,
+                &root,
+                &dir,
+                spec_parts,
+                &label,
+                &layers_dir,
+                &opts,
+            )
+        });
+        let result = task
+            .await
+            .map_err(|e| self.step_error(instruction, format!("RUN task: {e}")))?;
+        let (status, tail, blob) = result.map_err(|e| self.step_error(instruction, e))?;
+        if !status.success() {
+            return Err(BuildError::Run {
+                file: self.dockerfile_name.to_string(),
+                line: instruction.line(),
+                command: short(&argv.join(" ")),
+                code: status.shell_code(),
+                output: tail.into_iter().collect(),
+            });
+        }
+        let history_entry = History {
+            created: Some(created.to_string()),
+            created_by: Some(history.clone()),
+            comment: Some(HISTORY_COMMENT.to_string()),
+            ..Default::default()
+        };
+        match blob {
+            None => {
+                tracing::info!("step {}: no changes", instruction.line());
+                self.store(run, instruction, None, history);
+                run.image.push_empty(history_entry);
+            }
+            Some(blob) => {
+                if blob.compression == kiln_oci::media::Compression::Zstd {
+                    run.image.oci = true;
+                }
+                let layer = LayerRef {
+                    descriptor: Descriptor::new(
+                        blob.media_type(run.image.oci),
+                        blob.digest.clone(),
+                        blob.size,
+                    ),
+                    diff_id: blob.diff_id.clone(),
+                    origin: LayerOrigin::Local(blob.path.clone()),
+                };
+                tracing::info!(
+                    "step {}: layer {} ({} bytes)",
+                    instruction.line(),
+                    blob.digest,
+                    blob.size
+                );
+                self.store(run, instruction, Some(layer.clone()), history);
+                run.image.push_layer(layer, history_entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// The sandbox mount for one `--mount`; `None` for an optional secret
+    /// that was not given.
+    fn mount_spec(
+        &self,
+        m: &Mount,
+        dir: &Path,
+        user: &User,
+        env: &mut Vec<String>,
+    ) -> Result<Option<MountSpec>, String> {
+        let target = m.target.clone();
+        let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
+        match m.kind {
+            MountType::Cache => {
+                let target = target.ok_or("a cache mount needs target=")?;
+                let id = m.id.clone().unwrap_or_else(|| target.clone());
+                let cache = self.options.work_dir.join("run-cache").join(sanitize(&id));
+                if !cache.exists() {
+                    fs::create_dir_all(&cache).map_err(|e| format!("cache {id}: {e}"))?;
+                    let mode = m.mode.unwrap_or(0o755);
+                    fs::set_permissions(&cache, fs::Permissions::from_mode(mode))
+                        .map_err(|e| e.to_string())?;
+                    std::os::unix::fs::chown(
+                        &cache,
+                        Some(m.uid.unwrap_or(0)),
+                        Some(m.gid.unwrap_or(0)),
+                    )
+                    .map_err(|e| format!("cache {id}: {e}"))?;
+                }
+                Ok(Some(MountSpec::Bind {
+                    source: cache,
+                    target,
+                    read_only: m.read_only,
+                }))
+            }
+            MountType::Tmpfs => Ok(Some(MountSpec::Tmpfs {
+                target: target.ok_or("a tmpfs mount needs target=")?,
+                size: m.size,
+            })),
+            MountType::Bind => {
+                if m.from.is_some() {
+                    return Err("RUN --mount=type=bind,from= is not supported yet".into());
+                }
+                let target = target.ok_or("a bind mount needs target=")?;
+                let source = m.source.clone().unwrap_or_else(|| "/".into());
+                let host = kiln_sandbox_resolve(self.context.root(), &source)?;
+                if m.read_only {
+                    return Ok(Some(MountSpec::Bind {
+                        source: host,
+                        target,
+                        read_only: true,
+                    }));
+                }
+                // Writable, but the writes are thrown away with the step.
+                let upper = dir.join(format!("bind-{n}/upper"));
+                let work = dir.join(format!("bind-{n}/work"));
+                for d in [&upper, &work] {
+                    fs::create_dir_all(d).map_err(|e| e.to_string())?;
+                }
+                Ok(Some(MountSpec::Overlay {
+                    lower: host,
+                    upper,
+                    work,
+                    target,
+                }))
+            }
+            MountType::Secret => {
+                let id =
+                    m.id.clone()
+                        .or_else(|| {
+                            m.target
+                                .as_deref()
+                                .and_then(|t| t.rsplit('/').next())
+                                .map(str::to_string)
+                        })
+                        .ok_or("a secret mount needs id=")?;
+                let Some(secret) = self.options.secrets.iter().find(|s| s.id == id) else {
+                    return if m.required {
+                        Err(format!("secret {id} is required but was not given"))
+                    } else {
+                        Ok(None)
+                    };
+                };
+                let content = match &secret.source {
+                    SecretSource::File(p) => {
+                        fs::read(p).map_err(|e| format!("secret {id}: {e}"))?
+                    }
+                    SecretSource::Env(var) => std::env::var(var)
+                        .map_err(|_| format!("secret {id}: {var} is not set"))?
+                        .into_bytes(),
+                };
+                if let Some(var) = &m.env {
+                    env.push(format!("{var}={}", String::from_utf8_lossy(&content)));
+                    if m.target.is_none() {
+                        return Ok(None);
+                    }
+                }
+                let secrets = dir.join("secrets");
+                fs::create_dir_all(&secrets).map_err(|e| e.to_string())?;
+                let file = secrets.join(format!("{n}"));
+                fs::write(&file, content).map_err(|e| format!("secret {id}: {e}"))?;
+                fs::set_permissions(&file, fs::Permissions::from_mode(m.mode.unwrap_or(0o400)))
+                    .map_err(|e| e.to_string())?;
+                std::os::unix::fs::chown(&file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
+                    .map_err(|e| e.to_string())?;
+                let _ = user;
+                let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+                Ok(Some(MountSpec::Bind {
+                    source: file,
+                    target,
+                    read_only: true,
+                }))
+            }
+            other => Err(format!(
+                "RUN --mount=type={} is not supported",
+                other.as_str()
+            )),
+        }
+    }
+}
+
+/// What the blocking part of a RUN gives back: status, last output lines,
+/// the layer (none when nothing changed).
+type Executed = (
+    kiln_sandbox::ExitStatus,
+    VecDeque<String>,
+    Option<kiln_layer::LayerBlob>,
+);
+type SpecParts = (
+    Vec<String>,
+    Vec<String>,
+    String,
+    User,
+    Vec<BindFile>,
+    Network,
+    Vec<MountSpec>,
+);
+
+/// Runs the sandbox (falling back to chroot when namespaces are refused in
+/// `auto` mode) and writes the layer.
+fn execute(
+    isolation: Isolation,
+    root: &Path,
+    dir: &Path,
+    (argv, env, cwd, user, files, network, mounts): SpecParts,
+    label: &str,
+    layers_dir: &Path,
+    opts: &kiln_layer::LayerOptions,
+) -> Result<Executed, String> {
+    let use_namespace = match isolation {
+        Isolation::Namespace => true,
+        Isolation::Chroot => false,
+        _ => !NAMESPACES_REFUSED.load(Ordering::Relaxed),
+    };
+    let build = |namespace: bool| -> Result<RunSpec, String> {
+        let root_spec = if namespace {
+            let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+            for d in [&upper, &work, &merged] {
+                let _ = fs::remove_dir_all(d);
+                fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            }
+            RootSpec::Overlay {
+                lower: vec![root.to_path_buf()],
+                upper,
+                work,
+                merged,
+            }
+        } else {
+            RootSpec::Dir(root.to_path_buf())
+        };
+        let iso = if namespace {
+            kiln_sandbox::Isolation::Namespace
+        } else {
+            kiln_sandbox::Isolation::Chroot
+        };
+        let mut spec = RunSpec::new(iso, root_spec, argv.clone());
+        spec.env = env.clone();
+        spec.cwd = cwd.clone();
+        spec.user = user.clone();
+        spec.hostname = HOSTNAME.into();
+        spec.files = files.clone();
+        spec.network = network;
+        spec.mounts = mounts.clone();
+        Ok(spec)
+    };
+    let mut tail = VecDeque::new();
+    let mut output = |line: &str| {
+        tracing::info!("{label}| {line}");
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.to_string());
+    };
+    let spec = build(use_namespace)?;
+    let outcome = match kiln_sandbox::run(&spec, &mut output) {
+        Err(e) if e.is_denied() && use_namespace && isolation == Isolation::Auto => {
+            tracing::info!("namespaces are not available ({e}); using chroot isolation");
+            NAMESPACES_REFUSED.store(true, Ordering::Relaxed);
+            kiln_sandbox::run(&build(false)?, &mut output)
+        }
+        other => other,
+    }
+    .map_err(|e| e.to_string())?;
+    let blob = if outcome.status.success() {
+        outcome
+            .changes
+            .write_layer(layers_dir, opts)
+            .map_err(|e| e.to_string())?
+    } else {
+        None
+    };
+    if let kiln_sandbox::Changes::Upper { upper, .. } = &outcome.changes {
+        let _ = fs::remove_dir_all(upper);
+    }
+    Ok((outcome.status, tail, blob))
+}
+
+/// The argv of a RUN, and for a heredoc script with a shebang, the file to
+/// place under [`HEREDOC_DIR`] (name, body).
+///
+/// As BuildKit: `RUN <<EOF` alone runs the body as a script, through the
+/// image's shell, or, when it starts with `#!`, as an executable file;
+/// any other command with heredocs goes to the shell with the bodies
+/// appended, so the shell itself feeds them.
+fn argv_of(
+    image: &super::image::ImageState,
+    command: &RunCommand,
+) -> (Vec<String>, Option<(String, String)>) {
+    let CommandLine::Shell(line) = &command.command else {
+        return (metadata::command_argv(image, &command.command), None);
+    };
+    if command.heredocs.is_empty() {
+        return (metadata::command_argv(image, &command.command), None);
+    }
+    let only = command.heredocs.len() == 1 && is_bare_heredoc(line, &command.heredocs[0].name);
+    if only {
+        let body = command.heredocs[0].content.clone();
+        if body.starts_with("#!") {
+            let name = command.heredocs[0].name.clone();
+            return (vec![format!("{HEREDOC_DIR}/{name}")], Some((name, body)));
+        }
+        let mut argv = metadata::shell_of(image);
+        argv.push(body);
+        return (argv, None);
+    }
+    let mut script = line.clone();
+    for h in &command.heredocs {
+        script.push('\n');
+        script.push_str(&h.content);
+        script.push_str(&h.name);
+    }
+    let mut argv = metadata::shell_of(image);
+    argv.push(script);
+    (argv, None)
+}
+
+/// True when the command line is just `<<NAME` (`<<-NAME`, quoted or not).
+fn is_bare_heredoc(line: &str, name: &str) -> bool {
+    let word = line.trim();
+    let Some(rest) = word.strip_prefix("<<") else {
+        return false;
+    };
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    rest.trim_matches(|c| c == '"' || c == '\'') == name
+}
+
+/// The `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` a RUN sees.
+fn etc_files(dir: &Path) -> std::io::Result<Vec<BindFile>> {
+    let etc = dir.join("etc");
+    fs::create_dir_all(&etc)?;
+    let resolv = fs::read("/etc/resolv.conf").unwrap_or_else(|_| b"nameserver 8.8.8.8\n".to_vec());
+    let files = [
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+                .into_bytes(),
+        ),
+        ("resolv.conf", resolv),
+        ("hostname", format!("{HOSTNAME}\n").into_bytes()),
+    ];
+    let mut out = Vec::new();
+    for (name, content) in files {
+        let path = etc.join(name);
+        fs::write(&path, content)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+        out.push(BindFile {
+            source: path,
+            target: format!("/etc/{name}"),
+        });
+    }
+    Ok(out)
+}
+
+/// `USER` as ids: a name or id for the user, optionally `:group`; the
+/// supplementary groups from `/etc/group` when no group is given; and the
+/// user's home for `HOME` (`/` when unknown).
+fn resolve_user(spec: &str, root: &Path) -> Result<(User, String), String> {
+    let read = |p: &str| fs::read_to_string(super::rootfs::resolve_in_root(root, p)?).ok();
+    let passwd = read("/etc/passwd").unwrap_or_default();
+    let group = read("/etc/group").unwrap_or_default();
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let u = if u.is_empty() { "root" } else { u };
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && (f[0] == u || f[2] == u));
+    let (uid, mut gid, name, home) = match (&entry, u.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse::<u32>()
+                .map_err(|_| format!("bad uid for user {u} in /etc/passwd"))?,
+            f[3].parse::<u32>().unwrap_or(0),
+            Some(f[0].to_string()),
+            f[5].to_string(),
+        ),
+        (None, Ok(id)) => (id, 0, None, "/".to_string()),
+        (None, Err(_)) => {
+            return Err(format!(
+                "unable to find user {u}: no matching entries in passwd file"
+            ))
+        }
+    };
+    let mut groups = Vec::new();
+    match g {
+        Some(g) if !g.is_empty() => {
+            gid = match g.parse::<u32>() {
+                Ok(id) => id,
+                Err(_) => group
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 3 && f[0] == g)
+                    .and_then(|f| f[2].parse().ok())
+                    .ok_or_else(|| {
+                        format!("unable to find group {g}: no matching entries in group file")
+                    })?,
+            };
+        }
+        _ => {
+            if let Some(name) = &name {
+                for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+                    if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                        if let Ok(id) = f[2].parse::<u32>() {
+                            if id != gid && !groups.contains(&id) {
+                                groups.push(id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    groups.insert(0, gid);
+    Ok((
+        User { uid, gid, groups },
+        if home.is_empty() { "/".into() } else { home },
+    ))
+}
+
+/// A path inside the build context, refusing `..` that climbs out.
+fn kiln_sandbox_resolve(context: &Path, source: &str) -> Result<PathBuf, String> {
+    super::rootfs::resolve_in_root(context, source)
+        .ok_or_else(|| format!("{source}: symlink loop in the context"))
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn short(s: &str) -> String {
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 80 {
+        one.chars().take(77).collect::<String>() + "..."
+    } else {
+        one
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_resolve_through_passwd_and_group() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("etc")).unwrap();
+        fs::write(
+            t.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            t.path().join("etc/group"),
+            "root:x:0:\nstaff:x:50:app\napp:x:1000:\n",
+        )
+        .unwrap();
+        let (u, home) = resolve_user("app", t.path()).unwrap();
+        assert_eq!(
+            (u.uid, u.gid, u.groups.clone(), home.as_str()),
+            (1000, 1000, vec![1000, 50], "/home/app")
+        );
+        let (u, _) = resolve_user("1000:staff", t.path()).unwrap();
+        assert_eq!((u.uid, u.gid, u.groups), (1000, 50, vec![50]));
+        let (u, home) = resolve_user("4242", t.path()).unwrap();
+        assert_eq!((u.uid, u.gid, home.as_str()), (4242, 0, "/"));
+        assert!(resolve_user("nobody", t.path()).is_err());
+    }
+
+    #[test]
+    fn bare_heredocs_are_recognised() {
+        assert!(is_bare_heredoc("<<EOF", "EOF"));
+        assert!(is_bare_heredoc(" <<-'EOF' ", "EOF"));
+        assert!(!is_bare_heredoc("<<EOF bash", "EOF"));
+    }
+}

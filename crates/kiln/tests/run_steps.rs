@@ -1,0 +1,147 @@
+//! End-to-end RUN: `kiln build` with RUN steps against a real registry, in
+//! both isolations, checked by reading the pushed image back.
+
+use assert_cmd::Command;
+use kiln_testkit::{BaseImage, Flattened, Registry};
+use std::fs;
+
+struct Built {
+    status: std::process::ExitStatus,
+    stderr: String,
+    stdout: String,
+}
+
+fn build(reg: &Registry, body: &str, isolation: &str, tag: &str) -> Built {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("input.txt"), "from the context\n").unwrap();
+    let dockerfile = format!("FROM {}/busybox:latest\n{body}", reg.host());
+    fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let dest = format!("{}/{tag}", reg.host());
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .args(["build", "--context"])
+        .arg(ctx.path())
+        .args(["--destination", &dest, "--insecure", "--insecure-pull"])
+        .args(["--isolation", isolation, "--kiln-dir"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    Built {
+        status: out.status,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+fn registry() -> Registry {
+    let reg = Registry::plain().unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&reg, "busybox:latest")
+        .unwrap();
+    reg
+}
+
+const CHANGES: &str = "\
+RUN mkdir -p /many && for i in $(seq 1 200); do echo $i > /many/f$i; done
+RUN rm /many/f1 /many/f2 && rm -r /home/app && echo file > /etc/replaced-dir-later && mkdir /tmp/d && echo x > /tmp/d/x
+RUN rm -r /tmp/d && echo now-a-file > /tmp/d && ln /many/f3 /many/hard && cp /bin/busybox /bin/su-copy && chmod 4755 /bin/su-copy && chmod 600 /etc/group
+RUN true
+USER app
+RUN id -u > /tmp/uid && id -G > /tmp/groups && echo $HOME > /tmp/home
+USER root
+RUN sleep 300 >/dev/null 2>&1 & echo started
+RUN <<EOF
+echo heredoc > /tmp/heredoc
+EOF
+";
+
+fn check_changes(isolation: &str) {
+    let reg = registry();
+    let built = build(&reg, CHANGES, isolation, "changes:1");
+    assert!(
+        built.status.success(),
+        "{isolation}: {}{}",
+        built.stdout,
+        built.stderr
+    );
+    let img = Flattened::from_registry(&reg, "changes:1").unwrap();
+    assert_eq!(img.text("/many/f200").as_deref(), Some("200\n"));
+    assert!(img.get("/many/f1").is_none() && img.get("/many/f2").is_none());
+    assert!(img.get("/home/app").is_none());
+    assert_eq!(img.text("/tmp/d").as_deref(), Some("now-a-file\n"));
+    assert_eq!(img.text("/many/hard").as_deref(), Some("3\n"));
+    assert_eq!(img.get("/bin/su-copy").unwrap().mode & 0o7777, 0o4755);
+    assert_eq!(img.get("/etc/group").unwrap().mode & 0o777, 0o600);
+    assert_eq!(img.text("/tmp/uid").as_deref(), Some("1000\n"));
+    assert_eq!(img.text("/tmp/groups").as_deref(), Some("1000 50\n"));
+    assert_eq!(img.text("/tmp/home").as_deref(), Some("/home/app\n"));
+    assert_eq!(img.text("/tmp/heredoc").as_deref(), Some("heredoc\n"));
+    // The build's /etc files never reach a layer.
+    assert!(img.get("/etc/hostname").is_none() && img.get("/etc/resolv.conf").is_none());
+    // `RUN true` adds a history entry marked empty, and no layer.
+    let history = img.config["history"].as_array().unwrap();
+    let t = history
+        .iter()
+        .find(|h| h["created_by"] == "RUN /bin/sh -c true")
+        .expect("history of RUN true");
+    assert_eq!(t["empty_layer"], true);
+    assert_eq!(t["comment"], "kiln.dockerfile.v0");
+    let layers = img.config["rootfs"]["diff_ids"].as_array().unwrap().len();
+    let non_empty = history.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(layers, non_empty);
+    let left = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("cmdline")).ok())
+        .filter(|c| c.starts_with("sleep\0300"))
+        .count();
+    assert_eq!(left, 0, "a background process outlived its step");
+}
+
+#[test]
+fn run_changes_namespace() {
+    check_changes("namespace");
+}
+
+#[test]
+fn run_changes_chroot() {
+    check_changes("chroot");
+}
+
+#[test]
+fn failing_run_names_step_command_and_code() {
+    for isolation in ["namespace", "chroot"] {
+        let reg = registry();
+        let built = build(
+            &reg,
+            "RUN echo about to fail && exit 7\n",
+            isolation,
+            "fail:1",
+        );
+        assert_eq!(
+            built.status.code(),
+            Some(5),
+            "{isolation}: {}",
+            built.stderr
+        );
+        assert!(built.stderr.contains("Dockerfile:2"), "{}", built.stderr);
+        assert!(built.stderr.contains("exit 7"), "{}", built.stderr);
+        assert!(built.stderr.contains("exit code 7"), "{}", built.stderr);
+        assert!(built.stderr.contains("about to fail"), "{}", built.stderr);
+    }
+}
+
+#[test]
+fn output_is_streamed_with_the_step() {
+    let reg = registry();
+    let built = build(&reg, "RUN echo streamed-line\n", "auto", "out:1");
+    assert!(built.status.success(), "{}", built.stderr);
+    let all = format!("{}{}", built.stdout, built.stderr);
+    assert!(
+        all.lines()
+            .any(|l| l.contains("RUN /bin/sh -c echo streamed-line| streamed-line")),
+        "{all}"
+    );
+}
