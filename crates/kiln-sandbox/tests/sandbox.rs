@@ -173,7 +173,7 @@ fn background_processes_are_gone_after_the_step() {
             .unwrap()
             .flatten()
             .filter_map(|e| fs::read_to_string(e.path().join("cmdline")).ok())
-            .filter(|c| c.starts_with("sleep\0300") || c.starts_with("sleep\0301"))
+            .filter(|c| c.starts_with("sleep\u{0}300") || c.starts_with("sleep\u{0}301"))
             .count();
         assert_eq!(left, 0, "{iso:?}: step processes outlived the step");
     });

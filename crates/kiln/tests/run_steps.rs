@@ -95,7 +95,7 @@ fn check_changes(isolation: &str) {
         .unwrap()
         .flatten()
         .filter_map(|e| fs::read_to_string(e.path().join("cmdline")).ok())
-        .filter(|c| c.starts_with("sleep\0300"))
+        .filter(|c| c.starts_with("sleep\u{0}300"))
         .count();
     assert_eq!(left, 0, "a background process outlived its step");
 }

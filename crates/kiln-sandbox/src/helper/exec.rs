@@ -20,7 +20,7 @@ pub(crate) fn exec(spec: &RunSpec, devnull: &OwnedFd) -> ! {
         Ok(never) => match never {},
         Err(message) => {
             let _ = writeln!(std::io::stderr(), "kiln: {message}");
-            // SAFETY-free: a forked child must not run atexit handlers.
+            // SAFETY: `_exit` only ends this forked child, without the parent's exit handlers.
             unsafe { libc::_exit(NOT_RUNNABLE) }
         }
     }
