@@ -82,7 +82,7 @@ pub fn apply(
             format!("USER {}", user.user)
         }
         Command::Workdir(w) => {
-            image.container_config().working_dir = Some(w.path.clone());
+            set_workdir(image, &w.path);
             format!("WORKDIR {}", w.path)
         }
         Command::Volume(v) => {
@@ -161,6 +161,12 @@ pub fn apply(
     };
     image.push_empty(history(entry));
     Ok(true)
+}
+
+/// WORKDIR's config half alone, for a WORKDIR whose history entry is the
+/// layer that created the directory (one entry per instruction, as BuildKit).
+pub fn set_workdir(image: &mut ImageState, path: &str) {
+    image.container_config().working_dir = Some(path.to_string());
 }
 
 /// The `comment` kiln puts on history entries it writes.

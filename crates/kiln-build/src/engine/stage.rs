@@ -283,9 +283,9 @@ impl StageRunner<'_> {
                     None => run.image.push_empty(history),
                 }
                 run.cached += 1;
-                if let Command::Workdir(_) = command {
-                    metadata::apply(&mut run.image, &mut run.flags, command, Some(&created))
-                        .map_err(|e| self.step_error(instruction, e))?;
+                if let Command::Workdir(w) = command {
+                    // The cached entry above is the step's history.
+                    metadata::set_workdir(&mut run.image, &w.path);
                 }
                 return Ok(());
             }
@@ -297,10 +297,16 @@ impl StageRunner<'_> {
                     .await
             }
             Command::Workdir(w) => {
+                let layers = run.image.layers.len();
                 self.workdir_step(run, instruction, &w.path, &created)
                     .await?;
-                metadata::apply(&mut run.image, &mut run.flags, command, Some(&created))
-                    .map_err(|e| self.step_error(instruction, e))?;
+                if run.image.layers.len() > layers {
+                    // The layer's history entry stands for the step.
+                    metadata::set_workdir(&mut run.image, &w.path);
+                } else {
+                    metadata::apply(&mut run.image, &mut run.flags, command, Some(&created))
+                        .map_err(|e| self.step_error(instruction, e))?;
+                }
                 Ok(())
             }
             Command::Run(r) => self.run_step(run, instruction, r, &created).await,
