@@ -48,6 +48,39 @@ pub fn visit_entries(
     Ok(())
 }
 
+/// Like [`visit_entries`], and `visit` may also read the entry's content
+/// (regular files; empty for the rest). What it leaves unread is skipped.
+pub fn visit_entries_with_content(
+    reader: &mut LayerReader<'_>,
+    mut visit: impl FnMut(&Entry, &mut dyn Read) -> std::io::Result<ControlFlow<()>>,
+) -> Result<()> {
+    let label = reader.label().to_string();
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().map_err(|source| Error::Read {
+        layer: label.clone(),
+        source,
+    })?;
+    for raw in entries {
+        let mut raw = raw.map_err(|source| Error::BadEntry {
+            layer: label.clone(),
+            entry: "<header>".into(),
+            source,
+        })?;
+        let Some(entry) = entry_from_tar(&mut raw, &label)? else {
+            continue;
+        };
+        let flow = visit(&entry, &mut raw).map_err(|source| Error::BadEntry {
+            layer: label.clone(),
+            entry: entry.path.display().to_string(),
+            source,
+        })?;
+        if flow.is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// All entries of a layer, with the diff_id checked if the reader expects one.
 pub fn list_entries(mut reader: LayerReader<'_>) -> Result<Vec<Entry>> {
     let mut all = Vec::new();

@@ -211,3 +211,37 @@ fn oci_layout_cache_repo_works_like_a_registry() {
     assert_eq!(f.build(&[&repo]), BTreeSet::from([4, 5, 6, 7]));
     assert!(Path::new(&cache.path().join("index.json")).exists());
 }
+
+/// On a warm runner, a COPY that misses needs to know what the base holds,
+/// but must not download it: the base's layer blobs are deleted from the
+/// registry it came from, and the rebuild still succeeds.
+#[test]
+fn a_warm_rebuild_with_a_code_change_downloads_no_base_layer() {
+    let base_reg = Registry::plain().unwrap();
+    BaseImage::busybox().unwrap().push_to(&base_reg, "busybox:latest").unwrap();
+    let f = Fixture::new(&format!(
+        "FROM {}/busybox:latest\nWORKDIR /srv\nCOPY deps.txt ./\nCOPY --chown=app:app src/ ./src/\n",
+        base_reg.host()
+    ));
+    f.write("deps.txt", "left-pad==1\n");
+    f.write("src/main.sh", "echo main\n");
+    f.build(&[]);
+
+    let manifest = Flattened::from_registry(&base_reg, "busybox:latest").unwrap().manifest;
+    for layer in manifest["layers"].as_array().unwrap() {
+        let hex = layer["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let data = base_reg
+            .storage_dir()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data");
+        fs::remove_file(&data).unwrap_or_else(|e| panic!("removing {}: {e}", data.display()));
+    }
+
+    f.write("src/main.sh", "echo changed\n");
+    assert_eq!(f.build(&[]), BTreeSet::from([2, 3]));
+    let img = Flattened::from_registry(&f.reg, "app:1").unwrap();
+    assert_eq!(img.text("/srv/src/main.sh").as_deref(), Some("echo changed\n"));
+    assert_eq!(img.get("/srv/src/main.sh").unwrap().uid, 1000, "--chown resolved without the base's files");
+}

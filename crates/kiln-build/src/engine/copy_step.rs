@@ -185,9 +185,7 @@ impl StageRunner<'_> {
             CopyFrom::Stage(i) => self.stage_root(run, instruction, *i).await?,
             CopyFrom::Image(name) => self.image_root(instruction, name).await?,
         };
-        let rootfs = self
-            .rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
-            .await?;
+        let rootfs = self.image_view(run, instruction).await?;
         if let Some(spec) = &prepared.chown {
             let owner = Owner::resolve(
                 spec,

@@ -11,6 +11,7 @@ pub mod blobs;
 mod copy_step;
 pub mod error;
 pub mod image;
+pub mod listing;
 pub mod metadata;
 pub mod rootfs;
 mod run_step;
@@ -95,6 +96,12 @@ pub async fn build(options: &BuildOptions) -> Result<BuildOutcome, BuildError> {
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BuildError::Context(format!("HTTP client: {e}")))?,
+        listings: listing::Listings::new(
+            blobs.clone(),
+            cache.clone(),
+            options.cache.push,
+            ws.scratch(),
+        ),
         cache,
         pusher: &pusher,
         from_roots: Default::default(),
@@ -103,9 +110,13 @@ pub async fn build(options: &BuildOptions) -> Result<BuildOutcome, BuildError> {
     let mut steps = 0;
     let mut cached = 0;
     let run_stages = async {
+        // Stages of one level do not depend on each other: they run
+        // concurrently (their heavy work is on blocking threads).
         for level in &dockerfile.plan.levels {
-            for &index in level {
-                let result = runner.run(index, &results).await?;
+            let done =
+                futures::future::join_all(level.iter().map(|&i| runner.run(i, &results))).await;
+            for (&index, result) in level.iter().zip(done) {
+                let result = result?;
                 steps += result.steps;
                 cached += result.cached;
                 results.insert(index, result);

@@ -47,7 +47,7 @@ pub enum RootfsError {
 }
 
 /// A root filesystem directory and how many of an image's layers it holds.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rootfs {
     dir: PathBuf,
     applied: Vec<kiln_oci::Digest>,

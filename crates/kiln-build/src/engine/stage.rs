@@ -4,6 +4,7 @@
 use super::blobs::BlobStore;
 use super::error::BuildError;
 use super::image::{ImageState, LayerOrigin, LayerRef};
+use super::listing::{ImageIndex, Listings};
 use super::metadata::{self, StageFlags, HISTORY_COMMENT};
 use super::rootfs::Rootfs;
 use super::workspace::Workspace;
@@ -49,6 +50,8 @@ pub(crate) struct StageRunner<'a> {
     pub cache: Option<LayerCache>,
     /// Background cache stores.
     pub pusher: &'a CachePusher,
+    /// Layer listings, for what an image holds without unpacking it.
+    pub listings: Listings,
     /// Roots materialized for `COPY --from`, by name.
     pub from_roots: Mutex<HashMap<String, PathBuf>>,
 }
@@ -387,6 +390,28 @@ impl StageRunner<'_> {
         Ok(rootfs)
     }
 
+    /// What the stage's image holds, for COPY and WORKDIR decisions: its
+    /// root filesystem when something already materialized it (a RUN),
+    /// else the layers' listings, which need no download when cached.
+    pub(crate) async fn image_view(
+        &self,
+        run: &mut StageRun<'_>,
+        instruction: &Instruction,
+    ) -> Result<ImageView, BuildError> {
+        if run.rootfs.is_some() {
+            let root = self
+                .rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
+                .await?;
+            return Ok(ImageView::Root(root.clone()));
+        }
+        let index = self
+            .listings
+            .index(&run.image)
+            .await
+            .map_err(|e| self.step_error(instruction, e))?;
+        Ok(ImageView::Index(index))
+    }
+
     /// WORKDIR creates its directory (owned by the stage's USER) when the
     /// image lacks it, as BuildKit does; the layer holds just that.
     async fn workdir_step(
@@ -399,9 +424,7 @@ impl StageRunner<'_> {
         if path == "/" {
             return Ok(());
         }
-        let rootfs = self
-            .rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
-            .await?;
+        let rootfs = self.image_view(run, instruction).await?;
         if rootfs.kind_of(path).is_some() {
             let created_by = shorten_history(&instruction.original);
             self.store(run, instruction, None, created_by);
@@ -560,5 +583,31 @@ fn canonical_step(command: &Command) -> String {
             format!("ARG {}", names.join(" "))
         }
         other => format!("{other:?}"),
+    }
+}
+
+/// Answers about the files of a stage's image.
+pub(crate) enum ImageView {
+    /// A materialized root filesystem.
+    Root(Rootfs),
+    /// The layers' listings.
+    Index(ImageIndex),
+}
+
+impl ImageView {
+    /// What `path` is, following symlinks inside the image.
+    pub(crate) fn kind_of(&self, path: &str) -> Option<crate::copy::FileKind> {
+        match self {
+            ImageView::Root(r) => r.kind_of(path),
+            ImageView::Index(i) => i.kind_of(path),
+        }
+    }
+
+    /// The text of a small file (`/etc/passwd`, `/etc/group`).
+    pub(crate) fn read_text(&self, path: &str) -> Option<String> {
+        match self {
+            ImageView::Root(r) => r.read_text(path),
+            ImageView::Index(i) => i.read_text(path),
+        }
     }
 }

@@ -1,0 +1,452 @@
+//! What an image's files are, without its files.
+//!
+//! A COPY that misses the cache must know what the image below already has
+//! (is the destination a directory? which parent directories exist? who is
+//! `app` in `/etc/passwd`?). Unpacking the whole image to answer would make
+//! every build download its base, even when every step before is cached.
+//! Instead each layer gets a *listing* — every path with its kind, plus the
+//! text of the few files the engine reads — computed once from the layer
+//! and kept in the layer cache next to the step entries, so a warm runner
+//! fetches a few kilobytes instead of the base image.
+
+use super::blobs::BlobStore;
+use super::image::{ImageState, LayerOrigin, LayerRef};
+use crate::cache::{CacheKey, LayerCache};
+use crate::copy::FileKind;
+use kiln_layer::list::visit_entries_with_content;
+use kiln_layer::reader::open_blob;
+use kiln_layer::EntryKind;
+use kiln_oci::media::Compression;
+use kiln_oci::{Descriptor, Digest, Platform};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Files whose text a listing keeps (for `--chown` and USER names).
+const TEXT_FILES: [&str; 2] = ["/etc/passwd", "/etc/group"];
+/// Largest kept text file; bigger ones are not what we are looking for.
+const TEXT_LIMIT: u64 = 1 << 20;
+/// The listing format; part of the listing's cache key.
+const LISTING_VERSION: &str = "kiln-listing-v1";
+/// Media type of a listing blob stored in the cache.
+const LISTING_MEDIA_TYPE: &str = "application/vnd.kiln.layer-listing.v1+json";
+/// Symlink hops allowed while resolving a path (as Linux).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// The kind of a listed path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// A regular file (or a hard link to one).
+    File,
+    /// A symbolic link to this target.
+    Symlink(String),
+    /// A device, FIFO or socket.
+    Other,
+}
+
+/// One layer's paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerListing {
+    /// Paths the layer adds or replaces (absolute, normalised).
+    pub entries: BTreeMap<String, Kind>,
+    /// Paths the layer deletes from the layers below.
+    pub whiteouts: Vec<String>,
+    /// Directories whose lower contents the layer hides.
+    pub opaque: Vec<String>,
+    /// Text of the [`TEXT_FILES`] the layer contains.
+    pub texts: BTreeMap<String, String>,
+}
+
+impl LayerListing {
+    /// Lists a layer blob on disk, checking its diff_id.
+    pub fn from_blob(
+        path: &Path,
+        media_type: &str,
+        diff_id: &Digest,
+    ) -> Result<LayerListing, kiln_layer::Error> {
+        let mut reader = open_blob(path, Compression::of_media_type(media_type))?
+            .expect_diff_id(diff_id.clone());
+        let mut listing = LayerListing::default();
+        visit_entries_with_content(&mut reader, |entry, content| {
+            let path = format!("/{}", entry.path.display());
+            let path = path.trim_end_matches('/').to_string();
+            let kind = match &entry.kind {
+                EntryKind::Dir => Kind::Dir,
+                EntryKind::File { size } => {
+                    if TEXT_FILES.contains(&path.as_str()) && *size <= TEXT_LIMIT {
+                        let mut text = String::new();
+                        if content.read_to_string(&mut text).is_ok() {
+                            listing.texts.insert(path.clone(), text);
+                        }
+                    }
+                    Kind::File
+                }
+                EntryKind::HardLink { .. } => Kind::File,
+                EntryKind::Symlink { target } => Kind::Symlink(target.display().to_string()),
+                EntryKind::Whiteout => {
+                    listing.whiteouts.push(path);
+                    return Ok(ControlFlow::Continue(()));
+                }
+                EntryKind::Opaque => {
+                    listing.opaque.push(path.clone());
+                    Kind::Dir
+                }
+                _ => Kind::Other,
+            };
+            listing.entries.insert(path, kind);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        reader.finish()?;
+        Ok(listing)
+    }
+}
+
+/// An image's paths: its layers' listings applied in order.
+#[derive(Debug, Clone, Default)]
+pub struct ImageIndex {
+    paths: BTreeMap<String, Kind>,
+    texts: BTreeMap<String, String>,
+}
+
+impl ImageIndex {
+    /// Applies a layer on top: its whiteouts and opaque directories hide
+    /// what is below, then its entries are added.
+    pub fn apply(&mut self, layer: &LayerListing) {
+        for gone in &layer.whiteouts {
+            self.remove_tree(gone, true);
+        }
+        for dir in &layer.opaque {
+            self.remove_tree(dir, false);
+        }
+        for (path, kind) in &layer.entries {
+            if *kind != Kind::Dir {
+                // A file replacing a directory replaces its contents too.
+                self.remove_tree(path, false);
+            }
+            self.paths.insert(path.clone(), kind.clone());
+            self.texts.remove(path);
+        }
+        for (path, text) in &layer.texts {
+            self.texts.insert(path.clone(), text.clone());
+        }
+    }
+
+    fn remove_tree(&mut self, path: &str, including_self: bool) {
+        if including_self {
+            self.paths.remove(path);
+            self.texts.remove(path);
+        }
+        let prefix = format!("{path}/");
+        let below: Vec<String> = self
+            .paths
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in below {
+            self.paths.remove(&p);
+            self.texts.remove(&p);
+        }
+    }
+
+    /// What `path` is, following symlinks inside the image.
+    pub fn kind_of(&self, path: &str) -> Option<FileKind> {
+        let resolved = self.resolve(path)?;
+        if resolved == "/" {
+            return Some(FileKind::Dir);
+        }
+        Some(match self.paths.get(&resolved)? {
+            Kind::Dir => FileKind::Dir,
+            Kind::File => FileKind::File,
+            Kind::Symlink(_) => FileKind::Symlink,
+            Kind::Other => FileKind::Other,
+        })
+    }
+
+    /// The text of `/etc/passwd` or `/etc/group`, when the image has it.
+    pub fn read_text(&self, path: &str) -> Option<String> {
+        self.texts.get(&self.resolve(path)?).cloned()
+    }
+
+    /// `path` with every symlink along it resolved inside the image.
+    fn resolve(&self, path: &str) -> Option<String> {
+        let mut done: Vec<String> = Vec::new();
+        let mut pending: Vec<String> = parts(path).into_iter().rev().collect();
+        let mut hops = 0;
+        while let Some(part) = pending.pop() {
+            match part.as_str() {
+                "." => continue,
+                ".." => {
+                    done.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let candidate = format!(
+                "/{}",
+                done.iter()
+                    .chain([&part])
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("/")
+            );
+            match self.paths.get(&candidate) {
+                Some(Kind::Symlink(target)) => {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return None;
+                    }
+                    if target.starts_with('/') {
+                        done.clear();
+                    }
+                    pending.extend(parts(target).into_iter().rev());
+                }
+                _ => done.push(part),
+            }
+        }
+        Some(format!("/{}", done.join("/")))
+    }
+}
+
+fn parts(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Where listings come from: memory, the layer cache, or the layer itself
+/// (downloaded once, then stored in the cache for the next runner).
+pub struct Listings {
+    blobs: BlobStore,
+    cache: Option<LayerCache>,
+    push: bool,
+    dir: PathBuf,
+    memo: Mutex<HashMap<Digest, Arc<LayerListing>>>,
+}
+
+impl Listings {
+    /// Listings kept under `dir`, looked up in and stored to `cache`.
+    pub fn new(blobs: BlobStore, cache: Option<LayerCache>, push: bool, dir: PathBuf) -> Listings {
+        Listings {
+            blobs,
+            cache,
+            push,
+            dir,
+            memo: Mutex::default(),
+        }
+    }
+
+    /// The index of `image`'s files.
+    pub async fn index(&self, image: &ImageState) -> Result<ImageIndex, String> {
+        let listings =
+            futures::future::try_join_all(image.layers.iter().map(|l| self.listing(l))).await?;
+        let mut index = ImageIndex::default();
+        for l in &listings {
+            index.apply(l);
+        }
+        Ok(index)
+    }
+
+    async fn listing(&self, layer: &LayerRef) -> Result<Arc<LayerListing>, String> {
+        if let Some(l) = self.memo.lock().expect("listing memo").get(&layer.diff_id) {
+            return Ok(l.clone());
+        }
+        let key = listing_key(&layer.diff_id);
+        let from_cache = match (&self.cache, &layer.origin) {
+            // A layer this build wrote is at hand: listing it is cheaper than asking.
+            (Some(cache), LayerOrigin::Remote(_)) => self.cached_listing(cache, &key).await,
+            _ => None,
+        };
+        let listing = match from_cache {
+            Some(l) => l,
+            None => {
+                let path = self
+                    .blobs
+                    .local_path(layer)
+                    .await
+                    .map_err(|e| format!("layer {}: {e}", layer.descriptor.digest))?;
+                let (media_type, diff_id) =
+                    (layer.descriptor.media_type.clone(), layer.diff_id.clone());
+                let listing = tokio::task::spawn_blocking(move || {
+                    LayerListing::from_blob(&path, &media_type, &diff_id)
+                })
+                .await
+                .expect("listing task panicked")
+                .map_err(|e| e.to_string())?;
+                // Stored for every layer, also the ones this build wrote: the
+                // next runner gets them from the cache as step results.
+                if let (Some(cache), true) = (&self.cache, self.push) {
+                    self.store_listing(cache, &key, &layer.diff_id, &listing)
+                        .await;
+                }
+                listing
+            }
+        };
+        let listing = Arc::new(listing);
+        self.memo
+            .lock()
+            .expect("listing memo")
+            .insert(layer.diff_id.clone(), listing.clone());
+        Ok(listing)
+    }
+
+    async fn cached_listing(&self, cache: &LayerCache, key: &CacheKey) -> Option<LayerListing> {
+        let hit = cache.lookup(key).await.ok()??;
+        let layer = hit.layer?;
+        let path = self.blobs.local_path(&layer).await.ok()?;
+        let bytes = std::fs::read(path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(
+                    "cached layer listing {key} is unreadable ({e}); listing the layer instead"
+                );
+                None
+            }
+        }
+    }
+
+    async fn store_listing(
+        &self,
+        cache: &LayerCache,
+        key: &CacheKey,
+        diff_id: &Digest,
+        listing: &LayerListing,
+    ) {
+        let Ok(bytes) = serde_json::to_vec(listing) else {
+            return;
+        };
+        let digest = Digest::sha256_of(&bytes);
+        let path = self.dir.join(format!("listing-{}", digest.hex()));
+        if std::fs::write(&path, &bytes).is_err() {
+            return;
+        }
+        let layer = LayerRef {
+            descriptor: Descriptor::new(LISTING_MEDIA_TYPE, digest.clone(), bytes.len() as u64),
+            diff_id: digest,
+            origin: LayerOrigin::Local(path),
+        };
+        if let Err(e) = cache
+            .store(key, Some(&layer), &format!("listing of layer {diff_id}"))
+            .await
+        {
+            tracing::warn!("could not store the listing of layer {diff_id}: {e}");
+        }
+    }
+}
+
+/// The cache key of a layer's listing: a function of the layer alone.
+fn listing_key(diff_id: &Digest) -> CacheKey {
+    CacheKey::base(
+        &format!("{LISTING_VERSION}:{diff_id}"),
+        &Platform::new("any", "any", None),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(entries: &[(&str, Kind)], whiteouts: &[&str], opaque: &[&str]) -> LayerListing {
+        LayerListing {
+            entries: entries
+                .iter()
+                .map(|(p, k)| (p.to_string(), k.clone()))
+                .collect(),
+            whiteouts: whiteouts.iter().map(|s| s.to_string()).collect(),
+            opaque: opaque.iter().map(|s| s.to_string()).collect(),
+            texts: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn layers_stack_with_whiteouts_opaques_and_symlinks() {
+        let mut index = ImageIndex::default();
+        index.apply(&listing(
+            &[
+                ("/usr", Kind::Dir),
+                ("/usr/lib", Kind::Dir),
+                ("/usr/lib/a.so", Kind::File),
+                ("/lib", Kind::Symlink("usr/lib".into())),
+                ("/opt", Kind::Dir),
+                ("/opt/x", Kind::File),
+                ("/etc", Kind::Dir),
+            ],
+            &[],
+            &[],
+        ));
+        assert_eq!(index.kind_of("/lib/a.so"), Some(FileKind::File));
+        assert_eq!(index.kind_of("/lib"), Some(FileKind::Dir));
+        index.apply(&listing(
+            &[("/opt", Kind::Dir), ("/opt/y", Kind::File)],
+            &["/usr/lib/a.so"],
+            &["/opt"],
+        ));
+        assert_eq!(index.kind_of("/lib/a.so"), None);
+        assert_eq!(
+            index.kind_of("/opt/x"),
+            None,
+            "opaque hides the lower contents"
+        );
+        assert_eq!(index.kind_of("/opt/y"), Some(FileKind::File));
+        index.apply(&listing(&[("/usr", Kind::File)], &[], &[]));
+        assert_eq!(
+            index.kind_of("/usr/lib"),
+            None,
+            "a file replacing a directory replaces its tree"
+        );
+        assert_eq!(index.kind_of("/"), Some(FileKind::Dir));
+        assert_eq!(index.kind_of("/../../etc"), Some(FileKind::Dir));
+    }
+
+    #[test]
+    fn texts_follow_their_files() {
+        let mut index = ImageIndex::default();
+        let mut l = listing(
+            &[("/etc", Kind::Dir), ("/etc/passwd", Kind::File)],
+            &[],
+            &[],
+        );
+        l.texts
+            .insert("/etc/passwd".into(), "root:x:0:0::/root:/bin/sh\n".into());
+        index.apply(&l);
+        assert!(index.read_text("/etc/passwd").unwrap().starts_with("root:"));
+        index.apply(&listing(&[], &["/etc/passwd"], &[]));
+        assert_eq!(index.read_text("/etc/passwd"), None);
+    }
+
+    #[test]
+    fn a_real_layer_lists_like_it_unpacks() {
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("etc")).unwrap();
+        std::fs::write(tree.path().join("etc/group"), "root:x:0:\n").unwrap();
+        std::os::unix::fs::symlink("etc", tree.path().join("config")).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let blob = kiln_layer::dir::write_tree(
+            tree.path(),
+            out.path(),
+            &kiln_layer::LayerOptions::new(Compression::Gzip),
+            &kiln_layer::dir::TreeOptions::default(),
+        )
+        .unwrap();
+        let l = LayerListing::from_blob(&blob.path, kiln_oci::media::OCI_LAYER_GZIP, &blob.diff_id)
+            .unwrap();
+        let mut index = ImageIndex::default();
+        index.apply(&l);
+        assert_eq!(index.kind_of("/config/group"), Some(FileKind::File));
+        assert_eq!(
+            index.read_text("/config/group").as_deref(),
+            Some("root:x:0:\n")
+        );
+        let wrong = Digest::sha256_of(b"not it");
+        assert!(
+            LayerListing::from_blob(&blob.path, kiln_oci::media::OCI_LAYER_GZIP, &wrong).is_err()
+        );
+    }
+}
