@@ -57,6 +57,36 @@ impl BuiltImage {
             layers: out_layers,
         })
     }
+
+    /// The same image in the OCI family: itself when it already is, else a
+    /// manifest with the OCI config and layer media types over the very same
+    /// config and layer bytes (so a different manifest digest, the same
+    /// image ID). For places that only OCI tools read, such as an OCI layout.
+    pub fn to_oci(&self) -> BuiltImage {
+        if self.manifest_media_type != media::DOCKER_MANIFEST {
+            return self.clone();
+        }
+        let config = Descriptor::new(
+            media::OCI_CONFIG,
+            self.config.digest.clone(),
+            self.config.size,
+        );
+        let mut layers = self.layers.clone();
+        for l in &mut layers {
+            l.descriptor.media_type = relabel(&l.descriptor.media_type, true).to_string();
+        }
+        let descriptors = layers.iter().map(|l| l.descriptor.clone()).collect();
+        let manifest = Manifest::new(true, config.clone(), descriptors);
+        let manifest_bytes = manifest.to_vec();
+        BuiltImage {
+            config_bytes: self.config_bytes.clone(),
+            config,
+            manifest_media_type: manifest.effective_media_type().to_string(),
+            digest: Digest::sha256_of(&manifest_bytes),
+            manifest_bytes,
+            layers,
+        }
+    }
 }
 
 /// The layer media type in the manifest's family: a Docker gzip layer in an

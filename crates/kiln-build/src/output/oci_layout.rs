@@ -1,6 +1,12 @@
 //! `--oci-layout-path`: the image as an OCI image layout directory
 //! (`oci-layout`, `index.json`, `blobs/sha256/…`), readable by skopeo, umoci
 //! and crane. An existing layout is added to, as Kaniko does.
+//!
+//! The layout always holds an OCI manifest: skopeo and umoci look only for
+//! OCI manifests and indexes in `index.json`, so a Docker schema 2 image is
+//! written with OCI media types over the same config and layer blobs. Its
+//! manifest digest then differs from the pushed one; the image ID (config
+//! digest) and layers are the same.
 
 use super::{io_err, layer_file, OutputError};
 use crate::engine::assemble::BuiltImage;
@@ -20,6 +26,7 @@ pub async fn write(
     ref_name: Option<&str>,
     blobs: &BlobStore,
 ) -> Result<(), OutputError> {
+    let image = &image.to_oci();
     let blob_dir = dir.join("blobs").join("sha256");
     fs::create_dir_all(&blob_dir).map_err(io_err(&blob_dir))?;
     let layout = dir.join("oci-layout");
