@@ -218,7 +218,10 @@ fn oci_layout_cache_repo_works_like_a_registry() {
 #[test]
 fn a_warm_rebuild_with_a_code_change_downloads_no_base_layer() {
     let base_reg = Registry::plain().unwrap();
-    BaseImage::busybox().unwrap().push_to(&base_reg, "busybox:latest").unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&base_reg, "busybox:latest")
+        .unwrap();
     let f = Fixture::new(&format!(
         "FROM {}/busybox:latest\nWORKDIR /srv\nCOPY deps.txt ./\nCOPY --chown=app:app src/ ./src/\n",
         base_reg.host()
@@ -227,9 +230,14 @@ fn a_warm_rebuild_with_a_code_change_downloads_no_base_layer() {
     f.write("src/main.sh", "echo main\n");
     f.build(&[]);
 
-    let manifest = Flattened::from_registry(&base_reg, "busybox:latest").unwrap().manifest;
+    let manifest = Flattened::from_registry(&base_reg, "busybox:latest")
+        .unwrap()
+        .manifest;
     for layer in manifest["layers"].as_array().unwrap() {
-        let hex = layer["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let hex = layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
         let data = base_reg
             .storage_dir()
             .join("docker/registry/v2/blobs/sha256")
@@ -242,6 +250,49 @@ fn a_warm_rebuild_with_a_code_change_downloads_no_base_layer() {
     f.write("src/main.sh", "echo changed\n");
     assert_eq!(f.build(&[]), BTreeSet::from([2, 3]));
     let img = Flattened::from_registry(&f.reg, "app:1").unwrap();
-    assert_eq!(img.text("/srv/src/main.sh").as_deref(), Some("echo changed\n"));
-    assert_eq!(img.get("/srv/src/main.sh").unwrap().uid, 1000, "--chown resolved without the base's files");
+    assert_eq!(
+        img.text("/srv/src/main.sh").as_deref(),
+        Some("echo changed\n")
+    );
+    assert_eq!(
+        img.get("/srv/src/main.sh").unwrap().uid,
+        1000,
+        "--chown resolved without the base's files"
+    );
+}
+
+/// `kiln warm` fills `--cache-dir` with the base; a build with the cache on
+/// then starts from it without asking the base's registry anything.
+#[test]
+fn a_warmed_base_is_used_without_its_registry() {
+    let base_reg = Registry::plain().unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&base_reg, "busybox:latest")
+        .unwrap();
+    let base = format!("{}/busybox:latest", base_reg.host());
+    let cache_dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .args(["warm", "--image", &base, "--insecure-pull", "--cache-dir"])
+        .arg(cache_dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "warm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(base_reg);
+
+    let f = Fixture::new(&format!("FROM {base}\nCOPY deps.txt /deps.txt\n"));
+    f.write("deps.txt", "x\n");
+    let dir = format!("--cache-dir={}", cache_dir.path().display());
+    f.build(&[&dir]);
+    let img = Flattened::from_registry(&f.reg, "app:1").unwrap();
+    assert!(
+        img.get("/bin/busybox").is_some(),
+        "the base's layers were pushed from the warmed copy"
+    );
+    assert_eq!(img.text("/deps.txt").as_deref(), Some("x\n"));
 }

@@ -58,6 +58,16 @@ impl BlobStore {
         }
     }
 
+    /// Records that `digest`'s blob is already at `path` (a base image
+    /// warmed into `--cache-dir`), so it is never downloaded.
+    pub fn seed(&self, digest: &Digest, path: PathBuf) {
+        let cell = Arc::new(OnceCell::new_with(Some(path)));
+        self.cells
+            .lock()
+            .expect("blob store lock")
+            .insert(digest.clone(), cell);
+    }
+
     fn path_for(&self, digest: &Digest) -> PathBuf {
         self.dir.join(digest.hex())
     }

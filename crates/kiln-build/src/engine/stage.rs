@@ -193,6 +193,9 @@ impl StageRunner<'_> {
         from: &Instruction,
     ) -> Result<(ImageState, kiln_oci::Digest), BuildError> {
         let parsed = Reference::parse(reference).map_err(|e| self.step_error(from, e))?;
+        if let Some(found) = self.warmed_base(&parsed, platform).await {
+            return Ok(found);
+        }
         let pulled = self
             .blobs
             .client()
@@ -232,6 +235,54 @@ impl StageRunner<'_> {
                 config: pulled.config,
             },
             pulled.digest,
+        ))
+    }
+
+    /// The base from `--cache-dir` (filled by `kiln warm`) when the cache
+    /// is on and it holds a fresh copy: no registry request at all, as
+    /// with Kaniko's warmer.
+    async fn warmed_base(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Option<(ImageState, kiln_oci::Digest)> {
+        let cache = &self.options.cache;
+        if !cache.enabled || !cache.dir.is_dir() {
+            return None;
+        }
+        let found =
+            crate::cache::warm::cached_base(&cache.dir, reference, platform, cache.ttl).await?;
+        if found.config.rootfs.diff_ids.len() != found.manifest.layers.len() {
+            return None;
+        }
+        tracing::info!(
+            "base {reference} is {} (from {})",
+            found.manifest_digest,
+            cache.dir.display()
+        );
+        let pinned = reference.with_digest(found.manifest_digest.clone());
+        let layers = found
+            .manifest
+            .layers
+            .iter()
+            .zip(&found.config.rootfs.diff_ids)
+            .map(|(d, diff_id)| {
+                self.blobs.seed(&d.digest, found.blob_path(&d.digest));
+                LayerRef {
+                    descriptor: d.clone(),
+                    diff_id: diff_id.clone(),
+                    origin: LayerOrigin::Remote(pinned.clone()),
+                }
+            })
+            .collect();
+        let oci = found.manifest.effective_media_type() == media::OCI_MANIFEST;
+        Some((
+            ImageState {
+                layers,
+                oci,
+                config: found.config,
+            },
+            found.manifest_digest,
         ))
     }
 
