@@ -433,3 +433,52 @@ fn metadata_instructions_and_onbuild_match_buildah() {
         child_config["config"]["OnBuild"]
     );
 }
+
+/// Heredoc COPY, checked against BuildKit's documented behaviour rather than
+/// buildah: buildah 1.28 does not parse heredocs (it looks for a file named
+/// `<<EOF`). An unquoted delimiter expands variables, a quoted one does not;
+/// `<<-` strips leading tabs; the files are 0644 root:root unless --chmod or
+/// --chown say otherwise.
+#[test]
+fn heredoc_copy() {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\n\
+         ARG NAME=world\n\
+         COPY <<EOF /expanded.txt\n\
+         hello $NAME\n\
+         EOF\n\
+         COPY <<'EOF' /literal.txt\n\
+         hello $NAME\n\
+         EOF\n\
+         COPY --chmod=755 --chown=7:8 <<-EOT /tabs.sh\n\
+         \t#!/bin/sh\n\
+         \techo tabs\n\
+         EOT\n\
+         COPY <<A <<B /both/\n\
+         a\n\
+         A\n\
+         b\n\
+         B\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    Kiln::build(ctx.path())
+        .args(["--no-push", "--build-arg", "NAME=kiln"])
+        .arg_path("--oci-layout-path", &out.path().join("layout"))
+        .success();
+    let img = Flattened::from_layout(&out.path().join("layout"), "latest").unwrap();
+    let file = |p: &str| {
+        let e = img.get(p).unwrap_or_else(|| panic!("{p} missing"));
+        (img.text(p).unwrap(), e.mode, e.uid, e.gid)
+    };
+    assert_eq!(file("/expanded.txt"), ("hello kiln\n".into(), 0o644, 0, 0));
+    assert_eq!(file("/literal.txt"), ("hello $NAME\n".into(), 0o644, 0, 0));
+    assert_eq!(
+        file("/tabs.sh"),
+        ("#!/bin/sh\necho tabs\n".into(), 0o755, 7, 8)
+    );
+    assert_eq!(file("/both/A").0, "a\n");
+    assert_eq!(file("/both/B").0, "b\n");
+}

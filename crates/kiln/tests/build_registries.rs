@@ -1,0 +1,179 @@
+//! `kiln build` against TLS and authenticating registries, and platform
+//! selection from a multi-arch base.
+
+mod build_common;
+
+use std::fs;
+use std::path::Path;
+
+use build_common::{pushed_manifest_and_config, stderr, Kiln};
+use kiln_testkit::{BaseImage, Credentials, Flattened, Platform, Registry};
+
+/// A context whose Dockerfile is `FROM <base>` plus one COPY.
+fn context(base: &str) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("note.txt"), "built by kiln\n").unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nCOPY note.txt /note.txt\n"),
+    )
+    .unwrap();
+    ctx
+}
+
+fn assert_built(reg: &Registry, name: &str) {
+    let img = Flattened::from_registry(reg, name).unwrap();
+    assert_eq!(img.text("/note.txt").as_deref(), Some("built by kiln\n"));
+    assert!(img.get("/bin/busybox").is_some(), "base layers present");
+}
+
+#[test]
+fn tls_registry_with_its_ca_or_without_verification() {
+    let reg = Registry::tls().unwrap();
+    let base = BaseImage::busybox()
+        .unwrap()
+        .push_to(&reg, "busybox:latest")
+        .unwrap();
+    let ctx = context(&base);
+    let ca = reg.ca_cert_path().unwrap();
+
+    // The test CA for this host, for the base pull and the push.
+    Kiln::build(ctx.path())
+        .args(["--destination", &reg.image_ref("app:ca")])
+        .arg("--registry-certificate")
+        .arg(format!("{}={}", reg.host(), ca.display()))
+        .success();
+    assert_built(&reg, "app:ca");
+
+    // Without the CA the certificate does not verify ...
+    let out = Kiln::build(ctx.path())
+        .args(["--destination", &reg.image_ref("app:none")])
+        .output();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+
+    // ... unless verification is skipped for pulls and pushes.
+    Kiln::build(ctx.path())
+        .args(["--destination", &reg.image_ref("app:skip")])
+        .args(["--skip-tls-verify", "--skip-tls-verify-pull"])
+        .success();
+    assert_built(&reg, "app:skip");
+}
+
+/// A `DOCKER_CONFIG` directory whose `config.json` has `creds` for `host`.
+fn docker_config(dir: &Path, host: &str, creds: &Credentials) {
+    fs::create_dir_all(dir).unwrap();
+    let doc = serde_json::json!({ "auths": { host: { "auth": creds.basic_auth_token() } } });
+    fs::write(dir.join("config.json"), doc.to_string()).unwrap();
+}
+
+#[test]
+fn htpasswd_registry_with_docker_config_credentials() {
+    const PASSWORD: &str = "correct-horse-battery";
+    const WRONG: &str = "wrong-password-7f3a9c";
+    let reg = Registry::tls_with_auth("builder", PASSWORD).unwrap();
+    let base = BaseImage::busybox()
+        .unwrap()
+        .push_to(&reg, "busybox:latest")
+        .unwrap();
+    let ctx = context(&base);
+    let cert = format!("{}={}", reg.host(), reg.ca_cert_path().unwrap().display());
+
+    let out = Kiln::build(ctx.path())
+        .args(["--destination", &reg.image_ref("private/app:1")])
+        .args(["--registry-certificate", &cert])
+        .env("DOCKER_CONFIG", reg.docker_config_dir().unwrap())
+        .success();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!all.contains(PASSWORD), "the password was printed:\n{all}");
+    assert_built(&reg, "private/app:1");
+    let (_, config) = pushed_manifest_and_config(&reg, "private/app:1");
+    assert_eq!(config["config"]["Env"][0], kiln_testkit::BUSYBOX_PATH_ENV);
+
+    // A wrong password: exit 4, one error line naming the registry, and
+    // neither password anywhere in the output.
+    let wrong = tempfile::tempdir().unwrap();
+    let creds = Credentials {
+        username: "builder".into(),
+        password: WRONG.into(),
+    };
+    docker_config(wrong.path(), &reg.host(), &creds);
+    let out = Kiln::build(ctx.path())
+        .args(["--destination", &reg.image_ref("private/app:2")])
+        .args(["--registry-certificate", &cert])
+        .env("DOCKER_CONFIG", wrong.path())
+        .output();
+    let err = stderr(&out);
+    let all = format!("{}{err}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    for secret in [WRONG, PASSWORD, creds.basic_auth_token().as_str()] {
+        assert!(!all.contains(secret), "a secret was printed:\n{all}");
+    }
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{err}");
+    let line = errors[0].to_ascii_lowercase();
+    assert!(
+        line.contains(&reg.host()) || line.contains("busybox"),
+        "the error names the registry or image: {line}"
+    );
+    assert!(
+        ["auth", "401", "unauthorized", "credential", "denied"]
+            .iter()
+            .any(|w| line.contains(w)),
+        "the error says authentication failed: {line}"
+    );
+}
+
+#[test]
+fn multi_arch_base_resolves_to_host_or_custom_platform() {
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox_multi_arch()
+        .unwrap()
+        .push_to(&reg, "multi:latest")
+        .unwrap();
+    let ctx = context(&base);
+    let (host, foreign) = (Platform::host(), Platform::foreign());
+
+    Kiln::build(ctx.path())
+        .args(["--destination", &reg.image_ref("arch:host")])
+        .args(["--insecure", "--insecure-pull"])
+        .success();
+    assert_built(&reg, "arch:host");
+    let (_, config) = pushed_manifest_and_config(&reg, "arch:host");
+    assert_eq!(config["architecture"], host.architecture.as_str());
+
+    let mut name = format!("{}/{}", foreign.os, foreign.architecture);
+    if let Some(v) = &foreign.variant {
+        name = format!("{name}/{v}");
+    }
+    Kiln::build(ctx.path())
+        .args(["--destination", &reg.image_ref("arch:foreign")])
+        .args(["--insecure", "--insecure-pull", "--custom-platform", &name])
+        .success();
+    let (_, config) = pushed_manifest_and_config(&reg, "arch:foreign");
+    assert_eq!(config["architecture"], foreign.architecture.as_str());
+    assert_eq!(config["os"], "linux");
+    // Read the single-platform manifest kiln pushed, whatever the host.
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("oci");
+    kiln_testkit::skopeo_copy_with(
+        &format!("docker://{}", reg.image_ref("arch:foreign")),
+        &format!("oci:{}:image", layout.display()),
+        &kiln_testkit::CopyOptions {
+            src: kiln_testkit::Access::insecure(),
+            preserve_digests: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let img = Flattened::from_layout_for(&layout, "image", &foreign).unwrap();
+    let arch = format!("{}\n", foreign.architecture);
+    assert_eq!(img.text("/ARCH").as_deref(), Some(arch.as_str()));
+    assert_eq!(img.text("/note.txt").as_deref(), Some("built by kiln\n"));
+    assert!(
+        img.get("/bin/busybox").is_none(),
+        "the host's base was used"
+    );
+}
