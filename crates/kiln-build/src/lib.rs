@@ -8,5 +8,6 @@ pub mod copy;
 pub mod engine;
 pub mod options;
 pub mod output;
+pub mod progress;
 
-pub use engine::{build, BuildError, BuildOutcome};
+pub use engine::{build, build_with, BuildError, BuildOutcome};

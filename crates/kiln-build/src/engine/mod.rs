@@ -23,6 +23,7 @@ pub use error::BuildError;
 use crate::context::{BuildContext, ContextSpec};
 use crate::options::{BuildOptions, ContextSource, DockerfileLocation};
 use crate::output::{self, push::PushReport};
+use crate::progress::{NoProgress, ProgressEvent, ProgressSink};
 use assemble::BuiltImage;
 use blobs::BlobStore;
 use kiln_dockerfile::plan::StageSelection;
@@ -33,6 +34,7 @@ use kiln_oci::{Digest, Platform, RegistryClient};
 use stage::{StageResult, StageRunner};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 use workspace::Workspace;
 
@@ -61,6 +63,18 @@ pub struct BuildOutcome {
 /// The first failure: a Dockerfile problem (every problem, with lines), a
 /// step that failed (with its line), a registry error, or an output error.
 pub async fn build(options: &BuildOptions) -> Result<BuildOutcome, BuildError> {
+    build_with(options, Arc::new(NoProgress)).await
+}
+
+/// Runs one build, telling `progress` what happens as it happens: stages,
+/// steps (started, cached, done), RUN output, pushes, and the end.
+///
+/// # Errors
+/// As [`build`].
+pub async fn build_with(
+    options: &BuildOptions,
+    progress: Arc<dyn ProgressSink>,
+) -> Result<BuildOutcome, BuildError> {
     let started = Instant::now();
     let mut ws = Workspace::create(&options.work_dir).map_err(|source| BuildError::Workspace {
         path: options.work_dir.clone(),
@@ -105,6 +119,7 @@ pub async fn build(options: &BuildOptions) -> Result<BuildOutcome, BuildError> {
         cache,
         pusher: &pusher,
         from_roots: Default::default(),
+        progress: progress.clone(),
     };
     let mut results: HashMap<usize, StageResult> = HashMap::new();
     let mut steps = 0;
@@ -138,8 +153,15 @@ pub async fn build(options: &BuildOptions) -> Result<BuildOutcome, BuildError> {
     finish_config(&mut image, options);
     let built = BuiltImage::assemble(&image)
         .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
-    let (pushed, push_reports) = write_outputs(options, &built, &blobs).await?;
+    let (pushed, push_reports) = write_outputs(options, &built, &blobs, &*progress).await?;
     let size = built.config.size + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>();
+    progress.event(&ProgressEvent::BuildDone {
+        digest: built.digest.to_string(),
+        size,
+        steps,
+        cached,
+        duration: started.elapsed(),
+    });
     Ok(BuildOutcome {
         digest: built.digest,
         size,
@@ -287,14 +309,30 @@ async fn write_outputs(
     options: &BuildOptions,
     built: &BuiltImage,
     blobs: &BlobStore,
+    progress: &dyn ProgressSink,
 ) -> Result<(Vec<String>, Vec<PushReport>), BuildError> {
     let out = &options.output;
     let mut pushed = Vec::new();
     let mut reports = Vec::new();
     if out.push {
         for dest in &out.destinations {
+            let push_started = Instant::now();
+            progress.event(&ProgressEvent::PushStarted {
+                destination: dest.as_given.clone(),
+                blobs: built.layers.len() + 1,
+                bytes: built.config.size
+                    + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>(),
+            });
             let report = output::push::push(&dest.reference, &dest.as_given, built, blobs).await?;
-            tracing::info!(
+            progress.event(&ProgressEvent::PushDone {
+                destination: dest.as_given.clone(),
+                uploaded: report.uploaded,
+                mounted: report.mounted,
+                existing: report.existing,
+                uploaded_bytes: report.uploaded_bytes,
+                duration: push_started.elapsed(),
+            });
+            tracing::debug!(
                 "pushed {} ({} uploaded, {} mounted, {} already there)",
                 dest.as_given,
                 report.uploaded,

@@ -17,6 +17,7 @@ use super::image::{LayerOrigin, LayerRef};
 use super::metadata::{self, HISTORY_COMMENT};
 use super::stage::{StageRun, StageRunner};
 use crate::options::{Isolation, SecretSource};
+use crate::progress::ProgressEvent;
 use kiln_dockerfile::instructions::{
     CommandLine, Instruction, Mount, MountType, NetworkMode, RunCommand,
 };
@@ -128,13 +129,22 @@ impl StageRunner<'_> {
         let layers_dir = self.workspace.layers();
         let isolation = self.options.isolation;
         let spec_parts = (argv.clone(), env, cwd, user, files, network, mounts);
+        let progress = self.progress.clone();
+        let step = run.step_id(instruction);
+        let log_line = move |line: &str| {
+            progress.event(&ProgressEvent::RunOutput {
+                step: step.clone(),
+                label: label.clone(),
+                line: line.to_string(),
+            })
+        };
         let task = tokio::task::spawn_blocking(move || {
             execute(
                 isolation,
                 &root,
                 &dir,
                 spec_parts,
-                &label,
+                &log_line,
                 &layers_dir,
                 &opts,
             )
@@ -160,7 +170,7 @@ impl StageRunner<'_> {
         };
         match blob {
             None => {
-                tracing::info!("step {}: no changes", instruction.line());
+                tracing::debug!("step {}: no changes", instruction.line());
                 self.store(run, instruction, None, history);
                 run.image.push_empty(history_entry);
             }
@@ -177,7 +187,7 @@ impl StageRunner<'_> {
                     diff_id: blob.diff_id.clone(),
                     origin: LayerOrigin::Local(blob.path.clone()),
                 };
-                tracing::info!(
+                tracing::debug!(
                     "step {}: layer {} ({} bytes)",
                     instruction.line(),
                     blob.digest,
@@ -334,7 +344,7 @@ fn execute(
     root: &Path,
     dir: &Path,
     (argv, env, cwd, user, files, network, mounts): SpecParts,
-    label: &str,
+    log_line: &dyn Fn(&str),
     layers_dir: &Path,
     opts: &kiln_layer::LayerOptions,
 ) -> Result<Executed, String> {
@@ -376,7 +386,7 @@ fn execute(
     };
     let mut tail = VecDeque::new();
     let mut output = |line: &str| {
-        tracing::info!("{label}| {line}");
+        log_line(line);
         if tail.len() == TAIL_LINES {
             tail.pop_front();
         }

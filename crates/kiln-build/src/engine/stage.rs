@@ -12,6 +12,7 @@ use crate::cache::{CacheKey, CachePusher, LayerCache, StepInputs};
 use crate::context::BuildContext;
 use crate::copy::{self, CopyPlan, Owner};
 use crate::options::{BuildOptions, Compression};
+use crate::progress::{ProgressEvent, ProgressSink, StepId};
 use kiln_dockerfile::instructions::{Command, Instruction};
 use kiln_dockerfile::plan::Base;
 use kiln_dockerfile::scope::StageEnv;
@@ -54,6 +55,8 @@ pub(crate) struct StageRunner<'a> {
     pub listings: Listings,
     /// Roots materialized for `COPY --from`, by name.
     pub from_roots: Mutex<HashMap<String, PathBuf>>,
+    /// Where progress events go.
+    pub progress: std::sync::Arc<dyn ProgressSink>,
 }
 
 /// A stage in progress.
@@ -69,6 +72,23 @@ pub(crate) struct StageRun<'r> {
     pub key: CacheKey,
     /// Steps whose result came from the cache.
     pub cached: usize,
+    /// The stage's index and name, and its number of steps, for progress events.
+    pub stage: (usize, String, usize),
+    /// Whether the step being run came from the cache.
+    pub step_cached: bool,
+}
+
+impl StageRun<'_> {
+    /// The step being run (the last one started), for progress events.
+    pub(crate) fn step_id(&self, instruction: &Instruction) -> StepId {
+        StepId {
+            stage: self.stage.0,
+            stage_name: self.stage.1.clone(),
+            index: self.steps,
+            total: self.stage.2,
+            line: instruction.line(),
+        }
+    }
 }
 
 /// The time written into history entries and the config.
@@ -103,11 +123,12 @@ impl StageRunner<'_> {
         results: &HashMap<usize, StageResult>,
     ) -> Result<StageResult, BuildError> {
         let stage = &self.dockerfile.stages[index];
-        tracing::info!(
-            "stage {} ({})",
-            stage.display_name(),
-            base_text(&stage.base)
-        );
+        self.progress.event(&ProgressEvent::StageStarted {
+            stage: index,
+            name: stage.display_name(),
+            base: base_text(&stage.base),
+            steps: stage.instructions.len(),
+        });
         let platform = self.stage_platform(stage.platform.as_deref(), &stage.from)?;
         let (image, parent) = match &stage.base {
             Base::Scratch => (ImageState::scratch(&platform), "scratch".to_string()),
@@ -134,6 +155,8 @@ impl StageRunner<'_> {
             steps: 0,
             key: CacheKey::base(&parent, &platform),
             cached: 0,
+            stage: (index, stage.display_name(), stage.instructions.len()),
+            step_cached: false,
         };
         // ONBUILD triggers of the base run first, and are not inherited.
         let triggers = run
@@ -142,6 +165,7 @@ impl StageRunner<'_> {
             .on_build
             .take()
             .unwrap_or_default();
+        run.stage.2 += triggers.len();
         for trigger in triggers {
             let instruction = kiln_dockerfile::parse_onbuild_trigger(&trigger).map_err(|e| {
                 self.step_error(
@@ -286,21 +310,48 @@ impl StageRunner<'_> {
         ))
     }
 
+    /// Runs one step, telling the progress sink when it starts and ends.
     async fn step(
         &self,
         run: &mut StageRun<'_>,
         instruction: &Instruction,
     ) -> Result<(), BuildError> {
+        let started = std::time::Instant::now();
         run.steps += 1;
+        run.step_cached = false;
+        let step = run.step_id(instruction);
+        self.progress.event(&ProgressEvent::StepStarted {
+            step: step.clone(),
+            instruction: shorten(&instruction.original),
+        });
+        let layers = run.image.layers.len();
+        self.step_body(run, instruction).await?;
+        let duration = started.elapsed();
+        let event = if run.step_cached {
+            ProgressEvent::StepCached { step, duration }
+        } else {
+            let layer_size = (run.image.layers.len() > layers)
+                .then(|| run.image.layers.last().map(|l| l.descriptor.size))
+                .flatten();
+            ProgressEvent::StepDone {
+                step,
+                duration,
+                layer_size,
+            }
+        };
+        self.progress.event(&event);
+        Ok(())
+    }
+
+    async fn step_body(
+        &self,
+        run: &mut StageRun<'_>,
+        instruction: &Instruction,
+    ) -> Result<(), BuildError> {
         let expanded = run
             .env
             .apply(instruction)
             .map_err(|e| self.step_error(instruction, e.message))?;
-        tracing::info!(
-            "step {}: {}",
-            instruction.line(),
-            shorten(&instruction.original)
-        );
         let created = timestamp(self.options.reproducible);
         let command = &expanded.instruction.command;
         // The key first: it needs only the context and what earlier steps
@@ -325,7 +376,7 @@ impl StageRunner<'_> {
         });
         if self.cacheable(command) {
             if let Some(hit) = self.lookup(run, instruction).await {
-                tracing::info!("step {}: CACHED", instruction.line());
+                run.step_cached = true;
                 let history = History {
                     created: Some(hit.created.clone()),
                     created_by: Some(hit.created_by.clone()),
@@ -580,7 +631,7 @@ impl StageRunner<'_> {
             diff_id: blob.diff_id.clone(),
             origin: LayerOrigin::Local(blob.path.clone()),
         };
-        tracing::info!(
+        tracing::debug!(
             "step {}: layer {} ({} bytes)",
             instruction.line(),
             blob.digest,

@@ -37,7 +37,10 @@ fn check_dockerfile(options: &BuildOptions) -> Result<(), Failure> {
 fn build(options: &BuildOptions) -> Result<(), Failure> {
     let handle = tokio::runtime::Handle::current();
     let outcome = handle
-        .block_on(kiln_build::build(options))
+        .block_on(kiln_build::build_with(
+            options,
+            std::sync::Arc::new(kiln_build::progress::TracingProgress),
+        ))
         .map_err(failure_of)?;
     tracing::info!(
         "built {} ({} bytes, {} steps) in {:.1}s",
