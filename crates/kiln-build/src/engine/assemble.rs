@@ -131,4 +131,30 @@ mod tests {
             Digest::sha256_of(b"tar").to_string()
         );
     }
+
+    #[test]
+    fn oci_form_keeps_config_and_layer_blobs() {
+        let mut img = ImageState::scratch(&kiln_oci::Platform::new("linux", "amd64", None));
+        let d = Digest::sha256_of(b"layer");
+        img.push_layer(
+            LayerRef {
+                descriptor: Descriptor::new(media::DOCKER_LAYER_GZIP, d.clone(), 5),
+                diff_id: Digest::sha256_of(b"tar"),
+                origin: LayerOrigin::Local("/x".into()),
+            },
+            Default::default(),
+        );
+        let docker = BuiltImage::assemble(&img).unwrap();
+        let oci = docker.to_oci();
+        assert_eq!(oci.manifest_media_type, media::OCI_MANIFEST);
+        assert_ne!(oci.digest, docker.digest);
+        assert_eq!(oci.digest, Digest::sha256_of(&oci.manifest_bytes));
+        assert_eq!(oci.config_bytes, docker.config_bytes);
+        let m: serde_json::Value = serde_json::from_slice(&oci.manifest_bytes).unwrap();
+        assert_eq!(m["config"]["mediaType"], media::OCI_CONFIG);
+        assert_eq!(m["config"]["digest"], docker.config.digest.to_string());
+        assert_eq!(m["layers"][0]["mediaType"], media::OCI_LAYER_GZIP);
+        assert_eq!(m["layers"][0]["digest"], d.to_string());
+        assert_eq!(oci.to_oci().digest, oci.digest, "already OCI: unchanged");
+    }
 }
