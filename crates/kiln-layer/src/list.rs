@@ -26,26 +26,7 @@ pub fn visit_entries(
     reader: &mut LayerReader<'_>,
     mut visit: impl FnMut(&Entry) -> ControlFlow<()>,
 ) -> Result<()> {
-    let label = reader.label().to_string();
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|source| Error::Read {
-        layer: label.clone(),
-        source,
-    })?;
-    for raw in entries {
-        let mut raw = raw.map_err(|source| Error::BadEntry {
-            layer: label.clone(),
-            entry: "<header>".into(),
-            source,
-        })?;
-        let Some(entry) = entry_from_tar(&mut raw, &label)? else {
-            continue;
-        };
-        if visit(&entry).is_break() {
-            break;
-        }
-    }
-    Ok(())
+    visit_entries_with_content(reader, |entry, _| Ok(visit(entry)))
 }
 
 /// Like [`visit_entries`], and `visit` may also read the entry's content

@@ -19,11 +19,7 @@ pub fn write_name_with_digest(
     dests: &[Destination],
     digest: &Digest,
 ) -> Result<(), OutputError> {
-    let lines: Vec<String> = dests
-        .iter()
-        .map(|d| format!("{}@{digest}", d.reference.name()))
-        .collect();
-    std::fs::write(path, lines.join("\n") + "\n").map_err(io_err(path))
+    write_lines(path, dests, |d| format!("{}@{digest}", d.reference.name()))
 }
 
 /// Writes `repo:tag@digest` per destination.
@@ -32,15 +28,17 @@ pub fn write_name_tag_with_digest(
     dests: &[Destination],
     digest: &Digest,
 ) -> Result<(), OutputError> {
-    let lines: Vec<String> = dests
-        .iter()
-        .map(|d| {
-            format!(
-                "{}:{}@{digest}",
-                d.reference.name(),
-                d.reference.tag().unwrap_or("latest")
-            )
-        })
-        .collect();
+    write_lines(path, dests, |d| {
+        let tag = d.reference.tag().unwrap_or("latest");
+        format!("{}:{tag}@{digest}", d.reference.name())
+    })
+}
+
+fn write_lines(
+    path: &Path,
+    dests: &[Destination],
+    line: impl Fn(&Destination) -> String,
+) -> Result<(), OutputError> {
+    let lines: Vec<String> = dests.iter().map(line).collect();
     std::fs::write(path, lines.join("\n") + "\n").map_err(io_err(path))
 }
