@@ -8,8 +8,9 @@
 //!   exercises a whiteout and an opaque directory.
 //! * [`BaseImage::busybox_multi_arch`]: an index with the host's busybox and a
 //!   tiny foreign-architecture image ([`Platform::foreign`]) holding `/ARCH`.
-//! * A debootstrapped Debian base (for `apt-get` in RUN steps) belongs here as
-//!   `BaseImage::debian()`; it is not built yet.
+//! * [`BaseImage::debian`]: Debian bookworm (minbase) with python3,
+//!   python3-venv and python3-pip, debootstrapped once per machine into a
+//!   persistent cache (see the `debian` module).
 
 use std::path::{Path, PathBuf};
 
@@ -42,8 +43,25 @@ app:x:1000:\n";
 /// A base image in an OCI layout in its own temp dir (removed on drop).
 #[derive(Debug)]
 pub struct BaseImage {
-    dir: TempDir,
+    dir: LayoutDir,
     multi_arch: bool,
+}
+
+/// Where a base image's layout lives: its own temp dir, or a shared
+/// persistent cache that is never modified or removed.
+#[derive(Debug)]
+enum LayoutDir {
+    Temp(TempDir),
+    Cached(PathBuf),
+}
+
+impl LayoutDir {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temp(d) => d.path(),
+            Self::Cached(p) => p,
+        }
+    }
 }
 
 impl BaseImage {
@@ -64,7 +82,7 @@ impl BaseImage {
         w.tag(LAYOUT_TAG, &m);
         w.finish()?;
         Ok(Self {
-            dir,
+            dir: LayoutDir::Temp(dir),
             multi_arch: false,
         })
     }
@@ -107,7 +125,7 @@ impl BaseImage {
         w.tag(LAYOUT_TAG, &m);
         w.finish()?;
         Ok(Self {
-            dir,
+            dir: LayoutDir::Temp(dir),
             multi_arch: false,
         })
     }
@@ -153,7 +171,7 @@ impl BaseImage {
         w.tag(LAYOUT_TAG, &idx);
         w.finish()?;
         Ok(Self {
-            dir,
+            dir: LayoutDir::Temp(dir),
             multi_arch: true,
         })
     }
@@ -175,7 +193,26 @@ impl BaseImage {
         w.tag(LAYOUT_TAG, &m);
         w.finish()?;
         Ok(Self {
-            dir,
+            dir: LayoutDir::Temp(dir),
+            multi_arch: false,
+        })
+    }
+
+    /// Debian bookworm, `debootstrap --variant=minbase` plus python3,
+    /// python3-venv and python3-pip, as one layer; config `Env` is `PATH`
+    /// and `LANG=C.UTF-8`, `Cmd` is `bash`.
+    ///
+    /// Built with debootstrap from this machine's Debian mirror on first use
+    /// (about 3 minutes) into `$KILN_TEST_CACHE/debian-bookworm-python`
+    /// (default `~/.cache/kiln-test/...`), then reused by every test and
+    /// process; a lock makes concurrent first uses build it once. The layout
+    /// is shared and read-only: do not write into [`Self::layout_dir`].
+    ///
+    /// # Errors
+    /// Fails if debootstrap is missing or the mirror is unreachable.
+    pub fn debian() -> Result<Self> {
+        Ok(Self {
+            dir: LayoutDir::Cached(crate::debian::cached_layout()?),
             multi_arch: false,
         })
     }

@@ -9,7 +9,8 @@
 //!   on a free 127.0.0.1 port, plain, TLS (fresh CA via rcgen) or with
 //!   htpasswd auth; killed and deleted on drop.
 //! * [`BaseImage`]: busybox images built by hand as OCI layouts (one layer,
-//!   two layers with whiteouts, multi-arch index), pushed with skopeo.
+//!   two layers with whiteouts, multi-arch index), and a debootstrapped
+//!   Debian with Python cached once per machine; pushed with skopeo.
 //! * [`Flattened`]: an image's final filesystem, computed with the tar crate
 //!   from a layout or a registry, with every blob digest and diff_id
 //!   checked; [`diff`] and [`normalized_config`] compare two images.
@@ -51,6 +52,7 @@ mod base_image;
 mod buildah;
 mod cmd;
 mod config;
+mod debian;
 mod diff;
 mod docker;
 mod flatten;
@@ -70,6 +72,7 @@ pub use buildah::{
     BUILDAH_TIMEOUT,
 };
 pub use config::normalized_config;
+pub use debian::{debian_mirror, DEBIAN_PACKAGES, DEBIAN_PATH_ENV, DEBIAN_SUITE};
 pub use diff::diff;
 pub use docker::docker_available;
 pub use flatten::{EntryInfo, EntryKind, Flattened, KEEP_CONTENT_UP_TO};
