@@ -202,7 +202,7 @@ impl StageRunner<'_> {
     }
 
     /// The index of the stage `name` refers to (a stage name or a number).
-    fn stage_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn stage_index(&self, name: &str) -> Option<usize> {
         let stages = &self.dockerfile.stages;
         name.parse::<usize>()
             .ok()
@@ -216,7 +216,7 @@ impl StageRunner<'_> {
     }
 
     /// An earlier stage's root filesystem, materialized once per build.
-    async fn stage_root(
+    pub(crate) async fn stage_root(
         &self,
         run: &StageRun<'_>,
         instruction: &Instruction,
@@ -236,7 +236,7 @@ impl StageRunner<'_> {
     }
 
     /// An image's root filesystem, materialized once per build.
-    async fn image_root(
+    pub(crate) async fn image_root(
         &self,
         instruction: &Instruction,
         name: &str,

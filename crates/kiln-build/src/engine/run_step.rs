@@ -19,7 +19,7 @@ use super::stage::{StageRun, StageRunner};
 use crate::options::{Isolation, SecretSource};
 use crate::progress::ProgressEvent;
 use kiln_dockerfile::instructions::{
-    CommandLine, Instruction, Mount, MountType, NetworkMode, RunCommand,
+    CommandLine, Instruction, Mount, MountType, NetworkMode, RunCommand, Sharing,
 };
 use kiln_oci::{Descriptor, History};
 use kiln_sandbox::{BindFile, MountSpec, Network, RootSpec, RunSpec, User};
@@ -103,9 +103,26 @@ impl StageRunner<'_> {
                 read_only: true,
             });
         }
+        // Stage and image roots for `--mount=type=bind,from=`: materialized
+        // once per build and shared with `COPY --from`.
+        let mut bases = Vec::with_capacity(command.mounts.len());
         for m in &command.mounts {
+            let base = match (m.kind, m.from.as_deref()) {
+                (MountType::Bind, Some(from)) => {
+                    let root = match self.stage_index(from) {
+                        Some(i) => self.stage_root(run, instruction, i).await?,
+                        None => self.image_root(instruction, from).await?,
+                    };
+                    Some(root.root().to_path_buf())
+                }
+                _ => None,
+            };
+            bases.push(base);
+        }
+        let mut claims = CacheClaims::default();
+        for (m, base) in command.mounts.iter().zip(&bases) {
             if let Some(spec) = self
-                .mount_spec(m, &dir, &user, &mut env)
+                .mount_spec(m, base.as_deref(), &dir, &mut env, &mut claims)
                 .map_err(|e| self.step_error(instruction, e))?
             {
                 mounts.push(spec);
@@ -139,6 +156,9 @@ impl StageRunner<'_> {
             })
         };
         let task = tokio::task::spawn_blocking(move || {
+            // Held until the step ends: `sharing=locked` waits here for
+            // every other build using the same cache id on this machine.
+            let _held = claims.lock_all()?;
             execute(
                 isolation,
                 &root,
@@ -200,33 +220,75 @@ impl StageRunner<'_> {
         Ok(())
     }
 
+    /// What a RUN's key depends on besides its text (which already holds
+    /// every mount's options): for each bind mount, the source stage's key
+    /// or the image's digest, or for the build context a digest of the
+    /// bound files (paths, types, modes, contents; never mtimes). Cache,
+    /// tmpfs and secret mounts add nothing: their contents are not inputs
+    /// the result may depend on (BuildKit's rule too).
+    pub(crate) async fn run_key_inputs(
+        &self,
+        run: &StageRun<'_>,
+        instruction: &Instruction,
+        command: &RunCommand,
+    ) -> Result<Vec<(String, String)>, BuildError> {
+        let mut extra = Vec::new();
+        for m in command.mounts.iter().filter(|m| m.kind == MountType::Bind) {
+            let target = m.target.clone().unwrap_or_default();
+            match m.from.as_deref() {
+                Some(from) => {
+                    match self.stage_index(from) {
+                        Some(i) => {
+                            let key = run.results.get(&i).map(|r| r.key.to_string()).ok_or_else(
+                                || self.step_error(instruction, format!("stage {i} was not built")),
+                            )?;
+                            extra.push((format!("mount-from-stage {target}"), key));
+                        }
+                        None => {
+                            let (_, digest) = self
+                                .pull(from, &self.options.platform.clone(), instruction)
+                                .await?;
+                            extra.push((format!("mount-from-image {target}"), digest.to_string()));
+                        }
+                    }
+                }
+                None => {
+                    let source = m.source.clone().unwrap_or_else(|| "/".into());
+                    let host = resolve_source(self.context.root(), &source, "the context")
+                        .map_err(|e| self.step_error(instruction, e))?;
+                    let digest = tokio::task::spawn_blocking(move || tree_digest(&host))
+                        .await
+                        .map_err(|e| self.step_error(instruction, e))?
+                        .map_err(|e| self.step_error(instruction, e))?;
+                    extra.push((format!("mount-context {target}"), digest));
+                }
+            }
+        }
+        Ok(extra)
+    }
+
     /// The sandbox mount for one `--mount`; `None` for an optional secret
-    /// that was not given.
+    /// that was not given. `base` is the root of the `from=` stage or image.
     fn mount_spec(
         &self,
         m: &Mount,
+        base: Option<&Path>,
         dir: &Path,
-        user: &User,
         env: &mut Vec<String>,
+        claims: &mut CacheClaims,
     ) -> Result<Option<MountSpec>, String> {
         let target = m.target.clone();
         let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
         match m.kind {
             MountType::Cache => {
                 let target = target.ok_or("a cache mount needs target=")?;
+                if m.from.is_some() {
+                    return Err("RUN --mount=type=cache,from= is not supported".into());
+                }
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
-                let cache = self.options.work_dir.join("run-cache").join(sanitize(&id));
+                let cache = claims.claim(&self.options.work_dir, &id, m.sharing)?;
                 if !cache.exists() {
-                    fs::create_dir_all(&cache).map_err(|e| format!("cache {id}: {e}"))?;
-                    let mode = m.mode.unwrap_or(0o755);
-                    fs::set_permissions(&cache, fs::Permissions::from_mode(mode))
-                        .map_err(|e| e.to_string())?;
-                    std::os::unix::fs::chown(
-                        &cache,
-                        Some(m.uid.unwrap_or(0)),
-                        Some(m.gid.unwrap_or(0)),
-                    )
-                    .map_err(|e| format!("cache {id}: {e}"))?;
+                    create_cache_dir(&cache, m).map_err(|e| format!("cache {id}: {e}"))?;
                 }
                 Ok(Some(MountSpec::Bind {
                     source: cache,
@@ -239,12 +301,13 @@ impl StageRunner<'_> {
                 size: m.size,
             })),
             MountType::Bind => {
-                if m.from.is_some() {
-                    return Err("RUN --mount=type=bind,from= is not supported yet".into());
-                }
                 let target = target.ok_or("a bind mount needs target=")?;
                 let source = m.source.clone().unwrap_or_else(|| "/".into());
-                let host = kiln_sandbox_resolve(self.context.root(), &source)?;
+                let (root, what) = match (base, m.from.as_deref()) {
+                    (Some(root), Some(from)) => (root, from),
+                    _ => (self.context.root(), "the context"),
+                };
+                let host = resolve_source(root, &source, what)?;
                 if m.read_only {
                     return Ok(Some(MountSpec::Bind {
                         source: host,
@@ -252,7 +315,19 @@ impl StageRunner<'_> {
                         read_only: true,
                     }));
                 }
-                // Writable, but the writes are thrown away with the step.
+                // Writable, but the writes land in a throwaway upper dir:
+                // neither the source nor the layer ever sees them.
+                if !host.is_dir() {
+                    // Overlay shows directories only; a private copy of a
+                    // single file is just as throwaway.
+                    let copy = dir.join(format!("bind-{n}.file"));
+                    fs::copy(&host, &copy).map_err(|e| format!("{source}: {e}"))?;
+                    return Ok(Some(MountSpec::Bind {
+                        source: copy,
+                        target,
+                        read_only: false,
+                    }));
+                }
                 let upper = dir.join(format!("bind-{n}/upper"));
                 let work = dir.join(format!("bind-{n}/work"));
                 for d in [&upper, &work] {
@@ -277,7 +352,9 @@ impl StageRunner<'_> {
                         .ok_or("a secret mount needs id=")?;
                 let Some(secret) = self.options.secrets.iter().find(|s| s.id == id) else {
                     return if m.required {
-                        Err(format!("secret {id} is required but was not given"))
+                        Err(format!(
+                            "secret {id} is required but was not given (pass --secret id={id},...)"
+                        ))
                     } else {
                         Ok(None)
                     };
@@ -304,7 +381,6 @@ impl StageRunner<'_> {
                     .map_err(|e| e.to_string())?;
                 std::os::unix::fs::chown(&file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
                     .map_err(|e| e.to_string())?;
-                let _ = user;
                 let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
                 Ok(Some(MountSpec::Bind {
                     source: file,
@@ -318,6 +394,163 @@ impl StageRunner<'_> {
             )),
         }
     }
+}
+
+/// The cache directories a step uses and the locks it must hold while it
+/// runs.
+///
+/// Caches live in `<kiln dir>/run-cache/<id>`; lock files in
+/// `<kiln dir>/run-cache-locks/<id>`, apart so that no cache id can name a
+/// lock. `sharing=locked` takes an exclusive `flock` (waited for in the
+/// blocking task, so the runtime is never stalled); `sharing=private` takes
+/// the first of the shared directory and its private siblings
+/// (`run-cache-private/<id>/<n>`) whose lock is free, without waiting, and
+/// keeps it: a later build reuses whichever is free then. The kernel drops
+/// the locks when the holder dies, so a killed build never wedges a cache.
+#[derive(Default)]
+struct CacheClaims {
+    /// Lock files to take exclusively before the step (`locked`).
+    wait_for: Vec<PathBuf>,
+    /// Locks already held (`private`).
+    held: Vec<fs::File>,
+}
+
+impl CacheClaims {
+    /// The directory for cache `id` under this sharing mode.
+    fn claim(
+        &mut self,
+        kiln_dir: &Path,
+        id: &str,
+        sharing: Option<Sharing>,
+    ) -> Result<PathBuf, String> {
+        let name = sanitize(id);
+        let shared = kiln_dir.join("run-cache").join(&name);
+        let locks = kiln_dir.join("run-cache-locks");
+        fs::create_dir_all(&locks).map_err(|e| format!("cache {id}: {e}"))?;
+        match sharing.unwrap_or(Sharing::Shared) {
+            Sharing::Shared => Ok(shared),
+            Sharing::Locked => {
+                self.wait_for.push(locks.join(&name));
+                Ok(shared)
+            }
+            Sharing::Private => {
+                for n in 0usize.. {
+                    let (dir, lock) = if n == 0 {
+                        (shared.clone(), locks.join(&name))
+                    } else {
+                        let private = format!("{name}.private-{n}");
+                        let dir = kiln_dir
+                            .join("run-cache-private")
+                            .join(&name)
+                            .join(n.to_string());
+                        (dir, locks.join(private))
+                    };
+                    let file = open_lock(&lock).map_err(|e| format!("cache {id}: {e}"))?;
+                    match file.try_lock() {
+                        Ok(()) => {
+                            self.held.push(file);
+                            return Ok(dir);
+                        }
+                        Err(fs::TryLockError::WouldBlock) => continue,
+                        Err(fs::TryLockError::Error(e)) => return Err(format!("cache {id}: {e}")),
+                    }
+                }
+                unreachable!("the loop returns")
+            }
+        }
+    }
+
+    /// Takes the `locked` caches' locks (in one order, so two steps that
+    /// lock the same caches cannot deadlock) and returns every lock held.
+    fn lock_all(self) -> Result<Vec<fs::File>, String> {
+        let mut held = self.held;
+        let mut wait_for = self.wait_for;
+        wait_for.sort();
+        wait_for.dedup();
+        for path in wait_for {
+            let file = open_lock(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            file.lock()
+                .map_err(|e| format!("locking {}: {e}", path.display()))?;
+            held.push(file);
+        }
+        Ok(held)
+    }
+}
+
+fn open_lock(path: &Path) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
+/// Makes a cache directory with the mount's `uid`, `gid` and `mode`
+/// (applied only on creation, as BuildKit: the step may change them).
+fn create_cache_dir(cache: &Path, m: &Mount) -> std::io::Result<()> {
+    fs::create_dir_all(cache)?;
+    fs::set_permissions(cache, fs::Permissions::from_mode(m.mode.unwrap_or(0o755)))?;
+    std::os::unix::fs::chown(cache, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
+}
+
+/// A bind mount's `source` inside `root` (the context, a stage's or an
+/// image's root), with symlinks resolved inside it; it must exist.
+fn resolve_source(root: &Path, source: &str, what: &str) -> Result<PathBuf, String> {
+    let host = super::rootfs::resolve_in_root(root, source)
+        .ok_or_else(|| format!("{source}: symlink loop in {what}"))?;
+    if fs::symlink_metadata(&host).is_err() {
+        return Err(format!("mount source {source} not found in {what}"));
+    }
+    Ok(host)
+}
+
+/// A digest of a file tree: each path (relative, sorted), its type, mode and
+/// content or link target. Modification times are left out so that a fresh
+/// checkout of the same files hits the cache.
+fn tree_digest(top: &Path) -> Result<String, String> {
+    use sha2::{Digest as _, Sha256};
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut hash = Sha256::new();
+    let walk = walkdir::WalkDir::new(top)
+        .follow_links(false)
+        .sort_by_file_name();
+    for item in walk {
+        let item = item.map_err(|e| e.to_string())?;
+        let rel = item.path().strip_prefix(top).unwrap_or(item.path());
+        let meta = item.path().symlink_metadata().map_err(|e| e.to_string())?;
+        let kind = if meta.is_dir() {
+            "dir"
+        } else if meta.file_type().is_symlink() {
+            "link"
+        } else if meta.is_file() {
+            "file"
+        } else {
+            "other"
+        };
+        hash.update(format!(
+            "{}\0{kind}\0{:o}\0",
+            rel.display(),
+            meta.mode() & 0o7777
+        ));
+        if meta.file_type().is_symlink() {
+            let link = fs::read_link(item.path()).map_err(|e| e.to_string())?;
+            hash.update(link.as_os_str().as_encoded_bytes());
+        } else if meta.is_file() {
+            let mut file = fs::File::open(item.path()).map_err(|e| e.to_string())?;
+            hash.update(meta.len().to_le_bytes());
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+            }
+        }
+        hash.update(b"\n");
+    }
+    Ok(format!("sha256:{}", hex::encode(hash.finalize())))
 }
 
 /// What the blocking part of a RUN gives back: status, last output lines,
@@ -557,12 +790,6 @@ fn resolve_user(spec: &str, root: &Path) -> Result<(User, String), String> {
         User { uid, gid, groups },
         if home.is_empty() { "/".into() } else { home },
     ))
-}
-
-/// A path inside the build context, refusing `..` that climbs out.
-fn kiln_sandbox_resolve(context: &Path, source: &str) -> Result<PathBuf, String> {
-    super::rootfs::resolve_in_root(context, source)
-        .ok_or_else(|| format!("{source}: symlink loop in the context"))
 }
 
 fn sanitize(id: &str) -> String {

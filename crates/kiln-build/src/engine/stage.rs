@@ -363,9 +363,10 @@ impl StageRunner<'_> {
             ),
             _ => None,
         };
-        let (inputs, extra) = match &prepared {
-            Some(p) => self.copy_key_inputs(run, instruction, p).await?,
-            None => (None, Vec::new()),
+        let (inputs, extra) = match (&prepared, command) {
+            (Some(p), _) => self.copy_key_inputs(run, instruction, p).await?,
+            (None, Command::Run(r)) => (None, self.run_key_inputs(run, instruction, r).await?),
+            _ => (None, Vec::new()),
         };
         let canonical = canonical_step(command);
         run.key = run.key.chain(&StepInputs {
