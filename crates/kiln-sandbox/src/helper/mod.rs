@@ -5,6 +5,7 @@
 mod chroot;
 mod exec;
 mod namespace;
+mod net;
 
 use crate::spec::{Isolation, Report, RunSpec};
 use std::io::{Read, Write};

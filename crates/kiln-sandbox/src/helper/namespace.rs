@@ -42,6 +42,9 @@ pub(crate) fn run(spec: &RunSpec) -> Result<Option<Report>, Failure> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(|e| Failure::new("unshare", e))?;
+    if spec.network == Network::None {
+        super::net::loopback_up()?;
+    }
     // Nothing mounted from here on may propagate back to the host.
     mount(
         None::<&str>,
