@@ -1,0 +1,173 @@
+//! kiln-bench: kiln against `buildah build --layers` on the same workloads,
+//! the same machine and the same registry, alternating the two tools.
+//!
+//! ```text
+//! kiln-bench [--runs N] [--only NAME,NAME] [--driver overlay|vfs] [--kiln PATH] [--out FILE]
+//! ```
+//!
+//! It starts a CNCF registry on a free loopback port, pushes the bases
+//! (busybox; busybox plus random-content layers for the scaling runs; the
+//! Debian bookworm base with python3 for the Python workloads), and runs each
+//! workload N times per tool on fresh working directories: a fresh
+//! `--kiln-dir` for kiln, a fresh containers-storage root for buildah. Warm
+//! rebuilds prime each tool's registry cache once, then every measured run
+//! is a fresh runner (empty local state) after a code-only change.
+//!
+//! Wall time covers what a CI job does: build and push to the registry
+//! (`kiln build --destination`; `buildah build` then `buildah push`). Peak
+//! RSS comes from polling `VmHWM` of the tool's own process and from
+//! `wait4`'s `ru_maxrss` (the largest process of the tree, which includes
+//! the RUN steps' processes such as pip).
+//!
+//! Results go to stdout and to `bench/RESULTS.md`; logs of every run to
+//! `bench/work/logs/`. Generated inputs (wheelhouse, large bases) are cached
+//! under `bench/work/`.
+
+mod bases;
+mod measure;
+mod report;
+mod workloads;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use kiln_testkit::Registry;
+
+use crate::report::Row;
+use crate::workloads::{Tool, Workload};
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Measured runs per tool and workload.
+    pub runs: usize,
+    /// Workload names to run (all when empty).
+    pub only: Vec<String>,
+    /// buildah storage driver.
+    pub driver: String,
+    /// The kiln binary.
+    pub kiln: PathBuf,
+    /// Where the markdown report goes.
+    pub out: PathBuf,
+    /// The repository root.
+    pub root: PathBuf,
+    /// `bench/work`.
+    pub work: PathBuf,
+}
+
+fn parse_args() -> Result<Opts> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .context("finding the repository root")?;
+    let mut o = Opts {
+        runs: 3,
+        only: Vec::new(),
+        driver: "overlay".into(),
+        kiln: root.join("target/release/kiln"),
+        out: root.join("bench/RESULTS.md"),
+        work: root.join("bench/work"),
+        root,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--runs" => o.runs = val()?.parse().context("--runs")?,
+            "--only" => o.only = val()?.split(',').map(str::to_string).collect(),
+            "--driver" => o.driver = val()?,
+            "--kiln" => o.kiln = PathBuf::from(val()?),
+            "--out" => o.out = PathBuf::from(val()?),
+            "-h" | "--help" => {
+                println!(
+                    "kiln-bench [--runs N] [--only NAME,..] [--driver overlay|vfs] [--kiln PATH] [--out FILE]\n\
+                     workloads: {}",
+                    workloads::NAMES.join(", ")
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if o.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    for n in &o.only {
+        if !workloads::NAMES.contains(&n.as_str()) {
+            bail!(
+                "unknown workload {n}; known: {}",
+                workloads::NAMES.join(", ")
+            );
+        }
+    }
+    if !o.kiln.exists() {
+        bail!(
+            "{} not found: cargo build --release -p kiln",
+            o.kiln.display()
+        );
+    }
+    Ok(o)
+}
+
+fn main() -> Result<()> {
+    let opts = parse_args()?;
+    fs::create_dir_all(&opts.work)?;
+    let started = Instant::now();
+    let load_start = report::loadavg();
+    eprintln!("==> load average at start: {load_start}");
+
+    let reg = Registry::plain().context("starting the registry")?;
+    eprintln!("==> registry on {}", reg.host());
+    let mut bases = bases::Bases::new(&opts, &reg);
+
+    let selected: Vec<&str> = workloads::NAMES
+        .iter()
+        .copied()
+        .filter(|n| opts.only.is_empty() || opts.only.iter().any(|o| o == n))
+        .collect();
+
+    let mut rows: Vec<Row> = Vec::new();
+    for name in selected {
+        let wl = match Workload::prepare(name, &opts, &mut bases) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("==> {name}: skipped: {e:#}");
+                rows.push(Row::skipped(name, &format!("{e:#}")));
+                continue;
+            }
+        };
+        eprintln!("==> {name}: {}", wl.title);
+        let load = report::loadavg();
+        let mut samples = report::Samples::default();
+        wl.prime(&opts, &reg)?;
+        for i in 0..opts.runs {
+            wl.before_run(i)?;
+            let order = if i % 2 == 0 {
+                [Tool::Kiln, Tool::Buildah]
+            } else {
+                [Tool::Buildah, Tool::Kiln]
+            };
+            for tool in order {
+                let s = wl.run(tool, i, &opts, &reg)?;
+                eprintln!(
+                    "    run {} {:7} {:8.2}s  self RSS {:6.1} MB  tree RSS {:6.1} MB",
+                    i + 1,
+                    tool.name(),
+                    s.wall,
+                    s.rss_self_mb(),
+                    s.rss_tree_mb()
+                );
+                samples.push(tool, s);
+            }
+        }
+        rows.push(Row::new(&wl, samples, load));
+        // Write as we go, so a long run leaves partial results behind.
+        report::write(&opts, &rows, &load_start, started.elapsed())?;
+    }
+    let table = report::write(&opts, &rows, &load_start, started.elapsed())?;
+    println!("{table}");
+    eprintln!("==> written to {}", opts.out.display());
+    Ok(())
+}

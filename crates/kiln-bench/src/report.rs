@@ -1,0 +1,240 @@
+//! Medians, the markdown table, and bench/RESULTS.md.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::measure::Sample;
+use crate::workloads::{Tool, Workload};
+use crate::Opts;
+
+/// The samples of one workload.
+#[derive(Debug, Default)]
+pub struct Samples {
+    kiln: Vec<Sample>,
+    buildah: Vec<Sample>,
+}
+
+impl Samples {
+    /// Records a run.
+    pub fn push(&mut self, tool: Tool, s: Sample) {
+        match tool {
+            Tool::Kiln => self.kiln.push(s),
+            Tool::Buildah => self.buildah.push(s),
+        }
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One table row.
+#[derive(Debug)]
+pub struct Row {
+    name: String,
+    title: String,
+    target: f64,
+    samples: Samples,
+    load: String,
+    skipped: Option<String>,
+}
+
+impl Row {
+    /// A measured workload.
+    pub fn new(wl: &Workload, samples: Samples, load: String) -> Self {
+        Self {
+            name: wl.name.clone(),
+            title: wl.title.clone(),
+            target: wl.target,
+            samples,
+            load,
+            skipped: None,
+        }
+    }
+
+    /// A workload that could not run.
+    pub fn skipped(name: &str, why: &str) -> Self {
+        Self {
+            name: name.into(),
+            title: String::new(),
+            target: f64::NAN,
+            samples: Samples::default(),
+            load: String::new(),
+            skipped: Some(why.into()),
+        }
+    }
+
+    fn walls(&self, tool: Tool) -> Vec<f64> {
+        let v = match tool {
+            Tool::Kiln => &self.samples.kiln,
+            Tool::Buildah => &self.samples.buildah,
+        };
+        v.iter().map(|s| s.wall).collect()
+    }
+
+    fn med(&self, tool: Tool) -> f64 {
+        median(&self.walls(tool))
+    }
+
+    fn max_rss(&self, tool: Tool, own: bool) -> f64 {
+        let v = match tool {
+            Tool::Kiln => &self.samples.kiln,
+            Tool::Buildah => &self.samples.buildah,
+        };
+        v.iter()
+            .map(|s| {
+                if own {
+                    s.rss_self_mb()
+                } else {
+                    s.rss_tree_mb()
+                }
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+/// `/proc/loadavg`'s three averages.
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn cmd_out(prog: &str, args: &[&str]) -> String {
+    Command::new(prog)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "yes"
+    } else {
+        "**no**"
+    }
+}
+
+/// The main table.
+pub fn table(rows: &[Row]) -> String {
+    let mut t = String::new();
+    t.push_str(
+        "| workload | kiln (s) | buildah (s) | kiln/buildah | target | met | kiln peak RSS (MB) | largest process incl. RUN steps (MB) |\n\
+         | --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: |\n",
+    );
+    for r in rows {
+        if let Some(why) = &r.skipped {
+            let _ = writeln!(t, "| {} | — | — | — | — | skipped: {why} | — | — |", r.name);
+            continue;
+        }
+        let (k, b) = (r.med(Tool::Kiln), r.med(Tool::Buildah));
+        let ratio = k / b;
+        let rss = r.max_rss(Tool::Kiln, true);
+        let _ = writeln!(
+            t,
+            "| {} | {k:.2} | {b:.2} | {ratio:.2} | <= {:.2} | {} | {rss:.0} | {:.0} |",
+            r.name,
+            r.target,
+            mark(ratio <= r.target),
+            r.max_rss(Tool::Kiln, false)
+        );
+    }
+    let find = |n: &str| rows.iter().find(|r| r.name == n && r.skipped.is_none());
+    if let (Some(a), Some(b)) = (find("warm-200mb"), find("warm-1gb")) {
+        let k = b.med(Tool::Kiln) / a.med(Tool::Kiln);
+        let bb = b.med(Tool::Buildah) / a.med(Tool::Buildah);
+        let _ = writeln!(
+            t,
+            "\nScaling, warm rebuild 1 GiB base / 200 MiB base: kiln {k:.2} (target <= 1.20: {}), buildah {bb:.2}.",
+            mark(k <= 1.2)
+        );
+    }
+    let rss_all = rows
+        .iter()
+        .filter(|r| r.skipped.is_none())
+        .map(|r| r.max_rss(Tool::Kiln, true))
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        t,
+        "kiln peak RSS over every run: {rss_all:.0} MB (target <= 200 MB: {}).",
+        mark(rss_all <= 200.0)
+    );
+    t
+}
+
+/// Writes bench/RESULTS.md and returns the table.
+pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Result<String> {
+    let table = table(rows);
+    let mut md = String::new();
+    md.push_str("# Benchmark results\n\n");
+    md.push_str(
+        "Written by `bench/run` (`cargo run --release -p kiln-bench`); see bench/README.md for what\n\
+         each workload measures and how the runs are made. Times are medians of wall time for build\n\
+         and push to a local registry; ratio below 1 means kiln is faster.\n\n",
+    );
+    let _ = writeln!(
+        md,
+        "- date: {}\n- machine: {} cores ({}), {} RAM\n- load average (1, 5, 15 min): {load_start} at start, {} at the end\n- kiln: {} (release build, {})\n- buildah: {}, `--layers --isolation chroot`, storage driver `{}`\n- runs per tool and workload: {} (alternating which tool goes first)\n- total time: {:.0} s\n",
+        cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        cpu_model(),
+        cmd_out("sh", &["-c", "free -h | awk '/Mem:/ {print $2}'"]),
+        loadavg(),
+        cmd_out("git", &["-C", &opts.root.to_string_lossy(), "rev-parse", "--short", "HEAD"]),
+        opts.kiln.display(),
+        cmd_out("buildah", &["--version"]),
+        opts.driver,
+        opts.runs,
+        took.as_secs_f64()
+    );
+    md.push_str(&table);
+    md.push_str("\n## Every run (seconds)\n\n| workload | load at start | kiln | buildah |\n| --- | --- | --- | --- |\n");
+    for r in rows.iter().filter(|r| r.skipped.is_none()) {
+        let f = |v: Vec<f64>| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            r.name,
+            r.load,
+            f(r.walls(Tool::Kiln)),
+            f(r.walls(Tool::Buildah))
+        );
+    }
+    md.push_str("\n## Workloads\n\n");
+    for r in rows.iter().filter(|r| r.skipped.is_none()) {
+        let _ = writeln!(md, "- **{}**: {}.", r.name, r.title);
+    }
+    fs::write(&opts.out, md)?;
+    Ok(table)
+}

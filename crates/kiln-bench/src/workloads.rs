@@ -1,0 +1,366 @@
+//! The workloads and how each tool runs them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use kiln_testkit::Registry;
+
+use crate::bases::Bases;
+use crate::measure::{measure, run_quiet, Sample};
+use crate::Opts;
+
+/// Every workload, in the order they run.
+pub const NAMES: &[&str] = &[
+    "multi-stage",
+    "fs-stress",
+    "warm-200mb",
+    "warm-1gb",
+    "python-cold",
+    "python-warm",
+];
+
+/// The two builders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// kiln (release build).
+    Kiln,
+    /// `buildah build --layers`.
+    Buildah,
+}
+
+impl Tool {
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Kiln => "kiln",
+            Tool::Buildah => "buildah",
+        }
+    }
+}
+
+/// One prepared workload: a context on disk and a base pushed to the registry.
+#[derive(Debug)]
+pub struct Workload {
+    /// Short name.
+    pub name: String,
+    /// What it measures.
+    pub title: String,
+    /// Target for the ratio kiln/buildah (median wall time).
+    pub target: f64,
+    /// The base image reference (build arg `BASE`).
+    pub base: String,
+    /// Warm: prime the registry cache, then fresh runners with the cache.
+    pub warm: bool,
+    /// The file a warm run changes (relative to the context).
+    change: Option<&'static str>,
+    context: PathBuf,
+    runs_dir: PathBuf,
+    logs: PathBuf,
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let e = e?;
+        let dst = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &dst)?;
+        } else {
+            fs::copy(e.path(), &dst)?;
+        }
+    }
+    Ok(())
+}
+
+impl Workload {
+    /// Lays out the context under `bench/work/contexts/NAME` and pushes the base.
+    pub fn prepare(name: &str, opts: &Opts, bases: &mut Bases) -> Result<Self> {
+        let wl = opts.root.join("bench/workloads");
+        let (src, title, target, base, warm, change) = match name {
+            "multi-stage" => (
+                "multi-stage",
+                "three stages (two independent generators, a final stage with COPY --from), busybox base, cold",
+                0.5,
+                bases.busybox()?,
+                false,
+                None,
+            ),
+            "fs-stress" => (
+                "fs-stress",
+                "30,000 small files, a 256 MiB random file, then deletions and chmods, busybox base, cold",
+                0.4,
+                bases.busybox()?,
+                false,
+                None,
+            ),
+            "warm-200mb" => (
+                "warm-scaling",
+                "warm rebuild after a code-only change, fresh runner, registry cache, 200 MiB base",
+                0.1,
+                bases.busybox_plus(2)?,
+                true,
+                Some("app/run.sh"),
+            ),
+            "warm-1gb" => (
+                "warm-scaling",
+                "warm rebuild after a code-only change, fresh runner, registry cache, 1 GiB base",
+                0.1,
+                bases.busybox_plus(10)?,
+                true,
+                Some("app/run.sh"),
+            ),
+            "python-cold" => (
+                "python-service",
+                "Python service: venv, pip install fastapi/uvicorn/requests from local wheels, app; Debian base, cold",
+                0.5,
+                bases.debian()?,
+                false,
+                None,
+            ),
+            "python-warm" => (
+                "python-service",
+                "the Python service rebuilt after a code-only change, fresh runner, registry cache",
+                0.1,
+                bases.debian()?,
+                true,
+                Some("app/main.py"),
+            ),
+            other => anyhow::bail!("unknown workload {other}"),
+        };
+        let context = opts.work.join("contexts").join(name);
+        let _ = fs::remove_dir_all(&context);
+        copy_tree(&wl.join(src), &context)?;
+        if src == "python-service" {
+            let wheels = crate::workloads::wheelhouse(opts)?;
+            copy_tree(&wheels, &context.join("wheels"))?;
+        }
+        let runs_dir = opts.work.join("runs").join(name);
+        let logs = opts.work.join("logs").join(name);
+        for d in [&runs_dir, &logs] {
+            let _ = fs::remove_dir_all(d);
+            fs::create_dir_all(d)?;
+        }
+        Ok(Self {
+            name: name.into(),
+            title: title.into(),
+            target,
+            base,
+            warm,
+            change,
+            context,
+            runs_dir,
+            logs,
+        })
+    }
+
+    fn cache_repo(&self, reg: &Registry, tool: Tool) -> String {
+        reg.image_ref(&format!("bench/{}/{}-cache", self.name, tool.name()))
+    }
+
+    /// For warm workloads: one unmeasured build per tool that fills its
+    /// registry cache with the unchanged project.
+    pub fn prime(&self, opts: &Opts, reg: &Registry) -> Result<()> {
+        if !self.warm {
+            return Ok(());
+        }
+        eprintln!("    priming both registry caches");
+        for tool in [Tool::Kiln, Tool::Buildah] {
+            self.build(tool, "prime", opts, reg)?;
+        }
+        Ok(())
+    }
+
+    /// For warm workloads: the code-only change of run `i`.
+    pub fn before_run(&self, i: usize) -> Result<()> {
+        if let Some(f) = self.change {
+            let p = self.context.join(f);
+            let mut s = fs::read_to_string(&p)?;
+            s.push_str(&format!("# change {}\n", i + 1));
+            fs::write(&p, s)?;
+        }
+        Ok(())
+    }
+
+    /// One measured run of `tool` on a fresh working directory.
+    pub fn run(&self, tool: Tool, i: usize, opts: &Opts, reg: &Registry) -> Result<Sample> {
+        self.build(tool, &format!("{}", i + 1), opts, reg)
+    }
+
+    fn build(&self, tool: Tool, label: &str, opts: &Opts, reg: &Registry) -> Result<Sample> {
+        let dir = self.runs_dir.join(format!("{}-{label}", tool.name()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let log = self.logs.join(format!("{}-{label}.log", tool.name()));
+        let _ = fs::remove_file(&log);
+        let dest = reg.image_ref(&format!("bench/{}/{}:{label}", self.name, tool.name()));
+        let dockerfile = self.context.join("Dockerfile");
+        let result = match tool {
+            Tool::Kiln => {
+                let mut c = Command::new(&opts.kiln);
+                c.arg("build")
+                    .arg("--context")
+                    .arg(&self.context)
+                    .arg("--dockerfile")
+                    .arg(&dockerfile)
+                    .arg("--destination")
+                    .arg(&dest)
+                    .arg("--build-arg")
+                    .arg(format!("BASE={}", self.base))
+                    .args(["--insecure", "--insecure-pull", "--log-timestamp"])
+                    .arg("--kiln-dir")
+                    .arg(dir.join("kiln"))
+                    // An empty local base cache: a fresh runner has none.
+                    .arg("--cache-dir")
+                    .arg(dir.join("cache-dir"));
+                if self.warm {
+                    c.args(["--cache=true", "--cache-copy-layers=true"])
+                        .arg("--cache-repo")
+                        .arg(self.cache_repo(reg, tool));
+                }
+                measure(&mut c, &log)
+            }
+            Tool::Buildah => {
+                let st = Storage::create(&dir, &opts.driver)?;
+                let tag = format!("localhost/bench-{}:{label}", self.name);
+                let mut c = st.buildah();
+                c.args([
+                    "build",
+                    "--layers",
+                    "--isolation",
+                    "chroot",
+                    "--tls-verify=false",
+                ])
+                .arg("-f")
+                .arg(&dockerfile)
+                .arg("-t")
+                .arg(&tag)
+                .arg("--build-arg")
+                .arg(format!("BASE={}", self.base));
+                if self.warm {
+                    let repo = self.cache_repo(reg, tool);
+                    c.arg("--cache-from")
+                        .arg(&repo)
+                        .arg("--cache-to")
+                        .arg(&repo);
+                }
+                c.arg(&self.context);
+                let r = measure(&mut c, &log).and_then(|mut s| {
+                    let mut p = st.buildah();
+                    p.args(["push", "--tls-verify=false"])
+                        .arg(&tag)
+                        .arg(format!("docker://{dest}"));
+                    s.add(measure(&mut p, &log)?);
+                    Ok(s)
+                });
+                st.cleanup(&log);
+                r
+            }
+        };
+        let _ = fs::remove_dir_all(&dir);
+        result.with_context(|| format!("{} {} run {label}", self.name, tool.name()))
+    }
+}
+
+/// `bench/work/wheelhouse`: wheels of fastapi, uvicorn and requests (and
+/// their dependencies) for CPython 3.11 on x86_64 Linux, downloaded once.
+pub fn wheelhouse(opts: &Opts) -> Result<PathBuf> {
+    let dir = opts.work.join("wheelhouse");
+    let done = dir.join(".complete");
+    if done.exists() {
+        return Ok(dir);
+    }
+    eprintln!("==> downloading the wheelhouse into {}", dir.display());
+    fs::create_dir_all(&dir)?;
+    let log = opts.work.join("wheelhouse.log");
+    let mut c = Command::new("python3");
+    c.args(["-m", "pip", "download", "--dest"]).arg(&dir).args([
+        "--only-binary=:all:",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--platform",
+        "manylinux2014_x86_64",
+        "--platform",
+        "manylinux_2_17_x86_64",
+        "fastapi",
+        "uvicorn",
+        "requests",
+    ]);
+    run_quiet(&mut c, &log).context("pip download (needs PyPI)")?;
+    fs::write(&done, "")?;
+    Ok(dir)
+}
+
+/// A private containers-storage root for one buildah run.
+struct Storage {
+    root: PathBuf,
+    runroot: PathBuf,
+    conf: PathBuf,
+    tmp: PathBuf,
+    driver: String,
+}
+
+impl Storage {
+    fn create(dir: &Path, driver: &str) -> Result<Self> {
+        let s = Self {
+            root: dir.join("root"),
+            runroot: dir.join("runroot"),
+            conf: dir.join("storage.conf"),
+            tmp: dir.join("tmp"),
+            driver: driver.into(),
+        };
+        for d in [&s.root, &s.runroot, &s.tmp] {
+            fs::create_dir_all(d)?;
+        }
+        let q = |p: &Path| serde_json::to_string(&p.to_string_lossy()).expect("string to JSON");
+        fs::write(
+            &s.conf,
+            format!(
+                "[storage]\ndriver = \"{}\"\ngraphroot = {}\nrunroot = {}\n",
+                s.driver,
+                q(&s.root),
+                q(&s.runroot)
+            ),
+        )?;
+        Ok(s)
+    }
+
+    fn buildah(&self) -> Command {
+        let mut c = Command::new("buildah");
+        c.env("CONTAINERS_STORAGE_CONF", &self.conf)
+            .env("TMPDIR", &self.tmp)
+            .env("BUILDAH_ISOLATION", "chroot")
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--runroot")
+            .arg(&self.runroot)
+            .arg("--storage-driver")
+            .arg(&self.driver);
+        c
+    }
+
+    /// Removes containers, images and any mount left under the root.
+    fn cleanup(&self, log: &Path) {
+        let _ = run_quiet(self.buildah().args(["rm", "--all"]), log);
+        let _ = run_quiet(self.buildah().args(["rmi", "--all", "--force"]), log);
+        if let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") {
+            let mut mounts: Vec<&str> = mi
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| {
+                    Path::new(m).starts_with(&self.root) || Path::new(m).starts_with(&self.runroot)
+                })
+                .collect();
+            mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in mounts {
+                if let Ok(c) = std::ffi::CString::new(m) {
+                    // SAFETY: a valid C string; detaching a mount we created.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+            }
+        }
+    }
+}
