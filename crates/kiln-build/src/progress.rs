@@ -163,7 +163,10 @@ pub struct RecordingProgress {
 impl RecordingProgress {
     /// The events received so far.
     pub fn events(&self) -> Vec<ProgressEvent> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

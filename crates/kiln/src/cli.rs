@@ -20,6 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile and push it (takes Kaniko's executor flags).
+    #[command(visible_alias = "executor")]
     Build(Box<BuildCommand>),
     /// Tools for looking at what kiln sees.
     #[command(subcommand)]
@@ -28,7 +29,19 @@ pub enum Command {
     #[command(subcommand)]
     Cache(crate::commands::cache::CacheCommand),
     /// Pull base images into a cache directory (Kaniko's warmer).
+    #[command(visible_alias = "warmer")]
     Warm(Box<crate::commands::warm::WarmCommand>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print kiln's manual page (roff), or write one page per command into a directory.
+    Man {
+        /// Write kiln.1, kiln-build.1, ... into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Print kiln's version.
     Version,
 }
@@ -45,33 +58,49 @@ pub enum DebugCommand {
     Options(Box<BuildCommand>),
 }
 
-/// Kaniko is run as `executor --flag ...`, with no subcommand. kiln takes the same
-/// command lines: when invoked as `executor`, or when the first argument is a flag other
-/// than help or version, `build` is implied.
+/// Kaniko is run as `executor --flag ...` and its warmer as `warmer --flag ...`,
+/// with no subcommand. kiln takes the same command lines: invoked under the name
+/// `executor` (for example as `/kaniko/executor`), `build` is implied, `--help`
+/// included; under the name `warmer`, `warm` is. Under any name, a first argument
+/// that is a flag other than help or version implies `build`.
 pub fn with_implied_build(args: Vec<OsString>) -> Vec<OsString> {
-    let invoked_as_executor = args
+    let invoked_as = args
         .first()
-        .and_then(|argv0| {
-            std::path::Path::new(argv0)
-                .file_name()
-                .map(|n| n == "executor")
-        })
-        .unwrap_or(false);
+        .and_then(|argv0| std::path::Path::new(argv0).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
     let is_top_level_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
     let starts_with_flag = first.starts_with('-') && !is_top_level_flag;
     let names_subcommand = matches!(
         first,
-        "build" | "debug" | "cache" | "warm" | "version" | "help"
+        "build"
+            | "executor"
+            | "debug"
+            | "cache"
+            | "warm"
+            | "warmer"
+            | "version"
+            | "help"
+            | "completions"
+            | "man"
     );
-    if starts_with_flag || (invoked_as_executor && !names_subcommand && !is_top_level_flag) {
-        let mut out = Vec::with_capacity(args.len() + 1);
-        out.push(args[0].clone());
-        out.push(OsString::from("build"));
-        out.extend(args.into_iter().skip(1));
-        return out;
+    let implied = match invoked_as {
+        "executor" if !names_subcommand => Some("build"),
+        "warmer" if !names_subcommand => Some("warm"),
+        _ if starts_with_flag => Some("build"),
+        _ => None,
+    };
+    match implied {
+        Some(subcommand) => {
+            let mut out = Vec::with_capacity(args.len() + 1);
+            out.push(args[0].clone());
+            out.push(OsString::from(subcommand));
+            out.extend(args.into_iter().skip(1));
+            out
+        }
+        None => args,
     }
-    args
 }
 
 #[cfg(test)]
@@ -96,6 +125,13 @@ mod tests {
             "build"
         );
         assert_eq!(with_implied_build(os(&["kiln", "--help"]))[1], "--help");
+        assert_eq!(with_implied_build(os(&["executor", "--help"]))[1], "build");
+        assert_eq!(
+            with_implied_build(os(&["/kaniko/warmer", "-i", "x"]))[1],
+            "warm"
+        );
+        assert_eq!(with_implied_build(os(&["warmer", "--help"]))[1], "warm");
+        assert_eq!(with_implied_build(os(&["executor"]))[1], "build");
         assert_eq!(with_implied_build(os(&["kiln", "debug", "x"]))[1], "debug");
         assert_eq!(
             with_implied_build(os(&["executor", "version"]))[1],

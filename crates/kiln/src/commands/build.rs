@@ -4,19 +4,57 @@ use kiln_build::options::{BuildOptions, DockerfileLocation};
 
 use crate::build_command::BuildCommand;
 use crate::exit_code::{Exit, Failure};
+use crate::progress::{self, Renderer, Summary};
 use crate::{frontend, logging};
+use std::sync::Arc;
 
-/// Runs a build to completion (or to the first failure).
+/// Runs a build to completion (or to the first failure), showing its progress
+/// and, at the end, a summary or one clear error.
 pub fn run(command: &BuildCommand) -> Result<(), Failure> {
+    let mode = progress::Mode::detect(command.log_format);
+    let renderer = Arc::new(Renderer::new(mode, command.log_timestamp));
+    run_with(command, &renderer).map_err(|failure| {
+        renderer.failure(&failure.lines, hint(failure.exit), failure.exit.code());
+        // Already printed, in the log's format.
+        Failure {
+            exit: failure.exit,
+            lines: Vec::new(),
+        }
+    })
+}
+
+fn run_with(command: &BuildCommand, renderer: &Arc<Renderer>) -> Result<(), Failure> {
     let options = command
         .to_flags()
         .resolve(&|name| std::env::var(name).ok())?;
-    logging::init(&options.log);
-    for flag in command.no_effect.given() {
-        tracing::info!("{flag} is accepted for Kaniko compatibility and has no effect in kiln");
+    logging::init_with(&options.log, renderer.multi());
+    let ignored = command.no_effect.given();
+    if !ignored.is_empty() {
+        tracing::info!(
+            "accepted for Kaniko compatibility, no effect in kiln: {}",
+            ignored.join(", ")
+        );
     }
     check_dockerfile(&options)?;
-    build(&options)
+    build(&options, renderer)
+}
+
+/// What to do about a failure of this kind, in one line. Dockerfile errors
+/// stay compiler-style lines (`PATH:LINE: reason`) that editors can follow.
+fn hint(exit: Exit) -> Option<&'static str> {
+    match exit {
+        Exit::RunStepFailed => Some(
+            "the RUN command exited non-zero inside the image; its last output is above. \
+             Fix the command (or the files it uses) and build again.",
+        ),
+        Exit::Registry => Some(
+            "check the image name, the credentials in $DOCKER_CONFIG/config.json, and \
+             --insecure/--insecure-pull or --skip-tls-verify for registries without valid TLS.",
+        ),
+        Exit::Usage => Some("see `kiln build --help` for every flag."),
+        Exit::BuildFailed => Some("run again with --verbosity=debug for details."),
+        _ => None,
+    }
 }
 
 /// Front-end check: a Dockerfile error ends the run before anything touches a registry.
@@ -34,24 +72,22 @@ fn check_dockerfile(options: &BuildOptions) -> Result<(), Failure> {
     }
 }
 
-fn build(options: &BuildOptions) -> Result<(), Failure> {
+fn build(options: &BuildOptions, renderer: &Arc<Renderer>) -> Result<(), Failure> {
     let handle = tokio::runtime::Handle::current();
+    let sink: Arc<dyn kiln_build::progress::ProgressSink> = renderer.clone();
     let outcome = handle
-        .block_on(kiln_build::build_with(
-            options,
-            std::sync::Arc::new(kiln_build::progress::TracingProgress),
-        ))
+        .block_on(kiln_build::build_with(options, sink))
         .map_err(failure_of)?;
-    tracing::info!(
-        "built {} ({} bytes, {} steps) in {:.1}s",
-        outcome.digest,
-        outcome.size,
-        outcome.steps,
-        outcome.elapsed.as_secs_f64()
-    );
-    for dest in &outcome.pushed {
-        tracing::info!("pushed {dest}@{}", outcome.digest);
-    }
+    renderer.finish();
+    renderer.summary(&Summary {
+        digest: outcome.digest.to_string(),
+        size: outcome.size,
+        pushed: outcome.pushed.clone(),
+        steps: outcome.steps,
+        cached: outcome.cached,
+        cache_enabled: options.cache.enabled,
+        elapsed: outcome.elapsed,
+    });
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod cache;
 pub mod debug;
+pub mod generate;
 pub mod warm;
 
 use std::io::Write;

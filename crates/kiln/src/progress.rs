@@ -1,0 +1,515 @@
+//! What a build shows while it runs, in three forms:
+//!
+//! - **live**, on a terminal: finished steps scroll above a spinner for each
+//!   step in flight, as BuildKit does;
+//! - **plain**, in CI logs (no terminal): one line when a step starts and one
+//!   when it ends (`CACHED`, or its duration and layer size), RUN output
+//!   prefixed by its step;
+//! - **json** (`--log-format json`): one JSON object per line.
+//!
+//! Every form ends with a summary: digest, size, destinations, cache use, time.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_build::options::LogFormat;
+use kiln_build::progress::{ProgressEvent, ProgressSink, StepId};
+use serde_json::{json, Map, Value};
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Spinners for steps in flight, finished steps scrolling above them.
+    Live,
+    /// One line per step start and end; ANSI colours when `color`.
+    Plain {
+        /// Whether to colour the output.
+        color: bool,
+    },
+    /// One JSON object per line.
+    Json,
+}
+
+impl Mode {
+    /// The mode for a `--log-format`, given whether stderr is a terminal.
+    /// `NO_COLOR` turns colours off; `CLICOLOR_FORCE` turns them on without a terminal.
+    pub fn choose(format: LogFormat, terminal: bool, env: &dyn Fn(&str) -> Option<String>) -> Mode {
+        let set = |name: &str| env(name).is_some_and(|v| !v.is_empty() && v != "0");
+        let dumb = env("TERM").is_some_and(|t| t == "dumb");
+        match format {
+            LogFormat::Json => Mode::Json,
+            _ if terminal && !dumb => Mode::Live,
+            LogFormat::Color => Mode::Plain {
+                color: set("CLICOLOR_FORCE") && !set("NO_COLOR"),
+            },
+            _ => Mode::Plain { color: false },
+        }
+    }
+
+    /// The mode for this process's stderr.
+    pub fn detect(format: LogFormat) -> Mode {
+        Mode::choose(format, std::io::stderr().is_terminal(), &|name| {
+            std::env::var(name).ok()
+        })
+    }
+}
+
+/// Shows a build's progress on stderr.
+pub struct Renderer {
+    mode: Mode,
+    timestamps: bool,
+    color: bool,
+    multi: Option<MultiProgress>,
+    bars: Mutex<HashMap<(usize, usize), ProgressBar>>,
+    pushes: Mutex<HashMap<String, ProgressBar>>,
+}
+
+const GREEN: &str = "\x1b[32m";
+const BLUE: &str = "\x1b[34m";
+const DIM: &str = "\x1b[2m";
+const RED: &str = "\x1b[31m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+impl Renderer {
+    /// A renderer in `mode`; `timestamps` puts the time on every line.
+    pub fn new(mode: Mode, timestamps: bool) -> Renderer {
+        let (multi, color) = match mode {
+            Mode::Live => (
+                Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+                !std::env::var("NO_COLOR").is_ok_and(|v| !v.is_empty()),
+            ),
+            Mode::Plain { color } => (None, color),
+            Mode::Json => (None, false),
+        };
+        Renderer {
+            mode,
+            timestamps,
+            color,
+            multi,
+            bars: Mutex::new(HashMap::new()),
+            pushes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The live view's handle, so that log lines can be printed above it.
+    pub fn multi(&self) -> Option<MultiProgress> {
+        self.multi.clone()
+    }
+
+    fn paint(&self, color: &str, text: &str) -> String {
+        if self.color {
+            format!("{color}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// Writes one human-readable line (live and plain modes).
+    fn line(&self, text: &str) {
+        let text = if self.timestamps {
+            format!("{} {text}", now())
+        } else {
+            text.to_string()
+        };
+        match &self.multi {
+            Some(multi) => {
+                // A hidden or closed terminal leaves nothing to do.
+                let _ = multi.println(text);
+            }
+            None => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{text}");
+            }
+        }
+    }
+
+    /// Writes one JSON object as a line (json mode).
+    fn json(&self, level: &str, event: &str, message: &str, fields: Value) {
+        let mut object = Map::new();
+        if self.timestamps {
+            object.insert("timestamp".into(), Value::String(now()));
+        }
+        object.insert("level".into(), Value::String(level.into()));
+        object.insert("event".into(), Value::String(event.into()));
+        object.insert("message".into(), Value::String(message.into()));
+        if let Value::Object(extra) = fields {
+            object.extend(extra);
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{}", Value::Object(object));
+    }
+
+    fn show(&self, level: &str, event: &str, message: &str, fields: Value) {
+        match self.mode {
+            Mode::Json => self.json(level, event, message, fields),
+            _ => self.line(message),
+        }
+    }
+
+    fn start_bar(&self, message: String) -> Option<ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let bar = multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner:.blue} {msg} {elapsed:.dim}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message(message);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Some(bar)
+    }
+
+    fn end_bar(&self, key: (usize, usize)) {
+        if let Some(bar) = lock(&self.bars).remove(&key) {
+            bar.finish_and_clear();
+            if let Some(multi) = &self.multi {
+                multi.remove(&bar);
+            }
+        }
+    }
+
+    /// Prints the closing summary of a successful build.
+    pub fn summary(&self, summary: &Summary) {
+        let cache = if summary.cache_enabled {
+            format!(
+                "{} of {} steps cached, {} built",
+                summary.cached,
+                summary.steps,
+                summary.steps - summary.cached
+            )
+        } else {
+            format!("off ({} steps built)", summary.steps)
+        };
+        let pushed = if summary.pushed.is_empty() {
+            "nothing (--no-push)".to_string()
+        } else {
+            summary.pushed.join(", ")
+        };
+        match self.mode {
+            Mode::Json => self.json(
+                "INFO",
+                "summary",
+                &format!("built {}", summary.digest),
+                json!({
+                    "digest": summary.digest,
+                    "size": summary.size,
+                    "pushed": summary.pushed,
+                    "steps": summary.steps,
+                    "cached": summary.cached,
+                    "cache_enabled": summary.cache_enabled,
+                    "seconds": round(summary.elapsed),
+                }),
+            ),
+            _ => {
+                let title = self.paint(BOLD, "build summary");
+                self.line(&format!(
+                    "{title}\n  image   {}\n  size    {}\n  pushed  {pushed}\n  cache   {cache}\n  time    {}",
+                    summary.digest,
+                    HumanBytes(summary.size),
+                    secs(summary.elapsed),
+                ));
+            }
+        }
+    }
+
+    /// Clears the live view (spinners of steps that never finished).
+    pub fn finish(&self) {
+        for (_, bar) in lock(&self.bars).drain() {
+            bar.finish_and_clear();
+        }
+        for (_, bar) in lock(&self.pushes).drain() {
+            bar.finish_and_clear();
+        }
+        if let Some(multi) = &self.multi {
+            let _ = multi.clear();
+        }
+    }
+
+    /// Prints a failure: every line as given, then what to do about it.
+    pub fn failure(&self, lines: &[String], hint: Option<&str>, exit_code: u8) {
+        self.finish();
+        match self.mode {
+            Mode::Json => {
+                let message = lines
+                    .iter()
+                    .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                self.json(
+                    "ERROR",
+                    "error",
+                    &message,
+                    json!({ "exit_code": exit_code, "hint": hint }),
+                );
+            }
+            _ => {
+                let mut err = std::io::stderr().lock();
+                for line in lines {
+                    let line = match line.strip_prefix("error:") {
+                        Some(rest) => format!("{}{rest}", self.paint(RED, "error:")),
+                        None => line.clone(),
+                    };
+                    let _ = writeln!(err, "{line}");
+                }
+                if let Some(hint) = hint {
+                    let _ = writeln!(err, "{} {hint}", self.paint(BOLD, "hint:"));
+                }
+            }
+        }
+    }
+}
+
+/// What the closing summary reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The image digest.
+    pub digest: String,
+    /// Config plus compressed layers, in bytes.
+    pub size: u64,
+    /// Destinations pushed to.
+    pub pushed: Vec<String>,
+    /// Steps run.
+    pub steps: usize,
+    /// Steps that came from the cache.
+    pub cached: usize,
+    /// Whether `--cache` was on.
+    pub cache_enabled: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+fn round(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// `[stage 2/7]`, as BuildKit names a step.
+fn tag(step: &StepId) -> String {
+    format!("[{} {}/{}]", step.stage_name, step.index, step.total)
+}
+
+fn step_json(step: &StepId) -> Value {
+    json!({
+        "stage": step.stage_name,
+        "step": step.index,
+        "steps": step.total,
+        "line": step.line,
+    })
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Value::Object(a), Value::Object(b)) = (&mut a, b) {
+        a.extend(b);
+    }
+    a
+}
+
+impl ProgressSink for Renderer {
+    fn event(&self, event: &ProgressEvent) {
+        match event {
+            ProgressEvent::StageStarted {
+                name, base, steps, ..
+            } => {
+                let message = format!("stage {name} (FROM {base}, {steps} steps)");
+                let shown = self.paint(BLUE, &message);
+                match self.mode {
+                    Mode::Json => self.json(
+                        "INFO",
+                        "stage_started",
+                        &message,
+                        json!({"stage": name, "base": base, "steps": steps}),
+                    ),
+                    _ => self.line(&shown),
+                }
+            }
+            ProgressEvent::StepStarted { step, instruction } => {
+                let message = format!("{} step {}: {instruction}", tag(step), step.line);
+                match self.mode {
+                    Mode::Live => {
+                        let bar = self.start_bar(format!("{} {instruction}", tag(step)));
+                        if let Some(bar) = bar {
+                            lock(&self.bars).insert((step.stage, step.index), bar);
+                        }
+                    }
+                    _ => self.show(
+                        "INFO",
+                        "step_started",
+                        &message,
+                        merge(step_json(step), json!({"instruction": instruction})),
+                    ),
+                }
+            }
+            ProgressEvent::StepCached { step, duration } => {
+                self.end_bar((step.stage, step.index));
+                let message = format!("{} step {}: CACHED", tag(step), step.line);
+                match self.mode {
+                    Mode::Json => self.json(
+                        "INFO",
+                        "step_cached",
+                        &message,
+                        merge(step_json(step), json!({"seconds": round(*duration)})),
+                    ),
+                    _ => self.line(&format!(
+                        "{} step {}: {}",
+                        tag(step),
+                        step.line,
+                        self.paint(GREEN, "CACHED")
+                    )),
+                }
+            }
+            ProgressEvent::StepDone {
+                step,
+                duration,
+                layer_size,
+            } => {
+                self.end_bar((step.stage, step.index));
+                let layer = match layer_size {
+                    Some(size) => format!(", layer {}", HumanBytes(*size)),
+                    None => String::new(),
+                };
+                let message = format!(
+                    "{} step {}: done in {}{layer}",
+                    tag(step),
+                    step.line,
+                    secs(*duration)
+                );
+                self.show(
+                    "INFO",
+                    "step_done",
+                    &message,
+                    merge(
+                        step_json(step),
+                        json!({"seconds": round(*duration), "layer_size": layer_size}),
+                    ),
+                );
+            }
+            ProgressEvent::RunOutput { step, label, line } => {
+                let message = format!("{label}| {line}");
+                match self.mode {
+                    Mode::Json => self.json(
+                        "INFO",
+                        "run_output",
+                        &message,
+                        merge(step_json(step), json!({"output": line})),
+                    ),
+                    _ => self.line(&format!("{}{line}", self.paint(DIM, &format!("{label}| ")))),
+                }
+            }
+            ProgressEvent::PushStarted {
+                destination,
+                blobs,
+                bytes,
+            } => {
+                let message = format!(
+                    "pushing {destination} ({blobs} blobs, {})",
+                    HumanBytes(*bytes)
+                );
+                match self.mode {
+                    Mode::Live => {
+                        if let Some(bar) = self.start_bar(message) {
+                            lock(&self.pushes).insert(destination.clone(), bar);
+                        }
+                    }
+                    _ => self.show(
+                        "INFO",
+                        "push_started",
+                        &message,
+                        json!({"destination": destination, "blobs": blobs, "bytes": bytes}),
+                    ),
+                }
+            }
+            ProgressEvent::PushDone {
+                destination,
+                uploaded,
+                mounted,
+                existing,
+                uploaded_bytes,
+                duration,
+            } => {
+                if let Some(bar) = lock(&self.pushes).remove(destination) {
+                    bar.finish_and_clear();
+                }
+                let message = format!(
+                    "pushed {destination} in {}: {uploaded} uploaded ({}), {mounted} mounted, {existing} already there",
+                    secs(*duration),
+                    HumanBytes(*uploaded_bytes)
+                );
+                self.show(
+                    "INFO",
+                    "push_done",
+                    &message,
+                    json!({
+                        "destination": destination,
+                        "uploaded": uploaded,
+                        "uploaded_bytes": uploaded_bytes,
+                        "mounted": mounted,
+                        "existing": existing,
+                        "seconds": round(*duration),
+                    }),
+                );
+            }
+            ProgressEvent::BuildDone { .. } => {}
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn terminals_get_the_live_view_and_logs_get_lines() {
+        assert_eq!(Mode::choose(LogFormat::Color, true, &env(&[])), Mode::Live);
+        assert_eq!(
+            Mode::choose(LogFormat::Color, false, &env(&[])),
+            Mode::Plain { color: false }
+        );
+        assert_eq!(
+            Mode::choose(LogFormat::Color, false, &env(&[("CLICOLOR_FORCE", "1")])),
+            Mode::Plain { color: true }
+        );
+        assert_eq!(
+            Mode::choose(LogFormat::Text, true, &env(&[("TERM", "dumb")])),
+            Mode::Plain { color: false }
+        );
+        assert_eq!(Mode::choose(LogFormat::Json, true, &env(&[])), Mode::Json);
+    }
+
+    #[test]
+    fn steps_are_named_as_buildkit_does() {
+        let step = StepId {
+            stage: 1,
+            stage_name: "builder".into(),
+            index: 2,
+            total: 7,
+            line: 9,
+        };
+        assert_eq!(tag(&step), "[builder 2/7]");
+        assert_eq!(step_json(&step)["line"], 9);
+    }
+}
