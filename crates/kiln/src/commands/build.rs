@@ -102,12 +102,21 @@ fn failure_of(error: kiln_build::BuildError) -> Failure {
         | E::Output(kiln_build::output::OutputError::Push { .. }) => Exit::Registry,
         _ => Exit::BuildFailed,
     };
+    // One `error:` line says what failed; what follows it (a RUN's last
+    // output, every Dockerfile problem) is detail, indented.
+    let text = error.to_string();
+    let mut lines = text.lines();
+    let first = format!("error: {}", lines.next().unwrap_or("build failed"));
     Failure {
         exit,
-        lines: error
-            .to_string()
-            .lines()
-            .map(|l| format!("error: {l}"))
+        lines: std::iter::once(first)
+            .chain(lines.map(|l| {
+                if l.starts_with(char::is_whitespace) {
+                    l.to_string()
+                } else {
+                    format!("  {l}")
+                }
+            }))
             .collect(),
     }
 }

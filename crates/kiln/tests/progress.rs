@@ -1,0 +1,222 @@
+//! What a build tells its reader, end to end against a real registry: the
+//! plain CI log (one line per step start and end, CACHED on hits, RUN output
+//! under its step, a closing summary), JSON logs where every line parses,
+//! and the one clear message of a failing RUN.
+
+use assert_cmd::Command;
+use kiln_testkit::{BaseImage, Registry};
+use serde_json::Value;
+use std::fs;
+
+struct Project {
+    reg: Registry,
+    ctx: tempfile::TempDir,
+}
+
+const DOCKERFILE: &str = "\
+FROM REGISTRY/busybox:latest
+WORKDIR /app
+COPY app.txt .
+RUN echo compiled-output && echo built > built.txt
+ENV MODE=prod
+";
+
+impl Project {
+    fn new(dockerfile: &str) -> Project {
+        let reg = Registry::plain().unwrap();
+        BaseImage::busybox()
+            .unwrap()
+            .push_to(&reg, "busybox:latest")
+            .unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        fs::write(ctx.path().join("app.txt"), "app\n").unwrap();
+        fs::write(
+            ctx.path().join("Dockerfile"),
+            dockerfile.replace("REGISTRY", &reg.host()),
+        )
+        .unwrap();
+        Project { reg, ctx }
+    }
+
+    /// Builds on a fresh working directory with the cache on; stdout and
+    /// stderr, and whether it succeeded.
+    fn build(&self, extra: &[&str]) -> (bool, Option<i32>, String, String) {
+        let work = tempfile::tempdir().unwrap();
+        let out = Command::cargo_bin("kiln")
+            .unwrap()
+            .args(["build", "--context"])
+            .arg(self.ctx.path())
+            .args(["--destination", &format!("{}/app:1", self.reg.host())])
+            .args(["--insecure", "--insecure-pull", "--cache=true"])
+            .args(["--cache-copy-layers=true", "--kiln-dir"])
+            .arg(work.path())
+            .args(extra)
+            .env_remove("CLICOLOR_FORCE")
+            .timeout(std::time::Duration::from_secs(300))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+}
+
+fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
+}
+
+#[test]
+fn plain_log_of_a_cold_then_warm_build() {
+    let p = Project::new(DOCKERFILE);
+    let (ok, _, stdout, cold) = p.build(&["--log-format=text"]);
+    assert!(ok, "{cold}");
+    assert!(stdout.is_empty(), "logs go to stderr: {stdout}");
+    assert!(!cold.contains('\x1b'), "no colours in a text log:\n{cold}");
+    // One start line and one end line per step, named as BuildKit does.
+    for (n, instruction) in [
+        (1, "step 2: WORKDIR /app"),
+        (2, "step 3: COPY app.txt ."),
+        (3, "step 4: RUN echo compiled-output"),
+        (4, "step 5: ENV MODE=prod"),
+    ] {
+        let tag = format!("[0 {n}/4] ");
+        let start = lines_with(&cold, &format!("{tag}{instruction}"));
+        assert_eq!(start.len(), 1, "{tag}{instruction}:\n{cold}");
+        let done = lines_with(&cold, &tag)
+            .into_iter()
+            .filter(|l| l.contains(": done in ") && l.ends_with(|c: char| c == 's' || c == 'B'))
+            .count();
+        assert_eq!(done, 1, "{tag} ends once:\n{cold}");
+    }
+    assert!(!cold.contains("CACHED"), "nothing cached yet:\n{cold}");
+    // RUN output, prefixed by its step.
+    assert!(
+        cold.lines().any(|l| l.starts_with("[")
+            && l.contains("Dockerfile:4] RUN ")
+            && l.ends_with("| compiled-output")),
+        "{cold}"
+    );
+    // The COPY made a layer, and its size is on its end line.
+    assert!(
+        lines_with(&cold, "[0 2/4] step 3: done in ")[0].contains(", layer "),
+        "{cold}"
+    );
+    assert!(
+        lines_with(&cold, "pushed ")
+            .iter()
+            .any(|l| l.contains(&format!("{}/app:1", p.reg.host()))),
+        "{cold}"
+    );
+    assert!(cold.contains("build summary"), "{cold}");
+    assert!(
+        cold.contains("cache   0 of 4 steps cached, 4 built"),
+        "{cold}"
+    );
+
+    // On a fresh machine: WORKDIR, COPY and RUN come from the cache.
+    let (ok, _, _, warm) = p.build(&["--log-format=text"]);
+    assert!(ok, "{warm}");
+    for (n, line) in [(1, 2), (2, 3), (3, 4)] {
+        assert_eq!(
+            lines_with(&warm, &format!("[0 {n}/4] step {line}: CACHED")).len(),
+            1,
+            "step on line {line} is CACHED:\n{warm}"
+        );
+    }
+    assert!(
+        !warm.contains("| compiled-output"),
+        "a cached RUN does not run:\n{warm}"
+    );
+    assert_eq!(lines_with(&warm, "[0 4/4] step 5: done in ").len(), 1);
+    let summary = &warm[warm.find("build summary").expect("a summary")..];
+    assert!(summary.contains("image   sha256:"), "{summary}");
+    assert!(summary.contains("size    "), "{summary}");
+    assert!(
+        summary.contains(&format!("pushed  {}/app:1", p.reg.host())),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("cache   3 of 4 steps cached, 1 built"),
+        "{summary}"
+    );
+    assert!(summary.contains("time    "), "{summary}");
+}
+
+#[test]
+fn every_json_log_line_parses() {
+    let p = Project::new(DOCKERFILE);
+    let (ok, _, stdout, log) = p.build(&["--log-format=json", "--log-timestamp", "--cleanup"]);
+    assert!(ok, "{log}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let objects: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}\n{log}")))
+        .collect();
+    for o in &objects {
+        assert!(o["level"].is_string(), "{o}");
+        assert!(o["message"].is_string(), "{o}");
+        assert!(o["timestamp"].is_string(), "--log-timestamp: {o}");
+    }
+    let events =
+        |name: &str| -> Vec<&Value> { objects.iter().filter(|o| o["event"] == name).collect() };
+    assert_eq!(events("step_started").len(), 4, "{log}");
+    assert_eq!(events("step_done").len(), 4, "{log}");
+    let run = events("run_output");
+    assert!(
+        run.iter()
+            .any(|o| o["output"] == "compiled-output" && o["line"] == 4),
+        "{log}"
+    );
+    let summary = events("summary");
+    assert_eq!(summary.len(), 1, "{log}");
+    assert!(summary[0]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(summary[0]["steps"], 4);
+    assert_eq!(summary[0]["pushed"][0], format!("{}/app:1", p.reg.host()));
+    // The note about --cleanup comes from the tracing side: JSON too.
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["message"].as_str().unwrap().contains("--cleanup")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_failing_run_says_which_step_which_command_and_which_exit_code() {
+    let p = Project::new(
+        "FROM REGISTRY/busybox:latest\nRUN echo about-to-fail && exit 3\nRUN echo never\n",
+    );
+    let (ok, code, _, log) = p.build(&["--log-format=text"]);
+    assert!(!ok);
+    assert_eq!(code, Some(5), "{log}");
+    let errors = lines_with(&log, "error: ");
+    assert_eq!(errors.len(), 1, "one error line:\n{log}");
+    let error = errors[0];
+    assert!(error.contains("Dockerfile:2"), "the step: {error}");
+    assert!(
+        error.contains("echo about-to-fail && exit 3"),
+        "the command: {error}"
+    );
+    assert!(error.contains("exit code 3"), "the exit code: {error}");
+    assert_eq!(lines_with(&log, "hint: ").len(), 1, "what to do:\n{log}");
+    assert!(!log.contains("echo never"), "the build stopped:\n{log}");
+
+    let (_, code, _, json) = p.build(&["--log-format=json"]);
+    assert_eq!(code, Some(5));
+    let last: Value = serde_json::from_str(json.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error", "{json}");
+    assert_eq!(last["exit_code"], 5);
+    assert!(
+        last["message"].as_str().unwrap().contains("exit code 3"),
+        "{last}"
+    );
+    for line in json.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    }
+}
