@@ -2,6 +2,7 @@
 //! its report, and find what changed.
 
 use crate::changes::{self, Changes};
+use crate::emulate::Emulated;
 use crate::error::{Result, SandboxError};
 use crate::prepare::{Kind, Made};
 use crate::snapshot::Snapshot;
@@ -198,8 +199,9 @@ fn spawn(
 }
 
 /// Chroot isolation's stand-ins for mounts: the bound files written into
-/// the root (originals kept aside and put back afterwards), missing device
-/// nodes made, all left out of the snapshot.
+/// the root (originals kept aside and put back afterwards), mounts emulated
+/// by copies ([`crate::emulate`]), missing device nodes made, all left out
+/// of the snapshot.
 struct ChrootPrep {
     root: PathBuf,
     exclude: BTreeSet<PathBuf>,
@@ -207,6 +209,8 @@ struct ChrootPrep {
     saved: Vec<(PathBuf, Vec<u8>)>,
     /// Paths made, in the order made.
     made: Vec<PathBuf>,
+    /// Mounts emulated by copies, in the order made.
+    mounts: Vec<Emulated>,
 }
 
 /// Device nodes made in a chroot's `/dev` when missing: (name, major, minor).
@@ -226,33 +230,48 @@ impl ChrootPrep {
             exclude: BTreeSet::new(),
             saved: Vec::new(),
             made: Vec::new(),
+            mounts: Vec::new(),
         };
-        let mut files: Vec<(PathBuf, String)> = spec
+        let files: Vec<(PathBuf, String)> = spec
             .files
             .iter()
             .map(|f| (f.source.clone(), f.target.clone()))
             .collect();
-        for m in &spec.mounts {
-            match m {
-                MountSpec::Bind { source, target, .. } if source.is_file() => {
-                    files.push((source.clone(), target.clone()))
-                }
-                other => {
-                    return Err(SandboxError::Spec(format!(
-                        "mounting {} needs namespace isolation",
-                        other.target()
-                    )))
-                }
-            }
-        }
         for (source, target) in files {
             if let Err(e) = prep.place_file(&source, &target) {
                 let _ = prep.restore_ref();
                 return Err(e);
             }
         }
+        for m in &spec.mounts {
+            let emulated = match m {
+                MountSpec::Bind { source, target, .. } if !source.is_dir() => {
+                    prep.place_file(source, target)
+                }
+                MountSpec::Bind {
+                    source,
+                    target,
+                    read_only,
+                } => Emulated::new(root, Some(source), target, !read_only).map(|e| prep.push(e)),
+                MountSpec::Overlay { lower, target, .. } => {
+                    Emulated::new(root, Some(lower), target, false).map(|e| prep.push(e))
+                }
+                MountSpec::Tmpfs { target, .. } => {
+                    Emulated::new(root, None, target, false).map(|e| prep.push(e))
+                }
+            };
+            if let Err(e) = emulated {
+                let _ = prep.restore_ref();
+                return Err(e);
+            }
+        }
         prep.make_devices();
         Ok(prep)
+    }
+
+    fn push(&mut self, emulated: Emulated) {
+        self.exclude.insert(emulated.rel.clone());
+        self.mounts.push(emulated);
     }
 
     fn place_file(&mut self, source: &Path, target: &str) -> Result<()> {
@@ -308,6 +327,13 @@ impl ChrootPrep {
     }
 
     fn restore_ref(&self) -> Result<()> {
+        // Mounts first, innermost (last made) first; every one is undone
+        // even when another fails.
+        let mut undone = Ok(());
+        for m in self.mounts.iter().rev() {
+            undone = undone.and(m.undo());
+        }
+        undone?;
         for (path, content) in &self.saved {
             std::fs::write(path, content).map_err(SandboxError::io("restoring", path))?;
         }

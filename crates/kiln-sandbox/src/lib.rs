@@ -41,6 +41,7 @@
 
 mod changes;
 mod client;
+mod emulate;
 mod error;
 mod helper;
 mod prepare;

@@ -3,7 +3,11 @@
 //! in both isolations (copied in and out in chroot mode) and never show up
 //! in the step's changes.
 
-use kiln_sandbox::{Isolation, Network, RootSpec, RunSpec};
+use kiln_layer::list::list_entries;
+use kiln_layer::reader::open_blob;
+use kiln_layer::LayerOptions;
+use kiln_oci::media::Compression;
+use kiln_sandbox::{Isolation, MountSpec, Network, RootSpec, RunSpec};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -25,7 +29,7 @@ fn fixture() -> Fixture {
     }
     fs::copy("/usr/bin/busybox", root.join("bin/busybox")).unwrap();
     for a in [
-        "sh", "echo", "cat", "nc", "sleep", "ls", "mkdir", "rm", "touch", "mount", "grep",
+        "sh", "echo", "cat", "nc", "sleep", "ls", "mkdir", "rm", "touch", "wc",
     ] {
         symlink("busybox", root.join("bin").join(a)).unwrap();
     }
@@ -88,5 +92,118 @@ fn network_none_has_loopback_and_no_host() {
     assert!(o.status.success(), "{lines:?}");
     assert!(lines.iter().any(|l| l == "over-loopback"), "{lines:?}");
     assert!(lines.iter().any(|l| l == "no-host"), "{lines:?}");
-    assert!(host.accept().is_err(), "the step reached the host's loopback");
+    assert!(
+        host.accept().is_err(),
+        "the step reached the host's loopback"
+    );
+}
+
+/// Paths in the step's layer.
+fn layer_paths(f: &Fixture, outcome: &kiln_sandbox::Outcome) -> Vec<String> {
+    let blobs = f.base.join("blobs");
+    fs::create_dir_all(&blobs).unwrap();
+    let Some(blob) = outcome
+        .changes
+        .write_layer(&blobs, &LayerOptions::new(Compression::Gzip))
+        .unwrap()
+    else {
+        return Vec::new();
+    };
+    list_entries(open_blob(&blob.path, Some(Compression::Gzip)).unwrap())
+        .unwrap()
+        .iter()
+        .map(|e| e.path.display().to_string())
+        .collect()
+}
+
+/// Every kind of mount at once, run twice so the cache's persistence shows.
+fn check_mounts(iso: Isolation) {
+    let f = fixture();
+    let src = f.base.join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("f"), "bound\n").unwrap();
+    fs::write(src.join("sub/g"), "deep\n").unwrap();
+    let cache = f.base.join("cache");
+    fs::create_dir(&cache).unwrap();
+    let (upper, work) = (f.base.join("rw-upper"), f.base.join("rw-work"));
+    let mounts = vec![
+        MountSpec::Bind {
+            source: src.clone(),
+            target: "/mnt/ro".into(),
+            read_only: true,
+        },
+        // Over a directory the image has: its files are hidden, not lost.
+        MountSpec::Bind {
+            source: src.clone(),
+            target: "/opt/under".into(),
+            read_only: true,
+        },
+        MountSpec::Bind {
+            source: cache.clone(),
+            target: "/var/cache/x".into(),
+            read_only: false,
+        },
+        MountSpec::Tmpfs {
+            target: "/scratch".into(),
+            size: None,
+        },
+        MountSpec::Overlay {
+            lower: src.clone(),
+            upper: upper.clone(),
+            work: work.clone(),
+            target: "/rw".into(),
+        },
+    ];
+    let script = "cat /mnt/ro/f /mnt/ro/sub/g; ls /opt/under; \
+                  echo run >> /var/cache/x/runs; echo runs=$(cat /var/cache/x/runs | wc -l); \
+                  ls /scratch | wc -l; echo t > /scratch/t; \
+                  echo w > /rw/new; rm /rw/f; echo out > /tmp/out";
+    for pass in 1..=2 {
+        for d in [&upper, &work] {
+            let _ = fs::remove_dir_all(d);
+            fs::create_dir_all(d).unwrap();
+        }
+        // Chroot isolation changes the root in place: start each pass from
+        // the same tree.
+        let _ = fs::remove_file(f.root.join("tmp/out"));
+        let mut s = spec(&f, iso, script);
+        s.mounts = mounts.clone();
+        let (o, lines) = run(&s);
+        assert!(o.status.success(), "{iso:?}: {lines:?}");
+        assert_eq!(
+            lines,
+            ["bound", "deep", "f", "sub", &format!("runs={pass}"), "0"],
+            "{iso:?} pass {pass}"
+        );
+        // Only the step's own write is a change; no mount target is.
+        assert_eq!(layer_paths(&f, &o), ["tmp", "tmp/out"], "{iso:?}");
+    }
+    // Binds never write through; the cache keeps what the steps wrote.
+    assert_eq!(fs::read_to_string(src.join("f")).unwrap(), "bound\n");
+    assert!(!src.join("new").exists());
+    assert_eq!(
+        fs::read_to_string(cache.join("runs")).unwrap(),
+        "run\nrun\n"
+    );
+    if iso == Isolation::Chroot {
+        // The root is as it was: targets gone, the hidden directory back.
+        for gone in ["mnt", "var", "scratch", "rw"] {
+            assert!(!f.root.join(gone).exists(), "{gone} left in the root");
+        }
+        assert_eq!(
+            fs::read_to_string(f.root.join("opt/under/original")).unwrap(),
+            "original"
+        );
+        assert!(!f.root.join("opt/under/f").exists());
+    }
+}
+
+#[test]
+fn mounts_in_namespace_isolation() {
+    check_mounts(Isolation::Namespace);
+}
+
+#[test]
+fn mounts_in_chroot_isolation_are_copies() {
+    check_mounts(Isolation::Chroot);
 }
