@@ -87,7 +87,7 @@ fn plain_log_of_a_cold_then_warm_build() {
         assert_eq!(start.len(), 1, "{tag}{instruction}:\n{cold}");
         let done = lines_with(&cold, &tag)
             .into_iter()
-            .filter(|l| l.contains(": done in ") && l.ends_with(|c: char| c == 's' || c == 'B'))
+            .filter(|l| l.contains(": done in ") && l.ends_with(['s', 'B']))
             .count();
         assert_eq!(done, 1, "{tag} ends once:\n{cold}");
     }
