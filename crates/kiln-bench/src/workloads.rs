@@ -132,6 +132,17 @@ impl Workload {
         let context = opts.work.join("contexts").join(name);
         let _ = fs::remove_dir_all(&context);
         copy_tree(&wl.join(src), &context)?;
+        if src == "warm-scaling" {
+            // Dependencies: five text files of 20,000 lines each (about 1.7 MB).
+            let deps = context.join("deps");
+            fs::create_dir_all(&deps)?;
+            for i in 1..=5 {
+                let text: String = (1..=20_000)
+                    .map(|n| format!("dep {i} line {n}\n"))
+                    .collect();
+                fs::write(deps.join(format!("dep{i}.txt")), text)?;
+            }
+        }
         if src == "python-service" {
             let wheels = crate::workloads::wheelhouse(opts)?;
             copy_tree(&wheels, &context.join("wheels"))?;
