@@ -295,3 +295,50 @@ fn warmer_takes_kaniko_warmer_command_lines() {
         );
     }
 }
+
+/// The repository root, where kiln's own Dockerfile is.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn kilns_own_dockerfile_passes_the_front_end() {
+    let root = repo_root();
+    let dockerfile = root.join("Dockerfile");
+    let ast = Command::new(cargo_bin("kiln"))
+        .args(["debug", "dump-ast"])
+        .arg(&dockerfile)
+        .output()
+        .unwrap();
+    assert!(ast.status.success(), "{}", text(&ast));
+    let ast = String::from_utf8_lossy(&ast.stdout).to_string();
+    // Kaniko's layout: the binary at /kaniko/executor, entered there.
+    assert!(ast.contains("ln -s /kiln /out/kaniko/executor"), "{ast}");
+    assert!(ast.contains("(entrypoint \"/kaniko/executor\")"), "{ast}");
+    assert!(ast.contains("ca-certificates.crt"), "{ast}");
+    for stage in ["\"build\"", "\"debug\"", "\"release\""] {
+        assert!(ast.contains(stage), "stage {stage}: {ast}");
+    }
+
+    // The whole check (stages, targets, flags) passes; the build then stops
+    // at the first registry request, since the base images are not here.
+    for target in [None, Some("debug"), Some("release")] {
+        let work = tempfile::tempdir().unwrap();
+        let mut build = Command::new(cargo_bin("kiln"));
+        build
+            .args(["build", "--no-push", "--log-format=text", "--context"])
+            .arg(&root)
+            .args(["--build-arg", "RUST_IMAGE=127.0.0.1:1/rust:1.85"])
+            .args(["--build-arg", "BUSYBOX_IMAGE=127.0.0.1:1/busybox:1"])
+            .arg("--kiln-dir")
+            .arg(work.path());
+        if let Some(target) = target {
+            build.args(["--target", target]);
+        }
+        let out = build.output().unwrap();
+        let log = text(&out);
+        assert_eq!(out.status.code(), Some(4), "{target:?}: {log}");
+        assert!(log.contains("pulling 127.0.0.1:1/"), "{target:?}: {log}");
+        assert!(!log.contains("Dockerfile:"), "{target:?}: {log}");
+    }
+}

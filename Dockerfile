@@ -1,0 +1,61 @@
+# kiln's own image, laid out like Kaniko's so pipelines switch by changing the image name:
+#   /kiln and /kaniko/executor   the binary (one file; the second name is a symlink)
+#   /kaniko/warmer               the warmer, by name
+#   /kaniko/.docker/             DOCKER_CONFIG: put config.json here for registry credentials
+#   /etc/ssl/certs/              CA certificates for registries with public TLS
+#
+# Targets:
+#   release (the default, last stage)  FROM scratch plus the above; no shell
+#   debug                              the same plus a busybox shell in /busybox, for CI
+#                                      systems that run a `script:` (GitLab CI)
+#
+# Build with kiln itself (or any Dockerfile builder), from the repository root:
+#   kiln build --context . --destination registry.example.com/kiln:latest
+#   kiln build --context . --target debug --destination registry.example.com/kiln:debug
+
+ARG RUST_IMAGE=docker.io/library/rust:1.85-bookworm
+ARG BUSYBOX_IMAGE=docker.io/library/busybox:1.36-musl
+
+# A static (musl) binary, so the final stage needs no libc.
+FROM ${RUST_IMAGE} AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+RUN rustup target add "$(uname -m)-unknown-linux-musl"
+WORKDIR /src
+COPY . .
+RUN target="$(uname -m)-unknown-linux-musl" \
+ && cargo build --release --locked -p kiln --target "$target" \
+ && mkdir -p /out/kaniko/.docker /out/workspace /out/etc/ssl/certs \
+ && cp "target/$target/release/kiln" /out/kiln \
+ && ln -s /kiln /out/kaniko/executor \
+ && ln -s /kiln /out/kaniko/warmer \
+ && cp /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/ \
+ && /out/kiln version
+
+# busybox with one relative symlink per applet, so it works from /busybox.
+FROM ${BUSYBOX_IMAGE} AS busybox
+RUN mkdir -p /out/busybox \
+ && cp /bin/busybox /out/busybox/busybox \
+ && for applet in $(/bin/busybox --list); do \
+      [ "$applet" = busybox ] || ln -s busybox "/out/busybox/$applet"; \
+    done
+
+FROM scratch AS runtime
+COPY --from=build /out/ /
+ENV PATH=/kaniko:/usr/local/bin:/usr/bin:/bin \
+    DOCKER_CONFIG=/kaniko/.docker/ \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    HOME=/root \
+    USER=root
+WORKDIR /workspace
+ENTRYPOINT ["/kaniko/executor"]
+
+FROM runtime AS debug
+COPY --from=busybox /out/busybox/ /busybox/
+ENV PATH=/kaniko:/busybox
+# GitLab CI overrides the entrypoint (`entrypoint: [""]`) and runs the job's script with this shell.
+SHELL ["/busybox/sh", "-c"]
+RUN mkdir -p /bin && ln -s /busybox/sh /bin/sh
+
+FROM runtime AS release
