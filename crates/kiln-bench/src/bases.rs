@@ -135,12 +135,16 @@ fn make_big_base(dir: &Path, chunks: usize) -> Result<()> {
         h.set_mode(0o755);
         h.set_size(0);
         h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
         tar.append_data(&mut h, "opt/filler/", std::io::empty())?;
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
         h.set_size(size as u64);
         h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
         tar.append_data(&mut h, format!("opt/filler/chunk{k:02}.bin"), &data[..])?;
         drop(data);
         let tar = tar.into_inner()?;
