@@ -342,3 +342,28 @@ fn kilns_own_dockerfile_passes_the_front_end() {
         assert!(!log.contains("Dockerfile:"), "{target:?}: {log}");
     }
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line() {
+    let run = |args: &[&str]| {
+        let out = Command::new(cargo_bin("kiln")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for flag in ["cache-repo", "destination", "older-than"] {
+            assert!(script.contains(flag), "{shell}: {flag}");
+        }
+    }
+    let page = run(&["man"]);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH kiln"),
+        "{page}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    run(&["man", "--dir", &dir.path().display().to_string()]);
+    let build = fs::read_to_string(dir.path().join("kiln-build.1")).unwrap();
+    assert!(build.contains("cache\\-repo"), "{build}");
+    assert!(dir.path().join("kiln-cache-prune.1").exists());
+}
