@@ -12,6 +12,41 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Helpers running right now (their pids), so that an interrupted process
+/// can end every step it started before it exits.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends every step this process is running: each helper gets SIGTERM, kills
+/// its step's whole process tree (the pid namespace, or the session and
+/// every orphan) and exits, which drops its mounts. Waits up to `limit` for
+/// them to be reaped, then SIGKILLs what is left. Call it on SIGINT/SIGTERM
+/// before removing the build's files.
+pub fn terminate_running(limit: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let signal_all = |sig: Signal| {
+        for pid in running().iter() {
+            let _ = kill(Pid::from_raw(*pid as i32), sig);
+        }
+    };
+    signal_all(Signal::SIGTERM);
+    let deadline = Instant::now() + limit;
+    while !running().is_empty() {
+        if Instant::now() >= deadline {
+            signal_all(Signal::SIGKILL);
+            break;
+        }
+        // The threads that started the helpers reap them and unregister.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// How the step's command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,14 +162,14 @@ pub fn run_with_helper(exe: &Path, spec: &RunSpec, output: impl FnMut(&str)) -> 
 fn spawn(
     exe: &Path,
     spec: &RunSpec,
-    mut output: impl FnMut(&str),
+    output: impl FnMut(&str),
 ) -> Result<(ExitStatus, Vec<Report>)> {
     let err = |source| SandboxError::Helper {
         exe: exe.to_path_buf(),
         source,
     };
     let json = serde_json::to_vec(spec).map_err(|e| SandboxError::Spec(e.to_string()))?;
-    let mut child = Command::new(exe)
+    let child = Command::new(exe)
         .arg(HELPER_ARG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -142,8 +177,26 @@ fn spawn(
         .env_clear()
         .spawn()
         .map_err(err)?;
+    running().push(child.id());
+    let pid = child.id();
+    let result = talk(child, &json, output, err);
+    running().retain(|p| *p != pid);
+    result
+}
+
+/// Feeds the helper its spec, streams its output, and reads its reports.
+fn talk(
+    mut child: std::process::Child,
+    json: &[u8],
+    mut output: impl FnMut(&str),
+    err: impl Fn(std::io::Error) -> SandboxError,
+) -> Result<(ExitStatus, Vec<Report>)> {
     let mut stdin = child.stdin.take().expect("piped");
-    stdin.write_all(&json).map_err(err)?;
+    if let Err(e) = stdin.write_all(json) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(err(e));
+    }
     drop(stdin);
     let mut status_pipe = child.stdout.take().expect("piped");
     let reports = std::thread::spawn(move || {
@@ -161,7 +214,11 @@ fn spawn(
                 let line = String::from_utf8_lossy(&buf);
                 output(line.trim_end_matches(['\n', '\r']));
             }
-            Err(e) => return Err(err(e)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(err(e));
+            }
         }
     }
     let helper = child.wait().map_err(err)?;

@@ -50,7 +50,7 @@ mod snapshot;
 mod spec;
 
 pub use changes::Changes;
-pub use client::{run, run_with_helper, ExitStatus, Outcome};
+pub use client::{run, run_with_helper, terminate_running, ExitStatus, Outcome};
 pub use error::{Result, SandboxError};
 pub use helper::helper_main;
 pub use snapshot::{Change, Snapshot};

@@ -20,6 +20,8 @@ pub enum Exit {
     RunStepFailed = 5,
     /// Interrupted (SIGINT / Ctrl-C).
     Interrupted = 130,
+    /// Terminated (SIGTERM).
+    Terminated = 143,
 }
 
 impl Exit {
@@ -83,11 +85,12 @@ mod tests {
             Exit::Registry,
             Exit::RunStepFailed,
             Exit::Interrupted,
+            Exit::Terminated,
         ]
         .iter()
         .map(|e| e.code())
         .collect();
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 130]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 130, 143]);
     }
 
     #[test]

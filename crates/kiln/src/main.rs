@@ -59,15 +59,28 @@ where
         .build()
         .map_err(|e| Failure::new(Exit::BuildFailed, format!("cannot start runtime: {e}")))?;
     let result = runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())
+            .map_err(|e| Failure::new(Exit::BuildFailed, format!("cannot watch SIGTERM: {e}")))?;
         let work = tokio::task::spawn_blocking(work);
         tokio::select! {
             joined = work => joined.unwrap_or_else(|e| {
                 Err(Failure::new(Exit::BuildFailed, format!("build thread failed: {e}")))
             }),
-            _ = tokio::signal::ctrl_c() => Err(Failure::new(Exit::Interrupted, "interrupted")),
+            _ = tokio::signal::ctrl_c() => Err(interrupted(Exit::Interrupted, "SIGINT")),
+            _ = terminate.recv() => Err(interrupted(Exit::Terminated, "SIGTERM")),
         }
     });
     // An interrupted build thread must not hold up the exit.
     runtime.shutdown_background();
     result
+}
+
+/// Cleans up after a signal: the build threads never finish, so the RUN
+/// steps' process trees (and with them their mounts) are ended here, then
+/// every build's private directory is removed.
+fn interrupted(exit: Exit, signal: &str) -> Failure {
+    kiln_sandbox::terminate_running(std::time::Duration::from_secs(10));
+    kiln_build::engine::workspace::remove_all_after_interrupt();
+    Failure::new(exit, format!("interrupted by {signal}"))
 }

@@ -8,6 +8,32 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// The private directories of the builds running in this process, so that an
+/// interrupted process can remove them before it exits (its build threads
+/// never get to run their `Drop`).
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Set by [`remove_all_after_interrupt`]: no new workspace may start.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Removes the private directory of every build still running in this
+/// process and refuses new ones. Call it on SIGINT/SIGTERM, after the RUN
+/// steps' processes are gone (`kiln_sandbox::terminate_running`), right
+/// before exiting.
+pub fn remove_all_after_interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
+    for root in live {
+        // A build thread may still be writing: retry a few times.
+        for _ in 0..5 {
+            if remove_tree(&root) {
+                break;
+            }
+        }
+    }
+}
 
 /// A build's private directory and its fixed subdirectories.
 #[derive(Debug)]
@@ -24,6 +50,14 @@ impl Workspace {
             .prefix(&format!("build-{}-", std::process::id()))
             .tempdir_in(parent)?;
         let root = dir.keep();
+        {
+            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                let _ = fs::remove_dir_all(&root);
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+            }
+            live.push(root.clone());
+        }
         for sub in ["blobs", "layers", "rootfs", "scratch", "context"] {
             fs::create_dir_all(root.join(sub))?;
         }
@@ -69,15 +103,25 @@ impl Workspace {
 impl Drop for Workspace {
     fn drop(&mut self) {
         if !self.keep {
-            // Files written as another user or made read-only by a layer are
-            // still removable by the owner of the parent directory, but a
-            // read-only directory must be made writable first.
-            if fs::remove_dir_all(&self.root).is_err() {
-                make_writable(&self.root);
-                let _ = fs::remove_dir_all(&self.root);
-            }
+            remove_tree(&self.root);
         }
+        // Only now: an interrupt meanwhile must still wait for the removal.
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|root| root != &self.root);
     }
+}
+
+/// Removes `root`; true when it is gone.
+fn remove_tree(root: &Path) -> bool {
+    // Files written as another user or made read-only by a layer are still
+    // removable by the owner of the parent directory, but a read-only
+    // directory must be made writable first.
+    if fs::remove_dir_all(root).is_err() {
+        make_writable(root);
+        let _ = fs::remove_dir_all(root);
+    }
+    !root.exists()
 }
 
 fn make_writable(root: &Path) {

@@ -43,6 +43,10 @@ pub(crate) fn run(spec: &RunSpec) -> Result<Option<Report>, Failure> {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => break Report::Exited(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => break Report::Signaled(sig as i32),
+            Ok(_) | Err(Errno::EINTR) if super::terminated() => {
+                kill_leftovers(child);
+                return Err(Failure::other("terminated"));
+            }
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(e) => return Err(Failure::new("waiting for the command", e)),
         }

@@ -9,6 +9,39 @@ mod net;
 
 use crate::spec::{Isolation, Report, RunSpec};
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by SIGTERM (sent by the parent on interrupt, or by the kernel when the
+/// parent dies): the helper kills its step's process tree and exits.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_: libc::c_int) {
+    TERMINATED.store(true, Ordering::SeqCst);
+}
+
+/// True once the helper was told to end (see [`TERMINATED`]).
+pub(crate) fn terminated() -> bool {
+    TERMINATED.load(Ordering::SeqCst)
+}
+
+/// SIGTERM interrupts the helper's waits (no `SA_RESTART`) and sets
+/// [`TERMINATED`]; the kernel sends it when the parent dies, so no step
+/// outlives the build that started it.
+fn watch_for_termination() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(on_terminate),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    let _ = unsafe { sigaction(Signal::SIGTERM, &action) };
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    // The parent may have died before the line above.
+    if nix::unistd::getppid().as_raw() == 1 {
+        TERMINATED.store(true, Ordering::SeqCst);
+    }
+}
 
 /// Why the helper could not run the command.
 #[derive(Debug)]
@@ -55,6 +88,7 @@ pub(crate) fn report(r: &Report) {
 /// stdout, and exits. Call it first thing in `main` when the first argument
 /// is [`crate::HELPER_ARG`], before any thread is started.
 pub fn helper_main() -> ! {
+    watch_for_termination();
     let mut input = Vec::new();
     let spec: Result<RunSpec, String> = std::io::stdin()
         .read_to_end(&mut input)

@@ -112,6 +112,12 @@ fn wait_init(init: Pid) -> Result<Option<Report>, Failure> {
             Ok(WaitStatus::Signaled(_, sig, _)) => {
                 return Err(Failure::other(format!("sandbox init killed by {sig}")))
             }
+            Ok(_) | Err(Errno::EINTR) if super::terminated() => {
+                // Init's end takes down every process in its namespace.
+                let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(init, None);
+                return Err(Failure::other("terminated"));
+            }
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(e) => return Err(Failure::new("waiting for the sandbox", e)),
         }
@@ -120,6 +126,8 @@ fn wait_init(init: Pid) -> Result<Option<Report>, Failure> {
 
 /// Pid 1 of the new namespace.
 fn init(spec: &RunSpec, merged: &Path, devnull: &OwnedFd) -> ! {
+    // Should the helper itself be killed, the namespace goes with it.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     let code = match init_inner(spec, merged, devnull) {
         Ok(r) => {
             report(&r);
