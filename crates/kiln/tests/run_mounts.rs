@@ -179,3 +179,194 @@ RUN --mount=type=bind,source=input.txt,target=/in cat /in > /from-context
     assert_eq!((c.as_str(), s.as_str()), ("b\n", "two\n"));
     assert!(cached.is_empty(), "{log}");
 }
+
+/// Two builds at once on one kiln dir, each running `step` once.
+fn two_concurrent(reg: &Registry, kiln_dir: &Path, step: &str) {
+    let dockerfile = format!("FROM REGISTRY/busybox:latest\n{step}\n");
+    std::thread::scope(|s| {
+        let builds: Vec<_> = (0..2)
+            .map(|i| {
+                let dockerfile = dockerfile.replace("WHO", &format!("b{i}"));
+                s.spawn(move || {
+                    let ctx = tempfile::tempdir().unwrap();
+                    build(
+                        reg,
+                        ctx.path(),
+                        kiln_dir,
+                        &dockerfile,
+                        &format!("c:{i}"),
+                        &[],
+                    )
+                })
+            })
+            .collect();
+        for b in builds {
+            let built = b.join().unwrap();
+            assert!(built.ok, "{}", built.log);
+        }
+    });
+}
+
+#[test]
+fn locked_cache_serialises_concurrent_builds() {
+    let reg = registry();
+    let kiln_dir = tempfile::tempdir().unwrap();
+    two_concurrent(
+        &reg,
+        kiln_dir.path(),
+        "RUN --mount=type=cache,id=shared,target=/c,sharing=locked \
+         echo start-WHO >> /c/log && sleep 2 && echo end-WHO >> /c/log",
+    );
+    let log = fs::read_to_string(kiln_dir.path().join("run-cache/shared/log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    // Each step ran alone: a start is always followed by its own end.
+    for pair in lines.chunks(2) {
+        let who = pair[0].strip_prefix("start-").expect(&log);
+        assert_eq!(pair[1], format!("end-{who}"), "{log}");
+    }
+}
+
+#[test]
+fn private_cache_gives_a_busy_cache_user_a_fresh_directory() {
+    let reg = registry();
+    let kiln_dir = tempfile::tempdir().unwrap();
+    two_concurrent(
+        &reg,
+        kiln_dir.path(),
+        "RUN --mount=type=cache,id=mine,target=/c,sharing=private \
+         touch /c/WHO && sleep 2 && ls /c > /c/seen-by-WHO",
+    );
+    // One build had the shared directory, the other a private one; each
+    // saw only its own file.
+    let shared = kiln_dir.path().join("run-cache/mine");
+    let private = kiln_dir.path().join("run-cache-private/mine/1");
+    for dir in [&shared, &private] {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{}: {names:?}", dir.display());
+        let who = &names[0];
+        assert_eq!(names[1], format!("seen-by-{who}"));
+        // The shell made the listing file before `ls` ran.
+        assert_eq!(
+            fs::read_to_string(dir.join(&names[1])).unwrap(),
+            format!("{who}\nseen-by-{who}\n")
+        );
+    }
+}
+
+#[test]
+fn cache_mounts_persist_get_their_owner_and_stay_out_of_layers() {
+    for isolation in ["namespace", "chroot"] {
+        let reg = registry();
+        let ctx = tempfile::tempdir().unwrap();
+        let kiln_dir = tempfile::tempdir().unwrap();
+        let dockerfile = "\
+FROM REGISTRY/busybox:latest
+RUN --mount=type=cache,target=/var/cache/app,uid=1000,gid=50,mode=0750 \
+    stat -c '%u %g %a' /var/cache/app > /cache-stat && echo hit >> /var/cache/app/count
+RUN --mount=type=cache,target=/var/cache/app wc -l < /var/cache/app/count > /count
+";
+        for _ in 0..2 {
+            let built = build(
+                &reg,
+                ctx.path(),
+                kiln_dir.path(),
+                dockerfile,
+                "cache:1",
+                &["--isolation", isolation],
+            );
+            assert!(built.ok, "{isolation}: {}", built.log);
+        }
+        let img = Flattened::from_registry(&reg, "cache:1").unwrap();
+        assert_eq!(img.text("/cache-stat").as_deref(), Some("1000 50 750\n"));
+        // The second build saw the first one's write: the cache persists.
+        assert_eq!(
+            img.text("/count").map(|c| c.trim().to_string()).as_deref(),
+            Some("2")
+        );
+        assert!(
+            img.get("/var/cache/app").is_none(),
+            "{isolation}: cache in a layer"
+        );
+    }
+}
+
+#[test]
+fn secrets_leave_no_trace() {
+    const SECRET: &str = "s3cr3t-kiln-value-42";
+    for isolation in ["namespace", "chroot"] {
+        let reg = registry();
+        let ctx = tempfile::tempdir().unwrap();
+        let kiln_dir = tempfile::tempdir().unwrap();
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        fs::write(secret.path(), SECRET).unwrap();
+        // The expected value comes from a bound context file, so that the
+        // Dockerfile (whose steps are logged) never holds it.
+        fs::write(ctx.path().join("expected"), SECRET).unwrap();
+        let dockerfile = "\
+FROM REGISTRY/busybox:latest
+RUN --mount=type=secret,id=token --mount=type=bind,source=expected,target=/expected \
+    cmp /run/secrets/token /expected && echo file-ok > /file-ok
+RUN --mount=type=secret,id=token,env=TOKEN,required --mount=type=bind,source=expected,target=/expected \
+    test \"$TOKEN\" = \"$(cat /expected)\" && echo env-ok > /env-ok
+RUN --mount=type=secret,id=token,target=/etc/app/token cat /etc/app/token | wc -c > /len
+RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && echo optional-ok > /optional-ok
+";
+        let src = format!("id=token,src={}", secret.path().display());
+        let built = build(
+            &reg,
+            ctx.path(),
+            kiln_dir.path(),
+            dockerfile,
+            "secret:1",
+            &["--isolation", isolation, "--secret", &src],
+        );
+        assert!(built.ok, "{isolation}: {}", built.log);
+        assert!(
+            !built.log.contains(SECRET),
+            "{isolation}: secret in the output"
+        );
+        let img = Flattened::from_registry(&reg, "secret:1").unwrap();
+        for f in ["/file-ok", "/env-ok", "/optional-ok"] {
+            assert!(img.get(f).is_some(), "{isolation}: {f} missing");
+        }
+        assert_eq!(
+            img.text("/len").map(|l| l.trim().to_string()).as_deref(),
+            Some("20")
+        );
+        for (path, entry) in &img.entries {
+            let content = entry.content.as_deref().unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(content).contains(SECRET),
+                "{isolation}: secret in {path}"
+            );
+        }
+        assert!(img.get("/run/secrets").is_none() && img.get("/etc/app/token").is_none());
+        assert!(
+            !img.config.to_string().contains(SECRET),
+            "secret in the config or history"
+        );
+
+        // A required secret that was not given stops the build, saying which.
+        let built = build(
+            &reg,
+            ctx.path(),
+            kiln_dir.path(),
+            "FROM REGISTRY/busybox:latest\nRUN --mount=type=secret,id=needed,required=true true\n",
+            "secret:2",
+            &["--isolation", isolation],
+        );
+        assert!(!built.ok);
+        assert!(
+            built
+                .log
+                .contains("secret needed is required but was not given"),
+            "{}",
+            built.log
+        );
+    }
+}
