@@ -162,13 +162,14 @@ impl Renderer {
         Some(bar)
     }
 
-    fn end_bar(&self, key: (usize, usize)) {
-        if let Some(bar) = lock(&self.bars).remove(&key) {
-            bar.finish_and_clear();
-            if let Some(multi) = &self.multi {
-                multi.remove(&bar);
-            }
+    /// Ends a step's spinner; its text (`[stage 2/7] COPY ...`) when it had one.
+    fn end_bar(&self, key: (usize, usize)) -> Option<String> {
+        let bar = lock(&self.bars).remove(&key)?;
+        bar.finish_and_clear();
+        if let Some(multi) = &self.multi {
+            multi.remove(&bar);
         }
+        Some(bar.message())
     }
 
     /// Prints the closing summary of a successful build.
@@ -356,9 +357,15 @@ impl ProgressSink for Renderer {
                 }
             }
             ProgressEvent::StepCached { step, duration } => {
-                self.end_bar((step.stage, step.index));
+                let live = self.end_bar((step.stage, step.index));
                 let message = format!("{} step {}: CACHED", tag(step), step.line);
                 match self.mode {
+                    // As BuildKit: the step as it was shown, then the outcome.
+                    Mode::Live => self.line(&format!(
+                        "{} {}",
+                        live.unwrap_or(message),
+                        self.paint(GREEN, "CACHED")
+                    )),
                     Mode::Json => self.json(
                         "INFO",
                         "step_cached",
@@ -378,7 +385,7 @@ impl ProgressSink for Renderer {
                 duration,
                 layer_size,
             } => {
-                self.end_bar((step.stage, step.index));
+                let live = self.end_bar((step.stage, step.index));
                 let layer = match layer_size {
                     Some(size) => format!(", layer {}", HumanBytes(*size)),
                     None => String::new(),
@@ -389,6 +396,10 @@ impl ProgressSink for Renderer {
                     step.line,
                     secs(*duration)
                 );
+                if let (Mode::Live, Some(live)) = (self.mode, live) {
+                    let took = self.paint(DIM, &format!("{}{layer}", secs(*duration)));
+                    return self.line(&format!("{live} {took}"));
+                }
                 self.show(
                     "INFO",
                     "step_done",
