@@ -11,7 +11,8 @@
 //!
 //! Two isolations:
 //! - [`Isolation::Namespace`]: new mount, pid, ipc and uts namespaces (and
-//!   network with [`Network::None`]), an overlay whose upper dir receives
+//!   network with [`Network::None`], whose loopback is brought up), an
+//!   overlay whose upper dir receives
 //!   every change, `pivot_root`, `/proc`, a minimal `/dev`, read-only `/sys`,
 //!   the build's `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`. When
 //!   the step's first process ends, the pid namespace ends with every process
@@ -19,7 +20,9 @@
 //! - [`Isolation::Chroot`]: for places where mounts are not allowed. The step
 //!   runs chrooted in a plain directory, in its own session, under a
 //!   subreaper that kills whatever it left behind; the changes are found by
-//!   comparing metadata snapshots of the tree before and after.
+//!   comparing metadata snapshots of the tree before and after. Mounts are
+//!   emulated by copying their sources in before the step (and a writable
+//!   bind's contents back after it), at a cost that grows with their size.
 //!
 //! ```no_run
 //! use kiln_sandbox::{Isolation, RootSpec, RunSpec};
