@@ -1,0 +1,202 @@
+//! Flaky networks: kiln pulls and pushes through a fault-injecting proxy in
+//! front of a real registry. Transient faults are retried within
+//! `--image-download-retry` / `--push-retry`; persistent ones end the build
+//! with one clear line; a manifest is never tagged without its blobs, and
+//! corrupted bytes are caught by their digest.
+
+use std::fs;
+use std::process::Output;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use kiln_testkit::{BaseImage, Fault, FaultProxy, Flattened, Registry};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+struct Setup {
+    reg: Registry,
+    proxy: FaultProxy,
+    ctx: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let reg = Registry::plain().unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&reg, "busybox:latest")
+        .unwrap();
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("file.txt"), "through the proxy\n").unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nCOPY file.txt /file.txt\nRUN echo ran > /ran\n",
+            proxy.host()
+        ),
+    )
+    .unwrap();
+    Setup { reg, proxy, ctx }
+}
+
+impl Setup {
+    fn build(&self, tag: &str, extra: &[&str]) -> Output {
+        let kiln_dir = tempfile::tempdir().unwrap();
+        Command::cargo_bin("kiln")
+            .unwrap()
+            .args(["build", "--context"])
+            .arg(self.ctx.path())
+            .args(["--destination", &format!("{}/{tag}", self.proxy.host())])
+            .args(["--insecure", "--insecure-pull", "--isolation", "chroot"])
+            .arg("--kiln-dir")
+            .arg(kiln_dir.path())
+            .args(extra)
+            .timeout(TIMEOUT)
+            .output()
+            .unwrap()
+    }
+
+    /// The image as the registry itself (not the proxy) has it.
+    fn check_image(&self, tag: &str) {
+        let img = Flattened::from_registry(&self.reg, tag).unwrap();
+        assert_eq!(
+            img.text("/file.txt").as_deref(),
+            Some("through the proxy\n")
+        );
+        assert_eq!(img.text("/ran").as_deref(), Some("ran\n"));
+        assert!(img.get("/bin/busybox").is_some());
+    }
+
+    fn tag_missing(&self, tag: &str) -> bool {
+        Flattened::from_registry(&self.reg, tag).is_err()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn error_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn transient_pull_faults_are_retried() {
+    let s = setup();
+    s.proxy.inject(
+        Some("GET"),
+        "/blobs/sha256:",
+        Fault::Status(503, Some(1)),
+        1,
+    );
+    s.proxy
+        .inject(Some("GET"), "/blobs/sha256:", Fault::DropMidBody, 1);
+    s.proxy
+        .inject(Some("GET"), "/manifests/", Fault::Status(429, Some(1)), 1);
+    s.proxy.inject(
+        Some("GET"),
+        "/manifests/",
+        Fault::Delay(Duration::from_millis(500)),
+        1,
+    );
+    let out = s.build("pulled:1", &["--image-download-retry=5"]);
+    assert!(out.status.success(), "{}\n{:?}", text(&out), s.proxy.log());
+    assert_eq!(s.proxy.faults_applied(), 4, "{:?}", s.proxy.log());
+    s.check_image("pulled:1");
+}
+
+#[test]
+fn transient_push_faults_are_retried() {
+    let s = setup();
+    s.proxy
+        .inject(Some("POST"), "/blobs/uploads/", Fault::Status(500, None), 1);
+    s.proxy.inject(
+        Some("PUT"),
+        "/blobs/uploads/",
+        Fault::Status(503, Some(1)),
+        2,
+    );
+    s.proxy
+        .inject(Some("PUT"), "/manifests/", Fault::Status(429, Some(1)), 1);
+    let out = s.build("pushed:1", &["--push-retry=5"]);
+    assert!(out.status.success(), "{}\n{:?}", text(&out), s.proxy.log());
+    assert_eq!(s.proxy.faults_applied(), 4, "{:?}", s.proxy.log());
+    s.check_image("pushed:1");
+}
+
+#[test]
+fn persistent_pull_faults_end_the_build_with_one_line() {
+    let s = setup();
+    s.proxy.inject(
+        Some("GET"),
+        "/blobs/sha256:",
+        Fault::Status(503, None),
+        1000,
+    );
+    let out = s.build("never:1", &["--image-download-retry=2"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{all}");
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "one error line expected:\n{all}");
+    assert!(errors[0].contains("503"), "status missing: {all}");
+    // Bounded: one try plus two retries per blob, not an endless loop.
+    assert!(s.proxy.faults_applied() <= 3 * 4, "{:?}", s.proxy.log());
+    assert!(s.tag_missing("never:1"));
+}
+
+#[test]
+fn a_manifest_is_never_tagged_without_its_blobs() {
+    let s = setup();
+    s.proxy.inject(
+        Some("PUT"),
+        "/blobs/uploads/",
+        Fault::Status(500, None),
+        1000,
+    );
+    let out = s.build("partial:1", &["--push-retry=2"]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert_eq!(
+        error_lines(&out).len(),
+        1,
+        "one error line expected:\n{all}"
+    );
+    let log = s.proxy.log();
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("PUT") && l.contains("/manifests/")),
+        "a manifest was sent although its blobs failed: {log:?}"
+    );
+    assert!(s.tag_missing("partial:1"));
+}
+
+#[test]
+fn corrupted_bytes_that_persist_are_caught_by_digest() {
+    let s = setup();
+    s.proxy
+        .inject(Some("GET"), "/blobs/sha256:", Fault::Corrupt, 1000);
+    let out = s.build("corrupt:1", &["--image-download-retry=1"]);
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "one error line expected:\n{all}");
+    assert!(errors[0].contains("sha256:"), "digest missing: {all}");
+    assert!(s.tag_missing("corrupt:1"));
+
+    // Truncated bodies that look complete are caught the same way.
+    let s = setup();
+    s.proxy
+        .inject(Some("GET"), "/blobs/sha256:", Fault::Truncate, 1000);
+    let out = s.build("short:1", &["--image-download-retry=1"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(error_lines(&out)[0].contains("sha256:"), "{}", text(&out));
+    assert!(s.tag_missing("short:1"));
+}
