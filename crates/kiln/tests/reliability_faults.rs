@@ -100,6 +100,10 @@ fn transient_pull_faults_are_retried() {
     s.proxy
         .inject(Some("GET"), "/blobs/sha256:", Fault::DropMidBody, 1);
     s.proxy
+        .inject(Some("GET"), "/blobs/sha256:", Fault::Corrupt, 1);
+    s.proxy
+        .inject(Some("GET"), "/blobs/sha256:", Fault::Truncate, 1);
+    s.proxy
         .inject(Some("GET"), "/manifests/", Fault::Status(429, Some(1)), 1);
     s.proxy.inject(
         Some("GET"),
@@ -109,7 +113,7 @@ fn transient_pull_faults_are_retried() {
     );
     let out = s.build("pulled:1", &["--image-download-retry=5"]);
     assert!(out.status.success(), "{}\n{:?}", text(&out), s.proxy.log());
-    assert_eq!(s.proxy.faults_applied(), 4, "{:?}", s.proxy.log());
+    assert_eq!(s.proxy.faults_applied(), 6, "{:?}", s.proxy.log());
     s.check_image("pulled:1");
 }
 

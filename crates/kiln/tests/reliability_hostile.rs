@@ -112,8 +112,11 @@ fn tag_exists(reg: &Registry, repo: &str, tag: &str) -> bool {
     }
 }
 
+/// One raw tar entry: name, type, link name, content.
+type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
 /// A gzip layer from raw tar bytes (no validation of names at all).
-fn raw_layer(entries: &[(&[u8], tar::EntryType, &[u8], &[u8])]) -> Layer {
+fn raw_layer(entries: &[RawEntry<'_>]) -> Layer {
     let mut tar = Vec::new();
     for (name, kind, link, data) in entries {
         let mut h = tar::Header::new_gnu();

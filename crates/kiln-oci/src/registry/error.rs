@@ -196,13 +196,16 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// True for failures worth retrying: 5xx, 429, 408, connection errors
-    /// and timeouts.
+    /// and timeouts, and content that arrived damaged (wrong digest or
+    /// size: a flaky link or proxy; the retry is verified again).
     pub fn is_retryable(&self) -> bool {
         match self {
             RegistryError::Status { status, .. } => {
                 *status >= 500 || *status == 429 || *status == 408
             }
-            RegistryError::Transport { .. } => true,
+            RegistryError::Transport { .. }
+            | RegistryError::DigestMismatch { .. }
+            | RegistryError::SizeMismatch { .. } => true,
             RegistryError::Html { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
