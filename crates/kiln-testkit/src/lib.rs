@@ -14,7 +14,8 @@
 //! * [`Flattened`]: an image's final filesystem, computed with the tar crate
 //!   from a layout or a registry, with every blob digest and diff_id
 //!   checked; [`diff`] and [`normalized_config`] compare two images.
-//! * Peer tools: [`skopeo_copy`], [`skopeo_inspect`], [`umoci_unpack`],
+//! * Peer tools: [`skopeo_copy`], [`skopeo_inspect`], [`umoci_unpack`] and
+//!   [`run_unpacked`] / [`run_pushed_image`] (run an image's entrypoint in a chroot),
 //!   [`buildah_build`] / [`BuildahBuild`], [`docker_available`].
 //! * [`tools_check`]: one loud failure naming every missing tool.
 //!
@@ -85,4 +86,4 @@ pub use skopeo::{
     CopyOptions, InspectKind,
 };
 pub use tools::{find_in_path, tools_check, REQUIRED_TOOLS};
-pub use umoci::umoci_unpack;
+pub use umoci::{run_pushed_image, run_unpacked, umoci_unpack};

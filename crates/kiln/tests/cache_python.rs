@@ -24,7 +24,7 @@ use std::process::Command as StdCommand;
 use std::time::{Duration, Instant};
 
 use build_common::Kiln;
-use kiln_testkit::{BaseImage, Flattened, Registry};
+use kiln_testkit::{run_pushed_image, BaseImage, Flattened, Registry};
 
 const SITE: &str = "/venv/lib/python3.11/site-packages";
 
@@ -38,6 +38,24 @@ COPY requirements.txt /app/requirements.txt
 RUN pip install --no-index --find-links /wheels --no-cache-dir --disable-pip-version-check -r /app/requirements.txt
 COPY app.py /app/app.py
 CMD [\"python\", \"/app/app.py\"]
+";
+
+/// Image a's code: reports what it can import.
+const APP_A: &str = "\
+import tinyalpha, tinycommon
+try:
+    import tinybeta
+except ImportError:
+    print('a:', tinyalpha.VERSION + ',', tinycommon.VERSION + ', tinybeta missing')
+";
+
+/// Image b's code.
+const APP_B: &str = "\
+import tinybeta, tinycommon
+try:
+    import tinyalpha
+except ImportError:
+    print('b:', tinybeta.VERSION + ',', tinycommon.VERSION + ', tinyalpha missing')
 ";
 
 /// Dockerfile lines of the dependency steps.
@@ -212,8 +230,8 @@ fn python_images_keep_their_own_packages_and_rebuilds_reuse_dependency_layers() 
     let (_job, kiln_dir, cache_dir) = fresh_runner();
 
     // Two images in one job, one after the other.
-    let a = context(&s.base, "tinyalpha==1.0\ntinycommon==1.0\n", "print('a')\n");
-    let b = context(&s.base, "tinybeta==1.0\ntinycommon==2.0\n", "print('b')\n");
+    let a = context(&s.base, "tinyalpha==1.0\ntinycommon==1.0\n", APP_A);
+    let b = context(&s.base, "tinybeta==1.0\ntinycommon==2.0\n", APP_B);
     let cold = build(&s, a.path(), "app-a:1", &kiln_dir, &cache_dir, &[]);
     assert!(cold.cached.is_empty(), "cold cache hit {:?}", cold.cached);
     let second = build(&s, b.path(), "app-b:1", &kiln_dir, &cache_dir, &[]);
@@ -241,14 +259,22 @@ fn python_images_keep_their_own_packages_and_rebuilds_reuse_dependency_layers() 
         version(&img_b).as_deref(),
         Some("VERSION = \"tinycommon 2.0\"\n")
     );
-    assert_eq!(img_a.text("/app/app.py").as_deref(), Some("print('a')\n"));
-    assert_eq!(img_b.text("/app/app.py").as_deref(), Some("print('b')\n"));
+    // The images run: the venv's python imports exactly what was installed.
+    assert_eq!(
+        run_pushed_image(&s.reg, "app-a:1").unwrap(),
+        "a: tinyalpha 1.0, tinycommon 1.0, tinybeta missing\n"
+    );
+    assert_eq!(
+        run_pushed_image(&s.reg, "app-b:1").unwrap(),
+        "b: tinybeta 1.0, tinycommon 2.0, tinyalpha missing\n"
+    );
     let deps_a = layer_digests(&img_a)[..DEP_LAYERS].to_vec();
 
     // Six code-only changes to image a, each built on a fresh runner.
     let mut warm = Vec::new();
     for i in 1..=6 {
-        fs::write(a.path().join("app.py"), format!("print('a', {i})\n")).unwrap();
+        let code = format!("{APP_A}print('change {i}')\n");
+        fs::write(a.path().join("app.py"), &code).unwrap();
         let (_runner, k, c) = fresh_runner();
         let r = build(&s, a.path(), "app-a:1", &k, &c, &[]);
         assert_eq!(r.cached, set(&DEP_STEPS), "rebuild {i}: cached steps");
@@ -261,11 +287,7 @@ fn python_images_keep_their_own_packages_and_rebuilds_reuse_dependency_layers() 
         );
         assert_eq!(layers.len(), DEP_LAYERS + 1, "rebuild {i}: layer count");
         assert_eq!(tiny_packages(&img), tiny_packages(&img_a), "rebuild {i}");
-        assert_eq!(
-            img.text("/app/app.py"),
-            Some(format!("print('a', {i})\n")),
-            "rebuild {i}"
-        );
+        assert_eq!(img.text("/app/app.py"), Some(code), "rebuild {i}");
         warm.push(r.took);
     }
     eprintln!(
@@ -283,7 +305,7 @@ fn python_images_keep_their_own_packages_and_rebuilds_reuse_dependency_layers() 
 #[test]
 fn without_run_layers_in_the_cache_run_steps_never_hit() {
     let s = setup();
-    let a = context(&s.base, "tinyalpha==1.0\ntinycommon==1.0\n", "print('a')\n");
+    let a = context(&s.base, "tinyalpha==1.0\ntinycommon==1.0\n", APP_A);
     // Twice, so that a first build cannot have left RUN entries a second
     // one would find.
     for i in 1..=2 {

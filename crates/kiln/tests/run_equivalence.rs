@@ -14,12 +14,11 @@ mod build_common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command as StdCommand;
 
 use build_common::{json_diff, pushed_manifest_and_config, Kiln};
 use kiln_testkit::{
-    diff, normalized_config, skopeo_copy_with, umoci_unpack, Access, BaseImage, CopyOptions,
-    EntryKind, Flattened, Registry, BUILDAH_RUN_ARTIFACTS,
+    diff, normalized_config, run_pushed_image, BaseImage, EntryKind, Flattened, Registry,
+    BUILDAH_RUN_ARTIFACTS,
 };
 use serde_json::{json, Value};
 
@@ -275,61 +274,6 @@ fn run_users_and_workdirs_match_buildah_in_both_isolations() {
     }
 }
 
-/// Unpacks `name` from `reg` with umoci and runs its ENTRYPOINT + CMD in a
-/// chroot of the rootfs, as the config's user, in its working directory,
-/// with only its environment. Returns stdout.
-fn run_image(reg: &Registry, name: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let opts = CopyOptions {
-        src: Access::for_registry(reg),
-        ..CopyOptions::default()
-    };
-    skopeo_copy_with(
-        &format!("docker://{}", reg.image_ref(name)),
-        &format!("oci:{}:run", layout.display()),
-        &opts,
-    )
-    .unwrap();
-    let rootfs = umoci_unpack(&layout, "run", &dir.path().join("bundle")).unwrap();
-    let cfg: Value = serde_json::from_slice(
-        &fs::read(dir.path().join("bundle/config.json")).expect("umoci's runtime config.json"),
-    )
-    .unwrap();
-    // umoci turns the image config into a runtime spec: use its view of
-    // user, cwd, env and args, so the image is run as a runtime would.
-    let process = &cfg["process"];
-    let args: Vec<String> = process["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
-    let cwd = process["cwd"].as_str().unwrap();
-    let (uid, gid) = (
-        process["user"]["uid"].as_u64().unwrap(),
-        process["user"]["gid"].as_u64().unwrap(),
-    );
-    let mut c = StdCommand::new("chroot");
-    c.arg(format!("--userspec={uid}:{gid}"))
-        .arg(&rootfs)
-        .args(["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", cwd])
-        .args(&args)
-        .env_clear();
-    for e in process["env"].as_array().unwrap() {
-        let (k, v) = e.as_str().unwrap().split_once('=').unwrap();
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "running {name} ({args:?} in {cwd} as {uid}:{gid}) failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn image_kiln_built_runs_its_entrypoint_and_cmd() {
     let reg = Registry::plain().unwrap();
@@ -350,7 +294,7 @@ fn image_kiln_built_runs_its_entrypoint_and_cmd() {
             let name = format!("{what}-{isolation}:run");
             kiln_build(&reg, ctx.path(), &base, &name, isolation);
             assert_eq!(
-                run_image(&reg, &name),
+                run_pushed_image(&reg, &name).unwrap(),
                 expected,
                 "{what} built with {isolation} isolation"
             );
