@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
-use kiln_testkit::{BaseImage, Registry};
+use kiln_testkit::{BaseImage, Fault, FaultProxy, Registry};
 
 /// Longest wait for any one event (the step starting, kiln exiting).
 const LIMIT: Duration = Duration::from_secs(180);
@@ -33,10 +33,20 @@ fn start(
     kiln_dir: &Path,
     isolation: &str,
 ) -> (Child, Receiver<String>) {
+    start_with(&reg.host(), ctx, kiln_dir, isolation)
+}
+
+/// [`start`] against the registry (or proxy) at `host`.
+fn start_with(
+    host: &str,
+    ctx: &Path,
+    kiln_dir: &Path,
+    isolation: &str,
+) -> (Child, Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["build", "--context"])
         .arg(ctx)
-        .args(["--destination", &format!("{}/interrupted:1", reg.host())])
+        .args(["--destination", &format!("{host}/interrupted:1")])
         .args(["--insecure", "--insecure-pull", "--isolation", isolation])
         .arg("--kiln-dir")
         .arg(kiln_dir)
@@ -238,4 +248,63 @@ fn sigterm_during_run_in_namespace_isolation() {
 #[test]
 fn sigint_during_run_in_chroot_isolation() {
     interrupt_during_run("chroot", "-INT", 130);
+}
+
+#[test]
+fn sigterm_during_a_base_pull() {
+    let reg = registry();
+    // The layer download stalls in the proxy until long after the signal.
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let layer = kiln_testkit::Flattened::from_registry(&reg, "busybox:latest")
+        .unwrap()
+        .manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    proxy.inject(
+        Some("GET"),
+        &format!("/blobs/{layer}"),
+        Fault::Delay(Duration::from_secs(120)),
+        8,
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    let kiln_dir = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nRUN echo pulled > /pulled\n",
+            proxy.host()
+        ),
+    )
+    .unwrap();
+    let (child, rx) = start_with(&proxy.host(), ctx.path(), kiln_dir.path(), "chroot");
+    let pid = child.id();
+    // The base's manifest is resolved before its layers are fetched.
+    let seen = wait_for_line(&rx, "busybox:latest is sha256:");
+    assert_eq!(build_dirs(kiln_dir.path()).len(), 1, "{seen}");
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = wait_exit(child);
+    let rest = drain(&rx);
+    assert_eq!(status.code(), Some(143), "{seen}{}", rest.join("\n"));
+    assert_eq!(build_dirs(kiln_dir.path()), Vec::<String>::new());
+    assert_eq!(mounts_under(kiln_dir.path()), Vec::<String>::new());
+
+    // The next build in the same kiln dir, straight from the registry, works.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nRUN echo pulled > /pulled\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let (child, rx) = start(&reg, ctx.path(), kiln_dir.path(), "chroot");
+    let status = wait_exit(child);
+    let out = drain(&rx);
+    assert!(status.success(), "next build failed: {}", out.join("\n"));
+    let img = kiln_testkit::Flattened::from_registry(&reg, "interrupted:1").unwrap();
+    assert_eq!(img.text("/pulled").as_deref(), Some("pulled\n"));
 }
