@@ -239,3 +239,86 @@ fn file_under_a_file_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn device_nodes_are_skipped_when_not_allowed() {
+    let (_s, root) = sandbox();
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, kind) in [
+        ("dev/mem", tar::EntryType::Char),
+        ("dev/sda", tar::EntryType::Block),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(kind);
+        h.set_mode(0o666);
+        h.set_size(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(1).unwrap();
+        h.set_cksum();
+        builder.append(&h, std::io::empty()).unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    let mut options = ExtractOptions::new(ApplyMode::Flatten);
+    options.allow_devices = false;
+    let reader = LayerReader::new(&tar[..], None, "sha256:hostile").unwrap();
+    let summary = extract(reader, &root, &options).unwrap();
+    assert_eq!(summary.skipped, 2, "{summary:?}");
+    assert!(std::fs::symlink_metadata(root.join("dev/mem")).is_err());
+    assert!(std::fs::symlink_metadata(root.join("dev/sda")).is_err());
+}
+
+#[test]
+fn opaque_marker_under_a_symlink_to_the_outside_empties_nothing_outside() {
+    let (sandbox, root) = sandbox();
+    let outside = sandbox.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("keep"), "keep").unwrap();
+    let target = outside.to_str().unwrap().as_bytes().to_vec();
+    for mode in [ApplyMode::Flatten, ApplyMode::OverlayLower] {
+        let tar = build(&[
+            Raw {
+                link: &target,
+                ..raw(b"up", tar::EntryType::Symlink)
+            },
+            raw(b"up/.wh..wh..opq", tar::EntryType::Regular),
+        ]);
+        let reader = LayerReader::new(&tar[..], None, "sha256:hostile").unwrap();
+        let _ = extract(reader, &root, &ExtractOptions::new(mode));
+        assert_eq!(
+            std::fs::read_to_string(outside.join("keep")).unwrap(),
+            "keep"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir(&root).unwrap();
+    }
+}
+
+#[test]
+fn symlink_loops_end_with_an_error_or_stay_inside() {
+    let (sandbox, root) = sandbox();
+    let tar = build(&[
+        Raw {
+            link: b"b",
+            ..raw(b"a", tar::EntryType::Symlink)
+        },
+        Raw {
+            link: b"a",
+            ..raw(b"b", tar::EntryType::Symlink)
+        },
+        file(b"a/x", b"x"),
+        Raw {
+            link: b"a/x",
+            ..raw(b"h", tar::EntryType::Link)
+        },
+    ]);
+    let _ = apply(&tar, &root);
+    let names: Vec<_> = std::fs::read_dir(sandbox.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["root"]);
+}
