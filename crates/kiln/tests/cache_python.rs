@@ -192,11 +192,19 @@ fn cached_lines(log: &str) -> BTreeSet<usize> {
 
 /// The installed distributions of our test packages, as `name==version`.
 fn tiny_packages(img: &Flattened) -> BTreeSet<String> {
+    distributions(img)
+        .into_iter()
+        .filter(|d| d.starts_with("tiny"))
+        .collect()
+}
+
+/// Every distribution installed in the venv, as `name==version`.
+fn distributions(img: &Flattened) -> BTreeSet<String> {
     let prefix = format!("{SITE}/");
     img.entries
         .keys()
         .filter_map(|p| p.strip_prefix(&prefix))
-        .filter(|p| p.starts_with("tiny") && !p.contains('/'))
+        .filter(|p| !p.contains('/'))
         .filter_map(|p| p.strip_suffix(".dist-info"))
         .map(|d| d.replacen('-', "==", 1))
         .collect()
@@ -268,7 +276,21 @@ fn python_images_keep_their_own_packages_and_rebuilds_reuse_dependency_layers() 
         run_pushed_image(&s.reg, "app-b:1").unwrap(),
         "b: tinybeta 1.0, tinycommon 2.0, tinyalpha missing\n"
     );
+    // Apart from the test packages, both venvs hold the same (pip's own).
+    let others = |img: &Flattened| {
+        let mut d = distributions(img);
+        d.retain(|d| !d.starts_with("tiny"));
+        d
+    };
+    assert_eq!(others(&img_a), others(&img_b));
+    assert!(
+        others(&img_a).iter().any(|d| d.starts_with("pip==")),
+        "{:?}",
+        others(&img_a)
+    );
     let deps_a = layer_digests(&img_a)[..DEP_LAYERS].to_vec();
+    // Base, venv and wheels: image b reused image a's layers.
+    assert_eq!(layer_digests(&img_b)[..3], deps_a[..3]);
 
     // Six code-only changes to image a, each built on a fresh runner.
     let mut warm = Vec::new();

@@ -127,8 +127,7 @@ fn workdir_layers_as_empty(config: &Value) -> Value {
 /// `img` with every hard link entry turned into the regular file it
 /// extracts to. For a new link to a file of a lower layer, kiln re-emits the
 /// file with its new link count and links the new names to it (what an
-/// overlay upper dir holds after the copy-up, and what BuildKit's differ
-/// writes); buildah's vfs differ leaves the old file out and writes the first
+/// overlay upper dir holds after the copy-up); buildah's vfs differ leaves the old file out and writes the first
 /// new name as a regular file. Both extract to the same names, contents and
 /// metadata; the link structure itself is compared between kiln's two
 /// isolation modes instead, and pinned by the tests.
