@@ -42,9 +42,11 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// The name, or the index when the stage has none (for messages).
+    /// The name, or `stage-N` when the stage has none (as BuildKit shows it).
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| self.index.to_string())
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", self.index))
     }
 }
 
