@@ -209,7 +209,19 @@ impl Workload {
         let dockerfile = self.context.join("Dockerfile");
         let result = match tool {
             Tool::Kiln => {
-                let mut c = Command::new(&opts.kiln);
+                // KILN_BENCH_WRAP="strace -f -c -o FILE" (for instance) runs kiln
+                // under a profiler; the wrapper's time is then part of the figures.
+                let wrap: Vec<String> = std::env::var("KILN_BENCH_WRAP")
+                    .map(|w| w.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default();
+                let mut c = match wrap.split_first() {
+                    Some((prog, rest)) => {
+                        let mut c = Command::new(prog);
+                        c.args(rest).arg(&opts.kiln);
+                        c
+                    }
+                    None => Command::new(&opts.kiln),
+                };
                 c.arg("build")
                     .arg("--context")
                     .arg(&self.context)
@@ -225,6 +237,10 @@ impl Workload {
                     // An empty local base cache: a fresh runner has none.
                     .arg("--cache-dir")
                     .arg(dir.join("cache-dir"));
+                // KILN_BENCH_KILN_ARGS: extra kiln flags, e.g. "--verbosity debug".
+                if let Ok(extra) = std::env::var("KILN_BENCH_KILN_ARGS") {
+                    c.args(extra.split_whitespace());
+                }
                 if self.warm {
                     c.args(["--cache=true", "--cache-copy-layers=true"])
                         .arg("--cache-repo")
