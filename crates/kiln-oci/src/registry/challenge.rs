@@ -57,6 +57,21 @@ impl Challenge {
     }
 }
 
+/// The `error` and `error_description` of a Bearer challenge (RFC 6750),
+/// e.g. `invalid_token` when the registry refused the token it was sent.
+pub(crate) fn bearer_error<'a>(
+    headers: impl IntoIterator<Item = &'a str>,
+) -> Option<(String, Option<String>)> {
+    headers
+        .into_iter()
+        .flat_map(parse)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .find_map(|(_, mut params)| {
+            let error = params.remove("error")?;
+            Some((error, params.remove("error_description")))
+        })
+}
+
 /// Splits a header value into (scheme, params) challenges. Parameter names
 /// are lowercased; quoted values have their backslash escapes removed.
 pub(crate) fn parse(value: &str) -> Vec<(String, BTreeMap<String, String>)> {
@@ -125,6 +140,21 @@ mod tests {
                 scope: Some("repository:samalba/my-app:pull,push".into()),
             })
         );
+    }
+
+    #[test]
+    fn bearer_errors() {
+        let v = r#"Bearer realm="https://auth.example/token",service="r",error="invalid_token",error_description="token expired""#;
+        assert_eq!(
+            bearer_error([v]),
+            Some(("invalid_token".into(), Some("token expired".into())))
+        );
+        assert_eq!(
+            bearer_error(["Basic realm=x, Bearer realm=y,error=insufficient_scope"]),
+            Some(("insufficient_scope".into(), None))
+        );
+        assert_eq!(bearer_error([r#"Bearer realm="https://a/t""#]), None);
+        assert_eq!(bearer_error([r#"Basic error="invalid_token""#]), None);
     }
 
     #[test]

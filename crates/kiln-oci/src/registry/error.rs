@@ -65,6 +65,20 @@ pub enum RegistryError {
         /// The registry's error codes, if any.
         detail: OciErrors,
     },
+    /// The registry refused a token the token server had just issued, even
+    /// after the cached one was dropped and a new one fetched: the two
+    /// disagree (signing key, issuer or service name, or their clocks).
+    #[error("registry {host} rejected a new token for {repository} from token server {realm} (HTTP 401, {reason}): the token server and the registry disagree; check the registry's token settings (issuer, service, signing certificate) and both clocks")]
+    TokenRejected {
+        /// Registry host.
+        host: String,
+        /// Repository path.
+        repository: String,
+        /// The token server URL (no query).
+        realm: String,
+        /// The challenge's `error` (and `error_description`), e.g. `invalid_token`.
+        reason: String,
+    },
     /// A request got an unexpected status.
     #[error("{method} {url}: HTTP {status}{errors}")]
     Status {
@@ -214,6 +228,7 @@ impl RegistryError {
     /// The HTTP status, when the error came from a response.
     pub fn status(&self) -> Option<u16> {
         match self {
+            RegistryError::TokenRejected { .. } => Some(401),
             RegistryError::Unauthorized { status, .. }
             | RegistryError::Denied { status, .. }
             | RegistryError::Status { status, .. }

@@ -2,7 +2,7 @@
 //! hosts), the auth challenge flow with cached tokens, manual redirects
 //! that drop credentials across hosts, and retries with backoff.
 
-use super::challenge::Challenge;
+use super::challenge::{bearer_error, Challenge};
 use super::error::{display_url, looks_like_html, parse_oci_errors, OciErrors, RegistryError};
 use super::options::{Access, HostPolicy, RegistryOptions};
 use crate::auth::Credential;
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use url::Url;
 
 const MAX_REDIRECTS: usize = 10;
@@ -21,6 +21,9 @@ const MAX_REDIRECTS: usize = 10;
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Tokens without `expires_in` live this long (the spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// A cached token is renewed this long before it expires (at most a quarter
+/// of its lifetime), so that it does not expire mid-request.
+const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(10);
 
 /// A request body that can be produced again (for the retry after a 401
 /// challenge, or after a redirect).
@@ -390,6 +393,7 @@ impl Transport {
             token: Option<String>,
             access_token: Option<String>,
             expires_in: Option<u64>,
+            issued_at: Option<String>,
         }
         let body = read_limited(resp).await;
         let t: TokenResponse = serde_json::from_slice(&body)
@@ -399,20 +403,32 @@ impl Transport {
             .or(t.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| token_err("answer has no token".into()))?;
-        let lifetime = t
-            .expires_in
-            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
-        // Renew a little early so a token does not expire mid-request.
-        let expires = Instant::now() + lifetime.saturating_sub(Duration::from_secs(10));
+        let fresh_for = token_fresh_for(t.expires_in, t.issued_at.as_deref(), SystemTime::now());
+        tracing::debug!(realm = %realm_shown, ?fresh_for, "got a registry token");
         Ok(CachedAuth {
             header: format!("Bearer {token}"),
-            expires: Some(expires),
+            expires: Some(Instant::now() + fresh_for),
         })
+    }
+
+    /// Forgets the cached `Authorization` for `scope` when it is still
+    /// `sent` (another request may have renewed it meanwhile).
+    fn forget_authorization(&self, scope: &Scope, sent: &str) {
+        let key = (scope.host.clone(), scope.scopes());
+        let mut auths = lock(&self.auths);
+        if auths.get(&key).is_some_and(|a| a.header == sent) {
+            auths.remove(&key);
+        }
     }
 
     /// Sends `req`, answering an auth challenge once and following
     /// redirects. Returns the final response whatever its status, except
     /// that 401 and 403 become [`RegistryError::Unauthorized`]/[`RegistryError::Denied`].
+    ///
+    /// A 401 to a request that carried a token (one that expired, or that
+    /// the registry no longer accepts) drops the cached token; a new one is
+    /// fetched and the request sent again, once. A new token refused with
+    /// `invalid_token` is [`RegistryError::TokenRejected`].
     pub async fn send(&self, scope: &Scope, req: &Req) -> Result<Response, RegistryError> {
         let mut auth = self.authorization(scope, false).await?;
         let mut answered_challenge = false;
@@ -429,7 +445,31 @@ impl Transport {
                         .filter_map(|v| v.to_str().ok().map(str::to_string))
                         .collect();
                     let challenge = Challenge::pick(values.iter().map(String::as_str));
+                    let error = bearer_error(values.iter().map(String::as_str));
+                    if let Some(sent) = &auth {
+                        self.forget_authorization(scope, sent);
+                    }
                     if answered_challenge || challenge.is_none() {
+                        let sent_bearer = auth.as_deref().is_some_and(|a| a.starts_with("Bearer "));
+                        if let (
+                            true,
+                            Some((code, description)),
+                            Some(Challenge::Bearer { realm, .. }),
+                        ) = (sent_bearer, &error, &challenge)
+                        {
+                            if code == "invalid_token" {
+                                return Err(RegistryError::TokenRejected {
+                                    host: scope.host.clone(),
+                                    repository: scope.repository.clone(),
+                                    realm: parse_url(realm)
+                                        .map_or_else(|_| realm.clone(), |u| display_url(&u)),
+                                    reason: match description {
+                                        Some(d) if !d.is_empty() => format!("{code}: {d}"),
+                                        _ => code.clone(),
+                                    },
+                                });
+                            }
+                        }
                         let detail = parse_oci_errors(&read_limited(resp).await);
                         return Err(RegistryError::Unauthorized {
                             host: scope.host.clone(),
@@ -437,6 +477,14 @@ impl Transport {
                             status: 401,
                             detail,
                         });
+                    }
+                    if auth.is_some() {
+                        tracing::debug!(
+                            host = %scope.host,
+                            repository = %scope.repository,
+                            error = error.as_ref().map_or("", |(code, _)| code.as_str()),
+                            "registry refused the cached authorization; fetching a new token"
+                        );
                     }
                     if let Some(c) = challenge {
                         lock(&self.challenges).insert(scope.host.clone(), c);
@@ -572,14 +620,100 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn transport_error(method: &Method, url: &Url, e: &reqwest::Error) -> RegistryError {
-    let chain = error_chain(e);
+/// How long a token may be used from now: `expires_in` (default 60s)
+/// counted from `issued_at` when that is a plausible time in the past (a
+/// clock that disagrees is ignored), less a renewal margin.
+fn token_fresh_for(expires_in: Option<u64>, issued_at: Option<&str>, now: SystemTime) -> Duration {
+    let lifetime = expires_in.map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+    let age = issued_at
+        .and_then(parse_rfc3339)
+        .and_then(|issued| now.duration_since(issued).ok())
+        .filter(|age| *age <= lifetime)
+        .unwrap_or(Duration::ZERO);
+    let margin = TOKEN_RENEW_MARGIN.min(lifetime / 4);
+    lifetime.saturating_sub(age).saturating_sub(margin)
+}
+
+/// Parses an RFC 3339 time (`2024-05-01T12:00:00Z`, fractions and
+/// `+HH:MM` offsets allowed), as token servers write `issued_at`.
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let kept = &frac[..digits.min(9)];
+        nanos = kept.parse::<u32>().ok()? * 10u32.pow(9 - kept.len() as u32);
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (h, m) = rest[1..].split_once(':')?;
+            if h.len() != 2 || m.len() != 2 {
+                return None;
+            }
+            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
+        }
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// True when a connection failure's cause chain says the host name did not
+/// resolve (the resolver's words as hyper and the C library put them).
+fn is_resolve_failure(connect: bool, chain: &str) -> bool {
     let lower = chain.to_ascii_lowercase();
-    if e.is_connect()
+    connect
         && (lower.contains("dns error")
             || lower.contains("failed to lookup address")
-            || lower.contains("name or service not known"))
-    {
+            || lower.contains("name or service not known")
+            || lower.contains("no address associated with hostname"))
+}
+
+fn transport_error(method: &Method, url: &Url, e: &reqwest::Error) -> RegistryError {
+    let chain = error_chain(e);
+    if is_resolve_failure(e.is_connect(), &chain) {
         return RegistryError::UnknownHost { host: host_of(url) };
     }
     // reqwest's message repeats the URL with its query; ours shows it once, without.
@@ -662,6 +796,96 @@ mod tests {
             s.scopes(),
             vec!["repository:a/b:pull,push", "repository:c/d:pull"]
         );
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        let at = |s| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64());
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(at("2009-11-10T23:00:00Z"), Some(1_257_894_000.0));
+        assert_eq!(at("2024-02-29T12:30:15.25Z"), Some(1_709_209_815.25));
+        assert_eq!(at("2024-02-29T14:30:15+02:00"), Some(1_709_209_815.0));
+        assert_eq!(
+            at("2024-02-29T12:30:15.123456789123-00:00"),
+            Some(1_709_209_815.123_456_789)
+        );
+        for bad in [
+            "",
+            "2024-02-29",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T12:30:15",
+            "x024-02-29T12:30:15Z",
+            "2024-02-29T12:30:15.Z",
+        ] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_lifetimes_honour_expires_in_and_issued_at() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_709_209_815);
+        let secs = Duration::from_secs;
+        // No expires_in: the spec's 60 seconds, renewed 10 seconds early.
+        assert_eq!(token_fresh_for(None, None, now), secs(50));
+        assert_eq!(token_fresh_for(Some(300), None, now), secs(290));
+        // Short lifetimes keep three quarters of it.
+        assert_eq!(token_fresh_for(Some(4), None, now), secs(3));
+        assert_eq!(token_fresh_for(Some(0), None, now), Duration::ZERO);
+        // Issued 280s ago with 300s to live: 20s left, 10s of them usable.
+        let issued = "2024-02-29T12:25:35Z";
+        assert_eq!(token_fresh_for(Some(300), Some(issued), now), secs(10));
+        // Issued long before its lifetime, or in the future: the clocks
+        // disagree, so the time of receipt counts.
+        assert_eq!(token_fresh_for(Some(60), Some(issued), now), secs(50));
+        let future = "2024-02-29T13:30:15Z";
+        assert_eq!(token_fresh_for(Some(300), Some(future), now), secs(290));
+        assert_eq!(
+            token_fresh_for(Some(300), Some("yesterday"), now),
+            secs(290)
+        );
+    }
+
+    /// A resolver that fails the way the system resolver does for a name
+    /// that does not exist, so no lookup leaves the machine.
+    struct NoSuchName;
+
+    impl reqwest::dns::Resolve for NoSuchName {
+        fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+            Box::pin(async {
+                Err(Box::new(std::io::Error::other(
+                    "failed to lookup address information: Name or service not known",
+                ))
+                    as Box<dyn std::error::Error + Send + Sync>)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn names_that_do_not_resolve_are_one_clear_line() {
+        let client = reqwest::Client::builder()
+            .dns_resolver(std::sync::Arc::new(NoSuchName))
+            .build()
+            .unwrap();
+        let url = Url::parse("https://registry.example.invalid:5000/v2/a/manifests/1?x=y").unwrap();
+        let e = client.get(url.clone()).send().await.unwrap_err();
+        let err = transport_error(&Method::GET, &url, &e);
+        assert!(matches!(err, RegistryError::UnknownHost { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "unknown registry host registry.example.invalid:5000: the name does not resolve"
+        );
+        assert!(!err.is_retryable());
+
+        // The classification itself, for the words other resolvers use.
+        assert!(is_resolve_failure(
+            true,
+            "client error (Connect): dns error: No address associated with hostname"
+        ));
+        assert!(!is_resolve_failure(false, "dns error"));
+        assert!(!is_resolve_failure(
+            true,
+            "tcp connect error: Connection refused (os error 111)"
+        ));
     }
 
     #[tokio::test]
