@@ -51,6 +51,8 @@ pub struct Opts {
     pub kiln: PathBuf,
     /// Where the markdown report goes.
     pub out: PathBuf,
+    /// What the kiln binary was built from (default: this tree's HEAD).
+    pub kiln_label: Option<String>,
     /// The repository root.
     pub root: PathBuf,
     /// `bench/work`.
@@ -68,6 +70,7 @@ fn parse_args() -> Result<Opts> {
         driver: "overlay".into(),
         kiln: root.join("target/release/kiln"),
         out: root.join("bench/RESULTS.md"),
+        kiln_label: None,
         work: root.join("bench/work"),
         root,
     };
@@ -80,9 +83,10 @@ fn parse_args() -> Result<Opts> {
             "--driver" => o.driver = val()?,
             "--kiln" => o.kiln = PathBuf::from(val()?),
             "--out" => o.out = PathBuf::from(val()?),
+            "--kiln-label" => o.kiln_label = Some(val()?),
             "-h" | "--help" => {
                 println!(
-                    "kiln-bench [--runs N] [--only NAME,..] [--driver overlay|vfs] [--kiln PATH] [--out FILE]\n\
+                    "kiln-bench [--runs N] [--only NAME,..] [--driver overlay|vfs] [--kiln PATH] [--kiln-label TEXT] [--out FILE]\n\
                      workloads: {}",
                     workloads::NAMES.join(", ")
                 );

@@ -206,7 +206,10 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
         cpu_model(),
         cmd_out("sh", &["-c", "free -h | awk '/Mem:/ {print $2}'"]),
         loadavg(),
-        cmd_out("git", &["-C", &opts.root.to_string_lossy(), "rev-parse", "--short", "HEAD"]),
+        opts.kiln_label.clone().unwrap_or_else(|| format!(
+            "commit {}",
+            cmd_out("git", &["-C", &opts.root.to_string_lossy(), "rev-parse", "--short", "HEAD"])
+        )),
         opts.kiln.display(),
         cmd_out("buildah", &["--version"]),
         opts.driver,
