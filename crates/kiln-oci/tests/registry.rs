@@ -403,7 +403,7 @@ async fn tls_trust_is_enforced_unless_skipped() {
 }
 
 #[tokio::test]
-async fn plain_http_needs_an_insecure_flag_and_unknown_hosts_are_named() {
+async fn plain_http_needs_an_insecure_flag() {
     let reg = Registry::plain().unwrap();
     let r = reference(&reg, "kiln/plain:1");
     let strict = RegistryClient::new(RegistryOptions::default()).unwrap();
@@ -429,15 +429,8 @@ async fn plain_http_needs_an_insecure_flag_and_unknown_hosts_are_named() {
         .get_manifest("1")
         .await
         .is_err());
-
-    let nowhere: Reference = "no-such-host.invalid/x:1".parse().unwrap();
-    let err = strict
-        .repository(&nowhere, Access::Pull)
-        .get_manifest("1")
-        .await
-        .unwrap_err();
-    assert!(matches!(err, RegistryError::UnknownHost { .. }), "{err}");
-    assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
+    // Names that do not resolve are covered by the transport's unit tests,
+    // with a resolver that fails without sending a query.
 }
 
 #[tokio::test]
@@ -447,11 +440,18 @@ async fn registry_map_falls_back_to_the_origin() {
     let r = reference(&reg, "kiln/mapped:1");
     let (_, digest, _) = push_image(&client.repository(&r, Access::Push), "1").await;
 
-    // The first mapped target does not resolve; the origin serves the pull.
+    // The first mapped target refuses connections; the origin serves the pull.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
     let mut options = plain_options(&reg);
     options
+        .insecure_registries
+        .push(format!("127.0.0.1:{dead}"));
+    options
         .registry_maps
-        .insert(reg.host(), vec!["dead-mirror.invalid".into()]);
+        .insert(reg.host(), vec![format!("127.0.0.1:{dead}")]);
     let mapped = RegistryClient::new(options).unwrap();
     assert_eq!(
         mapped
