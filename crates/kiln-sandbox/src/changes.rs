@@ -10,6 +10,7 @@
 
 use crate::error::{Result, SandboxError};
 use crate::snapshot::Change;
+use crate::spec::IdMap;
 use kiln_layer::{Entry, EntryKind, EntryMeta, LayerBlob, LayerOptions, LayerWriter};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -27,6 +28,9 @@ pub enum Changes {
         upper: PathBuf,
         /// Paths left out, with everything under them.
         exclude: BTreeSet<PathBuf>,
+        /// The user namespace's maps: the upper dir's host owners are
+        /// translated back to the ids the step saw.
+        ids: IdMap,
     },
     /// Changed and deleted paths of a root changed in place.
     Listed {
@@ -42,7 +46,7 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         match self {
             Changes::Listed { changes, .. } => changes.is_empty(),
-            Changes::Upper { upper, exclude } => !walkdir::WalkDir::new(upper)
+            Changes::Upper { upper, exclude, .. } => !walkdir::WalkDir::new(upper)
                 .min_depth(1)
                 .into_iter()
                 .filter_entry(|e| !excluded(upper, exclude, e.path()))
@@ -61,7 +65,14 @@ impl Changes {
             return Ok(None);
         }
         match self {
-            Changes::Upper { upper, exclude } => {
+            Changes::Upper {
+                upper,
+                exclude,
+                ids,
+            } if !ids.is_identity() => Ok(Some(write_mapped_upper(
+                upper, exclude, ids, blob_dir, options,
+            )?)),
+            Changes::Upper { upper, exclude, .. } => {
                 let skip = |rel: &Path| exclude.contains(rel);
                 let tree = kiln_layer::dir::TreeOptions::default()
                     .overlay_upper()
@@ -79,7 +90,9 @@ impl Changes {
                             &Entry::new(rel, EntryKind::Whiteout, EntryMeta::default()),
                             None,
                         )?,
-                        Change::Write(rel) => append_path(&mut writer, root, rel, &mut first)?,
+                        Change::Write(rel) => {
+                            append_path(&mut writer, root, rel, &mut first, &IdMap::default())?
+                        }
                     }
                 }
                 Ok(Some(writer.finish()?))
@@ -133,18 +146,76 @@ pub(crate) fn made_by_sandbox(
     exclude
 }
 
+/// An upper dir written in a user namespace: as `kiln_layer::dir` reads
+/// one (whiteouts, opaque directories), with each owner as the step saw it
+/// rather than the host id the kernel stored.
+fn write_mapped_upper(
+    upper: &Path,
+    exclude: &BTreeSet<PathBuf>,
+    ids: &IdMap,
+    blob_dir: &Path,
+    options: &LayerOptions,
+) -> Result<LayerBlob> {
+    let mut writer = LayerWriter::new(blob_dir, options)?;
+    let mut first = HashMap::new();
+    let walk = walkdir::WalkDir::new(upper)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !excluded(upper, exclude, e.path()));
+    for item in walk {
+        let item = item.map_err(|e| {
+            let path = e.path().unwrap_or(upper).to_path_buf();
+            SandboxError::Io {
+                action: "reading",
+                path,
+                source: e.into(),
+            }
+        })?;
+        let rel = item.path().strip_prefix(upper).unwrap_or(item.path());
+        let meta = item
+            .metadata()
+            .map_err(|e| SandboxError::io("reading", item.path())(e.into()))?;
+        let t = meta.file_type();
+        if t.is_char_device() && meta.rdev() == 0 {
+            let whiteout = Entry::new(rel, EntryKind::Whiteout, EntryMeta::default());
+            writer.append(&whiteout, None)?;
+            continue;
+        }
+        append_path(&mut writer, upper, rel, &mut first, ids)?;
+        if t.is_dir() && is_opaque(item.path()) {
+            let opaque = Entry::new(rel, EntryKind::Opaque, EntryMeta::default());
+            writer.append(&opaque, None)?;
+        }
+    }
+    Ok(writer.finish()?)
+}
+
+/// Overlay marks a directory that hides the lower one's contents with
+/// `user.overlay.opaque` when mounted with `userxattr`.
+fn is_opaque(dir: &Path) -> bool {
+    ["user.overlay.opaque", "trusted.overlay.opaque"]
+        .iter()
+        .any(|name| {
+            let mut value = [0u8; 8];
+            rustix::fs::lgetxattr(dir, *name, &mut value[..]).is_ok_and(|n| &value[..n] == b"y")
+        })
+}
+
 fn append_path(
     writer: &mut LayerWriter,
     root: &Path,
     rel: &Path,
     first: &mut HashMap<(u64, u64), PathBuf>,
+    ids: &IdMap,
 ) -> Result<()> {
     let host = root.join(rel);
     let meta = fs::symlink_metadata(&host).map_err(SandboxError::io("reading", &host))?;
     let entry_meta = EntryMeta {
         mode: meta.mode() & 0o7777,
-        uid: u64::from(meta.uid()),
-        gid: u64::from(meta.gid()),
+        uid: u64::from(ids.uid_inside(meta.uid())),
+        gid: u64::from(ids.gid_inside(meta.gid())),
         mtime: meta.mtime().max(0) as u64,
         uname: None,
         gname: None,

@@ -6,7 +6,7 @@ use crate::emulate::Emulated;
 use crate::error::{Result, SandboxError};
 use crate::prepare::{Kind, Made};
 use crate::snapshot::Snapshot;
-use crate::spec::{Isolation, MountSpec, Report, RootSpec, RunSpec};
+use crate::spec::{IdMap, Isolation, MountSpec, Report, RootSpec, RunSpec};
 use crate::HELPER_ARG;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -114,8 +114,10 @@ pub fn run_with_helper(exe: &Path, spec: &RunSpec, output: impl FnMut(&str)) -> 
             let (status, reports) = spawn(exe, spec, output)?;
             let mut created = BTreeSet::new();
             let mut touched = BTreeMap::new();
+            let mut ids = IdMap::default();
             for r in reports {
                 match r {
+                    Report::Mapped(map) => ids = map,
                     Report::Created(p) => {
                         created.insert(PathBuf::from(p));
                     }
@@ -131,6 +133,7 @@ pub fn run_with_helper(exe: &Path, spec: &RunSpec, output: impl FnMut(&str)) -> 
                 changes: Changes::Upper {
                     upper: upper.clone(),
                     exclude,
+                    ids,
                 },
             })
         }

@@ -57,7 +57,7 @@ pub use client::{run, run_with_helper, terminate_running, ExitStatus, Outcome};
 pub use error::{Result, SandboxError};
 pub use helper::helper_main;
 pub use snapshot::{Change, Snapshot};
-pub use spec::{BindFile, Isolation, MountSpec, Network, RootSpec, RunSpec, User};
+pub use spec::{BindFile, IdMap, IdRange, Isolation, MountSpec, Network, RootSpec, RunSpec, User};
 
 /// The first argument that turns the executable into the sandbox helper.
 pub const HELPER_ARG: &str = "__kiln-sandbox";

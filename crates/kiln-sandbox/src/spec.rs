@@ -161,6 +161,58 @@ impl RunSpec {
     }
 }
 
+/// One contiguous range of a user namespace's id map: ids `inside ..
+/// inside + count` in the namespace are `outside ..` on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    /// First id inside the namespace.
+    pub inside: u32,
+    /// First id on the host.
+    pub outside: u32,
+    /// Number of ids.
+    pub count: u32,
+}
+
+/// The uid and gid maps of the user namespace a step ran in; empty when it
+/// ran without one (as root), where host ids are the image's ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    /// User id ranges.
+    pub uids: Vec<IdRange>,
+    /// Group id ranges.
+    pub gids: Vec<IdRange>,
+}
+
+/// The id the kernel shows for a host id with no mapping (`overflowuid`).
+const OVERFLOW_ID: u32 = 65534;
+
+impl IdMap {
+    /// True when ids need no translation.
+    pub fn is_identity(&self) -> bool {
+        self.uids.is_empty() && self.gids.is_empty()
+    }
+
+    /// The uid, as the step saw it, of a file owned by host uid `host`.
+    pub fn uid_inside(&self, host: u32) -> u32 {
+        inside(&self.uids, host)
+    }
+
+    /// The gid, as the step saw it, of a file owned by host gid `host`.
+    pub fn gid_inside(&self, host: u32) -> u32 {
+        inside(&self.gids, host)
+    }
+}
+
+fn inside(ranges: &[IdRange], host: u32) -> u32 {
+    if ranges.is_empty() {
+        return host;
+    }
+    ranges
+        .iter()
+        .find(|r| host >= r.outside && host - r.outside < r.count)
+        .map_or(OVERFLOW_ID, |r| r.inside + (host - r.outside))
+}
+
 /// What the helper tells its parent, one JSON object per line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Report {
@@ -170,6 +222,9 @@ pub(crate) enum Report {
     /// created in, with its modification time before (seconds, nanoseconds),
     /// restored afterwards.
     Touched(String, i64, i64),
+    /// The step runs in a user namespace with these maps (the caller is not
+    /// root); files in the upper dir carry host ids.
+    Mapped(IdMap),
     /// The command ran and exited with `code`.
     Exited(i32),
     /// The command was killed by `signal`.

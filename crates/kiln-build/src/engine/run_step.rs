@@ -379,8 +379,8 @@ impl StageRunner<'_> {
                 fs::write(&file, content).map_err(|e| format!("secret {id}: {e}"))?;
                 fs::set_permissions(&file, fs::Permissions::from_mode(m.mode.unwrap_or(0o400)))
                     .map_err(|e| e.to_string())?;
-                std::os::unix::fs::chown(&file, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
-                    .map_err(|e| e.to_string())?;
+                chown_for_step(&file, m.uid.unwrap_or(0), m.gid.unwrap_or(0))
+                    .map_err(|e| format!("secret {id}: {e}"))?;
                 let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
                 Ok(Some(MountSpec::Bind {
                     source: file,
@@ -490,7 +490,23 @@ fn open_lock(path: &Path) -> std::io::Result<fs::File> {
 fn create_cache_dir(cache: &Path, m: &Mount) -> std::io::Result<()> {
     fs::create_dir_all(cache)?;
     fs::set_permissions(cache, fs::Permissions::from_mode(m.mode.unwrap_or(0o755)))?;
-    std::os::unix::fs::chown(cache, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
+    chown_for_step(cache, m.uid.unwrap_or(0), m.gid.unwrap_or(0))
+}
+
+/// Gives `path` the owner the step should see. Not running as root, the
+/// step runs in a user namespace where the caller is root: the caller's
+/// own files already look root-owned there, and other owners cannot be set.
+fn chown_for_step(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        if (uid, gid) == (0, 0) {
+            return Ok(());
+        }
+        return Err(std::io::Error::other(format!(
+            "owner {uid}:{gid} cannot be set when kiln does not run as root"
+        )));
+    }
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
 }
 
 /// A bind mount's `source` inside `root` (the context, a stage's or an
@@ -630,11 +646,12 @@ fn execute(
         Err(e) if e.is_denied() && use_namespace && isolation == Isolation::Auto => {
             tracing::info!("namespaces are not available ({e}); using chroot isolation");
             NAMESPACES_REFUSED.store(true, Ordering::Relaxed);
+            // Where chroot is refused too, both reasons tell what is needed.
             kiln_sandbox::run(&build(false)?, &mut output)
+                .map_err(|c| format!("namespace isolation: {e}; chroot isolation: {c}"))
         }
-        other => other,
-    }
-    .map_err(|e| e.to_string())?;
+        other => other.map_err(|e| e.to_string()),
+    }?;
     let blob = if outcome.status.success() {
         outcome
             .changes

@@ -31,6 +31,19 @@ pub(crate) fn run(spec: &RunSpec) -> Result<Option<Report>, Failure> {
                 .and_then(|_| chroot(root.as_path()))
                 .and_then(|()| chdir("/"));
             if let Err(e) = entered {
+                if e == Errno::EPERM {
+                    // Not the step's failure: no isolation is possible here.
+                    super::report(&Report::SetupFailed {
+                        message: format!(
+                            "chroot into {}: {e}: chroot isolation needs root (CAP_SYS_CHROOT) \
+                             and kiln runs as uid {}; run kiln as root, or allow unprivileged \
+                             user namespaces so that namespace isolation can be used",
+                            root.display(),
+                            nix::unistd::geteuid()
+                        ),
+                        denied: false,
+                    });
+                }
                 eprintln!("kiln: entering {}: {e}", root.display());
                 // SAFETY: a forked child leaves without the parent's exit hooks.
                 unsafe { libc::_exit(126) }

@@ -35,7 +35,15 @@ fn try_exec(spec: &RunSpec, devnull: &OwnedFd) -> Result<std::convert::Infallibl
         .map_err(|e| format!("creating working directory {cwd}: {e}"))?;
     chdir(cwd).map_err(|e| format!("changing to {cwd}: {e}"))?;
     let groups: Vec<Gid> = spec.user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    if let Err(e) = setgroups(&groups) {
+        // A user namespace without subordinate gids forbids setgroups;
+        // the step then has no supplementary groups, its only gid is root.
+        let denied =
+            std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+        if !denied {
+            return Err(format!("setgroups: {e}"));
+        }
+    }
     setgid(Gid::from_raw(spec.user.gid)).map_err(|e| format!("setgid: {e}"))?;
     setuid(Uid::from_raw(spec.user.uid)).map_err(|e| format!("setuid: {e}"))?;
     // Rust ignores SIGPIPE at startup and ignored signals survive exec:

@@ -6,6 +6,7 @@ mod chroot;
 mod exec;
 mod namespace;
 mod net;
+mod userns;
 
 use crate::spec::{Isolation, Report, RunSpec};
 use std::io::{Read, Write};

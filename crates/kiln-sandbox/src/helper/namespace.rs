@@ -34,6 +34,20 @@ pub(crate) fn run(spec: &RunSpec) -> Result<Option<Report>, Failure> {
     else {
         return Err(Failure::other("namespace isolation needs an overlay root"));
     };
+    // Not root: a user namespace first, where the caller is root and may
+    // create the others; overlay then keeps its metadata in `user.*`
+    // xattrs, the only ones an unprivileged mounter may write.
+    let rootless = !nix::unistd::geteuid().is_root();
+    if rootless {
+        report(&Report::Mapped(super::userns::enter()?));
+    }
+    // `redirect_dir=off` still follows redirects, which `userxattr`
+    // refuses; `nofollow` neither makes nor follows them.
+    let (redirect, xattr_opt) = if rootless {
+        ("nofollow", ",userxattr")
+    } else {
+        ("off", "")
+    };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
@@ -59,7 +73,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<Option<Report>, Failure> {
         .map(|p| overlay_path(p))
         .collect::<Result<_, _>>()?;
     let data = format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off",
+        "lowerdir={},upperdir={},workdir={},redirect_dir={redirect},metacopy=off{xattr_opt}",
         lowers.join(":"),
         overlay_path(upper)?,
         overlay_path(work)?
@@ -83,7 +97,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<Option<Report>, Failure> {
         bind(&file.source, &target, false)?;
     }
     for m in &spec.mounts {
-        extra_mount(m, merged, &mut made)?;
+        extra_mount(m, merged, &mut made, xattr_opt)?;
     }
     for r in &made.reports {
         report(r);
@@ -237,7 +251,12 @@ fn mount_dev(merged: &Path, made: &mut Made) -> Result<(), Failure> {
     Ok(())
 }
 
-fn extra_mount(m: &MountSpec, merged: &Path, made: &mut Made) -> Result<(), Failure> {
+fn extra_mount(
+    m: &MountSpec,
+    merged: &Path,
+    made: &mut Made,
+    xattr_opt: &str,
+) -> Result<(), Failure> {
     match m {
         MountSpec::Bind {
             source,
@@ -272,7 +291,7 @@ fn extra_mount(m: &MountSpec, merged: &Path, made: &mut Made) -> Result<(), Fail
         } => {
             let host = ensure(made, merged, target, Kind::Dir)?;
             let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
+                "lowerdir={},upperdir={},workdir={}{xattr_opt}",
                 overlay_path(lower)?,
                 overlay_path(upper)?,
                 overlay_path(work)?
@@ -302,16 +321,45 @@ fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), Failure> {
     )
     .map_err(|e| Failure::new(what(), e))?;
     if read_only {
+        // A remount must keep the flags the source mount has (`/sys` is
+        // nosuid,nodev,noexec): in a user namespace they are locked, and
+        // dropping one is refused.
         mount(
             None::<&str>,
             target,
             None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_REC
+                | locked_flags(source),
             None::<&str>,
         )
         .map_err(|e| Failure::new(format!("{} read-only", what()), e))?;
     }
     Ok(())
+}
+
+/// The per-mount flags of the mount `path` is on, as `mount` takes them.
+fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let mut flags = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if st.flags().contains(fs) {
+            flags |= ms;
+        }
+    }
+    flags
 }
 
 /// A path as overlay's option string can hold it.
