@@ -200,14 +200,15 @@ async fn a_token_that_expires_mid_upload_is_renewed_and_the_push_completes() {
     // HEAD, POST, 6 PATCH, PUT = 9 accepted requests at 4 per token: the
     // first token and two renewals, each after one refused request (the
     // third PATCH and the final PUT).
-    let st = state.lock().unwrap();
-    assert_eq!(
-        st.blobs.get(&digest.to_string()),
-        Some(&blob),
-        "stored intact"
-    );
-    assert_eq!(st.issued, 3, "{:#?}", log.lock().unwrap());
-    drop(st);
+    {
+        let st = state.lock().unwrap();
+        assert_eq!(
+            st.blobs.get(&digest.to_string()),
+            Some(&blob),
+            "stored intact"
+        );
+        assert_eq!(st.issued, 3, "{:#?}", log.lock().unwrap());
+    }
     let refused = |s: &Seen| {
         s.header("authorization")
             .is_some_and(|a| a.starts_with("Bearer "))

@@ -800,14 +800,18 @@ mod tests {
 
     #[test]
     fn rfc3339_times() {
-        let at = |s| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64());
-        assert_eq!(at("1970-01-01T00:00:00Z"), Some(0.0));
-        assert_eq!(at("2009-11-10T23:00:00Z"), Some(1_257_894_000.0));
-        assert_eq!(at("2024-02-29T12:30:15.25Z"), Some(1_709_209_815.25));
-        assert_eq!(at("2024-02-29T14:30:15+02:00"), Some(1_709_209_815.0));
+        let at = |s| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap());
+        let secs = Duration::from_secs;
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(Duration::ZERO));
+        assert_eq!(at("2009-11-10T23:00:00Z"), Some(secs(1_257_894_000)));
+        assert_eq!(
+            at("2024-02-29T12:30:15.25Z"),
+            Some(Duration::new(1_709_209_815, 250_000_000))
+        );
+        assert_eq!(at("2024-02-29T14:30:15+02:00"), Some(secs(1_709_209_815)));
         assert_eq!(
             at("2024-02-29T12:30:15.123456789123-00:00"),
-            Some(1_709_209_815.123_456_789)
+            Some(Duration::new(1_709_209_815, 123_456_789))
         );
         for bad in [
             "",
