@@ -320,6 +320,8 @@ pub struct BuildFlags {
     pub cache_run_layers: bool,
     /// `--secret`, `id=ID,src=PATH` or `id=ID,env=VAR`.
     pub secrets: Vec<String>,
+    /// `--ssh`, `ID[=SOCKET]` (`default` alone takes `SSH_AUTH_SOCK`).
+    pub ssh: Vec<String>,
     /// `--isolation`.
     pub isolation: Isolation,
     /// `--verbosity`.
@@ -375,6 +377,7 @@ impl Default for BuildFlags {
             cache_copy_layers: false,
             cache_run_layers: true,
             secrets: Vec::new(),
+            ssh: Vec::new(),
             isolation: Isolation::Auto,
             verbosity: Verbosity::Info,
             log_format: LogFormat::Color,
@@ -405,6 +408,8 @@ pub struct BuildOptions {
     pub reproducible: bool,
     /// Build secrets (names and sources only; contents are read when used).
     pub secrets: Vec<Secret>,
+    /// SSH agent sockets RUN `--mount=type=ssh` forwards, by id.
+    pub ssh: Vec<SshAgent>,
     /// How RUN steps are isolated.
     pub isolation: Isolation,
     /// The directory under which the build keeps its private working directory.
@@ -464,6 +469,15 @@ pub struct Secret {
     pub id: String,
     /// Where the contents come from.
     pub source: SecretSource,
+}
+
+/// An SSH agent socket a RUN step may use (`--ssh ID=SOCKET`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshAgent {
+    /// The id RUN `--mount=type=ssh,id=...` refers to (`default` unless given).
+    pub id: String,
+    /// The agent's unix socket.
+    pub socket: PathBuf,
 }
 
 /// Where a secret's contents come from. Holds names, never the contents.
@@ -693,6 +707,11 @@ impl BuildFlags {
                 .secrets
                 .iter()
                 .map(|s| parse_secret(s, env))
+                .collect::<Result<_, _>>()?,
+            ssh: self
+                .ssh
+                .iter()
+                .map(|s| parse_ssh(s, env))
                 .collect::<Result<_, _>>()?,
             isolation: self.isolation,
             work_dir: resolve_work_dir(self.kiln_dir, env),
@@ -945,6 +964,33 @@ fn resolve_build_args(args: &[String], env: EnvLookup<'_>) -> Result<Vec<KeyValu
             }
         })
         .collect()
+}
+
+/// `--ssh ID=SOCKET`, or `ID` alone for the agent in `SSH_AUTH_SOCK` (as
+/// `docker build --ssh default`).
+fn parse_ssh(spec: &str, env: EnvLookup<'_>) -> Result<SshAgent, OptionsError> {
+    let (id, socket) = match spec.split_once('=') {
+        Some((id, path)) => (id, PathBuf::from(path)),
+        None => {
+            let sock = env("SSH_AUTH_SOCK")
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "--ssh",
+                        spec,
+                        "no socket given and SSH_AUTH_SOCK is not set",
+                    )
+                })?;
+            (spec, PathBuf::from(sock))
+        }
+    };
+    if id.is_empty() || id.contains(',') {
+        return Err(invalid("--ssh", spec, "the id is empty or holds a comma"));
+    }
+    Ok(SshAgent {
+        id: id.to_string(),
+        socket,
+    })
 }
 
 fn parse_secret(spec: &str, env: EnvLookup<'_>) -> Result<Secret, OptionsError> {

@@ -128,6 +128,11 @@ pub struct BuildCommand {
     #[arg(long, value_name = "SPEC", action = ArgAction::Append)]
     pub secret: Vec<String>,
 
+    /// SSH agent for RUN --mount=type=ssh: ID=SOCKET, or `default` alone for
+    /// the agent in SSH_AUTH_SOCK. Repeat for several.
+    #[arg(long, value_name = "ID[=SOCKET]", action = ArgAction::Append)]
+    pub ssh: Vec<String>,
+
     /// Working directory for the build's private state (env KANIKO_DIR).
     /// Default: /kaniko when it exists and is writable, else $TMPDIR/kiln.
     #[arg(long, visible_alias = "kaniko-dir", value_name = "DIR")]
@@ -372,6 +377,7 @@ impl BuildCommand {
             cache_copy_layers: self.cache_copy_layers,
             cache_run_layers: self.cache_run_layers,
             secrets: self.secret.clone(),
+            ssh: self.ssh.clone(),
             isolation: self.isolation,
             verbosity: self.verbosity,
             log_format: self.log_format,

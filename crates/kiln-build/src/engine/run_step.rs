@@ -38,6 +38,10 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Where a heredoc script with a shebang is placed for execution.
 const HEREDOC_DIR: &str = "/dev/pipes";
 
+/// Where `RUN --mount=type=ssh` puts the agent socket without `target=`
+/// (BuildKit's path).
+const SSH_AGENT_TARGET: &str = "/run/buildkit/ssh_agent.0";
+
 /// Set once namespaces or mounts were refused: later steps go straight to
 /// chroot isolation.
 static NAMESPACES_REFUSED: AtomicBool = AtomicBool::new(false);
@@ -386,6 +390,29 @@ impl StageRunner<'_> {
                     source: file,
                     target,
                     read_only: true,
+                }))
+            }
+            MountType::Ssh => {
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                let Some(agent) = self.options.ssh.iter().find(|a| a.id == id) else {
+                    return if m.required {
+                        Err(format!(
+                            "ssh agent {id} is required but was not given (pass --ssh \
+                             {id}=SOCKET, or --ssh {id} with SSH_AUTH_SOCK set)"
+                        ))
+                    } else {
+                        Ok(None)
+                    };
+                };
+                // The agent socket itself is bound in (BuildKit proxies it):
+                // the step talks to the agent, never sees a key.
+                let target = target.unwrap_or_else(|| SSH_AGENT_TARGET.into());
+                env.retain(|kv| !kv.starts_with("SSH_AUTH_SOCK="));
+                env.push(format!("SSH_AUTH_SOCK={target}"));
+                Ok(Some(MountSpec::Bind {
+                    source: agent.socket.clone(),
+                    target,
+                    read_only: false,
                 }))
             }
             other => Err(format!(
