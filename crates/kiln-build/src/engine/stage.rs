@@ -91,6 +91,9 @@ impl StageRun<'_> {
     }
 }
 
+/// gzip level used when `--compression-level` is not given (gzip's fastest).
+const GZIP_DEFAULT_LEVEL: i32 = 1;
+
 /// The time written into history entries and the config.
 pub(crate) fn timestamp(reproducible: bool) -> String {
     let when = if reproducible {
@@ -179,6 +182,13 @@ impl StageRunner<'_> {
         }
         for instruction in &stage.instructions {
             self.step(&mut run, instruction).await?;
+        }
+        // A stage that later stages read from: bring its materialized root up
+        // to date now (applying just the last layers), so `COPY --from` and
+        // RUN bind mounts reuse it instead of unpacking the stage again.
+        if run.rootfs.is_some() && index != self.dockerfile.plan.target {
+            self.rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, &stage.from)
+                .await?;
         }
         Ok(StageResult {
             image: run.image,
@@ -603,8 +613,16 @@ impl StageRunner<'_> {
             Compression::Zstd => kiln_oci::media::Compression::Zstd,
             _ => kiln_oci::media::Compression::Gzip,
         };
+        // Without --compression-level, gzip runs at its fastest level, as in
+        // Kaniko (go-containerregistry's default): layers compress 3-5x
+        // faster for a few percent more bytes. zstd keeps its own default.
+        let level = match (self.options.layers.level, compression) {
+            (Some(level), _) => Some(level),
+            (None, kiln_oci::media::Compression::Gzip) => Some(GZIP_DEFAULT_LEVEL),
+            (None, _) => None,
+        };
         let mut opts = LayerOptions::new(compression);
-        if let Some(level) = self.options.layers.level {
+        if let Some(level) = level {
             opts = opts.with_level(level);
         }
         if self.options.reproducible {
