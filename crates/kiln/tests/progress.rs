@@ -82,7 +82,7 @@ fn plain_log_of_a_cold_then_warm_build() {
         (3, "step 4: RUN echo compiled-output"),
         (4, "step 5: ENV MODE=prod"),
     ] {
-        let tag = format!("[0 {n}/4] ");
+        let tag = format!("[stage-0 {n}/4] ");
         let start = lines_with(&cold, &format!("{tag}{instruction}"));
         assert_eq!(start.len(), 1, "{tag}{instruction}:\n{cold}");
         let done = lines_with(&cold, &tag)
@@ -101,7 +101,7 @@ fn plain_log_of_a_cold_then_warm_build() {
     );
     // The COPY made a layer, and its size is on its end line.
     assert!(
-        lines_with(&cold, "[0 2/4] step 3: done in ")[0].contains(", layer "),
+        lines_with(&cold, "[stage-0 2/4] step 3: done in ")[0].contains(", layer "),
         "{cold}"
     );
     assert!(
@@ -121,7 +121,7 @@ fn plain_log_of_a_cold_then_warm_build() {
     assert!(ok, "{warm}");
     for (n, line) in [(1, 2), (2, 3), (3, 4)] {
         assert_eq!(
-            lines_with(&warm, &format!("[0 {n}/4] step {line}: CACHED")).len(),
+            lines_with(&warm, &format!("[stage-0 {n}/4] step {line}: CACHED")).len(),
             1,
             "step on line {line} is CACHED:\n{warm}"
         );
@@ -130,7 +130,7 @@ fn plain_log_of_a_cold_then_warm_build() {
         !warm.contains("| compiled-output"),
         "a cached RUN does not run:\n{warm}"
     );
-    assert_eq!(lines_with(&warm, "[0 4/4] step 5: done in ").len(), 1);
+    assert_eq!(lines_with(&warm, "[stage-0 4/4] step 5: done in ").len(), 1);
     let summary = &warm[warm.find("build summary").expect("a summary")..];
     assert!(summary.contains("image   sha256:"), "{summary}");
     assert!(summary.contains("size    "), "{summary}");
