@@ -42,6 +42,7 @@
 
 #![deny(missing_docs)]
 
+mod absorb;
 mod changes;
 mod client;
 mod emulate;

@@ -66,6 +66,12 @@ impl Rootfs {
         })
     }
 
+    /// Records that the root already holds layer `digest` (a RUN's changes
+    /// were folded in), the next on top of those applied.
+    pub fn mark_applied(&mut self, digest: &kiln_oci::Digest) {
+        self.applied.push(digest.clone());
+    }
+
     /// True when the root holds exactly `image`'s layers.
     pub fn holds(&self, image: &ImageState) -> bool {
         image.layers.len() == self.applied.len()

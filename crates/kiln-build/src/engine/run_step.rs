@@ -176,7 +176,7 @@ impl StageRunner<'_> {
         let result = task
             .await
             .map_err(|e| self.step_error(instruction, format!("RUN task: {e}")))?;
-        let (status, tail, blob) = result.map_err(|e| self.step_error(instruction, e))?;
+        let (status, tail, blob, after) = result.map_err(|e| self.step_error(instruction, e))?;
         if !status.success() {
             return Err(BuildError::Run {
                 file: self.dockerfile_name.to_string(),
@@ -219,6 +219,15 @@ impl StageRunner<'_> {
                 );
                 self.store(run, instruction, Some(layer.clone()), history);
                 run.image.push_layer(layer, history_entry);
+                match (after, run.rootfs.as_mut()) {
+                    (RootAfter::HoldsLayer, Some(root)) => root.mark_applied(&blob.digest),
+                    (RootAfter::Broken, _) => {
+                        // Materialize afresh, in a new directory, when next needed.
+                        run.rootfs = None;
+                        run.rootfs_name = format!("{}-r{}", run.rootfs_name, run.steps);
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(())
@@ -597,12 +606,25 @@ fn tree_digest(top: &Path) -> Result<String, String> {
 }
 
 /// What the blocking part of a RUN gives back: status, last output lines,
-/// the layer (none when nothing changed).
+/// the layer (none when nothing changed), and whether the root filesystem
+/// now holds the step's changes (else it must be rebuilt before reuse).
 type Executed = (
     kiln_sandbox::ExitStatus,
     VecDeque<String>,
     Option<kiln_layer::LayerBlob>,
+    RootAfter,
 );
+
+/// The state of the stage's root filesystem after a RUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RootAfter {
+    /// Unchanged: the step failed or changed nothing.
+    Unchanged,
+    /// It holds the step's changes, exactly as applying its layer would.
+    HoldsLayer,
+    /// Folding the changes in failed half way: the root must not be used.
+    Broken,
+}
 type SpecParts = (
     Vec<String>,
     Vec<String>,
@@ -687,10 +709,24 @@ fn execute(
     } else {
         None
     };
+    // The root takes the changes over (moved, not unpacked from the layer),
+    // so the next step starts without unpacking anything.
+    let after = match &blob {
+        None => RootAfter::Unchanged,
+        Some(_) => match outcome.changes.absorb_into(root) {
+            Ok(()) => RootAfter::HoldsLayer,
+            Err(e) => {
+                tracing::warn!(
+                    "folding the step's changes into its root failed ({e}); it will be rebuilt"
+                );
+                RootAfter::Broken
+            }
+        },
+    };
     if let kiln_sandbox::Changes::Upper { upper, .. } = &outcome.changes {
         let _ = fs::remove_dir_all(upper);
     }
-    Ok((outcome.status, tail, blob))
+    Ok((outcome.status, tail, blob, after))
 }
 
 /// The argv of a RUN, and for a heredoc script with a shebang, the file to
