@@ -153,7 +153,13 @@ pub async fn build_with(
     finish_config(&mut image, options);
     let built = BuiltImage::assemble(&image)
         .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
-    let (pushed, push_reports) = write_outputs(options, &built, &blobs, &*progress).await?;
+    // The root filesystems are not needed any more: remove them while the
+    // outputs are written, rather than after.
+    let bulk = ws.bulk_dirs();
+    let cleanup = tokio::task::spawn_blocking(move || workspace::remove_bulk(bulk));
+    let outputs = write_outputs(options, &built, &blobs, &*progress).await;
+    let _ = cleanup.await;
+    let (pushed, push_reports) = outputs?;
     let size = built.config.size + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>();
     progress.event(&ProgressEvent::BuildDone {
         digest: built.digest.to_string(),

@@ -89,6 +89,19 @@ impl Workspace {
         self.root.join("scratch")
     }
 
+    /// The directories holding most of the build's files (root
+    /// filesystems, RUN scratch, unpacked contexts): what [`remove_bulk`]
+    /// takes once the image no longer needs them.
+    pub fn bulk_dirs(&self) -> Vec<PathBuf> {
+        if self.keep {
+            return Vec::new();
+        }
+        ["rootfs", "run", "scratch", "context"]
+            .iter()
+            .map(|d| self.root.join(d))
+            .collect()
+    }
+
     /// Where a `tar://` context is unpacked.
     pub fn context(&self) -> PathBuf {
         self.root.join("context")
@@ -109,6 +122,46 @@ impl Drop for Workspace {
         LIVE.lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|root| root != &self.root);
+    }
+}
+
+/// Removes the build's root filesystems and scratch space — nearly all of
+/// its files — several subtrees at a time. Called once the image is
+/// assembled, while the outputs are written: unlinking is I/O-bound (on
+/// disks mounted with `discard`, slower than writing the files was), so
+/// it overlaps the push and keeps the disk's queue full.
+pub fn remove_bulk(paths: Vec<PathBuf>) {
+    // Two levels down: a root filesystem's top directories are the units
+    // removed in parallel; what is left of `paths` goes last.
+    let mut units: Vec<PathBuf> = Vec::new();
+    for dir in &paths {
+        for child in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let is_dir = child.file_type().is_ok_and(|t| t.is_dir());
+            match fs::read_dir(child.path()) {
+                Ok(grandchildren) if is_dir => {
+                    units.extend(grandchildren.flatten().map(|g| g.path()))
+                }
+                _ => units.push(child.path()),
+            }
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
+    let queue = std::sync::Mutex::new(units.into_iter());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some(path) = next else { break };
+                if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                    remove_tree(&path);
+                } else {
+                    let _ = fs::remove_file(&path);
+                }
+            });
+        }
+    });
+    for dir in &paths {
+        remove_tree(dir);
     }
 }
 
@@ -155,6 +208,29 @@ mod tests {
         assert!(rb.exists());
         drop(b);
         assert_eq!(fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn bulk_removal_empties_the_big_dirs_and_keeps_the_rest() {
+        let parent = tempfile::tempdir().unwrap();
+        let ws = Workspace::create(parent.path()).unwrap();
+        for stage in ["stage-0", "stage-1"] {
+            for dir in ["bin", "usr/lib", "etc"] {
+                let d = ws.rootfs(stage).join(dir);
+                fs::create_dir_all(&d).unwrap();
+                for i in 0..50 {
+                    fs::write(d.join(format!("f{i}")), b"x").unwrap();
+                }
+            }
+            std::os::unix::fs::symlink("usr/lib", ws.rootfs(stage).join("lib")).unwrap();
+        }
+        fs::write(ws.layers().join("blob"), b"layer").unwrap();
+        remove_bulk(ws.bulk_dirs());
+        assert!(!ws.root().join("rootfs").exists());
+        assert!(
+            ws.layers().join("blob").exists(),
+            "layers are still needed by the outputs"
+        );
     }
 
     #[test]
