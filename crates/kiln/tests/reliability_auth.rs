@@ -232,9 +232,16 @@ fn tokens_that_expire_during_the_build_are_renewed() {
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     assert!(!all.contains("error"), "{all}");
-    // Several tokens were needed, and each refusal was answered by a renewal.
-    assert!(front.issued() >= 3, "issued {}:\n{all}", front.issued());
-    assert!(front.refused() >= 2, "refused {}:\n{all}", front.refused());
+    // Tokens were refused mid-build and each refusal was answered by a
+    // renewal. How many depends on how the concurrent blob pushes share a
+    // token, so only the lower bounds are fixed.
+    assert!(front.refused() >= 1, "refused {}:\n{all}", front.refused());
+    assert!(
+        front.issued() > front.refused(),
+        "issued {} for {} refusals:\n{all}",
+        front.issued(),
+        front.refused()
+    );
     assert!(!all.contains("tok-"), "a token was logged:\n{all}");
 
     let img = Flattened::from_registry(&reg, "renewed:1").unwrap();
