@@ -13,7 +13,6 @@
 //! directory, bound read-only, and never logged or recorded in history.
 
 use super::error::BuildError;
-use super::image::{LayerOrigin, LayerRef};
 use super::metadata::{self, HISTORY_COMMENT};
 use super::stage::{StageRun, StageRunner};
 use crate::options::{Isolation, SecretSource};
@@ -21,7 +20,7 @@ use crate::progress::ProgressEvent;
 use kiln_dockerfile::instructions::{
     CommandLine, Instruction, Mount, MountType, NetworkMode, RunCommand, Sharing,
 };
-use kiln_oci::{Descriptor, History};
+use kiln_oci::History;
 use kiln_sandbox::{BindFile, MountSpec, Network, RootSpec, RunSpec, User};
 use std::collections::VecDeque;
 use std::fs;
@@ -199,26 +198,7 @@ impl StageRunner<'_> {
                 run.image.push_empty(history_entry);
             }
             Some(blob) => {
-                if blob.compression == kiln_oci::media::Compression::Zstd {
-                    run.image.oci = true;
-                }
-                let layer = LayerRef {
-                    descriptor: Descriptor::new(
-                        blob.media_type(run.image.oci),
-                        blob.digest.clone(),
-                        blob.size,
-                    ),
-                    diff_id: blob.diff_id.clone(),
-                    origin: LayerOrigin::Local(blob.path.clone()),
-                };
-                tracing::debug!(
-                    "step {}: layer {} ({} bytes)",
-                    instruction.line(),
-                    blob.digest,
-                    blob.size
-                );
-                self.store(run, instruction, Some(layer.clone()), history);
-                run.image.push_layer(layer, history_entry);
+                self.record_layer(run, instruction, &blob, created, history);
                 match (after, run.rootfs.as_mut()) {
                     (RootAfter::HoldsLayer, Some(root)) => root.mark_applied(&blob.digest),
                     (RootAfter::Broken, _) => {

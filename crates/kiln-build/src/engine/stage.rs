@@ -638,6 +638,21 @@ impl StageRunner<'_> {
         blob: kiln_layer::LayerBlob,
         created: &str,
     ) -> Result<(), BuildError> {
+        let created_by = shorten_history(&instruction.original);
+        self.record_layer(run, instruction, &blob, created, created_by);
+        Ok(())
+    }
+
+    /// Adds a layer this build wrote to the stage's image, with its history
+    /// entry, and sends it to the cache.
+    pub(crate) fn record_layer(
+        &self,
+        run: &mut StageRun<'_>,
+        instruction: &Instruction,
+        blob: &kiln_layer::LayerBlob,
+        created: &str,
+        created_by: String,
+    ) {
         if blob.compression == kiln_oci::media::Compression::Zstd {
             run.image.oci = true;
         }
@@ -656,7 +671,6 @@ impl StageRunner<'_> {
             blob.digest,
             blob.size
         );
-        let created_by = shorten_history(&instruction.original);
         self.store(run, instruction, Some(layer.clone()), created_by.clone());
         run.image.push_layer(
             layer,
@@ -667,7 +681,6 @@ impl StageRunner<'_> {
                 ..Default::default()
             },
         );
-        Ok(())
     }
 }
 
