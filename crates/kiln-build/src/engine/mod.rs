@@ -124,6 +124,8 @@ pub async fn build_with(
     let mut results: HashMap<usize, StageResult> = HashMap::new();
     let mut steps = 0;
     let mut cached = 0;
+    let mut released = std::collections::BTreeSet::new();
+    let mut removals = Vec::new();
     let run_stages = async {
         // Stages of one level do not depend on each other: they run
         // concurrently (their heavy work is on blocking threads).
@@ -136,10 +138,22 @@ pub async fn build_with(
                 cached += result.cached;
                 results.insert(index, result);
             }
+            // Roots of stages that no stage still to come reads from are
+            // removed now, while the build goes on, not at its end.
+            let finished: std::collections::BTreeSet<usize> = results.keys().copied().collect();
+            for index in finished_roots(&dockerfile.plan, &finished, &mut released) {
+                let dirs = ws.stage_roots(index);
+                removals.push(tokio::task::spawn_blocking(move || {
+                    workspace::remove_bulk(dirs)
+                }));
+            }
         }
         Ok::<(), BuildError>(())
     };
     let stages_result = run_stages.await;
+    for removal in removals {
+        let _ = removal.await;
+    }
     // Cache stores read layer files from the workspace: wait for them
     // before anything can remove it, also when the build failed.
     for warning in pusher.finish().await {
@@ -378,4 +392,54 @@ async fn write_outputs(
         output::digest_files::write_name_tag_with_digest(path, &out.destinations, &built.digest)?;
     }
     Ok((pushed, reports))
+}
+
+/// Stages whose root filesystem no stage still to run needs: finished,
+/// not the target, and every stage that reads from them finished too.
+/// Each is returned once (`released` remembers).
+fn finished_roots(
+    plan: &kiln_dockerfile::plan::Plan,
+    finished: &std::collections::BTreeSet<usize>,
+    released: &mut std::collections::BTreeSet<usize>,
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    for &index in finished {
+        if index == plan.target || released.contains(&index) {
+            continue;
+        }
+        let still_read = plan
+            .needed
+            .iter()
+            .any(|&j| !finished.contains(&j) && plan.deps[j].stages.contains(&index));
+        if !still_read {
+            released.insert(index);
+            out.push(index);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn a_stage_root_is_released_once_no_stage_to_come_reads_it() {
+        let text = "FROM scratch AS a\nFROM scratch AS b\nFROM scratch AS c\nCOPY --from=a / /a\n\
+                    FROM scratch\nCOPY --from=b / /b\nCOPY --from=c / /c\n";
+        let df = kiln_dockerfile::load(text, &BTreeMap::new(), None).unwrap();
+        let plan = &df.plan;
+        let mut released = BTreeSet::new();
+        // a, b done: a is still read by c, b by the target.
+        let finished = BTreeSet::from([0, 1]);
+        assert!(finished_roots(plan, &finished, &mut released).is_empty());
+        // c done: a is free; c and b are read by the target.
+        let finished = BTreeSet::from([0, 1, 2]);
+        assert_eq!(finished_roots(plan, &finished, &mut released), vec![0]);
+        // The target done: b and c are free, each released once, the target never.
+        let finished = BTreeSet::from([0, 1, 2, 3]);
+        assert_eq!(finished_roots(plan, &finished, &mut released), vec![1, 2]);
+        assert!(finished_roots(plan, &finished, &mut released).is_empty());
+    }
 }

@@ -102,6 +102,27 @@ impl Workspace {
             .collect()
     }
 
+    /// The root filesystems of stage `index`: its own, and the copy made for
+    /// `COPY --from` or RUN bind mounts.
+    pub fn stage_roots(&self, index: usize) -> Vec<PathBuf> {
+        if self.keep {
+            return Vec::new();
+        }
+        let own = format!("stage-{index}");
+        let own_renamed = format!("stage-{index}-");
+        let read_from = format!("from-stage-{index}");
+        fs::read_dir(self.root.join("rootfs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name == own || name.starts_with(&own_renamed) || name == read_from
+            })
+            .map(|e| e.path())
+            .collect()
+    }
+
     /// Where a `tar://` context is unpacked.
     pub fn context(&self) -> PathBuf {
         self.root.join("context")
