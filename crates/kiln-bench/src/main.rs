@@ -2,14 +2,15 @@
 //! the same machine and the same registry, alternating the two tools.
 //!
 //! ```text
-//! kiln-bench [--runs N] [--only NAME,NAME] [--driver overlay|vfs] [--kiln PATH] [--out FILE]
+//! kiln-bench [--runs N] [--only NAME,NAME] [--driver overlay|vfs] [--kiln PATH] [--out FILE] [--no-fresh-fs]
 //! ```
 //!
 //! It starts a CNCF registry on a free loopback port, pushes the bases
 //! (busybox; busybox plus random-content layers for the scaling runs; the
 //! Debian bookworm base with python3 for the Python workloads), and runs each
 //! workload N times per tool on fresh working directories: a fresh
-//! `--kiln-dir` for kiln, a fresh containers-storage root for buildah. Warm
+//! `--kiln-dir` for kiln, a fresh containers-storage root for buildah, each
+//! on a new ext4 filesystem made for the run (`fresh_disk`). Warm
 //! rebuilds prime each tool's registry cache once, then every measured run
 //! is a fresh runner (empty local state) after a code-only change.
 //!
@@ -24,6 +25,7 @@
 //! under `bench/work/`.
 
 mod bases;
+mod fresh_disk;
 mod measure;
 mod report;
 mod workloads;
@@ -57,6 +59,8 @@ pub struct Opts {
     pub root: PathBuf,
     /// `bench/work`.
     pub work: PathBuf,
+    /// Every run on a new ext4 filesystem (see `fresh_disk`).
+    pub fresh_fs: bool,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -72,6 +76,7 @@ fn parse_args() -> Result<Opts> {
         out: root.join("bench/RESULTS.md"),
         kiln_label: None,
         work: root.join("bench/work"),
+        fresh_fs: fresh_disk::FreshDisk::available(),
         root,
     };
     let mut args = std::env::args().skip(1);
@@ -84,9 +89,10 @@ fn parse_args() -> Result<Opts> {
             "--kiln" => o.kiln = PathBuf::from(val()?),
             "--out" => o.out = PathBuf::from(val()?),
             "--kiln-label" => o.kiln_label = Some(val()?),
+            "--no-fresh-fs" => o.fresh_fs = false,
             "-h" | "--help" => {
                 println!(
-                    "kiln-bench [--runs N] [--only NAME,..] [--driver overlay|vfs] [--kiln PATH] [--kiln-label TEXT] [--out FILE]\n\
+                    "kiln-bench [--runs N] [--only NAME,..] [--driver overlay|vfs] [--kiln PATH] [--kiln-label TEXT] [--out FILE] [--no-fresh-fs]\n\
                      workloads: {}",
                     workloads::NAMES.join(", ")
                 );

@@ -200,7 +200,7 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
     );
     let _ = writeln!(
         md,
-        "- date: {}\n- machine: {} cores ({}), {} RAM\n- load average (1, 5, 15 min): {load_start} at start, {} at the end\n- kiln: {} (release build, {})\n- buildah: {}, `--layers --isolation chroot`, storage driver `{}`\n- runs per tool and workload: {} (alternating which tool goes first)\n- total time: {:.0} s\n",
+        "- date: {}\n- machine: {} cores ({}), {} RAM\n- load average (1, 5, 15 min): {load_start} at start, {} at the end\n- kiln: {} (release build, {})\n- buildah: {}, `--layers --isolation chroot`, storage driver `{}`\n- runs per tool and workload: {} (alternating which tool goes first)\n- working directory of every run: {}\n- total time: {:.0} s\n",
         cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         cpu_model(),
@@ -214,6 +214,11 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
         cmd_out("buildah", &["--version"]),
         opts.driver,
         opts.runs,
+        if opts.fresh_fs {
+            "a new ext4 filesystem (sparse image, loop mount), made before the run and discarded after"
+        } else {
+            "a fresh directory on the shared disk (--no-fresh-fs)"
+        },
         took.as_secs_f64()
     );
     md.push_str(&table);

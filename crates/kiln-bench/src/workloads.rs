@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use kiln_testkit::Registry;
 
 use crate::bases::Bases;
+use crate::fresh_disk::FreshDisk;
 use crate::measure::{measure, run_quiet, Sample};
 use crate::Opts;
 
@@ -203,6 +204,11 @@ impl Workload {
         let dir = self.runs_dir.join(format!("{}-{label}", tool.name()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
+        let disk = if opts.fresh_fs {
+            Some(FreshDisk::mount(&dir)?)
+        } else {
+            None
+        };
         let log = self.logs.join(format!("{}-{label}.log", tool.name()));
         let _ = fs::remove_file(&log);
         let dest = reg.image_ref(&format!("bench/{}/{}:{label}", self.name, tool.name()));
@@ -285,6 +291,7 @@ impl Workload {
                 r
             }
         };
+        drop(disk);
         let _ = fs::remove_dir_all(&dir);
         result.with_context(|| format!("{} {} run {label}", self.name, tool.name()))
     }

@@ -671,6 +671,7 @@ fn execute(
         tail.push_back(line.to_string());
     };
     let spec = build(use_namespace)?;
+    let started = std::time::Instant::now();
     let outcome = match kiln_sandbox::run(&spec, &mut output) {
         Err(e) if e.is_denied() && use_namespace && isolation == Isolation::Auto => {
             tracing::info!("namespaces are not available ({e}); using chroot isolation");
@@ -681,6 +682,7 @@ fn execute(
         }
         other => other.map_err(|e| e.to_string()),
     }?;
+    let ran = started.elapsed();
     let blob = if outcome.status.success() {
         outcome
             .changes
@@ -689,6 +691,7 @@ fn execute(
     } else {
         None
     };
+    let layered = started.elapsed();
     // The root takes the changes over (moved, not unpacked from the layer),
     // so the next step starts without unpacking anything.
     let after = match &blob {
@@ -703,9 +706,18 @@ fn execute(
             }
         },
     };
+    let absorbed = started.elapsed();
     if let kiln_sandbox::Changes::Upper { upper, .. } = &outcome.changes {
         let _ = fs::remove_dir_all(upper);
     }
+    // Where a RUN's time goes, for --verbosity=debug and the benchmark.
+    tracing::debug!(
+        "RUN phases: command {:.2}s, layer {:.2}s, into the root {:.2}s, cleanup {:.2}s",
+        ran.as_secs_f64(),
+        (layered - ran).as_secs_f64(),
+        (absorbed - layered).as_secs_f64(),
+        (started.elapsed() - absorbed).as_secs_f64()
+    );
     Ok((outcome.status, tail, blob, after))
 }
 
