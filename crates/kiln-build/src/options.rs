@@ -264,7 +264,7 @@ pub struct BuildFlags {
     pub target: Option<String>,
     /// `--label`, `K=V`.
     pub labels: Vec<String>,
-    /// `--skip-unused-stages`.
+    /// `--skip-unused-stages`; on by default in kiln (Kaniko's default is off).
     pub skip_unused_stages: bool,
     /// `--custom-platform`, `os/arch[/variant]`; the host when `None`.
     pub custom_platform: Option<String>,
@@ -349,7 +349,9 @@ impl Default for BuildFlags {
             build_args: Vec::new(),
             target: None,
             labels: Vec::new(),
-            skip_unused_stages: false,
+            // Stages the target does not need are skipped unless asked
+            // otherwise, as BuildKit does.
+            skip_unused_stages: true,
             custom_platform: None,
             reproducible: false,
             compression: Compression::Gzip,
@@ -400,7 +402,8 @@ pub struct BuildOptions {
     pub build_args: Vec<KeyValue>,
     /// Labels added to the image, in order.
     pub labels: Vec<KeyValue>,
-    /// Build only the stages the target needs.
+    /// Build only the stages the target needs; when false, every stage up to
+    /// the target (and whatever those read), as Kaniko without the flag.
     pub skip_unused_stages: bool,
     /// The platform to build for.
     pub platform: Platform,
@@ -1166,6 +1169,8 @@ mod tests {
             (d.verbosity, d.log_format),
             (Verbosity::Info, LogFormat::Color)
         );
+        // The one deliberate difference: unused stages are skipped by default.
+        assert!(d.skip_unused_stages);
     }
 
     #[test]

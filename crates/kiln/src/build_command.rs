@@ -18,8 +18,9 @@ const REGISTRY: &str = "Registries";
 const LOGGING: &str = "Logging";
 const NO_EFFECT: &str = "Accepted for Kaniko compatibility (no effect in kiln)";
 
-/// Parses a Go `strconv.ParseBool` value for a boolean flag.
-fn go_bool(value: &str) -> Result<bool, String> {
+/// Parses a Go `strconv.ParseBool` value for a boolean flag. Every kiln
+/// command's booleans use it, so `--flag=false` means the same everywhere.
+pub(crate) fn go_bool(value: &str) -> Result<bool, String> {
     kiln_build::options::parse_go_bool(value).ok_or_else(|| {
         format!("{value:?} is not a boolean (use true/false, 1/0, t/f, TRUE/FALSE, True/False)")
     })
@@ -99,8 +100,9 @@ pub struct BuildCommand {
     #[arg(long, value_name = "KEY=VALUE", action = ArgAction::Append)]
     pub label: Vec<String>,
 
-    /// Build only the stages the target needs (default: every stage up to the target).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    /// Build only the stages the target needs; =false builds every stage up to the
+    /// target, as Kaniko does without this flag.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
     pub skip_unused_stages: bool,
 
     /// Platform to build for, os/arch[/variant] (default: the host's).

@@ -47,15 +47,19 @@ pub fn check(path: &Path, options: &BuildOptions) -> Result<Dockerfile, Failure>
         build_args,
         target: options.target.clone(),
         platform: PlatformArgs::new(kiln_oci::Platform::host().to_string(), platform),
-        selection: if options.skip_unused_stages {
-            StageSelection::TargetDeps
-        } else {
-            StageSelection::All
-        },
+        // The same stages as the build will run, so that what this check
+        // accepts the build accepts too.
+        selection: StageSelection::TargetDeps,
     };
     let file = path.display().to_string();
-    kiln_dockerfile::load_with(&text, &load_options)
-        .map_err(|errors| Failure::dockerfile(errors.iter().map(|e| e.with_file(&file)).collect()))
+    let located = |errors: &[kiln_dockerfile::FrontendError]| {
+        Failure::dockerfile(errors.iter().map(|e| e.with_file(&file)).collect())
+    };
+    let mut dockerfile =
+        kiln_dockerfile::load_with(&text, &load_options).map_err(|errors| located(&errors))?;
+    kiln_build::engine::select_stages(&mut dockerfile, options.skip_unused_stages)
+        .map_err(|error| located(&[error]))?;
+    Ok(dockerfile)
 }
 
 fn read(path: &Path) -> Result<String, Failure> {

@@ -37,15 +37,14 @@ impl Mode {
     /// The mode for a `--log-format`, given whether stderr is a terminal.
     /// `NO_COLOR` turns colours off; `CLICOLOR_FORCE` turns them on without a terminal.
     pub fn choose(format: LogFormat, terminal: bool, env: &dyn Fn(&str) -> Option<String>) -> Mode {
-        let set = |name: &str| env(name).is_some_and(|v| !v.is_empty() && v != "0");
         let dumb = env("TERM").is_some_and(|t| t == "dumb");
         match format {
             LogFormat::Json => Mode::Json,
             _ if terminal && !dumb => Mode::Live,
-            LogFormat::Color => Mode::Plain {
-                color: set("CLICOLOR_FORCE") && !set("NO_COLOR"),
+            // The same rule as the log lines printed between these.
+            _ => Mode::Plain {
+                color: crate::logging::colors(format, terminal, env),
             },
-            _ => Mode::Plain { color: false },
         }
     }
 
@@ -108,13 +107,23 @@ impl Renderer {
         }
     }
 
+    /// `text` with the time in front of each of its lines when timestamps are
+    /// on: a multi-line message (the summary) is stamped line by line, so
+    /// that every line of the log starts with the time.
+    fn stamped(&self, text: &str) -> String {
+        if !self.timestamps {
+            return text.to_string();
+        }
+        let now = now();
+        text.split('\n')
+            .map(|line| format!("{now} {line}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Writes one human-readable line (live and plain modes).
     fn line(&self, text: &str) {
-        let text = if self.timestamps {
-            format!("{} {text}", now())
-        } else {
-            text.to_string()
-        };
+        let text = self.stamped(text);
         match &self.multi {
             Some(multi) => {
                 // A hidden or closed terminal leaves nothing to do.
@@ -253,10 +262,11 @@ impl Renderer {
                         Some(rest) => format!("{}{rest}", self.paint(RED, "error:")),
                         None => line.clone(),
                     };
-                    let _ = writeln!(err, "{line}");
+                    let _ = writeln!(err, "{}", self.stamped(&line));
                 }
                 if let Some(hint) = hint {
-                    let _ = writeln!(err, "{} {hint}", self.paint(BOLD, "hint:"));
+                    let hint = format!("{} {hint}", self.paint(BOLD, "hint:"));
+                    let _ = writeln!(err, "{}", self.stamped(&hint));
                 }
             }
         }
@@ -509,6 +519,22 @@ mod tests {
             Mode::Plain { color: false }
         );
         assert_eq!(Mode::choose(LogFormat::Json, true, &env(&[])), Mode::Json);
+    }
+
+    #[test]
+    fn timestamps_go_on_every_line_of_a_message() {
+        let renderer = Renderer::new(Mode::Plain { color: false }, true);
+        let stamped = renderer.stamped("build summary\n  image   sha256:1");
+        let lines: Vec<&str> = stamped.lines().collect();
+        assert_eq!(lines.len(), 2, "{stamped}");
+        for (line, rest) in lines.iter().zip(["build summary", "  image   sha256:1"]) {
+            let (time, text) = line.split_once(' ').unwrap();
+            time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("{time:?}: {e}"));
+            assert_eq!(text, rest);
+        }
+        let plain = Renderer::new(Mode::Plain { color: false }, false);
+        assert_eq!(plain.stamped("a\nb"), "a\nb");
     }
 
     #[test]

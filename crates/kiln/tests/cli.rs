@@ -482,3 +482,16 @@ fn build_checks_the_target_stage_exists() {
         .code(3)
         .stderr(predicate::str::contains("nope"));
 }
+
+#[test]
+fn unused_stages_are_skipped_unless_turned_off() {
+    assert_eq!(options(&["--no-push"])["skip_unused_stages"], true);
+    assert_eq!(
+        options(&["--no-push", "--skip-unused-stages"])["skip_unused_stages"],
+        true
+    );
+    assert_eq!(
+        options(&["--no-push", "--skip-unused-stages=false"])["skip_unused_stages"],
+        false
+    );
+}

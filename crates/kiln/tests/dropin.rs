@@ -288,12 +288,83 @@ fn warmer_takes_kaniko_warmer_command_lines() {
         "--dockerfile",
         "--cache-ttl",
         "--force",
+        "--customPlatform",
+        "--registry-map",
+        "--registry-mirror",
+        "--skip-default-registry-fallback",
+        "--verbosity",
+        "--log-format",
+        "--log-timestamp",
     ] {
         assert!(
             help.contains(flag),
             "{flag} missing from `warmer --help`:\n{help}"
         );
     }
+}
+
+/// A warmer step as a Kaniko pipeline writes it: Go-style booleans with `=`,
+/// the deprecated `--customPlatform`, a registry map and a Docker Hub mirror
+/// (both pointing at the test registry, so nothing reaches the names given),
+/// and Kaniko's logging flags.
+#[test]
+fn warmer_takes_go_booleans_registry_maps_and_logging_flags() {
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox().unwrap();
+    base.push_to(&reg, "busybox:latest").unwrap();
+    // Where a Docker Hub mirror serves `busybox`.
+    base.push_to(&reg, "library/busybox:latest").unwrap();
+    let warmer = renamed("warmer");
+    let cache = tempfile::tempdir().unwrap();
+    let warm = |force: &str| {
+        let out = Command::new(&warmer.path)
+            .env_remove("KANIKO_REGISTRY_MAP")
+            .arg(format!("--cache-dir={}", cache.path().display()))
+            .args(["--image", "mapped.invalid/busybox:latest"])
+            .args(["--image", "busybox:latest"])
+            .arg(format!("--registry-map=mapped.invalid={}", reg.host()))
+            .arg(format!("--registry-mirror={}", reg.host()))
+            .arg("--skip-default-registry-fallback=true")
+            .args(["--insecure-pull", "--customPlatform=linux/amd64"])
+            .args(["--log-format=text", "--log-timestamp", "--verbosity=debug"])
+            .arg(force)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{force}: {}", text(&out));
+        out
+    };
+    let stdout = |out: &Output| String::from_utf8_lossy(&out.stdout).to_string();
+
+    let first = warm("--force=true");
+    let listed = stdout(&first);
+    assert_eq!(listed.matches(" cached as sha256:").count(), 2, "{listed}");
+    assert_eq!(listed.matches("already cached").count(), 0, "{listed}");
+    assert!(
+        listed.contains("mapped.invalid/busybox:latest cached as"),
+        "{listed}"
+    );
+    // --log-timestamp: every log line starts with the time.
+    let log = String::from_utf8_lossy(&first.stderr).to_string();
+    assert!(!log.is_empty(), "debug logging says something");
+    for line in log.lines() {
+        let first = line.split(' ').next().unwrap_or_default();
+        assert!(
+            time::OffsetDateTime::parse(first, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "not stamped: {line:?}"
+        );
+        assert!(
+            !line.contains('\x1b'),
+            "text logs are not coloured: {line:?}"
+        );
+    }
+
+    // --force=false keeps the fresh copies; --force=true pulls them again.
+    let kept = stdout(&warm("--force=false"));
+    assert_eq!(kept.matches("already cached").count(), 2, "{kept}");
+    let forced = stdout(&warm("--force=true"));
+    assert_eq!(forced.matches("already cached").count(), 0, "{forced}");
+    assert_eq!(forced.matches(" cached as sha256:").count(), 2, "{forced}");
 }
 
 /// The repository root, where kiln's own Dockerfile is.

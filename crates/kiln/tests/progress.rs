@@ -220,3 +220,92 @@ fn a_failing_run_says_which_step_which_command_and_which_exit_code() {
         serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     }
 }
+
+/// Whether `token` is an RFC 3339 date and time.
+fn is_rfc3339(token: &str) -> bool {
+    time::OffsetDateTime::parse(token, &time::format_description::well_known::Rfc3339).is_ok()
+}
+
+#[test]
+fn the_default_color_format_writes_no_escape_codes_into_a_ci_log() {
+    let p = Project::new(DOCKERFILE);
+    // No --log-format: Kaniko's default, `color`. stderr is a pipe here, as
+    // in a CI job, so neither the step lines nor the log lines of tracing
+    // (the --cleanup notice, the layer cache line) may be coloured.
+    let (ok, _, _, log) = p.build(&["--cleanup"]);
+    assert!(ok, "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("INFO") && l.contains("accepted for Kaniko compatibility")),
+        "a log line of tracing is there:\n{log}"
+    );
+    assert!(log.contains("[stage-0 3/4] step 4: RUN "), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "no ANSI escape codes outside a terminal:\n{log:?}"
+    );
+}
+
+#[test]
+fn log_timestamp_puts_the_time_first_on_every_line() {
+    let p = Project::new(DOCKERFILE);
+    let (ok, _, stdout, log) = p.build(&["--log-format=text", "--log-timestamp", "--cleanup"]);
+    assert!(ok, "{log}");
+    assert!(stdout.is_empty(), "{stdout}");
+    // Step lines, RUN output, tracing's lines and the summary alike.
+    for needle in [
+        "accepted for Kaniko compatibility",
+        "[stage-0 1/4] step 2: WORKDIR /app",
+        "| compiled-output",
+        "build summary",
+        "  image   sha256:",
+        "  time    ",
+    ] {
+        assert!(log.contains(needle), "{needle:?} is logged:\n{log}");
+    }
+    for line in log.lines() {
+        let first = line.split(' ').next().unwrap_or_default();
+        assert!(is_rfc3339(first), "not stamped: {line:?}\n{log}");
+    }
+}
+
+/// `app` is the target; `unused` comes before it and `later` after it, and
+/// the target reads from neither.
+const THREE_STAGES: &str = "\
+FROM REGISTRY/busybox:latest AS unused
+RUN echo unused-stage-ran
+FROM REGISTRY/busybox:latest AS app
+RUN echo app-stage-ran
+FROM REGISTRY/busybox:latest AS later
+RUN echo later-stage-ran
+";
+
+fn ran(log: &str, output: &str) -> bool {
+    log.lines().any(|l| l.ends_with(&format!("| {output}")))
+}
+
+#[test]
+fn skip_unused_stages_is_the_default_and_false_builds_every_stage_up_to_the_target() {
+    let p = Project::new(THREE_STAGES);
+    let build = |extra: &[&str]| {
+        let mut args = vec!["--log-format=text", "--cache=false", "--target=app"];
+        args.extend(extra);
+        let (ok, _, _, log) = p.build(&args);
+        assert!(ok, "{extra:?}:\n{log}");
+        log
+    };
+    for log in [build(&[]), build(&["--skip-unused-stages"])] {
+        assert!(ran(&log, "app-stage-ran"), "{log}");
+        assert!(!ran(&log, "unused-stage-ran"), "skipped:\n{log}");
+        assert!(!log.contains("stage unused (FROM"), "{log}");
+        assert!(!ran(&log, "later-stage-ran"), "{log}");
+    }
+    // As Kaniko without the flag: the unused stage runs; the one after the
+    // target still does not.
+    let log = build(&["--skip-unused-stages=false"]);
+    assert!(ran(&log, "unused-stage-ran"), "built:\n{log}");
+    assert!(log.contains("stage unused (FROM"), "{log}");
+    assert!(ran(&log, "app-stage-ran"), "{log}");
+    assert!(!ran(&log, "later-stage-ran"), "after the target:\n{log}");
+    assert!(!log.contains("stage later (FROM"), "{log}");
+}

@@ -259,14 +259,43 @@ fn load_dockerfile(
         build_args,
         target: options.target.clone(),
         platform: PlatformArgs::new(Platform::host().to_string(), options.platform.to_string()),
-        // Stages the target does not need are never built, as in BuildKit;
-        // `--skip-unused-stages` is accepted and is always in effect.
+        // The target's own needs first; `select_stages` widens the plan when
+        // unused stages are to be built too.
         selection: StageSelection::TargetDeps,
     };
-    kiln_dockerfile::load_with(text, &load).map_err(|errors| BuildError::Dockerfile {
+    let errors = |errors| BuildError::Dockerfile {
         path: name.to_string(),
         errors,
-    })
+    };
+    let mut dockerfile = kiln_dockerfile::load_with(text, &load).map_err(errors)?;
+    select_stages(&mut dockerfile, options.skip_unused_stages).map_err(|e| errors(vec![e]))?;
+    Ok(dockerfile)
+}
+
+/// The stages a build runs, on a Dockerfile loaded with
+/// [`StageSelection::TargetDeps`]. With `skip_unused` (kiln's default, as
+/// BuildKit) that is the target and what it reads. Without it, as Kaniko
+/// without `--skip-unused-stages`: every stage from the first up to the
+/// target, whether the target uses it or not. Kaniko stops at the target, so a
+/// stage after it is built only when one of those reads from it.
+///
+/// # Errors
+/// A dependency cycle among the stages added.
+pub fn select_stages(
+    dockerfile: &mut kiln_dockerfile::Dockerfile,
+    skip_unused: bool,
+) -> Result<(), kiln_dockerfile::FrontendError> {
+    use kiln_dockerfile::plan::{levels, needed};
+    if skip_unused {
+        return Ok(());
+    }
+    let plan = &mut dockerfile.plan;
+    let stages: std::collections::BTreeSet<usize> = (0..=plan.target)
+        .flat_map(|stage| needed(&plan.deps, stage, StageSelection::TargetDeps))
+        .collect();
+    plan.levels = levels(&dockerfile.stages, &plan.deps, &stages)?;
+    plan.needed = stages;
+    Ok(())
 }
 
 fn registry_options(options: &BuildOptions) -> kiln_oci::RegistryOptions {
@@ -441,5 +470,25 @@ mod tests {
         let finished = BTreeSet::from([0, 1, 2, 3]);
         assert_eq!(finished_roots(plan, &finished, &mut released), vec![1, 2]);
         assert!(finished_roots(plan, &finished, &mut released).is_empty());
+    }
+
+    #[test]
+    fn unused_stages_up_to_the_target_are_built_only_when_asked() {
+        let text = "FROM scratch AS a\nFROM scratch AS unused\nFROM scratch AS b\n\
+                    COPY --from=a / /a\nFROM scratch AS after\n";
+        let load = |skip_unused| {
+            let mut df = kiln_dockerfile::load(text, &BTreeMap::new(), Some("b")).unwrap();
+            select_stages(&mut df, skip_unused).unwrap();
+            df.plan
+        };
+        let skipping = load(true);
+        assert_eq!(skipping.needed, BTreeSet::from([0, 2]));
+        assert_eq!(skipping.levels, vec![vec![0], vec![2]]);
+        // Kaniko without --skip-unused-stages: everything up to the target,
+        // nothing after it.
+        let all = load(false);
+        assert_eq!(all.needed, BTreeSet::from([0, 1, 2]));
+        assert_eq!(all.levels, vec![vec![0, 1], vec![2]]);
+        assert_eq!(all.target, 2);
     }
 }

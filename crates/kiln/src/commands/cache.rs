@@ -11,13 +11,9 @@ use kiln_oci::auth::CredentialStore;
 use kiln_oci::registry::{parse_client_cert, parse_host_path};
 use kiln_oci::{RegistryClient, RegistryOptions};
 
+use crate::build_command::go_bool;
 use crate::exit_code::{Exit, Failure};
 use crate::{go_duration, logging};
-
-fn go_bool(value: &str) -> Result<bool, String> {
-    kiln_build::options::parse_go_bool(value)
-        .ok_or_else(|| format!("{value:?} is not a boolean (use true/false, 1/0, t/f)"))
-}
 
 pub(crate) fn go_duration_arg(value: &str) -> Result<Duration, String> {
     go_duration::parse(value)
@@ -44,9 +40,24 @@ pub struct PruneCommand {
     #[command(flatten)]
     pub registry: RegistryFlags,
 
+    #[command(flatten)]
+    pub log: LogFlags,
+}
+
+/// The logging flags, with `kiln build`'s names, meanings and defaults.
+#[derive(Debug, Args)]
+pub struct LogFlags {
     /// Log level: panic, fatal, error, warn, info, debug or trace.
     #[arg(short = 'v', long, value_name = "LEVEL", default_value = "info", value_parser = str::parse::<Verbosity>)]
     pub verbosity: Verbosity,
+
+    /// Log format: text, color or json.
+    #[arg(long, value_name = "FORMAT", default_value = "color", value_parser = str::parse::<LogFormat>)]
+    pub log_format: LogFormat,
+
+    /// Put a timestamp on every log line.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub log_timestamp: bool,
 }
 
 /// The registry flags that matter outside a build, with `kiln build`'s names.
@@ -93,6 +104,11 @@ impl RegistryFlags {
     /// A registry client for these flags, with credentials from the usual
     /// Docker config files.
     pub fn client(&self) -> Result<RegistryClient, Failure> {
+        client_for(self.options()?)
+    }
+
+    /// The registry client's options for these flags.
+    pub fn options(&self) -> Result<RegistryOptions, Failure> {
         let usage = |e: kiln_oci::RegistryError| Failure::new(Exit::Usage, e);
         let mut ca_certificates = std::collections::BTreeMap::new();
         for value in &self.registry_certificate {
@@ -104,7 +120,7 @@ impl RegistryFlags {
             let (host, cert) = parse_client_cert(value).map_err(usage)?;
             client_certificates.insert(host, cert);
         }
-        RegistryClient::new(RegistryOptions {
+        Ok(RegistryOptions {
             insecure: self.insecure,
             insecure_pull: self.insecure_pull,
             insecure_registries: self.insecure_registry.clone(),
@@ -117,16 +133,20 @@ impl RegistryFlags {
             credentials: CredentialStore::from_env(),
             ..Default::default()
         })
-        .map_err(usage)
     }
 }
 
-/// Logs to stderr at `verbosity`, as `kiln build` does.
-pub(crate) fn init_logging(verbosity: Verbosity) {
+/// A registry client, or a usage error for options it refuses.
+pub(crate) fn client_for(options: RegistryOptions) -> Result<RegistryClient, Failure> {
+    RegistryClient::new(options).map_err(|e| Failure::new(Exit::Usage, e))
+}
+
+/// Logs to stderr as `kiln build` does, with the same flags.
+pub(crate) fn init_logging(flags: &LogFlags) {
     logging::init(&LogOptions {
-        verbosity,
-        format: LogFormat::Text,
-        timestamp: false,
+        verbosity: flags.verbosity,
+        format: flags.log_format,
+        timestamp: flags.log_timestamp,
     });
 }
 
@@ -150,7 +170,7 @@ pub fn run(command: &CacheCommand) -> Result<(), Failure> {
 }
 
 fn run_prune(command: &PruneCommand) -> Result<(), Failure> {
-    init_logging(command.verbosity);
+    init_logging(&command.log);
     let cache = match command.cache_repo.strip_prefix("oci:") {
         Some(path) => LayerCache::Layout(OciLayoutCache::new(
             PathBuf::from(path),

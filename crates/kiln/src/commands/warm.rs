@@ -7,10 +7,14 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use kiln_build::cache::warm;
-use kiln_build::options::{Verbosity, DEFAULT_CACHE_DIR};
-use kiln_oci::{Platform, Reference};
+use kiln_build::options::DEFAULT_CACHE_DIR;
+use kiln_oci::reference::DOCKER_HUB;
+use kiln_oci::{Platform, Reference, RegistryOptions};
 
-use super::cache::{failure_of, go_duration_arg, init_logging, RegistryFlags};
+use super::cache::{
+    client_for, failure_of, go_duration_arg, init_logging, LogFlags, RegistryFlags,
+};
+use crate::build_command::go_bool;
 use crate::exit_code::{Exit, Failure};
 
 /// `kiln warm` flags (Kaniko's warmer names).
@@ -37,24 +41,32 @@ pub struct WarmCommand {
     pub cache_ttl: Duration,
 
     /// Pull even when a fresh copy is cached.
-    #[arg(short = 'f', long)]
+    #[arg(short = 'f', long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub force: bool,
 
     /// The platform to cache, os/arch[/variant] (default: this machine's).
-    #[arg(long, value_name = "PLATFORM")]
+    #[arg(long, visible_alias = "customPlatform", value_name = "PLATFORM")]
     pub custom_platform: Option<String>,
 
     #[command(flatten)]
     pub registry: RegistryFlags,
 
-    /// Log level: panic, fatal, error, warn, info, debug or trace.
-    #[arg(short = 'v', long, value_name = "LEVEL", default_value = "info", value_parser = str::parse::<Verbosity>)]
-    pub verbosity: Verbosity,
+    /// Remap a registry to others, FROM=TO[;FROM=TO...]. Repeat for several;
+    /// env KANIKO_REGISTRY_MAP adds more.
+    #[arg(long, value_name = "FROM=TO", action = ArgAction::Append)]
+    pub registry_map: Vec<String>,
+
+    /// When every mirror fails, do not fall back to the original registry.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub skip_default_registry_fallback: bool,
+
+    #[command(flatten)]
+    pub log: LogFlags,
 }
 
 /// Runs `kiln warm`.
 pub fn run(command: &WarmCommand) -> Result<(), Failure> {
-    init_logging(command.verbosity);
+    init_logging(&command.log);
     let platform = match &command.custom_platform {
         Some(p) => p
             .parse::<Platform>()
@@ -68,7 +80,14 @@ pub fn run(command: &WarmCommand) -> Result<(), Failure> {
             "nothing to warm: give --image or --dockerfile",
         ));
     }
-    let client = command.registry.client()?;
+    let mut registry = command.registry.options()?;
+    let env_map = std::env::var("KANIKO_REGISTRY_MAP").ok();
+    add_registry_maps(
+        &mut registry,
+        command.registry_map.iter().chain(env_map.iter()),
+    )?;
+    registry.skip_default_registry_fallback = command.skip_default_registry_fallback;
+    let client = client_for(registry)?;
     let handle = tokio::runtime::Handle::current();
     let warmed = handle
         .block_on(warm::warm(
@@ -87,6 +106,45 @@ pub fn run(command: &WarmCommand) -> Result<(), Failure> {
             "cached"
         };
         super::print(&format!("{} {state} as {}", w.reference, w.manifest_digest))?;
+    }
+    Ok(())
+}
+
+/// Adds `--registry-map` values (Kaniko's `FROM=TO[;FROM=TO...]`) as the
+/// build reads them: a map of Docker Hub adds mirrors, any other registry
+/// gets its pulls tried at the targets first, in the order given. As in
+/// Kaniko's warmer, maps come before the `--registry-mirror`s.
+fn add_registry_maps<'a>(
+    registry: &mut RegistryOptions,
+    specs: impl Iterator<Item = &'a String>,
+) -> Result<(), Failure> {
+    let flag_mirrors = std::mem::take(&mut registry.mirrors);
+    let add = |targets: &mut Vec<String>, to: &str| {
+        if !targets.iter().any(|t| t == to) {
+            targets.push(to.to_string());
+        }
+    };
+    for spec in specs {
+        for pair in spec.split(';').filter(|p| !p.is_empty()) {
+            let (from, to) = match pair.split_once('=') {
+                Some((from, to)) if !from.is_empty() && !to.is_empty() => (from, to),
+                _ => {
+                    return Err(Failure::new(
+                        Exit::Usage,
+                        format!("--registry-map {pair:?}: expected FROM=TO"),
+                    ))
+                }
+            };
+            let targets = if from == DOCKER_HUB {
+                &mut registry.mirrors
+            } else {
+                registry.registry_maps.entry(from.to_string()).or_default()
+            };
+            add(targets, to);
+        }
+    }
+    for mirror in &flag_mirrors {
+        add(&mut registry.mirrors, mirror);
     }
     Ok(())
 }
@@ -124,4 +182,29 @@ fn images(command: &WarmCommand) -> Result<Vec<Reference>, Failure> {
                 .map_err(|e| Failure::new(Exit::Usage, format!("image {n:?}: {e}")))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_maps_read_as_kaniko_writes_them() {
+        let mut registry = RegistryOptions {
+            mirrors: vec!["mirror.local".into()],
+            ..Default::default()
+        };
+        let specs = [
+            "gcr.io=g1.local;docker.io=hub.local".to_string(),
+            "gcr.io=g2.local;gcr.io=g1.local".to_string(),
+        ];
+        add_registry_maps(&mut registry, specs.iter()).unwrap();
+        assert_eq!(registry.registry_maps["gcr.io"], ["g1.local", "g2.local"]);
+        // Docker Hub maps are mirrors, ahead of the --registry-mirror ones.
+        assert_eq!(registry.mirrors, ["hub.local", "mirror.local"]);
+        for bad in ["gcr.io", "=x.local", "gcr.io="] {
+            let failure = add_registry_maps(&mut registry, [bad.to_string()].iter()).unwrap_err();
+            assert_eq!(failure.exit, Exit::Usage, "{bad}");
+        }
+    }
 }
