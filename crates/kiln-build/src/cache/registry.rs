@@ -96,6 +96,20 @@ impl RegistryCache {
             None => None,
             Some((descriptor, diff_id)) => {
                 match repo.blob_exists(&descriptor.digest).await {
+                    // A hit is never downloaded, so nothing else would catch
+                    // an entry naming some other blob of the repository: its
+                    // bytes would become the image's layer. The size the
+                    // registry reports costs nothing and catches that (as the
+                    // OCI-layout cache checks its blob file's length); 0 is
+                    // a HEAD answer without a length, not a size.
+                    Ok(Some(size)) if size != 0 && size != descriptor.size => {
+                        tracing::warn!(
+                            "cache entry {name}:{tag} names layer {} of {} bytes, but the registry has {size} bytes under that digest; ignoring the entry",
+                            descriptor.digest,
+                            descriptor.size
+                        );
+                        return Ok(None);
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => {
                         tracing::warn!(
