@@ -355,9 +355,7 @@ fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), Failure> {
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(&point),
                 None::<&str>,
             )
-            .map_err(|e| {
-                Failure::new(format!("{} read-only ({})", what(), point.display()), e)
-            })?;
+            .map_err(|e| Failure::new(format!("{} read-only ({})", what(), point.display()), e))?;
         }
     }
     Ok(())
@@ -392,7 +390,9 @@ fn unescape(field: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (b[i], octal) {
             (b'\\', Some(d)) => {
                 let value = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
