@@ -6,8 +6,9 @@ use kiln_oci::registry::{
     Access, BlobSource, PushOutcome, RegistryClient, RegistryError, RegistryOptions,
 };
 use kiln_oci::{media, Descriptor, Digest, ImageConfig, Manifest, Platform, Reference};
-use kiln_testkit::{BaseImage, Registry};
+use kiln_testkit::{BaseImage, Fault, FaultProxy, Registry};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Plain-HTTP options for a test registry.
 fn plain_options(reg: &Registry) -> RegistryOptions {
@@ -515,4 +516,355 @@ async fn registry_map_falls_back_to_the_origin() {
     let pulled = mapped.pull_image(&r, &Platform::host()).await.unwrap();
     assert_eq!(pulled.digest, mirror_digest);
     assert_eq!(pulled.config.author.as_deref(), Some("mirror"));
+}
+
+/// Options for a client that reaches a registry through `proxy`: a short
+/// read timeout and quick retries, so that stalls cost fractions of a second.
+fn proxied_options(proxy: &FaultProxy) -> RegistryOptions {
+    RegistryOptions {
+        insecure_registries: vec![proxy.host()],
+        pull_retries: 2,
+        push_retries: 2,
+        retry_initial_delay: Duration::from_millis(20),
+        read_timeout: Duration::from_millis(500),
+        ..RegistryOptions::default()
+    }
+}
+
+fn count(log: &[String], prefix: &str) -> usize {
+    log.iter().filter(|l| l.starts_with(prefix)).count()
+}
+
+#[tokio::test]
+async fn stalled_downloads_time_out_and_are_retried() {
+    let reg = Registry::plain().unwrap();
+    let direct = RegistryClient::new(plain_options(&reg)).unwrap();
+    let origin = direct.repository(&reference(&reg, "kiln/stall"), Access::Push);
+    let (manifest, digest, layer) = push_image(&origin, "1").await;
+    let layer_bytes = origin.get_blob_bytes(&layer, None, 1 << 20).await.unwrap();
+    let size = layer_bytes.len() as u64;
+
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let client = RegistryClient::new(proxied_options(&proxy)).unwrap();
+    let r: Reference = format!("{}/kiln/stall:1", proxy.host()).parse().unwrap();
+    let repo = client.repository(&r, Access::Pull);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("layer");
+
+    // A response whose head stalls, and one that stalls halfway through its
+    // body, for 3 s each: each costs one 0.5 s timeout, then the retry works.
+    let stall = Duration::from_secs(3);
+    proxy.inject(Some("GET"), "/manifests/", Fault::Delay(stall), 1);
+    proxy.inject(Some("GET"), "/blobs/", Fault::StallMidBody(stall), 1);
+    let started = Instant::now();
+    let fetched = repo.get_manifest("1").await.unwrap();
+    assert_eq!((fetched.digest, fetched.bytes), (digest.clone(), manifest));
+    assert_eq!(
+        repo.download_blob(&layer, Some(size), &out).await.unwrap(),
+        size
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), layer_bytes);
+    let took = started.elapsed();
+    assert_eq!(proxy.faults_applied(), 2, "{:?}", proxy.log());
+    assert!(took < stall, "waited out the stalls: {took:?}");
+    eprintln!("two stalls, each timed out and retried: {took:?}");
+
+    // Slow but never silent for long: eight pieces 300 ms apart take 2.1 s,
+    // four times the read timeout, and arrive, because the timeout bounds
+    // each wait for data, not the transfer.
+    proxy.inject(
+        Some("GET"),
+        "/blobs/",
+        Fault::Trickle(Duration::from_millis(300)),
+        1,
+    );
+    let started = Instant::now();
+    assert_eq!(
+        repo.download_blob(&layer, Some(size), &out).await.unwrap(),
+        size
+    );
+    let took = started.elapsed();
+    assert_eq!(proxy.faults_applied(), 3, "{:?}", proxy.log());
+    assert!(took >= Duration::from_millis(2100), "{took:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), layer_bytes);
+
+    // A registry that never answers: one try and two retries, a timeout
+    // each, then one clear error naming the host.
+    proxy.inject(
+        None,
+        "/manifests/",
+        Fault::Delay(Duration::from_secs(10)),
+        100,
+    );
+    let started = Instant::now();
+    let err = repo.get_manifest("1").await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, RegistryError::Transport { timeout: true, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.contains("timed out") && text.contains(&proxy.host()),
+        "{text}"
+    );
+    assert_eq!(proxy.faults_applied(), 3 + 3, "{:?}", proxy.log());
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    eprintln!("never answered, 3 attempts: {took:?}: {text}");
+
+    // Mid-body stalls that persist end the same way, saying it timed out.
+    proxy.inject(Some("GET"), "/blobs/", Fault::StallMidBody(stall), 100);
+    let err = repo
+        .download_blob(&layer, Some(size), &out)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("timed out") && text.contains(&proxy.host()),
+        "{text}"
+    );
+    assert_eq!(proxy.faults_applied(), 6 + 3, "{:?}", proxy.log());
+}
+
+#[tokio::test]
+async fn stalled_uploads_time_out_and_are_retried() {
+    let reg = Registry::plain().unwrap();
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let client = RegistryClient::new(proxied_options(&proxy)).unwrap();
+    let r: Reference = format!("{}/kiln/stalled-push:1", proxy.host())
+        .parse()
+        .unwrap();
+    let repo = client.repository(&r, Access::Push);
+
+    // The registry takes the blob and the manifest, but their answers stall
+    // past the timeout once each: both are sent again and the image is
+    // complete.
+    let stall = Duration::from_secs(3);
+    proxy.inject(Some("PUT"), "/blobs/uploads/", Fault::Delay(stall), 1);
+    proxy.inject(Some("PUT"), "/manifests/", Fault::Delay(stall), 1);
+    let started = Instant::now();
+    let (_, digest, _) = push_image(&repo, "1").await;
+    let took = started.elapsed();
+    assert_eq!(proxy.faults_applied(), 2, "{:?}", proxy.log());
+    assert!(took < stall, "{took:?}");
+    let direct = RegistryClient::new(plain_options(&reg)).unwrap();
+    let pulled = direct
+        .pull_image(&reference(&reg, "kiln/stalled-push:1"), &Platform::host())
+        .await
+        .unwrap();
+    assert_eq!(pulled.digest, digest);
+
+    // Answers that never come: bounded, and the error says so.
+    proxy.inject(
+        Some("PUT"),
+        "/manifests/",
+        Fault::Delay(Duration::from_secs(10)),
+        100,
+    );
+    let started = Instant::now();
+    let err = repo
+        .put_manifest("2", pulled.manifest_bytes.clone(), media::OCI_MANIFEST)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("timed out") && text.contains(&proxy.host()),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3), "{text}");
+    assert_eq!(proxy.faults_applied(), 2 + 3, "{:?}", proxy.log());
+}
+
+const CHUNK: u64 = 256 * 1024;
+
+/// A client pushing through `proxy` in 256 KiB PATCH chunks, and an 8-chunk
+/// blob file.
+fn chunked_push(
+    proxy: &FaultProxy,
+    repository: &str,
+    tmp: &tempfile::TempDir,
+) -> (kiln_oci::Repository, PathBuf, Vec<u8>, Digest) {
+    let client = RegistryClient::new(RegistryOptions {
+        monolithic_upload_limit: CHUNK,
+        upload_chunk_size: CHUNK,
+        ..proxied_options(proxy)
+    })
+    .unwrap();
+    let r: Reference = format!("{}/{repository}", proxy.host()).parse().unwrap();
+    let blob: Vec<u8> = (0..8 * CHUNK)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let path = tmp.path().join(repository.replace('/', "_"));
+    std::fs::write(&path, &blob).unwrap();
+    let digest = Digest::sha256_of(&blob);
+    (client.repository(&r, Access::Push), path, blob, digest)
+}
+
+/// The blob as the registry itself (not the proxy) serves it, verified
+/// against its digest on the way.
+async fn stored_blob(reg: &Registry, repository: &str, digest: &Digest, size: u64) -> Bytes {
+    RegistryClient::new(plain_options(reg))
+        .unwrap()
+        .repository(&reference(reg, repository), Access::Pull)
+        .get_blob_bytes(digest, Some(size), 1 << 30)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_chunked_upload_resumes_after_a_dropped_patch() {
+    let reg = Registry::plain().unwrap();
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, path, blob, digest) = chunked_push(&proxy, "kiln/resume", &tmp);
+    let size = blob.len() as u64;
+
+    // The fifth PATCH's connection dies halfway, before the registry sees
+    // any of it; the registry holds the first four chunks.
+    proxy.inject_after(
+        Some("PATCH"),
+        "/blobs/uploads/",
+        Fault::DropRequestMidBody,
+        4,
+        1,
+    );
+    let outcome = repo
+        .push_blob_file(&path, &digest, size, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome, PushOutcome::Uploaded);
+    assert_eq!(proxy.faults_applied(), 1);
+    let log = proxy.log();
+    // One session, asked where it stood once, and continued.
+    assert_eq!(count(&log, "POST "), 1, "{log:?}");
+    let status: Vec<_> = log
+        .iter()
+        .filter(|l| l.starts_with("GET ") && l.contains("/blobs/uploads/"))
+        .collect();
+    assert_eq!(status.len(), 1, "{log:?}");
+    assert!(status[0].ends_with("-> 204"), "{log:?}");
+    assert_eq!(count(&log, "PATCH "), 9, "{log:?}");
+    assert_eq!(
+        stored_blob(&reg, "kiln/resume", &digest, size).await,
+        Bytes::from(blob)
+    );
+    // The bytes sent: the blob once and the half chunk that was lost. A
+    // restart would have sent the four confirmed chunks again as well.
+    let sent = proxy.request_bytes(Some("PATCH"), "/blobs/uploads/");
+    assert_eq!(sent, size + CHUNK / 2);
+    let restart = size + 4 * CHUNK + CHUNK / 2;
+    eprintln!(
+        "PATCH bytes sent for a {size}-byte blob with one chunk dropped: {sent} resumed, {restart} restarted"
+    );
+
+    // A lost final PUT (the registry never saw it) is sent again alone.
+    let (repo, path, blob, digest) = chunked_push(&proxy, "kiln/resume-put", &tmp);
+    proxy.inject(Some("PUT"), "/blobs/uploads/", Fault::DropRequestMidBody, 1);
+    let before = proxy.request_bytes(Some("PATCH"), "/blobs/uploads/");
+    repo.push_blob_file(&path, &digest, size, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.request_bytes(Some("PATCH"), "/blobs/uploads/") - before,
+        size
+    );
+    assert_eq!(
+        stored_blob(&reg, "kiln/resume-put", &digest, size).await,
+        Bytes::from(blob)
+    );
+
+    // A final PUT the registry completed but whose answer was lost: the
+    // session is gone, the blob is there, nothing is sent again.
+    let (repo, path, blob, digest) = chunked_push(&proxy, "kiln/resume-done", &tmp);
+    proxy.inject(
+        Some("PUT"),
+        "/blobs/uploads/",
+        Fault::RelayHalfRequestBody,
+        1,
+    );
+    let posts = count(&proxy.log(), "POST ");
+    let before = proxy.request_bytes(Some("PATCH"), "/blobs/uploads/");
+    repo.push_blob_file(&path, &digest, size, None)
+        .await
+        .unwrap();
+    assert_eq!(count(&proxy.log(), "POST "), posts + 1);
+    assert_eq!(
+        proxy.request_bytes(Some("PATCH"), "/blobs/uploads/") - before,
+        size
+    );
+    assert_eq!(
+        stored_blob(&reg, "kiln/resume-done", &digest, size).await,
+        Bytes::from(blob)
+    );
+}
+
+#[tokio::test]
+async fn an_upload_that_cannot_resume_starts_again() {
+    let reg = Registry::plain().unwrap();
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // A registry (or a front) that does not answer upload status queries.
+    let (repo, path, blob, digest) = chunked_push(&proxy, "kiln/no-status", &tmp);
+    let size = blob.len() as u64;
+    proxy.inject(Some("GET"), "/blobs/uploads/", Fault::Status(404, None), 1);
+    proxy.inject_after(
+        Some("PATCH"),
+        "/blobs/uploads/",
+        Fault::DropRequestMidBody,
+        4,
+        1,
+    );
+    repo.push_blob_file(&path, &digest, size, None)
+        .await
+        .unwrap();
+    let log = proxy.log();
+    assert_eq!(proxy.faults_applied(), 2, "{log:?}");
+    assert_eq!(count(&log, "POST "), 2, "{log:?}");
+    assert_eq!(
+        proxy.request_bytes(Some("PATCH"), "/blobs/uploads/"),
+        size + 4 * CHUNK + CHUNK / 2
+    );
+    assert_eq!(
+        stored_blob(&reg, "kiln/no-status", &digest, size).await,
+        Bytes::from(blob)
+    );
+
+    // The registry got half of a chunk that the client never heard
+    // about: what it holds no longer matches the session state the client
+    // has. Continuing where the registry says, or starting again, both end
+    // in the right blob, and never cost more than a restart.
+    let (repo, path, blob, digest) = chunked_push(&proxy, "kiln/partial", &tmp);
+    let before = proxy.request_bytes(Some("PATCH"), "/blobs/uploads/");
+    proxy.inject_after(
+        Some("PATCH"),
+        "/blobs/uploads/",
+        Fault::RelayHalfRequestBody,
+        4,
+        1,
+    );
+    repo.push_blob_file(&path, &digest, size, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_blob(&reg, "kiln/partial", &digest, size).await,
+        Bytes::from(blob)
+    );
+    let sent = proxy.request_bytes(Some("PATCH"), "/blobs/uploads/") - before;
+    assert!(sent <= size + 5 * CHUNK, "{sent}");
+    let log = proxy.log();
+    let asked = log
+        .iter()
+        .filter(|l| l.starts_with("GET /v2/kiln/partial/blobs/uploads/"))
+        .count();
+    assert_eq!(asked, 1, "one status query expected: {log:?}");
+    eprintln!(
+        "partial chunk on the registry: {sent} PATCH bytes; {:?}",
+        proxy
+            .log()
+            .iter()
+            .filter(|l| l.contains("kiln/partial") && !l.starts_with("PATCH"))
+            .collect::<Vec<_>>()
+    );
 }

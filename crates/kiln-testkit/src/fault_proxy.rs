@@ -1,7 +1,9 @@
 //! A fault-injecting HTTP/1.1 proxy in front of a real registry, on
 //! 127.0.0.1 only: each rule matches a method and a path substring and
-//! applies its fault to the next `count` matching requests; everything else
-//! is relayed unchanged.
+//! applies its fault to the next `count` matching requests (optionally after
+//! letting a number of them through); everything else is relayed unchanged.
+//! Faults act on responses (status, drops, stalls, damage) or on request
+//! bodies (a connection that dies during an upload).
 //!
 //! One thread per connection, one request per connection (every response
 //! is sent with `Connection: close`), at most [`MAX_CONNECTIONS`]
@@ -12,7 +14,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -36,6 +38,20 @@ pub enum Fault {
     Corrupt,
     /// Wait this long, then relay the response unchanged.
     Delay(Duration),
+    /// Relay the response head and half the body, wait this long, then
+    /// relay the rest: a transfer that stalls midway.
+    StallMidBody(Duration),
+    /// Relay the response in eight pieces with this pause before each but
+    /// the first: slow, but never silent for longer than the pause.
+    Trickle(Duration),
+    /// Read half the request body, then close the connection without
+    /// asking the registry: an upload whose connection dies before the
+    /// registry sees any of it (as behind a front that buffers requests).
+    DropRequestMidBody,
+    /// Relay the request head and half its body to the registry, let it
+    /// answer the short request, then close the client's connection without
+    /// an answer: the registry keeps a partial write the client never hears of.
+    RelayHalfRequestBody,
 }
 
 #[derive(Debug)]
@@ -43,20 +59,33 @@ struct Rule {
     method: Option<String>,
     path: String,
     fault: Fault,
+    skip: usize,
     remaining: usize,
     applied: usize,
+}
+
+/// One request as the proxy saw it.
+#[derive(Debug)]
+struct Seen {
+    at: Instant,
+    method: String,
+    path: String,
+    /// Request body bytes read from the client.
+    body_bytes: u64,
+    what: String,
 }
 
 #[derive(Debug, Default)]
 struct State {
     rules: Vec<Rule>,
-    log: Vec<String>,
+    log: Vec<Seen>,
 }
 
 /// The proxy; stops on drop.
 #[derive(Debug)]
 pub struct FaultProxy {
     host: String,
+    started: Instant,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
@@ -94,6 +123,7 @@ impl FaultProxy {
         };
         Ok(FaultProxy {
             host,
+            started: Instant::now(),
             state,
             stop,
             accept: Some(accept),
@@ -109,10 +139,25 @@ impl FaultProxy {
     /// (any when `None`) and whose path contains `path`. Rules are tried in
     /// the order they were added.
     pub fn inject(&self, method: Option<&str>, path: &str, fault: Fault, count: usize) {
+        self.inject_after(method, path, fault, 0, count);
+    }
+
+    /// As [`FaultProxy::inject`], but the first `skip` matching requests are
+    /// relayed untouched (and not offered to later rules) before the fault
+    /// applies to the `count` after them: "drop the fifth PATCH".
+    pub fn inject_after(
+        &self,
+        method: Option<&str>,
+        path: &str,
+        fault: Fault,
+        skip: usize,
+        count: usize,
+    ) {
         lock(&self.state).rules.push(Rule {
             method: method.map(str::to_string),
             path: path.to_string(),
             fault,
+            skip,
             remaining: count,
             applied: 0,
         });
@@ -123,9 +168,37 @@ impl FaultProxy {
         lock(&self.state).rules.iter().map(|r| r.applied).sum()
     }
 
-    /// Every request seen, as `METHOD PATH -> what happened`.
+    /// Every request seen, as `METHOD PATH -> what happened`, in the order
+    /// they were done with.
     pub fn log(&self) -> Vec<String> {
-        lock(&self.state).log.clone()
+        self.timed_log().into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// [`FaultProxy::log`] with the time since the proxy started at which
+    /// each request was done with (answered, dropped or relayed).
+    pub fn timed_log(&self) -> Vec<(Duration, String)> {
+        lock(&self.state)
+            .log
+            .iter()
+            .map(|s| {
+                (
+                    s.at.duration_since(self.started),
+                    format!("{} {} -> {}", s.method, s.path, s.what),
+                )
+            })
+            .collect()
+    }
+
+    /// Request body bytes the proxy read from clients, over all requests
+    /// whose method is `method` (any when `None`) and whose path contains
+    /// `path`: what the client sent, faults or not.
+    pub fn request_bytes(&self, method: Option<&str>, path: &str) -> u64 {
+        lock(&self.state)
+            .log
+            .iter()
+            .filter(|s| method.is_none_or(|m| m == s.method) && s.path.contains(path))
+            .map(|s| s.body_bytes)
+            .sum()
     }
 }
 
@@ -150,6 +223,10 @@ fn take_fault(state: &Mutex<State>, method: &str, path: &str) -> Option<Fault> {
     let rule = state.rules.iter_mut().find(|r| {
         r.remaining > 0 && r.method.as_deref().is_none_or(|m| m == method) && path.contains(&r.path)
     })?;
+    if rule.skip > 0 {
+        rule.skip -= 1;
+        return None;
+    }
     rule.remaining -= 1;
     rule.applied += 1;
     Some(rule.fault.clone())
@@ -189,6 +266,29 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
     let length: usize = header("content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let fault = take_fault(state, &method, &path);
+    let body_bytes = std::cell::Cell::new(0u64);
+    let note = |what: String| {
+        lock(state).log.push(Seen {
+            at: Instant::now(),
+            method: method.clone(),
+            path: path.clone(),
+            body_bytes: body_bytes.get(),
+            what,
+        });
+    };
+    if fault == Some(Fault::DropRequestMidBody) {
+        // Read half of what the client sends, as a connection that dies
+        // partway through an upload would have carried.
+        let mut half = vec![0; length / 2];
+        reader.read_exact(&mut half)?;
+        body_bytes.set(half.len() as u64);
+        note(format!(
+            "dropped after {} of {length} request body bytes",
+            half.len()
+        ));
+        return client.shutdown(Shutdown::Both);
+    }
     let body = if chunked {
         read_chunked(&mut reader)?
     } else {
@@ -196,9 +296,8 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
         reader.read_exact(&mut body)?;
         body
     };
+    body_bytes.set(body.len() as u64);
 
-    let fault = take_fault(state, &method, &path);
-    let note = |what: String| lock(state).log.push(format!("{method} {path} -> {what}"));
     if let Some(Fault::Status(code, retry_after)) = &fault {
         let mut response =
             format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n");
@@ -236,6 +335,25 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
     }
     out.push_str("Connection: close\r\n\r\n");
     up.write_all(out.as_bytes())?;
+    if fault == Some(Fault::RelayHalfRequestBody) {
+        // The registry gets a short body (the head promised more) and
+        // answers it; the client hears nothing.
+        up.write_all(&body[..body.len() / 2])?;
+        up.shutdown(Shutdown::Write)?;
+        let mut answer = Vec::new();
+        let _ = up.read_to_end(&mut answer);
+        let status = String::from_utf8_lossy(&answer)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("no answer")
+            .to_string();
+        note(format!(
+            "relayed {} of {} request body bytes (registry: {status}), dropped",
+            body.len() / 2,
+            body.len()
+        ));
+        return client.shutdown(Shutdown::Both);
+    }
     up.write_all(&body)?;
     let mut response = Vec::new();
     up.read_to_end(&mut response)?;
@@ -255,6 +373,31 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
             std::thread::sleep(d);
             note(format!("{status} after a delay"));
             client.write_all(&response)?;
+        }
+        Some(Fault::StallMidBody(d)) => {
+            let half = resp_body.len() / 2;
+            client.write_all(resp_head)?;
+            client.write_all(&resp_body[..half])?;
+            client.flush()?;
+            std::thread::sleep(d);
+            // The client has usually given up by now; the write may fail.
+            let finished = client.write_all(&resp_body[half..]).is_ok();
+            note(format!(
+                "{status}, stalled mid-body{}",
+                if finished { "" } else { ", client gone" }
+            ));
+        }
+        Some(Fault::Trickle(pause)) => {
+            let piece = resp_body.len().div_ceil(8).max(1);
+            client.write_all(resp_head)?;
+            for (i, part) in resp_body.chunks(piece).enumerate() {
+                if i > 0 {
+                    std::thread::sleep(pause);
+                }
+                client.write_all(part)?;
+                client.flush()?;
+            }
+            note(format!("{status}, trickled"));
         }
         Some(Fault::DropMidBody) => {
             note(format!("{status}, dropped mid-body"));

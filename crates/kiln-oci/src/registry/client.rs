@@ -9,7 +9,9 @@
 use super::blob_stream::BlobStream;
 use super::error::{display_url, RegistryError};
 use super::options::{Access, RegistryOptions};
-use super::transport::{error_from_response, parse_url, Body, Req, Scope, Transport};
+use super::transport::{
+    error_from_response, host_of, parse_url, timed_out, Body, Req, Scope, Transport,
+};
 use crate::auth::normalize_host;
 use crate::digest::Digest;
 use crate::manifest::sniff_media_type;
@@ -19,7 +21,7 @@ use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, Response, StatusCode};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use url::Url;
 
 /// Manifests and indexes larger than this are refused (the distribution
@@ -185,6 +187,10 @@ impl Repository {
         self.endpoints.last().map_or("", |e| e.repository.as_str())
     }
 
+    fn read_timeout(&self) -> std::time::Duration {
+        self.transport.options.read_timeout
+    }
+
     fn scope(&self, ep: &Endpoint, mount_from: Option<&str>) -> Scope {
         Scope {
             registry: ep.registry.clone(),
@@ -241,7 +247,7 @@ impl Repository {
                 return Err(error_from_response(&req.method, &req.url, resp).await);
             }
             let header_type = content_type(&resp);
-            let bytes = read_body(resp, &req.url, MANIFEST_SIZE_LIMIT).await?;
+            let bytes = read_body(resp, &req.url, MANIFEST_SIZE_LIMIT, self.read_timeout()).await?;
             let digest = Digest::sha256_of(&bytes);
             if let Ok(expected) = reference.parse::<Digest>() {
                 if expected != digest {
@@ -365,7 +371,8 @@ impl Repository {
                     return Err(error_from_response(&req.method, &req.url, resp).await);
                 }
                 let next = header(&resp, "link").and_then(|l| next_link(&l, &req.url));
-                let body = read_body(resp, &req.url, MANIFEST_SIZE_LIMIT).await?;
+                let body =
+                    read_body(resp, &req.url, MANIFEST_SIZE_LIMIT, self.read_timeout()).await?;
                 let list: TagList =
                     serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                         method: "GET".into(),
@@ -448,7 +455,10 @@ impl Repository {
     ) -> Result<Bytes, RegistryError> {
         self.transport
             .retry(self.access, || async {
-                self.get_blob(digest, size).await?.collect(limit).await
+                let blob = self.get_blob(digest, size).await?;
+                blob.collect(limit)
+                    .await
+                    .map_err(|e| self.explain_timeout(e))
             })
             .await
     }
@@ -475,12 +485,37 @@ impl Repository {
                 let mut stream = self.get_blob(digest, size).await?;
                 let mut file = tokio::fs::File::create(path).await.map_err(io)?;
                 while let Some(chunk) = stream.next().await {
-                    file.write_all(&chunk?).await.map_err(io)?;
+                    let chunk = chunk.map_err(|e| self.explain_timeout(e))?;
+                    file.write_all(&chunk).await.map_err(io)?;
                 }
                 file.flush().await.map_err(io)?;
                 Ok(stream.bytes_read())
             })
             .await
+    }
+
+    /// A download that stalled past the read timeout ends in reqwest's
+    /// "error decoding response body", which does not say why: add that it
+    /// timed out, and on which host.
+    fn explain_timeout(&self, e: RegistryError) -> RegistryError {
+        match e {
+            RegistryError::Transport {
+                method,
+                url,
+                message,
+                timeout: true,
+            } if !message.contains("timed out") => {
+                let host = Url::parse(&url).map(|u| host_of(&u)).unwrap_or_default();
+                let why = timed_out(&host, self.read_timeout(), false);
+                RegistryError::Transport {
+                    method,
+                    url,
+                    message: format!("{message}: {why}"),
+                    timeout: true,
+                }
+            }
+            other => other,
+        }
     }
 
     /// Asks the registry to link blob `digest` from repository `from` (same
@@ -525,16 +560,110 @@ impl Repository {
         }
         let ep = self.push_endpoint();
         let mount = mount_from.map(|from| (digest, from));
+        // A chunked upload whose connection broke after the registry took
+        // some chunks: its session and the bytes confirmed, for the next
+        // attempt to continue instead of sending everything again.
+        let progress: Mutex<Option<Resume>> = Mutex::new(None);
         self.transport
             .retry(self.access, || async {
-                let url = match self.start_upload(&ep, mount).await? {
+                let resumed = match take(&progress) {
+                    Some(previous) => match self.resume(&ep, previous, digest, size).await? {
+                        Continue::Done => return Ok(PushOutcome::Uploaded),
+                        Continue::Restart => None,
+                        Continue::At(session, offset) => {
+                            // Kept for the next attempt as well, should this
+                            // one break before the registry confirms a chunk.
+                            put(&progress, &session, offset);
+                            Some((session, offset))
+                        }
+                    },
+                    None => None,
+                };
+                if let Some((session, offset)) = resumed {
+                    match self
+                        .upload(&ep, session, offset, source, digest, size, &progress)
+                        .await
+                    {
+                        Ok(()) => return Ok(PushOutcome::Uploaded),
+                        // The registry said where it stood but refuses the
+                        // continuation (a range it does not take, a session
+                        // it dropped meanwhile): start again now rather than
+                        // fail the push on an error a restart avoids.
+                        Err(e)
+                            if !e.is_retryable()
+                                && matches!(e.status(), Some(400 | 404 | 416))
+                                && !e.codes().contains(&"DIGEST_INVALID") =>
+                        {
+                            tracing::info!(%digest, error = %e, "the registry refused to continue the blob upload; starting it again");
+                            take(&progress);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                let session = match self.start_upload(&ep, mount).await? {
                     UploadStart::Mounted => return Ok(PushOutcome::Mounted),
                     UploadStart::Session(url) => url,
                 };
-                self.upload(&ep, url, source, digest, size).await?;
+                self.upload(&ep, session, 0, source, digest, size, &progress)
+                    .await?;
                 Ok(PushOutcome::Uploaded)
             })
             .await
+    }
+
+    /// How to go on with an upload whose connection broke after `previous`
+    /// was confirmed: continue where the registry has it, nothing (the lost
+    /// answer was to the final PUT and the blob is there), or start again.
+    async fn resume(
+        &self,
+        ep: &Endpoint,
+        previous: Resume,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Continue, RegistryError> {
+        if let Some((session, held)) = self.upload_status(ep, &previous.session, size).await {
+            tracing::info!(
+                %digest,
+                offset = held,
+                size,
+                "resuming the blob upload where the registry has it"
+            );
+            return Ok(Continue::At(session, held));
+        }
+        if previous.offset == size && self.blob_exists(digest).await?.is_some() {
+            return Ok(Continue::Done);
+        }
+        tracing::info!(%digest, "the registry cannot resume the blob upload; starting it again");
+        Ok(Continue::Restart)
+    }
+
+    /// Where an upload session stands (`GET` on its URL): its next URL and
+    /// how many bytes the registry holds, or `None` when the registry does
+    /// not say (the session is unknown or cancelled, the answer has no
+    /// `Range`, the request failed); then the upload starts again.
+    async fn upload_status(&self, ep: &Endpoint, session: &Url, size: u64) -> Option<(Url, u64)> {
+        let (req, resp) = match self.send(ep, Req::new(Method::GET, session.clone())).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!(error = %e, "upload status query failed");
+                return None;
+            }
+        };
+        if resp.status() != StatusCode::NO_CONTENT {
+            tracing::debug!(
+                status = resp.status().as_u16(),
+                "upload status query refused"
+            );
+            return None;
+        }
+        let held = header(&resp, "range").and_then(|r| range_held(&r))?;
+        if held > size {
+            return None;
+        }
+        // The answer's Location carries the session's new state; a registry
+        // that leaves it out keeps the old URL valid.
+        let url = location(&req, &resp).unwrap_or_else(|_| session.clone());
+        Some((url, held))
     }
 
     /// Pushes a file whose digest and size the caller knows.
@@ -587,13 +716,18 @@ impl Repository {
         }
     }
 
+    /// Sends the blob's bytes from `offset` on into `session` and completes
+    /// it. Each chunk the registry confirms is recorded in `progress`.
+    #[allow(clippy::too_many_arguments)]
     async fn upload(
         &self,
         ep: &Endpoint,
         mut session: Url,
+        mut offset: u64,
         source: &BlobSource,
         digest: &Digest,
         size: u64,
+        progress: &Mutex<Option<Resume>>,
     ) -> Result<(), RegistryError> {
         let options = &self.transport.options;
         let body_of = |offset: u64, len: u64| match source {
@@ -612,10 +746,9 @@ impl Repository {
                 )));
             }
         }
-        let final_body = if size <= options.monolithic_upload_limit {
+        let final_body = if offset == 0 && size <= options.monolithic_upload_limit {
             body_of(0, size)
         } else {
-            let mut offset = 0;
             while offset < size {
                 let len = options.upload_chunk_size.min(size - offset);
                 let req = Req::new(Method::PATCH, session)
@@ -631,6 +764,7 @@ impl Repository {
                 }
                 session = location(&req, &resp)?;
                 offset += len;
+                put(progress, &session, offset);
             }
             Body::Empty
         };
@@ -646,6 +780,48 @@ impl Repository {
         }
         Ok(())
     }
+}
+
+/// A chunked upload to continue: its session URL (with the state of its
+/// last confirmed chunk) and the bytes confirmed.
+struct Resume {
+    session: Url,
+    offset: u64,
+}
+
+/// What [`Repository::resume`] decided.
+enum Continue {
+    /// Send from this offset into this session URL.
+    At(Url, u64),
+    /// The blob is in the repository.
+    Done,
+    /// Open a new session and send everything.
+    Restart,
+}
+
+fn take(progress: &Mutex<Option<Resume>>) -> Option<Resume> {
+    progress.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+fn put(progress: &Mutex<Option<Resume>>, session: &Url, offset: u64) {
+    *progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(Resume {
+        session: session.clone(),
+        offset,
+    });
+}
+
+/// The bytes an upload status `Range: 0-N` (or `bytes=0-N`) says the
+/// registry holds: N + 1. Distribution also writes `0-0` for an empty
+/// upload; reading that as one byte only costs a refused PATCH, after which
+/// the upload starts again.
+fn range_held(range: &str) -> Option<u64> {
+    let range = range.trim();
+    let range = range.strip_prefix("bytes=").unwrap_or(range);
+    let (start, end) = range.split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    end.trim().parse::<u64>().ok()?.checked_add(1)
 }
 
 /// The `Location` of an upload answer, resolved against the request URL.
@@ -691,7 +867,12 @@ fn next_link(link: &str, base: &Url) -> Option<Url> {
         })
 }
 
-async fn read_body(resp: Response, url: &Url, limit: u64) -> Result<Bytes, RegistryError> {
+async fn read_body(
+    resp: Response,
+    url: &Url,
+    limit: u64,
+    read_timeout: std::time::Duration,
+) -> Result<Bytes, RegistryError> {
     use futures::StreamExt;
     let too_large = || RegistryError::TooLarge {
         url: display_url(url),
@@ -706,7 +887,11 @@ async fn read_body(resp: Response, url: &Url, limit: u64) -> Result<Bytes, Regis
         let chunk = chunk.map_err(|e| RegistryError::Transport {
             method: "GET".into(),
             url: display_url(url),
-            message: e.to_string(),
+            message: if e.is_timeout() {
+                format!("{e}: {}", timed_out(&host_of(url), read_timeout, false))
+            } else {
+                e.to_string()
+            },
             timeout: e.is_timeout(),
         })?;
         if (out.len() + chunk.len()) as u64 > limit {
@@ -720,6 +905,16 @@ async fn read_body(resp: Response, url: &Url, limit: u64) -> Result<Bytes, Regis
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_status_ranges() {
+        assert_eq!(range_held("0-1048575"), Some(1_048_576));
+        assert_eq!(range_held("bytes=0-99"), Some(100));
+        assert_eq!(range_held(" 0-0 "), Some(1));
+        for bad in ["", "0", "5-10", "0-x", "0-18446744073709551615"] {
+            assert_eq!(range_held(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn mirror_endpoints_and_links() {

@@ -71,6 +71,14 @@ pub struct RegistryOptions {
     pub upload_chunk_size: u64,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// How long a request may go without any byte moving (response headers
+    /// not arriving, a response body that stops, an upload the registry
+    /// stops taking) before it fails as timed out, a transient error that is
+    /// retried. It bounds each wait, never a whole transfer, so a large blob
+    /// on a slow link still goes through. Defaults to
+    /// [`RegistryOptions::DEFAULT_READ_TIMEOUT`], or to
+    /// [`RegistryOptions::READ_TIMEOUT_ENV`] when that is set.
+    pub read_timeout: Duration,
     /// Sent as `User-Agent`.
     pub user_agent: String,
     /// Where credentials come from.
@@ -98,6 +106,10 @@ impl Default for RegistryOptions {
             monolithic_upload_limit: 64 * 1024 * 1024,
             upload_chunk_size: 32 * 1024 * 1024,
             connect_timeout: Duration::from_secs(30),
+            read_timeout: read_timeout_from_env()
+                .ok()
+                .flatten()
+                .unwrap_or(RegistryOptions::DEFAULT_READ_TIMEOUT),
             user_agent: format!("kiln/{}", env!("CARGO_PKG_VERSION")),
             credentials: CredentialStore::anonymous(),
         }
@@ -119,7 +131,37 @@ pub(crate) struct HostPolicy {
     pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
+/// The read timeout from [`RegistryOptions::READ_TIMEOUT_ENV`]: `None` when
+/// it is unset or empty.
+fn read_timeout_from_env() -> Result<Option<Duration>, RegistryError> {
+    let name = RegistryOptions::READ_TIMEOUT_ENV;
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => parse_seconds(v.trim()).map(Some).ok_or_else(|| {
+            RegistryError::Options(format!("{name}={v:?} is not a positive number of seconds"))
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// `2`, `0.5`: a positive, finite number of seconds.
+fn parse_seconds(s: &str) -> Option<Duration> {
+    let secs: f64 = s.parse().ok()?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
 impl RegistryOptions {
+    /// The read timeout by default: long enough for a registry that is slow
+    /// to answer a large manifest PUT or to assemble a blob, short enough
+    /// that a dead connection is noticed within a minute.
+    pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// The environment variable that overrides the default read timeout, in
+    /// seconds (`0.5` allowed). There is no flag for it: it is a knob for
+    /// unusual links and for tests that need stalls to time out quickly.
+    pub const READ_TIMEOUT_ENV: &'static str = "KILN_REGISTRY_READ_TIMEOUT";
+
     /// Rejects options that cannot work before any request is made.
     pub(crate) fn validate(&self) -> Result<(), RegistryError> {
         if self.upload_chunk_size == 0 {
@@ -127,6 +169,14 @@ impl RegistryOptions {
                 "upload chunk size must be positive".into(),
             ));
         }
+        if self.read_timeout.is_zero() {
+            return Err(RegistryError::Options(
+                "read timeout must be positive".into(),
+            ));
+        }
+        // A malformed value was ignored by `Default`; say so rather than
+        // silently using 60 seconds.
+        read_timeout_from_env()?;
         for (host, path) in &self.ca_certificates {
             if !path.is_file() {
                 return Err(RegistryError::Options(format!(
@@ -301,5 +351,19 @@ mod tests {
             ..Default::default()
         };
         assert!(o.validate().is_err());
+        let o = RegistryOptions {
+            read_timeout: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn read_timeout_seconds() {
+        assert_eq!(parse_seconds("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_seconds("0.25"), Some(Duration::from_millis(250)));
+        for bad in ["0", "-1", "abc", "inf", "NaN", "1s"] {
+            assert_eq!(parse_seconds(bad), None, "{bad}");
+        }
     }
 }

@@ -12,13 +12,20 @@ use reqwest::{Method, Response, StatusCode};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use url::Url;
 
 const MAX_REDIRECTS: usize = 10;
 /// Error bodies are read up to this size for their OCI error codes.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Error bodies are abandoned (keeping what arrived) after this long: the
+/// answers to uploads are read without a per-read timeout (see
+/// [`Transport::http_client`]), and a stalled error body must not hang a push.
+const ERROR_BODY_TIME_LIMIT: Duration = Duration::from_secs(30);
+/// In-memory request bodies are handed to the connection in pieces of this
+/// size, so that the upload watchdog sees them move.
+const BODY_PIECE: usize = 256 * 1024;
 /// Tokens without `expires_in` live this long (the spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// A cached token is renewed this long before it expires (at most a quarter
@@ -47,11 +54,32 @@ impl Body {
         }
     }
 
-    async fn to_reqwest(&self) -> Result<reqwest::Body, RegistryError> {
+    /// The body as reqwest sends it. Every piece the connection takes is
+    /// stamped into `moved`, which is what the upload watchdog watches.
+    async fn to_reqwest(
+        &self,
+        moved: &Arc<Mutex<Instant>>,
+    ) -> Result<reqwest::Body, RegistryError> {
+        use futures::StreamExt;
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let stamp = {
+            let moved = moved.clone();
+            move |piece| {
+                *lock(&moved) = Instant::now();
+                piece
+            }
+        };
         match self {
             Body::Empty => Ok(reqwest::Body::from(Bytes::new())),
-            Body::Bytes(b) => Ok(reqwest::Body::from(b.clone())),
+            Body::Bytes(b) => {
+                let b = b.clone();
+                let pieces = (0..b.len()).step_by(BODY_PIECE).map(move |at| {
+                    Ok::<_, std::io::Error>(b.slice(at..b.len().min(at + BODY_PIECE)))
+                });
+                Ok(reqwest::Body::wrap_stream(
+                    futures::stream::iter(pieces).map(stamp),
+                ))
+            }
             Body::File { path, offset, len } => {
                 let io = |source| RegistryError::Io {
                     path: path.clone(),
@@ -61,8 +89,8 @@ impl Body {
                 f.seek(std::io::SeekFrom::Start(*offset))
                     .await
                     .map_err(io)?;
-                let stream = tokio_util::io::ReaderStream::with_capacity(f.take(*len), 256 * 1024);
-                Ok(reqwest::Body::wrap_stream(stream))
+                let stream = tokio_util::io::ReaderStream::with_capacity(f.take(*len), BODY_PIECE);
+                Ok(reqwest::Body::wrap_stream(stream.map(stamp)))
             }
         }
     }
@@ -140,7 +168,9 @@ struct CachedAuth {
 /// Shared connection and auth state of a client.
 pub(crate) struct Transport {
     pub options: RegistryOptions,
-    clients: Mutex<HashMap<HostPolicy, reqwest::Client>>,
+    /// Per host policy, one client for requests without a body and one for
+    /// uploads (see [`Transport::http_client`]).
+    clients: Mutex<HashMap<(HostPolicy, bool), reqwest::Client>>,
     bases: Mutex<HashMap<(String, Access), Url>>,
     credentials: Mutex<HashMap<String, Option<Credential>>>,
     challenges: Mutex<HashMap<String, Challenge>>,
@@ -153,7 +183,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn host_of(url: &Url) -> String {
+pub(crate) fn host_of(url: &Url) -> String {
     match (url.host_str(), url.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_string(),
@@ -174,8 +204,22 @@ impl Transport {
         })
     }
 
-    fn http_client(&self, policy: &HostPolicy) -> Result<reqwest::Client, RegistryError> {
-        if let Some(c) = lock(&self.clients).get(policy) {
+    /// The client for `policy`; `uploading` for requests that send a body.
+    ///
+    /// reqwest's read timeout resets on every read of a response body, which
+    /// is what downloads need, but until the response head arrives it is one
+    /// deadline counted from the start of the request, upload included: a
+    /// 30 MiB chunk on a slow link would time out although bytes never
+    /// stopped moving. So uploads get a client without it, and
+    /// [`idle_bounded`] watches them instead, resetting whenever the
+    /// connection takes a piece of the body.
+    fn http_client(
+        &self,
+        policy: &HostPolicy,
+        uploading: bool,
+    ) -> Result<reqwest::Client, RegistryError> {
+        let key = (policy.clone(), uploading);
+        if let Some(c) = lock(&self.clients).get(&key) {
             return Ok(c.clone());
         }
         let mut b = reqwest::Client::builder()
@@ -184,6 +228,9 @@ impl Transport {
             .user_agent(self.options.user_agent.clone())
             .connect_timeout(self.options.connect_timeout)
             .danger_accept_invalid_certs(policy.skip_verify || policy.insecure);
+        if !uploading {
+            b = b.read_timeout(self.options.read_timeout);
+        }
         if let Some(ca) = &policy.ca {
             let pem = std::fs::read(ca).map_err(|source| RegistryError::Io {
                 path: ca.clone(),
@@ -214,7 +261,7 @@ impl Transport {
         let client = b
             .build()
             .map_err(|e| RegistryError::Options(format!("HTTP client: {e}")))?;
-        lock(&self.clients).insert(policy.clone(), client.clone());
+        lock(&self.clients).insert(key, client.clone());
         Ok(client)
     }
 
@@ -230,7 +277,7 @@ impl Transport {
         let base = if policy.insecure {
             // Docker's rule for insecure registries: HTTPS when it works,
             // else plain HTTP.
-            let client = self.http_client(&policy)?;
+            let client = self.http_client(&policy, false)?;
             let probe = client
                 .get(
                     https
@@ -323,13 +370,14 @@ impl Transport {
         cred: Option<&Credential>,
     ) -> Result<CachedAuth, RegistryError> {
         let mut url = parse_url(realm)?;
+        let realm_url = url.clone();
         let realm_shown = display_url(&url);
         let token_err = |message: String| RegistryError::Token {
             realm: realm_shown.clone(),
             message,
         };
         let policy = self.options.policy(&host_of(&url), scope.access);
-        let client = self.http_client(&policy)?;
+        let client = self.http_client(&policy, false)?;
         let request = match cred {
             Some(Credential::IdentityToken(refresh)) => {
                 let mut form: Vec<(&str, String)> = vec![
@@ -361,10 +409,13 @@ impl Transport {
                 r
             }
         };
-        let resp = request
-            .send()
-            .await
-            .map_err(|e| token_err(error_chain(&e)))?;
+        let resp = request.send().await.map_err(|e| {
+            token_err(if e.is_timeout() {
+                timed_out(&host_of(&realm_url), self.options.read_timeout, false)
+            } else {
+                error_chain(&e)
+            })
+        })?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let body = read_limited(resp).await;
@@ -526,7 +577,8 @@ impl Transport {
         let mut body = req.body.clone();
         for _ in 0..=MAX_REDIRECTS {
             let host = host_of(&url);
-            let client = self.http_client(&self.options.policy(&host, access))?;
+            let uploading = !matches!(body, Body::Empty);
+            let client = self.http_client(&self.options.policy(&host, access), uploading)?;
             let mut headers = req.headers.clone();
             // Credentials go only to the host they were meant for.
             if let Some(a) = auth.filter(|_| host == origin) {
@@ -542,13 +594,26 @@ impl Transport {
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
             }
             tracing::debug!(method = %method, url = %display_url(&url), "registry request");
-            let resp = client
+            let moved = Arc::new(Mutex::new(Instant::now()));
+            let sending = client
                 .request(method.clone(), url.clone())
                 .headers(headers)
-                .body(body.to_reqwest().await?)
-                .send()
-                .await
-                .map_err(|e| transport_error(&method, &url, &e))?;
+                .body(body.to_reqwest(&moved).await?)
+                .send();
+            let idle = self.options.read_timeout;
+            let sent = if uploading {
+                idle_bounded(sending, &moved, idle).await.ok_or_else(|| {
+                    RegistryError::Transport {
+                        method: method.to_string(),
+                        url: display_url(&url),
+                        message: timed_out(&host, idle, true),
+                        timeout: true,
+                    }
+                })?
+            } else {
+                sending.await
+            };
+            let resp = sent.map_err(|e| transport_error(&method, &url, &e, idle))?;
             let status = resp.status();
             tracing::debug!(status = status.as_u16(), url = %display_url(&url), "registry response");
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
@@ -711,10 +776,71 @@ fn is_resolve_failure(connect: bool, chain: &str) -> bool {
             || lower.contains("no address associated with hostname"))
 }
 
-fn transport_error(method: &Method, url: &Url, e: &reqwest::Error) -> RegistryError {
+/// Waits for `fut` as long as something moves: it fails (`None`) once
+/// `idle` has passed since the later of the start and the last time the
+/// connection took a piece of the request body (stamped into `moved`).
+///
+/// This sees bytes handed to the connection, not bytes the registry
+/// acknowledged: the last socket buffer of a body drains on the timeout's
+/// clock, which only a link slower than the buffer per timeout would notice.
+async fn idle_bounded<F: Future>(
+    fut: F,
+    moved: &Mutex<Instant>,
+    idle: Duration,
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let deadline = *lock(moved) + idle;
+        match tokio::time::timeout_at(deadline.into(), &mut fut).await {
+            Ok(out) => return Some(out),
+            // Pieces moved while we slept: wait from the last of them.
+            Err(_) if *lock(moved) + idle > Instant::now() => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// `5s`, `1500ms`.
+fn show_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The message of a request that timed out waiting for `host`, naming the
+/// host, the words "timed out", and the knob that sets the limit.
+pub(crate) fn timed_out(host: &str, idle: Duration, uploading: bool) -> String {
+    let what = if uploading {
+        "took no data and sent no answer"
+    } else {
+        "sent no data"
+    };
+    format!(
+        "timed out: registry {host} {what} for {} (set {} to wait longer)",
+        show_duration(idle),
+        RegistryOptions::READ_TIMEOUT_ENV
+    )
+}
+
+fn transport_error(
+    method: &Method,
+    url: &Url,
+    e: &reqwest::Error,
+    idle: Duration,
+) -> RegistryError {
     let chain = error_chain(e);
     if is_resolve_failure(e.is_connect(), &chain) {
         return RegistryError::UnknownHost { host: host_of(url) };
+    }
+    if e.is_timeout() && !e.is_connect() {
+        return RegistryError::Transport {
+            method: method.to_string(),
+            url: display_url(url),
+            message: timed_out(&host_of(url), idle, false),
+            timeout: true,
+        };
     }
     // reqwest's message repeats the URL with its query; ours shows it once, without.
     let message = chain.replace(url.as_str(), &display_url(url));
@@ -726,12 +852,14 @@ fn transport_error(method: &Method, url: &Url, e: &reqwest::Error) -> RegistryEr
     }
 }
 
-/// Reads up to [`ERROR_BODY_LIMIT`] bytes of a body; errors give an empty body.
+/// Reads up to [`ERROR_BODY_LIMIT`] bytes of a body within
+/// [`ERROR_BODY_TIME_LIMIT`]; errors end the body where they happen.
 pub(crate) async fn read_limited(resp: Response) -> Vec<u8> {
     use futures::StreamExt;
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
+    let deadline = tokio::time::Instant::now() + ERROR_BODY_TIME_LIMIT;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
         let room = ERROR_BODY_LIMIT.saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if out.len() >= ERROR_BODY_LIMIT {
@@ -872,7 +1000,7 @@ mod tests {
             .unwrap();
         let url = Url::parse("https://registry.example.invalid:5000/v2/a/manifests/1?x=y").unwrap();
         let e = client.get(url.clone()).send().await.unwrap_err();
-        let err = transport_error(&Method::GET, &url, &e);
+        let err = transport_error(&Method::GET, &url, &e, Duration::from_secs(1));
         assert!(matches!(err, RegistryError::UnknownHost { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
@@ -890,6 +1018,37 @@ mod tests {
             true,
             "tcp connect error: Connection refused (os error 111)"
         ));
+    }
+
+    #[tokio::test]
+    async fn the_upload_watchdog_resets_while_pieces_move() {
+        let idle = Duration::from_millis(150);
+        // Busy for 400 ms in all, longer than the bound, but never idle for
+        // as long as it.
+        let moved = Arc::new(Mutex::new(Instant::now()));
+        let busy = {
+            let moved = moved.clone();
+            async move {
+                for _ in 0..8 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    *lock(&moved) = Instant::now();
+                }
+                7
+            }
+        };
+        assert_eq!(idle_bounded(busy, &moved, idle).await, Some(7));
+        // Silent: ends after the bound, not after the 5 s it would take.
+        let moved = Mutex::new(Instant::now());
+        let started = Instant::now();
+        let silent = tokio::time::sleep(Duration::from_secs(5));
+        assert_eq!(idle_bounded(silent, &moved, idle).await, None);
+        let took = started.elapsed();
+        assert!(took >= idle && took < Duration::from_secs(1), "{took:?}");
+        assert_eq!(
+            timed_out("r.io:5000", Duration::from_millis(1500), false),
+            "timed out: registry r.io:5000 sent no data for 1500ms \
+             (set KILN_REGISTRY_READ_TIMEOUT to wait longer)"
+        );
     }
 
     #[tokio::test]
