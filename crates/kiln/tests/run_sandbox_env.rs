@@ -191,6 +191,10 @@ const PROBE_NAMESPACE: &str = r#"set -eu
 mkdir -p /out
 ls /proc | grep -c '^[0-9][0-9]*$' > /out/npids
 if grep -q '^proc /proc proc ' /proc/mounts; then echo yes > /out/proc-mounted; fi
+awk '$2 == "/proc/sys" {split($4, o, ","); print o[1]}' /proc/mounts > /out/proc-sys-mode
+# The host name is the step's own (a new UTS namespace): a write that got
+# through would change nothing outside.
+if echo kiln 2> /out/proc-sys-write > /proc/sys/kernel/hostname; then echo written >> /out/proc-sys-write; else echo refused >> /out/proc-sys-write; fi
 if [ -c /dev/ptmx ]; then echo "ptmx char" > /out/ptmx; else echo "ptmx missing" > /out/ptmx; fi
 echo probe > /dev/shm/probe
 if [ -d /dev/shm ] && [ -f /dev/shm/probe ]; then echo "shm dir" > /out/shm; fi
@@ -284,6 +288,13 @@ fn namespace_run_sees_its_own_pids_proc_dev_sys_and_host_name() {
         "the host has too few processes for the comparison to mean anything"
     );
     assert_eq!(text(&img, "/out/proc-mounted"), "yes\n");
+    // The host kernel's settings are not the step's to change.
+    assert_eq!(text(&img, "/out/proc-sys-mode"), "ro\n");
+    let proc_sys_write = text(&img, "/out/proc-sys-write");
+    assert!(
+        proc_sys_write.contains("Read-only file system") && proc_sys_write.ends_with("refused\n"),
+        "{proc_sys_write}"
+    );
     assert_eq!(text(&img, "/out/ptmx"), "ptmx char\n");
     assert_eq!(text(&img, "/out/shm"), "shm dir\n");
     assert_eq!(text(&img, "/out/shm-fs"), "tmpfs\n");

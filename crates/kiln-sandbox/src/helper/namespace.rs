@@ -184,6 +184,15 @@ fn init_inner(spec: &RunSpec, merged: &Path, devnull: &OwnedFd) -> Result<Report
         None::<&str>,
     )
     .map_err(|e| Failure::new("mounting /proc", e))?;
+    // A new pid namespace does not make the kernel's settings private:
+    // through a writable /proc/sys (or sysrq-trigger) a step run by root
+    // would change the host's. Read-only, as runc makes them for BuildKit.
+    for name in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
+        let path = merged.join("proc").join(name);
+        if path.exists() {
+            bind(&path, &path, true)?;
+        }
+    }
     chdir(merged).map_err(|e| Failure::new("entering the root", e))?;
     pivot_root(".", ".").map_err(|e| Failure::new("pivot_root", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| Failure::new("detaching the old root", e))?;
