@@ -645,6 +645,13 @@ fn execute(
                 merged,
             }
         } else {
+            if network == Network::None {
+                // A chroot has no network namespace of its own to leave
+                // empty; say so rather than let the step believe it is cut off.
+                tracing::warn!(
+                    "RUN --network=none under chroot isolation: the step shares this machine's network"
+                );
+            }
             RootSpec::Dir(root.to_path_buf())
         };
         let iso = if namespace {
@@ -808,7 +815,10 @@ fn resolve_user(spec: &str, root: &Path) -> Result<(User, String), String> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let u = if u.is_empty() { "root" } else { u };
+    // No USER at all means uid 0 even without /etc/passwd (a `FROM scratch`
+    // stage), as BuildKit does; a name given by USER must exist.
+    let unset = u.is_empty();
+    let u = if unset { "root" } else { u };
     let entry = passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
@@ -822,6 +832,7 @@ fn resolve_user(spec: &str, root: &Path) -> Result<(User, String), String> {
             f[5].to_string(),
         ),
         (None, Ok(id)) => (id, 0, None, "/".to_string()),
+        (None, Err(_)) if unset => (0, 0, None, "/".to_string()),
         (None, Err(_)) => {
             return Err(format!(
                 "unable to find user {u}: no matching entries in passwd file"
@@ -913,6 +924,20 @@ mod tests {
         let (u, home) = resolve_user("4242", t.path()).unwrap();
         assert_eq!((u.uid, u.gid, home.as_str()), (4242, 0, "/"));
         assert!(resolve_user("nobody", t.path()).is_err());
+    }
+
+    #[test]
+    fn without_passwd_no_user_is_root_and_a_named_user_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let (u, home) = resolve_user("", t.path()).unwrap();
+        assert_eq!(
+            (u.uid, u.gid, u.groups, home.as_str()),
+            (0, 0, vec![0], "/")
+        );
+        let (u, _) = resolve_user("0:0", t.path()).unwrap();
+        assert_eq!((u.uid, u.gid), (0, 0));
+        let e = resolve_user("app", t.path()).unwrap_err();
+        assert!(e.contains("unable to find user app"), "{e}");
     }
 
     #[test]
