@@ -177,3 +177,38 @@ fn multi_arch_base_resolves_to_host_or_custom_platform() {
         "the host's base was used"
     );
 }
+
+#[test]
+fn docker_hub_bases_come_from_the_mirrors_in_order() {
+    // Docker Hub is out of reach here: a build FROM `busybox` can only
+    // succeed through a mirror, and the first mirror (nothing listens on
+    // its port) must be passed over for the second, as Kaniko does.
+    let mirror = Registry::plain().unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&mirror, "library/busybox:latest")
+        .unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dest = Registry::plain().unwrap();
+    let ctx = context("busybox");
+    let out = Kiln::build(ctx.path())
+        .args(["--destination", &dest.image_ref("via-mirror:1")])
+        .args(["--insecure", "--insecure-pull"])
+        .arg(format!("--insecure-registry={dead}"))
+        .arg(format!("--insecure-registry={}", mirror.host()))
+        .arg(format!("--registry-mirror={dead}"))
+        .arg(format!("--registry-mirror={}", mirror.host()))
+        .success();
+    assert_built(&dest, "via-mirror:1");
+    let (_, config) = pushed_manifest_and_config(&dest, "via-mirror:1");
+    assert!(config["rootfs"]["diff_ids"].as_array().unwrap().len() >= 2);
+    // The step log names the reference as written, normalised to Docker Hub.
+    assert!(
+        stderr(&out).contains("docker.io/library/busybox"),
+        "{}",
+        stderr(&out)
+    );
+}
