@@ -88,7 +88,7 @@ impl<'a> MakeWriter<'a> for Stderr {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -99,7 +99,10 @@ mod tests {
         assert_eq!(level_for(Verbosity::Trace), LevelFilter::TRACE);
     }
 
-    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    /// An environment lookup over fixed pairs (also used by progress's tests).
+    pub(crate) fn env(
+        vars: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<String> {
         move |name| {
             vars.iter()
                 .find(|(k, _)| *k == name)

@@ -495,13 +495,7 @@ impl ProgressSink for Renderer {
 mod tests {
     use super::*;
 
-    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use crate::logging::tests::env;
 
     #[test]
     fn terminals_get_the_live_view_and_logs_get_lines() {

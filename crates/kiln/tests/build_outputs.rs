@@ -271,34 +271,41 @@ fn reproducible_builds_give_one_digest() {
     assert_eq!(img.text("/hello.txt").as_deref(), Some("hello\n"));
 }
 
-/// The layer blobs of a pushed image, as (media type, bytes).
-fn pushed_layers(reg: &Registry, name: &str) -> Vec<(String, Vec<u8>)> {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("img");
-    let opts = kiln_testkit::CopyOptions {
-        src: Access::for_registry(reg),
-        ..Default::default()
-    };
-    kiln_testkit::skopeo_copy_with(
-        &format!("docker://{}", reg.image_ref(name)),
-        &format!("dir:{}", dir.display()),
-        &opts,
-    )
-    .unwrap();
-    let manifest: Value =
-        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    manifest["layers"]
+/// A pushed image's manifest and layer blobs, as (media type, bytes).
+fn pushed_layers(reg: &Registry, name: &str) -> (Value, Vec<(String, Vec<u8>)>) {
+    let (dir, manifest) = build_common::pushed_dir(reg, name);
+    let layers = manifest["layers"]
         .as_array()
         .unwrap()
         .iter()
         .map(|l| {
-            let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
-            (
-                l["mediaType"].as_str().unwrap().to_string(),
-                fs::read(dir.join(hex)).unwrap(),
-            )
+            let media = l["mediaType"].as_str().unwrap().to_string();
+            (media, fs::read(build_common::blob_path(&dir, l)).unwrap())
         })
-        .collect()
+        .collect();
+    (manifest, layers)
+}
+
+/// `path` from a compressed layer, read by the system's `decompressor`
+/// (`zstd` or `gzip`) and tar, never by kiln's code.
+fn file_from_layer(layer: &[u8], decompressor: &str, path: &str) -> Vec<u8> {
+    let tmp = tempfile::tempdir().unwrap();
+    let blob = tmp.path().join("layer");
+    fs::write(&blob, layer).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{decompressor} -dc < {} | tar -xOf - {path}",
+            blob.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 #[test]
@@ -314,36 +321,21 @@ fn zstd_layers_and_compression_levels_reach_the_registry() {
         .args(["--destination", &reg.image_ref("z:1")])
         .args(["--insecure", "--insecure-pull", "--compression", "zstd"])
         .success();
-    let (manifest, _) = pushed_manifest_and_config(&reg, "z:1");
+    let (manifest, layers) = pushed_layers(&reg, "z:1");
     // zstd layers exist only in OCI manifests.
     assert_eq!(
         manifest["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
     );
-    let layers = pushed_layers(&reg, "z:1");
     assert!(!layers.is_empty());
     for (media, blob) in &layers {
         assert_eq!(media, "application/vnd.oci.image.layer.v1.tar+zstd");
         assert_eq!(&blob[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
     }
-    // Read back by the system zstd and tar, not by kiln's code.
-    let tmp = tempfile::tempdir().unwrap();
-    let blob = tmp.path().join("layer.tar.zst");
-    fs::write(&blob, &layers[0].1).unwrap();
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "zstd -dc < {} | tar -xOf - hello.txt",
-            blob.display()
-        ))
-        .output()
-        .unwrap();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        file_from_layer(&layers[0].1, "zstd", "hello.txt") == text.as_bytes(),
+        "zstd layer content differs"
     );
-    assert!(out.stdout == text.as_bytes(), "zstd layer content differs");
 
     // --compression-level: gzip at 1 and at 9 give different blobs, the
     // higher level a smaller one, with the same content.
@@ -355,29 +347,14 @@ fn zstd_layers_and_compression_levels_reach_the_registry() {
             .args(["--insecure", "--insecure-pull", "--compression", "gzip"])
             .args(["--compression-level", level])
             .success();
-        let layers = pushed_layers(&reg, &tag);
+        let (_, layers) = pushed_layers(&reg, &tag);
         assert_eq!(
             layers[0].0,
             "application/vnd.docker.image.rootfs.diff.tar.gzip"
         );
         sizes.push(layers[0].1.len());
-        let blob = tmp.path().join(format!("layer-{level}.tar.gz"));
-        fs::write(&blob, &layers[0].1).unwrap();
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "gzip -dc < {} | tar -xOf - hello.txt",
-                blob.display()
-            ))
-            .output()
-            .unwrap();
         assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.stdout == text.as_bytes(),
+            file_from_layer(&layers[0].1, "gzip", "hello.txt") == text.as_bytes(),
             "level {level}: content differs"
         );
     }

@@ -78,29 +78,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<Option<Report>, Failure> {
         overlay_path(upper)?,
         overlay_path(work)?
     );
-    // `volatile` (Linux 5.10+) drops overlayfs's fsync of every copied-up
-    // file. The upper dir is scratch until its layer is written, and a
-    // crash discards the step anyway, so durability buys nothing; the
-    // fsyncs made a `chmod -R` over 11,000 lower files take 8.7 s instead
-    // of 1.4 s. Older kernels reject the option: mount without it.
-    let volatile = format!("{data},volatile");
-    mount(
-        Some("overlay"),
-        merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(volatile.as_str()),
-    )
-    .or_else(|_| {
-        mount(
-            Some("overlay"),
-            merged,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(data.as_str()),
-        )
-    })
-    .map_err(|e| Failure::new("mounting the overlay root", e))?;
+    mount_overlay(merged, &data).map_err(|e| Failure::new("mounting the overlay root", e))?;
 
     let mut made = Made::default();
     mount_dev(merged, &mut made)?;
@@ -275,6 +253,26 @@ fn mount_dev(merged: &Path, made: &mut Made) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Mounts an overlay with `data` on `target`, `volatile` where the kernel
+/// has it (Linux 5.10+): it drops overlayfs's fsync of every copied-up
+/// file. Upper dirs here are scratch until a layer is written (or thrown
+/// away with a bind mount's changes), and a crash discards the step anyway,
+/// so durability buys nothing; the fsyncs made a `chmod -R` over 11,000
+/// lower files take 8.7 s instead of 1.4 s. Older kernels reject the
+/// option: mount without it.
+fn mount_overlay(target: &Path, data: &str) -> nix::Result<()> {
+    let mount_with = |data: &str| {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data),
+        )
+    };
+    mount_with(&format!("{data},volatile")).or_else(|_| mount_with(data))
+}
+
 fn extra_mount(
     m: &MountSpec,
     merged: &Path,
@@ -320,14 +318,7 @@ fn extra_mount(
                 overlay_path(upper)?,
                 overlay_path(work)?
             );
-            mount(
-                Some("overlay"),
-                &host,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(data.as_str()),
-            )
-            .map_err(|e| Failure::new(format!("mounting {target}"), e))
+            mount_overlay(&host, &data).map_err(|e| Failure::new(format!("mounting {target}"), e))
         }
         #[allow(unreachable_patterns)]
         _ => Err(Failure::other("unsupported mount")),

@@ -215,6 +215,15 @@ pub fn show(label_a: &str, a: &Value, label_b: &str, b: &Value) -> String {
 /// that would turn a Docker config into an OCI one and drop Docker-only
 /// fields).
 pub fn pushed_manifest_and_config(reg: &Registry, name: &str) -> (Value, Value) {
+    let (dir, manifest) = pushed_dir(reg, name);
+    let config =
+        serde_json::from_slice(&fs::read(blob_path(&dir, &manifest["config"])).unwrap()).unwrap();
+    (manifest, config)
+}
+
+/// A pushed image copied by skopeo into a `dir:` layout (blobs named by
+/// their hex digest), with its manifest.
+pub fn pushed_dir(reg: &Registry, name: &str) -> (tempfile::TempDir, Value) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("img");
     let opts = CopyOptions {
@@ -229,13 +238,16 @@ pub fn pushed_manifest_and_config(reg: &Registry, name: &str) -> (Value, Value) 
     .unwrap();
     let manifest: Value =
         serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    let hex = manifest["config"]["digest"]
+    (tmp, manifest)
+}
+
+/// Where the blob a descriptor names is in a [`pushed_dir`] copy.
+pub fn blob_path(dir: &tempfile::TempDir, descriptor: &Value) -> std::path::PathBuf {
+    let hex = descriptor["digest"]
         .as_str()
         .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let config: Value = serde_json::from_slice(&fs::read(dir.join(hex)).unwrap()).unwrap();
-    (manifest, config)
+        .trim_start_matches("sha256:");
+    dir.path().join("img").join(hex)
 }
 
 /// Differences between two JSON values, one line per differing path
