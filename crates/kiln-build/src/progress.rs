@@ -6,7 +6,8 @@
 //! RUN output arrives on a blocking thread), so they must be cheap and must
 //! not block for long.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Which step of which stage an event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +86,21 @@ pub enum ProgressEvent {
         /// How long the push took.
         duration: Duration,
     },
+    /// Bytes of one blob moved so far: a layer downloaded (`destination`
+    /// is `None`) or a blob pushed to a destination. Sent when the transfer
+    /// starts, at most every [`TRANSFER_INTERVAL`] while it runs, and when
+    /// it ends. A blob the destination already had, or mounted, is reported
+    /// once, done.
+    BlobTransfer {
+        /// The destination as given, for a push; `None` for a download.
+        destination: Option<String>,
+        /// The blob's digest.
+        digest: String,
+        /// Bytes moved so far.
+        done: u64,
+        /// The blob's size.
+        total: u64,
+    },
     /// A push to one destination started.
     PushStarted {
         /// The destination as given.
@@ -149,7 +165,66 @@ impl ProgressSink for TracingProgress {
                 tracing::info!("pushing {destination}")
             }
             ProgressEvent::PushDone { destination, .. } => tracing::info!("pushed {destination}"),
+            ProgressEvent::BlobTransfer { .. } => {}
             ProgressEvent::BuildDone { digest, .. } => tracing::info!("built {digest}"),
+        }
+    }
+}
+
+/// How often a running transfer reports its progress at most.
+pub const TRANSFER_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Turns the byte counts of one blob's transfer into
+/// [`ProgressEvent::BlobTransfer`] events, at most one per
+/// [`TRANSFER_INTERVAL`] apart from the first and the last: the registry
+/// client counts every 256 KiB piece, far more often than anyone reads.
+pub(crate) struct TransferMeter {
+    sink: Arc<dyn ProgressSink>,
+    destination: Option<String>,
+    digest: String,
+    total: u64,
+    last: Mutex<Option<Instant>>,
+}
+
+impl TransferMeter {
+    pub(crate) fn new(
+        sink: Arc<dyn ProgressSink>,
+        destination: Option<String>,
+        digest: String,
+        total: u64,
+    ) -> TransferMeter {
+        TransferMeter {
+            sink,
+            destination,
+            digest,
+            total,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Reports `done` bytes now, whatever the interval.
+    pub(crate) fn report(&self, done: u64) {
+        self.sink.event(&ProgressEvent::BlobTransfer {
+            destination: self.destination.clone(),
+            digest: self.digest.clone(),
+            done,
+            total: self.total,
+        });
+    }
+}
+
+impl kiln_oci::TransferObserver for TransferMeter {
+    fn transferred(&self, bytes: u64) {
+        let due = {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let due = bytes >= self.total || last.is_none_or(|t| t.elapsed() >= TRANSFER_INTERVAL);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.report(bytes);
         }
     }
 }
@@ -204,5 +279,41 @@ mod tests {
         let events = sink.events();
         assert_eq!(events.len(), 2);
         assert!(matches!(events[1], ProgressEvent::StepCached { .. }));
+    }
+
+    fn transfers(sink: &RecordingProgress) -> Vec<u64> {
+        sink.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                ProgressEvent::BlobTransfer { done, total, .. } => {
+                    assert_eq!(total, 1000);
+                    Some(done)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_transfer_meter_reports_the_start_the_end_and_little_between() {
+        use kiln_oci::TransferObserver;
+        let sink = Arc::new(RecordingProgress::default());
+        let meter = TransferMeter::new(sink.clone(), None, "sha256:ab".into(), 1000);
+        for done in (0..1000).step_by(10) {
+            meter.transferred(done);
+        }
+        meter.transferred(1000);
+        // The first count, then nothing until the interval passes, and the end.
+        assert_eq!(transfers(&sink), vec![0, 1000]);
+
+        let sink = Arc::new(RecordingProgress::default());
+        let meter =
+            TransferMeter::new(sink.clone(), Some("r/x:1".into()), "sha256:ab".into(), 1000);
+        meter.transferred(0);
+        std::thread::sleep(TRANSFER_INTERVAL + Duration::from_millis(20));
+        meter.transferred(500);
+        meter.transferred(600);
+        meter.transferred(1000);
+        assert_eq!(transfers(&sink), vec![0, 500, 1000]);
     }
 }

@@ -52,5 +52,5 @@ pub use platform::{Platform, PlatformError};
 pub use reference::{Reference, ReferenceError};
 pub use registry::{
     Access, BlobSource, BlobStream, PulledImage, PushOutcome, RegistryClient, RegistryError,
-    RegistryOptions, Repository,
+    RegistryOptions, Repository, TransferObserver,
 };

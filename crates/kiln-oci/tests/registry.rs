@@ -167,6 +167,78 @@ async fn cross_repository_mount() {
     assert_eq!(outcome, PushOutcome::Uploaded);
 }
 
+/// Records every count a transfer reports.
+#[derive(Default)]
+struct Counts(std::sync::Mutex<Vec<u64>>);
+
+impl kiln_oci::TransferObserver for Counts {
+    fn transferred(&self, bytes: u64) {
+        self.0.lock().unwrap().push(bytes);
+    }
+}
+
+impl Counts {
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn observed_transfers_report_their_bytes_as_they_go() {
+    let reg = Registry::plain().unwrap();
+    // Chunks of 1 MiB, sent in pieces of 256 KiB: the counts of a chunked
+    // upload run on across chunks.
+    let client = RegistryClient::new(RegistryOptions {
+        monolithic_upload_limit: 1 << 20,
+        upload_chunk_size: 1 << 20,
+        ..plain_options(&reg)
+    })
+    .unwrap();
+    let counts = std::sync::Arc::new(Counts::default());
+    let repo = client
+        .repository(&reference(&reg, "kiln/metered"), Access::Push)
+        .observed(counts.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let size = (3u64 << 20) + 12_345;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let path = dir.path().join("blob");
+    std::fs::write(&path, &data).unwrap();
+    let digest = Digest::sha256_of(&data);
+
+    let outcome = repo
+        .push_blob_file(&path, &digest, size, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome, PushOutcome::Uploaded);
+    let up = counts.take();
+    assert_eq!(up.last(), Some(&size), "{up:?}");
+    assert!(up.len() >= 13, "one count per piece: {up:?}");
+    assert!(up.windows(2).all(|w| w[0] < w[1]), "{up:?}");
+    // The chunk boundaries are crossed, not restarted from 0.
+    assert!(up.iter().any(|&n| n > 1 << 20 && n < 2 << 20), "{up:?}");
+
+    let copy = dir.path().join("copy");
+    assert_eq!(
+        repo.download_blob(&digest, Some(size), &copy)
+            .await
+            .unwrap(),
+        size
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), data);
+    let down = counts.take();
+    assert_eq!(down.first(), Some(&0), "{down:?}");
+    assert_eq!(down.last(), Some(&size), "{down:?}");
+    assert!(down.windows(2).all(|w| w[0] <= w[1]), "{down:?}");
+
+    // An unobserved handle reports nothing.
+    let plain = client.repository(&reference(&reg, "kiln/metered"), Access::Pull);
+    plain
+        .download_blob(&digest, Some(size), &copy)
+        .await
+        .unwrap();
+    assert!(counts.take().is_empty());
+}
+
 /// Pushes a one-layer image and returns (manifest bytes, manifest digest, layer digest).
 async fn push_image(repo: &kiln_oci::Repository, tag: &str) -> (Bytes, Digest, Digest) {
     let layer = Bytes::from_static(b"pretend this is a tar.gz");

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_build::options::LogFormat;
@@ -63,7 +63,20 @@ pub struct Renderer {
     color: bool,
     multi: Option<MultiProgress>,
     bars: Mutex<HashMap<(usize, usize), ProgressBar>>,
-    pushes: Mutex<HashMap<String, ProgressBar>>,
+    pushes: Mutex<HashMap<String, Push>>,
+    pulls: Mutex<HashMap<String, Pull>>,
+}
+
+/// A push in flight: its bar (live view) and the bytes of each blob so far.
+struct Push {
+    bar: Option<ProgressBar>,
+    done: HashMap<String, u64>,
+}
+
+/// A layer download in flight.
+struct Pull {
+    bar: Option<ProgressBar>,
+    started: Instant,
 }
 
 const GREEN: &str = "\x1b[32m";
@@ -91,6 +104,7 @@ impl Renderer {
             multi,
             bars: Mutex::new(HashMap::new()),
             pushes: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(HashMap::new()),
         }
     }
 
@@ -171,6 +185,71 @@ impl Renderer {
         Some(bar)
     }
 
+    /// A bar that counts bytes towards `total`, as BuildKit shows a transfer.
+    fn start_transfer_bar(&self, message: String, total: u64) -> Option<ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let bar = multi.add(ProgressBar::new(total));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner:.blue} {msg} [{bar:24}] {bytes}/{total_bytes} {bytes_per_sec:.dim} {elapsed:.dim}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(message);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Some(bar)
+    }
+
+    /// Moves the bars of a blob transfer; a finished download gets a line.
+    fn transfer(&self, destination: Option<&str>, digest: &str, done: u64, total: u64) {
+        if let Some(destination) = destination {
+            let mut pushes = lock(&self.pushes);
+            let Some(push) = pushes.get_mut(destination) else {
+                return;
+            };
+            push.done.insert(digest.to_string(), done.min(total));
+            if let Some(bar) = &push.bar {
+                bar.set_position(push.done.values().sum());
+            }
+            return;
+        }
+        let finished = {
+            let mut pulls = lock(&self.pulls);
+            let pull = pulls.entry(digest.to_string()).or_insert_with(|| Pull {
+                bar: self.start_transfer_bar(format!("pulling {}", short(digest)), total),
+                started: Instant::now(),
+            });
+            if let Some(bar) = &pull.bar {
+                bar.set_position(done.min(total));
+            }
+            if done < total {
+                return;
+            }
+            pulls.remove(digest)
+        };
+        let Some(pull) = finished else { return };
+        if let Some(bar) = &pull.bar {
+            bar.finish_and_clear();
+            if let Some(multi) = &self.multi {
+                multi.remove(bar);
+            }
+        }
+        let took = pull.started.elapsed();
+        let message = format!(
+            "pulled {} ({}) in {}",
+            short(digest),
+            HumanBytes(total),
+            secs(took)
+        );
+        self.show(
+            "INFO",
+            "layer_pulled",
+            &self.paint(DIM, &message),
+            json!({"digest": digest, "size": total, "seconds": round(took)}),
+        );
+    }
+
     /// Ends a step's spinner; its text (`[stage 2/7] COPY ...`) when it had one.
     fn end_bar(&self, key: (usize, usize)) -> Option<String> {
         let bar = lock(&self.bars).remove(&key)?;
@@ -230,8 +309,15 @@ impl Renderer {
         for (_, bar) in lock(&self.bars).drain() {
             bar.finish_and_clear();
         }
-        for (_, bar) in lock(&self.pushes).drain() {
-            bar.finish_and_clear();
+        for (_, push) in lock(&self.pushes).drain() {
+            if let Some(bar) = push.bar {
+                bar.finish_and_clear();
+            }
+        }
+        for (_, pull) in lock(&self.pulls).drain() {
+            if let Some(bar) = pull.bar {
+                bar.finish_and_clear();
+            }
         }
         if let Some(multi) = &self.multi {
             let _ = multi.clear();
@@ -308,6 +394,12 @@ fn secs(d: Duration) -> String {
 
 fn round(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// `sha256:0123456789ab`: a digest as wide as a log line can spare.
+fn short(digest: &str) -> &str {
+    let end = digest.find(':').map_or(0, |colon| colon + 1) + 12;
+    digest.get(..end).unwrap_or(digest)
 }
 
 /// `[stage 2/7]`, as BuildKit names a step.
@@ -441,12 +533,13 @@ impl ProgressSink for Renderer {
                     "pushing {destination} ({blobs} blobs, {})",
                     HumanBytes(*bytes)
                 );
+                let push = Push {
+                    bar: self.start_transfer_bar(format!("pushing {destination}"), *bytes),
+                    done: HashMap::new(),
+                };
+                lock(&self.pushes).insert(destination.clone(), push);
                 match self.mode {
-                    Mode::Live => {
-                        if let Some(bar) = self.start_bar(message) {
-                            lock(&self.pushes).insert(destination.clone(), bar);
-                        }
-                    }
+                    Mode::Live => {}
                     _ => self.show(
                         "INFO",
                         "push_started",
@@ -463,8 +556,11 @@ impl ProgressSink for Renderer {
                 uploaded_bytes,
                 duration,
             } => {
-                if let Some(bar) = lock(&self.pushes).remove(destination) {
+                if let Some(bar) = lock(&self.pushes).remove(destination).and_then(|p| p.bar) {
                     bar.finish_and_clear();
+                    if let Some(multi) = &self.multi {
+                        multi.remove(&bar);
+                    }
                 }
                 let message = format!(
                     "pushed {destination} in {}: {uploaded} uploaded ({}), {mounted} mounted, {existing} already there",
@@ -485,6 +581,12 @@ impl ProgressSink for Renderer {
                     }),
                 );
             }
+            ProgressEvent::BlobTransfer {
+                destination,
+                digest,
+                done,
+                total,
+            } => self.transfer(destination.as_deref(), digest, *done, *total),
             ProgressEvent::BuildDone { .. } => {}
             _ => {}
         }
@@ -529,6 +631,69 @@ mod tests {
         }
         let plain = Renderer::new(Mode::Plain { color: false }, false);
         assert_eq!(plain.stamped("a\nb"), "a\nb");
+    }
+
+    /// The live view, drawn nowhere.
+    fn hidden_live() -> Renderer {
+        let mut renderer = Renderer::new(Mode::Plain { color: false }, false);
+        renderer.mode = Mode::Live;
+        renderer.multi = Some(MultiProgress::with_draw_target(ProgressDrawTarget::hidden()));
+        renderer
+    }
+
+    fn blob(destination: Option<&str>, digest: &str, done: u64, total: u64) -> ProgressEvent {
+        ProgressEvent::BlobTransfer {
+            destination: destination.map(str::to_string),
+            digest: digest.into(),
+            done,
+            total,
+        }
+    }
+
+    #[test]
+    fn the_live_view_counts_the_bytes_of_pushes_and_pulls() {
+        let r = hidden_live();
+        r.event(&ProgressEvent::PushStarted {
+            destination: "reg/app:1".into(),
+            blobs: 3,
+            bytes: 3000,
+        });
+        let position = || {
+            let pushes = lock(&r.pushes);
+            let bar = pushes["reg/app:1"].bar.as_ref().unwrap();
+            (bar.position(), bar.length())
+        };
+        assert_eq!(position(), (0, Some(3000)));
+        // Two layers in flight at once: the bar shows their sum.
+        r.event(&blob(Some("reg/app:1"), "sha256:a", 400, 1000));
+        r.event(&blob(Some("reg/app:1"), "sha256:b", 300, 1500));
+        assert_eq!(position().0, 700);
+        r.event(&blob(Some("reg/app:1"), "sha256:a", 1000, 1000));
+        assert_eq!(position().0, 1300);
+        // Another destination's bytes do not count here.
+        r.event(&blob(Some("reg/other:1"), "sha256:c", 500, 500));
+        assert_eq!(position().0, 1300);
+        r.event(&ProgressEvent::PushDone {
+            destination: "reg/app:1".into(),
+            uploaded: 3,
+            mounted: 0,
+            existing: 0,
+            uploaded_bytes: 3000,
+            duration: Duration::from_secs(1),
+        });
+        assert!(lock(&r.pushes).is_empty());
+
+        // A download has its own bar until it is done.
+        r.event(&blob(None, "sha256:0123456789abcdef", 0, 2048));
+        r.event(&blob(None, "sha256:0123456789abcdef", 1024, 2048));
+        {
+            let pulls = lock(&r.pulls);
+            let bar = pulls["sha256:0123456789abcdef"].bar.as_ref().unwrap();
+            assert_eq!((bar.position(), bar.length()), (1024, Some(2048)));
+            assert_eq!(bar.message(), "pulling sha256:0123456789ab");
+        }
+        r.event(&blob(None, "sha256:0123456789abcdef", 2048, 2048));
+        assert!(lock(&r.pulls).is_empty());
     }
 
     #[test]

@@ -110,6 +110,13 @@ fn plain_log_of_a_cold_then_warm_build() {
             .any(|l| l.contains(&format!("{}/app:1", p.reg.host()))),
         "{cold}"
     );
+    // The RUN needed the base's files: its layer was downloaded, once.
+    let pulled = lines_with(&cold, "pulled sha256:");
+    assert_eq!(pulled.len(), 1, "{cold}");
+    assert!(
+        pulled[0].contains(" in ") && pulled[0].ends_with('s'),
+        "{cold}"
+    );
     assert!(cold.contains("build summary"), "{cold}");
     assert!(
         cold.contains("cache   0 of 4 steps cached, 4 built"),
@@ -129,6 +136,10 @@ fn plain_log_of_a_cold_then_warm_build() {
     assert!(
         !warm.contains("| compiled-output"),
         "a cached RUN does not run:\n{warm}"
+    );
+    assert!(
+        !warm.contains("pulled sha256:"),
+        "a warm build downloads no layer:\n{warm}"
     );
     assert_eq!(lines_with(&warm, "[stage-0 4/4] step 5: done in ").len(), 1);
     let summary = &warm[warm.find("build summary").expect("a summary")..];
@@ -170,6 +181,10 @@ fn every_json_log_line_parses() {
             .any(|o| o["output"] == "compiled-output" && o["line"] == 4),
         "{log}"
     );
+    let pulled = events("layer_pulled");
+    assert_eq!(pulled.len(), 1, "{log}");
+    assert!(pulled[0]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(pulled[0]["size"].as_u64().unwrap() > 0, "{log}");
     let summary = events("summary");
     assert_eq!(summary.len(), 1, "{log}");
     assert!(summary[0]["digest"]

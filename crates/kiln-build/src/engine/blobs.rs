@@ -4,6 +4,7 @@
 //! registry that cannot mount them.
 
 use super::image::{LayerOrigin, LayerRef};
+use crate::progress::{NoProgress, ProgressSink, TransferMeter};
 use kiln_oci::{Access, Digest, RegistryClient, RegistryError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ pub struct BlobStore {
     dir: PathBuf,
     client: RegistryClient,
     cells: Arc<Mutex<HashMap<Digest, Arc<OnceCell<PathBuf>>>>>,
+    /// Told how far each download has got.
+    progress: Arc<dyn ProgressSink>,
 }
 
 impl BlobStore {
@@ -25,7 +28,20 @@ impl BlobStore {
             dir,
             client,
             cells: Arc::default(),
+            progress: Arc::new(NoProgress),
         }
+    }
+
+    /// This store, reporting its downloads to `progress` as
+    /// [`crate::progress::ProgressEvent::BlobTransfer`] events.
+    pub fn with_progress(mut self, progress: Arc<dyn ProgressSink>) -> BlobStore {
+        self.progress = progress;
+        self
+    }
+
+    /// Where progress events go.
+    pub fn progress(&self) -> &Arc<dyn ProgressSink> {
+        &self.progress
     }
 
     /// The registry client the store downloads with.
@@ -47,7 +63,16 @@ impl BlobStore {
                 let path = cell
                     .get_or_try_init(|| async {
                         let path = self.path_for(digest);
-                        let repo = self.client.repository(reference, Access::Pull);
+                        let meter = TransferMeter::new(
+                            self.progress.clone(),
+                            None,
+                            digest.to_string(),
+                            layer.descriptor.size,
+                        );
+                        let repo = self
+                            .client
+                            .repository(reference, Access::Pull)
+                            .observed(Arc::new(meter));
                         repo.download_blob(digest, Some(layer.descriptor.size), &path)
                             .await?;
                         Ok::<_, RegistryError>(path)

@@ -91,7 +91,7 @@ pub async fn build_with(
 
     let client = RegistryClient::new(registry_options(options))
         .map_err(|e| BuildError::Registry(Box::new(e)))?;
-    let blobs = BlobStore::new(ws.blobs(), client.clone());
+    let blobs = BlobStore::new(ws.blobs(), client.clone()).with_progress(progress.clone());
     let first_destination = options.output.destinations.first().map(|d| &d.reference);
     let cache = crate::cache::LayerCache::open(&options.cache, first_destination, &client)
         .map_err(|e| BuildError::Context(format!("cache: {e}")))?;

@@ -7,8 +7,10 @@ use super::OutputError;
 use crate::engine::assemble::BuiltImage;
 use crate::engine::blobs::BlobStore;
 use crate::engine::image::{LayerOrigin, LayerRef};
+use crate::progress::TransferMeter;
 use futures::{StreamExt, TryStreamExt};
 use kiln_oci::{Access, BlobSource, Digest, PushOutcome, Reference, RegistryError, Repository};
+use std::sync::Arc;
 
 /// Blob transfers in flight at once per destination.
 const PARALLEL_BLOBS: usize = 4;
@@ -39,7 +41,15 @@ pub async fn push(
     };
     let repo = blobs.client().repository(destination, Access::Push);
     let outcomes: Vec<(PushOutcome, u64)> = futures::stream::iter(image.layers.iter())
-        .map(|layer| push_layer(&repo, destination, layer, blobs))
+        .map(|layer| {
+            let meter = TransferMeter::new(
+                blobs.progress().clone(),
+                Some(as_given.to_string()),
+                layer.descriptor.digest.to_string(),
+                layer.descriptor.size,
+            );
+            push_layer(&repo, destination, layer, blobs, meter)
+        })
         .buffer_unordered(PARALLEL_BLOBS)
         .try_collect()
         .await
@@ -84,25 +94,42 @@ async fn push_layer(
     destination: &Reference,
     layer: &LayerRef,
     blobs: &BlobStore,
+    meter: TransferMeter,
 ) -> Result<(PushOutcome, u64), RegistryError> {
+    let outcome = push_layer_blob(repo, destination, layer, blobs, meter).await?;
+    Ok((outcome, layer.descriptor.size))
+}
+
+async fn push_layer_blob(
+    repo: &Repository,
+    destination: &Reference,
+    layer: &LayerRef,
+    blobs: &BlobStore,
+    meter: TransferMeter,
+) -> Result<PushOutcome, RegistryError> {
     let digest = &layer.descriptor.digest;
     let size = layer.descriptor.size;
-    match &layer.origin {
-        LayerOrigin::Local(path) => {
-            Ok((repo.push_blob_file(path, digest, size, None).await?, size))
-        }
+    let meter = Arc::new(meter);
+    let uploading = repo.clone().observed(meter.clone());
+    let outcome = match &layer.origin {
+        LayerOrigin::Local(path) => uploading.push_blob_file(path, digest, size, None).await?,
         LayerOrigin::Remote(source) => {
             if repo.blob_exists(digest).await?.is_some() {
-                return Ok((PushOutcome::Exists, size));
-            }
-            if source.registry() == destination.registry()
+                PushOutcome::Exists
+            } else if source.registry() == destination.registry()
                 && source.repository() != destination.repository()
                 && repo.mount_blob(digest, source.repository()).await?
             {
-                return Ok((PushOutcome::Mounted, size));
+                PushOutcome::Mounted
+            } else {
+                let path = blobs.local_path(layer).await?;
+                uploading.push_blob_file(&path, digest, size, None).await?
             }
-            let path = blobs.local_path(layer).await?;
-            Ok((repo.push_blob_file(&path, digest, size, None).await?, size))
         }
+    };
+    if outcome != PushOutcome::Uploaded {
+        // Nothing moved, but the blob is where it has to be.
+        meter.report(size);
     }
+    Ok(outcome)
 }

@@ -8,6 +8,7 @@
 
 use super::blob_stream::BlobStream;
 use super::error::{display_url, RegistryError};
+use super::meter::{Meter, TransferObserver};
 use super::options::{Access, RegistryOptions};
 use super::transport::{
     error_from_response, host_of, parse_url, timed_out, Body, Req, Scope, Transport,
@@ -85,6 +86,7 @@ impl RegistryClient {
             transport: self.transport.clone(),
             endpoints,
             access,
+            observer: None,
         }
     }
 }
@@ -173,6 +175,8 @@ pub struct Repository {
     transport: Arc<Transport>,
     endpoints: Vec<Endpoint>,
     access: Access,
+    /// Told how far blob downloads and uploads have got.
+    observer: Option<Arc<dyn TransferObserver>>,
 }
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -181,6 +185,14 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.list.v2+json";
 
 impl Repository {
+    /// This handle, telling `observer` how many bytes of each blob it
+    /// downloads ([`Repository::download_blob`]) or uploads from a file have
+    /// moved. One observer is for one blob at a time.
+    pub fn observed(mut self, observer: Arc<dyn TransferObserver>) -> Repository {
+        self.observer = Some(observer);
+        self
+    }
+
     /// The repository path on the origin registry.
     pub fn name(&self) -> &str {
         // The origin is always the last endpoint, or the only one.
@@ -484,9 +496,15 @@ impl Repository {
             .retry(self.access, || async {
                 let mut stream = self.get_blob(digest, size).await?;
                 let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+                if let Some(observer) = &self.observer {
+                    observer.transferred(0);
+                }
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| self.explain_timeout(e))?;
                     file.write_all(&chunk).await.map_err(io)?;
+                    if let Some(observer) = &self.observer {
+                        observer.transferred(stream.bytes_read());
+                    }
                 }
                 file.flush().await.map_err(io)?;
                 Ok(stream.bytes_read())
@@ -735,6 +753,7 @@ impl Repository {
                 path: path.clone(),
                 offset,
                 len,
+                meter: self.observer.clone().map(|o| Meter::new(o, offset)),
             },
             BlobSource::Bytes(b) => Body::Bytes(b.slice(offset as usize..(offset + len) as usize)),
         };

@@ -4,6 +4,7 @@ mod blob_stream;
 mod challenge;
 mod client;
 mod error;
+mod meter;
 mod options;
 mod pull;
 mod transport;
@@ -15,6 +16,7 @@ pub use client::{
     MANIFEST_SIZE_LIMIT,
 };
 pub use error::{OciError, OciErrors, RegistryError};
+pub use meter::TransferObserver;
 pub use options::{
     parse_client_cert, parse_host_path, parse_registry_map, Access, ClientCert, RegistryOptions,
 };

@@ -4,6 +4,7 @@
 
 use super::challenge::{bearer_error, Challenge};
 use super::error::{display_url, looks_like_html, parse_oci_errors, OciErrors, RegistryError};
+use super::meter::Meter;
 use super::options::{Access, HostPolicy, RegistryOptions};
 use crate::auth::Credential;
 use bytes::Bytes;
@@ -42,6 +43,8 @@ pub(crate) enum Body {
         path: PathBuf,
         offset: u64,
         len: u64,
+        /// Told how much of the blob has gone, for progress displays.
+        meter: Option<Meter>,
     },
 }
 
@@ -80,7 +83,12 @@ impl Body {
                     futures::stream::iter(pieces).map(stamp),
                 ))
             }
-            Body::File { path, offset, len } => {
+            Body::File {
+                path,
+                offset,
+                len,
+                meter,
+            } => {
                 let io = |source| RegistryError::Io {
                     path: path.clone(),
                     source,
@@ -90,7 +98,16 @@ impl Body {
                     .await
                     .map_err(io)?;
                 let stream = tokio_util::io::ReaderStream::with_capacity(f.take(*len), BODY_PIECE);
-                Ok(reqwest::Body::wrap_stream(stream.map(stamp)))
+                let meter = meter.clone();
+                let mut sent = 0u64;
+                let counted = stream.map(move |piece| {
+                    if let (Ok(bytes), Some(meter)) = (&piece, &meter) {
+                        sent += bytes.len() as u64;
+                        meter.at(sent);
+                    }
+                    piece
+                });
+                Ok(reqwest::Body::wrap_stream(counted.map(stamp)))
             }
         }
     }
