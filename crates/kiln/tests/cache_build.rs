@@ -230,22 +230,7 @@ fn a_warm_rebuild_with_a_code_change_downloads_no_base_layer() {
     f.write("src/main.sh", "echo main\n");
     f.build(&[]);
 
-    let manifest = Flattened::from_registry(&base_reg, "busybox:latest")
-        .unwrap()
-        .manifest;
-    for layer in manifest["layers"].as_array().unwrap() {
-        let hex = layer["digest"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sha256:");
-        let data = base_reg
-            .storage_dir()
-            .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data");
-        fs::remove_file(&data).unwrap_or_else(|e| panic!("removing {}: {e}", data.display()));
-    }
+    remove_layer_blobs(&base_reg, "busybox:latest");
 
     f.write("src/main.sh", "echo changed\n");
     assert_eq!(f.build(&[]), BTreeSet::from([2, 3]));
@@ -259,6 +244,119 @@ fn a_warm_rebuild_with_a_code_change_downloads_no_base_layer() {
         1000,
         "--chown resolved without the base's files"
     );
+}
+
+/// Deletes the data of `image`'s layer blobs from the registry's storage,
+/// so that any download of them fails.
+fn remove_layer_blobs(reg: &Registry, image: &str) {
+    let manifest = Flattened::from_registry(reg, image).unwrap().manifest;
+    for layer in manifest["layers"].as_array().unwrap() {
+        let hex = layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let data = reg
+            .storage_dir()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data");
+        fs::remove_file(&data).unwrap_or_else(|e| panic!("removing {}: {e}", data.display()));
+    }
+}
+
+const MANIFEST_ACCEPT: &str =
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// The layer listings in cache repository `repo`: (manifest digest,
+/// history text), one per tag.
+fn listing_entries(reg: &Registry, repo: &str) -> Vec<(String, String)> {
+    let agent = reg.http_agent().unwrap();
+    let url = |path: &str| format!("{}/v2/{repo}/{path}", reg.url());
+    let tags: serde_json::Value = serde_json::from_slice(
+        &agent
+            .get(url("tags/list"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_vec()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for tag in tags["tags"].as_array().unwrap() {
+        let mut resp = agent
+            .get(url(&format!("manifests/{}", tag.as_str().unwrap())))
+            .header("Accept", MANIFEST_ACCEPT)
+            .call()
+            .unwrap();
+        let digest = resp.headers()["docker-content-digest"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&resp.body_mut().read_to_vec().unwrap()).unwrap();
+        let by = manifest["annotations"]["dev.kiln.cache.created-by"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if by.starts_with("listing of ") {
+            out.push((digest, by));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_warm_rebuild_reads_one_listing_for_the_layers_below_a_changed_copy() {
+    let base_reg = Registry::plain().unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&base_reg, "busybox:latest")
+        .unwrap();
+    let f = Fixture::new(&format!(
+        "FROM {}/busybox:latest\nWORKDIR /srv\nCOPY deps.txt ./\nCOPY lib.txt ./\nCOPY --chown=app:app src/ ./src/\n",
+        base_reg.host()
+    ));
+    f.write("deps.txt", "left-pad==1\n");
+    f.write("lib.txt", "lib\n");
+    f.write("src/main.sh", "echo main\n");
+    f.build(&[]);
+
+    // The cold build listed the layers below each COPY together, once per chain.
+    let listings = listing_entries(&f.reg, "app/cache");
+    let base_layers = Flattened::from_registry(&base_reg, "busybox:latest")
+        .unwrap()
+        .manifest["layers"]
+        .as_array()
+        .unwrap()
+        .len();
+    let chain = format!("listing of {} layers from ", base_layers + 3);
+    assert!(
+        listings.iter().any(|(_, by)| by.starts_with(&chain)),
+        "no {chain:?} in {listings:?}"
+    );
+    // Without the per-layer listings and without the base's blobs, only
+    // that chain listing can tell the COPY who `app` is.
+    let agent = f.reg.http_agent().unwrap();
+    for (digest, by) in &listings {
+        if by.starts_with("listing of layer ") {
+            agent
+                .delete(format!("{}/v2/app/cache/manifests/{digest}", f.reg.url()))
+                .call()
+                .unwrap();
+        }
+    }
+    remove_layer_blobs(&base_reg, "busybox:latest");
+
+    f.write("src/main.sh", "echo changed\n");
+    assert_eq!(f.build(&[]), BTreeSet::from([2, 3, 4]));
+    let img = Flattened::from_registry(&f.reg, "app:1").unwrap();
+    assert_eq!(
+        img.text("/srv/src/main.sh").as_deref(),
+        Some("echo changed\n")
+    );
+    assert_eq!(img.get("/srv/src/main.sh").unwrap().uid, 1000);
 }
 
 /// `kiln warm` fills `--cache-dir` with the base; a build with the cache on

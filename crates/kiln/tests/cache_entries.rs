@@ -179,7 +179,7 @@ fn entries(reg: &Registry, repo: &str) -> BTreeMap<String, Entry> {
         let manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let a = &manifest["annotations"];
         let created_by = a["dev.kiln.cache.created-by"].as_str().unwrap().to_string();
-        if created_by.starts_with("listing of layer") {
+        if created_by.starts_with("listing of ") {
             continue;
         }
         let created = a["org.opencontainers.image.created"]

@@ -52,6 +52,17 @@ impl BlobStore {
     /// The local path of `layer`'s blob, downloading it first when it is
     /// remote. Concurrent callers for the same digest share one download.
     pub async fn local_path(&self, layer: &LayerRef) -> Result<PathBuf, RegistryError> {
+        self.fetch(layer, true).await
+    }
+
+    /// As [`BlobStore::local_path`], for a blob of cache metadata (a
+    /// listing) rather than an image layer: its download is not reported
+    /// as progress, so that the log's downloads are the image's layers.
+    pub async fn metadata_path(&self, layer: &LayerRef) -> Result<PathBuf, RegistryError> {
+        self.fetch(layer, false).await
+    }
+
+    async fn fetch(&self, layer: &LayerRef, report: bool) -> Result<PathBuf, RegistryError> {
         match &layer.origin {
             LayerOrigin::Local(path) => Ok(path.clone()),
             LayerOrigin::Remote(reference) => {
@@ -63,16 +74,15 @@ impl BlobStore {
                 let path = cell
                     .get_or_try_init(|| async {
                         let path = self.path_for(digest);
-                        let meter = TransferMeter::new(
-                            self.progress.clone(),
-                            None,
-                            digest.to_string(),
-                            layer.descriptor.size,
-                        );
-                        let repo = self
-                            .client
-                            .repository(reference, Access::Pull)
-                            .observed(Arc::new(meter));
+                        let mut repo = self.client.repository(reference, Access::Pull);
+                        if report {
+                            repo = repo.observed(Arc::new(TransferMeter::new(
+                                self.progress.clone(),
+                                None,
+                                digest.to_string(),
+                                layer.descriptor.size,
+                            )));
+                        }
                         repo.download_blob(digest, Some(layer.descriptor.size), &path)
                             .await?;
                         Ok::<_, RegistryError>(path)

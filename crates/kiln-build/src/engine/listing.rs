@@ -8,6 +8,12 @@
 //! text of the few files the engine reads — computed once from the layer
 //! and kept in the layer cache next to the step entries, so a warm runner
 //! fetches a few kilobytes instead of the base image.
+//!
+//! Each chain of layers a step needed to know about also gets one listing
+//! for all of them together, flattened: a warm runner that finds the same
+//! chain in the registry (the base, and the steps taken from the cache)
+//! makes one lookup for it, whatever the number of layers, instead of one
+//! per layer.
 
 use super::blobs::BlobStore;
 use super::image::{ImageState, LayerOrigin, LayerRef};
@@ -136,6 +142,16 @@ impl ImageIndex {
         }
     }
 
+    /// The index as one listing: applied to an empty index, it gives this one.
+    fn flattened(&self) -> LayerListing {
+        LayerListing {
+            entries: self.paths.clone(),
+            whiteouts: Vec::new(),
+            opaque: Vec::new(),
+            texts: self.texts.clone(),
+        }
+    }
+
     fn remove_tree(&mut self, path: &str, including_self: bool) {
         if including_self {
             self.paths.remove(path);
@@ -228,6 +244,7 @@ pub struct Listings {
     push: bool,
     dir: PathBuf,
     memo: Mutex<HashMap<Digest, Arc<LayerListing>>>,
+    chains: Mutex<HashMap<CacheKey, ImageIndex>>,
 }
 
 impl Listings {
@@ -239,18 +256,71 @@ impl Listings {
             push,
             dir,
             memo: Mutex::default(),
+            chains: Mutex::default(),
         }
     }
 
     /// The index of `image`'s files.
     pub async fn index(&self, image: &ImageState) -> Result<ImageIndex, String> {
+        let layers = &image.layers;
+        if let Some(index) = self.chain_index(layers).await {
+            return Ok(index);
+        }
         let listings =
-            futures::future::try_join_all(image.layers.iter().map(|l| self.listing(l))).await?;
+            futures::future::try_join_all(layers.iter().map(|l| self.listing(l))).await?;
         let mut index = ImageIndex::default();
         for l in &listings {
             index.apply(l);
         }
+        self.store_chain(layers, &index).await;
         Ok(index)
+    }
+
+    /// The index of `layers` from their chain listing: remembered, or, when
+    /// every layer came from the registry, from the cache.
+    async fn chain_index(&self, layers: &[LayerRef]) -> Option<ImageIndex> {
+        // One layer's own listing is as cheap as a chain listing.
+        if layers.len() < 2 {
+            return None;
+        }
+        let key = chain_key(layers);
+        if let Some(l) = self.chains.lock().expect("listing memo").get(&key) {
+            return Some(l.clone());
+        }
+        // A layer this build wrote is new: no runner has listed this chain.
+        if !layers
+            .iter()
+            .all(|l| matches!(l.origin, LayerOrigin::Remote(_)))
+        {
+            return None;
+        }
+        let listing = self.cached_listing(self.cache.as_ref()?, &key).await?;
+        let mut index = ImageIndex::default();
+        index.apply(&listing);
+        self.chains
+            .lock()
+            .expect("listing memo")
+            .insert(key, index.clone());
+        Some(index)
+    }
+
+    /// Remembers the index of `layers` and stores it in the cache: the next
+    /// runner, finding these layers in the registry (the base, and the
+    /// steps this build stores in the cache), makes one lookup for them.
+    async fn store_chain(&self, layers: &[LayerRef], index: &ImageIndex) {
+        if layers.len() < 2 {
+            return;
+        }
+        let key = chain_key(layers);
+        self.chains
+            .lock()
+            .expect("listing memo")
+            .insert(key.clone(), index.clone());
+        if let (Some(cache), true) = (&self.cache, self.push) {
+            let about = format!("{} layers from {}", layers.len(), layers[0].diff_id);
+            self.store_listing(cache, &key, &about, &index.flattened())
+                .await;
+        }
     }
 
     async fn listing(&self, layer: &LayerRef) -> Result<Arc<LayerListing>, String> {
@@ -282,8 +352,8 @@ impl Listings {
                 // Stored for every layer, also the ones this build wrote: the
                 // next runner gets them from the cache as step results.
                 if let (Some(cache), true) = (&self.cache, self.push) {
-                    self.store_listing(cache, &key, &layer.diff_id, &listing)
-                        .await;
+                    let about = format!("layer {}", layer.diff_id);
+                    self.store_listing(cache, &key, &about, &listing).await;
                 }
                 listing
             }
@@ -299,7 +369,7 @@ impl Listings {
     async fn cached_listing(&self, cache: &LayerCache, key: &CacheKey) -> Option<LayerListing> {
         let hit = cache.lookup(key).await.ok()??;
         let layer = hit.layer?;
-        let path = self.blobs.local_path(&layer).await.ok()?;
+        let path = self.blobs.metadata_path(&layer).await.ok()?;
         let bytes = std::fs::read(path).ok()?;
         match serde_json::from_slice(&bytes) {
             Ok(l) => Some(l),
@@ -316,7 +386,7 @@ impl Listings {
         &self,
         cache: &LayerCache,
         key: &CacheKey,
-        diff_id: &Digest,
+        about: &str,
         listing: &LayerListing,
     ) {
         let Ok(bytes) = serde_json::to_vec(listing) else {
@@ -333,12 +403,22 @@ impl Listings {
             origin: LayerOrigin::Local(path),
         };
         if let Err(e) = cache
-            .store(key, Some(&layer), &format!("listing of layer {diff_id}"))
+            .store(key, Some(&layer), &format!("listing of {about}"))
             .await
         {
-            tracing::warn!("could not store the listing of layer {diff_id}: {e}");
+            tracing::warn!("could not store the listing of {about}: {e}");
         }
     }
+}
+
+/// The cache key of the listing of `layers` together: a function of their
+/// diff_ids, in order.
+fn chain_key(layers: &[LayerRef]) -> CacheKey {
+    let chain: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
+    CacheKey::base(
+        &format!("{LISTING_VERSION}:chain:{}", chain.join(",")),
+        &Platform::new("any", "any", None),
+    )
 }
 
 /// The cache key of a layer's listing: a function of the layer alone.

@@ -101,6 +101,7 @@ impl Rootfs {
             return Ok(());
         }
         // Downloads run in parallel; application is in order.
+        let started = std::time::Instant::now();
         let paths = try_join_all(pending.iter().map(|layer| async move {
             blobs
                 .local_path(layer)
@@ -111,6 +112,8 @@ impl Rootfs {
                 })
         }))
         .await?;
+        let downloaded = started.elapsed();
+        let count = pending.len();
         for (layer, path) in pending.into_iter().zip(paths) {
             let dir = self.dir.clone();
             let layer_c = layer.clone();
@@ -119,6 +122,11 @@ impl Rootfs {
                 .expect("layer extraction task panicked")?;
             self.applied.push(layer.descriptor.digest.clone());
         }
+        tracing::debug!(
+            "root filesystem: {count} layers, downloads {:.2}s, unpacking {:.2}s",
+            downloaded.as_secs_f64(),
+            (started.elapsed() - downloaded).as_secs_f64()
+        );
         Ok(())
     }
 
