@@ -39,6 +39,7 @@ mod header;
 pub mod list;
 pub mod path;
 pub mod pgzip;
+mod read_ahead;
 pub mod reader;
 mod resolve;
 pub mod writer;

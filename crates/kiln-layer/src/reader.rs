@@ -3,6 +3,7 @@
 //! the expected diff_id once it has been read to the end.
 
 use crate::error::{Error, Result};
+use crate::read_ahead::ReadAhead;
 use flate2::read::MultiGzDecoder;
 use kiln_oci::media::Compression;
 use kiln_oci::Digest;
@@ -33,7 +34,7 @@ pub fn sniff(prefix: &[u8]) -> Compression {
 /// zero blocks) and checks the diff_id. Until `finish` succeeds the content
 /// must be treated as unverified.
 pub struct LayerReader<'a> {
-    inner: Box<dyn Read + 'a>,
+    inner: Box<dyn Read + Send + 'a>,
     hasher: Sha256,
     expected: Option<Digest>,
     label: String,
@@ -44,7 +45,7 @@ impl<'a> LayerReader<'a> {
     /// sniffs the magic bytes. `label` names the layer in errors (use its
     /// digest).
     pub fn new(
-        blob: impl Read + 'a,
+        blob: impl Read + Send + 'a,
         compression: Option<Compression>,
         label: impl Into<String>,
     ) -> Result<Self> {
@@ -60,7 +61,7 @@ impl<'a> LayerReader<'a> {
             })?;
         let compression = compression.unwrap_or_else(|| sniff(&prefix));
         let whole = Cursor::new(prefix).chain(blob);
-        let inner: Box<dyn Read + 'a> = match compression {
+        let inner: Box<dyn Read + Send + 'a> = match compression {
             Compression::Gzip => Box::new(MultiGzDecoder::new(whole)),
             Compression::Zstd => {
                 Box::new(zstd::Decoder::new(whole).map_err(|source| Error::Read {
@@ -118,17 +119,25 @@ impl Read for LayerReader<'_> {
 }
 
 /// Opens a blob file; see [`LayerReader::new`]. The label is the file path.
+/// Decompression runs on its own thread, ahead of the caller's reads.
 pub fn open_blob(path: &Path, compression: Option<Compression>) -> Result<LayerReader<'static>> {
     let file = File::open(path).map_err(|source| Error::Io {
         action: "open layer blob",
         path: path.into(),
         source,
     })?;
-    LayerReader::new(
+    let mut reader = LayerReader::new(
         io::BufReader::with_capacity(256 * 1024, file),
         compression,
         path.display().to_string(),
-    )
+    )?;
+    let inner = std::mem::replace(&mut reader.inner, Box::new(io::empty()));
+    reader.inner = Box::new(ReadAhead::spawn(inner).map_err(|source| Error::Io {
+        action: "start the decompression thread for",
+        path: path.into(),
+        source,
+    })?);
+    Ok(reader)
 }
 
 #[cfg(test)]
