@@ -9,15 +9,29 @@
 #   debug                              the same plus a busybox shell in /busybox, for CI
 #                                      systems that run a `script:` (GitLab CI)
 #
+# Where the binary comes from (build arg KILN_BUILD):
+#   source (the default)  compiled here, in the RUST_IMAGE stage, for the builder's architecture
+#   prebuilt              a static binary an earlier CI job compiled, taken from the context:
+#                         KILN_BINARY (default dist/kiln) and the CA bundle KILN_CA_CERTS
+#                         (default dist/ca-certificates.crt)
+# Only the stages the target needs are built (kiln's and BuildKit's default; Kaniko needs
+# --skip-unused-stages), so a prebuilt build never pulls RUST_IMAGE.
+#
 # Build with kiln itself (or any Dockerfile builder), from the repository root:
 #   kiln build --context . --destination registry.example.com/kiln:latest
 #   kiln build --context . --target debug --destination registry.example.com/kiln:debug
+# or from a binary built earlier (static: musl, or glibc with -C target-feature=+crt-static):
+#   mkdir -p dist && cp target/x86_64-unknown-linux-musl/release/kiln dist/kiln \
+#     && cp /etc/ssl/certs/ca-certificates.crt dist/
+#   kiln build --context . --build-arg KILN_BUILD=prebuilt --destination registry.example.com/kiln:latest
 
 ARG RUST_IMAGE=docker.io/library/rust:1.85-bookworm
 ARG BUSYBOX_IMAGE=docker.io/library/busybox:1.36-musl
+ARG KILN_BUILD=source
 
-# A static (musl) binary, so the final stage needs no libc.
-FROM ${RUST_IMAGE} AS build
+# A static (musl) binary, so the final stage needs no libc. Every build-* stage leaves the
+# same tree in /out, which is copied as the root of the image.
+FROM ${RUST_IMAGE} AS build-source
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools ca-certificates \
  && rm -rf /var/lib/apt/lists/*
@@ -32,6 +46,23 @@ RUN target="$(uname -m)-unknown-linux-musl" \
  && ln -s /kiln /out/kaniko/warmer \
  && cp /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/ \
  && /out/kiln version
+
+# A binary compiled before the image build, as CI pipelines do (a build job, then an image
+# job that receives the binary as an artifact): no Rust toolchain image is pulled. The
+# stage is busybox, not scratch, for the shell that makes the symlinks; the musl busybox
+# image has no glibc, so `kiln version` fails here unless the binary is static.
+FROM ${BUSYBOX_IMAGE} AS build-prebuilt
+ARG KILN_BINARY=dist/kiln
+ARG KILN_CA_CERTS=dist/ca-certificates.crt
+COPY --chmod=755 ${KILN_BINARY} /out/kiln
+COPY --chmod=644 ${KILN_CA_CERTS} /out/etc/ssl/certs/ca-certificates.crt
+RUN mkdir -p /out/kaniko/.docker /out/workspace \
+ && ln -s /kiln /out/kaniko/executor \
+ && ln -s /kiln /out/kaniko/warmer \
+ && /out/kiln version
+
+# The binary the image gets: FROM resolves the stage name after expanding KILN_BUILD.
+FROM build-${KILN_BUILD} AS build
 
 # busybox with one relative symlink per applet, so it works from /busybox.
 FROM ${BUSYBOX_IMAGE} AS busybox
