@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use build_common::{pushed_manifest_and_config, stderr, Kiln};
-use kiln_testkit::{BaseImage, Credentials, Flattened, Platform, Registry};
+use kiln_testkit::{BaseImage, Credentials, FaultProxy, Flattened, Platform, Registry};
 
 /// A context whose Dockerfile is `FROM <base>` plus one COPY.
 fn context(base: &str) -> tempfile::TempDir {
@@ -211,4 +211,88 @@ fn docker_hub_bases_come_from_the_mirrors_in_order() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC time (`2026-12-03T08:31:39.7197Z`).
+fn unix_seconds(stamp: &str) -> f64 {
+    let (date, clock) = stamp.split_once('T').unwrap();
+    let mut d = date.split('-').map(|p| p.parse::<i64>().unwrap());
+    let (y, m, day) = (d.next().unwrap(), d.next().unwrap(), d.next().unwrap());
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let mut c = clock
+        .trim_end_matches('Z')
+        .split(':')
+        .map(|p| p.parse::<f64>().unwrap());
+    let (h, min, sec) = (c.next().unwrap(), c.next().unwrap(), c.next().unwrap());
+    days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec
+}
+
+#[test]
+fn a_layer_is_uploaded_while_the_steps_after_it_run_and_only_once() {
+    let reg = Registry::plain().unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&reg, "busybox:latest")
+        .unwrap();
+    // The destination is reached through a proxy that records every request.
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let proxy_started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let ctx = tempfile::tempdir().unwrap();
+    let payload: Vec<u8> = (0..(3u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(ctx.path().join("payload.bin"), &payload).unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nCOPY payload.bin /payload.bin\nRUN sleep 3 && echo slept > /slept\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let out = Kiln::build(ctx.path())
+        .args(["--destination", &format!("{}/app:1", proxy.host())])
+        .args(["--insecure", "--insecure-pull", "--log-timestamp"])
+        .args(["--log-format", "text"])
+        .success();
+    let log = stderr(&out);
+
+    let (manifest, _) = pushed_manifest_and_config(&reg, "app:1");
+    let layers = manifest["layers"].as_array().unwrap();
+    let copy_layer = layers[layers.len() - 2]["digest"].as_str().unwrap();
+    let hex = copy_layer.trim_start_matches("sha256:");
+    let requests = proxy.timed_log();
+    let puts: Vec<_> = requests
+        .iter()
+        .filter(|(_, r)| r.starts_with("PUT /v2/app/blobs/uploads/") && r.contains(hex))
+        .collect();
+    assert_eq!(puts.len(), 1, "the COPY layer is sent once: {requests:#?}");
+    let put_at = proxy_started + puts[0].0.as_secs_f64();
+    let run_done = log
+        .lines()
+        .find(|l| l.contains("step 3: done in "))
+        .unwrap_or_else(|| panic!("no end line for the RUN:\n{log}"));
+    let run_done_at = unix_seconds(run_done.split(' ').next().unwrap());
+    assert!(
+        put_at + 1.0 < run_done_at,
+        "the COPY layer was in the registry at {put_at}, the RUN ended at {run_done_at}:\n{log}"
+    );
+    // The push at the end counts it (with the base layer and the RUN layer
+    // and the config) as uploaded.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("pushed ") && l.contains(": 4 uploaded")),
+        "{log}"
+    );
+    let img = Flattened::from_registry(&reg, "app:1").unwrap();
+    assert_eq!(img.get("/payload.bin").unwrap().size, payload.len() as u64);
+    assert_eq!(img.text("/slept").as_deref(), Some("slept\n"));
 }

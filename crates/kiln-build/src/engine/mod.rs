@@ -99,6 +99,7 @@ pub async fn build_with(
         tracing::info!("layer cache: {}", cache.describe());
     }
     let pusher = crate::cache::CachePusher::default();
+    let early = output::early_push::EarlyPush::new(&options.output, &client, progress.clone());
     let runner = StageRunner {
         options,
         dockerfile: &dockerfile,
@@ -118,6 +119,7 @@ pub async fn build_with(
         ),
         cache,
         pusher: &pusher,
+        early: early.as_ref(),
         from_roots: Default::default(),
         progress: progress.clone(),
     };
@@ -171,7 +173,7 @@ pub async fn build_with(
     // outputs are written, rather than after.
     let bulk = ws.bulk_dirs();
     let cleanup = tokio::task::spawn_blocking(move || workspace::remove_bulk(bulk));
-    let outputs = write_outputs(options, &built, &blobs, &*progress).await;
+    let outputs = write_outputs(options, &built, &blobs, &*progress, early.as_ref()).await;
     let _ = cleanup.await;
     let (pushed, push_reports) = outputs?;
     let size = built.config.size + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>();
@@ -359,6 +361,7 @@ async fn write_outputs(
     built: &BuiltImage,
     blobs: &BlobStore,
     progress: &dyn ProgressSink,
+    early: Option<&output::early_push::EarlyPush>,
 ) -> Result<(Vec<String>, Vec<PushReport>), BuildError> {
     let out = &options.output;
     let mut pushed = Vec::new();
@@ -372,7 +375,8 @@ async fn write_outputs(
                 bytes: built.config.size
                     + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>(),
             });
-            let report = output::push::push(&dest.reference, &dest.as_given, built, blobs).await?;
+            let report =
+                output::push::push(&dest.reference, &dest.as_given, built, blobs, early).await?;
             progress.event(&ProgressEvent::PushDone {
                 destination: dest.as_given.clone(),
                 uploaded: report.uploaded,

@@ -51,6 +51,9 @@ pub(crate) struct StageRunner<'a> {
     pub cache: Option<LayerCache>,
     /// Background cache stores.
     pub pusher: &'a CachePusher,
+    /// Uploads of the target stage's layers to the destinations, started
+    /// as each layer is written.
+    pub early: Option<&'a crate::output::early_push::EarlyPush>,
     /// Layer listings, for what an image holds without unpacking it.
     pub listings: Listings,
     /// Roots materialized for `COPY --from`, by name.
@@ -336,6 +339,11 @@ impl StageRunner<'_> {
         });
         let layers = run.image.layers.len();
         self.step_body(run, instruction).await?;
+        if let (Some(early), true) = (self.early, run.stage.0 == self.dockerfile.plan.target) {
+            for layer in &run.image.layers[layers..] {
+                early.start(layer);
+            }
+        }
         let duration = started.elapsed();
         let event = if run.step_cached {
             ProgressEvent::StepCached { step, duration }

@@ -6,6 +6,7 @@
 
 pub mod digest_files;
 pub mod docker_tar;
+pub(crate) mod early_push;
 pub mod oci_layout;
 pub mod push;
 

@@ -3,6 +3,7 @@
 //! registry, else an upload), the manifest last, so no tag ever points at a
 //! missing blob.
 
+use super::early_push::EarlyPush;
 use super::OutputError;
 use crate::engine::assemble::BuiltImage;
 use crate::engine::blobs::BlobStore;
@@ -13,7 +14,7 @@ use kiln_oci::{Access, BlobSource, Digest, PushOutcome, Reference, RegistryError
 use std::sync::Arc;
 
 /// Blob transfers in flight at once per destination.
-const PARALLEL_BLOBS: usize = 4;
+pub(crate) const PARALLEL_BLOBS: usize = 4;
 
 /// What a push did, for the build summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,11 +30,14 @@ pub struct PushReport {
 }
 
 /// Pushes `image` to `destination` (its tag, or its digest when it has none).
-pub async fn push(
+/// Layers in `early` that were uploaded while the build ran are waited for,
+/// not sent again.
+pub(crate) async fn push(
     destination: &Reference,
     as_given: &str,
     image: &BuiltImage,
     blobs: &BlobStore,
+    early: Option<&EarlyPush>,
 ) -> Result<PushReport, OutputError> {
     let err = |source| OutputError::Push {
         destination: as_given.to_string(),
@@ -48,7 +52,7 @@ pub async fn push(
                 layer.descriptor.digest.to_string(),
                 layer.descriptor.size,
             );
-            push_layer(&repo, destination, layer, blobs, meter)
+            push_layer(&repo, destination, layer, blobs, meter, (early, as_given))
         })
         .buffer_unordered(PARALLEL_BLOBS)
         .try_collect()
@@ -95,9 +99,25 @@ async fn push_layer(
     layer: &LayerRef,
     blobs: &BlobStore,
     meter: TransferMeter,
+    (early, as_given): (Option<&EarlyPush>, &str),
 ) -> Result<(PushOutcome, u64), RegistryError> {
+    let size = layer.descriptor.size;
+    if let Some(early) = early {
+        match early.outcome(as_given, &layer.descriptor.digest).await {
+            Some(Ok(outcome)) => {
+                meter.report(size);
+                return Ok((outcome, size));
+            }
+            // Pushed again now, with the push's own retries and errors.
+            Some(Err(e)) => tracing::debug!(
+                "early upload of {} to {as_given} failed: {e}",
+                layer.descriptor.digest
+            ),
+            None => {}
+        }
+    }
     let outcome = push_layer_blob(repo, destination, layer, blobs, meter).await?;
-    Ok((outcome, layer.descriptor.size))
+    Ok((outcome, size))
 }
 
 async fn push_layer_blob(

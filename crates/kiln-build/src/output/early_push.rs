@@ -1,0 +1,113 @@
+//! Layer uploads that start while the build runs.
+//!
+//! Each layer the target stage writes goes to every destination as soon as
+//! it exists, while later steps run; the push at the end then waits for
+//! those uploads and sends only what is left (config, manifest, layers from
+//! elsewhere). A build whose last steps are slow no longer adds the upload
+//! of its big layers after them.
+
+use super::push::PARALLEL_BLOBS;
+use crate::engine::image::{LayerOrigin, LayerRef};
+use crate::options::OutputOptions;
+use crate::progress::{ProgressSink, TransferMeter};
+use kiln_oci::{Access, Digest, PushOutcome, RegistryClient, RegistryError, Repository};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+type Upload = JoinHandle<Result<PushOutcome, RegistryError>>;
+
+/// The uploads started so far, by destination (as given) and digest.
+pub(crate) struct EarlyPush {
+    destinations: Vec<(String, Repository)>,
+    permits: Arc<Semaphore>,
+    uploads: Mutex<HashMap<(String, Digest), Upload>>,
+    progress: Arc<dyn ProgressSink>,
+}
+
+impl EarlyPush {
+    /// Uploads to `output`'s destinations; `None` when nothing is pushed.
+    pub(crate) fn new(
+        output: &OutputOptions,
+        client: &RegistryClient,
+        progress: Arc<dyn ProgressSink>,
+    ) -> Option<EarlyPush> {
+        if !output.push || output.destinations.is_empty() {
+            return None;
+        }
+        let destinations = output
+            .destinations
+            .iter()
+            .map(|d| {
+                let repo = client.repository(&d.reference, Access::Push);
+                (d.as_given.clone(), repo)
+            })
+            .collect();
+        Some(EarlyPush {
+            destinations,
+            permits: Arc::new(Semaphore::new(PARALLEL_BLOBS)),
+            uploads: Mutex::default(),
+            progress,
+        })
+    }
+
+    /// Starts uploading `layer` to every destination, when this build wrote
+    /// it (a layer from a registry may only need a mount, decided at push
+    /// time). Must be called inside a tokio runtime.
+    pub(crate) fn start(&self, layer: &LayerRef) {
+        let LayerOrigin::Local(path) = &layer.origin else {
+            return;
+        };
+        let digest = layer.descriptor.digest.clone();
+        let size = layer.descriptor.size;
+        let mut uploads = lock(&self.uploads);
+        for (as_given, repo) in &self.destinations {
+            let key = (as_given.clone(), digest.clone());
+            if uploads.contains_key(&key) {
+                continue;
+            }
+            let meter = TransferMeter::new(
+                self.progress.clone(),
+                Some(as_given.clone()),
+                digest.to_string(),
+                size,
+            );
+            let repo = repo.clone().observed(Arc::new(meter));
+            let permits = self.permits.clone();
+            let (path, digest) = (path.clone(), digest.clone());
+            uploads.insert(
+                key,
+                tokio::spawn(async move {
+                    // The semaphore is never closed, so acquiring only waits.
+                    let _permit = permits.acquire_owned().await.ok();
+                    repo.push_blob_file(&path, &digest, size, None).await
+                }),
+            );
+        }
+    }
+
+    /// How the early upload of `digest` to `destination` ended, waiting for
+    /// it; `None` when there was none (or its task failed).
+    pub(crate) async fn outcome(
+        &self,
+        destination: &str,
+        digest: &Digest,
+    ) -> Option<Result<PushOutcome, RegistryError>> {
+        let upload = lock(&self.uploads).remove(&(destination.to_string(), digest.clone()))?;
+        upload.await.ok()
+    }
+}
+
+impl Drop for EarlyPush {
+    /// A build that fails stops its uploads: the layer files go with it.
+    fn drop(&mut self) {
+        for (_, upload) in lock(&self.uploads).drain() {
+            upload.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
