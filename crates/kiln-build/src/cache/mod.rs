@@ -222,6 +222,15 @@ impl LayerCache {
         })
     }
 
+    /// This cache, keeping its temporary files in `dir` (a build's
+    /// private working directory) rather than the system temp directory.
+    pub fn with_scratch(self, dir: std::path::PathBuf) -> LayerCache {
+        match self {
+            LayerCache::Registry(c) => LayerCache::Registry(c.with_scratch(dir)),
+            other => other,
+        }
+    }
+
     /// Looks up `key`: `Ok(None)` on a miss, including expired and broken
     /// entries (those are logged as warnings).
     ///

@@ -21,6 +21,9 @@ pub struct RegistryCache {
     repo: Reference,
     ttl: Duration,
     push: bool,
+    /// Where layers copied from another registry pass through; the system
+    /// temp directory when unset (kiln's own image has no `/tmp`).
+    scratch: Option<std::path::PathBuf>,
 }
 
 impl RegistryCache {
@@ -37,7 +40,14 @@ impl RegistryCache {
             repo,
             ttl,
             push,
+            scratch: None,
         }
+    }
+
+    /// This cache, copying layers between registries through files in `dir`.
+    pub fn with_scratch(mut self, dir: std::path::PathBuf) -> RegistryCache {
+        self.scratch = Some(dir);
+        self
     }
 
     /// The repository.
@@ -214,8 +224,8 @@ impl RegistryCache {
                     return Ok(());
                 }
                 // Another registry (or no mount): copy through a temp file.
-                let tmp =
-                    tempfile::NamedTempFile::new().map_err(CacheError::io(std::env::temp_dir()))?;
+                let dir = self.scratch.clone().unwrap_or_else(std::env::temp_dir);
+                let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(CacheError::io(dir))?;
                 self.client
                     .repository(source, Access::Pull)
                     .download_blob(&d.digest, Some(d.size), tmp.path())

@@ -94,7 +94,8 @@ pub async fn build_with(
     let blobs = BlobStore::new(ws.blobs(), client.clone()).with_progress(progress.clone());
     let first_destination = options.output.destinations.first().map(|d| &d.reference);
     let cache = crate::cache::LayerCache::open(&options.cache, first_destination, &client)
-        .map_err(|e| BuildError::Context(format!("cache: {e}")))?;
+        .map_err(|e| BuildError::Context(format!("cache: {e}")))?
+        .map(|c| c.with_scratch(ws.scratch()));
     if let Some(cache) = &cache {
         tracing::info!("layer cache: {}", cache.describe());
     }
