@@ -157,26 +157,30 @@ pub async fn build_with(
     for removal in removals {
         let _ = removal.await;
     }
-    // Cache stores read layer files from the workspace: wait for them
-    // before anything can remove it, also when the build failed.
-    for warning in pusher.finish().await {
-        tracing::warn!("{warning}");
-    }
-    stages_result?;
-    let target = results
-        .remove(&dockerfile.plan.target)
-        .expect("the plan always builds its target");
-    let mut image = target.image;
-    finish_config(&mut image, options);
-    let built = BuiltImage::assemble(&image)
-        .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
-    // The root filesystems are not needed any more: remove them while the
-    // outputs are written, rather than after.
-    let bulk = ws.bulk_dirs();
-    let cleanup = tokio::task::spawn_blocking(move || workspace::remove_bulk(bulk));
-    let outputs = write_outputs(options, &built, &blobs, &*progress, early.as_ref()).await;
-    let _ = cleanup.await;
-    let (pushed, push_reports) = outputs?;
+    // Cache stores read layer files from the workspace: they are waited for
+    // (each failure is logged by the pusher) before anything can remove it,
+    // also when the build failed. They finish while the outputs are written.
+    let cache_stores = pusher.finish();
+    let outputs = async {
+        stages_result?;
+        let target = results
+            .remove(&dockerfile.plan.target)
+            .expect("the plan always builds its target");
+        let mut image = target.image;
+        finish_config(&mut image, options);
+        let built = BuiltImage::assemble(&image)
+            .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
+        // The root filesystems are not needed any more: remove them while the
+        // outputs are written, rather than after.
+        let bulk = ws.bulk_dirs();
+        let cleanup = tokio::task::spawn_blocking(move || workspace::remove_bulk(bulk));
+        let outputs = write_outputs(options, &built, &blobs, &*progress, early.as_ref()).await;
+        let _ = cleanup.await;
+        let (pushed, push_reports) = outputs?;
+        Ok::<_, BuildError>((built, pushed, push_reports))
+    };
+    let (outputs, _warnings) = futures::join!(outputs, cache_stores);
+    let (built, pushed, push_reports) = outputs?;
     let size = built.config.size + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>();
     progress.event(&ProgressEvent::BuildDone {
         digest: built.digest.to_string(),

@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 /// Blob transfers in flight at once per destination.
 pub(crate) const PARALLEL_BLOBS: usize = 4;
+/// Blob existence checks (HEAD) in flight at once per destination: they
+/// move no data, and a warm rebuild on a base of many layers is mostly them.
+const PARALLEL_CHECKS: usize = 16;
 
 /// What a push did, for the build summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,6 +47,7 @@ pub(crate) async fn push(
         source: Box::new(source),
     };
     let repo = blobs.client().repository(destination, Access::Push);
+    let transfers = tokio::sync::Semaphore::new(PARALLEL_BLOBS);
     let outcomes: Vec<(PushOutcome, u64)> = futures::stream::iter(image.layers.iter())
         .map(|layer| {
             let meter = TransferMeter::new(
@@ -52,9 +56,15 @@ pub(crate) async fn push(
                 layer.descriptor.digest.to_string(),
                 layer.descriptor.size,
             );
-            push_layer(&repo, destination, layer, blobs, meter, (early, as_given))
+            let target = Target {
+                repo: &repo,
+                destination,
+                as_given,
+                transfers: &transfers,
+            };
+            push_layer(target, layer, blobs, meter, early)
         })
-        .buffer_unordered(PARALLEL_BLOBS)
+        .buffer_unordered(PARALLEL_CHECKS)
         .try_collect()
         .await
         .map_err(err)?;
@@ -93,46 +103,68 @@ pub(crate) async fn push(
     Ok(report)
 }
 
+/// One destination of a push, and the transfers it may have in flight.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    repo: &'a Repository,
+    destination: &'a Reference,
+    as_given: &'a str,
+    transfers: &'a tokio::sync::Semaphore,
+}
+
 async fn push_layer(
-    repo: &Repository,
-    destination: &Reference,
+    target: Target<'_>,
     layer: &LayerRef,
     blobs: &BlobStore,
     meter: TransferMeter,
-    (early, as_given): (Option<&EarlyPush>, &str),
+    early: Option<&EarlyPush>,
 ) -> Result<(PushOutcome, u64), RegistryError> {
     let size = layer.descriptor.size;
     if let Some(early) = early {
-        match early.outcome(as_given, &layer.descriptor.digest).await {
+        match early
+            .outcome(target.as_given, &layer.descriptor.digest)
+            .await
+        {
             Some(Ok(outcome)) => {
                 meter.report(size);
                 return Ok((outcome, size));
             }
             // Pushed again now, with the push's own retries and errors.
             Some(Err(e)) => tracing::debug!(
-                "early upload of {} to {as_given} failed: {e}",
-                layer.descriptor.digest
+                "early upload of {} to {} failed: {e}",
+                layer.descriptor.digest,
+                target.as_given
             ),
             None => {}
         }
     }
-    let outcome = push_layer_blob(repo, destination, layer, blobs, meter).await?;
+    let outcome = push_layer_blob(target, layer, blobs, meter).await?;
     Ok((outcome, size))
 }
 
 async fn push_layer_blob(
-    repo: &Repository,
-    destination: &Reference,
+    target: Target<'_>,
     layer: &LayerRef,
     blobs: &BlobStore,
     meter: TransferMeter,
 ) -> Result<PushOutcome, RegistryError> {
+    let Target {
+        repo, destination, ..
+    } = target;
     let digest = &layer.descriptor.digest;
     let size = layer.descriptor.size;
     let meter = Arc::new(meter);
     let uploading = repo.clone().observed(meter.clone());
+    // Only transfers take a permit: the checks before them run all at once.
+    let transfer = || async {
+        // The semaphore is never closed, so acquiring only waits.
+        target.transfers.acquire().await.ok()
+    };
     let outcome = match &layer.origin {
-        LayerOrigin::Local(path) => uploading.push_blob_file(path, digest, size, None).await?,
+        LayerOrigin::Local(path) => {
+            let _permit = transfer().await;
+            uploading.push_blob_file(path, digest, size, None).await?
+        }
         LayerOrigin::Remote(source) => {
             if repo.blob_exists(digest).await?.is_some() {
                 PushOutcome::Exists
@@ -142,6 +174,7 @@ async fn push_layer_blob(
             {
                 PushOutcome::Mounted
             } else {
+                let _permit = transfer().await;
                 let path = blobs.local_path(layer).await?;
                 uploading.push_blob_file(&path, digest, size, None).await?
             }
