@@ -138,6 +138,17 @@ impl Registry {
         Self::builder().start()
     }
 
+    /// Plain HTTP, holding the test busybox image as `busybox:latest`: the
+    /// base most tests build on.
+    ///
+    /// # Errors
+    /// See [`RegistryBuilder::start`] and [`crate::BaseImage::push_to`].
+    pub fn plain_with_busybox() -> Result<Self> {
+        let reg = Self::plain()?;
+        crate::BaseImage::busybox()?.push_to(&reg, "busybox:latest")?;
+        Ok(reg)
+    }
+
     /// HTTPS with a certificate from a fresh CA, no auth.
     ///
     /// # Errors

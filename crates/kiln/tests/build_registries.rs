@@ -234,11 +234,7 @@ fn unix_seconds(stamp: &str) -> f64 {
 
 #[test]
 fn a_layer_is_uploaded_while_the_steps_after_it_run_and_only_once() {
-    let reg = Registry::plain().unwrap();
-    BaseImage::busybox()
-        .unwrap()
-        .push_to(&reg, "busybox:latest")
-        .unwrap();
+    let reg = Registry::plain_with_busybox().unwrap();
     // The destination is reached through a proxy that records every request.
     let proxy = FaultProxy::start(&reg.host()).unwrap();
     let proxy_started = std::time::SystemTime::now()

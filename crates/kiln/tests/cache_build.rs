@@ -3,7 +3,7 @@
 //! CI runner.
 
 use assert_cmd::Command;
-use kiln_testkit::{BaseImage, Flattened, Registry};
+use kiln_testkit::{Flattened, Registry};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
@@ -15,11 +15,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(dockerfile: &str) -> Fixture {
-        let reg = Registry::plain().unwrap();
-        BaseImage::busybox()
-            .unwrap()
-            .push_to(&reg, "busybox:latest")
-            .unwrap();
+        let reg = Registry::plain_with_busybox().unwrap();
         let ctx = tempfile::tempdir().unwrap();
         let f = Fixture { reg, ctx };
         f.write("Dockerfile", &dockerfile.replace("REGISTRY", &f.reg.host()));
@@ -217,11 +213,7 @@ fn oci_layout_cache_repo_works_like_a_registry() {
 /// registry it came from, and the rebuild still succeeds.
 #[test]
 fn a_warm_rebuild_with_a_code_change_downloads_no_base_layer() {
-    let base_reg = Registry::plain().unwrap();
-    BaseImage::busybox()
-        .unwrap()
-        .push_to(&base_reg, "busybox:latest")
-        .unwrap();
+    let base_reg = Registry::plain_with_busybox().unwrap();
     let f = Fixture::new(&format!(
         "FROM {}/busybox:latest\nWORKDIR /srv\nCOPY deps.txt ./\nCOPY --chown=app:app src/ ./src/\n",
         base_reg.host()
@@ -309,11 +301,7 @@ fn listing_entries(reg: &Registry, repo: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_warm_rebuild_reads_one_listing_for_the_layers_below_a_changed_copy() {
-    let base_reg = Registry::plain().unwrap();
-    BaseImage::busybox()
-        .unwrap()
-        .push_to(&base_reg, "busybox:latest")
-        .unwrap();
+    let base_reg = Registry::plain_with_busybox().unwrap();
     let f = Fixture::new(&format!(
         "FROM {}/busybox:latest\nWORKDIR /srv\nCOPY deps.txt ./\nCOPY lib.txt ./\nCOPY --chown=app:app src/ ./src/\n",
         base_reg.host()
@@ -363,11 +351,7 @@ fn a_warm_rebuild_reads_one_listing_for_the_layers_below_a_changed_copy() {
 /// then starts from it without asking the base's registry anything.
 #[test]
 fn a_warmed_base_is_used_without_its_registry() {
-    let base_reg = Registry::plain().unwrap();
-    BaseImage::busybox()
-        .unwrap()
-        .push_to(&base_reg, "busybox:latest")
-        .unwrap();
+    let base_reg = Registry::plain_with_busybox().unwrap();
     let base = format!("{}/busybox:latest", base_reg.host());
     let cache_dir = tempfile::tempdir().unwrap();
     let out = Command::cargo_bin("kiln")

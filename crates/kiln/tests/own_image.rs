@@ -18,8 +18,8 @@ use std::time::Duration;
 use assert_cmd::Command;
 use build_common::{Kiln, KILN_TIMEOUT};
 use kiln_testkit::{
-    find_in_path, skopeo_copy_with, umoci_unpack, Access, BaseImage, CopyOptions, EntryKind,
-    Flattened, Registry,
+    find_in_path, skopeo_copy_with, umoci_unpack, Access, CopyOptions, EntryKind, Flattened,
+    Registry,
 };
 use tempfile::TempDir;
 
@@ -108,12 +108,7 @@ fn assert_no_interpreter(bin: &Path) {
 /// A registry holding the busybox base that both the `build-prebuilt` and
 /// the `busybox` stage start from.
 fn registry() -> Registry {
-    let reg = Registry::plain().unwrap();
-    BaseImage::busybox()
-        .unwrap()
-        .push_to(&reg, "busybox:latest")
-        .unwrap();
-    reg
+    Registry::plain_with_busybox().unwrap()
 }
 
 /// What an image job's context holds: the repository's Dockerfile and
