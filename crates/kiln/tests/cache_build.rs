@@ -208,19 +208,31 @@ fn oci_layout_cache_repo_works_like_a_registry() {
     assert!(Path::new(&cache.path().join("index.json")).exists());
 }
 
+/// A project built once, with the cache on, on a busybox base from its own
+/// registry: `WORKDIR /srv`, a COPY of each of `files` (dependency steps a
+/// warm rebuild takes from the cache), then `COPY --chown=app:app src/`.
+fn built_on_another_registry(files: &[&str]) -> (Registry, Fixture) {
+    let base_reg = Registry::plain_with_busybox().unwrap();
+    let mut dockerfile = format!("FROM {}/busybox:latest\nWORKDIR /srv\n", base_reg.host());
+    for file in files {
+        dockerfile.push_str(&format!("COPY {file} ./\n"));
+    }
+    dockerfile.push_str("COPY --chown=app:app src/ ./src/\n");
+    let f = Fixture::new(&dockerfile);
+    for file in files {
+        f.write(file, &format!("{file} content\n"));
+    }
+    f.write("src/main.sh", "echo main\n");
+    f.build(&[]);
+    (base_reg, f)
+}
+
 /// On a warm runner, a COPY that misses needs to know what the base holds,
 /// but must not download it: the base's layer blobs are deleted from the
 /// registry it came from, and the rebuild still succeeds.
 #[test]
 fn a_warm_rebuild_with_a_code_change_downloads_no_base_layer() {
-    let base_reg = Registry::plain_with_busybox().unwrap();
-    let f = Fixture::new(&format!(
-        "FROM {}/busybox:latest\nWORKDIR /srv\nCOPY deps.txt ./\nCOPY --chown=app:app src/ ./src/\n",
-        base_reg.host()
-    ));
-    f.write("deps.txt", "left-pad==1\n");
-    f.write("src/main.sh", "echo main\n");
-    f.build(&[]);
+    let (base_reg, f) = built_on_another_registry(&["deps.txt"]);
 
     remove_layer_blobs(&base_reg, "busybox:latest");
 
@@ -301,15 +313,7 @@ fn listing_entries(reg: &Registry, repo: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_warm_rebuild_reads_one_listing_for_the_layers_below_a_changed_copy() {
-    let base_reg = Registry::plain_with_busybox().unwrap();
-    let f = Fixture::new(&format!(
-        "FROM {}/busybox:latest\nWORKDIR /srv\nCOPY deps.txt ./\nCOPY lib.txt ./\nCOPY --chown=app:app src/ ./src/\n",
-        base_reg.host()
-    ));
-    f.write("deps.txt", "left-pad==1\n");
-    f.write("lib.txt", "lib\n");
-    f.write("src/main.sh", "echo main\n");
-    f.build(&[]);
+    let (base_reg, f) = built_on_another_registry(&["deps.txt", "lib.txt"]);
 
     // The cold build listed the layers below each COPY together, once per chain.
     let listings = listing_entries(&f.reg, "app/cache");

@@ -39,6 +39,8 @@ const RELEASE_PATH: &str = "PATH=/kaniko:/usr/local/bin:/usr/bin:/bin";
 const DEBUG_PATH: &str = "PATH=/kaniko:/busybox";
 
 /// A static kiln for the host's architecture, built once per test process.
+/// `scripts/test` builds it the same way before the tests start; a change
+/// to the command here must be made there too, or CI compiles it twice.
 /// It goes to `static/` under the workspace target directory: other
 /// RUSTFLAGS in the usual target directory would rebuild everything there
 /// on the next plain `cargo build`.

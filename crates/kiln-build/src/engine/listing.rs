@@ -263,8 +263,12 @@ impl Listings {
     /// The index of `image`'s files.
     pub async fn index(&self, image: &ImageState) -> Result<ImageIndex, String> {
         let layers = &image.layers;
-        if let Some(index) = self.chain_index(layers).await {
-            return Ok(index);
+        // One layer's own listing is as cheap as a chain listing.
+        let chain = (layers.len() >= 2).then(|| chain_key(layers));
+        if let Some(key) = &chain {
+            if let Some(index) = self.chain_index(key, layers).await {
+                return Ok(index);
+            }
         }
         let listings =
             futures::future::try_join_all(layers.iter().map(|l| self.listing(l))).await?;
@@ -272,19 +276,17 @@ impl Listings {
         for l in &listings {
             index.apply(l);
         }
-        self.store_chain(layers, &index).await;
+        if let Some(key) = chain {
+            self.store_chain(key, layers, &index).await;
+        }
         Ok(index)
     }
 
-    /// The index of `layers` from their chain listing: remembered, or, when
-    /// every layer came from the registry, from the cache.
-    async fn chain_index(&self, layers: &[LayerRef]) -> Option<ImageIndex> {
-        // One layer's own listing is as cheap as a chain listing.
-        if layers.len() < 2 {
-            return None;
-        }
-        let key = chain_key(layers);
-        if let Some(l) = self.chains.lock().expect("listing memo").get(&key) {
+    /// The index of the chain `layers` (whose key is `key`) from its chain
+    /// listing: remembered, or, when every layer came from the registry,
+    /// from the cache.
+    async fn chain_index(&self, key: &CacheKey, layers: &[LayerRef]) -> Option<ImageIndex> {
+        if let Some(l) = self.chains.lock().expect("listing memo").get(key) {
             return Some(l.clone());
         }
         // A layer this build wrote is new: no runner has listed this chain.
@@ -294,24 +296,20 @@ impl Listings {
         {
             return None;
         }
-        let listing = self.cached_listing(self.cache.as_ref()?, &key).await?;
+        let listing = self.cached_listing(self.cache.as_ref()?, key).await?;
         let mut index = ImageIndex::default();
         index.apply(&listing);
         self.chains
             .lock()
             .expect("listing memo")
-            .insert(key, index.clone());
+            .insert(key.clone(), index.clone());
         Some(index)
     }
 
     /// Remembers the index of `layers` and stores it in the cache: the next
     /// runner, finding these layers in the registry (the base, and the
     /// steps this build stores in the cache), makes one lookup for them.
-    async fn store_chain(&self, layers: &[LayerRef], index: &ImageIndex) {
-        if layers.len() < 2 {
-            return;
-        }
-        let key = chain_key(layers);
+    async fn store_chain(&self, key: CacheKey, layers: &[LayerRef], index: &ImageIndex) {
         self.chains
             .lock()
             .expect("listing memo")
