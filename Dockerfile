@@ -33,7 +33,7 @@ ARG KILN_BUILD=source
 # same tree in /out, which is copied as the root of the image.
 FROM ${RUST_IMAGE} AS build-source
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools ca-certificates \
+ && apt-get install -y --no-install-recommends musl-tools ca-certificates nasm autoconf automake libtool make \
  && rm -rf /var/lib/apt/lists/*
 RUN rustup target add "$(uname -m)-unknown-linux-musl"
 WORKDIR /src

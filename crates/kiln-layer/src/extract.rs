@@ -39,6 +39,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// Bytes copied per read/write when writing a file's content.
+const COPY_BUFFER: usize = 256 * 1024;
+
 /// Largest regular file accepted by default (1 TiB): a header claiming more is
 /// treated as hostile rather than trusted to fill the disk.
 pub const DEFAULT_MAX_ENTRY_SIZE: u64 = 1 << 40;
@@ -119,6 +122,9 @@ pub fn extract(
         options,
         label: &label,
         unpacked: HashSet::new(),
+        made_dirs: HashSet::new(),
+        last_parent: None,
+        copy_buf: vec![0u8; COPY_BUFFER],
         dirs: Vec::new(),
         summary: (0, 0, 0),
     };
@@ -157,6 +163,15 @@ struct Applier<'a> {
     label: &'a str,
     /// Paths this layer wrote, and their ancestors: what an opaque marker keeps.
     unpacked: HashSet<PathBuf>,
+    /// Directories this extraction created: a name in one of them exists
+    /// only if this layer wrote it, so there is nothing to stat first.
+    made_dirs: HashSet<PathBuf>,
+    /// The last entry's parent directory, still open: entries come grouped
+    /// by directory, and resolving the same parent for each costs a
+    /// path walk per file.
+    last_parent: Option<(PathBuf, OwnedFd)>,
+    /// File contents are copied through this, in large writes.
+    copy_buf: Vec<u8>,
     /// Directory metadata applied after all entries, deepest first.
     dirs: Vec<(PathBuf, EntryMeta)>,
     /// (entries, skipped, bytes)
@@ -189,6 +204,10 @@ impl Applier<'_> {
             .ok_or_else(|| self.refuse(path, "no file name"))?;
         let parent_rel = path.parent().unwrap_or(Path::new(""));
         self.summary.0 += 1;
+        if matches!(entry.kind, EntryKind::Whiteout | EntryKind::Opaque) {
+            // They delete trees: the cached parent may be among them.
+            self.last_parent = None;
+        }
         match (&entry.kind, self.options.mode) {
             (EntryKind::Whiteout, ApplyMode::Flatten) => {
                 let parent = match self.root.open_dir(parent_rel) {
@@ -237,20 +256,44 @@ impl Applier<'_> {
             _ => {}
         }
 
-        let parent = self.parent(path, parent_rel)?;
-        let existing = rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let parent = self.cached_parent(path, parent_rel)?;
+        let result = self.apply_at(entry, content, &parent, path, name);
+        if result.is_ok() {
+            self.last_parent = Some((parent_rel.to_path_buf(), parent));
+        }
+        result
+    }
+
+    /// [`Applier::apply`] for everything but whiteouts and opaque markers,
+    /// with the entry's parent directory open.
+    fn apply_at(
+        &mut self,
+        entry: &Entry,
+        content: &mut dyn Read,
+        parent: &OwnedFd,
+        path: &Path,
+        name: &OsStr,
+    ) -> Result<()> {
+        let parent_rel = path.parent().unwrap_or(Path::new(""));
+        let fresh = self.made_dirs.contains(parent_rel) && !self.unpacked.contains(path);
+        let existing = if fresh {
+            None
+        } else {
+            rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).ok()
+        };
         let keep_dir = matches!(entry.kind, EntryKind::Dir)
             && existing
                 .is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
         if existing.is_some() && !keep_dir {
-            remove_all_at(&parent, name).map_err(self.err(path, "replace existing entry"))?;
+            remove_all_at(parent, name).map_err(self.err(path, "replace existing entry"))?;
         }
         let mode = Mode::from_raw_mode(entry.meta.mode & 0o7777);
         match &entry.kind {
             EntryKind::Dir => {
                 if !keep_dir {
-                    rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700))
+                    rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
                         .map_err(|e| self.err(path, "create directory")(e.into()))?;
+                    self.made_dirs.insert(path.to_path_buf());
                 }
             }
             EntryKind::File { size } => {
@@ -264,10 +307,11 @@ impl Applier<'_> {
                     | OFlags::EXCL
                     | OFlags::NOFOLLOW
                     | OFlags::CLOEXEC;
-                let fd = rfs::openat(&parent, name, flags, Mode::from_raw_mode(0o600))
+                let fd = rfs::openat(parent, name, flags, Mode::from_raw_mode(0o600))
                     .map_err(|e| self.err(path, "create file")(e.into()))?;
                 let mut file = File::from(fd);
-                let copied = io::copy(&mut content.take(*size), &mut file)
+                let copied = self
+                    .copy_content(content, *size, &mut file)
                     .map_err(self.err(path, "write file"))?;
                 if copied != *size {
                     return Err(self.refuse(
@@ -275,11 +319,13 @@ impl Applier<'_> {
                         format!("truncated: header says {size} bytes, tar has {copied}"),
                     ));
                 }
-                file.flush().map_err(self.err(path, "write file"))?;
                 self.summary.2 += copied;
+                self.mark_unpacked(path);
+                // Through the open file: no path lookup per call.
+                return self.set_file_metadata(file.as_fd(), path, &entry.meta);
             }
             EntryKind::Symlink { target } => {
-                rfs::symlinkat(target.as_os_str(), &parent, name)
+                rfs::symlinkat(target.as_os_str(), parent, name)
                     .map_err(|e| self.err(path, "create symlink")(e.into()))?;
             }
             EntryKind::HardLink { target } => {
@@ -297,7 +343,7 @@ impl Applier<'_> {
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                     return Err(self.refuse(path, "hard link to a directory"));
                 }
-                rfs::linkat(&tparent, tname, &parent, name, AtFlags::empty())
+                rfs::linkat(&tparent, tname, parent, name, AtFlags::empty())
                     .map_err(|e| self.err(path, "create hard link")(e.into()))?;
                 self.mark_unpacked(path);
                 // A hard link shares the target's inode and metadata.
@@ -314,7 +360,7 @@ impl Applier<'_> {
                     self.summary.1 += 1;
                     return Ok(());
                 }
-                match rfs::mknodat(&parent, name, kind, mode, rfs::makedev(*major, *minor)) {
+                match rfs::mknodat(parent, name, kind, mode, rfs::makedev(*major, *minor)) {
                     Ok(()) => {}
                     Err(Errno::PERM) => {
                         tracing::warn!(layer = self.label, entry = %path.display(), "skipping device node: mknod not permitted");
@@ -325,7 +371,7 @@ impl Applier<'_> {
                 }
             }
             EntryKind::Fifo => {
-                rfs::mknodat(&parent, name, FileType::Fifo, mode, 0)
+                rfs::mknodat(parent, name, FileType::Fifo, mode, 0)
                     .map_err(|e| self.err(path, "create fifo")(e.into()))?;
             }
             EntryKind::Whiteout | EntryKind::Opaque => unreachable!("handled above"),
@@ -338,7 +384,67 @@ impl Applier<'_> {
             return Ok(());
         }
         let is_symlink = matches!(entry.kind, EntryKind::Symlink { .. });
-        self.set_metadata(&parent, name, path, &entry.meta, is_symlink)
+        self.set_metadata(parent, name, path, &entry.meta, is_symlink)
+    }
+
+    /// The parent directory of an entry: the previous entry's when it is
+    /// the same one, else resolved inside the root.
+    fn cached_parent(&mut self, path: &Path, parent_rel: &Path) -> Result<OwnedFd> {
+        match self.last_parent.take() {
+            Some((rel, fd)) if rel == parent_rel => Ok(fd),
+            _ => self.parent(path, parent_rel),
+        }
+    }
+
+    /// Copies `size` bytes of `content` into `file`; the bytes copied
+    /// (fewer when the tar ends early).
+    fn copy_content(
+        &mut self,
+        content: &mut dyn Read,
+        size: u64,
+        file: &mut File,
+    ) -> io::Result<u64> {
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(self.copy_buf.len() as u64) as usize;
+            let n = match content.read(&mut self.copy_buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            file.write_all(&self.copy_buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(size - left)
+    }
+
+    /// [`Applier::set_metadata`] for a regular file still open for writing.
+    fn set_file_metadata(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        path: &Path,
+        meta: &EntryMeta,
+    ) -> Result<()> {
+        if self.options.preserve_owners {
+            let uid = u32::try_from(meta.uid).map_err(|_| self.refuse(path, "uid out of range"))?;
+            let gid = u32::try_from(meta.gid).map_err(|_| self.refuse(path, "gid out of range"))?;
+            rfs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(|e| self.err(path, "chown")(e.into()))?;
+        }
+        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode & 0o7777))
+            .map_err(|e| self.err(path, "chmod")(e.into()))?;
+        for (key, value) in &meta.xattrs {
+            if key.starts_with("trusted.overlay.") || key.starts_with("user.overlay.") {
+                tracing::warn!(layer = self.label, entry = %path.display(), xattr = key, "ignoring overlay xattr in layer");
+                continue;
+            }
+            if let Err(e) = rfs::fsetxattr(fd, key.as_str(), value, XattrFlags::empty()) {
+                tracing::warn!(layer = self.label, entry = %path.display(), xattr = key, error = %e, "could not set xattr");
+            }
+        }
+        rfs::futimens(fd, &mtime_times(meta.mtime))
+            .map_err(|e| self.err(path, "set mtime")(e.into()))
     }
 
     fn parent(&self, path: &Path, parent_rel: &Path) -> Result<OwnedFd> {
@@ -396,16 +502,13 @@ impl Applier<'_> {
             .map_err(|e| self.err(path, "chmod")(e.into()))?;
             self.set_xattrs(parent, name, path, meta);
         }
-        let time = Timespec {
-            tv_sec: meta.mtime.min(i64::MAX as u64) as i64,
-            tv_nsec: 0,
-        };
-        let times = Timestamps {
-            last_access: time,
-            last_modification: time,
-        };
-        rfs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.err(path, "set mtime")(e.into()))
+        rfs::utimensat(
+            parent,
+            name,
+            &mtime_times(meta.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.err(path, "set mtime")(e.into()))
     }
 
     fn set_xattrs(&self, parent: &OwnedFd, name: &OsStr, path: &Path, meta: &EntryMeta) {
@@ -451,6 +554,18 @@ impl Applier<'_> {
             self.set_metadata(&parent, name, path, meta, false)?;
         }
         Ok(())
+    }
+}
+
+/// Access and modification time both set to a layer entry's mtime.
+fn mtime_times(mtime: u64) -> Timestamps {
+    let time = Timespec {
+        tv_sec: mtime.min(i64::MAX as u64) as i64,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: time,
+        last_modification: time,
     }
 }
 

@@ -36,6 +36,7 @@ pub mod dir;
 pub mod error;
 pub mod extract;
 mod header;
+mod inflate;
 pub mod list;
 pub mod path;
 pub mod pgzip;

@@ -3,8 +3,8 @@
 //! the expected diff_id once it has been read to the end.
 
 use crate::error::{Error, Result};
+use crate::inflate::GzipDecoder;
 use crate::read_ahead::ReadAhead;
-use flate2::read::MultiGzDecoder;
 use kiln_oci::media::Compression;
 use kiln_oci::Digest;
 use sha2::{Digest as _, Sha256};
@@ -62,7 +62,7 @@ impl<'a> LayerReader<'a> {
         let compression = compression.unwrap_or_else(|| sniff(&prefix));
         let whole = Cursor::new(prefix).chain(blob);
         let inner: Box<dyn Read + Send + 'a> = match compression {
-            Compression::Gzip => Box::new(MultiGzDecoder::new(whole)),
+            Compression::Gzip => Box::new(GzipDecoder::new(whole)),
             Compression::Zstd => {
                 Box::new(zstd::Decoder::new(whole).map_err(|source| Error::Read {
                     layer: label.clone(),

@@ -244,3 +244,38 @@ fn real_overlay_mount_round_trip() {
         b"f"
     );
 }
+
+/// A layer that rewrites its own paths: a file given twice (the second
+/// wins, though it lands in a directory the same layer made), and a
+/// directory deleted and then written into again (the file must land in
+/// the new directory, visible in the root, not in the deleted one).
+#[test]
+fn flatten_follows_a_layer_that_rewrites_its_own_paths() {
+    let blobs = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let file =
+        |p: &str, mode: u32| Entry::new(p, EntryKind::File { size: 3 }, EntryMeta::with_mode(mode));
+    let blob = layer(
+        blobs.path(),
+        &[
+            dir("twice"),
+            file("twice/f", 0o600),
+            file("twice/f", 0o755),
+            dir("gone"),
+            file("gone/f", 0o644),
+            Entry::new("gone", EntryKind::Whiteout, EntryMeta::default()),
+            file("gone/g", 0o644),
+        ],
+    );
+    let reader = open_blob(&blob.path, None).unwrap();
+    extract(
+        reader,
+        root.path(),
+        &ExtractOptions::new(ApplyMode::Flatten),
+    )
+    .unwrap();
+    let twice = std::fs::metadata(root.path().join("twice/f")).unwrap();
+    assert_eq!(twice.mode() & 0o7777, 0o755);
+    assert_eq!(std::fs::read(root.path().join("gone/g")).unwrap(), b"new");
+    assert!(!root.path().join("gone/f").exists());
+}
