@@ -126,15 +126,25 @@ pub fn open_blob(path: &Path, compression: Option<Compression>) -> Result<LayerR
         path: path.into(),
         source,
     })?;
+    open_stream(file, compression, path.display().to_string())
+}
+
+/// As [`open_blob`], for a blob read from any source (a file still being
+/// downloaded); `label` names it in errors.
+pub fn open_stream(
+    source: impl Read + Send + 'static,
+    compression: Option<Compression>,
+    label: String,
+) -> Result<LayerReader<'static>> {
     let mut reader = LayerReader::new(
-        io::BufReader::with_capacity(256 * 1024, file),
+        io::BufReader::with_capacity(256 * 1024, source),
         compression,
-        path.display().to_string(),
+        label.clone(),
     )?;
     let inner = std::mem::replace(&mut reader.inner, Box::new(io::empty()));
     reader.inner = Box::new(ReadAhead::spawn(inner).map_err(|source| Error::Io {
         action: "start the decompression thread for",
-        path: path.into(),
+        path: label.into(),
         source,
     })?);
     Ok(reader)

@@ -101,7 +101,7 @@ fn empty_dir(dir: &Path) -> Result<()> {
 
 /// Owner, mode, times and extended attributes of the upper copy of a
 /// directory (which the step changed) onto the merged one.
-fn copy_dir_metadata(meta: &fs::Metadata, to: &Path) -> Result<()> {
+pub(crate) fn copy_dir_metadata(meta: &fs::Metadata, to: &Path) -> Result<()> {
     std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))
         .map_err(SandboxError::io("chown", to))?;
     fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))

@@ -45,6 +45,7 @@
 mod absorb;
 mod changes;
 mod client;
+mod detach;
 mod emulate;
 mod error;
 mod helper;

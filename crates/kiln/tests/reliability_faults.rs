@@ -338,3 +338,29 @@ fn persistent_upload_drops_end_the_build_with_one_line_and_no_manifest() {
     );
     assert!(s.tag_missing("dropped:2"));
 }
+
+/// The base layer is unpacked as it downloads (a RUN needs the root before
+/// anything else does). A first transfer with a changed byte and a second
+/// cut off mid-body hand the unpack bytes the digest check later rejects;
+/// the build must still end with the verified layer, unpacked again.
+#[test]
+fn a_base_layer_unpacked_while_it_downloads_survives_retried_transfers() {
+    let s = setup();
+    fs::write(
+        s.ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nRUN echo ran > /ran\nCOPY file.txt /file.txt\n",
+            s.proxy.host()
+        ),
+    )
+    .unwrap();
+    // The first blob GET is the config; the next ones are the layer's.
+    s.proxy
+        .inject_after(Some("GET"), "/blobs/sha256:", Fault::Corrupt, 1, 1);
+    s.proxy
+        .inject_after(Some("GET"), "/blobs/sha256:", Fault::DropMidBody, 0, 1);
+    let out = s.build("streamed:1", &["--image-download-retry=5"]);
+    assert!(out.status.success(), "{}\n{:?}", text(&out), s.proxy.log());
+    assert_eq!(s.proxy.faults_applied(), 2, "{:?}", s.proxy.log());
+    s.check_image("streamed:1");
+}

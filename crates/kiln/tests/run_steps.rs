@@ -145,3 +145,107 @@ fn output_is_streamed_with_the_step() {
         "{all}"
     );
 }
+
+/// One layer's entries: path and content (whiteouts are `.wh.` names).
+type LayerFiles = Vec<(String, Vec<u8>)>;
+
+/// Each layer's entries, bottom layer first, and the `created_by` of the
+/// history entries that made a layer.
+fn layers_and_history(reg: &Registry, name: &str) -> (Vec<LayerFiles>, Vec<String>) {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    kiln_testkit::skopeo_copy_with(
+        &format!("docker://{}", reg.image_ref(name)),
+        &format!("dir:{}", dir.display()),
+        &kiln_testkit::CopyOptions {
+            src: kiln_testkit::Access::for_registry(reg),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let blob = |d: &serde_json::Value| {
+        dir.join(d["digest"].as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(&manifest["config"])).unwrap()).unwrap();
+    let layers = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let gz = flate2::read::MultiGzDecoder::new(fs::File::open(blob(d)).unwrap());
+            let mut archive = tar::Archive::new(gz);
+            archive
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let mut e = e.unwrap();
+                    let path = e.path().unwrap().display().to_string();
+                    let mut body = Vec::new();
+                    e.read_to_end(&mut body).unwrap();
+                    (path, body)
+                })
+                .collect()
+        })
+        .collect();
+    let history = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"].as_bool() != Some(true))
+        .map(|h| h["created_by"].as_str().unwrap_or_default().to_string())
+        .collect();
+    (layers, history)
+}
+
+/// A RUN's layer is written while the steps after it run (from a shadow of
+/// its changes): a COPY that replaces one of its files and a RUN that
+/// rewrites another must not reach into it, and the layers keep the order
+/// of their steps.
+#[test]
+fn a_layer_written_in_the_background_keeps_what_its_step_wrote() {
+    let reg = registry();
+    let body = "\
+RUN mkdir /d && echo one > /d/f && echo keep > /d/k && seq 1 20000 > /d/big
+COPY input.txt /d/f
+RUN echo two > /d/k && rm /d/f && echo more >> /d/big
+ENV AFTER=1
+";
+    let built = build(&reg, body, "namespace", "background:1");
+    assert!(built.status.success(), "{}{}", built.stdout, built.stderr);
+    let (layers, history) = layers_and_history(&reg, "background:1");
+    let find = |layer: &LayerFiles, path: &str| {
+        layer
+            .iter()
+            .find(|(p, _)| p.trim_end_matches('/') == path)
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+    };
+    let n = layers.len();
+    assert!(n >= 4, "base plus three layers: {history:?}");
+    let (run1, copy, run2) = (&layers[n - 3], &layers[n - 2], &layers[n - 1]);
+    assert_eq!(find(run1, "d/f").as_deref(), Some("one\n"));
+    assert_eq!(find(run1, "d/k").as_deref(), Some("keep\n"));
+    assert_eq!(find(run1, "d/big").unwrap().lines().count(), 20000);
+    assert_eq!(find(copy, "d/f").as_deref(), Some("from the context\n"));
+    assert_eq!(find(run2, "d/k").as_deref(), Some("two\n"));
+    assert!(find(run2, "d/.wh.f").is_some(), "{run2:?}");
+    assert!(find(run2, "d/big").unwrap().ends_with("20000\nmore\n"));
+    assert!(
+        history[history.len() - 3].contains("mkdir /d"),
+        "{history:?}"
+    );
+    assert!(
+        history[history.len() - 2].starts_with("COPY"),
+        "{history:?}"
+    );
+    assert!(
+        history[history.len() - 1].contains("echo two"),
+        "{history:?}"
+    );
+    let img = Flattened::from_registry(&reg, "background:1").unwrap();
+    assert!(img.get("/d/f").is_none());
+    assert_eq!(img.text("/d/k").as_deref(), Some("two\n"));
+}

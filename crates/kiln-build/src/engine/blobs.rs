@@ -103,6 +103,25 @@ impl BlobStore {
             .insert(digest.clone(), cell);
     }
 
+    /// True when `layer`'s blob is on local disk already (written by this
+    /// build, downloaded, or seeded); false while a download is running.
+    pub fn is_ready(&self, layer: &LayerRef) -> bool {
+        match &layer.origin {
+            LayerOrigin::Local(_) => true,
+            LayerOrigin::Remote(_) => self
+                .cells
+                .lock()
+                .expect("blob store lock")
+                .get(&layer.descriptor.digest)
+                .is_some_and(|cell| cell.initialized()),
+        }
+    }
+
+    /// Where a download of `digest` writes, front to back, as it goes.
+    pub fn download_path(&self, digest: &Digest) -> PathBuf {
+        self.path_for(digest)
+    }
+
     fn path_for(&self, digest: &Digest) -> PathBuf {
         self.dir.join(digest.hex())
     }

@@ -65,6 +65,29 @@ impl ImageState {
         });
     }
 
+    /// Inserts a layer and its history entry at the given positions (a
+    /// step recorded after later steps added theirs).
+    pub fn insert_layer(
+        &mut self,
+        layer_at: usize,
+        history_at: usize,
+        layer: LayerRef,
+        history: History,
+    ) {
+        self.config
+            .rootfs
+            .diff_ids
+            .insert(layer_at, layer.diff_id.clone());
+        self.layers.insert(layer_at, layer);
+        self.config.history.insert(
+            history_at,
+            History {
+                empty_layer: false,
+                ..history
+            },
+        );
+    }
+
     /// Appends a history entry for a step that adds no layer.
     pub fn push_empty(&mut self, history: History) {
         self.config.history.push(History {

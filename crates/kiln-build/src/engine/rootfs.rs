@@ -4,11 +4,12 @@
 //! `--chown`; `COPY --from` reads files out of it.
 
 use super::blobs::BlobStore;
+use super::growing::{DownloadWatch, GrowingFile};
 use super::image::{ImageState, LayerRef};
 use crate::copy::FileKind;
 use futures::future::try_join_all;
 use kiln_layer::extract::{extract, ApplyMode, ExtractOptions};
-use kiln_layer::reader::open_blob;
+use kiln_layer::reader::{open_blob, open_stream};
 use kiln_oci::media::Compression;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -72,6 +73,13 @@ impl Rootfs {
         self.applied.push(digest.clone());
     }
 
+    /// Records that the root holds `digest`, the layer at `at` in the image
+    /// (recorded after the layers above it; see `engine::pending`).
+    pub fn insert_applied(&mut self, at: usize, digest: &kiln_oci::Digest) {
+        self.applied
+            .insert(at.min(self.applied.len()), digest.clone());
+    }
+
     /// True when the root holds exactly `image`'s layers.
     pub fn holds(&self, image: &ImageState) -> bool {
         image.layers.len() == self.applied.len()
@@ -100,21 +108,39 @@ impl Rootfs {
         if pending.is_empty() {
             return Ok(());
         }
-        // Downloads run in parallel; application is in order.
+        // Downloads run in parallel; application is in order. The bottom
+        // layer of an empty root is unpacked while it downloads.
         let started = std::time::Instant::now();
-        let paths = try_join_all(pending.iter().map(|layer| async move {
-            blobs
-                .local_path(layer)
-                .await
-                .map_err(|source| RootfsError::Download {
-                    digest: layer.descriptor.digest.clone(),
-                    source: Box::new(source),
+        let count = pending.len();
+        let stream_first = self.applied.is_empty() && !blobs.is_ready(pending[0]);
+        let downloads: Vec<_> = pending
+            .iter()
+            .map(|layer| {
+                let (blobs, layer) = (blobs.clone(), (*layer).clone());
+                tokio::spawn(async move {
+                    blobs
+                        .local_path(&layer)
+                        .await
+                        .map_err(|source| RootfsError::Download {
+                            digest: layer.descriptor.digest.clone(),
+                            source: Box::new(source),
+                        })
                 })
-        }))
+            })
+            .collect();
+        let mut downloads = downloads.into_iter();
+        let mut pending = pending.into_iter();
+        if stream_first {
+            let layer = pending.next().expect("pending is non-empty");
+            let download = downloads.next().expect("one download per layer");
+            self.apply_while_downloading(layer, download, blobs).await?;
+        }
+        let paths = try_join_all(
+            downloads.map(|d| async move { d.await.expect("layer download task panicked") }),
+        )
         .await?;
         let downloaded = started.elapsed();
-        let count = pending.len();
-        for (layer, path) in pending.into_iter().zip(paths) {
+        for (layer, path) in pending.zip(paths) {
             let dir = self.dir.clone();
             let layer_c = layer.clone();
             tokio::task::spawn_blocking(move || apply_layer(&dir, &layer_c, &path))
@@ -127,6 +153,40 @@ impl Rootfs {
             downloaded.as_secs_f64(),
             (started.elapsed() - downloaded).as_secs_f64()
         );
+        Ok(())
+    }
+
+    /// Applies the root's first layer from its blob file as the download
+    /// writes it. The result counts only once the download is verified;
+    /// should the unpack fail while the download succeeds (a retried
+    /// transfer rewrote the file under the reader), the root is emptied
+    /// and the layer applied again from the finished file.
+    async fn apply_while_downloading(
+        &mut self,
+        layer: &LayerRef,
+        download: tokio::task::JoinHandle<Result<PathBuf, RootfsError>>,
+        blobs: &BlobStore,
+    ) -> Result<(), RootfsError> {
+        let watch = std::sync::Arc::new(DownloadWatch::default());
+        let path = blobs.download_path(&layer.descriptor.digest);
+        let (dir, layer_c, watch_c) = (self.dir.clone(), layer.clone(), watch.clone());
+        let unpack = tokio::task::spawn_blocking(move || {
+            let source = GrowingFile::new(path, watch_c);
+            apply_stream(&dir, &layer_c, source)
+        });
+        let downloaded = download.await.expect("layer download task panicked");
+        watch.finish(downloaded.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        let unpacked = unpack.await.expect("layer extraction task panicked");
+        let path = downloaded?;
+        if let Err(e) = unpacked {
+            tracing::debug!("unpacking during the download failed ({e}); unpacking again");
+            empty_dir(&self.dir)?;
+            let (dir, layer_c) = (self.dir.clone(), layer.clone());
+            tokio::task::spawn_blocking(move || apply_layer(&dir, &layer_c, &path))
+                .await
+                .expect("layer extraction task panicked")?;
+        }
+        self.applied.push(layer.descriptor.digest.clone());
         Ok(())
     }
 
@@ -161,10 +221,51 @@ fn apply_layer(dir: &Path, layer: &LayerRef, path: &Path) -> Result<(), RootfsEr
         source,
     };
     let compression = Compression::of_media_type(&layer.descriptor.media_type);
-    let reader = open_blob(path, compression)
-        .map_err(err)?
-        .expect_diff_id(layer.diff_id.clone());
-    extract(reader, dir, &ExtractOptions::new(ApplyMode::Flatten)).map_err(err)?;
+    let reader = open_blob(path, compression).map_err(err)?;
+    extract_verified(dir, layer, reader)
+}
+
+/// [`apply_layer`] from a blob still arriving.
+fn apply_stream(dir: &Path, layer: &LayerRef, source: GrowingFile) -> Result<(), RootfsError> {
+    let err = |source| RootfsError::Extract {
+        digest: layer.descriptor.digest.clone(),
+        source,
+    };
+    let compression = Compression::of_media_type(&layer.descriptor.media_type);
+    let label = layer.descriptor.digest.to_string();
+    let reader = open_stream(source, compression, label).map_err(err)?;
+    extract_verified(dir, layer, reader)
+}
+
+fn extract_verified(
+    dir: &Path,
+    layer: &LayerRef,
+    reader: kiln_layer::reader::LayerReader<'static>,
+) -> Result<(), RootfsError> {
+    let reader = reader.expect_diff_id(layer.diff_id.clone());
+    extract(reader, dir, &ExtractOptions::new(ApplyMode::Flatten)).map_err(|source| {
+        RootfsError::Extract {
+            digest: layer.descriptor.digest.clone(),
+            source,
+        }
+    })?;
+    Ok(())
+}
+
+/// Removes everything inside `dir`, keeping `dir`.
+fn empty_dir(dir: &Path) -> Result<(), RootfsError> {
+    let io = |source| RootfsError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let removed = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        removed.map_err(io)?;
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@
 
 use super::error::BuildError;
 use super::metadata::{self, HISTORY_COMMENT};
+use super::pending::{Latch, LayerWrite, PendingLayer};
 use super::stage::{StageRun, StageRunner};
 use crate::options::{Isolation, SecretSource};
 use crate::progress::ProgressEvent;
@@ -151,6 +152,9 @@ impl StageRunner<'_> {
         let spec_parts = (argv.clone(), env, cwd, user, files, network, mounts);
         let progress = self.progress.clone();
         let step = run.step_id(instruction);
+        // The previous RUN's layer may still be read from its shadow tree:
+        // a step that changes the root in place must wait for it.
+        let previous = run.pending.as_ref().map(|p| p.write.done.clone());
         let log_line = move |line: &str| {
             progress.event(&ProgressEvent::RunOutput {
                 step: step.clone(),
@@ -168,14 +172,17 @@ impl StageRunner<'_> {
                 &dir,
                 spec_parts,
                 &log_line,
-                &layers_dir,
-                &opts,
+                (&layers_dir, &opts),
+                previous.as_deref(),
             )
         });
         let result = task
             .await
             .map_err(|e| self.step_error(instruction, format!("RUN task: {e}")))?;
-        let (status, tail, blob, after) = result.map_err(|e| self.step_error(instruction, e))?;
+        let (status, tail, layer, after) = result.map_err(|e| self.step_error(instruction, e))?;
+        // The previous RUN's layer was written while this one ran; it goes
+        // into the image before this step's.
+        self.settle(run).await?;
         if !status.success() {
             return Err(BuildError::Run {
                 file: self.dockerfile_name.to_string(),
@@ -191,13 +198,25 @@ impl StageRunner<'_> {
             comment: Some(HISTORY_COMMENT.to_string()),
             ..Default::default()
         };
-        match blob {
-            None => {
+        match layer {
+            StepLayer::None => {
                 tracing::debug!("step {}: no changes", instruction.line());
                 self.store(run, instruction, None, history);
                 run.image.push_empty(history_entry);
             }
-            Some(blob) => {
+            StepLayer::Writing(write) => {
+                // The root already holds the changes (`after` is HoldsLayer).
+                run.pending = Some(PendingLayer {
+                    write,
+                    instruction: instruction.clone(),
+                    key: run.key.clone(),
+                    created: created.to_string(),
+                    created_by: history,
+                    layer_at: run.image.layers.len(),
+                    history_at: run.image.config.history.len(),
+                });
+            }
+            StepLayer::Written(blob) => {
                 self.record_layer(run, instruction, &blob, created, history);
                 match (after, run.rootfs.as_mut()) {
                     (RootAfter::HoldsLayer, Some(root)) => root.mark_applied(&blob.digest),
@@ -586,14 +605,24 @@ fn tree_digest(top: &Path) -> Result<String, String> {
 }
 
 /// What the blocking part of a RUN gives back: status, last output lines,
-/// the layer (none when nothing changed), and whether the root filesystem
-/// now holds the step's changes (else it must be rebuilt before reuse).
+/// the layer, and whether the root filesystem now holds the step's
+/// changes (else it must be rebuilt before reuse).
 type Executed = (
     kiln_sandbox::ExitStatus,
     VecDeque<String>,
-    Option<kiln_layer::LayerBlob>,
+    StepLayer,
     RootAfter,
 );
+
+/// A RUN's layer.
+enum StepLayer {
+    /// The step changed nothing (or failed).
+    None,
+    /// Written before the step ended.
+    Written(kiln_layer::LayerBlob),
+    /// Being written on its own thread (see `engine::pending`).
+    Writing(LayerWrite),
+}
 
 /// The state of the stage's root filesystem after a RUN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -623,8 +652,8 @@ fn execute(
     dir: &Path,
     (argv, env, cwd, user, files, network, mounts): SpecParts,
     log_line: &dyn Fn(&str),
-    layers_dir: &Path,
-    opts: &kiln_layer::LayerOptions,
+    (layers_dir, opts): (&Path, &kiln_layer::LayerOptions),
+    previous: Option<&Latch>,
 ) -> Result<Executed, String> {
     let use_namespace = match isolation {
         Isolation::Namespace => true,
@@ -645,6 +674,11 @@ fn execute(
                 merged,
             }
         } else {
+            // Under chroot the step changes the root in place, where the
+            // previous RUN's layer may still be reading shared files.
+            if let Some(latch) = previous {
+                latch.wait();
+            }
             if network == Network::None {
                 // A chroot has no network namespace of its own to leave
                 // empty; say so rather than let the step believe it is cut off.
@@ -690,30 +724,60 @@ fn execute(
         other => other.map_err(|e| e.to_string()),
     }?;
     let ran = started.elapsed();
-    let blob = if outcome.status.success() {
-        outcome
-            .changes
-            .write_layer(layers_dir, opts)
-            .map_err(|e| e.to_string())?
-    } else {
-        None
+    if !outcome.status.success() || outcome.changes.is_empty() {
+        return Ok((outcome.status, tail, StepLayer::None, RootAfter::Unchanged));
+    }
+    // The layer is written from a detached shadow of the changes on its own
+    // thread when that can be made, else here before the root takes them.
+    let shadow = dir.join("shadow");
+    let detached = match outcome.changes.detach(&shadow) {
+        Ok(detached) => detached,
+        Err(e) => {
+            tracing::debug!("writing the layer before the next step: {e}");
+            let _ = fs::remove_dir_all(&shadow);
+            None
+        }
+    };
+    let blob = match &detached {
+        None => Some(
+            outcome
+                .changes
+                .write_layer(layers_dir, opts)
+                .map_err(|e| e.to_string())?
+                .ok_or("the step's changes vanished")?,
+        ),
+        Some(_) => None,
     };
     let layered = started.elapsed();
     // The root takes the changes over (moved, not unpacked from the layer),
     // so the next step starts without unpacking anything.
-    let after = match &blob {
-        None => RootAfter::Unchanged,
-        Some(_) => match outcome.changes.absorb_into(root) {
-            Ok(()) => RootAfter::HoldsLayer,
-            Err(e) => {
-                tracing::warn!(
-                    "folding the step's changes into its root failed ({e}); it will be rebuilt"
-                );
-                RootAfter::Broken
-            }
-        },
+    let after = match outcome.changes.absorb_into(root) {
+        Ok(()) => RootAfter::HoldsLayer,
+        Err(e) => {
+            tracing::warn!(
+                "folding the step's changes into its root failed ({e}); it will be rebuilt"
+            );
+            RootAfter::Broken
+        }
     };
     let absorbed = started.elapsed();
+    let layer = match (blob, detached) {
+        (Some(blob), _) => StepLayer::Written(blob),
+        (None, Some(detached)) if after == RootAfter::HoldsLayer => {
+            StepLayer::Writing(write_in_background(detached, shadow, layers_dir, opts)?)
+        }
+        // The root is to be rebuilt from the image's layers: this one must
+        // be in the list before that.
+        (None, Some(detached)) => {
+            let blob = detached.write_layer(layers_dir, opts);
+            let _ = fs::remove_dir_all(&shadow);
+            StepLayer::Written(
+                blob.map_err(|e| e.to_string())?
+                    .ok_or("the step's changes vanished")?,
+            )
+        }
+        (None, None) => unreachable!("a layer is written when nothing is detached"),
+    };
     if let kiln_sandbox::Changes::Upper { upper, .. } = &outcome.changes {
         let _ = fs::remove_dir_all(upper);
     }
@@ -725,7 +789,33 @@ fn execute(
         (absorbed - layered).as_secs_f64(),
         (started.elapsed() - absorbed).as_secs_f64()
     );
-    Ok((outcome.status, tail, blob, after))
+    Ok((outcome.status, tail, layer, after))
+}
+
+/// Starts writing the layer of `changes` (a shadow tree at `shadow`, removed
+/// afterwards) on its own thread.
+fn write_in_background(
+    changes: kiln_sandbox::Changes,
+    shadow: PathBuf,
+    layers_dir: &Path,
+    opts: &kiln_layer::LayerOptions,
+) -> Result<LayerWrite, String> {
+    let (tx, result) = tokio::sync::oneshot::channel();
+    let done = std::sync::Arc::new(Latch::default());
+    let (latch, layers_dir, opts) = (done.clone(), layers_dir.to_path_buf(), opts.clone());
+    std::thread::Builder::new()
+        .name("run-layer".into())
+        .spawn(move || {
+            let blob = changes
+                .write_layer(&layers_dir, &opts)
+                .map_err(|e| e.to_string())
+                .and_then(|b| b.ok_or_else(|| "the step's changes vanished".to_string()));
+            let _ = fs::remove_dir_all(&shadow);
+            latch.set();
+            let _ = tx.send(blob);
+        })
+        .map_err(|e| format!("starting the layer writer: {e}"))?;
+    Ok(LayerWrite { result, done })
 }
 
 /// The argv of a RUN, and for a heredoc script with a shebang, the file to

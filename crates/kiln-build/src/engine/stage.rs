@@ -18,7 +18,7 @@ use kiln_dockerfile::plan::Base;
 use kiln_dockerfile::scope::StageEnv;
 use kiln_dockerfile::Dockerfile;
 use kiln_layer::{LayerOptions, LayerWriter, MtimePolicy};
-use kiln_oci::{media, Descriptor, History, Platform, Reference};
+use kiln_oci::{media, History, Platform, Reference};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -79,6 +79,10 @@ pub(crate) struct StageRun<'r> {
     pub stage: (usize, String, usize),
     /// Whether the step being run came from the cache.
     pub step_cached: bool,
+    /// The last RUN's layer, still being written.
+    pub pending: Option<super::pending::PendingLayer>,
+    /// Layers recorded late (see [`super::pending`]), so far.
+    pub settled: usize,
 }
 
 impl StageRun<'_> {
@@ -163,6 +167,8 @@ impl StageRunner<'_> {
             cached: 0,
             stage: (index, stage.display_name(), stage.instructions.len()),
             step_cached: false,
+            pending: None,
+            settled: 0,
         };
         // ONBUILD triggers of the base run first, and are not inherited.
         let triggers = run
@@ -186,6 +192,7 @@ impl StageRunner<'_> {
         for instruction in &stage.instructions {
             self.step(&mut run, instruction).await?;
         }
+        self.settle(&mut run).await?;
         // A stage that later stages read from: bring its materialized root up
         // to date now (applying just the last layers), so `COPY --from` and
         // RUN bind mounts reuse it instead of unpacking the stage again.
@@ -338,7 +345,10 @@ impl StageRunner<'_> {
             instruction: shorten(&instruction.original),
         });
         let layers = run.image.layers.len();
+        let settled = run.settled;
         self.step_body(run, instruction).await?;
+        // A layer settled during the step went in below this step's own.
+        let layers = layers + (run.settled - settled);
         if let (Some(early), true) = (self.early, run.stage.0 == self.dockerfile.plan.target) {
             for layer in &run.image.layers[layers..] {
                 early.start(layer);
@@ -484,9 +494,21 @@ impl StageRunner<'_> {
         layer: Option<LayerRef>,
         created_by: String,
     ) {
+        self.store_keyed(run.key.clone(), instruction, layer, created_by);
+    }
+
+    /// [`StageRunner::store`] under a key given rather than the stage's
+    /// current one (a step recorded after later steps ran).
+    pub(crate) fn store_keyed(
+        &self,
+        key: CacheKey,
+        instruction: &Instruction,
+        layer: Option<LayerRef>,
+        created_by: String,
+    ) {
         if let Some(cache) = &self.cache {
             if self.cacheable(&instruction.command) && self.options.cache.push {
-                self.pusher.spawn(cache, run.key.clone(), layer, created_by);
+                self.pusher.spawn(cache, key, layer, created_by);
             }
         }
     }
@@ -661,24 +683,7 @@ impl StageRunner<'_> {
         created: &str,
         created_by: String,
     ) {
-        if blob.compression == kiln_oci::media::Compression::Zstd {
-            run.image.oci = true;
-        }
-        let layer = LayerRef {
-            descriptor: Descriptor::new(
-                blob.media_type(run.image.oci),
-                blob.digest.clone(),
-                blob.size,
-            ),
-            diff_id: blob.diff_id.clone(),
-            origin: LayerOrigin::Local(blob.path.clone()),
-        };
-        tracing::debug!(
-            "step {}: layer {} ({} bytes)",
-            instruction.line(),
-            blob.digest,
-            blob.size
-        );
+        let layer = self.layer_ref(run, instruction, blob);
         self.store(run, instruction, Some(layer.clone()), created_by.clone());
         run.image.push_layer(
             layer,

@@ -1,0 +1,140 @@
+//! A RUN's layer written on its own thread while the next steps run.
+//!
+//! After a RUN the root takes the step's changes over at once, and the
+//! layer (tar, compression, two digests) is written from a detached shadow
+//! of them (`Changes::detach`). Nothing needs the layer's digest until the
+//! next RUN has run, or until the stage ends: cache keys chain instructions,
+//! not layer digests, and COPY reads the root. So the stage records the
+//! layer late, at the position the step had: the next RUN settles it after
+//! its own command, and the stage's end settles whatever is left. Until
+//! then the layer is in neither the image's list nor the root's applied
+//! list, so the two stay in step; both get it at the same index.
+
+use super::error::BuildError;
+use super::image::LayerRef;
+use super::metadata::HISTORY_COMMENT;
+use super::stage::{StageRun, StageRunner};
+use crate::cache::CacheKey;
+use kiln_dockerfile::instructions::Instruction;
+use kiln_layer::LayerBlob;
+use kiln_oci::History;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Set once a background layer write has stopped reading its shadow tree.
+#[derive(Default)]
+pub(crate) struct Latch {
+    done: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Latch {
+    pub(crate) fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    /// Blocks until [`Latch::set`].
+    pub(crate) fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            done = self.cond.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A layer being written on its own thread.
+pub(crate) struct LayerWrite {
+    /// The written blob, or why it could not be written.
+    pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, String>>,
+    /// For a blocking wait (before a step that changes the root in place).
+    pub done: Arc<Latch>,
+}
+
+/// A RUN whose layer is still being written, and where it goes.
+pub(crate) struct PendingLayer {
+    pub write: LayerWrite,
+    pub instruction: Instruction,
+    /// The cache key after the step: its entry is stored under it.
+    pub key: CacheKey,
+    pub created: String,
+    pub created_by: String,
+    /// Where the layer and its history entry go in the image.
+    pub layer_at: usize,
+    pub history_at: usize,
+}
+
+impl StageRunner<'_> {
+    /// Records the pending RUN layer, if any, once it is written: in the
+    /// image and the root's applied list at the step's position, in the
+    /// cache, and as an upload to the destinations.
+    pub(crate) async fn settle(&self, run: &mut StageRun<'_>) -> Result<(), BuildError> {
+        let Some(pending) = run.pending.take() else {
+            return Ok(());
+        };
+        let instruction = &pending.instruction;
+        let blob = pending
+            .write
+            .result
+            .await
+            .map_err(|_| self.step_error(instruction, "the layer writer stopped"))?
+            .map_err(|e| self.step_error(instruction, format!("writing the layer: {e}")))?;
+        let layer = self.layer_ref(run, instruction, &blob);
+        self.store_keyed(
+            pending.key,
+            instruction,
+            Some(layer.clone()),
+            pending.created_by.clone(),
+        );
+        run.image.insert_layer(
+            pending.layer_at,
+            pending.history_at,
+            layer.clone(),
+            History {
+                created: Some(pending.created),
+                created_by: Some(pending.created_by),
+                comment: Some(HISTORY_COMMENT.to_string()),
+                ..Default::default()
+            },
+        );
+        if let Some(root) = run.rootfs.as_mut() {
+            root.insert_applied(pending.layer_at, &blob.digest);
+        }
+        run.settled += 1;
+        if let (Some(early), true) = (self.early, run.stage.0 == self.dockerfile.plan.target) {
+            early.start(&layer);
+        }
+        tracing::info!(
+            "step {}: layer {:.2} MiB written",
+            instruction.line(),
+            blob.size as f64 / (1024.0 * 1024.0)
+        );
+        Ok(())
+    }
+
+    /// The reference the image keeps to a layer this build wrote.
+    pub(crate) fn layer_ref(
+        &self,
+        run: &mut StageRun<'_>,
+        instruction: &Instruction,
+        blob: &LayerBlob,
+    ) -> LayerRef {
+        if blob.compression == kiln_oci::media::Compression::Zstd {
+            run.image.oci = true;
+        }
+        tracing::debug!(
+            "step {}: layer {} ({} bytes)",
+            instruction.line(),
+            blob.digest,
+            blob.size
+        );
+        LayerRef {
+            descriptor: kiln_oci::Descriptor::new(
+                blob.media_type(run.image.oci),
+                blob.digest.clone(),
+                blob.size,
+            ),
+            diff_id: blob.diff_id.clone(),
+            origin: super::image::LayerOrigin::Local(blob.path.clone()),
+        }
+    }
+}

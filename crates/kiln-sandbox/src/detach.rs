@@ -1,0 +1,166 @@
+//! A step's changes detached from the root they are folded into, so that
+//! its layer can be written while the next steps run.
+//!
+//! [`Changes::absorb_into`] moves an overlay upper dir's entries into the
+//! root, and the next step starts from there at once. The layer must then
+//! be read from something the next steps cannot reach: `detach` first
+//! makes a shadow of the upper dir, its directories recreated with the
+//! same owner, mode, extended attributes and times, every other entry
+//! hard-linked. No file data is copied, so it costs a few system calls per
+//! path the step changed.
+//!
+//! The shadow stays what the step wrote because nothing changes a file of
+//! the root in place while it is shared: an overlay never writes its lower
+//! dir, extraction and absorption replace a path by unlinking it first, and
+//! directories (whose metadata later steps do change) are not shared. A
+//! root changed in place (chroot isolation) is the exception, which is why
+//! only an upper dir can be detached, and why the caller waits for the
+//! layer before running a step under chroot.
+
+use crate::absorb::copy_dir_metadata;
+use crate::changes::Changes;
+use crate::error::{Result, SandboxError};
+use std::fs;
+use std::path::Path;
+
+impl Changes {
+    /// The same changes, read from a shadow at `to` (which must not exist,
+    /// on the same file system as the upper dir) that absorbing them into
+    /// the root leaves intact. `None` for changes listed against a root
+    /// changed in place. On error `to` may be left half made.
+    pub fn detach(&self, to: &Path) -> Result<Option<Changes>> {
+        match self {
+            Changes::Listed { .. } => Ok(None),
+            Changes::Upper {
+                upper,
+                exclude,
+                ids,
+            } => {
+                shadow_dir(upper, to)?;
+                Ok(Some(Changes::Upper {
+                    upper: to.to_path_buf(),
+                    exclude: exclude.clone(),
+                    ids: ids.clone(),
+                }))
+            }
+        }
+    }
+}
+
+fn shadow_dir(from: &Path, to: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(from).map_err(SandboxError::io("reading", from))?;
+    fs::create_dir(to).map_err(SandboxError::io("creating", to))?;
+    for entry in fs::read_dir(from).map_err(SandboxError::io("reading", from))? {
+        let entry = entry.map_err(SandboxError::io("reading", from))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry
+            .file_type()
+            .map_err(SandboxError::io("reading", &src))?;
+        if kind.is_dir() {
+            shadow_dir(&src, &dst)?;
+        } else {
+            // linkat without AT_SYMLINK_FOLLOW: a symlink is linked itself.
+            fs::hard_link(&src, &dst).map_err(SandboxError::io("linking", &src))?;
+        }
+    }
+    copy_xattrs(from, to)?;
+    // Times last: creating the entries above changed the mtime.
+    copy_dir_metadata(&meta, to)
+}
+
+/// Every extended attribute of `from` onto `to`, overlay's own included:
+/// an opaque marker is part of what the step did.
+fn copy_xattrs(from: &Path, to: &Path) -> Result<()> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(from, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(SandboxError::io("listing xattrs of", from)(e.into())),
+    };
+    let mut value = vec![0u8; 64 * 1024];
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = std::ffi::OsStr::new(std::str::from_utf8(name).unwrap_or_default());
+        if name.is_empty() {
+            continue;
+        }
+        let len = rustix::fs::lgetxattr(from, name, &mut value[..])
+            .map_err(|e| SandboxError::io("reading xattrs of", from)(e.into()))?;
+        rustix::fs::lsetxattr(to, name, &value[..len], rustix::fs::XattrFlags::empty())
+            .map_err(|e| SandboxError::io("setting xattrs of", to)(e.into()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn the_shadow_keeps_what_the_step_wrote_after_the_upper_dir_is_moved_away() {
+        let tmp = tempfile::tempdir().unwrap();
+        let upper = tmp.path().join("upper");
+        fs::create_dir_all(upper.join("opt/app/lib")).unwrap();
+        fs::write(upper.join("opt/app/lib/mod.py"), "code").unwrap();
+        std::os::unix::fs::symlink("lib/mod.py", upper.join("opt/app/link")).unwrap();
+        fs::set_permissions(upper.join("opt/app"), fs::Permissions::from_mode(0o750)).unwrap();
+        rustix::fs::lsetxattr(
+            upper.join("opt"),
+            "user.kiln.test",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .ok();
+        let before = fs::symlink_metadata(upper.join("opt/app")).unwrap();
+        let changes = Changes::Upper {
+            upper: upper.clone(),
+            exclude: BTreeSet::new(),
+            ids: Default::default(),
+        };
+        let shadow = tmp.path().join("shadow");
+        let Some(Changes::Upper { upper: from, .. }) = changes.detach(&shadow).unwrap() else {
+            panic!("an upper dir detaches");
+        };
+        assert_eq!(from, shadow);
+        // The upper dir goes into the root, and a later step replaces the
+        // file there by unlinking it, as extraction and absorption do.
+        let root = tmp.path().join("root");
+        fs::rename(&upper, &root).unwrap();
+        fs::remove_file(root.join("opt/app/lib/mod.py")).unwrap();
+        fs::write(root.join("opt/app/lib/mod.py"), "changed").unwrap();
+
+        assert_eq!(
+            fs::read(shadow.join("opt/app/lib/mod.py")).unwrap(),
+            b"code"
+        );
+        assert_eq!(
+            fs::read_link(shadow.join("opt/app/link")).unwrap(),
+            Path::new("lib/mod.py")
+        );
+        let after = fs::symlink_metadata(shadow.join("opt/app")).unwrap();
+        assert_eq!(after.mode() & 0o7777, 0o750);
+        assert_eq!(
+            (after.mtime(), after.mtime_nsec()),
+            (before.mtime(), before.mtime_nsec())
+        );
+        let mut value = [0u8; 16];
+        if let Ok(n) = rustix::fs::lgetxattr(root.join("opt"), "user.kiln.test", &mut value) {
+            assert_eq!(&value[..n], b"kept");
+            let n = rustix::fs::lgetxattr(shadow.join("opt"), "user.kiln.test", &mut value)
+                .expect("the shadow dir has the xattr too");
+            assert_eq!(&value[..n], b"kept");
+        }
+    }
+
+    #[test]
+    fn a_root_changed_in_place_cannot_be_detached() {
+        let tmp = tempfile::tempdir().unwrap();
+        let listed = Changes::Listed {
+            root: tmp.path().to_path_buf(),
+            changes: Vec::new(),
+        };
+        assert!(listed.detach(&tmp.path().join("x")).unwrap().is_none());
+        assert!(!tmp.path().join("x").exists());
+    }
+}
