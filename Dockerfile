@@ -20,8 +20,8 @@
 # Build with kiln itself (or any Dockerfile builder), from the repository root:
 #   kiln build --context . --destination registry.example.com/kiln:latest
 #   kiln build --context . --target debug --destination registry.example.com/kiln:debug
-# or from a binary built earlier (static: musl, or glibc with -C target-feature=+crt-static):
-#   mkdir -p dist && cp target/x86_64-unknown-linux-musl/release/kiln dist/kiln \
+# or from a binary built earlier (static: glibc with -C target-feature=+crt-static, or musl):
+#   mkdir -p dist && cp target/x86_64-unknown-linux-gnu/release/kiln dist/kiln \
 #     && cp /etc/ssl/certs/ca-certificates.crt dist/
 #   kiln build --context . --build-arg KILN_BUILD=prebuilt --destination registry.example.com/kiln:latest
 
@@ -29,17 +29,17 @@ ARG RUST_IMAGE=docker.io/library/rust:1.85-bookworm
 ARG BUSYBOX_IMAGE=docker.io/library/busybox:1.36-musl
 ARG KILN_BUILD=source
 
-# A static (musl) binary, so the final stage needs no libc. Every build-* stage leaves the
+# A static binary (glibc linked in, as scripts/test builds it), so the final stage needs no
+# libc. nasm and autotools build ISA-L, kiln's gzip decoder. Every build-* stage leaves the
 # same tree in /out, which is copied as the root of the image.
 FROM ${RUST_IMAGE} AS build-source
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools ca-certificates nasm autoconf automake libtool make \
+ && apt-get install -y --no-install-recommends ca-certificates nasm autoconf automake libtool make \
  && rm -rf /var/lib/apt/lists/*
-RUN rustup target add "$(uname -m)-unknown-linux-musl"
 WORKDIR /src
 COPY . .
-RUN target="$(uname -m)-unknown-linux-musl" \
- && cargo build --release --locked -p kiln --target "$target" \
+RUN target="$(uname -m)-unknown-linux-gnu" \
+ && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -p kiln --target "$target" \
  && mkdir -p /out/kaniko/.docker /out/workspace /out/etc/ssl/certs \
  && cp "target/$target/release/kiln" /out/kiln \
  && ln -s /kiln /out/kaniko/executor \
