@@ -783,7 +783,7 @@ fn execute(
     }
     // Where a RUN's time goes, for --verbosity=debug and the benchmark.
     tracing::debug!(
-        "RUN phases: command {:.2}s, layer {:.2}s, into the root {:.2}s, cleanup {:.2}s",
+        "RUN phases: command {:.2}s, layer or its shadow {:.2}s, into the root {:.2}s, cleanup {:.2}s",
         ran.as_secs_f64(),
         (layered - ran).as_secs_f64(),
         (absorbed - layered).as_secs_f64(),
