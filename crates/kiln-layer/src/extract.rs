@@ -426,23 +426,14 @@ impl Applier<'_> {
         path: &Path,
         meta: &EntryMeta,
     ) -> Result<()> {
-        if self.options.preserve_owners {
-            let uid = u32::try_from(meta.uid).map_err(|_| self.refuse(path, "uid out of range"))?;
-            let gid = u32::try_from(meta.gid).map_err(|_| self.refuse(path, "gid out of range"))?;
-            rfs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                .map_err(|e| self.err(path, "chown")(e.into()))?;
+        if let Some((uid, gid)) = self.owner(path, meta)? {
+            rfs::fchown(fd, Some(uid), Some(gid)).map_err(|e| self.err(path, "chown")(e.into()))?;
         }
         rfs::fchmod(fd, Mode::from_raw_mode(meta.mode & 0o7777))
             .map_err(|e| self.err(path, "chmod")(e.into()))?;
-        for (key, value) in &meta.xattrs {
-            if key.starts_with("trusted.overlay.") || key.starts_with("user.overlay.") {
-                tracing::warn!(layer = self.label, entry = %path.display(), xattr = key, "ignoring overlay xattr in layer");
-                continue;
-            }
-            if let Err(e) = rfs::fsetxattr(fd, key.as_str(), value, XattrFlags::empty()) {
-                tracing::warn!(layer = self.label, entry = %path.display(), xattr = key, error = %e, "could not set xattr");
-            }
-        }
+        self.apply_xattrs(path, meta, |key, value| {
+            rfs::fsetxattr(fd, key, value, XattrFlags::empty())
+        });
         rfs::futimens(fd, &mtime_times(meta.mtime))
             .map_err(|e| self.err(path, "set mtime")(e.into()))
     }
@@ -480,14 +471,12 @@ impl Applier<'_> {
         meta: &EntryMeta,
         is_symlink: bool,
     ) -> Result<()> {
-        if self.options.preserve_owners {
-            let uid = u32::try_from(meta.uid).map_err(|_| self.refuse(path, "uid out of range"))?;
-            let gid = u32::try_from(meta.gid).map_err(|_| self.refuse(path, "gid out of range"))?;
+        if let Some((uid, gid)) = self.owner(path, meta)? {
             rfs::chownat(
                 parent,
                 name,
-                Some(Uid::from_raw(uid)),
-                Some(Gid::from_raw(gid)),
+                Some(uid),
+                Some(gid),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
             .map_err(|e| self.err(path, "chown")(e.into()))?;
@@ -522,14 +511,35 @@ impl Applier<'_> {
             return;
         };
         let proc_path = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+        self.apply_xattrs(path, meta, |key, value| {
+            rfs::setxattr(proc_path.as_str(), key, value, XattrFlags::empty())
+        });
+    }
+
+    /// The owner an entry gets: its own when owners are kept, else none.
+    fn owner(&self, path: &Path, meta: &EntryMeta) -> Result<Option<(Uid, Gid)>> {
+        if !self.options.preserve_owners {
+            return Ok(None);
+        }
+        let uid = u32::try_from(meta.uid).map_err(|_| self.refuse(path, "uid out of range"))?;
+        let gid = u32::try_from(meta.gid).map_err(|_| self.refuse(path, "gid out of range"))?;
+        Ok(Some((Uid::from_raw(uid), Gid::from_raw(gid))))
+    }
+
+    /// Sets each of the entry's xattrs with `set`, but never overlay's own
+    /// (they would steer the overlay mount); a failure is a warning.
+    fn apply_xattrs(
+        &self,
+        path: &Path,
+        meta: &EntryMeta,
+        set: impl Fn(&str, &[u8]) -> rustix::io::Result<()>,
+    ) {
         for (key, value) in &meta.xattrs {
             if key.starts_with("trusted.overlay.") || key.starts_with("user.overlay.") {
                 tracing::warn!(layer = self.label, entry = %path.display(), xattr = key, "ignoring overlay xattr in layer");
                 continue;
             }
-            if let Err(e) =
-                rfs::setxattr(proc_path.as_str(), key.as_str(), value, XattrFlags::empty())
-            {
+            if let Err(e) = set(key, value) {
                 tracing::warn!(layer = self.label, entry = %path.display(), xattr = key, error = %e, "could not set xattr");
             }
         }

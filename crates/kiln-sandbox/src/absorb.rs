@@ -139,16 +139,38 @@ fn is_opaque(dir: &Path) -> bool {
 }
 
 fn strip_overlay_xattrs(path: &Path) {
-    let mut names = vec![0u8; 4096];
-    let Ok(n) = rustix::fs::llistxattr(path, &mut names[..]) else {
+    let Ok(names) = xattr_names(path) else {
         return;
     };
-    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let Ok(name) = std::str::from_utf8(name) else {
-            continue;
-        };
-        if OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
-            let _ = rustix::fs::lremovexattr(path, name);
+    for name in names {
+        let overlay = name
+            .to_str()
+            .is_some_and(|n| OVERLAY_XATTR_PREFIXES.iter().any(|p| n.starts_with(p)));
+        if overlay {
+            let _ = rustix::fs::lremovexattr(path, name.as_os_str());
         }
     }
+}
+
+/// The names of `path`'s extended attributes (not following a symlink);
+/// none where the file system has no xattrs.
+pub(crate) fn xattr_names(path: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        match rustix::fs::llistxattr(path, &mut names[..]) {
+            Ok(n) => break n,
+            // A longer list than the buffer holds: try again, larger.
+            Err(rustix::io::Errno::RANGE) if names.len() < (1 << 20) => {
+                names.resize(names.len() * 4, 0);
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    Ok(names[..n]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| std::ffi::OsStr::from_bytes(n).to_os_string())
+        .collect())
 }

@@ -17,7 +17,7 @@
 //! only an upper dir can be detached, and why the caller waits for the
 //! layer before running a step under chroot.
 
-use crate::absorb::copy_dir_metadata;
+use crate::absorb::{copy_dir_metadata, xattr_names};
 use crate::changes::Changes;
 use crate::error::{Result, SandboxError};
 use std::fs;
@@ -71,18 +71,11 @@ fn shadow_dir(from: &Path, to: &Path) -> Result<()> {
 /// Every extended attribute of `from` onto `to`, overlay's own included:
 /// an opaque marker is part of what the step did.
 fn copy_xattrs(from: &Path, to: &Path) -> Result<()> {
-    let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::llistxattr(from, &mut names[..]) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err(SandboxError::io("listing xattrs of", from)(e.into())),
-    };
+    let names = xattr_names(from).map_err(SandboxError::io("listing xattrs of", from))?;
+    // The largest value Linux allows.
     let mut value = vec![0u8; 64 * 1024];
-    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let name = std::ffi::OsStr::new(std::str::from_utf8(name).unwrap_or_default());
-        if name.is_empty() {
-            continue;
-        }
+    for name in names {
+        let name = name.as_os_str();
         let len = rustix::fs::lgetxattr(from, name, &mut value[..])
             .map_err(|e| SandboxError::io("reading xattrs of", from)(e.into()))?;
         rustix::fs::lsetxattr(to, name, &value[..len], rustix::fs::XattrFlags::empty())

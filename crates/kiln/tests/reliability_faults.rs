@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use kiln_testkit::{BaseImage, Fault, FaultProxy, Flattened, Registry};
+use kiln_testkit::{Fault, FaultProxy, Flattened, Registry};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// A read timeout short enough that a stall costs a second, not a minute.
@@ -24,11 +24,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let reg = Registry::plain().unwrap();
-    BaseImage::busybox()
-        .unwrap()
-        .push_to(&reg, "busybox:latest")
-        .unwrap();
+    let reg = Registry::plain_with_busybox().unwrap();
     let proxy = FaultProxy::start(&reg.host()).unwrap();
     let ctx = tempfile::tempdir().unwrap();
     fs::write(ctx.path().join("file.txt"), "through the proxy\n").unwrap();

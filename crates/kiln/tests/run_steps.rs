@@ -1,8 +1,10 @@
 //! End-to-end RUN: `kiln build` with RUN steps against a real registry, in
 //! both isolations, checked by reading the pushed image back.
 
+mod build_common;
+
 use assert_cmd::Command;
-use kiln_testkit::{BaseImage, Flattened, Registry};
+use kiln_testkit::{Flattened, Registry};
 use std::fs;
 
 struct Built {
@@ -34,15 +36,6 @@ fn build(reg: &Registry, body: &str, isolation: &str, tag: &str) -> Built {
     }
 }
 
-fn registry() -> Registry {
-    let reg = Registry::plain().unwrap();
-    BaseImage::busybox()
-        .unwrap()
-        .push_to(&reg, "busybox:latest")
-        .unwrap();
-    reg
-}
-
 const CHANGES: &str = "\
 RUN mkdir -p /many && for i in $(seq 1 200); do echo $i > /many/f$i; done
 RUN rm /many/f1 /many/f2 && rm -r /home/app && echo file > /etc/replaced-dir-later && mkdir /tmp/d && echo x > /tmp/d/x
@@ -58,7 +51,7 @@ EOF
 ";
 
 fn check_changes(isolation: &str) {
-    let reg = registry();
+    let reg = Registry::plain_with_busybox().unwrap();
     let built = build(&reg, CHANGES, isolation, "changes:1");
     assert!(
         built.status.success(),
@@ -113,7 +106,7 @@ fn run_changes_chroot() {
 #[test]
 fn failing_run_names_step_command_and_code() {
     for isolation in ["namespace", "chroot"] {
-        let reg = registry();
+        let reg = Registry::plain_with_busybox().unwrap();
         let built = build(
             &reg,
             "RUN echo about to fail && exit 7\n",
@@ -135,7 +128,7 @@ fn failing_run_names_step_command_and_code() {
 
 #[test]
 fn output_is_streamed_with_the_step() {
-    let reg = registry();
+    let reg = Registry::plain_with_busybox().unwrap();
     let built = build(&reg, "RUN echo streamed-line\n", "auto", "out:1");
     assert!(built.status.success(), "{}", built.stderr);
     let all = format!("{}{}", built.stdout, built.stderr);
@@ -153,22 +146,8 @@ type LayerFiles = Vec<(String, Vec<u8>)>;
 /// history entries that made a layer.
 fn layers_and_history(reg: &Registry, name: &str) -> (Vec<LayerFiles>, Vec<String>) {
     use std::io::Read;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("img");
-    kiln_testkit::skopeo_copy_with(
-        &format!("docker://{}", reg.image_ref(name)),
-        &format!("dir:{}", dir.display()),
-        &kiln_testkit::CopyOptions {
-            src: kiln_testkit::Access::for_registry(reg),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let blob = |d: &serde_json::Value| {
-        dir.join(d["digest"].as_str().unwrap().trim_start_matches("sha256:"))
-    };
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let (dir, manifest) = build_common::pushed_dir(reg, name);
+    let blob = |d: &serde_json::Value| build_common::blob_path(&dir, d);
     let config: serde_json::Value =
         serde_json::from_slice(&fs::read(blob(&manifest["config"])).unwrap()).unwrap();
     let layers = manifest["layers"]
@@ -207,7 +186,7 @@ fn layers_and_history(reg: &Registry, name: &str) -> (Vec<LayerFiles>, Vec<Strin
 /// of their steps.
 #[test]
 fn a_layer_written_in_the_background_keeps_what_its_step_wrote() {
-    let reg = registry();
+    let reg = Registry::plain_with_busybox().unwrap();
     let body = "\
 RUN mkdir /d && echo one > /d/f && echo keep > /d/k && seq 1 20000 > /d/big
 COPY input.txt /d/f

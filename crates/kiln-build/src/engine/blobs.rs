@@ -73,7 +73,7 @@ impl BlobStore {
                 };
                 let path = cell
                     .get_or_try_init(|| async {
-                        let path = self.path_for(digest);
+                        let path = self.download_path(digest);
                         let mut repo = self.client.repository(reference, Access::Pull);
                         if report {
                             repo = repo.observed(Arc::new(TransferMeter::new(
@@ -119,10 +119,6 @@ impl BlobStore {
 
     /// Where a download of `digest` writes, front to back, as it goes.
     pub fn download_path(&self, digest: &Digest) -> PathBuf {
-        self.path_for(digest)
-    }
-
-    fn path_for(&self, digest: &Digest) -> PathBuf {
         self.dir.join(digest.hex())
     }
 

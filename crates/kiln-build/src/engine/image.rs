@@ -57,20 +57,15 @@ impl ImageState {
 
     /// Appends a layer with its history entry.
     pub fn push_layer(&mut self, layer: LayerRef, history: History) {
-        self.config.rootfs.diff_ids.push(layer.diff_id.clone());
-        self.layers.push(layer);
-        self.config.history.push(History {
-            empty_layer: false,
-            ..history
-        });
+        let at = (self.layers.len(), self.config.history.len());
+        self.insert_layer(at, layer, history);
     }
 
-    /// Inserts a layer and its history entry at the given positions (a
-    /// step recorded after later steps added theirs).
+    /// Inserts a layer and its history entry at the given positions (layer
+    /// index, history index): a step recorded after later steps added theirs.
     pub fn insert_layer(
         &mut self,
-        layer_at: usize,
-        history_at: usize,
+        (layer_at, history_at): (usize, usize),
         layer: LayerRef,
         history: History,
     ) {

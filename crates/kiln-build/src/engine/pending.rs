@@ -11,13 +11,10 @@
 //! list, so the two stay in step; both get it at the same index.
 
 use super::error::BuildError;
-use super::image::LayerRef;
-use super::metadata::HISTORY_COMMENT;
 use super::stage::{StageRun, StageRunner};
 use crate::cache::CacheKey;
 use kiln_dockerfile::instructions::Instruction;
 use kiln_layer::LayerBlob;
-use kiln_oci::History;
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Set once a background layer write has stopped reading its shadow tree.
@@ -58,9 +55,9 @@ pub(crate) struct PendingLayer {
     pub key: CacheKey,
     pub created: String,
     pub created_by: String,
-    /// Where the layer and its history entry go in the image.
-    pub layer_at: usize,
-    pub history_at: usize,
+    /// Where the layer and its history entry go in the image (layer index,
+    /// history index).
+    pub at: (usize, usize),
 }
 
 impl StageRunner<'_> {
@@ -78,26 +75,16 @@ impl StageRunner<'_> {
             .await
             .map_err(|_| self.step_error(instruction, "the layer writer stopped"))?
             .map_err(|e| self.step_error(instruction, format!("writing the layer: {e}")))?;
-        let layer = self.layer_ref(run, instruction, &blob);
-        self.store_keyed(
-            pending.key,
+        let layer = self.record_layer_at(
+            run,
             instruction,
-            Some(layer.clone()),
-            pending.created_by.clone(),
-        );
-        run.image.insert_layer(
-            pending.layer_at,
-            pending.history_at,
-            layer.clone(),
-            History {
-                created: Some(pending.created),
-                created_by: Some(pending.created_by),
-                comment: Some(HISTORY_COMMENT.to_string()),
-                ..Default::default()
-            },
+            &blob,
+            (pending.key, pending.at),
+            &pending.created,
+            pending.created_by,
         );
         if let Some(root) = run.rootfs.as_mut() {
-            root.insert_applied(pending.layer_at, &blob.digest);
+            root.insert_applied(pending.at.0, &blob.digest);
         }
         run.settled += 1;
         if let (Some(early), true) = (self.early, run.stage.0 == self.dockerfile.plan.target) {
@@ -109,32 +96,5 @@ impl StageRunner<'_> {
             blob.size as f64 / (1024.0 * 1024.0)
         );
         Ok(())
-    }
-
-    /// The reference the image keeps to a layer this build wrote.
-    pub(crate) fn layer_ref(
-        &self,
-        run: &mut StageRun<'_>,
-        instruction: &Instruction,
-        blob: &LayerBlob,
-    ) -> LayerRef {
-        if blob.compression == kiln_oci::media::Compression::Zstd {
-            run.image.oci = true;
-        }
-        tracing::debug!(
-            "step {}: layer {} ({} bytes)",
-            instruction.line(),
-            blob.digest,
-            blob.size
-        );
-        LayerRef {
-            descriptor: kiln_oci::Descriptor::new(
-                blob.media_type(run.image.oci),
-                blob.digest.clone(),
-                blob.size,
-            ),
-            diff_id: blob.diff_id.clone(),
-            origin: super::image::LayerOrigin::Local(blob.path.clone()),
-        }
     }
 }

@@ -9,7 +9,7 @@ use super::image::{ImageState, LayerRef};
 use crate::copy::FileKind;
 use futures::future::try_join_all;
 use kiln_layer::extract::{extract, ApplyMode, ExtractOptions};
-use kiln_layer::reader::{open_blob, open_stream};
+use kiln_layer::reader::open_stream;
 use kiln_oci::media::Compression;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -149,7 +149,12 @@ impl Rootfs {
             self.applied.push(layer.descriptor.digest.clone());
         }
         tracing::debug!(
-            "root filesystem: {count} layers, downloads {:.2}s, unpacking {:.2}s",
+            "root filesystem: {count} layers, downloads{} {:.2}s, unpacking {:.2}s",
+            if stream_first {
+                " (the first unpacked as it arrived)"
+            } else {
+                ""
+            },
             downloaded.as_secs_f64(),
             (started.elapsed() - downloaded).as_secs_f64()
         );
@@ -171,8 +176,7 @@ impl Rootfs {
         let path = blobs.download_path(&layer.descriptor.digest);
         let (dir, layer_c, watch_c) = (self.dir.clone(), layer.clone(), watch.clone());
         let unpack = tokio::task::spawn_blocking(move || {
-            let source = GrowingFile::new(path, watch_c);
-            apply_stream(&dir, &layer_c, source)
+            apply_source(&dir, &layer_c, GrowingFile::new(path, watch_c))
         });
         let downloaded = download.await.expect("layer download task panicked");
         watch.finish(downloaded.as_ref().map(|_| ()).map_err(|e| e.to_string()));
@@ -180,7 +184,12 @@ impl Rootfs {
         let path = downloaded?;
         if let Err(e) = unpacked {
             tracing::debug!("unpacking during the download failed ({e}); unpacking again");
-            empty_dir(&self.dir)?;
+            let io = |source| RootfsError::Io {
+                path: self.dir.clone(),
+                source,
+            };
+            fs::remove_dir_all(&self.dir).map_err(io)?;
+            fs::create_dir(&self.dir).map_err(io)?;
             let (dir, layer_c) = (self.dir.clone(), layer.clone());
             tokio::task::spawn_blocking(move || apply_layer(&dir, &layer_c, &path))
                 .await
@@ -216,56 +225,30 @@ impl Rootfs {
 }
 
 fn apply_layer(dir: &Path, layer: &LayerRef, path: &Path) -> Result<(), RootfsError> {
-    let err = |source| RootfsError::Extract {
-        digest: layer.descriptor.digest.clone(),
+    let file = fs::File::open(path).map_err(|source| RootfsError::Io {
+        path: path.to_path_buf(),
         source,
-    };
-    let compression = Compression::of_media_type(&layer.descriptor.media_type);
-    let reader = open_blob(path, compression).map_err(err)?;
-    extract_verified(dir, layer, reader)
+    })?;
+    apply_source(dir, layer, file)
 }
 
-/// [`apply_layer`] from a blob still arriving.
-fn apply_stream(dir: &Path, layer: &LayerRef, source: GrowingFile) -> Result<(), RootfsError> {
+/// Applies `layer`, its blob read from `source` (a file, or one still
+/// being downloaded), checking its diff_id.
+fn apply_source(
+    dir: &Path,
+    layer: &LayerRef,
+    source: impl std::io::Read + Send + 'static,
+) -> Result<(), RootfsError> {
     let err = |source| RootfsError::Extract {
         digest: layer.descriptor.digest.clone(),
         source,
     };
     let compression = Compression::of_media_type(&layer.descriptor.media_type);
     let label = layer.descriptor.digest.to_string();
-    let reader = open_stream(source, compression, label).map_err(err)?;
-    extract_verified(dir, layer, reader)
-}
-
-fn extract_verified(
-    dir: &Path,
-    layer: &LayerRef,
-    reader: kiln_layer::reader::LayerReader<'static>,
-) -> Result<(), RootfsError> {
-    let reader = reader.expect_diff_id(layer.diff_id.clone());
-    extract(reader, dir, &ExtractOptions::new(ApplyMode::Flatten)).map_err(|source| {
-        RootfsError::Extract {
-            digest: layer.descriptor.digest.clone(),
-            source,
-        }
-    })?;
-    Ok(())
-}
-
-/// Removes everything inside `dir`, keeping `dir`.
-fn empty_dir(dir: &Path) -> Result<(), RootfsError> {
-    let io = |source| RootfsError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    for entry in fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        let removed = match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
-            _ => fs::remove_file(&path),
-        };
-        removed.map_err(io)?;
-    }
+    let reader = open_stream(source, compression, label)
+        .map_err(err)?
+        .expect_diff_id(layer.diff_id.clone());
+    extract(reader, dir, &ExtractOptions::new(ApplyMode::Flatten)).map_err(err)?;
     Ok(())
 }
 

@@ -212,8 +212,7 @@ impl StageRunner<'_> {
                     key: run.key.clone(),
                     created: created.to_string(),
                     created_by: history,
-                    layer_at: run.image.layers.len(),
-                    history_at: run.image.config.history.len(),
+                    at: (run.image.layers.len(), run.image.config.history.len()),
                 });
             }
             StepLayer::Written(blob) => {
@@ -729,55 +728,40 @@ fn execute(
     }
     // The layer is written from a detached shadow of the changes on its own
     // thread when that can be made, else here before the root takes them.
+    // Either way the root takes them over (moved, not unpacked from the
+    // layer), so the next step starts without unpacking anything.
     let shadow = dir.join("shadow");
-    let detached = match outcome.changes.detach(&shadow) {
-        Ok(detached) => detached,
-        Err(e) => {
-            tracing::debug!("writing the layer before the next step: {e}");
-            let _ = fs::remove_dir_all(&shadow);
-            None
+    let detached = outcome.changes.detach(&shadow).unwrap_or_else(|e| {
+        tracing::debug!("writing the layer before the next step: {e}");
+        let _ = fs::remove_dir_all(&shadow);
+        None
+    });
+    let (layer, layered, after) = match detached {
+        None => {
+            let blob = write_now(&outcome.changes, layers_dir, opts)?;
+            let layered = started.elapsed();
+            (
+                StepLayer::Written(blob),
+                layered,
+                absorb(&outcome.changes, root),
+            )
         }
-    };
-    let blob = match &detached {
-        None => Some(
-            outcome
-                .changes
-                .write_layer(layers_dir, opts)
-                .map_err(|e| e.to_string())?
-                .ok_or("the step's changes vanished")?,
-        ),
-        Some(_) => None,
-    };
-    let layered = started.elapsed();
-    // The root takes the changes over (moved, not unpacked from the layer),
-    // so the next step starts without unpacking anything.
-    let after = match outcome.changes.absorb_into(root) {
-        Ok(()) => RootAfter::HoldsLayer,
-        Err(e) => {
-            tracing::warn!(
-                "folding the step's changes into its root failed ({e}); it will be rebuilt"
-            );
-            RootAfter::Broken
+        Some(detached) => {
+            let layered = started.elapsed();
+            let after = absorb(&outcome.changes, root);
+            let layer = if after == RootAfter::HoldsLayer {
+                StepLayer::Writing(write_in_background(detached, shadow, layers_dir, opts)?)
+            } else {
+                // The root is to be rebuilt from the image's layers: this
+                // one must be in the list before that.
+                let blob = write_now(&detached, layers_dir, opts);
+                let _ = fs::remove_dir_all(&shadow);
+                StepLayer::Written(blob?)
+            };
+            (layer, layered, after)
         }
     };
     let absorbed = started.elapsed();
-    let layer = match (blob, detached) {
-        (Some(blob), _) => StepLayer::Written(blob),
-        (None, Some(detached)) if after == RootAfter::HoldsLayer => {
-            StepLayer::Writing(write_in_background(detached, shadow, layers_dir, opts)?)
-        }
-        // The root is to be rebuilt from the image's layers: this one must
-        // be in the list before that.
-        (None, Some(detached)) => {
-            let blob = detached.write_layer(layers_dir, opts);
-            let _ = fs::remove_dir_all(&shadow);
-            StepLayer::Written(
-                blob.map_err(|e| e.to_string())?
-                    .ok_or("the step's changes vanished")?,
-            )
-        }
-        (None, None) => unreachable!("a layer is written when nothing is detached"),
-    };
     if let kiln_sandbox::Changes::Upper { upper, .. } = &outcome.changes {
         let _ = fs::remove_dir_all(upper);
     }
@@ -790,6 +774,32 @@ fn execute(
         (started.elapsed() - absorbed).as_secs_f64()
     );
     Ok((outcome.status, tail, layer, after))
+}
+
+/// Folds the step's changes into `root`; a root left half changed must be
+/// rebuilt before it is used again.
+fn absorb(changes: &kiln_sandbox::Changes, root: &Path) -> RootAfter {
+    match changes.absorb_into(root) {
+        Ok(()) => RootAfter::HoldsLayer,
+        Err(e) => {
+            tracing::warn!(
+                "folding the step's changes into its root failed ({e}); it will be rebuilt"
+            );
+            RootAfter::Broken
+        }
+    }
+}
+
+/// Writes the layer of changes known not to be empty.
+fn write_now(
+    changes: &kiln_sandbox::Changes,
+    layers_dir: &Path,
+    opts: &kiln_layer::LayerOptions,
+) -> Result<kiln_layer::LayerBlob, String> {
+    changes
+        .write_layer(layers_dir, opts)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the step's changes vanished".to_string())
 }
 
 /// Starts writing the layer of `changes` (a shadow tree at `shadow`, removed
@@ -806,10 +816,7 @@ fn write_in_background(
     std::thread::Builder::new()
         .name("run-layer".into())
         .spawn(move || {
-            let blob = changes
-                .write_layer(&layers_dir, &opts)
-                .map_err(|e| e.to_string())
-                .and_then(|b| b.ok_or_else(|| "the step's changes vanished".to_string()));
+            let blob = write_now(&changes, &layers_dir, &opts);
             let _ = fs::remove_dir_all(&shadow);
             latch.set();
             let _ = tx.send(blob);

@@ -683,17 +683,50 @@ impl StageRunner<'_> {
         created: &str,
         created_by: String,
     ) {
-        let layer = self.layer_ref(run, instruction, blob);
-        self.store(run, instruction, Some(layer.clone()), created_by.clone());
-        run.image.push_layer(
-            layer,
-            History {
-                created: Some(created.to_string()),
-                created_by: Some(created_by),
-                comment: Some(HISTORY_COMMENT.to_string()),
-                ..Default::default()
-            },
+        let at = (run.image.layers.len(), run.image.config.history.len());
+        let key = run.key.clone();
+        self.record_layer_at(run, instruction, blob, (key, at), created, created_by);
+    }
+
+    /// [`StageRunner::record_layer`] for a step recorded late (see
+    /// `engine::pending`): its cache key and its place in the image
+    /// (layer index, history index) are the ones it had when it ran.
+    pub(crate) fn record_layer_at(
+        &self,
+        run: &mut StageRun<'_>,
+        instruction: &Instruction,
+        blob: &kiln_layer::LayerBlob,
+        (key, at): (CacheKey, (usize, usize)),
+        created: &str,
+        created_by: String,
+    ) -> LayerRef {
+        if blob.compression == kiln_oci::media::Compression::Zstd {
+            run.image.oci = true;
+        }
+        tracing::debug!(
+            "step {}: layer {} ({} bytes)",
+            instruction.line(),
+            blob.digest,
+            blob.size
         );
+        let layer = LayerRef {
+            descriptor: kiln_oci::Descriptor::new(
+                blob.media_type(run.image.oci),
+                blob.digest.clone(),
+                blob.size,
+            ),
+            diff_id: blob.diff_id.clone(),
+            origin: LayerOrigin::Local(blob.path.clone()),
+        };
+        self.store_keyed(key, instruction, Some(layer.clone()), created_by.clone());
+        let history = History {
+            created: Some(created.to_string()),
+            created_by: Some(created_by),
+            comment: Some(HISTORY_COMMENT.to_string()),
+            ..Default::default()
+        };
+        run.image.insert_layer(at, layer.clone(), history);
+        layer
     }
 }
 
