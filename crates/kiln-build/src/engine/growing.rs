@@ -8,44 +8,19 @@
 //! must treat what it built from them as unverified until
 //! [`DownloadWatch`] says the download succeeded.
 
+use super::signal::Signal;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a reader that caught up with the download waits before it
 /// looks at the file again (it is woken at once when the download ends).
 const POLL: Duration = Duration::from_millis(5);
 
-/// The outcome of a download, once it has one.
-#[derive(Default)]
-pub(crate) struct DownloadWatch {
-    outcome: Mutex<Option<Result<(), String>>>,
-    ended: Condvar,
-}
-
-impl DownloadWatch {
-    /// Records how the download ended and wakes the reader.
-    pub(crate) fn finish(&self, outcome: Result<(), String>) {
-        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-        self.ended.notify_all();
-    }
-
-    fn outcome(&self) -> Option<Result<(), String>> {
-        self.outcome
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn wait(&self) {
-        let outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
-        if outcome.is_none() {
-            let _ = self.ended.wait_timeout(outcome, POLL);
-        }
-    }
-}
+/// How a download ended, once it has.
+pub(crate) type DownloadWatch = Signal<Result<(), String>>;
 
 /// The file a download is writing, read as it grows.
 pub(crate) struct GrowingFile {
@@ -69,7 +44,7 @@ impl Read for GrowingFile {
         loop {
             // Looked at before reading: a download that had ended by then
             // had also flushed every byte, so an empty read is the end.
-            let outcome = self.watch.outcome();
+            let outcome = self.watch.get();
             if self.file.is_none() {
                 match File::open(&self.path) {
                     Ok(f) => self.file = Some(f),
@@ -86,7 +61,7 @@ impl Read for GrowingFile {
             match outcome {
                 Some(Ok(())) => return Ok(0),
                 Some(Err(e)) => return Err(io::Error::other(e)),
-                None => self.watch.wait(),
+                None => self.watch.wait_at_most(POLL),
             }
         }
     }
@@ -112,7 +87,7 @@ mod tests {
                     f.flush().unwrap();
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                watch.finish(Ok(()));
+                watch.set(Ok(()));
             })
         };
         let mut got = Vec::new();
@@ -131,7 +106,7 @@ mod tests {
         let mut reader = GrowingFile::new(path, watch.clone());
         let mut buf = [0u8; 64];
         assert_eq!(reader.read(&mut buf).unwrap(), 7);
-        watch.finish(Err("digest mismatch".into()));
+        watch.set(Err("digest mismatch".into()));
         let err = reader.read(&mut buf).unwrap_err();
         assert!(err.to_string().contains("digest mismatch"), "{err}");
     }

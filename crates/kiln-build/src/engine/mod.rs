@@ -17,6 +17,7 @@ pub mod metadata;
 mod pending;
 pub mod rootfs;
 mod run_step;
+mod signal;
 mod stage;
 pub mod workspace;
 

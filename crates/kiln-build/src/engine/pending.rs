@@ -11,40 +11,20 @@
 //! list, so the two stay in step; both get it at the same index.
 
 use super::error::BuildError;
+use super::signal::Signal;
 use super::stage::{StageRun, StageRunner};
 use crate::cache::CacheKey;
 use kiln_dockerfile::instructions::Instruction;
 use kiln_layer::LayerBlob;
-use std::sync::{Arc, Condvar, Mutex};
-
-/// Set once a background layer write has stopped reading its shadow tree.
-#[derive(Default)]
-pub(crate) struct Latch {
-    done: Mutex<bool>,
-    cond: Condvar,
-}
-
-impl Latch {
-    pub(crate) fn set(&self) {
-        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.cond.notify_all();
-    }
-
-    /// Blocks until [`Latch::set`].
-    pub(crate) fn wait(&self) {
-        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        while !*done {
-            done = self.cond.wait(done).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
+use std::sync::Arc;
 
 /// A layer being written on its own thread.
 pub(crate) struct LayerWrite {
     /// The written blob, or why it could not be written.
     pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, String>>,
-    /// For a blocking wait (before a step that changes the root in place).
-    pub done: Arc<Latch>,
+    /// Set once the writer has stopped reading its shadow tree: for a
+    /// blocking wait before a step that changes the root in place.
+    pub done: Arc<Signal<()>>,
 }
 
 /// A RUN whose layer is still being written, and where it goes.

@@ -179,7 +179,7 @@ impl Rootfs {
             apply_source(&dir, &layer_c, GrowingFile::new(path, watch_c))
         });
         let downloaded = download.await.expect("layer download task panicked");
-        watch.finish(downloaded.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        watch.set(downloaded.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         let unpacked = unpack.await.expect("layer extraction task panicked");
         let path = downloaded?;
         if let Err(e) = unpacked {

@@ -14,7 +14,8 @@
 
 use super::error::BuildError;
 use super::metadata::{self, HISTORY_COMMENT};
-use super::pending::{Latch, LayerWrite, PendingLayer};
+use super::pending::{LayerWrite, PendingLayer};
+use super::signal::Signal;
 use super::stage::{StageRun, StageRunner};
 use crate::options::{Isolation, SecretSource};
 use crate::progress::ProgressEvent;
@@ -652,7 +653,7 @@ fn execute(
     (argv, env, cwd, user, files, network, mounts): SpecParts,
     log_line: &dyn Fn(&str),
     (layers_dir, opts): (&Path, &kiln_layer::LayerOptions),
-    previous: Option<&Latch>,
+    previous: Option<&Signal<()>>,
 ) -> Result<Executed, String> {
     let use_namespace = match isolation {
         Isolation::Namespace => true,
@@ -675,8 +676,8 @@ fn execute(
         } else {
             // Under chroot the step changes the root in place, where the
             // previous RUN's layer may still be reading shared files.
-            if let Some(latch) = previous {
-                latch.wait();
+            if let Some(done) = previous {
+                done.wait();
             }
             if network == Network::None {
                 // A chroot has no network namespace of its own to leave
@@ -811,14 +812,14 @@ fn write_in_background(
     opts: &kiln_layer::LayerOptions,
 ) -> Result<LayerWrite, String> {
     let (tx, result) = tokio::sync::oneshot::channel();
-    let done = std::sync::Arc::new(Latch::default());
-    let (latch, layers_dir, opts) = (done.clone(), layers_dir.to_path_buf(), opts.clone());
+    let done = std::sync::Arc::new(Signal::default());
+    let (written, layers_dir, opts) = (done.clone(), layers_dir.to_path_buf(), opts.clone());
     std::thread::Builder::new()
         .name("run-layer".into())
         .spawn(move || {
             let blob = write_now(&changes, &layers_dir, &opts);
             let _ = fs::remove_dir_all(&shadow);
-            latch.set();
+            written.set(());
             let _ = tx.send(blob);
         })
         .map_err(|e| format!("starting the layer writer: {e}"))?;

@@ -1,0 +1,54 @@
+//! A value set once by one thread and waited for by others, blocking: what
+//! a background layer writer or a download tells the threads reading
+//! behind it. (tokio's channels are for async waiters; these waiters are
+//! blocking threads.)
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// Unset until [`Signal::set`]; then it holds its value for good.
+pub(crate) struct Signal<T> {
+    value: Mutex<Option<T>>,
+    set: Condvar,
+}
+
+impl<T> Default for Signal<T> {
+    fn default() -> Self {
+        Signal {
+            value: Mutex::new(None),
+            set: Condvar::new(),
+        }
+    }
+}
+
+impl<T: Clone> Signal<T> {
+    /// Sets the value and wakes every waiter.
+    pub(crate) fn set(&self, value: T) {
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+        self.set.notify_all();
+    }
+
+    /// The value, once set.
+    pub(crate) fn get(&self) -> Option<T> {
+        self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Blocks until the value is set.
+    pub(crate) fn wait(&self) -> T {
+        let mut value = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(v) = value.as_ref() {
+                return v.clone();
+            }
+            value = self.set.wait(value).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Blocks until the value is set or `limit` has passed.
+    pub(crate) fn wait_at_most(&self, limit: Duration) {
+        let value = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        if value.is_none() {
+            let _ = self.set.wait_timeout(value, limit);
+        }
+    }
+}
