@@ -2,7 +2,7 @@
 //! layers) or zstd (multithreaded), behind one `Write`.
 
 use crate::error::{Error, Result};
-use crate::pgzip::GzipWriter;
+use crate::pgzip::{Deflate, GzipWriter};
 use kiln_oci::media::Compression;
 use std::io::{self, Write};
 
@@ -17,6 +17,8 @@ pub(crate) struct Codec {
     pub compression: Compression,
     pub level: i32,
     pub threads: usize,
+    /// gzip only: which deflate implementation.
+    pub deflate: Deflate,
 }
 
 impl Codec {
@@ -53,6 +55,7 @@ impl Codec {
             compression,
             level,
             threads,
+            deflate: Deflate::Portable,
         })
     }
 }
@@ -71,6 +74,7 @@ impl<W: Write> Compressor<W> {
                 inner,
                 flate2::Compression::new(codec.level as u32),
                 codec.threads,
+                codec.deflate,
             )?)),
             Compression::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(inner, codec.level)?;

@@ -35,6 +35,7 @@ mod compress;
 pub mod dir;
 pub mod error;
 pub mod extract;
+mod fast_deflate;
 mod header;
 mod inflate;
 pub mod list;
@@ -48,5 +49,6 @@ pub mod writer;
 pub use compress::{DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL};
 pub use error::{Error, Result};
 pub use writer::{
-    sort_entries, Entry, EntryKind, EntryMeta, LayerBlob, LayerOptions, LayerWriter, MtimePolicy,
+    sort_entries, Deflate, Entry, EntryKind, EntryMeta, LayerBlob, LayerOptions, LayerWriter,
+    MtimePolicy,
 };

@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{self, Cursor, Read};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -35,9 +36,41 @@ pub fn sniff(prefix: &[u8]) -> Compression {
 /// must be treated as unverified.
 pub struct LayerReader<'a> {
     inner: Box<dyn Read + Send + 'a>,
-    hasher: Sha256,
+    hash: StreamHash,
     expected: Option<Digest>,
     label: String,
+}
+
+/// Where the uncompressed stream is hashed.
+enum StreamHash {
+    /// Here, as the caller reads.
+    Here(Sha256),
+    /// On the read-ahead thread, beside decompression: the caller's thread
+    /// is the one writing files, the busier of the two. The digest is left
+    /// here once the stream has ended.
+    Ahead(Arc<OnceLock<Digest>>),
+}
+
+/// Hashes what passes through it; leaves the digest in `out` at the end of
+/// the stream.
+struct HashedStream {
+    inner: Box<dyn Read + Send>,
+    hasher: Option<Sha256>,
+    out: Arc<OnceLock<Digest>>,
+}
+
+impl Read for HashedStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            if let Some(hasher) = self.hasher.as_mut() {
+                hasher.update(&buf[..n]);
+            }
+        } else if let (Some(hasher), false) = (self.hasher.take(), buf.is_empty()) {
+            let _ = self.out.set(Digest::from_sha256(hasher.finalize().into()));
+        }
+        Ok(n)
+    }
 }
 
 impl<'a> LayerReader<'a> {
@@ -73,7 +106,7 @@ impl<'a> LayerReader<'a> {
         };
         Ok(LayerReader {
             inner,
-            hasher: Sha256::new(),
+            hash: StreamHash::Here(Sha256::new()),
             expected: None,
             label,
         })
@@ -98,7 +131,13 @@ impl<'a> LayerReader<'a> {
             layer: self.label.clone(),
             source,
         })?;
-        let actual = Digest::from_sha256(self.hasher.finalize().into());
+        let actual = match self.hash {
+            StreamHash::Here(hasher) => Digest::from_sha256(hasher.finalize().into()),
+            StreamHash::Ahead(digest) => digest.get().cloned().ok_or_else(|| Error::Read {
+                layer: self.label.clone(),
+                source: io::Error::other("the stream ended before it was hashed"),
+            })?,
+        };
         match self.expected {
             Some(expected) if expected != actual => Err(Error::DiffIdMismatch {
                 layer: self.label,
@@ -113,13 +152,16 @@ impl<'a> LayerReader<'a> {
 impl Read for LayerReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let StreamHash::Here(hasher) = &mut self.hash {
+            hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
 
 /// Opens a blob file; see [`LayerReader::new`]. The label is the file path.
-/// Decompression runs on its own thread, ahead of the caller's reads.
+/// Decompression and the diff_id's hash run on their own thread, ahead of
+/// the caller's reads.
 pub fn open_blob(path: &Path, compression: Option<Compression>) -> Result<LayerReader<'static>> {
     let file = File::open(path).map_err(|source| Error::Io {
         action: "open layer blob",
@@ -141,12 +183,20 @@ pub fn open_stream(
         compression,
         label.clone(),
     )?;
-    let inner = std::mem::replace(&mut reader.inner, Box::new(io::empty()));
-    reader.inner = Box::new(ReadAhead::spawn(inner).map_err(|source| Error::Io {
-        action: "start the decompression thread for",
-        path: label.into(),
-        source,
-    })?);
+    let digest = Arc::new(OnceLock::new());
+    let hashed = HashedStream {
+        inner: std::mem::replace(&mut reader.inner, Box::new(io::empty())),
+        hasher: Some(Sha256::new()),
+        out: digest.clone(),
+    };
+    reader.hash = StreamHash::Ahead(digest);
+    reader.inner = Box::new(
+        ReadAhead::spawn(Box::new(hashed)).map_err(|source| Error::Io {
+            action: "start the decompression thread for",
+            path: label.into(),
+            source,
+        })?,
+    );
     Ok(reader)
 }
 
@@ -208,5 +258,33 @@ mod tests {
             r.finish(),
             Err(Error::Read { .. }) | Err(Error::DiffIdMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_stream_read_ahead_is_hashed_on_its_thread_and_checked() {
+        // More than one read-ahead piece, read in sizes that cross them.
+        let data: Vec<u8> = (0..(2 << 20) + 777).map(|i| (i % 251) as u8).collect();
+        let diff_id = Digest::sha256_of(&data);
+        let blob = gz(&data);
+        let stream = |blob: &[u8]| {
+            open_stream(Cursor::new(blob.to_vec()), None, "sha256:ahead".to_string()).unwrap()
+        };
+        let mut r = stream(&blob).expect_diff_id(diff_id.clone());
+        let mut head = vec![0u8; 12_345];
+        r.read_exact(&mut head).unwrap();
+        assert_eq!(head, data[..12_345]);
+        assert_eq!(r.finish().unwrap(), diff_id, "the rest is read by finish");
+
+        let err = stream(&blob)
+            .expect_diff_id(Digest::sha256_of(b"other"))
+            .finish()
+            .unwrap_err();
+        assert!(matches!(err, Error::DiffIdMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("sha256:ahead"), "{err}");
+
+        let mut cut = blob.clone();
+        cut.truncate(blob.len() / 2);
+        let err = stream(&cut).expect_diff_id(diff_id).finish().unwrap_err();
+        assert!(matches!(err, Error::Read { .. }), "{err}");
     }
 }

@@ -9,6 +9,7 @@ use crate::compress::{Codec, Compressor};
 use crate::error::{Error, Result};
 use crate::header::{self, HeaderSpec};
 use crate::path::{normalize, OPAQUE_MARKER, WHITEOUT_PREFIX};
+pub use crate::pgzip::Deflate;
 use kiln_oci::media::Compression;
 use kiln_oci::{Digest, DigestWriter};
 use std::collections::BTreeMap;
@@ -58,6 +59,9 @@ pub struct LayerOptions {
     pub threads: usize,
     /// Modification-time policy for reproducible layers.
     pub mtime: MtimePolicy,
+    /// gzip's deflate implementation: [`Deflate::Portable`] (the default)
+    /// gives the same bytes on every machine.
+    pub deflate: Deflate,
 }
 
 impl Default for LayerOptions {
@@ -74,6 +78,7 @@ impl LayerOptions {
             level: None,
             threads: 0,
             mtime: MtimePolicy::Keep,
+            deflate: Deflate::Portable,
         }
     }
 
@@ -92,6 +97,12 @@ impl LayerOptions {
     /// Sets the mtime policy.
     pub fn with_mtime(mut self, mtime: MtimePolicy) -> Self {
         self.mtime = mtime;
+        self
+    }
+
+    /// Sets gzip's deflate implementation.
+    pub fn with_deflate(mut self, deflate: Deflate) -> Self {
+        self.deflate = deflate;
         self
     }
 }
@@ -262,7 +273,8 @@ pub struct LayerWriter {
 impl LayerWriter {
     /// Starts a layer whose blob will be written into `dir`.
     pub fn new(dir: &Path, options: &LayerOptions) -> Result<Self> {
-        let codec = Codec::new(options.compression, options.level, options.threads)?;
+        let mut codec = Codec::new(options.compression, options.level, options.threads)?;
+        codec.deflate = options.deflate;
         let temp = tempfile::Builder::new()
             .prefix(".layer-")
             .suffix(".partial")

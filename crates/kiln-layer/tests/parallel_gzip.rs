@@ -1,7 +1,7 @@
 //! Parallel gzip output read by outside readers, and throughput figures
 //! (printed, never asserted).
 
-use kiln_layer::pgzip::{GzipWriter, BLOCK_SIZE};
+use kiln_layer::pgzip::{Deflate, GzipWriter, BLOCK_SIZE};
 use kiln_layer::{Entry, EntryKind, EntryMeta, LayerOptions, LayerWriter};
 use kiln_oci::media::Compression;
 use std::io::{Read, Write};
@@ -96,7 +96,13 @@ fn throughput_report() {
         .unwrap_or(1);
     for threads in [1, cores] {
         let start = Instant::now();
-        let mut w = GzipWriter::new(std::io::sink(), flate2::Compression::new(6), threads).unwrap();
+        let mut w = GzipWriter::new(
+            std::io::sink(),
+            flate2::Compression::new(6),
+            threads,
+            Deflate::Portable,
+        )
+        .unwrap();
         w.write_all(&data).unwrap();
         w.finish().unwrap();
         let secs = start.elapsed().as_secs_f64();

@@ -131,7 +131,6 @@ pub async fn build_with(
     let mut steps = 0;
     let mut cached = 0;
     let mut released = std::collections::BTreeSet::new();
-    let mut removals = Vec::new();
     let run_stages = async {
         // Stages of one level do not depend on each other: they run
         // concurrently (their heavy work is on blocking threads).
@@ -148,18 +147,12 @@ pub async fn build_with(
             // removed now, while the build goes on, not at its end.
             let finished: std::collections::BTreeSet<usize> = results.keys().copied().collect();
             for index in finished_roots(&dockerfile.plan, &finished, &mut released) {
-                let dirs = ws.stage_roots(index);
-                removals.push(tokio::task::spawn_blocking(move || {
-                    workspace::remove_bulk(dirs)
-                }));
+                ws.remove_in_background(ws.stage_roots(index));
             }
         }
         Ok::<(), BuildError>(())
     };
     let stages_result = run_stages.await;
-    for removal in removals {
-        let _ = removal.await;
-    }
     // Cache stores read layer files from the workspace: they are waited for
     // (each failure is logged by the pusher) before anything can remove it,
     // also when the build failed. They finish while the outputs are written.
@@ -175,8 +168,15 @@ pub async fn build_with(
             .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
         // The root filesystems are not needed any more: remove them while the
         // outputs are written, rather than after.
-        let bulk = ws.bulk_dirs();
-        let cleanup = tokio::task::spawn_blocking(move || workspace::remove_bulk(bulk));
+        // Trees still being removed (stage roots, RUN layer shadows) go
+        // first: two removals of one tree would race.
+        let (bulk, busy) = (ws.bulk_dirs(), ws.busy_trees());
+        let cleanup = tokio::task::spawn_blocking(move || {
+            for done in busy {
+                done.wait();
+            }
+            workspace::remove_bulk(bulk)
+        });
         let outputs = write_outputs(options, &built, &blobs, &*progress, early.as_ref()).await;
         let _ = cleanup.await;
         let (pushed, push_reports) = outputs?;

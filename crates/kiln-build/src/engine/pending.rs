@@ -22,8 +22,9 @@ use std::sync::Arc;
 pub(crate) struct LayerWrite {
     /// The written blob, or why it could not be written.
     pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, String>>,
-    /// Set once the writer has stopped reading its shadow tree: for a
-    /// blocking wait before a step that changes the root in place.
+    /// Set once the writer has stopped using its shadow tree (read it and
+    /// removed it): the workspace waits for it before a step that changes
+    /// a root in place and before it removes its directories.
     pub done: Arc<Signal<()>>,
 }
 

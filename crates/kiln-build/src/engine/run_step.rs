@@ -15,7 +15,7 @@
 use super::error::BuildError;
 use super::metadata::{self, HISTORY_COMMENT};
 use super::pending::{LayerWrite, PendingLayer};
-use super::signal::Signal;
+use super::signal::{SetOnDrop, Signal};
 use super::stage::{StageRun, StageRunner};
 use crate::options::{Isolation, SecretSource};
 use crate::progress::ProgressEvent;
@@ -29,6 +29,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Lines of output kept for the error message of a failed RUN.
 const TAIL_LINES: usize = 10;
@@ -153,9 +154,9 @@ impl StageRunner<'_> {
         let spec_parts = (argv.clone(), env, cwd, user, files, network, mounts);
         let progress = self.progress.clone();
         let step = run.step_id(instruction);
-        // The previous RUN's layer may still be read from its shadow tree:
-        // a step that changes the root in place must wait for it.
-        let previous = run.pending.as_ref().map(|p| p.write.done.clone());
+        // Earlier RUN layers may still be read from, or their shadow trees
+        // removed: a step that changes the root in place must wait for them.
+        let busy = self.workspace.busy_trees();
         let log_line = move |line: &str| {
             progress.event(&ProgressEvent::RunOutput {
                 step: step.clone(),
@@ -174,7 +175,7 @@ impl StageRunner<'_> {
                 spec_parts,
                 &log_line,
                 (&layers_dir, &opts),
-                previous.as_deref(),
+                &busy,
             )
         });
         let result = task
@@ -207,6 +208,7 @@ impl StageRunner<'_> {
             }
             StepLayer::Writing(write) => {
                 // The root already holds the changes (`after` is HoldsLayer).
+                self.workspace.track_busy(write.done.clone());
                 run.pending = Some(PendingLayer {
                     write,
                     instruction: instruction.clone(),
@@ -653,7 +655,7 @@ fn execute(
     (argv, env, cwd, user, files, network, mounts): SpecParts,
     log_line: &dyn Fn(&str),
     (layers_dir, opts): (&Path, &kiln_layer::LayerOptions),
-    previous: Option<&Signal<()>>,
+    busy: &[Arc<Signal<()>>],
 ) -> Result<Executed, String> {
     let use_namespace = match isolation {
         Isolation::Namespace => true,
@@ -674,9 +676,10 @@ fn execute(
                 merged,
             }
         } else {
-            // Under chroot the step changes the root in place, where the
-            // previous RUN's layer may still be reading shared files.
-            if let Some(done) = previous {
+            // Under chroot the step changes the root in place, where an
+            // earlier RUN's layer writer may still be reading shared files
+            // or unlinking their shadow names.
+            for done in busy {
                 done.wait();
             }
             if network == Network::None {
@@ -804,7 +807,7 @@ fn write_now(
 }
 
 /// Starts writing the layer of `changes` (a shadow tree at `shadow`, removed
-/// afterwards) on its own thread.
+/// once the layer is handed over) on its own thread.
 fn write_in_background(
     changes: kiln_sandbox::Changes,
     shadow: PathBuf,
@@ -817,10 +820,12 @@ fn write_in_background(
     std::thread::Builder::new()
         .name("run-layer".into())
         .spawn(move || {
+            // Set however the thread ends: the workspace waits for it.
+            let _done = SetOnDrop(written);
             let blob = write_now(&changes, &layers_dir, &opts);
-            let _ = fs::remove_dir_all(&shadow);
-            written.set(());
+            // The build goes on with the layer while its shadow is removed.
             let _ = tx.send(blob);
+            let _ = fs::remove_dir_all(&shadow);
         })
         .map_err(|e| format!("starting the layer writer: {e}"))?;
     Ok(LayerWrite { result, done })

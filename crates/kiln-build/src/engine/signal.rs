@@ -52,3 +52,13 @@ impl<T: Clone> Signal<T> {
         }
     }
 }
+
+/// Sets a unit signal when dropped: a thread holds one so that its signal
+/// is set however the thread ends, a panic included.
+pub(crate) struct SetOnDrop(pub std::sync::Arc<Signal<()>>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set(());
+    }
+}

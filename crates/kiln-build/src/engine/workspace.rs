@@ -5,11 +5,12 @@
 //! builds that share the kiln dir, one after another or at once, never see
 //! each other's files: this is what makes several builds in one CI job safe.
 
+use super::signal::{SetOnDrop, Signal};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The private directories of the builds running in this process, so that an
 /// interrupted process can remove them before it exits (its build threads
@@ -40,6 +41,19 @@ pub fn remove_all_after_interrupt() {
 pub struct Workspace {
     root: PathBuf,
     keep: bool,
+    busy: BusyTrees,
+}
+
+/// Trees inside the workspace that other threads still read or remove (a
+/// RUN layer's shadow, removed by its writer once the layer is written).
+#[derive(Default)]
+struct BusyTrees(Mutex<Vec<Arc<Signal<()>>>>);
+
+impl std::fmt::Debug for BusyTrees {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().unwrap_or_else(|e| e.into_inner()).len();
+        write!(f, "BusyTrees({n})")
+    }
 }
 
 impl Workspace {
@@ -61,7 +75,59 @@ impl Workspace {
         for sub in ["blobs", "layers", "rootfs", "scratch", "context"] {
             fs::create_dir_all(root.join(sub))?;
         }
-        Ok(Workspace { root, keep: false })
+        Ok(Workspace {
+            root,
+            keep: false,
+            busy: BusyTrees::default(),
+        })
+    }
+
+    /// Notes a tree in the workspace that another thread uses until `done`
+    /// is set (it must be set however that thread ends).
+    pub(crate) fn track_busy(&self, done: Arc<Signal<()>>) {
+        let mut busy = self.busy.0.lock().unwrap_or_else(|e| e.into_inner());
+        busy.retain(|d| d.get().is_none());
+        busy.push(done);
+    }
+
+    /// What marks the end of each tree still in use: a step that changes a
+    /// root in place waits for them all (unlinking a shadow's hard links
+    /// changes the ctime of the root's files, which a chroot snapshot of
+    /// that root would take for a change).
+    pub(crate) fn busy_trees(&self) -> Vec<Arc<Signal<()>>> {
+        let mut busy = self.busy.0.lock().unwrap_or_else(|e| e.into_inner());
+        busy.retain(|d| d.get().is_none());
+        busy.clone()
+    }
+
+    /// Starts removing `dirs` (trees no step reads any more) with
+    /// [`remove_bulk`] on a thread of its own, while the build goes on; the
+    /// workspace waits for it before removing the rest.
+    pub(crate) fn remove_in_background(&self, dirs: Vec<PathBuf>) {
+        if self.keep || dirs.is_empty() {
+            return;
+        }
+        let done = Arc::new(Signal::default());
+        self.track_busy(done.clone());
+        let spawned = std::thread::Builder::new()
+            .name("remove-trees".into())
+            .spawn(move || {
+                let _done = SetOnDrop(done);
+                remove_bulk(dirs);
+            });
+        if let Err(e) = spawned {
+            // The closure (and its signal) is dropped: the trees go with
+            // the rest of the workspace.
+            tracing::debug!("removing trees in the background: {e}");
+        }
+    }
+
+    /// Blocks until no thread uses a tree in the workspace any more: before
+    /// the workspace's directories are removed.
+    pub fn wait_until_idle(&self) {
+        for done in self.busy_trees() {
+            done.wait();
+        }
     }
 
     /// The directory itself.
@@ -136,6 +202,7 @@ impl Workspace {
 
 impl Drop for Workspace {
     fn drop(&mut self) {
+        self.wait_until_idle();
         if !self.keep {
             remove_tree(&self.root);
         }
@@ -170,19 +237,33 @@ pub fn remove_bulk(paths: Vec<PathBuf>) {
     let queue = std::sync::Mutex::new(units.into_iter());
     std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| loop {
-                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                let Some(path) = next else { break };
-                if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                    remove_tree(&path);
-                } else {
-                    let _ = fs::remove_file(&path);
+            s.spawn(|| {
+                yield_to_the_build();
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(path) = next else { break };
+                    if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                        remove_tree(&path);
+                    } else {
+                        let _ = fs::remove_file(&path);
+                    }
                 }
             });
         }
     });
     for dir in &paths {
         remove_tree(dir);
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10): removal runs beside
+/// the build's own work (a layer being compressed, a push, a RUN), which
+/// must not wait for it; when nothing else runs it costs nothing.
+fn yield_to_the_build() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
     }
 }
 
@@ -266,5 +347,46 @@ mod tests {
         let root = ws.root().to_path_buf();
         drop(ws);
         assert!(!root.exists());
+    }
+
+    #[test]
+    fn a_tree_removed_in_the_background_is_gone_once_the_workspace_is_idle() {
+        let parent = tempfile::tempdir().unwrap();
+        let ws = Workspace::create(parent.path()).unwrap();
+        let root = ws.rootfs("stage-0");
+        for dir in ["usr/lib", "etc"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+            for i in 0..100 {
+                fs::write(root.join(dir).join(format!("f{i}")), b"x").unwrap();
+            }
+        }
+        ws.remove_in_background(vec![root.clone()]);
+        assert!(ws.busy_trees().len() <= 1);
+        ws.wait_until_idle();
+        assert!(!root.exists());
+        assert!(ws.busy_trees().is_empty());
+    }
+
+    #[test]
+    fn the_workspace_waits_for_a_thread_still_using_it_before_it_goes() {
+        let parent = tempfile::tempdir().unwrap();
+        let ws = Workspace::create(parent.path()).unwrap();
+        let done = Arc::new(Signal::default());
+        ws.track_busy(done.clone());
+        let root = ws.root().to_path_buf();
+        let late = root.join("run").join("late");
+        let worker = std::thread::spawn(move || {
+            let _done = SetOnDrop(done);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // Had the workspace not waited, this would outlive its removal.
+            fs::create_dir_all(late.parent().unwrap()).unwrap();
+            fs::write(&late, b"written late").unwrap();
+        });
+        drop(ws);
+        worker.join().unwrap();
+        assert!(
+            !root.exists(),
+            "the late file was written after the removal"
+        );
     }
 }
