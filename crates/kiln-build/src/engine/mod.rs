@@ -167,9 +167,9 @@ pub async fn build_with(
         let built = BuiltImage::assemble(&image)
             .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
         // The root filesystems are not needed any more: remove them while the
-        // outputs are written, rather than after.
-        // Trees still being removed (stage roots, RUN layer shadows) go
-        // first: two removals of one tree would race.
+        // outputs are written, rather than after, once the trees other
+        // threads still remove (stage roots, RUN layer shadows) are gone:
+        // two removals of one tree would race.
         let (bulk, busy) = (ws.bulk_dirs(), ws.busy_trees());
         let cleanup = tokio::task::spawn_blocking(move || {
             for done in busy {
