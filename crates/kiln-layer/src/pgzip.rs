@@ -50,13 +50,13 @@ pub enum Deflate {
 /// One thread's deflate state.
 enum BlockDeflater {
     Zlib(Compress),
-    Fast(Box<FastDeflate>),
+    Fast(FastDeflate),
 }
 
 impl BlockDeflater {
     fn new(level: Level, deflate: Deflate) -> Self {
         match (deflate, level.level()) {
-            (Deflate::Fast, 1) => BlockDeflater::Fast(Box::new(FastDeflate::new())),
+            (Deflate::Fast, 1) => BlockDeflater::Fast(FastDeflate::new()),
             _ => BlockDeflater::Zlib(Compress::new(level, false)),
         }
     }
@@ -74,27 +74,26 @@ impl BlockDeflater {
         }
     }
 
-    /// Whether `probe` shrinks by at least 1% on its own.
-    fn shrinks(&mut self, probe: &[u8]) -> bool {
-        match self {
+    /// Whether `probe` shrinks by at least 1% on its own; `out` is scratch
+    /// space, reused across probes.
+    fn shrinks(&mut self, probe: &[u8], out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let compressed = match self {
             BlockDeflater::Zlib(compress) => {
                 compress.reset();
-                let mut out = Vec::with_capacity(PROBE_SIZE + 1024);
-                match compress.compress_vec(probe, &mut out, FlushCompress::Finish) {
+                match compress.compress_vec(probe, out, FlushCompress::Finish) {
+                    Ok(Status::StreamEnd) => out.len(),
                     // Output filled before the probe was consumed: no gain at all.
-                    Ok(Status::Ok | Status::BufError) => false,
-                    Ok(Status::StreamEnd) => out.len() * 100 < probe.len() * 99,
-                    Err(_) => true,
+                    Ok(Status::Ok | Status::BufError) => return false,
+                    Err(_) => return true,
                 }
             }
-            BlockDeflater::Fast(fast) => {
-                let mut out = Vec::with_capacity(PROBE_SIZE + 1024);
-                match fast.block(probe, None, true, &mut out) {
-                    Ok(()) => out.len() * 100 < probe.len() * 99,
-                    Err(_) => true,
-                }
-            }
-        }
+            BlockDeflater::Fast(fast) => match fast.block(probe, None, true, out) {
+                Ok(()) => out.len(),
+                Err(_) => return true,
+            },
+        };
+        compressed * 100 < probe.len() * 99
     }
 }
 
@@ -228,9 +227,10 @@ fn incompressible(deflater: &mut BlockDeflater, data: &[u8]) -> bool {
         return false;
     }
     let starts = [0, data.len() / 2, data.len() - PROBE_SIZE];
+    let mut out = Vec::with_capacity(PROBE_SIZE + 1024);
     starts
         .iter()
-        .all(|&at| !deflater.shrinks(&data[at..at + PROBE_SIZE]))
+        .all(|&at| !deflater.shrinks(&data[at..at + PROBE_SIZE], &mut out))
 }
 
 /// `data` as raw deflate stored blocks (RFC 1951, 3.2.4), starting and

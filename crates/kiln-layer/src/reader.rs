@@ -66,8 +66,11 @@ impl Read for HashedStream {
             if let Some(hasher) = self.hasher.as_mut() {
                 hasher.update(&buf[..n]);
             }
-        } else if let (Some(hasher), false) = (self.hasher.take(), buf.is_empty()) {
-            let _ = self.out.set(Digest::from_sha256(hasher.finalize().into()));
+        } else if !buf.is_empty() {
+            // The end of the stream (an empty `buf` reads 0 anywhere).
+            if let Some(hasher) = self.hasher.take() {
+                let _ = self.out.set(Digest::from_sha256(hasher.finalize().into()));
+            }
         }
         Ok(n)
     }

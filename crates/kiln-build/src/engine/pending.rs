@@ -30,7 +30,8 @@ pub(crate) struct LayerWrite {
 
 /// A RUN whose layer is still being written, and where it goes.
 pub(crate) struct PendingLayer {
-    pub write: LayerWrite,
+    /// The written blob, or why it could not be written.
+    pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, String>>,
     pub instruction: Instruction,
     /// The cache key after the step: its entry is stored under it.
     pub key: CacheKey,
@@ -51,7 +52,6 @@ impl StageRunner<'_> {
         };
         let instruction = &pending.instruction;
         let blob = pending
-            .write
             .result
             .await
             .map_err(|_| self.step_error(instruction, "the layer writer stopped"))?

@@ -206,11 +206,11 @@ impl StageRunner<'_> {
                 self.store(run, instruction, None, history);
                 run.image.push_empty(history_entry);
             }
-            StepLayer::Writing(write) => {
+            StepLayer::Writing(LayerWrite { result, done }) => {
                 // The root already holds the changes (`after` is HoldsLayer).
-                self.workspace.track_busy(write.done.clone());
+                self.workspace.track_busy(done);
                 run.pending = Some(PendingLayer {
-                    write,
+                    result,
                     instruction: instruction.clone(),
                     key: run.key.clone(),
                     created: created.to_string(),
