@@ -444,7 +444,7 @@ fn with_length(head: &[u8], length: usize) -> Vec<u8> {
 }
 
 /// Reads a chunked request body (bounded by the I/O timeout).
-fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let mut body = Vec::new();
     loop {

@@ -49,6 +49,9 @@ pub struct BlobStream {
     hasher: Hasher,
     expected: Digest,
     expected_size: Option<u64>,
+    /// The response's `Content-Length`, for saying how much is missing when
+    /// the size is not known otherwise.
+    announced: Option<u64>,
     seen: u64,
     url: String,
     done: bool,
@@ -62,6 +65,7 @@ impl BlobStream {
         url: String,
     ) -> BlobStream {
         BlobStream {
+            announced: response.content_length(),
             inner: Box::pin(response.bytes_stream()),
             hasher: Hasher::for_digest(&expected),
             expected,
@@ -142,7 +146,12 @@ impl Stream for BlobStream {
                 let err = RegistryError::Transport {
                     method: "GET".into(),
                     url: self.url.clone(),
-                    message: format!("download of {} broke off: {e}", self.expected),
+                    message: broke_off(
+                        &self.expected,
+                        self.seen,
+                        self.expected_size.or(self.announced),
+                        &e,
+                    ),
                     timeout: e.is_timeout(),
                 };
                 self.fail(err)
@@ -172,4 +181,25 @@ impl Stream for BlobStream {
             }
         }
     }
+}
+
+/// What to say about a download whose connection failed after `seen` bytes
+/// of `total`: how much arrived, then the cause (reqwest's own words,
+/// "error decoding response body", say neither).
+pub(crate) fn broke_off(
+    digest: &Digest,
+    seen: u64,
+    total: Option<u64>,
+    e: &reqwest::Error,
+) -> String {
+    let of = total.map_or_else(String::new, |t| format!(" of {t}"));
+    let cause = super::transport::error_chain(e);
+    let cause = if e.is_timeout() {
+        "the connection stalled".to_string()
+    } else if cause.contains("end of file") || cause.contains("IncompleteBody") {
+        "the server closed the connection early".to_string()
+    } else {
+        cause
+    };
+    format!("download of {digest} broke off after {seen}{of} bytes: {cause}")
 }

@@ -122,6 +122,36 @@ pub enum RegistryError {
         /// True when the request timed out.
         timeout: bool,
     },
+    /// A registry reached over HTTPS pointed kiln at plain HTTP (a redirect,
+    /// or an upload `Location`): nothing is sent there.
+    #[error("registry {host} is reached over HTTPS but sent {what} to plain HTTP {target}: refusing to follow it, since credentials and content would travel unencrypted (a registry behind a TLS proxy that does not know its external URL does this; fix that, or pass --insecure-registry {host} to follow such links without credentials)")]
+    Downgrade {
+        /// The registry host.
+        host: String,
+        /// `a redirect` or `an upload location`.
+        what: &'static str,
+        /// Where it pointed (no query).
+        target: String,
+    },
+    /// A Bearer challenge names a plain-HTTP token server, and kiln has
+    /// credentials it would have to send there.
+    #[error("registry {host} asks for credentials at token server {realm}, which is plain HTTP: refusing to send them unencrypted (pass --insecure-registry {host} if the token server is meant to be used over HTTP)")]
+    InsecureRealm {
+        /// The registry host.
+        host: String,
+        /// The token server URL (no query).
+        realm: String,
+    },
+    /// An image asks for more work than kiln does for one image.
+    #[error("image {image}: {what}; kiln's limit is {limit}")]
+    ImageLimit {
+        /// The image reference.
+        image: String,
+        /// What was too large or too many (`the manifest lists 20000 layers`).
+        what: String,
+        /// The limit, with its unit and reason.
+        limit: String,
+    },
     /// Content did not match its digest.
     #[error("content of {expected} from {url} has digest {actual}: refusing corrupt or substituted content")]
     DigestMismatch {
@@ -260,6 +290,16 @@ impl RegistryError {
             }
             _ => Vec::new(),
         }
+    }
+}
+
+impl super::retry::Transient for RegistryError {
+    fn is_transient(&self) -> bool {
+        self.is_retryable()
+    }
+
+    fn wait_hint(&self) -> Option<Duration> {
+        self.retry_after()
     }
 }
 

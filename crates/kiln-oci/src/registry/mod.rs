@@ -7,6 +7,7 @@ mod error;
 mod meter;
 mod options;
 mod pull;
+mod retry;
 mod transport;
 
 pub use blob_stream::BlobStream;
@@ -20,4 +21,5 @@ pub use meter::TransferObserver;
 pub use options::{
     parse_client_cert, parse_host_path, parse_registry_map, Access, ClientCert, RegistryOptions,
 };
-pub use pull::PulledImage;
+pub use pull::{PulledImage, CONFIG_SIZE_LIMIT, MAX_LAYERS};
+pub use retry::{RetryPolicy, Transient};

@@ -2,6 +2,7 @@
 //! policy derived from them.
 
 use super::error::RegistryError;
+use super::retry::RetryPolicy;
 use crate::auth::{normalize_host, CredentialStore};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -237,6 +238,17 @@ impl RegistryOptions {
         match access {
             Access::Pull => self.pull_retries,
             Access::Push => self.push_retries,
+        }
+    }
+
+    /// The retries and backoff for `access`, for the registry client and
+    /// for other downloads that should retry the way it does (`ADD <url>`
+    /// uses the pull policy).
+    pub fn retry_policy(&self, access: Access) -> RetryPolicy {
+        RetryPolicy {
+            retries: self.retries(access),
+            initial_delay: self.retry_initial_delay,
+            max_delay: self.retry_max_delay,
         }
     }
 }

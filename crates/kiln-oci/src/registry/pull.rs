@@ -12,8 +12,19 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use bytes::Bytes;
 
-/// Image configs larger than this are refused.
-const CONFIG_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+/// Image configs larger than this are refused: a config is a few KiB of
+/// JSON (its history and diff_ids grow with the layers, which are bounded
+/// below); containerd reads configs under the same kind of bound.
+pub const CONFIG_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Base images with more layers than this are refused before anything is
+/// downloaded. Every layer is a download and an extraction, so a manifest
+/// that lists one small layer many thousand times is a cheap way to make a
+/// build run for hours. The kernel's overlayfs stacks at most 500 lower
+/// layers (`OVL_MAX_STACK`), so no runtime that mounts images as overlays
+/// (containerd, CRI-O, Docker's overlay2, which stops at 125) can run such
+/// an image anyway.
+pub const MAX_LAYERS: usize = 500;
 
 /// An image's metadata as pulled: what the build needs to start from it.
 #[derive(Debug, Clone)]
@@ -49,7 +60,20 @@ impl RegistryClient {
         platform: &Platform,
     ) -> Result<PulledImage, RegistryError> {
         let repo = self.repository(reference, Access::Pull);
-        let first = repo.get_manifest(&reference.manifest_reference()).await?;
+        let too_large = |what: &'static str| {
+            move |e: RegistryError| match e {
+                RegistryError::TooLarge { url, limit } => RegistryError::ImageLimit {
+                    image: reference.to_string(),
+                    what: format!("the {what} at {url} is too large"),
+                    limit: format!("{limit} bytes"),
+                },
+                other => other,
+            }
+        };
+        let first = repo
+            .get_manifest(&reference.manifest_reference())
+            .await
+            .map_err(too_large("manifest or index"))?;
         let doc_err = |what: &str, source| RegistryError::Document {
             what: format!("{what} of {reference}"),
             url: reference.to_string(),
@@ -73,7 +97,10 @@ impl RegistryClient {
                     },
                 }
             })?;
-            let m = repo.get_manifest(&chosen.digest.to_string()).await?;
+            let m = repo
+                .get_manifest(&chosen.digest.to_string())
+                .await
+                .map_err(too_large("manifest"))?;
             (m, Some(first.digest))
         } else {
             (first, None)
@@ -89,13 +116,30 @@ impl RegistryClient {
             });
         }
         let manifest = Manifest::from_slice(&fetched.bytes).map_err(|e| doc_err("manifest", e))?;
+        if manifest.layers.len() > MAX_LAYERS {
+            return Err(RegistryError::ImageLimit {
+                image: reference.to_string(),
+                what: format!("the manifest lists {} layers", manifest.layers.len()),
+                limit: format!(
+                    "{MAX_LAYERS} layers (the most overlayfs can stack; Docker stops at 125)"
+                ),
+            });
+        }
+        if manifest.config.size > CONFIG_SIZE_LIMIT {
+            return Err(RegistryError::ImageLimit {
+                image: reference.to_string(),
+                what: format!("the config is {} bytes", manifest.config.size),
+                limit: format!("{CONFIG_SIZE_LIMIT} bytes"),
+            });
+        }
         let config_bytes = repo
             .get_blob_bytes(
                 &manifest.config.digest,
                 Some(manifest.config.size),
                 CONFIG_SIZE_LIMIT,
             )
-            .await?;
+            .await
+            .map_err(too_large("config"))?;
         let config = ImageConfig::from_slice(&config_bytes).map_err(|e| doc_err("config", e))?;
         Ok(PulledImage {
             reference: reference.with_digest(fetched.digest.clone()),

@@ -393,6 +393,30 @@ impl Transport {
             realm: realm_shown.clone(),
             message,
         };
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(token_err(format!(
+                "the registry {} named a token server that is not an HTTP(S) URL",
+                scope.host
+            )));
+        }
+        // Credentials go to a plain-HTTP token server only when the user
+        // said the registry (or that server) may be used without TLS: a
+        // registry reached over verified TLS must not be able to ask for
+        // them in clear text. An anonymous token request carries nothing.
+        let sends_secret = matches!(
+            cred,
+            Some(Credential::Basic { .. } | Credential::IdentityToken(_))
+        );
+        if sends_secret
+            && url.scheme() == "http"
+            && !self.options.policy(&scope.host, scope.access).insecure
+            && !self.options.policy(&host_of(&url), scope.access).insecure
+        {
+            return Err(RegistryError::InsecureRealm {
+                host: scope.host.clone(),
+                realm: realm_shown.clone(),
+            });
+        }
         let policy = self.options.policy(&host_of(&url), scope.access);
         let client = self.http_client(&policy, false)?;
         let request = match cred {
@@ -581,24 +605,48 @@ impl Transport {
         auth: Option<&str>,
     ) -> Result<Response, RegistryError> {
         let access = scope.access;
-        // The registry's own host, written the way URLs of this scheme write
-        // it (default ports dropped): an upload Location or a redirect to
-        // any other host gets no credentials.
-        let origin = host_of(&parse_url(&format!(
-            "{}://{}/",
-            req.url.scheme(),
-            scope.host
-        ))?);
+        // Credentials belong to the registry's origin: the scheme, host and
+        // port kiln reached it at (default ports filled in, so
+        // `https://r.io` and `https://r.io:443` are one origin and
+        // `http://r.io:443` another). Every other origin (a storage
+        // redirect, an upload `Location` elsewhere) gets none.
+        let base = self.base_url(&scope.host, access).await?;
+        let trusted = base.origin();
+        let insecure = self.options.policy(&scope.host, access).insecure;
         let mut url = req.url.clone();
         let mut method = req.method.clone();
         let mut body = req.body.clone();
-        for _ in 0..=MAX_REDIRECTS {
+        // The scheme of the hop before: the registry's own, for the first.
+        let mut came_over_tls = base.scheme() == "https";
+        for hop in 0..=MAX_REDIRECTS {
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(RegistryError::Protocol {
+                    method: method.to_string(),
+                    url: display_url(&req.url),
+                    message: format!("{} is not an HTTP(S) URL", display_url(&url)),
+                });
+            }
+            // A registry reached over TLS that points at plain HTTP is
+            // either misconfigured or hostile; only a registry the user
+            // declared insecure is followed there (still without
+            // credentials, which never cross origins).
+            if came_over_tls && url.scheme() == "http" && !insecure {
+                return Err(RegistryError::Downgrade {
+                    host: scope.host.clone(),
+                    what: if hop == 0 {
+                        "an upload Location or Link header"
+                    } else {
+                        "a redirect"
+                    },
+                    target: display_url(&url),
+                });
+            }
+            came_over_tls = url.scheme() == "https";
             let host = host_of(&url);
             let uploading = !matches!(body, Body::Empty);
             let client = self.http_client(&self.options.policy(&host, access), uploading)?;
             let mut headers = req.headers.clone();
-            // Credentials go only to the host they were meant for.
-            if let Some(a) = auth.filter(|_| host == origin) {
+            if let Some(a) = auth.filter(|_| url.origin() == trusted) {
                 if let Ok(v) = HeaderValue::from_str(a) {
                     headers.insert(AUTHORIZATION, v);
                 }
@@ -658,29 +706,15 @@ impl Transport {
 
     /// Runs `op` with the retries configured for `access`, backing off
     /// exponentially and honouring `Retry-After`.
-    pub async fn retry<T, F, Fut>(&self, access: Access, mut op: F) -> Result<T, RegistryError>
+    pub async fn retry<T, F, Fut>(&self, access: Access, op: F) -> Result<T, RegistryError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, RegistryError>>,
     {
-        let retries = self.options.retries(access);
-        let mut delay = self.options.retry_initial_delay;
-        let mut attempt = 0;
-        loop {
-            match op().await {
-                Err(e) if e.is_retryable() && attempt < retries => {
-                    attempt += 1;
-                    let wait = e
-                        .retry_after()
-                        .unwrap_or(delay)
-                        .min(self.options.retry_max_delay);
-                    tracing::warn!(error = %e, attempt, retries, ?wait, "registry request failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(self.options.retry_max_delay);
-                }
-                other => return other,
-            }
-        }
+        self.options
+            .retry_policy(access)
+            .run("registry request", op)
+            .await
     }
 }
 
@@ -689,7 +723,7 @@ pub(crate) fn parse_url(s: &str) -> Result<Url, RegistryError> {
 }
 
 /// The whole cause chain of an error, for messages.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(s) = cur {
