@@ -2,8 +2,8 @@
 
 use kiln_build::context::BuildContext;
 use kiln_build::copy::{
-    fetch_url, plan_copy, CopyError, CopyRequest, CopySource, EntryKind, EntrySource, FetchError,
-    FileKind, Owner,
+    plan_copy, CopyError, CopyRequest, CopySource, EntryKind, EntrySource, FetchError, FileKind,
+    Owner, UrlFetcher,
 };
 use kiln_oci::Digest;
 use std::fs;
@@ -214,11 +214,11 @@ fn rt() -> tokio::runtime::Runtime {
 fn add_url_fetches_verifies_and_plans() {
     let base = serve(b"#!/bin/sh\necho hi\n", "200 OK", 3);
     let t = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = UrlFetcher::new(&kiln_oci::RegistryOptions::default()).unwrap();
     let url = format!("{base}/downloads/install.sh?x=1");
     let want = Digest::sha256_of(b"#!/bin/sh\necho hi\n");
     let fetched = rt()
-        .block_on(fetch_url(&client, &url, Some(&want), t.path()))
+        .block_on(client.fetch(&url, Some(&want), t.path()))
         .unwrap();
     assert_eq!(fetched.file_name, "install.sh");
     assert_eq!(fetched.digest, want);
@@ -228,7 +228,7 @@ fn add_url_fetches_verifies_and_plans() {
     // A wrong checksum names both digests.
     let wrong = Digest::sha256_of(b"other");
     let err = rt()
-        .block_on(fetch_url(&client, &url, Some(&wrong), t.path()))
+        .block_on(client.fetch(&url, Some(&wrong), t.path()))
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, FetchError::ChecksumMismatch { .. }));
@@ -251,7 +251,7 @@ fn add_url_fetches_verifies_and_plans() {
         Err(CopyError::UrlNotFetched { .. })
     ));
     let fetched = rt()
-        .block_on(fetch_url(&client, &url, None, t.path()))
+        .block_on(client.fetch(&url, None, t.path()))
         .unwrap();
     assert_eq!(fetched.size, 18);
 }
@@ -261,12 +261,11 @@ fn add_url_http_errors() {
     let base = serve(b"nope", "404 Not Found", 1);
     let t = tempfile::tempdir().unwrap();
     let err = rt()
-        .block_on(fetch_url(
-            &reqwest::Client::new(),
-            &format!("{base}/x"),
-            None,
-            t.path(),
-        ))
+        .block_on(
+            UrlFetcher::new(&kiln_oci::RegistryOptions::default())
+                .unwrap()
+                .fetch(&format!("{base}/x"), None, t.path()),
+        )
         .unwrap_err();
     assert!(
         matches!(err, FetchError::Status { status: 404, .. }),
@@ -284,4 +283,128 @@ fn scratch_dir_is_required_for_archives() {
         Err(CopyError::NoScratchDir { .. })
     ));
     let _ = Path::new("");
+}
+
+/// How a hostile server treats an ADD download.
+#[derive(Clone, Copy)]
+enum Misbehaviour {
+    /// Reads the request and never answers.
+    Silent,
+    /// Announces 1000 bytes, sends 400, then goes quiet.
+    StallMidBody,
+    /// Announces 1000 bytes, sends 400, then closes.
+    CloseEarly,
+}
+
+/// A server on 127.0.0.1 that misbehaves on every connection; returns its
+/// URL and a counter of the connections it took. Held connections are
+/// released after a minute, long after any test gave up on them.
+fn hostile(how: Misbehaviour) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut s) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                if !matches!(how, Misbehaviour::Silent) {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+                    );
+                    let _ = s.write_all(&[b'x'; 400]);
+                    let _ = s.flush();
+                }
+                if !matches!(how, Misbehaviour::CloseEarly) {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/tool.tar.gz"), seen)
+}
+
+/// A fetcher that gives up after half a second of silence and retries
+/// twice, quickly.
+fn impatient() -> UrlFetcher {
+    UrlFetcher::new(&kiln_oci::RegistryOptions {
+        read_timeout: std::time::Duration::from_millis(500),
+        pull_retries: 2,
+        retry_initial_delay: std::time::Duration::from_millis(10),
+        ..kiln_oci::RegistryOptions::default()
+    })
+    .unwrap()
+}
+
+/// Fetches `url` with [`impatient`], returning the error and how long it took.
+fn fetch_failing(url: &str) -> (FetchError, std::time::Duration, Vec<std::path::PathBuf>) {
+    let t = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let err = rt()
+        .block_on(impatient().fetch(url, None, t.path()))
+        .unwrap_err();
+    let left = fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    (err, started.elapsed(), left)
+}
+
+#[test]
+fn add_url_from_a_server_that_never_answers_times_out_after_retries() {
+    let (url, connections) = hostile(Misbehaviour::Silent);
+    let (err, took, left) = fetch_failing(&url);
+    let msg = err.to_string();
+    assert!(matches!(err, FetchError::TimedOut { .. }), "{msg}");
+    assert!(
+        msg.contains("timed out") && msg.contains("127.0.0.1") && msg.contains("500ms"),
+        "{msg}"
+    );
+    assert!(msg.contains("KILN_REGISTRY_READ_TIMEOUT"), "{msg}");
+    // Three attempts of half a second each, not a hang.
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn add_url_from_a_server_that_stalls_mid_body_times_out() {
+    let (url, connections) = hostile(Misbehaviour::StallMidBody);
+    let (err, took, left) = fetch_failing(&url);
+    let msg = err.to_string();
+    assert!(matches!(err, FetchError::TimedOut { .. }), "{msg}");
+    assert!(msg.contains("sent no data for 500ms"), "{msg}");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    assert!(left.is_empty(), "a failed download left {left:?}");
+}
+
+#[test]
+fn add_url_that_breaks_off_says_how_many_bytes_of_how_many_arrived() {
+    let (url, connections) = hostile(Misbehaviour::CloseEarly);
+    let (err, took, left) = fetch_failing(&url);
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            FetchError::BrokeOff {
+                received: 400,
+                expected: Some(1000),
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("broke off after 400 of 1000 bytes")
+            && !msg.contains("error decoding response body"),
+        "{msg}"
+    );
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -1,9 +1,13 @@
 //! ADD of `http(s)://` URLs: streamed to a scratch file, hashed on the way,
-//! checked against `--checksum`.
+//! checked against `--checksum`. Every wait is bounded (connecting, the
+//! answer, each read of the body) and failed downloads are retried with the
+//! registry client's policy for pulls.
 
-use kiln_oci::Digest;
+use kiln_oci::registry::{RetryPolicy, Transient};
+use kiln_oci::{Access, Digest, RegistryOptions};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// File name used when the URL path has none, as in BuildKit.
@@ -31,12 +35,38 @@ pub struct FetchedUrl {
 #[non_exhaustive]
 pub enum FetchError {
     /// Connection or protocol failure.
-    #[error("ADD {url}: {source}")]
+    #[error("ADD {url}: {message}")]
     Http {
         /// The URL.
         url: String,
-        /// The underlying error.
-        source: reqwest::Error,
+        /// The failure with its causes.
+        message: String,
+        /// True when the connection failed rather than the request being
+        /// refused (worth retrying).
+        transient: bool,
+    },
+    /// The server sent nothing for as long as the read timeout allows: no
+    /// answer, or a body that stopped moving.
+    #[error("ADD {url}: timed out: {host} sent no data for {} (set {} to wait longer)", show_duration(*.after), RegistryOptions::READ_TIMEOUT_ENV)]
+    TimedOut {
+        /// The URL.
+        url: String,
+        /// The server, `host[:port]`.
+        host: String,
+        /// The read timeout.
+        after: Duration,
+    },
+    /// The connection ended before the body was complete.
+    #[error("ADD {url}: download broke off after {received}{} bytes: {cause}", .expected.map_or_else(String::new, |e| format!(" of {e}")))]
+    BrokeOff {
+        /// The URL.
+        url: String,
+        /// Bytes that arrived.
+        received: u64,
+        /// Bytes announced (`Content-Length`), when the server said.
+        expected: Option<u64>,
+        /// What ended it.
+        cause: String,
     },
     /// The server answered with a non-success status.
     #[error("ADD {url}: server answered {status}")]
@@ -74,86 +104,242 @@ pub enum FetchError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The HTTP client could not be made.
+    #[error("HTTP client for ADD: {0}")]
+    Client(String),
 }
 
-/// Downloads `url` into a new file under `scratch_dir`, verifying `checksum`
-/// (sha256) when given. The body is streamed, never held in memory.
-pub async fn fetch_url(
-    client: &reqwest::Client,
-    url: &str,
-    checksum: Option<&Digest>,
-    scratch_dir: &Path,
-) -> Result<FetchedUrl, FetchError> {
-    if let Some(c) = checksum {
-        if c.algorithm() != kiln_oci::digest::Algorithm::Sha256 {
-            return Err(FetchError::UnsupportedChecksum {
-                url: url.to_string(),
-                checksum: c.clone(),
-            });
+impl Transient for FetchError {
+    /// As for registry requests: timeouts, broken connections, refused
+    /// connections, 5xx, 429 and 408.
+    fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Http { transient, .. } => *transient,
+            FetchError::TimedOut { .. } | FetchError::BrokeOff { .. } => true,
+            FetchError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            _ => false,
         }
     }
-    let http = |source| FetchError::Http {
-        url: url.to_string(),
-        source,
-    };
-    let mut resp = client.get(url).send().await.map_err(http)?;
-    if !resp.status().is_success() {
-        return Err(FetchError::Status {
-            url: url.to_string(),
-            status: resp.status().as_u16(),
-        });
+}
+
+/// Downloads `ADD` URLs with bounded waits and retries; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UrlFetcher {
+    client: reqwest::Client,
+    read_timeout: Duration,
+    retry: RetryPolicy,
+}
+
+impl UrlFetcher {
+    /// A fetcher that waits as the registry client of `options` does: its
+    /// connect timeout, its read timeout (which bounds the wait for the
+    /// answer and each read of the body, never the whole transfer), and its
+    /// retries for pulls (`--image-download-retry`).
+    ///
+    /// # Errors
+    /// [`FetchError::Client`] when the HTTP client cannot be built.
+    pub fn new(options: &RegistryOptions) -> Result<UrlFetcher, FetchError> {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(options.user_agent.clone())
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .build()
+            .map_err(|e| FetchError::Client(e.to_string()))?;
+        Ok(UrlFetcher {
+            client,
+            read_timeout: options.read_timeout,
+            retry: options.retry_policy(Access::Pull),
+        })
     }
-    let last_modified = resp
-        .headers()
-        .get(reqwest::header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64);
-    let file_name = file_name_of(resp.url().as_str()).unwrap_or_else(|| UNNAMED.to_string());
-    let path = tempfile::Builder::new()
-        .prefix("url-")
-        .tempfile_in(scratch_dir)
-        .and_then(|t| t.keep().map_err(|e| e.error))
-        .map_err(|source| FetchError::Io {
+
+    /// Downloads `url` into a new file under `scratch_dir`, verifying
+    /// `checksum` (sha256) when given. The body is streamed, never held in
+    /// memory; a failed attempt leaves no file behind.
+    ///
+    /// # Errors
+    /// [`FetchError`], naming the URL; timeouts and broken transfers say
+    /// how long the server was silent or how many bytes of how many came.
+    pub async fn fetch(
+        &self,
+        url: &str,
+        checksum: Option<&Digest>,
+        scratch_dir: &Path,
+    ) -> Result<FetchedUrl, FetchError> {
+        if let Some(c) = checksum {
+            if c.algorithm() != kiln_oci::digest::Algorithm::Sha256 {
+                return Err(FetchError::UnsupportedChecksum {
+                    url: url.to_string(),
+                    checksum: c.clone(),
+                });
+            }
+        }
+        self.retry
+            .run("ADD download", || {
+                self.fetch_once(url, checksum, scratch_dir)
+            })
+            .await
+    }
+
+    async fn fetch_once(
+        &self,
+        url: &str,
+        checksum: Option<&Digest>,
+        scratch_dir: &Path,
+    ) -> Result<FetchedUrl, FetchError> {
+        let mut resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.request_error(url, &e))?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let last_modified = resp
+            .headers()
+            .get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        let file_name = file_name_of(resp.url().as_str()).unwrap_or_else(|| UNNAMED.to_string());
+        let expected = resp.content_length();
+        let path = tempfile::Builder::new()
+            .prefix("url-")
+            .tempfile_in(scratch_dir)
+            .and_then(|t| t.keep().map_err(|e| e.error))
+            .map_err(|source| FetchError::Io {
+                url: url.to_string(),
+                path: scratch_dir.to_path_buf(),
+                source,
+            })?
+            .1;
+        let io = |source| FetchError::Io {
             url: url.to_string(),
-            path: scratch_dir.to_path_buf(),
+            path: path.clone(),
             source,
-        })?
-        .1;
-    let io = |source| FetchError::Io {
-        url: url.to_string(),
-        path: path.clone(),
-        source,
-    };
-    let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = resp.chunk().await.map_err(http)? {
-        hasher.update(&chunk);
-        size += chunk.len() as u64;
-        file.write_all(&chunk).await.map_err(io)?;
-    }
-    file.flush().await.map_err(io)?;
-    let digest = Digest::from_sha256(hasher.finalize().into());
-    if let Some(expected) = checksum {
-        if *expected != digest {
+        };
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let written = async {
+            let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
+            loop {
+                let chunk = resp.chunk().await.map_err(|e| {
+                    if e.is_timeout() {
+                        self.timed_out(url)
+                    } else {
+                        FetchError::BrokeOff {
+                            url: url.to_string(),
+                            received: size,
+                            expected,
+                            cause: body_failure(&e),
+                        }
+                    }
+                })?;
+                let Some(chunk) = chunk else { break };
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(io)?;
+            }
+            file.flush().await.map_err(io)
+        }
+        .await;
+        if let Err(e) = written {
             let _ = tokio::fs::remove_file(&path).await;
-            return Err(FetchError::ChecksumMismatch {
-                url: url.to_string(),
-                expected: expected.clone(),
-                actual: digest,
-            });
+            return Err(e);
+        }
+        let digest = Digest::from_sha256(hasher.finalize().into());
+        if let Some(expected) = checksum {
+            if *expected != digest {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(FetchError::ChecksumMismatch {
+                    url: url.to_string(),
+                    expected: expected.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        Ok(FetchedUrl {
+            url: url.to_string(),
+            path,
+            file_name,
+            last_modified,
+            digest,
+            size,
+        })
+    }
+
+    fn timed_out(&self, url: &str) -> FetchError {
+        FetchError::TimedOut {
+            url: url.to_string(),
+            host: host_of(url),
+            after: self.read_timeout,
         }
     }
-    Ok(FetchedUrl {
-        url: url.to_string(),
-        path,
-        file_name,
-        last_modified,
-        digest,
-        size,
-    })
+
+    /// The error of a request that got no answer.
+    fn request_error(&self, url: &str, e: &reqwest::Error) -> FetchError {
+        if e.is_timeout() && !e.is_connect() {
+            return self.timed_out(url);
+        }
+        FetchError::Http {
+            url: url.to_string(),
+            message: error_chain(e),
+            transient: e.is_connect() || e.is_timeout() || e.is_request(),
+        }
+    }
+}
+
+/// `host[:port]` of a URL, for messages.
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            })
+        })
+        .unwrap_or_else(|| url.to_string())
+}
+
+/// What ended a body early, in words rather than reqwest's "error decoding
+/// response body".
+fn body_failure(e: &reqwest::Error) -> String {
+    let chain = error_chain(e);
+    if chain.contains("end of file") || chain.contains("IncompleteBody") {
+        "the server closed the connection early".to_string()
+    } else {
+        chain
+    }
+}
+
+/// An error and its causes, each once.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// `5s`, `1500ms`.
+fn show_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 /// The last non-empty path segment of a URL, the name Docker gives the file.

@@ -4,7 +4,7 @@
 //! Planning follows Docker/BuildKit semantics:
 //! - sources are context paths (wildcards matched per component like Go's
 //!   `filepath.Match`), heredoc bodies, or URLs already fetched with
-//!   [`http::fetch_url`];
+//!   [`http::UrlFetcher`];
 //! - a directory source copies its contents, not the directory itself;
 //! - the destination is a directory when it ends in `/` (or `.`), when there
 //!   are several sources or a wildcard matched several paths, or when it
@@ -35,7 +35,7 @@ mod plan;
 pub use archive::ArchiveError;
 pub use chmod::{Chmod, ChmodError};
 pub use chown::{ChownError, Owner};
-pub use http::{fetch_url, FetchError, FetchedUrl};
+pub use http::{FetchError, FetchedUrl, UrlFetcher};
 pub use layer::{write_layer, LayerSink};
 pub use plan::plan_copy;
 
@@ -156,7 +156,7 @@ pub enum CopySource {
         /// The file's content.
         body: String,
     },
-    /// An ADD URL already downloaded with [`fetch_url`].
+    /// An ADD URL already downloaded with [`UrlFetcher::fetch`].
     Fetched(FetchedUrl),
 }
 

@@ -87,14 +87,11 @@ impl StageRunner<'_> {
                     body: h.content.clone(),
                 }),
                 Source::Path(p) if add && classify_source(p) == SourceKind::Url => {
-                    let fetched = copy::fetch_url(
-                        &self.http,
-                        p,
-                        checksum.as_ref(),
-                        &self.workspace.scratch(),
-                    )
-                    .await
-                    .map_err(|e| err(&e))?;
+                    let fetched = self
+                        .http
+                        .fetch(p, checksum.as_ref(), &self.workspace.scratch())
+                        .await
+                        .map_err(|e| err(&e))?;
                     copy_sources.push(CopySource::Fetched(fetched));
                 }
                 Source::Path(p) => copy_sources.push(CopySource::Path(p.clone())),

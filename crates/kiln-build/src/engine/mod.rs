@@ -111,10 +111,8 @@ pub async fn build_with(
         context: &context,
         workspace: &ws,
         blobs: &blobs,
-        http: reqwest::Client::builder()
-            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BuildError::Context(format!("HTTP client: {e}")))?,
+        http: crate::copy::UrlFetcher::new(client.options())
+            .map_err(|e| BuildError::Context(e.to_string()))?,
         listings: listing::Listings::new(
             blobs.clone(),
             cache.clone(),

@@ -46,7 +46,7 @@ pub(crate) struct StageRunner<'a> {
     pub context: &'a BuildContext,
     pub workspace: &'a Workspace,
     pub blobs: &'a BlobStore,
-    pub http: reqwest::Client,
+    pub http: crate::copy::UrlFetcher,
     /// The layer cache, when `--cache` is on.
     pub cache: Option<LayerCache>,
     /// Background cache stores.
