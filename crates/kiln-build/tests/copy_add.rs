@@ -250,9 +250,7 @@ fn add_url_fetches_verifies_and_plans() {
         plan_copy(&ctx, &req, &nothing),
         Err(CopyError::UrlNotFetched { .. })
     ));
-    let fetched = rt()
-        .block_on(client.fetch(&url, None, t.path()))
-        .unwrap();
+    let fetched = rt().block_on(client.fetch(&url, None, t.path())).unwrap();
     assert_eq!(fetched.size, 18);
 }
 

@@ -940,3 +940,49 @@ async fn an_upload_that_cannot_resume_starts_again() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn downloads_that_break_off_say_how_many_bytes_of_how_many_arrived() {
+    let reg = Registry::plain().unwrap();
+    let direct = RegistryClient::new(plain_options(&reg)).unwrap();
+    let origin = direct.repository(&reference(&reg, "kiln/broken"), Access::Push);
+    let blob = Bytes::from(vec![7u8; 10_000]);
+    let digest = Digest::sha256_of(&blob);
+    origin
+        .push_blob(&BlobSource::Bytes(blob.clone()), &digest, 10_000, None)
+        .await
+        .unwrap();
+
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let client = RegistryClient::new(RegistryOptions {
+        pull_retries: 0,
+        ..proxied_options(&proxy)
+    })
+    .unwrap();
+    let r: Reference = format!("{}/kiln/broken:1", proxy.host()).parse().unwrap();
+    let repo = client.repository(&r, Access::Pull);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("blob");
+    // The head announces 10000 bytes; 5000 come, then the connection closes.
+    proxy.inject(Some("GET"), "/blobs/", Fault::DropMidBody, 2);
+    for err in [
+        repo.download_blob(&digest, Some(10_000), &out)
+            .await
+            .unwrap_err(),
+        // Without a size from the manifest, the Content-Length says it.
+        repo.get_blob_bytes(&digest, None, 1 << 20)
+            .await
+            .unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "download of {digest} broke off after 5000 of 10000 bytes"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("error decoding response body"), "{text}");
+        assert!(err.is_retryable(), "{text}");
+    }
+    assert_eq!(proxy.faults_applied(), 2, "{:?}", proxy.log());
+}

@@ -247,17 +247,17 @@ fn a_layer_a_manifest_repeats_is_downloaded_once() {
 
 #[test]
 fn a_tls_registry_redirecting_a_layer_to_plain_http_fails_and_keeps_the_password() {
-    let reg = Registry::builder().auth("kiln", "s3cret-pass").start().unwrap();
+    let reg = Registry::builder()
+        .auth("kiln", "s3cret-pass")
+        .start()
+        .unwrap();
     let creds = reg.credentials().unwrap().clone();
     BaseImage::busybox()
         .unwrap()
         .push_to(&reg, "lure/busybox:1")
         .unwrap();
     let front = DowngradeFront::start(&reg.host(), Lure::RedirectBlobGets).unwrap();
-    let b = Build::new(&format!(
-        "FROM {}/lure/busybox:1\nRUN true\n",
-        front.host()
-    ));
+    let b = Build::new(&format!("FROM {}/lure/busybox:1\nRUN true\n", front.host()));
     // The password, in a Docker config for the front's host.
     fs::create_dir(b.path("docker")).unwrap();
     fs::write(
