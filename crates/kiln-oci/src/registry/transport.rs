@@ -977,6 +977,21 @@ mod tests {
         );
     }
 
+    /// The comparison that decides where credentials go: scheme, host and
+    /// port, default ports filled in, host names case-insensitive.
+    #[test]
+    fn origins_compare_scheme_host_and_port_with_default_ports() {
+        let o = |s: &str| Url::parse(s).unwrap().origin();
+        assert_eq!(o("https://r.io/v2/"), o("https://r.io:443/v2/a/blobs/x"));
+        assert_eq!(o("http://r.io/"), o("http://r.io:80/"));
+        assert_eq!(o("https://R.IO/"), o("https://r.io/"));
+        assert_ne!(o("https://r.io/"), o("http://r.io/"));
+        assert_ne!(o("https://r.io:443/"), o("http://r.io:443/"));
+        assert_ne!(o("https://r.io:5000/"), o("http://r.io:5000/"));
+        assert_ne!(o("https://r.io/"), o("https://r.io:5000/"));
+        assert_ne!(o("https://r.io/"), o("https://storage.r.io/"));
+    }
+
     #[test]
     fn rfc3339_times() {
         let at = |s| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap());
