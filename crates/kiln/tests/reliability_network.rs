@@ -37,11 +37,16 @@ impl Build {
         self.dir.path().join(p)
     }
 
-    /// `kiln build --no-push` with `args` and `env`, and how long it took.
+    /// `kiln build` with `args` (`--no-push` unless they name a
+    /// destination) and `env`, and how long it took.
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
         let started = Instant::now();
         let mut cmd = Command::cargo_bin("kiln").unwrap();
-        cmd.args(["build", "--no-push", "--context"])
+        cmd.arg("build");
+        if !args.contains(&"--destination") {
+            cmd.arg("--no-push");
+        }
+        cmd.arg("--context")
             .arg(self.path("ctx"))
             .args(["--isolation", "chroot", "--kiln-dir"])
             .arg(self.path("kiln"))
@@ -245,8 +250,12 @@ fn a_layer_a_manifest_repeats_is_downloaded_once() {
     assert_eq!(downloads.len(), 1, "{downloads:?}");
 }
 
-#[test]
-fn a_tls_registry_redirecting_a_layer_to_plain_http_fails_and_keeps_the_password() {
+/// Builds `dockerfile` (where `{front}` stands for the front's host) with
+/// the registry's password in a Docker config for the front, trusting the
+/// front's CA; `extra` are more flags. Checks that the build failed within
+/// seconds, that the lure was sent and that no `Authorization` header ever
+/// arrived over plain HTTP; returns the error output and the front's host.
+fn build_through_front(lure: Lure, dockerfile: &str, extra: &[&str]) -> (String, String) {
     let reg = Registry::builder()
         .auth("kiln", "s3cret-pass")
         .start()
@@ -256,9 +265,8 @@ fn a_tls_registry_redirecting_a_layer_to_plain_http_fails_and_keeps_the_password
         .unwrap()
         .push_to(&reg, "lure/busybox:1")
         .unwrap();
-    let front = DowngradeFront::start(&reg.host(), Lure::RedirectBlobGets).unwrap();
-    let b = Build::new(&format!("FROM {}/lure/busybox:1\nRUN true\n", front.host()));
-    // The password, in a Docker config for the front's host.
+    let front = DowngradeFront::start(&reg.host(), lure).unwrap();
+    let b = Build::new(&dockerfile.replace("{front}", &front.host()));
     fs::create_dir(b.path("docker")).unwrap();
     fs::write(
         b.path("docker/config.json"),
@@ -267,10 +275,13 @@ fn a_tls_registry_redirecting_a_layer_to_plain_http_fails_and_keeps_the_password
     .unwrap();
     let cert = format!("{}={}", front.host(), front.ca_cert_path().display());
     let docker_config = b.path("docker");
-    let (out, took) = b.run(
-        &["--registry-certificate", &cert],
-        &[("DOCKER_CONFIG", docker_config.to_str().unwrap())],
-    );
+    let extra: Vec<String> = extra
+        .iter()
+        .map(|a| a.replace("{front}", &front.host()))
+        .collect();
+    let mut args = vec!["--registry-certificate", &cert];
+    args.extend(extra.iter().map(String::as_str));
+    let (out, took) = b.run(&args, &[("DOCKER_CONFIG", docker_config.to_str().unwrap())]);
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     assert!(front.lures_sent() > 0, "the front never lured: {err}");
@@ -280,9 +291,51 @@ fn a_tls_registry_redirecting_a_layer_to_plain_http_fails_and_keeps_the_password
         .filter(|r| r.authorization.is_some())
         .collect();
     assert!(leaked.is_empty(), "password sent in clear: {leaked:?}");
+    assert!(took < Duration::from_secs(60), "took {took:?}: {err}");
+    (err, front.host())
+}
+
+#[test]
+fn a_tls_registry_redirecting_a_layer_to_plain_http_fails_and_keeps_the_password() {
+    let (err, host) = build_through_front(
+        Lure::RedirectBlobGets,
+        "FROM {front}/lure/busybox:1\nRUN true\n",
+        &[],
+    );
     assert!(
-        err.contains(&front.host()) && err.contains("plain HTTP"),
+        err.contains(&format!(
+            "registry {host} is reached over HTTPS but sent a redirect to plain HTTP"
+        )),
         "{err}"
     );
-    assert!(took < Duration::from_secs(60), "took {took:?}: {err}");
+}
+
+#[test]
+fn a_tls_registry_handing_out_a_plain_http_upload_location_fails_and_keeps_the_password() {
+    let (err, host) = build_through_front(
+        Lure::HttpUploadLocation,
+        "FROM scratch\nCOPY Dockerfile /\n",
+        &["--destination", "{front}/lure/out:1"],
+    );
+    assert!(
+        err.contains(&format!(
+            "registry {host} is reached over HTTPS but sent an upload Location"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plain_http_token_realm_never_gets_the_password() {
+    let (err, host) = build_through_front(
+        Lure::HttpTokenRealm,
+        "FROM {front}/lure/busybox:1\nRUN true\n",
+        &[],
+    );
+    assert!(
+        err.contains(&format!(
+            "registry {host} asks for credentials at token server http://{host}/token"
+        )),
+        "{err}"
+    );
 }
