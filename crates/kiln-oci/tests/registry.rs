@@ -985,4 +985,19 @@ async fn downloads_that_break_off_say_how_many_bytes_of_how_many_arrived() {
         assert!(err.is_retryable(), "{text}");
     }
     assert_eq!(proxy.faults_applied(), 2, "{:?}", proxy.log());
+
+    // A manifest whose answer breaks off says the same.
+    let (manifest, _, _) = push_image(&origin, "1").await;
+    proxy.inject(Some("GET"), "/manifests/", Fault::DropMidBody, 1);
+    let err = repo.get_manifest("1").await.unwrap_err();
+    let text = err.to_string();
+    let half = manifest.len() / 2;
+    assert!(
+        text.contains(&format!(
+            "the answer broke off after {half} of {} bytes",
+            manifest.len()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("error decoding response body"), "{text}");
 }

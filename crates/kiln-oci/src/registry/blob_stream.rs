@@ -147,7 +147,7 @@ impl Stream for BlobStream {
                     method: "GET".into(),
                     url: self.url.clone(),
                     message: broke_off(
-                        &self.expected,
+                        &format!("download of {}", self.expected),
                         self.seen,
                         self.expected_size.or(self.announced),
                         &e,
@@ -183,15 +183,11 @@ impl Stream for BlobStream {
     }
 }
 
-/// What to say about a download whose connection failed after `seen` bytes
-/// of `total`: how much arrived, then the cause (reqwest's own words,
+/// What to say about a transfer (`what`: `download of sha256:…`) whose
+/// connection failed after `seen` bytes of `total`: how much arrived, then
+/// the cause (reqwest's own words,
 /// "error decoding response body", say neither).
-pub(crate) fn broke_off(
-    digest: &Digest,
-    seen: u64,
-    total: Option<u64>,
-    e: &reqwest::Error,
-) -> String {
+pub(crate) fn broke_off(what: &str, seen: u64, total: Option<u64>, e: &reqwest::Error) -> String {
     let of = total.map_or_else(String::new, |t| format!(" of {t}"));
     let cause = super::transport::error_chain(e);
     let cause = if e.is_timeout() {
@@ -201,5 +197,5 @@ pub(crate) fn broke_off(
     } else {
         cause
     };
-    format!("download of {digest} broke off after {seen}{of} bytes: {cause}")
+    format!("{what} broke off after {seen}{of} bytes: {cause}")
 }

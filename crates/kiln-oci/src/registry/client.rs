@@ -6,7 +6,7 @@
 //! that honour `Retry-After`, and Docker's `config.json` credentials, and
 //! `oci-client` has none of the last four.
 
-use super::blob_stream::BlobStream;
+use super::blob_stream::{broke_off, BlobStream};
 use super::error::{display_url, RegistryError};
 use super::meter::{Meter, TransferObserver};
 use super::options::{Access, RegistryOptions};
@@ -900,6 +900,7 @@ async fn read_body(
     if resp.content_length().is_some_and(|l| l > limit) {
         return Err(too_large());
     }
+    let announced = resp.content_length();
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -909,7 +910,7 @@ async fn read_body(
             message: if e.is_timeout() {
                 format!("{e}: {}", timed_out(&host_of(url), read_timeout, false))
             } else {
-                e.to_string()
+                broke_off("the answer", out.len() as u64, announced, &e)
             },
             timeout: e.is_timeout(),
         })?;
