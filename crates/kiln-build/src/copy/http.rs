@@ -357,6 +357,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn messages_say_how_much_arrived_and_what_is_retried() {
+        let broke = |expected| FetchError::BrokeOff {
+            url: "http://h/x".into(),
+            received: 400,
+            expected,
+            cause: "the server closed the connection early".into(),
+        };
+        assert_eq!(
+            broke(Some(1000)).to_string(),
+            "ADD http://h/x: download broke off after 400 of 1000 bytes: \
+             the server closed the connection early"
+        );
+        assert_eq!(
+            broke(None).to_string(),
+            "ADD http://h/x: download broke off after 400 bytes: \
+             the server closed the connection early"
+        );
+        let timed_out = FetchError::TimedOut {
+            url: "http://h:81/x".into(),
+            host: "h:81".into(),
+            after: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            timed_out.to_string(),
+            "ADD http://h:81/x: timed out: h:81 sent no data for 1500ms \
+             (set KILN_REGISTRY_READ_TIMEOUT to wait longer)"
+        );
+        let status = |status| FetchError::Status {
+            url: "u".into(),
+            status,
+        };
+        assert!(broke(None).is_transient() && timed_out.is_transient());
+        assert!(status(503).is_transient() && status(429).is_transient());
+        assert!(!status(404).is_transient() && !status(403).is_transient());
+        assert_eq!(host_of("https://h.example/a"), "h.example");
+    }
+
+    #[test]
     fn names_from_urls() {
         assert_eq!(
             file_name_of("https://h/x/tool.tar.gz?sig=1").as_deref(),
