@@ -17,6 +17,9 @@
 //! * Peer tools: [`skopeo_copy`], [`skopeo_inspect`], [`umoci_unpack`] and
 //!   [`run_unpacked`] / [`run_pushed_image`] (run an image's entrypoint in a chroot),
 //!   [`buildah_build`] / [`BuildahBuild`], [`docker_available`].
+//! * Hostile fronts for a registry: [`FaultProxy`] (errors, drops, stalls,
+//!   damaged bodies) and [`DowngradeFront`] (HTTPS that lures clients to
+//!   plain HTTP on its own port and records what credentials arrive there).
 //! * [`tools_check`]: one loud failure naming every missing tool.
 //!
 //! # Example
