@@ -8,6 +8,7 @@ mod exit_code;
 mod frontend;
 mod go_duration;
 mod logging;
+mod plan;
 mod progress;
 
 use std::io::Write;

@@ -162,6 +162,7 @@ pub async fn build_with(
             .expect("the plan always builds its target");
         let mut image = target.image;
         finish_config(&mut image, options);
+        finish_manifest(&mut image, options)?;
         let built = BuiltImage::assemble(&image)
             .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
         // The root filesystems are not needed any more: remove them while the
@@ -343,9 +344,40 @@ fn registry_options(options: &BuildOptions) -> kiln_oci::RegistryOptions {
         registry_maps: maps,
         push_retries: r.push_retry,
         pull_retries: r.image_download_retry,
-        credentials: CredentialStore::from_env(),
+        credentials: CredentialStore::from_env().with_builtin_helpers(r.credential_helpers.clone()),
         ..Default::default()
     }
+}
+
+/// `--image-format` and `--annotation`, and whether the base image's
+/// annotations stay (`FF_KANIKO_NO_PROPAGATE_ANNOTATIONS=false`).
+fn finish_manifest(
+    image: &mut image::ImageState,
+    options: &BuildOptions,
+) -> Result<(), BuildError> {
+    let out = &options.output;
+    match out.image_format {
+        Some(crate::options::ImageFormat::Oci) => image.oci = true,
+        Some(crate::options::ImageFormat::Docker) => {
+            let zstd = kiln_oci::media::Compression::Zstd;
+            if let Some(layer) = image.layers.iter().find(|l| {
+                kiln_oci::media::Compression::of_media_type(&l.descriptor.media_type) == Some(zstd)
+            }) {
+                return Err(BuildError::Context(format!(
+                    "--image-format=docker: layer {} is zstd-compressed, which Docker schema 2 \
+                     cannot describe; use --image-format=oci",
+                    layer.descriptor.digest
+                )));
+            }
+            image.oci = false;
+        }
+        None => {}
+    }
+    if !out.annotations.inherit_base {
+        image.annotations.clear();
+    }
+    image.annotations.extend(out.annotations.added.clone());
+    Ok(())
 }
 
 /// `--label`s, the creation time, and the end of ONBUILD inheritance.
@@ -361,6 +393,9 @@ fn finish_config(image: &mut image::ImageState, options: &BuildOptions) {
     }
     image.config.created = Some(stage::timestamp(options.reproducible));
 }
+
+/// The tag a `--tar-path` tarball carries when there is no `--destination`.
+pub const UNNAMED_TAR_TAG: &str = "kiln-build:latest";
 
 async fn write_outputs(
     options: &BuildOptions,
@@ -402,7 +437,7 @@ async fn write_outputs(
             reports.push(report);
         }
     }
-    let tags: Vec<String> = out
+    let mut tags: Vec<String> = out
         .destinations
         .iter()
         .map(|d| match d.reference.tag() {
@@ -410,6 +445,11 @@ async fn write_outputs(
             None => format!("{}:latest", d.reference.familiar()),
         })
         .collect();
+    if tags.is_empty() {
+        // `--tar-path` alone, as BuildKit's `-o type=docker` without a name:
+        // `docker load` still gets a tag to show and run.
+        tags.push(UNNAMED_TAR_TAG.to_string());
+    }
     if let Some(path) = &out.tar_path {
         output::docker_tar::write(path, built, &tags, blobs).await?;
     }
