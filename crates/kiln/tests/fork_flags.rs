@@ -1,0 +1,414 @@
+//! The flags of the maintained Kaniko fork (osscontainertools/kaniko v1.28)
+//! end to end against a real registry: manifest annotations, the manifest
+//! format, a dry run, the built-in credential sources, the filesystem flags
+//! kiln accepts without effect, and `--tar-path` without a destination.
+
+use assert_cmd::cargo::cargo_bin;
+use kiln_testkit::{skopeo_inspect_raw, BaseImage, Registry};
+use serde_json::{json, Value};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// A context whose Dockerfile builds on `base` with a RUN step.
+fn context(base: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo built > /built.txt\n"),
+    )
+    .unwrap();
+    dir
+}
+
+/// `kiln build` of `ctx` with an empty Docker config, plus `args`.
+fn kiln(ctx: &Path, envs: &[(&str, &str)], args: &[&str]) -> Output {
+    let docker_config = tempfile::tempdir().unwrap();
+    fs::write(docker_config.path().join("config.json"), "{\"auths\":{}}").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut c = Command::new(cargo_bin("kiln"));
+    c.env_remove("FF_KANIKO_NO_PROPAGATE_ANNOTATIONS")
+        .env_remove("KANIKO_PRINT_PLAN")
+        .env_remove("KANIKO_PRE_CLEANUP")
+        .env_remove("KANIKO_PRESERVE_CONTEXT")
+        .env_remove("KANIKO_NO_PUSH")
+        .env("DOCKER_CONFIG", docker_config.path())
+        .env("HOME", docker_config.path())
+        .args([
+            "build",
+            "--log-format=text",
+            "--insecure",
+            "--insecure-pull",
+        ])
+        .arg("--context")
+        .arg(ctx)
+        .arg("--kiln-dir")
+        .arg(work.path())
+        .args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn manifest(reg: &Registry, name: &str) -> Value {
+    skopeo_inspect_raw(&reg.image_ref(name), false).unwrap()
+}
+
+#[test]
+fn annotations_are_set_and_the_base_images_are_dropped_unless_asked() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    // A base whose manifest carries annotations, as ubuntu's does.
+    let base_ctx = context(&reg.image_ref("busybox:latest"));
+    let base = reg.image_ref("base:1");
+    let out = kiln(
+        base_ctx.path(),
+        &[],
+        &[
+            "-d",
+            &base,
+            "--annotation",
+            "org.opencontainers.image.version=24.04",
+            "--annotation=org.opencontainers.image.url=https://base.example",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        manifest(&reg, "base:1")["annotations"],
+        json!({"org.opencontainers.image.version": "24.04",
+               "org.opencontainers.image.url": "https://base.example"})
+    );
+
+    let ctx = context(&base);
+    let annotate = [
+        "--annotation",
+        "org.opencontainers.image.version=2.0",
+        "--annotation",
+        "team=build=tools",
+    ];
+    let app = reg.image_ref("app:1");
+    let mut args = vec!["-d", app.as_str()];
+    args.extend(annotate);
+    let out = kiln(ctx.path(), &[], &args);
+    assert!(out.status.success(), "{}", text(&out));
+    // As the fork and BuildKit: the base image's annotations do not follow.
+    assert_eq!(
+        manifest(&reg, "app:1")["annotations"],
+        json!({"org.opencontainers.image.version": "2.0", "team": "build=tools"})
+    );
+
+    // FF_KANIKO_NO_PROPAGATE_ANNOTATIONS=false keeps them; ours still win.
+    let app2 = reg.image_ref("app:2");
+    let mut args = vec!["-d", app2.as_str()];
+    args.extend(annotate);
+    let out = kiln(
+        ctx.path(),
+        &[("FF_KANIKO_NO_PROPAGATE_ANNOTATIONS", "false")],
+        &args,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        manifest(&reg, "app:2")["annotations"],
+        json!({"org.opencontainers.image.version": "2.0",
+               "org.opencontainers.image.url": "https://base.example",
+               "team": "build=tools"})
+    );
+
+    // Without --annotation the manifest has none at all.
+    let out = kiln(ctx.path(), &[], &["-d", &reg.image_ref("app:3")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(manifest(&reg, "app:3").get("annotations"), None);
+}
+
+#[test]
+fn image_format_picks_the_manifest_media_types() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let ctx = context(&reg.image_ref("busybox:latest"));
+    let types = |name: &str| {
+        let m = manifest(&reg, name);
+        let layers: Vec<Value> = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["mediaType"].clone())
+            .collect();
+        (
+            m["mediaType"].clone(),
+            m["config"]["mediaType"].clone(),
+            layers,
+        )
+    };
+    let docker = (
+        json!("application/vnd.docker.distribution.manifest.v2+json"),
+        json!("application/vnd.docker.container.image.v1+json"),
+        vec![json!("application/vnd.docker.image.rootfs.diff.tar.gzip"); 2],
+    );
+    let oci = (
+        json!("application/vnd.oci.image.manifest.v1+json"),
+        json!("application/vnd.oci.image.config.v1+json"),
+        vec![json!("application/vnd.oci.image.layer.v1.tar+gzip"); 2],
+    );
+
+    // Unset: the base image's (an OCI one here).
+    let out = kiln(ctx.path(), &[], &["-d", &reg.image_ref("app:inherit")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(types("app:inherit"), oci);
+
+    let out = kiln(
+        ctx.path(),
+        &[],
+        &["-d", &reg.image_ref("app:docker"), "--image-format=docker"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(types("app:docker"), docker);
+
+    // And back: a Docker base built into an OCI image.
+    let docker_ctx = context(&reg.image_ref("app:docker"));
+    let out = kiln(
+        docker_ctx.path(),
+        &[],
+        &["-d", &reg.image_ref("app:oci"), "--image-format", "oci"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let (m, c, layers) = types("app:oci");
+    assert_eq!((m, c), (oci.0, oci.1));
+    assert!(layers.iter().all(|l| l == &oci.2[0]), "{layers:?}");
+
+    // zstd layers have no Docker media type: refused before any work.
+    let out = kiln(
+        ctx.path(),
+        &[],
+        &[
+            "-d",
+            &reg.image_ref("app:zstd"),
+            "--image-format=docker",
+            "--compression=zstd",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--image-format"), "{}", text(&out));
+}
+
+#[test]
+fn dryrun_prints_the_plan_and_pulls_builds_pushes_and_writes_nothing() {
+    let reg = Registry::plain().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    // The base does not exist: a dry run never asks for it.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {} AS build\nRUN echo compiled > /out\n\
+             FROM {}\nCOPY --from=build /out /out\nRUN cat /out\n",
+            reg.image_ref("missing:1"),
+            reg.image_ref("missing:2")
+        ),
+    )
+    .unwrap();
+    let outputs = tempfile::tempdir().unwrap();
+    let tar = outputs.path().join("image.tar");
+    let digest = outputs.path().join("digest");
+    let out = kiln(
+        ctx.path(),
+        &[("KANIKO_PRESERVE_CONTEXT", "1")],
+        &[
+            "-d",
+            &reg.image_ref("app:1"),
+            "--dryrun",
+            "--tar-path",
+            tar.to_str().unwrap(),
+            "--digest-file",
+            digest.to_str().unwrap(),
+            "--materialize",
+            "--pre-cleanup=true",
+        ],
+    );
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("build plan: 2 stage(s), target stage-1"),
+        "{plan}"
+    );
+    assert!(plan.contains("level 0: stage build from"), "{plan}");
+    assert!(plan.contains("level 1: stage stage-1 from"), "{plan}");
+    assert!(plan.contains("   4: COPY --from=build /out /out"), "{plan}");
+    assert!(plan.contains("   5: RUN cat /out"), "{plan}");
+    assert!(!tar.exists() && !digest.exists(), "nothing written: {log}");
+    assert!(
+        skopeo_inspect_raw(&reg.image_ref("app:1"), false).is_err(),
+        "nothing pushed"
+    );
+    // The bases do not exist, so a run that asked for one would have failed.
+    assert!(!log.contains("not found"), "no base asked for: {log}");
+
+    // The filesystem flags are accepted, each with one line saying why.
+    for flag in ["--materialize", "--pre-cleanup", "--preserve-context"] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("{flag}: kiln")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{flag}: {log}");
+    }
+}
+
+#[test]
+fn kaniko_print_plan_prints_it_and_builds() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let ctx = context(&reg.image_ref("busybox:latest"));
+    let out = kiln(
+        ctx.path(),
+        &[("KANIKO_PRINT_PLAN", "true")],
+        &["-d", &reg.image_ref("app:1")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("   2: RUN echo built > /built.txt"),
+        "{}",
+        text(&out)
+    );
+    assert!(skopeo_inspect_raw(&reg.image_ref("app:1"), false).is_ok());
+}
+
+#[test]
+fn credential_helpers_choose_where_registry_credentials_come_from() {
+    let password = "s3cret-ci-job-token";
+    let reg = Registry::builder()
+        .auth("ci-user", password)
+        .start()
+        .unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&reg, "busybox:latest")
+        .unwrap();
+    let ctx = context(&reg.image_ref("busybox:latest"));
+    let host = reg.host();
+    let gitlab = [
+        ("CI_REGISTRY", host.as_str()),
+        ("CI_REGISTRY_USER", "ci-user"),
+        ("CI_REGISTRY_PASSWORD", password),
+    ];
+    // The fork's `env` source: KANIKO_<HOST>_USER/_PASSWORD, dots as `_`.
+    let env_user = format!("KANIKO_{}_USER", host.replace('.', "_"));
+    let env_password = format!("KANIKO_{}_PASSWORD", host.replace('.', "_"));
+    let env_source = [
+        (env_user.as_str(), "ci-user"),
+        (env_password.as_str(), password),
+    ];
+    let build = |envs: &[(&str, &str)], tag: &str, helpers: &[&str]| {
+        let dest = reg.image_ref(&format!("app:{tag}"));
+        let mut args = vec!["-d", dest.as_str()];
+        args.extend(helpers);
+        let out = kiln(ctx.path(), envs, &args);
+        assert!(!text(&out).contains(password), "{}", text(&out));
+        out
+    };
+
+    // Every source by default: a GitLab job's variables are enough.
+    let out = build(&gitlab, "default", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = build(&gitlab, "gitlab", &["--credential-helpers=gitlab"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = build(&env_source, "env", &["--credential-helpers", "env"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Not selected, not asked: the registry refuses the anonymous pull.
+    let out = build(&gitlab, "env-only", &["--credential-helpers=env"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let out = build(&gitlab, "none", &["--credential-helpers="]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains(&host), "{}", text(&out));
+    // A CI_REGISTRY naming another port of the same host is not this registry.
+    let elsewhere = format!("127.0.0.1:{}", reg.port() + 1);
+    let other = [
+        ("CI_REGISTRY", elsewhere.as_str()),
+        ("CI_REGISTRY_USER", "ci-user"),
+        ("CI_REGISTRY_PASSWORD", password),
+    ];
+    let out = build(&other, "other-port", &["--credential-helpers=gitlab"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+
+    // A name the fork does not have is a usage error naming it.
+    let out = build(&gitlab, "typo", &["--credential-helpers=gitlab,vault"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("\"vault\""), "{}", text(&out));
+}
+
+#[test]
+fn tar_path_without_a_destination_is_tagged_kiln_build() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let ctx = context(&reg.image_ref("busybox:latest"));
+    let outputs = tempfile::tempdir().unwrap();
+    let repo_tags = |tar: &Path| -> Value {
+        let mut archive = tar::Archive::new(fs::File::open(tar).unwrap());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_str() == Some("manifest.json") {
+                let m: Value = serde_json::from_reader(&mut entry).unwrap();
+                return m[0]["RepoTags"].clone();
+            }
+        }
+        panic!("no manifest.json in {}", tar.display());
+    };
+
+    let bare = outputs.path().join("bare.tar");
+    let out = kiln(
+        ctx.path(),
+        &[],
+        &["--no-push", "--tar-path", bare.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(repo_tags(&bare), json!(["kiln-build:latest"]));
+
+    let named = outputs.path().join("named.tar");
+    let dest = reg.image_ref("team/app:7");
+    let out = kiln(
+        ctx.path(),
+        &[],
+        &[
+            "--no-push",
+            "-d",
+            &dest,
+            "--tar-path",
+            named.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(repo_tags(&named), json!([dest]));
+}
+
+#[test]
+fn debug_options_shows_what_the_fork_flags_resolved_to() {
+    let ctx = context("scratch");
+    let out = Command::new(cargo_bin("kiln"))
+        .env_remove("FF_KANIKO_NO_PROPAGATE_ANNOTATIONS")
+        .env_remove("KANIKO_PRINT_PLAN")
+        .env_remove("KANIKO_PRESERVE_CONTEXT")
+        .env("KANIKO_PRE_CLEANUP", "true")
+        .args(["debug", "options", "--no-push", "--context"])
+        .arg(ctx.path())
+        .args(["--annotation", "a=b", "--image-format=oci", "--dryrun"])
+        .args(["--credential-helpers=ecr", "--credential-helpers=gitlab"])
+        .arg("--materialize")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let o: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        o["output"]["annotations"],
+        json!({"added": {"a": "b"}, "inherit_base": false})
+    );
+    assert_eq!(o["output"]["image_format"], json!("oci"));
+    assert_eq!(o["dryrun"], json!(true));
+    assert_eq!(
+        o["registry"]["credential_helpers"],
+        json!(["ecr", "gitlab"])
+    );
+    assert_eq!(
+        o["host_filesystem"],
+        json!({"materialize": true, "pre_cleanup": true, "preserve_context": false})
+    );
+}
