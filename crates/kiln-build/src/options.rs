@@ -271,8 +271,10 @@ pub struct BuildFlags {
     pub image_name_tag_with_digest_file: Option<PathBuf>,
     /// `--build-arg`, `K=V` or a bare `K` (the environment's value).
     pub build_args: Vec<String>,
-    /// `--target`.
+    /// `--target`: the stage pushed.
     pub target: Option<String>,
+    /// Further `--target`s (the fork's `--target a,b`): built, not pushed.
+    pub extra_targets: Vec<String>,
     /// `--label`, `K=V`.
     pub labels: Vec<String>,
     /// `--skip-unused-stages`; on by default in kiln (Kaniko's default is off).
@@ -374,6 +376,7 @@ impl Default for BuildFlags {
             image_name_tag_with_digest_file: None,
             build_args: Vec::new(),
             target: None,
+            extra_targets: Vec::new(),
             labels: Vec::new(),
             // Stages the target does not need are skipped unless asked
             // otherwise, as BuildKit does.
@@ -431,6 +434,8 @@ pub struct BuildOptions {
     pub dockerfile: DockerfileLocation,
     /// The stage to build; the last one when `None`.
     pub target: Option<String>,
+    /// Other stages to build as well (with what they need), not pushed.
+    pub extra_targets: Vec<String>,
     /// Build arguments in the order given (a later one with the same name wins).
     pub build_args: Vec<KeyValue>,
     /// Labels added to the image, in order.
@@ -819,6 +824,11 @@ impl BuildFlags {
             context,
             dockerfile,
             target: self.target.filter(|t| !t.is_empty()),
+            extra_targets: self
+                .extra_targets
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect(),
             build_args: resolve_build_args(&self.build_args, env)?,
             labels: self
                 .labels

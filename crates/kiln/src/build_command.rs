@@ -93,9 +93,10 @@ pub struct BuildCommand {
     #[arg(long, value_name = "KEY[=VALUE]", action = ArgAction::Append)]
     pub build_arg: Vec<String>,
 
-    /// The stage to build (default: the last one).
-    #[arg(long, value_name = "STAGE")]
-    pub target: Option<String>,
+    /// The stage to build and push (default: the last one). Several, as
+    /// --target=a,b or repeated, build each; the first is pushed.
+    #[arg(long, value_name = "STAGE", action = ArgAction::Append, value_delimiter = ',')]
+    pub target: Vec<String>,
 
     /// Add a label to the image, KEY=VALUE. Repeat for several.
     #[arg(long, value_name = "KEY=VALUE", action = ArgAction::Append)]
@@ -367,6 +368,8 @@ impl NoEffectFlags {
 impl BuildCommand {
     /// The flags as the library's [`BuildFlags`], ready to resolve.
     pub fn to_flags(&self) -> BuildFlags {
+        // The fork's `--target a,b`: the first is pushed, the others built too.
+        let mut targets = self.target.iter().filter(|t| !t.is_empty()).cloned();
         // Kaniko's hidden --bucket names a gs:// context (or any URL given in full).
         let context = match &self.bucket {
             Some(bucket) if bucket.contains("://") => bucket.clone(),
@@ -386,7 +389,8 @@ impl BuildCommand {
             image_name_with_digest_file: self.image_name_with_digest_file.clone(),
             image_name_tag_with_digest_file: self.image_name_tag_with_digest_file.clone(),
             build_args: self.build_arg.clone(),
-            target: self.target.clone(),
+            target: targets.next(),
+            extra_targets: targets.collect(),
             labels: self.label.clone(),
             skip_unused_stages: self.skip_unused_stages,
             custom_platform: self.custom_platform.clone(),

@@ -412,3 +412,39 @@ fn debug_options_shows_what_the_fork_flags_resolved_to() {
         json!({"materialize": true, "pre_cleanup": true, "preserve_context": false})
     );
 }
+
+/// The fork's multi-target builds: `--target app,test` (or repeated) builds
+/// both, pushes the first; a failing test stage fails the build.
+#[test]
+fn several_targets_build_each_and_push_the_first() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {} AS app\nRUN echo app > /app.txt\n\
+             FROM app AS test\nARG EXPECT\nRUN test -f /app.txt && test \"$(cat /app.txt)\" = \"$EXPECT\"\n",
+            reg.image_ref("busybox:latest")
+        ),
+    )
+    .unwrap();
+    let build = |expect: &str, tag: &str, targets: &[&str]| {
+        let dest = reg.image_ref(&format!("app:{tag}"));
+        let mut args = vec!["-d", dest.as_str(), "--build-arg", "EXPECT"];
+        args.extend(targets);
+        kiln(ctx.path(), &[("EXPECT", expect)], &args)
+    };
+    // The test stage passes: app is pushed, without the test stage's layer.
+    let out = build("app", "1", &["--target=app,test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("stage test"), "{}", text(&out));
+    let layers = manifest(&reg, "app:1")["layers"].as_array().unwrap().len();
+    assert_eq!(layers, 2, "busybox and the app's RUN");
+    // It fails: so does the build, and nothing is pushed.
+    let out = build("other", "2", &["--target", "app", "--target", "test"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(skopeo_inspect_raw(&reg.image_ref("app:2"), false).is_err());
+    // Only app: the test stage is not built.
+    let out = build("other", "3", &["--target=app"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

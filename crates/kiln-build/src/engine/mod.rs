@@ -277,7 +277,12 @@ fn load_dockerfile(
         errors,
     };
     let mut dockerfile = kiln_dockerfile::load_with(text, &load).map_err(errors)?;
-    select_stages(&mut dockerfile, options.skip_unused_stages).map_err(|e| errors(vec![e]))?;
+    select_stages(
+        &mut dockerfile,
+        options.skip_unused_stages,
+        &options.extra_targets,
+    )
+    .map_err(|e| errors(vec![e]))?;
     Ok(dockerfile)
 }
 
@@ -286,20 +291,33 @@ fn load_dockerfile(
 /// BuildKit) that is the target and what it reads. Without it, as Kaniko
 /// without `--skip-unused-stages`: every stage from the first up to the
 /// target, whether the target uses it or not. Kaniko stops at the target, so a
-/// stage after it is built only when one of those reads from it.
+/// stage after it is built only when one of those reads from it. `also`
+/// names further targets (the fork's `--target a,b`) built with the same
+/// rule and not pushed.
 ///
 /// # Errors
-/// A dependency cycle among the stages added.
+/// A stage in `also` that does not exist; a dependency cycle among the stages added.
 pub fn select_stages(
     dockerfile: &mut kiln_dockerfile::Dockerfile,
     skip_unused: bool,
+    also: &[String],
 ) -> Result<(), kiln_dockerfile::FrontendError> {
-    use kiln_dockerfile::plan::{levels, needed};
-    if skip_unused {
+    use kiln_dockerfile::plan::{levels, needed, target};
+    if skip_unused && also.is_empty() {
         return Ok(());
     }
+    let mut tops = std::collections::BTreeSet::from([dockerfile.plan.target]);
+    for name in also {
+        tops.insert(target(&dockerfile.stages, Some(name))?);
+    }
     let plan = &mut dockerfile.plan;
-    let stages: std::collections::BTreeSet<usize> = (0..=plan.target)
+    let tops: Vec<usize> = if skip_unused {
+        tops.into_iter().collect()
+    } else {
+        (0..=tops.last().copied().unwrap_or(plan.target)).collect()
+    };
+    let stages: std::collections::BTreeSet<usize> = tops
+        .into_iter()
         .flat_map(|stage| needed(&plan.deps, stage, StageSelection::TargetDeps))
         .collect();
     plan.levels = levels(&dockerfile.stages, &plan.deps, &stages)?;
@@ -528,7 +546,7 @@ mod tests {
                     COPY --from=a / /a\nFROM scratch AS after\n";
         let load = |skip_unused| {
             let mut df = kiln_dockerfile::load(text, &BTreeMap::new(), Some("b")).unwrap();
-            select_stages(&mut df, skip_unused).unwrap();
+            select_stages(&mut df, skip_unused, &[]).unwrap();
             df.plan
         };
         let skipping = load(true);
@@ -540,5 +558,24 @@ mod tests {
         assert_eq!(all.needed, BTreeSet::from([0, 1, 2]));
         assert_eq!(all.levels, vec![vec![0, 1], vec![2]]);
         assert_eq!(all.target, 2);
+    }
+
+    #[test]
+    fn further_targets_are_built_with_what_they_need() {
+        let text = "FROM scratch AS a\nFROM scratch AS test\nCOPY --from=a / /a\n\
+                    FROM scratch AS app\nFROM scratch AS later\n";
+        let load = |skip_unused, also: &[&str]| {
+            let mut df = kiln_dockerfile::load(text, &BTreeMap::new(), Some("app")).unwrap();
+            let also: Vec<String> = also.iter().map(|s| s.to_string()).collect();
+            select_stages(&mut df, skip_unused, &also).map(|()| df.plan)
+        };
+        let plan = load(true, &["test"]).unwrap();
+        assert_eq!(plan.needed, BTreeSet::from([0, 1, 2]));
+        assert_eq!(plan.target, 2, "the first target is still the one pushed");
+        // A further target after the pushed one: Kaniko's rule runs up to it.
+        let plan = load(false, &["later"]).unwrap();
+        assert_eq!(plan.needed, BTreeSet::from([0, 1, 2, 3]));
+        let err = load(true, &["nope"]).unwrap_err().to_string();
+        assert!(err.contains("\"nope\" could not be found"), "{err}");
     }
 }
