@@ -941,7 +941,7 @@ fn env_bool(env: EnvLookup<'_>, name: &'static str) -> Result<Option<bool>, Opti
 
 /// `--credential-helpers`: every built-in source when not given; an empty
 /// value (`--credential-helpers=`) turns them all off.
-fn resolve_credential_helpers(
+pub fn resolve_credential_helpers(
     given: Option<&[String]>,
 ) -> Result<Vec<kiln_oci::builtin_helpers::BuiltinHelper>, OptionsError> {
     let Some(given) = given else {

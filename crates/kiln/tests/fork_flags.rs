@@ -448,3 +448,171 @@ fn several_targets_build_each_and_push_the_first() {
     let out = build("other", "3", &["--target=app"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// The fork's `executor login`: credentials stored in `$DOCKER_CONFIG`
+/// are the ones the next build uses; the password is never printed.
+#[test]
+fn executor_login_stores_credentials_the_build_then_uses() {
+    let password = "login-s3cret";
+    let reg = Registry::builder()
+        .auth("deployer", password)
+        .start()
+        .unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&reg, "busybox:latest")
+        .unwrap();
+    let docker_config = tempfile::tempdir().unwrap();
+    let executor_dir = tempfile::tempdir().unwrap();
+    let executor = executor_dir.path().join("executor");
+    std::os::unix::fs::symlink(cargo_bin("kiln"), &executor).unwrap();
+
+    let mut login = Command::new(&executor)
+        .env("DOCKER_CONFIG", docker_config.path())
+        .args(["login", &reg.host(), "-u", "deployer", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = login.stdin.take().unwrap();
+        writeln!(stdin, "{password}").unwrap();
+    }
+    let out = login.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(password), "{}", text(&out));
+    let config: Value =
+        serde_json::from_slice(&fs::read(docker_config.path().join("config.json")).unwrap())
+            .unwrap();
+    assert!(config["auths"][reg.host()]["auth"].is_string(), "{config}");
+
+    let ctx = context(&reg.image_ref("busybox:latest"));
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(&executor)
+        .env("DOCKER_CONFIG", docker_config.path())
+        .args(["--context", ctx.path().to_str().unwrap()])
+        .args([
+            "-d",
+            &reg.image_ref("app:1"),
+            "--insecure",
+            "--insecure-pull",
+        ])
+        .args(["--credential-helpers=", "--log-format=text"])
+        .arg(format!("--kiln-dir={}", work.path().display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Neither or both password options is a usage error.
+    for extra in [&[][..], &["-p", "x", "--password-stdin"][..]] {
+        let out = Command::new(&executor)
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(["login", &reg.host(), "-u", "deployer"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    }
+}
+
+/// The fork's `executor push`: an image saved with `--tar-path` (or an OCI
+/// layout, or a `docker save` tarball) is pushed without building again.
+#[test]
+fn executor_push_sends_a_saved_image_without_building() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let ctx = context(&reg.image_ref("busybox:latest"));
+    let saved = tempfile::tempdir().unwrap();
+    let tar = saved.path().join("image.tar");
+    let layout = saved.path().join("layout");
+    let built_digest = saved.path().join("built-digest");
+    let out = kiln(
+        ctx.path(),
+        &[],
+        &[
+            "--no-push",
+            "--tar-path",
+            tar.to_str().unwrap(),
+            "--oci-layout-path",
+            layout.to_str().unwrap(),
+            "--annotation=stage=scanned",
+            "--digest-file",
+            built_digest.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let push = |path: &Path, dest: &str, digest_file: &Path| {
+        Command::new(cargo_bin("kiln"))
+            .arg("push")
+            .arg(path)
+            .args([
+                "-d",
+                &reg.image_ref(dest),
+                "--insecure",
+                "--log-format=text",
+            ])
+            .arg("--digest-file")
+            .arg(digest_file)
+            .output()
+            .unwrap()
+    };
+
+    // The tarball: the very image the build made, annotations included.
+    let pushed_digest = saved.path().join("pushed-digest");
+    let out = push(&tar, "app:scanned", &pushed_digest);
+    assert!(out.status.success(), "{}", text(&out));
+    let digest = fs::read_to_string(&pushed_digest).unwrap();
+    assert_eq!(digest, fs::read_to_string(&built_digest).unwrap());
+    let summary = kiln_testkit::skopeo_inspect(&reg.image_ref("app:scanned"), false).unwrap();
+    assert_eq!(summary["Digest"], json!(digest));
+    assert_eq!(
+        manifest(&reg, "app:scanned")["annotations"],
+        json!({"stage": "scanned"})
+    );
+
+    // The OCI layout directory.
+    let out = push(&layout, "app:layout", &saved.path().join("d2"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(manifest(&reg, "app:layout")["layers"].is_array());
+
+    // A `docker save` tarball of the older kind (manifest.json, layer tars).
+    let archive = saved.path().join("docker-save.tar");
+    kiln_testkit::skopeo_copy(
+        &format!("docker://{}", reg.image_ref("app:scanned")),
+        &format!("docker-archive:{}", archive.display()),
+    )
+    .unwrap();
+    let out = push(&archive, "app:from-docker-save", &saved.path().join("d3"));
+    assert!(out.status.success(), "{}", text(&out));
+    let from_save =
+        kiln_testkit::skopeo_inspect(&reg.image_ref("app:from-docker-save"), false).unwrap();
+    assert_eq!(from_save["Layers"].as_array().unwrap().len(), 2);
+
+    // A tarball whose blob is a symlink to a file of this machine is refused.
+    let evil_dir = tempfile::tempdir().unwrap();
+    let blobs = evil_dir.path().join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let manifest_json = r#"[{"Config":"config.json","RepoTags":["x:1"],"Layers":["layer.tar"]}]"#;
+    fs::write(evil_dir.path().join("manifest.json"), manifest_json).unwrap();
+    fs::write(evil_dir.path().join("config.json"), "{}").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", evil_dir.path().join("layer.tar")).unwrap();
+    let evil = saved.path().join("evil.tar");
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&evil)
+        .arg("-C")
+        .arg(evil_dir.path())
+        .args(["manifest.json", "config.json", "layer.tar"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = push(&evil, "app:evil", &saved.path().join("d4"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("layer.tar: not a file inside the image"),
+        "{}",
+        text(&out)
+    );
+    assert!(skopeo_inspect_raw(&reg.image_ref("app:evil"), false).is_err());
+}
