@@ -616,3 +616,44 @@ fn executor_push_sends_a_saved_image_without_building() {
     );
     assert!(skopeo_inspect_raw(&reg.image_ref("app:evil"), false).is_err());
 }
+
+/// The fork's warmer asks every built-in credential source too: in a GitLab
+/// job it pulls from the job's registry with the job's variables.
+#[test]
+fn the_warmer_pulls_with_the_gitlab_jobs_credentials() {
+    let password = "warm-job-token";
+    let reg = Registry::builder()
+        .auth("gitlab-ci-token", password)
+        .start()
+        .unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&reg, "busybox:latest")
+        .unwrap();
+    let docker_config = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let warm = |vars: &[(&str, &str)]| {
+        let mut c = Command::new(cargo_bin("kiln"));
+        c.env("DOCKER_CONFIG", docker_config.path())
+            .env("HOME", docker_config.path())
+            .env_remove("CI_REGISTRY")
+            .args(["warm", "--insecure-pull", "--force", "--cache-dir"])
+            .arg(cache.path())
+            .args(["--image", &reg.image_ref("busybox:latest")]);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = warm(&[]);
+    assert!(!out.status.success(), "anonymous pulls are refused");
+    let host = reg.host();
+    let out = warm(&[
+        ("CI_REGISTRY", host.as_str()),
+        ("CI_REGISTRY_USER", "gitlab-ci-token"),
+        ("CI_REGISTRY_PASSWORD", password),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("cached as sha256:"), "{}", text(&out));
+    assert!(!text(&out).contains(password));
+}

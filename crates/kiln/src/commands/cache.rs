@@ -130,7 +130,9 @@ impl RegistryFlags {
             ca_certificates,
             client_certificates,
             mirrors: self.registry_mirror.clone(),
-            credentials: CredentialStore::from_env(),
+            // As the fork's warmer: every built-in credential source.
+            credentials: CredentialStore::from_env()
+                .with_builtin_helpers(kiln_oci::builtin_helpers::ALL.to_vec()),
             ..Default::default()
         })
     }
