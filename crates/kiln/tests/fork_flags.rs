@@ -392,7 +392,7 @@ fn debug_options_shows_what_the_fork_flags_resolved_to() {
         .arg(ctx.path())
         .args(["--annotation", "a=b", "--image-format=oci", "--dryrun"])
         .args(["--credential-helpers=ecr", "--credential-helpers=gitlab"])
-        .arg("--materialize")
+        .args(["--materialize", "--target=app,test", "--target", "lint"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -403,6 +403,8 @@ fn debug_options_shows_what_the_fork_flags_resolved_to() {
     );
     assert_eq!(o["output"]["image_format"], json!("oci"));
     assert_eq!(o["dryrun"], json!(true));
+    assert_eq!(o["target"], json!("app"));
+    assert_eq!(o["extra_targets"], json!(["test", "lint"]));
     assert_eq!(
         o["registry"]["credential_helpers"],
         json!(["ecr", "gitlab"])
