@@ -153,6 +153,16 @@ impl Compression {
     }
 }
 
+/// The media type family of the image manifest (`--image-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// Docker schema 2 manifest and config.
+    Docker,
+    /// OCI image manifest and config.
+    Oci,
+}
+
 /// How RUN steps are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -226,6 +236,7 @@ macro_rules! keyword_enum {
 }
 
 keyword_enum!(Compression, "compression", { "gzip" => Gzip, "zstd" => Zstd });
+keyword_enum!(ImageFormat, "image format", { "docker" => Docker, "oci" => Oci });
 keyword_enum!(Isolation, "isolation", { "auto" => Auto, "namespace" => Namespace, "chroot" => Chroot });
 keyword_enum!(LogFormat, "log format", { "text" => Text, "color" => Color, "json" => Json });
 keyword_enum!(Verbosity, "verbosity", {
@@ -260,8 +271,10 @@ pub struct BuildFlags {
     pub image_name_tag_with_digest_file: Option<PathBuf>,
     /// `--build-arg`, `K=V` or a bare `K` (the environment's value).
     pub build_args: Vec<String>,
-    /// `--target`.
+    /// `--target`: the stage pushed.
     pub target: Option<String>,
+    /// Further `--target`s (the fork's `--target a,b`): built, not pushed.
+    pub extra_targets: Vec<String>,
     /// `--label`, `K=V`.
     pub labels: Vec<String>,
     /// `--skip-unused-stages`; on by default in kiln (Kaniko's default is off).
@@ -330,6 +343,21 @@ pub struct BuildFlags {
     pub log_format: LogFormat,
     /// `--log-timestamp`.
     pub log_timestamp: bool,
+    /// `--annotation`, `K=V`: manifest annotations.
+    pub annotations: Vec<String>,
+    /// `--image-format`; `None` keeps the base image's format.
+    pub image_format: Option<ImageFormat>,
+    /// `--dryrun`: print the plan and stop.
+    pub dryrun: bool,
+    /// `--credential-helpers`, in order; `None` selects them all, an empty
+    /// value none.
+    pub credential_helpers: Option<Vec<String>>,
+    /// `--materialize` (no effect in kiln).
+    pub materialize: bool,
+    /// `--pre-cleanup`; `None` when not given (then `KANIKO_PRE_CLEANUP`).
+    pub pre_cleanup: Option<bool>,
+    /// `--preserve-context`; `None` when not given (then `KANIKO_PRESERVE_CONTEXT`).
+    pub preserve_context: Option<bool>,
 }
 
 impl Default for BuildFlags {
@@ -348,6 +376,7 @@ impl Default for BuildFlags {
             image_name_tag_with_digest_file: None,
             build_args: Vec::new(),
             target: None,
+            extra_targets: Vec::new(),
             labels: Vec::new(),
             // Stages the target does not need are skipped unless asked
             // otherwise, as BuildKit does.
@@ -384,6 +413,13 @@ impl Default for BuildFlags {
             verbosity: Verbosity::Info,
             log_format: LogFormat::Color,
             log_timestamp: false,
+            annotations: Vec::new(),
+            image_format: None,
+            dryrun: false,
+            credential_helpers: None,
+            materialize: false,
+            pre_cleanup: None,
+            preserve_context: None,
         }
     }
 }
@@ -398,6 +434,8 @@ pub struct BuildOptions {
     pub dockerfile: DockerfileLocation,
     /// The stage to build; the last one when `None`.
     pub target: Option<String>,
+    /// Other stages to build as well (with what they need), not pushed.
+    pub extra_targets: Vec<String>,
     /// Build arguments in the order given (a later one with the same name wins).
     pub build_args: Vec<KeyValue>,
     /// Labels added to the image, in order.
@@ -427,6 +465,60 @@ pub struct BuildOptions {
     pub registry: RegistryOptions,
     /// Logging.
     pub log: LogOptions,
+    /// `--dryrun`: print the plan and stop, building and pushing nothing.
+    pub dryrun: bool,
+    /// Print the plan before building (`KANIKO_PRINT_PLAN`).
+    pub print_plan: bool,
+    /// Kaniko flags about the filesystem Kaniko builds in, which kiln never
+    /// touches: resolved so that `kiln debug options` shows them.
+    pub host_filesystem: HostFilesystemFlags,
+}
+
+/// The fork's flags for the container filesystem Kaniko builds in. kiln
+/// builds in a private directory and leaves the host's files alone, so these
+/// change nothing; they are kept to be shown and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct HostFilesystemFlags {
+    /// `--materialize`: leave the target's files in the root filesystem.
+    pub materialize: bool,
+    /// `--pre-cleanup` (or `KANIKO_PRE_CLEANUP`): empty the root filesystem first.
+    pub pre_cleanup: bool,
+    /// `--preserve-context` (or `KANIKO_PRESERVE_CONTEXT`): restore the root
+    /// filesystem between stages.
+    pub preserve_context: bool,
+}
+
+impl HostFilesystemFlags {
+    /// One line per flag that is on, saying why it changes nothing in kiln.
+    pub fn notices(&self) -> Vec<&'static str> {
+        let mut notes = Vec::new();
+        if self.materialize {
+            notes.push(
+                "--materialize: kiln never unpacks the image into its own root filesystem,                  so there is nothing to materialize; the image is the same either way",
+            );
+        }
+        if self.pre_cleanup {
+            notes.push(
+                "--pre-cleanup: kiln builds in a private directory, never in its own root                  filesystem, so there is nothing to clean before the build",
+            );
+        }
+        if self.preserve_context {
+            notes.push(
+                "--preserve-context: kiln never changes its own root filesystem, so the                  context and every file around it stay as they were through every stage",
+            );
+        }
+        notes
+    }
+}
+
+/// Manifest annotations.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct AnnotationOptions {
+    /// `--annotation`s, by key (a later one with the same key wins).
+    pub added: BTreeMap<String, String>,
+    /// Keep the base image's manifest annotations. Off unless
+    /// `FF_KANIKO_NO_PROPAGATE_ANNOTATIONS` is false, as in the fork and BuildKit.
+    pub inherit_base: bool,
 }
 
 /// Where the build context comes from.
@@ -519,6 +611,10 @@ pub struct OutputOptions {
     pub image_name_with_digest_file: Option<PathBuf>,
     /// Write `repository:tag@digest` per destination here.
     pub image_name_tag_with_digest_file: Option<PathBuf>,
+    /// The manifest's media type family; `None` keeps the base image's.
+    pub image_format: Option<ImageFormat>,
+    /// Annotations on the image manifest.
+    pub annotations: AnnotationOptions,
 }
 
 /// An image reference to push to: as the user wrote it, and parsed.
@@ -607,6 +703,8 @@ pub struct RegistryOptions {
     pub image_download_retry: u32,
     /// Treat "tag is immutable" push errors as success.
     pub push_ignore_immutable_tag_errors: bool,
+    /// The built-in credential sources asked after the Docker config files.
+    pub credential_helpers: Vec<kiln_oci::builtin_helpers::BuiltinHelper>,
 }
 
 impl RegistryOptions {
@@ -684,6 +782,35 @@ impl BuildFlags {
         }
 
         let level = check_compression_level(self.compression, self.compression_level)?;
+        if self.image_format == Some(ImageFormat::Docker) && self.compression == Compression::Zstd {
+            return Err(invalid(
+                "--image-format",
+                "docker",
+                "Docker schema 2 has no zstd layer media type; use --image-format=oci \
+                 or --compression=gzip",
+            ));
+        }
+        let annotations = AnnotationOptions {
+            added: self
+                .annotations
+                .iter()
+                .map(|a| split_key_value("--annotation", a).map(|kv| (kv.key, kv.value)))
+                .collect::<Result<_, _>>()?,
+            inherit_base: !env_bool(env, "FF_KANIKO_NO_PROPAGATE_ANNOTATIONS")?.unwrap_or(true),
+        };
+        let credential_helpers = resolve_credential_helpers(self.credential_helpers.as_deref())?;
+        let host_filesystem = HostFilesystemFlags {
+            materialize: self.materialize,
+            pre_cleanup: match self.pre_cleanup {
+                Some(flag) => flag,
+                None => env_bool(env, "KANIKO_PRE_CLEANUP")?.unwrap_or(false),
+            },
+            preserve_context: match self.preserve_context {
+                Some(flag) => flag,
+                None => env_bool(env, "KANIKO_PRESERVE_CONTEXT")?.unwrap_or(false),
+            },
+        };
+        let print_plan = env_bool(env, "KANIKO_PRINT_PLAN")?.unwrap_or(false);
         let context = resolve_context(&self.context, self.context_sub_path.as_deref())?;
         let dockerfile = resolve_dockerfile(&self.dockerfile, &context)?;
         let platform = match &self.custom_platform {
@@ -697,6 +824,11 @@ impl BuildFlags {
             context,
             dockerfile,
             target: self.target.filter(|t| !t.is_empty()),
+            extra_targets: self
+                .extra_targets
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect(),
             build_args: resolve_build_args(&self.build_args, env)?,
             labels: self
                 .labels
@@ -730,6 +862,8 @@ impl BuildFlags {
                 digest_file: self.digest_file,
                 image_name_with_digest_file: self.image_name_with_digest_file,
                 image_name_tag_with_digest_file: self.image_name_tag_with_digest_file,
+                image_format: self.image_format,
+                annotations,
             },
             cache: CacheOptions {
                 enabled: self.cache,
@@ -753,6 +887,7 @@ impl BuildFlags {
                     push_retry: self.push_retry,
                     image_download_retry: self.image_download_retry,
                     push_ignore_immutable_tag_errors: self.push_ignore_immutable_tag_errors,
+                    credential_helpers,
                     ..RegistryOptions::default()
                 },
                 &self.registry_mirrors,
@@ -766,6 +901,9 @@ impl BuildFlags {
                 format: self.log_format,
                 timestamp: self.log_timestamp,
             },
+            dryrun: self.dryrun,
+            print_plan,
+            host_filesystem,
         })
     }
 }
@@ -801,6 +939,29 @@ fn env_bool(env: EnvLookup<'_>, name: &'static str) -> Result<Option<bool>, Opti
     }
 }
 
+/// `--credential-helpers`: every built-in source when not given; an empty
+/// value (`--credential-helpers=`) turns them all off.
+pub fn resolve_credential_helpers(
+    given: Option<&[String]>,
+) -> Result<Vec<kiln_oci::builtin_helpers::BuiltinHelper>, OptionsError> {
+    let Some(given) = given else {
+        return Ok(kiln_oci::builtin_helpers::ALL.to_vec());
+    };
+    let mut helpers = Vec::new();
+    for name in given.iter().flat_map(|g| g.split(',')).map(str::trim) {
+        if name.is_empty() {
+            continue;
+        }
+        let helper = name
+            .parse()
+            .map_err(|reason: String| invalid("--credential-helpers", name, reason))?;
+        if !helpers.contains(&helper) {
+            helpers.push(helper);
+        }
+    }
+    Ok(helpers)
+}
+
 fn check_outputs(
     flags: &BuildFlags,
     destinations: &[Destination],
@@ -810,8 +971,9 @@ fn check_outputs(
         if !no_push {
             return Err(OptionsError::NoDestination);
         }
+        // --tar-path names the image in the tarball from the destination
+        // when there is one, and works without (as BuildKit's -o type=docker).
         let needs = [
-            ("--tar-path", flags.tar_path.is_some()),
             (
                 "--image-name-with-digest-file",
                 flags.image_name_with_digest_file.is_some(),
@@ -1215,7 +1377,7 @@ mod tests {
     }
 
     #[test]
-    fn tar_path_and_name_files_need_a_destination() {
+    fn name_files_need_a_destination_and_a_tar_path_does_not() {
         let dir = context_dir();
         let base = BuildFlags {
             destinations: vec![],
@@ -1226,10 +1388,9 @@ mod tests {
             tar_path: Some("out.tar".into()),
             ..base.clone()
         };
-        assert_eq!(
-            tar.resolve(&no_env),
-            Err(OptionsError::NeedsDestination { flag: "--tar-path" })
-        );
+        // As BuildKit's `-o type=docker`: the tarball needs no name to push to.
+        let resolved = tar.resolve(&no_env).unwrap();
+        assert_eq!(resolved.output.tar_path, Some(PathBuf::from("out.tar")));
         let names = BuildFlags {
             image_name_with_digest_file: Some("f".into()),
             ..base.clone()
@@ -1243,6 +1404,93 @@ mod tests {
             ..base
         };
         assert!(digest.resolve(&no_env).is_ok());
+    }
+
+    #[test]
+    fn fork_flags_resolve_with_the_forks_defaults_and_environment() {
+        use kiln_oci::builtin_helpers::{BuiltinHelper, ALL};
+        let dir = context_dir();
+        let d = flags_in(&dir).resolve(&no_env).unwrap();
+        assert_eq!(d.registry.credential_helpers, ALL.to_vec());
+        assert!(!d.output.annotations.inherit_base);
+        assert!(d.output.annotations.added.is_empty());
+        assert_eq!(d.output.image_format, None);
+        assert!(!d.dryrun && !d.print_plan);
+        assert_eq!(d.host_filesystem, HostFilesystemFlags::default());
+        assert!(d.host_filesystem.notices().is_empty());
+
+        let given = BuildFlags {
+            annotations: vec!["a=1".into(), "b=x=y".into(), "a=2".into()],
+            image_format: Some(ImageFormat::Oci),
+            credential_helpers: Some(vec!["gitlab".into(), "env,gitlab".into()]),
+            materialize: true,
+            ..flags_in(&dir)
+        };
+        let env = |name: &str| match name {
+            "FF_KANIKO_NO_PROPAGATE_ANNOTATIONS" => Some("0".to_string()),
+            "KANIKO_PRE_CLEANUP" | "KANIKO_PRESERVE_CONTEXT" | "KANIKO_PRINT_PLAN" => {
+                Some("true".to_string())
+            }
+            _ => None,
+        };
+        let r = given.resolve(&env).unwrap();
+        assert_eq!(
+            r.output.annotations.added,
+            BTreeMap::from([("a".into(), "2".into()), ("b".into(), "x=y".into())])
+        );
+        assert!(r.output.annotations.inherit_base);
+        assert_eq!(
+            r.registry.credential_helpers,
+            vec![BuiltinHelper::Gitlab, BuiltinHelper::Env]
+        );
+        assert!(r.print_plan);
+        assert_eq!(r.host_filesystem.notices().len(), 3);
+
+        // An empty value turns every helper off; a flag beats its variable.
+        let off = BuildFlags {
+            credential_helpers: Some(vec![String::new()]),
+            pre_cleanup: Some(false),
+            ..flags_in(&dir)
+        }
+        .resolve(&env)
+        .unwrap();
+        assert!(off.registry.credential_helpers.is_empty());
+        assert!(!off.host_filesystem.pre_cleanup && off.host_filesystem.preserve_context);
+    }
+
+    #[test]
+    fn fork_flags_reject_bad_values_naming_them() {
+        let dir = context_dir();
+        let err = |flags: BuildFlags| flags.resolve(&no_env).unwrap_err().to_string();
+        let bad_helper = err(BuildFlags {
+            credential_helpers: Some(vec!["ecr".into(), "vault".into()]),
+            ..flags_in(&dir)
+        });
+        assert!(
+            bad_helper.starts_with("--credential-helpers \"vault\""),
+            "{bad_helper}"
+        );
+        let bad_annotation = err(BuildFlags {
+            annotations: vec!["novalue".into()],
+            ..flags_in(&dir)
+        });
+        assert!(
+            bad_annotation.contains("--annotation \"novalue\""),
+            "{bad_annotation}"
+        );
+        let zstd_docker = err(BuildFlags {
+            image_format: Some(ImageFormat::Docker),
+            compression: Compression::Zstd,
+            ..flags_in(&dir)
+        });
+        assert!(zstd_docker.contains("zstd"), "{zstd_docker}");
+        let bad_env = BuildFlags { ..flags_in(&dir) }
+            .resolve(&|n: &str| (n == "KANIKO_PRE_CLEANUP").then(|| "maybe".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(bad_env.contains("KANIKO_PRE_CLEANUP"), "{bad_env}");
+        assert_eq!("OCI".parse::<ImageFormat>(), Ok(ImageFormat::Oci));
+        assert!("v2".parse::<ImageFormat>().is_err());
     }
 
     #[test]

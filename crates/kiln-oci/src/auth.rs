@@ -7,8 +7,10 @@
 //! (`docker-credential-<name> get`, server URL on stdin, JSON reply,
 //! `<token>` usernames) is delegated to `docker_credential`. Lookups are
 //! synchronous (helpers are processes), so async callers run them on a
-//! blocking thread.
+//! blocking thread. After the files come the built-in sources of
+//! [`crate::builtin_helpers`], when a caller selects them.
 
+use crate::builtin_helpers::BuiltinHelper;
 use crate::reference::{DOCKER_HUB, DOCKER_HUB_AUTH_KEY};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -153,6 +155,7 @@ impl fmt::Display for Credential {
 pub struct CredentialStore {
     config_dirs: Vec<PathBuf>,
     explicit: BTreeMap<String, Credential>,
+    builtin: Vec<BuiltinHelper>,
 }
 
 /// The directories Kaniko searches, in order: `$DOCKER_CONFIG`,
@@ -181,6 +184,7 @@ impl CredentialStore {
         CredentialStore {
             config_dirs: dirs,
             explicit: BTreeMap::new(),
+            builtin: Vec::new(),
         }
     }
 
@@ -197,6 +201,13 @@ impl CredentialStore {
     /// Adds a credential for `registry` that wins over the config files.
     pub fn with_credential(mut self, registry: &str, credential: Credential) -> CredentialStore {
         self.explicit.insert(normalize_host(registry), credential);
+        self
+    }
+
+    /// Also asks these built-in sources, in order, when no config file has
+    /// an entry for the registry (`--credential-helpers`).
+    pub fn with_builtin_helpers(mut self, helpers: Vec<BuiltinHelper>) -> CredentialStore {
+        self.builtin = helpers;
         self
     }
 
@@ -225,6 +236,14 @@ impl CredentialStore {
                     source,
                 })?;
             if let Some(c) = config.credential_for(&host, &path)? {
+                return Ok(Some(c));
+            }
+        }
+        let env = |name: &str| std::env::var(name).ok();
+        let path = std::env::var("PATH").ok();
+        for helper in &self.builtin {
+            if let Some(c) = helper.credential(&host, &env, path.as_deref())? {
+                tracing::debug!("credentials for {host} from the {helper} credential helper");
                 return Ok(Some(c));
             }
         }
@@ -320,7 +339,7 @@ fn helper_server_url(host: &str) -> String {
     }
 }
 
-fn run_helper(helper: &str, host: &str) -> Result<Option<Credential>, AuthError> {
+pub(crate) fn run_helper(helper: &str, host: &str) -> Result<Option<Credential>, AuthError> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential};
     let server = helper_server_url(host);
     // docker_credential runs helpers only as part of reading a config, so it

@@ -8,6 +8,7 @@
 //! * [`manifest`], [`image`], [`platform`]: manifests, indexes, the image
 //!   config and platform matching, as serde structs that keep unknown fields.
 //! * [`auth`]: credentials from Docker config files and credential helpers.
+//! * [`builtin_helpers`]: the Kaniko fork's `--credential-helpers` sources.
 //! * [`registry`]: the async registry client (auth challenges, mirrors,
 //!   retries, verified blob streams, chunked uploads, cross-repo mounts).
 //!
@@ -37,6 +38,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod builtin_helpers;
 pub mod digest;
 pub mod image;
 pub mod manifest;

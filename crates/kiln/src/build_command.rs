@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
-use kiln_build::options::{BuildFlags, Compression, Isolation, LogFormat, Verbosity};
+use kiln_build::options::{BuildFlags, Compression, ImageFormat, Isolation, LogFormat, Verbosity};
 
 use crate::go_duration;
 
@@ -67,7 +67,8 @@ pub struct BuildCommand {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set, help_heading = CACHE)]
     pub no_push_cache: bool,
 
-    /// Save the image as a `docker load` tarball at this path (needs --destination for the tags).
+    /// Save the image as a `docker load` tarball at this path, tagged with the
+    /// destinations (or, without one, as `kiln-build:latest`).
     #[arg(long, visible_alias = "tarPath", value_name = "PATH", help_heading = OUTPUT)]
     pub tar_path: Option<PathBuf>,
 
@@ -92,13 +93,29 @@ pub struct BuildCommand {
     #[arg(long, value_name = "KEY[=VALUE]", action = ArgAction::Append)]
     pub build_arg: Vec<String>,
 
-    /// The stage to build (default: the last one).
-    #[arg(long, value_name = "STAGE")]
-    pub target: Option<String>,
+    /// The stage to build and push (default: the last one). Several, as
+    /// --target=a,b or repeated, build each; the first is pushed.
+    #[arg(long, value_name = "STAGE", action = ArgAction::Append, value_delimiter = ',')]
+    pub target: Vec<String>,
 
     /// Add a label to the image, KEY=VALUE. Repeat for several.
     #[arg(long, value_name = "KEY=VALUE", action = ArgAction::Append)]
     pub label: Vec<String>,
+
+    /// Add an annotation to the image manifest, KEY=VALUE. Repeat for several.
+    /// The base image's annotations are dropped unless
+    /// FF_KANIKO_NO_PROPAGATE_ANNOTATIONS=false.
+    #[arg(long, value_name = "KEY=VALUE", action = ArgAction::Append, help_heading = OUTPUT)]
+    pub annotation: Vec<String>,
+
+    /// Manifest media types: docker (schema 2) or oci (default: the base image's).
+    #[arg(long, value_name = "FORMAT", value_parser = str::parse::<ImageFormat>, help_heading = OUTPUT)]
+    pub image_format: Option<ImageFormat>,
+
+    /// Print the build plan (stages and steps) and stop: nothing is pulled,
+    /// built, pushed or written. KANIKO_PRINT_PLAN=true prints it and builds.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
+    pub dryrun: bool,
 
     /// Build only the stages the target needs; =false builds every stage up to the
     /// target, as Kaniko does without this flag.
@@ -223,6 +240,12 @@ pub struct BuildCommand {
     #[arg(long, value_name = "HOST=CERT,KEY", action = ArgAction::Append, help_heading = REGISTRY)]
     pub registry_client_cert: Vec<String>,
 
+    /// Built-in credential sources asked after the Docker config files: env,
+    /// google, ecr, acr, gitlab. Repeat for several; default all; an empty
+    /// value (--credential-helpers=) turns them off.
+    #[arg(long, value_name = "NAME", action = ArgAction::Append, help_heading = REGISTRY)]
+    pub credential_helpers: Option<Vec<String>>,
+
     /// Treat "tag is immutable" errors on push as success.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set, help_heading = REGISTRY)]
     pub push_ignore_immutable_tag_errors: bool,
@@ -238,6 +261,21 @@ pub struct BuildCommand {
     /// Put a timestamp on every log line.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set, help_heading = LOGGING)]
     pub log_timestamp: bool,
+
+    /// Leave the target's files in the root filesystem after the build: kiln
+    /// never unpacks into its own root filesystem.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set, help_heading = NO_EFFECT)]
+    pub materialize: bool,
+
+    /// Empty the root filesystem before the build (env KANIKO_PRE_CLEANUP):
+    /// kiln builds in a private directory.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool, help_heading = NO_EFFECT)]
+    pub pre_cleanup: Option<bool>,
+
+    /// Restore the root filesystem between stages (env KANIKO_PRESERVE_CONTEXT):
+    /// kiln never changes it.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool, help_heading = NO_EFFECT)]
+    pub preserve_context: Option<bool>,
 
     #[command(flatten)]
     pub no_effect: NoEffectFlags,
@@ -330,6 +368,8 @@ impl NoEffectFlags {
 impl BuildCommand {
     /// The flags as the library's [`BuildFlags`], ready to resolve.
     pub fn to_flags(&self) -> BuildFlags {
+        // The fork's `--target a,b`: the first is pushed, the others built too.
+        let mut targets = self.target.iter().filter(|t| !t.is_empty()).cloned();
         // Kaniko's hidden --bucket names a gs:// context (or any URL given in full).
         let context = match &self.bucket {
             Some(bucket) if bucket.contains("://") => bucket.clone(),
@@ -349,7 +389,8 @@ impl BuildCommand {
             image_name_with_digest_file: self.image_name_with_digest_file.clone(),
             image_name_tag_with_digest_file: self.image_name_tag_with_digest_file.clone(),
             build_args: self.build_arg.clone(),
-            target: self.target.clone(),
+            target: targets.next(),
+            extra_targets: targets.collect(),
             labels: self.label.clone(),
             skip_unused_stages: self.skip_unused_stages,
             custom_platform: self.custom_platform.clone(),
@@ -384,6 +425,13 @@ impl BuildCommand {
             verbosity: self.verbosity,
             log_format: self.log_format,
             log_timestamp: self.log_timestamp,
+            annotations: self.annotation.clone(),
+            image_format: self.image_format,
+            dryrun: self.dryrun,
+            credential_helpers: self.credential_helpers.clone(),
+            materialize: self.materialize,
+            pre_cleanup: self.pre_cleanup,
+            preserve_context: self.preserve_context,
         }
     }
 }

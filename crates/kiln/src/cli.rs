@@ -31,6 +31,11 @@ pub enum Command {
     /// Pull base images into a cache directory (Kaniko's warmer).
     #[command(visible_alias = "warmer")]
     Warm(Box<crate::commands::warm::WarmCommand>),
+    /// Store registry credentials in the Docker config (the Kaniko fork's `executor login`).
+    Login(crate::commands::login::LoginCommand),
+    /// Push an image saved by --tar-path or --oci-layout-path without building it
+    /// again (the Kaniko fork's `executor push`).
+    Push(Box<crate::commands::push::PushCommand>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -80,6 +85,8 @@ pub fn with_implied_build(args: Vec<OsString>) -> Vec<OsString> {
             | "cache"
             | "warm"
             | "warmer"
+            | "login"
+            | "push"
             | "version"
             | "help"
             | "completions"

@@ -57,8 +57,12 @@ pub fn check(path: &Path, options: &BuildOptions) -> Result<Dockerfile, Failure>
     };
     let mut dockerfile =
         kiln_dockerfile::load_with(&text, &load_options).map_err(|errors| located(&errors))?;
-    kiln_build::engine::select_stages(&mut dockerfile, options.skip_unused_stages)
-        .map_err(|error| located(&[error]))?;
+    kiln_build::engine::select_stages(
+        &mut dockerfile,
+        options.skip_unused_stages,
+        &options.extra_targets,
+    )
+    .map_err(|error| located(&[error]))?;
     Ok(dockerfile)
 }
 

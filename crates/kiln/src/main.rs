@@ -8,6 +8,7 @@ mod exit_code;
 mod frontend;
 mod go_duration;
 mod logging;
+mod plan;
 mod progress;
 
 use std::io::Write;
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
         Command::Debug(DebugCommand::Options(command)) => commands::debug::options(&command),
         Command::Cache(command) => run_interruptible(move || commands::cache::run(&command)),
         Command::Warm(command) => run_interruptible(move || commands::warm::run(&command)),
+        Command::Push(command) => run_interruptible(move || commands::push::run(&command)),
+        Command::Login(command) => commands::login::run(&command),
         Command::Version => commands::print(&format!("kiln {}", env!("CARGO_PKG_VERSION"))),
         Command::Completions { shell } => commands::generate::completions(shell),
         Command::Man { dir } => commands::generate::man(dir.as_deref()),

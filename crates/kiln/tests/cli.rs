@@ -287,7 +287,16 @@ fn conflicting_or_missing_flags_are_rejected_before_work_starts() {
         &["--no-push", "--cache"],
         "specify cache repo with --cache-repo",
     );
-    usage_error(&["--no-push", "--tar-path", "out.tar"], "--tar-path");
+    usage_error(
+        &["--no-push", "--image-name-with-digest-file", "names"],
+        "--image-name-with-digest-file",
+    );
+    usage_error(
+        &["--no-push", "--image-format", "v1"],
+        "unknown image format",
+    );
+    usage_error(&["--no-push", "--annotation", "novalue"], "--annotation");
+    usage_error(&["--no-push", "--credential-helpers", "vault"], "vault");
     usage_error(
         &["--no-push", "--compression-level", "10"],
         "out of range for gzip",

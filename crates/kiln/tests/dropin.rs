@@ -8,8 +8,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Every flag of Kaniko's executor, deprecated spellings included.
+/// Every flag of Kaniko's executor, deprecated spellings included, and
+/// those the maintained fork (osscontainertools/kaniko v1.28) added.
 const KANIKO_FLAGS: &[&str] = &[
+    "--annotation",
+    "--credential-helpers",
+    "--dryrun",
+    "--image-format",
+    "--materialize",
+    "--pre-cleanup",
+    "--preserve-context",
     "--build-arg",
     "--cache",
     "--cache-copy-layers",

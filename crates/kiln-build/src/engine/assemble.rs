@@ -20,6 +20,8 @@ pub struct BuiltImage {
     pub digest: Digest,
     /// The layers, bottom first.
     pub layers: Vec<LayerRef>,
+    /// The manifest's annotations.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl BuiltImage {
@@ -41,7 +43,8 @@ impl BuiltImage {
                 d
             })
             .collect();
-        let manifest = Manifest::new(image.oci, config.clone(), layers.clone());
+        let mut manifest = Manifest::new(image.oci, config.clone(), layers.clone());
+        manifest.annotations = image.annotations.clone();
         let manifest_bytes = manifest.to_vec();
         let digest = Digest::sha256_of(&manifest_bytes);
         let mut out_layers = image.layers.clone();
@@ -55,6 +58,7 @@ impl BuiltImage {
             manifest_bytes,
             digest,
             layers: out_layers,
+            annotations: image.annotations.clone(),
         })
     }
 
@@ -76,7 +80,8 @@ impl BuiltImage {
             l.descriptor.media_type = relabel(&l.descriptor.media_type, true).to_string();
         }
         let descriptors = layers.iter().map(|l| l.descriptor.clone()).collect();
-        let manifest = Manifest::new(true, config.clone(), descriptors);
+        let mut manifest = Manifest::new(true, config.clone(), descriptors);
+        manifest.annotations = self.annotations.clone();
         let manifest_bytes = manifest.to_vec();
         BuiltImage {
             config_bytes: self.config_bytes.clone(),
@@ -85,6 +90,7 @@ impl BuiltImage {
             digest: Digest::sha256_of(&manifest_bytes),
             manifest_bytes,
             layers,
+            annotations: self.annotations.clone(),
         }
     }
 }

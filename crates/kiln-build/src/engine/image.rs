@@ -34,6 +34,9 @@ pub struct ImageState {
     pub config: ImageConfig,
     /// True when the manifest should use OCI media types (else Docker schema 2).
     pub oci: bool,
+    /// Manifest annotations: the base image's as pulled, then what the
+    /// build adds (`--annotation`) once the base's are kept or dropped.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl ImageState {
@@ -52,6 +55,7 @@ impl ImageState {
             layers: Vec::new(),
             config,
             oci: false,
+            annotations: Default::default(),
         }
     }
 

@@ -162,6 +162,7 @@ pub async fn build_with(
             .expect("the plan always builds its target");
         let mut image = target.image;
         finish_config(&mut image, options);
+        finish_manifest(&mut image, options)?;
         let built = BuiltImage::assemble(&image)
             .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
         // The root filesystems are not needed any more: remove them while the
@@ -276,7 +277,12 @@ fn load_dockerfile(
         errors,
     };
     let mut dockerfile = kiln_dockerfile::load_with(text, &load).map_err(errors)?;
-    select_stages(&mut dockerfile, options.skip_unused_stages).map_err(|e| errors(vec![e]))?;
+    select_stages(
+        &mut dockerfile,
+        options.skip_unused_stages,
+        &options.extra_targets,
+    )
+    .map_err(|e| errors(vec![e]))?;
     Ok(dockerfile)
 }
 
@@ -285,20 +291,33 @@ fn load_dockerfile(
 /// BuildKit) that is the target and what it reads. Without it, as Kaniko
 /// without `--skip-unused-stages`: every stage from the first up to the
 /// target, whether the target uses it or not. Kaniko stops at the target, so a
-/// stage after it is built only when one of those reads from it.
+/// stage after it is built only when one of those reads from it. `also`
+/// names further targets (the fork's `--target a,b`) built with the same
+/// rule and not pushed.
 ///
 /// # Errors
-/// A dependency cycle among the stages added.
+/// A stage in `also` that does not exist; a dependency cycle among the stages added.
 pub fn select_stages(
     dockerfile: &mut kiln_dockerfile::Dockerfile,
     skip_unused: bool,
+    also: &[String],
 ) -> Result<(), kiln_dockerfile::FrontendError> {
-    use kiln_dockerfile::plan::{levels, needed};
-    if skip_unused {
+    use kiln_dockerfile::plan::{levels, needed, target};
+    if skip_unused && also.is_empty() {
         return Ok(());
     }
+    let mut tops = std::collections::BTreeSet::from([dockerfile.plan.target]);
+    for name in also {
+        tops.insert(target(&dockerfile.stages, Some(name))?);
+    }
     let plan = &mut dockerfile.plan;
-    let stages: std::collections::BTreeSet<usize> = (0..=plan.target)
+    let tops: Vec<usize> = if skip_unused {
+        tops.into_iter().collect()
+    } else {
+        (0..=tops.last().copied().unwrap_or(plan.target)).collect()
+    };
+    let stages: std::collections::BTreeSet<usize> = tops
+        .into_iter()
         .flat_map(|stage| needed(&plan.deps, stage, StageSelection::TargetDeps))
         .collect();
     plan.levels = levels(&dockerfile.stages, &plan.deps, &stages)?;
@@ -343,9 +362,40 @@ fn registry_options(options: &BuildOptions) -> kiln_oci::RegistryOptions {
         registry_maps: maps,
         push_retries: r.push_retry,
         pull_retries: r.image_download_retry,
-        credentials: CredentialStore::from_env(),
+        credentials: CredentialStore::from_env().with_builtin_helpers(r.credential_helpers.clone()),
         ..Default::default()
     }
+}
+
+/// `--image-format` and `--annotation`, and whether the base image's
+/// annotations stay (`FF_KANIKO_NO_PROPAGATE_ANNOTATIONS=false`).
+fn finish_manifest(
+    image: &mut image::ImageState,
+    options: &BuildOptions,
+) -> Result<(), BuildError> {
+    let out = &options.output;
+    match out.image_format {
+        Some(crate::options::ImageFormat::Oci) => image.oci = true,
+        Some(crate::options::ImageFormat::Docker) => {
+            let zstd = kiln_oci::media::Compression::Zstd;
+            if let Some(layer) = image.layers.iter().find(|l| {
+                kiln_oci::media::Compression::of_media_type(&l.descriptor.media_type) == Some(zstd)
+            }) {
+                return Err(BuildError::Context(format!(
+                    "--image-format=docker: layer {} is zstd-compressed, which Docker schema 2 \
+                     cannot describe; use --image-format=oci",
+                    layer.descriptor.digest
+                )));
+            }
+            image.oci = false;
+        }
+        None => {}
+    }
+    if !out.annotations.inherit_base {
+        image.annotations.clear();
+    }
+    image.annotations.extend(out.annotations.added.clone());
+    Ok(())
 }
 
 /// `--label`s, the creation time, and the end of ONBUILD inheritance.
@@ -361,6 +411,9 @@ fn finish_config(image: &mut image::ImageState, options: &BuildOptions) {
     }
     image.config.created = Some(stage::timestamp(options.reproducible));
 }
+
+/// The tag a `--tar-path` tarball carries when there is no `--destination`.
+pub const UNNAMED_TAR_TAG: &str = "kiln-build:latest";
 
 async fn write_outputs(
     options: &BuildOptions,
@@ -402,7 +455,7 @@ async fn write_outputs(
             reports.push(report);
         }
     }
-    let tags: Vec<String> = out
+    let mut tags: Vec<String> = out
         .destinations
         .iter()
         .map(|d| match d.reference.tag() {
@@ -410,6 +463,11 @@ async fn write_outputs(
             None => format!("{}:latest", d.reference.familiar()),
         })
         .collect();
+    if tags.is_empty() {
+        // `--tar-path` alone, as BuildKit's `-o type=docker` without a name:
+        // `docker load` still gets a tag to show and run.
+        tags.push(UNNAMED_TAR_TAG.to_string());
+    }
     if let Some(path) = &out.tar_path {
         output::docker_tar::write(path, built, &tags, blobs).await?;
     }
@@ -488,7 +546,7 @@ mod tests {
                     COPY --from=a / /a\nFROM scratch AS after\n";
         let load = |skip_unused| {
             let mut df = kiln_dockerfile::load(text, &BTreeMap::new(), Some("b")).unwrap();
-            select_stages(&mut df, skip_unused).unwrap();
+            select_stages(&mut df, skip_unused, &[]).unwrap();
             df.plan
         };
         let skipping = load(true);
@@ -500,5 +558,24 @@ mod tests {
         assert_eq!(all.needed, BTreeSet::from([0, 1, 2]));
         assert_eq!(all.levels, vec![vec![0, 1], vec![2]]);
         assert_eq!(all.target, 2);
+    }
+
+    #[test]
+    fn further_targets_are_built_with_what_they_need() {
+        let text = "FROM scratch AS a\nFROM scratch AS test\nCOPY --from=a / /a\n\
+                    FROM scratch AS app\nFROM scratch AS later\n";
+        let load = |skip_unused, also: &[&str]| {
+            let mut df = kiln_dockerfile::load(text, &BTreeMap::new(), Some("app")).unwrap();
+            let also: Vec<String> = also.iter().map(|s| s.to_string()).collect();
+            select_stages(&mut df, skip_unused, &also).map(|()| df.plan)
+        };
+        let plan = load(true, &["test"]).unwrap();
+        assert_eq!(plan.needed, BTreeSet::from([0, 1, 2]));
+        assert_eq!(plan.target, 2, "the first target is still the one pushed");
+        // A further target after the pushed one: Kaniko's rule runs up to it.
+        let plan = load(false, &["later"]).unwrap();
+        assert_eq!(plan.needed, BTreeSet::from([0, 1, 2, 3]));
+        let err = load(true, &["nope"]).unwrap_err().to_string();
+        assert!(err.contains("\"nope\" could not be found"), "{err}");
     }
 }

@@ -285,6 +285,7 @@ impl StageRunner<'_> {
             ImageState {
                 layers,
                 oci: pulled.media_type == media::OCI_MANIFEST,
+                annotations: pulled.manifest.annotations.clone(),
                 config: pulled.config,
             },
             pulled.digest,
@@ -333,6 +334,7 @@ impl StageRunner<'_> {
             ImageState {
                 layers,
                 oci,
+                annotations: found.manifest.annotations.clone(),
                 config: found.config,
             },
             found.manifest_digest,

@@ -35,7 +35,24 @@ fn run_with(command: &BuildCommand, renderer: &Arc<Renderer>) -> Result<(), Fail
             ignored.join(", ")
         );
     }
-    check_dockerfile(&options)?;
+    for notice in options.host_filesystem.notices() {
+        tracing::info!("{notice}");
+    }
+    let dockerfile = check_dockerfile(&options)?;
+    if options.dryrun || options.print_plan {
+        let Some(dockerfile) = dockerfile else {
+            return Err(Failure::new(
+                Exit::Usage,
+                "--dryrun: the Dockerfile is inside a tar context, which is only unpacked \
+                 by a build; give --dockerfile a path outside the archive to see the plan",
+            ));
+        };
+        super::print(&crate::plan::render(&dockerfile))?;
+        if options.dryrun {
+            tracing::info!("--dryrun: nothing built, pushed or written");
+            return Ok(());
+        }
+    }
     build(&options, renderer)
 }
 
@@ -59,16 +76,18 @@ fn hint(exit: Exit) -> Option<&'static str> {
 
 /// Front-end check: a Dockerfile error ends the run before anything touches a registry.
 /// A Dockerfile inside a tar context is checked by the build once the context is unpacked.
-fn check_dockerfile(options: &BuildOptions) -> Result<(), Failure> {
+fn check_dockerfile(
+    options: &BuildOptions,
+) -> Result<Option<kiln_dockerfile::Dockerfile>, Failure> {
     match &options.dockerfile {
         DockerfileLocation::File(path) => {
             let dockerfile = frontend::check(path, options)?;
             for name in dockerfile.unused_build_args() {
                 tracing::warn!("build argument {name} was not consumed by any ARG");
             }
-            Ok(())
+            Ok(Some(dockerfile))
         }
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 

@@ -63,7 +63,8 @@ pub struct LogFlags {
 /// The registry flags that matter outside a build, with `kiln build`'s names.
 #[derive(Debug, Args)]
 pub struct RegistryFlags {
-    /// Use plain HTTP (or unverified HTTPS) with the cache registry.
+    /// Use plain HTTP (or unverified HTTPS) with the registry written to: the
+    /// cache registry for kiln cache, the destinations for kiln push.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub insecure: bool,
 
@@ -130,7 +131,9 @@ impl RegistryFlags {
             ca_certificates,
             client_certificates,
             mirrors: self.registry_mirror.clone(),
-            credentials: CredentialStore::from_env(),
+            // As the fork's warmer: every built-in credential source.
+            credentials: CredentialStore::from_env()
+                .with_builtin_helpers(kiln_oci::builtin_helpers::ALL.to_vec()),
             ..Default::default()
         })
     }

@@ -1,9 +1,12 @@
 //! One module per subcommand.
 
+pub mod artifact;
 pub mod build;
 pub mod cache;
 pub mod debug;
 pub mod generate;
+pub mod login;
+pub mod push;
 pub mod warm;
 
 use std::io::Write;

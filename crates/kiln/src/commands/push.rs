@@ -1,0 +1,133 @@
+//! `kiln push PATH --destination IMAGE` (the Kaniko fork's `executor push`):
+//! pushes an image built earlier with `--tar-path` or `--oci-layout-path`
+//! (or saved by `docker save`) without building it again, e.g. after a
+//! scanner has read the tarball. Blobs first, the manifest last, to every
+//! destination; the digest files are written as `kiln build` writes them.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args};
+use kiln_build::options::Destination;
+use kiln_build::output::digest_files;
+use kiln_oci::auth::CredentialStore;
+use kiln_oci::{Access, BlobSource, PushOutcome};
+
+use super::artifact;
+use super::cache::{client_for, init_logging, LogFlags, RegistryFlags};
+use crate::build_command::go_bool;
+use crate::exit_code::{Exit, Failure};
+
+/// `kiln push` flags (the fork's `executor push`).
+#[derive(Debug, Args)]
+pub struct PushCommand {
+    /// The image: a tarball from --tar-path or docker save, or an OCI layout directory.
+    pub path: PathBuf,
+
+    /// Image reference to push to. Repeat for several.
+    #[arg(short = 'd', long, value_name = "IMAGE", action = ArgAction::Append, required = true)]
+    pub destination: Vec<String>,
+
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+
+    /// Number of retries for a failed push.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub push_retry: u32,
+
+    /// Built-in credential sources (env, google, ecr, acr, gitlab), as for kiln build.
+    #[arg(long, value_name = "NAME", action = ArgAction::Append)]
+    pub credential_helpers: Option<Vec<String>>,
+
+    /// Write the digest of the pushed image to this file.
+    #[arg(long, value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
+
+    /// Write IMAGE@DIGEST (one line per destination) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub image_name_with_digest_file: Option<PathBuf>,
+
+    /// Write IMAGE:TAG@DIGEST (one line per destination) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
+
+    /// Accepted for Kaniko compatibility (kiln checks nothing before pushing).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    pub skip_push_permission_check: Option<bool>,
+
+    #[command(flatten)]
+    pub log: LogFlags,
+}
+
+/// Runs `kiln push`.
+pub fn run(command: &PushCommand) -> Result<(), Failure> {
+    init_logging(&command.log);
+    let usage = |m: String| Failure::new(Exit::Usage, m);
+    let destinations = command
+        .destination
+        .iter()
+        .map(|d| {
+            d.parse::<Destination>()
+                .map_err(|e| usage(format!("--destination {d:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let helpers =
+        kiln_build::options::resolve_credential_helpers(command.credential_helpers.as_deref())
+            .map_err(|e| usage(e.to_string()))?;
+    let mut options = command.registry.options()?;
+    options.push_retries = command.push_retry;
+    options.credentials = CredentialStore::from_env().with_builtin_helpers(helpers);
+    let client = client_for(options)?;
+    let image = artifact::load(&command.path).map_err(|e| usage(format!("push: {e}")))?;
+    let digest = image.digest();
+    tracing::info!(
+        "{}: image {digest} ({} blobs)",
+        command.path.display(),
+        image.blobs.len()
+    );
+
+    let handle = tokio::runtime::Handle::current();
+    for dest in &destinations {
+        let failed = |e: kiln_oci::RegistryError| {
+            Failure::new(Exit::Registry, format!("pushing {}: {e}", dest.as_given))
+        };
+        let repo = client.repository(&dest.reference, Access::Push);
+        let (mut uploaded, mut existing) = (0, 0);
+        for (d, path) in &image.blobs {
+            let outcome = handle
+                .block_on(repo.push_blob(&BlobSource::File(path.clone()), &d.digest, d.size, None))
+                .map_err(failed)?;
+            match outcome {
+                PushOutcome::Exists => existing += 1,
+                _ => uploaded += 1,
+            }
+        }
+        let reference = dest
+            .reference
+            .digest()
+            .map(ToString::to_string)
+            .or_else(|| dest.reference.tag().map(str::to_string))
+            .unwrap_or_else(|| "latest".to_string());
+        handle
+            .block_on(repo.put_manifest(
+                &reference,
+                image.manifest_bytes.clone().into(),
+                &image.media_type,
+            ))
+            .map_err(failed)?;
+        super::print(&format!(
+            "pushed {} as {digest} ({uploaded} blobs uploaded, {existing} already there)",
+            dest.as_given
+        ))?;
+    }
+    let written = |e: kiln_build::output::OutputError| Failure::new(Exit::BuildFailed, e);
+    if let Some(path) = &command.digest_file {
+        digest_files::write_digest(path, &digest).map_err(written)?;
+    }
+    if let Some(path) = &command.image_name_with_digest_file {
+        digest_files::write_name_with_digest(path, &destinations, &digest).map_err(written)?;
+    }
+    if let Some(path) = &command.image_name_tag_with_digest_file {
+        digest_files::write_name_tag_with_digest(path, &destinations, &digest).map_err(written)?;
+    }
+    Ok(())
+}
