@@ -233,6 +233,7 @@ fn talk(
     let mut status = None;
     for r in &reports {
         match r {
+            Report::Terminated => return Err(SandboxError::Interrupted),
             Report::SetupFailed { message, denied } => {
                 return Err(SandboxError::Setup {
                     message: message.clone(),

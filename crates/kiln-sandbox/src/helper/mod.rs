@@ -3,6 +3,7 @@
 //! [`exec`] is the last step both share.
 
 mod chroot;
+mod confine;
 mod exec;
 mod namespace;
 mod net;
@@ -105,6 +106,8 @@ pub fn helper_main() -> ! {
     match result {
         Ok(Some(r)) => report(&r),
         Ok(None) => {}
+        // Whatever failed, it failed because the build is being stopped.
+        Err(_) if terminated() => report(&Report::Terminated),
         Err(f) => report(&Report::SetupFailed {
             message: f.message,
             denied: f.denied,
