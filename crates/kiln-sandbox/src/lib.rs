@@ -24,6 +24,11 @@
 //!   emulated by copying their sources in before the step (and a writable
 //!   bind's contents back after it), at a cost that grows with their size.
 //!
+//! In both, the step holds Docker's default capabilities (fewer in chroot
+//! isolation), runs under a seccomp filter equal to Docker's default
+//! profile, and inherits no descriptor above stderr; see the README's
+//! security section for what each isolation promises.
+//!
 //! ```no_run
 //! use kiln_sandbox::{Isolation, RootSpec, RunSpec};
 //! let spec = RunSpec::new(
