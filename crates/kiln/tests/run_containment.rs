@@ -144,7 +144,7 @@ RUN (cat /proc/*/environ 2>/dev/null; cat /proc/1/environ 2>/dev/null) | tr '\0'
     if mount -o remount,rw /sys 2>/dev/null; then echo remounted; else echo refused; fi > /out/sys-remount; \
     if touch /sys/kiln-probe 2>/dev/null; then echo written; else echo refused; fi > /out/sys-write; \
     if [ -e /sys/kernel ]; then echo sysfs; else echo none; fi > /out/sysfs; \
-    if mknod /tmp/d b {major} {minor} 2>/dev/null && mount -o ro /tmp/d /mnt 2>/dev/null; then echo mounted; else echo refused; fi > /out/mknod-mount; \
+    if mknod /tmp/d b {major} {minor} 2>/dev/null && mount -o ro /tmp/d /mnt 2>/dev/null; then echo mounted; umount /mnt; else echo refused; fi > /out/mknod-mount; \
     rm -f /tmp/d; \
     if [ -e /proc/self/status ]; then grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; else echo none; fi > /out/status; \
     if [ -e /proc/kcore ]; then head -c 16 /proc/kcore | wc -c; else echo 0; fi > /out/kcore; \
