@@ -363,3 +363,56 @@ fn kiln_environment_is_unreadable_by_its_own_user() {
         String::from_utf8_lossy(&read.stdout)
     );
 }
+
+/// Ordinary Dockerfiles still build under the confinement: apt-get and dpkg
+/// installing a package with a setuid file (apt drops to `_apt` for its
+/// downloads), useradd, chown, and a step run as the new user.
+fn debian_workload(isolation: &str) {
+    let reg = Registry::plain().unwrap();
+    BaseImage::debian()
+        .unwrap()
+        .push_to(&reg, "debian:bookworm")
+        .unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let mirror = kiln_testkit::debian_mirror();
+    let dockerfile = format!(
+        "FROM {host}/debian:bookworm\n\
+         RUN echo 'deb {mirror} bookworm main' > /etc/apt/sources.list && rm -f /etc/apt/sources.list.d/* \
+             && apt-get update -qq && apt-get install -y -qq --no-install-recommends sudo \
+             && rm -rf /var/lib/apt/lists/*\n\
+         RUN useradd -m -u 1001 app && install -d -o app -g app /srv/app && chown -R app:app /home/app\n\
+         USER app\n\
+         RUN whoami > /srv/app/me && id -u >> /srv/app/me\n",
+        host = reg.host()
+    );
+    fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let tag = format!("debian-workload-{isolation}:1");
+    let host_dir = tempfile::tempdir().unwrap();
+    let built = build(&reg, ctx.path(), isolation, &tag, host_dir.path());
+    assert!(built.ok, "{isolation}: build failed:\n{}", built.log);
+    let img = Flattened::from_registry(&reg, &tag).unwrap();
+    let sudo = img.get("/usr/bin/sudo").expect("sudo installed");
+    assert_eq!(
+        sudo.mode & 0o4000,
+        0o4000,
+        "{isolation}: sudo is not setuid"
+    );
+    assert_eq!(sudo.uid, 0);
+    let home = img.get("/home/app").expect("home made by useradd");
+    assert_eq!((home.uid, home.gid), (1001, 1001), "{isolation}");
+    assert_eq!(img.get("/srv/app").map(|e| e.uid), Some(1001));
+    assert_eq!(img.text("/srv/app/me").as_deref(), Some("app\n1001\n"));
+    assert!(img
+        .text("/etc/passwd")
+        .is_some_and(|p| p.contains("app:x:1001:1001")));
+}
+
+#[test]
+fn debian_apt_useradd_chown_build_namespace() {
+    debian_workload("namespace");
+}
+
+#[test]
+fn debian_apt_useradd_chown_build_chroot() {
+    debian_workload("chroot");
+}
