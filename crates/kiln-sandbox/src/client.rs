@@ -174,6 +174,8 @@ fn spawn(
     let json = serde_json::to_vec(spec).map_err(|e| SandboxError::Spec(e.to_string()))?;
     let child = Command::new(exe)
         .arg(HELPER_ARG)
+        // So the helper can tell it was orphaned before it could watch.
+        .arg(std::process::id().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
