@@ -148,6 +148,7 @@ RUN (cat /proc/*/environ 2>/dev/null; cat /proc/1/environ 2>/dev/null) | tr '\0'
     rm -f /tmp/d; \
     if [ -e /proc/self/status ]; then grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; else echo none; fi > /out/status; \
     if [ -e /proc/kcore ]; then head -c 16 /proc/kcore | wc -c; else echo 0; fi > /out/kcore; \
+    echo $$ > /out/pid; \
     ls /proc 2>/dev/null | grep -c '^[0-9]' > /out/pids || true
 "#,
         host = reg.host()
@@ -233,6 +234,12 @@ RUN (cat /proc/*/environ 2>/dev/null; cat /proc/1/environ 2>/dev/null) | tr '\0'
         text("/out/kcore"),
         "0\n",
         "{isolation}: /proc/kcore readable"
+    );
+    // A pid namespace of the step's own: kiln's init is 1, the shell 2.
+    assert_eq!(
+        text("/out/pid"),
+        "2\n",
+        "{isolation}: not in a pid namespace"
     );
     if chroot {
         // No /proc at all: not the host's, not one of its own; no sysfs
