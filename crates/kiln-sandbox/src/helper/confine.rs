@@ -541,3 +541,65 @@ const ALLOWED_ARCH: &[libc::c_long] = &[
     libc::SYS_utimes,
     libc::SYS_vfork,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAMESPACE: Policy = Policy {
+        chroot: false,
+        own_pids: true,
+    };
+    const CHROOT_ALONE: Policy = Policy {
+        chroot: true,
+        own_pids: false,
+    };
+
+    #[test]
+    fn filters_compile_within_the_kernels_limit() {
+        for policy in [NAMESPACE, CHROOT_ALONE] {
+            let program = SeccompFilter::new(
+                allowlist(policy).unwrap(),
+                SeccompAction::Errno(libc::EPERM as u32),
+                SeccompAction::Allow,
+                std::env::consts::ARCH.try_into().unwrap(),
+            )
+            .and_then(BpfProgram::try_from)
+            .unwrap();
+            // BPF_MAXINSNS
+            assert!(program.len() < 4096, "{policy:?}: {}", program.len());
+        }
+    }
+
+    #[test]
+    fn what_each_isolation_allows() {
+        let ns = allowlist(NAMESPACE).unwrap();
+        let chroot = allowlist(CHROOT_ALONE).unwrap();
+        for refused in [
+            libc::SYS_mount,
+            libc::SYS_umount2,
+            libc::SYS_pivot_root,
+            libc::SYS_unshare,
+            libc::SYS_setns,
+            libc::SYS_keyctl,
+            libc::SYS_bpf,
+            libc::SYS_kexec_load,
+            libc::SYS_init_module,
+            libc::SYS_finit_module,
+            libc::SYS_clone3,
+            libc::SYS_open_by_handle_at,
+        ] {
+            assert!(!ns.contains_key(&refused), "{refused}");
+            assert!(!chroot.contains_key(&refused), "{refused}");
+        }
+        assert!(ns.contains_key(&libc::SYS_chroot) && !chroot.contains_key(&libc::SYS_chroot));
+        assert!(ns.contains_key(&libc::SYS_ptrace) && !chroot.contains_key(&libc::SYS_ptrace));
+        // clone only with a condition on its flags.
+        assert_eq!(ns[&libc::SYS_clone].len(), 1);
+        let kept = CHROOT_ALONE.kept();
+        assert_eq!(NAMESPACE.kept().len(), 14);
+        assert_eq!(kept.len(), 12);
+        assert!(!kept.contains(&Capability::CAP_SYS_CHROOT));
+        assert!(!kept.contains(&Capability::CAP_MKNOD));
+    }
+}
