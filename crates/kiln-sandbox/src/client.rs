@@ -174,6 +174,8 @@ fn spawn(
     let json = serde_json::to_vec(spec).map_err(|e| SandboxError::Spec(e.to_string()))?;
     let child = Command::new(exe)
         .arg(HELPER_ARG)
+        // So the helper can tell it was orphaned before it could watch.
+        .arg(std::process::id().to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -233,6 +235,7 @@ fn talk(
     let mut status = None;
     for r in &reports {
         match r {
+            Report::Terminated => return Err(SandboxError::Interrupted),
             Report::SetupFailed { message, denied } => {
                 return Err(SandboxError::Setup {
                     message: message.clone(),

@@ -29,6 +29,10 @@ pub enum SandboxError {
         /// The kernel refused namespaces or mounts: chroot isolation may work.
         denied: bool,
     },
+    /// The build was interrupted (SIGTERM or SIGINT) while the step ran:
+    /// the step was ended before it finished.
+    #[error("interrupted: the step was stopped before it finished")]
+    Interrupted,
     /// A file operation on the root or the upper dir failed.
     #[error("{action} {path}: {source}")]
     Io {

@@ -229,6 +229,9 @@ pub(crate) enum Report {
     Exited(i32),
     /// The command was killed by `signal`.
     Signaled(i32),
+    /// The helper was told to stop (the build is being interrupted) and
+    /// ended the command before it finished.
+    Terminated,
     /// The sandbox could not be set up; `denied` when the kernel refused
     /// namespaces or mounts (the caller may fall back to chroot).
     SetupFailed {

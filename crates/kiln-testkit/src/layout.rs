@@ -253,6 +253,32 @@ impl LayerBuilder {
         Ok(self)
     }
 
+    /// Adds a device node owned by root, mode 0666: a block device when
+    /// `block`, else a character device.
+    ///
+    /// # Errors
+    /// Fails if the path does not fit a tar header.
+    pub fn device_node(
+        &mut self,
+        path: &str,
+        block: bool,
+        major: u32,
+        minor: u32,
+    ) -> Result<&mut Self> {
+        let kind = if block {
+            tar::EntryType::Block
+        } else {
+            tar::EntryType::Char
+        };
+        let mut h = Self::header(kind, 0o666, 0, 0, 0);
+        h.set_device_major(major)?;
+        h.set_device_minor(minor)?;
+        self.tar
+            .append_data(&mut h, path, std::io::empty())
+            .with_context(|| format!("adding device node {path}"))?;
+        Ok(self)
+    }
+
     /// Adds an OCI whiteout deleting `path` from the layers below.
     ///
     /// # Errors

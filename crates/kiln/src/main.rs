@@ -24,6 +24,12 @@ fn main() -> ExitCode {
     if kiln_sandbox::is_helper_invocation() {
         kiln_sandbox::helper_main();
     }
+    // Before any secret is read: a RUN step running as kiln's own user
+    // must not read kiln's environment or memory through /proc.
+    if let Err(e) = kiln_sandbox::make_undumpable() {
+        eprintln!("kiln: cannot mark the process non-dumpable: {e}");
+        return Exit::BuildFailed.into();
+    }
     let args = cli::with_implied_build(std::env::args_os().collect());
     // clap prints its own usage errors and exits 2 (0 for --help and --version).
     let cli = Cli::parse_from(args);

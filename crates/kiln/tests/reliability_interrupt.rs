@@ -205,6 +205,12 @@ fn interrupt_during_run(isolation: &str, signal: &str, expected_code: i32) {
         rest.iter().any(|l| l.contains("interrupted")),
         "no interruption message: {rest:?}"
     );
+    // The step ended because the build was stopped, not because the
+    // sandbox failed: no message may say otherwise.
+    assert!(
+        !rest.iter().any(|l| l.contains("setting up the sandbox")),
+        "an interrupted step reported as a sandbox failure: {rest:?}"
+    );
     assert_eq!(
         processes_with_arg(&fg),
         Vec::<u32>::new(),
@@ -248,6 +254,11 @@ fn sigterm_during_run_in_namespace_isolation() {
 #[test]
 fn sigint_during_run_in_chroot_isolation() {
     interrupt_during_run("chroot", "-INT", 130);
+}
+
+#[test]
+fn sigterm_during_run_in_chroot_isolation() {
+    interrupt_during_run("chroot", "-TERM", 143);
 }
 
 #[test]

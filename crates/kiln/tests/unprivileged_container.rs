@@ -100,7 +100,26 @@ const STEPS: &str = "\
 FROM REGISTRY/busybox:latest
 RUN echo built-in-a-container > /greeting && mkdir -p /app && id -u > /app/uid
 RUN echo second >> /app/log && touch /app/w /app/n && chown app /app/w && chown 2000:2000 /app/n
+COPY probe /probe
+RUN /probe /no-such-node 0 0 > /app/probe 2>&1; rm /probe
 ";
+
+/// Compiles the containment probe (`fixtures/containment/probe.c`)
+/// statically into `dir`.
+fn compile_probe(dir: &Path) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/containment/probe.c");
+    let out = std::process::Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(dir.join("probe"))
+        .arg(&source)
+        .output()
+        .expect("cc is needed to compile the probe");
+    assert!(
+        out.status.success(),
+        "cc -static failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 #[test]
 fn auto_isolation_falls_back_to_chroot_in_an_unprivileged_container() {
@@ -123,6 +142,7 @@ fn auto_isolation_falls_back_to_chroot_in_an_unprivileged_container() {
         STEPS.replace("REGISTRY", &reg.host()),
     )
     .unwrap();
+    compile_probe(ctx.path());
     let work = tempfile::tempdir().unwrap();
     let mount = |host: &Path, inside: &str| format!("{}:{inside}", host.display());
     let out = Command::new("docker")
@@ -153,6 +173,26 @@ fn auto_isolation_falls_back_to_chroot_in_an_unprivileged_container() {
     let owner = |p: &str| img.get(p).map(|e| (e.uid, e.gid));
     assert_eq!(owner("/app/w"), Some((1000, 0)));
     assert_eq!(owner("/app/n"), Some((2000, 2000)));
+    // Confined even here, without CAP_SYS_ADMIN: the container's default
+    // capabilities less SYS_CHROOT and MKNOD, and a filter of kiln's own on
+    // top of Docker's, which the kernel takes only under no_new_privs.
+    let probe: std::collections::BTreeMap<String, String> = img
+        .text("/app/probe")
+        .expect("probe output")
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let get = |k: &str| probe.get(k).map(String::as_str).unwrap_or("(missing)");
+    assert_eq!(get("CapEff"), "00000000a00025fb", "{probe:?}");
+    assert_eq!(get("CapBnd"), "00000000a00025fb", "{probe:?}");
+    assert_eq!(get("CapInh"), "0000000000000000", "{probe:?}");
+    assert_eq!(get("NoNewPrivs"), "1", "{probe:?}");
+    assert_eq!(get("Seccomp"), "2", "{probe:?}");
+    assert_eq!(get("chroot-escape"), "EPERM", "{probe:?}");
+    assert_eq!(get("mknod-block-device"), "EPERM", "{probe:?}");
+    assert_eq!(get("clone3"), "ENOSYS", "{probe:?}");
+    assert_eq!(get("fd7"), "EBADF", "{probe:?}");
     // The sandbox's stand-ins for mounts stay out of the image.
     let hosts = img.text("/etc/hosts");
     assert!(

@@ -1,6 +1,8 @@
-//! The last step in the sandbox: working directory, identity, stdio, and
-//! `execve`. Runs in the forked child; never returns.
+//! The last step in the sandbox: working directory, stdio, confinement
+//! ([`super::confine`]), identity, and `execve`. Runs in the forked child;
+//! never returns.
 
+use super::confine::{self, Policy};
 use crate::spec::RunSpec;
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{chdir, dup2, execve, setgid, setgroups, setuid, Gid, Uid};
@@ -15,8 +17,8 @@ const NOT_RUNNABLE: i32 = 127;
 
 /// Becomes the step's command. `devnull` is its stdin; stdout and stderr
 /// both go to the helper's stderr (the output stream).
-pub(crate) fn exec(spec: &RunSpec, devnull: &OwnedFd) -> ! {
-    match try_exec(spec, devnull) {
+pub(crate) fn exec(spec: &RunSpec, devnull: &OwnedFd, policy: Policy) -> ! {
+    match try_exec(spec, devnull, policy) {
         Ok(never) => match never {},
         Err(message) => {
             let _ = writeln!(std::io::stderr(), "kiln: {message}");
@@ -26,7 +28,11 @@ pub(crate) fn exec(spec: &RunSpec, devnull: &OwnedFd) -> ! {
     }
 }
 
-fn try_exec(spec: &RunSpec, devnull: &OwnedFd) -> Result<std::convert::Infallible, String> {
+fn try_exec(
+    spec: &RunSpec,
+    devnull: &OwnedFd,
+    policy: Policy,
+) -> Result<std::convert::Infallible, String> {
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -34,18 +40,6 @@ fn try_exec(spec: &RunSpec, devnull: &OwnedFd) -> Result<std::convert::Infallibl
         .create(cwd)
         .map_err(|e| format!("creating working directory {cwd}: {e}"))?;
     chdir(cwd).map_err(|e| format!("changing to {cwd}: {e}"))?;
-    let groups: Vec<Gid> = spec.user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    if let Err(e) = setgroups(&groups) {
-        // A user namespace without subordinate gids forbids setgroups;
-        // the step then has no supplementary groups, its only gid is root.
-        let denied =
-            std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
-        if !denied {
-            return Err(format!("setgroups: {e}"));
-        }
-    }
-    setgid(Gid::from_raw(spec.user.gid)).map_err(|e| format!("setgid: {e}"))?;
-    setuid(Uid::from_raw(spec.user.uid)).map_err(|e| format!("setuid: {e}"))?;
     // Rust ignores SIGPIPE at startup and ignored signals survive exec:
     // pipelines in the step must see the default.
     // SAFETY: restoring a default disposition installs no handler.
@@ -69,6 +63,23 @@ fn try_exec(spec: &RunSpec, devnull: &OwnedFd) -> Result<std::convert::Infallibl
         .map(|a| c(a))
         .collect::<Result<Vec<_>, _>>()?;
     let path = c(&program.to_string_lossy())?;
+    // The filter goes on while this process still holds CAP_SYS_ADMIN (so
+    // `no_new_privs` stays off, as in Docker); from here on only calls the
+    // filter allows are made.
+    confine::before_identity(policy)?;
+    let groups: Vec<Gid> = spec.user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = setgroups(&groups) {
+        // A user namespace without subordinate gids forbids setgroups;
+        // the step then has no supplementary groups, its only gid is root.
+        let denied =
+            std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+        if !denied {
+            return Err(format!("setgroups: {e}"));
+        }
+    }
+    setgid(Gid::from_raw(spec.user.gid)).map_err(|e| format!("setgid: {e}"))?;
+    setuid(Uid::from_raw(spec.user.uid)).map_err(|e| format!("setuid: {e}"))?;
+    confine::after_identity(policy)?;
     execve(&path, &argv, &env).map_err(|e| format!("exec {argv0}: {e}"))
 }
 

@@ -3,6 +3,7 @@
 //! [`exec`] is the last step both share.
 
 mod chroot;
+mod confine;
 mod exec;
 mod namespace;
 mod net;
@@ -38,8 +39,10 @@ fn watch_for_termination() {
     // SAFETY: the handler only stores to an atomic.
     let _ = unsafe { sigaction(Signal::SIGTERM, &action) };
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-    // The parent may have died before the line above.
-    if nix::unistd::getppid().as_raw() == 1 {
+    // The parent may have died before the line above: we were reparented.
+    // The parent names itself (it may be pid 1 itself, in a container).
+    let parent = std::env::args().nth(2).and_then(|p| p.parse::<i32>().ok());
+    if parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p) {
         TERMINATED.store(true, Ordering::SeqCst);
     }
 }
@@ -105,6 +108,8 @@ pub fn helper_main() -> ! {
     match result {
         Ok(Some(r)) => report(&r),
         Ok(None) => {}
+        // Whatever failed, it failed because the build is being stopped.
+        Err(_) if terminated() => report(&Report::Terminated),
         Err(f) => report(&Report::SetupFailed {
             message: f.message,
             denied: f.denied,
