@@ -12,6 +12,7 @@ mod copy_step;
 pub mod error;
 mod growing;
 pub mod image;
+mod leftovers;
 pub mod listing;
 pub mod metadata;
 mod pending;
