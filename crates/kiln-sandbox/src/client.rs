@@ -305,7 +305,9 @@ impl ChrootPrep {
         }
         for m in &spec.mounts {
             let emulated = match m {
-                MountSpec::Bind { source, target, .. } if !source.is_dir() => {
+                // A FIFO (or device) is bound as the node it is, through
+                // the tree copy: reading it would wait for a writer.
+                MountSpec::Bind { source, target, .. } if source.is_file() => {
                     prep.place_file(source, target)
                 }
                 MountSpec::Bind {
@@ -339,6 +341,16 @@ impl ChrootPrep {
         let mut made = Made::default();
         let host = crate::resolve::in_root(&self.root, target)
             .ok_or_else(|| SandboxError::Spec(format!("{target}: symlink loop")))?;
+        // The image's own file at the target may be anything: only a
+        // regular file is read (a FIFO would wait forever).
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if !m.is_file() && !m.is_dir() => {
+                return Err(SandboxError::Spec(format!(
+                    "{target} in the image is not a regular file; cannot put the build's file there"
+                )))
+            }
+            _ => {}
+        }
         if let Ok(old) = std::fs::read(&host) {
             self.saved.push((host.clone(), old));
         } else {

@@ -911,9 +911,9 @@ fn etc_files(dir: &Path) -> std::io::Result<Vec<BindFile>> {
 /// supplementary groups from `/etc/group` when no group is given; and the
 /// user's home for `HOME` (`/` when unknown).
 fn resolve_user(spec: &str, root: &Path) -> Result<(User, String), String> {
-    let read = |p: &str| fs::read_to_string(super::rootfs::resolve_in_root(root, p)?).ok();
-    let passwd = read("/etc/passwd").unwrap_or_default();
-    let group = read("/etc/group").unwrap_or_default();
+    let read = |p: &str| super::image_text::read_image_text(root, p);
+    let passwd = read("/etc/passwd")?.unwrap_or_default();
+    let group = read("/etc/group")?.unwrap_or_default();
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
