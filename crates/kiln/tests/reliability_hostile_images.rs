@@ -335,7 +335,7 @@ fn setuid_files_are_out_of_other_users_reach_while_the_build_runs() {
 fn the_directory_of_a_build_killed_with_sigkill_is_removed_by_the_next_build() {
     let reg = Registry::plain_with_busybox().unwrap();
     let case = Case::new(&format!(
-        "FROM {}/busybox:latest\nRUN echo started > /started && sleep 30\n",
+        "FROM {}/busybox:latest\nRUN echo $$ > /started && exec sleep 30\n",
         reg.host()
     ));
     // Its own process group: the kill reaches the RUN step's processes too.
@@ -352,7 +352,8 @@ fn the_directory_of_a_build_killed_with_sigkill_is_removed_by_the_next_build() {
             .into_iter()
             .flatten()
             .find(|e| e.file_name() == "started")
-            .map(|e| e.into_path());
+            .map(|e| e.into_path())
+            .filter(|p| fs::read_to_string(p).is_ok_and(|t| t.ends_with('\n')));
         if let Some(p) = found {
             break p;
         }
@@ -379,6 +380,20 @@ fn the_directory_of_a_build_killed_with_sigkill_is_removed_by_the_next_build() {
         0
     );
     child.wait().unwrap();
+    // The step's sleep may have left the group (chroot isolation shares
+    // the pid namespace): end it by its pid.
+    let sleeper: i32 = fs::read_to_string(&started)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Only when that pid, seen from here, is the step's sleep (a step in a
+    // pid namespace of its own would have written another process's pid).
+    let cmdline = fs::read(format!("/proc/{sleeper}/cmdline")).unwrap_or_default();
+    if sleeper > 1 && cmdline.starts_with(b"sleep\0") {
+        // SAFETY: kill takes a pid and a signal.
+        unsafe { libc::kill(sleeper, libc::SIGKILL) };
+    }
     assert!(
         killed_dir.exists(),
         "SIGKILL left nothing: the test cannot tell"
