@@ -210,8 +210,11 @@ fn append_path(
     first: &mut HashMap<(u64, u64), PathBuf>,
     ids: &IdMap,
 ) -> Result<()> {
-    let host = root.join(rel);
-    let meta = fs::symlink_metadata(&host).map_err(SandboxError::io("reading", &host))?;
+    // Named through its open parent when the whole host path is too long.
+    let deep = crate::deep::HostPath::new(root, rel)
+        .map_err(SandboxError::io("reading", &root.join(rel)))?;
+    let host = deep.path();
+    let meta = fs::symlink_metadata(host).map_err(SandboxError::io("reading", host))?;
     let entry_meta = EntryMeta {
         mode: meta.mode() & 0o7777,
         uid: u64::from(ids.uid_inside(meta.uid())),
@@ -219,7 +222,7 @@ fn append_path(
         mtime: meta.mtime().max(0) as u64,
         uname: None,
         gname: None,
-        xattrs: xattrs(&host),
+        xattrs: xattrs(host),
     };
     let t = meta.file_type();
     let dev = |rdev: u64| (rustix::fs::major(rdev), rustix::fs::minor(rdev));
@@ -236,9 +239,9 @@ fn append_path(
             }
             first.insert(key, rel.to_path_buf());
         }
-        return Ok(writer.append_file_from_path(rel, entry_meta, &host)?);
+        return Ok(writer.append_file_from_path(rel, entry_meta, host)?);
     } else if t.is_symlink() {
-        let target = fs::read_link(&host).map_err(SandboxError::io("reading", &host))?;
+        let target = fs::read_link(host).map_err(SandboxError::io("reading", host))?;
         EntryKind::Symlink { target }
     } else if t.is_char_device() {
         let (major, minor) = dev(meta.rdev());

@@ -45,6 +45,7 @@
 mod absorb;
 mod changes;
 mod client;
+mod deep;
 mod detach;
 mod emulate;
 mod error;

@@ -417,3 +417,37 @@ fn the_directory_of_a_build_killed_with_sigkill_is_removed_by_the_next_build() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A RUN that makes a tree whose paths fit in PATH_MAX inside the step's
+/// root (about 4,050 bytes) but not once the root's host path is put in
+/// front of them.
+const DEEP_RUN: &str = "RUN d=/deep; for i in $(seq 1 40); do d=$d/$(printf '%0100d' $i); done; \
+                        mkdir -p $d && echo deep > $d/f && ln -s / $d/up && echo ${#d}\n";
+
+#[test]
+fn a_tree_deeper_than_path_max_is_snapshotted_in_chroot_isolation() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let case = Case::new(&format!(
+        "FROM {}/busybox:latest\n{DEEP_RUN}RUN echo next > /next\n",
+        reg.host()
+    ));
+    let (out, _) = case.build("chroot");
+    assert!(out.status.success(), "{}", text(&out));
+    let img = case.image();
+    let deepest = img
+        .entries
+        .keys()
+        .find(|p| p.ends_with("/f") && p.starts_with("/deep/"))
+        .cloned()
+        .unwrap_or_else(|| panic!("the deep file is missing: {}", text(&out)));
+    assert!(
+        // The shortest the host path can be: `KILN/build-P-XXXXXX/rootfs/stage-0/...`.
+        case.path("kiln").as_os_str().len()
+            + "/build-1-abcdef/rootfs/stage-0".len()
+            + deepest.len()
+            > 4096,
+        "the tree is not deep enough to tell"
+    );
+    assert_eq!(img.text(&deepest).as_deref(), Some("deep\n"));
+    assert_eq!(img.text("/next").as_deref(), Some("next\n"));
+}
