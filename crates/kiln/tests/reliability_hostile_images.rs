@@ -451,3 +451,94 @@ fn a_tree_deeper_than_path_max_is_snapshotted_in_chroot_isolation() {
     assert_eq!(img.text(&deepest).as_deref(), Some("deep\n"));
     assert_eq!(img.text("/next").as_deref(), Some("next\n"));
 }
+
+/// One tar entry: name, kind, and its content or hard-link target.
+type TarEntry<'a> = (&'a str, tar::EntryType, &'a str);
+
+/// A tar in the context, its entries written in the order given.
+fn write_tar(path: &Path, entries: &[TarEntry<'_>]) {
+    let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+    for (name, kind, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(if *kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        if *kind == tar::EntryType::Link {
+            h.set_size(0);
+            b.append_link(&mut h, name, data).unwrap();
+        } else {
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, data.as_bytes()).unwrap();
+        }
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn a_local_tar_added_is_a_layer_the_next_run_accepts() {
+    use tar::EntryType::{Directory, Link, Regular};
+    let reg = Registry::plain_with_busybox().unwrap();
+    for isolation in ["chroot", "namespace"] {
+        let case = Case::new(&format!(
+            "FROM {}/busybox:latest\n\
+             ADD in.tar /dest/\n\
+             RUN cat /dest/a /dest/z/file /dest/d && test ! -e /dest/d/f \
+                 && [ $(stat -c %i /dest/a) = $(stat -c %i /dest/z/file) ] && echo all-there\n",
+            reg.host()
+        ));
+        write_tar(
+            &case.path("ctx/in.tar"),
+            &[
+                ("z/", Directory, ""),
+                ("z/file", Regular, "linked\n"),
+                // Sorted into the layer before its target.
+                ("a", Link, "z/file"),
+                ("d/", Directory, ""),
+                ("d/f", Regular, "replaced with its directory\n"),
+                // A later entry replaces the directory and what was in it.
+                ("d", Regular, "now a file\n"),
+            ],
+        );
+        let (out, _) = case.build(isolation);
+        assert!(out.status.success(), "{isolation}: {}", text(&out));
+        assert!(
+            text(&out).contains("all-there"),
+            "{isolation}: {}",
+            text(&out)
+        );
+        let img = case.image();
+        assert!(img.get("/dest/d/f").is_none());
+        assert_eq!(img.text("/dest/d").as_deref(), Some("now a file\n"));
+    }
+}
+
+#[test]
+fn a_local_tar_that_cannot_be_unpacked_fails_naming_the_tar_and_entry() {
+    use tar::EntryType::{Directory, Link, Regular};
+    let reg = Registry::plain_with_busybox().unwrap();
+    let cases: [(&[TarEntry<'_>], &str); 3] = [
+        (&[("f", Regular, "x"), ("f/under", Regular, "y")], "f/under"),
+        (&[("l", Link, "nowhere")], "\"l\""),
+        (&[("d/", Directory, ""), ("l", Link, "d")], "\"l\""),
+    ];
+    for (entries, entry) in cases {
+        let case = Case::new(&format!(
+            "FROM {}/busybox:latest\nADD bad.tar /dest/\nRUN true\n",
+            reg.host()
+        ));
+        write_tar(&case.path("ctx/bad.tar"), entries);
+        let (out, _) = case.build("chroot");
+        let said = text(&out);
+        assert!(!out.status.success(), "{entry}: {said}");
+        assert!(
+            said.contains("bad.tar") && said.contains(entry) && said.contains("Dockerfile:2"),
+            "{entry}: {said}"
+        );
+    }
+}

@@ -32,6 +32,7 @@ pub mod http;
 pub mod layer;
 mod plan;
 mod special;
+mod tar_rules;
 
 pub use archive::ArchiveError;
 pub use chmod::{Chmod, ChmodError};

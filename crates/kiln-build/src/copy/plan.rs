@@ -350,7 +350,25 @@ impl Planner<'_> {
                 path: entry.abs.clone(),
                 source,
             })?;
+        let in_archive: std::collections::HashSet<String> =
+            items.iter().map(|i| i.path.clone()).collect();
         for item in items {
+            if let ArchiveItemKind::HardLink(t) = &item.kind {
+                // A link to what the archive does not have must find a
+                // file in the image, or the next extraction would refuse it.
+                let lower = image_join(target, t);
+                if !in_archive.contains(t) && (self.existing)(&lower) != Some(FileKind::File) {
+                    return Err(CopyError::Archive {
+                        path: entry.abs.clone(),
+                        source: archive::ArchiveError::Inconsistent {
+                            entry: item.path.clone(),
+                            reason: format!(
+                                "it is a hard link to {lower}, which neither the archive nor the image has as a file"
+                            ),
+                        },
+                    });
+                }
+            }
             let (uid, gid) = match self.req.owner {
                 Some(o) => (o.uid, o.gid),
                 None => (item.uid, item.gid),
