@@ -211,7 +211,7 @@ fn append_path(
     ids: &IdMap,
 ) -> Result<()> {
     // Named through its open parent when the whole host path is too long.
-    let deep = crate::deep::HostPath::new(root, rel)
+    let deep = kiln_layer::deep::HostPath::new(root, rel)
         .map_err(SandboxError::io("reading", &root.join(rel)))?;
     let host = deep.path();
     let meta = fs::symlink_metadata(host).map_err(SandboxError::io("reading", host))?;

@@ -45,7 +45,6 @@
 mod absorb;
 mod changes;
 mod client;
-mod deep;
 mod detach;
 mod emulate;
 mod error;

@@ -48,22 +48,27 @@ impl Snapshot {
         let mut entries = BTreeMap::new();
         // Relative to open directories: a step may make a tree deeper than
         // PATH_MAX once the root's host path is in front of it.
-        crate::deep::walk(root, &|rel| exclude.contains(rel), &mut |rel, st, link| {
-            entries.insert(
-                rel,
-                Stat {
-                    ino: st.st_ino,
-                    size: st.st_size as u64,
-                    mtime: (st.st_mtime, st.st_mtime_nsec as i64),
-                    ctime: (st.st_ctime, st.st_ctime_nsec as i64),
-                    mode: st.st_mode,
-                    uid: st.st_uid,
-                    gid: st.st_gid,
-                    rdev: st.st_rdev,
-                    link,
-                },
-            );
-        })
+        kiln_layer::deep::walk::<std::io::Error>(
+            root,
+            &|rel| exclude.contains(rel),
+            |rel, st, link| {
+                entries.insert(
+                    rel,
+                    Stat {
+                        ino: st.st_ino,
+                        size: st.st_size as u64,
+                        mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+                        ctime: (st.st_ctime, st.st_ctime_nsec as i64),
+                        mode: st.st_mode,
+                        uid: st.st_uid,
+                        gid: st.st_gid,
+                        rdev: st.st_rdev,
+                        link,
+                    },
+                );
+                Ok(())
+            },
+        )
         .map_err(SandboxError::io("walking", root))?;
         Ok(Snapshot { entries })
     }

@@ -34,29 +34,36 @@ struct Level {
 }
 
 /// Calls `visit(rel, stat, link target)` for every entry under `root`
-/// (the root itself left out), not descending into `skip(rel)` paths and
-/// never following a symlink. At most two directories are open at once.
-pub(crate) fn walk(
+/// (the root itself left out), parents before their contents and each
+/// directory's entries in byte order of their names, not descending into
+/// `skip(rel)` paths and never following a symlink. At most two
+/// directories are open at once.
+///
+/// # Errors
+/// The first error of the walk or of `visit`.
+pub fn walk<E: From<io::Error>>(
     root: &Path,
     skip: &dyn Fn(&Path) -> bool,
-    visit: &mut dyn FnMut(PathBuf, &Stat, Option<PathBuf>),
-) -> io::Result<()> {
-    let mut current = rfs::open(root, DIR_FLAGS, Mode::empty())?;
+    mut visit: impl FnMut(PathBuf, &Stat, Option<PathBuf>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut current = rfs::open(root, DIR_FLAGS, Mode::empty()).map_err(io::Error::from)?;
     let mut stack = vec![Level {
         names: names(&current)?,
         rel: PathBuf::new(),
-        id: id(&rfs::fstat(&current)?),
+        id: id(&rfs::fstat(&current).map_err(io::Error::from)?),
     }];
     while let Some(level) = stack.last_mut() {
         let Some(name) = level.names.pop() else {
             stack.pop();
             if let Some(parent) = stack.last() {
-                let up = rfs::openat(&current, "..", DIR_FLAGS, Mode::empty())?;
-                if id(&rfs::fstat(&up)?) != parent.id {
+                let up = rfs::openat(&current, "..", DIR_FLAGS, Mode::empty())
+                    .map_err(io::Error::from)?;
+                if id(&rfs::fstat(&up).map_err(io::Error::from)?) != parent.id {
                     return Err(io::Error::other(format!(
                         "{} moved while it was read",
                         parent.rel.display()
-                    )));
+                    ))
+                    .into());
                 }
                 current = up;
             }
@@ -71,24 +78,27 @@ pub(crate) fn walk(
             // Removed since the directory was read (a step's leftover
             // background process): not part of the tree any more.
             Err(rustix::io::Errno::NOENT) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(io::Error::from(e).into()),
         };
         let kind = rfs::FileType::from_raw_mode(st.st_mode);
         let link = if kind == rfs::FileType::Symlink {
-            let target = rfs::readlinkat(&current, name.as_os_str(), Vec::new())?;
+            let target =
+                rfs::readlinkat(&current, name.as_os_str(), Vec::new()).map_err(io::Error::from)?;
             Some(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
         } else {
             None
         };
-        visit(rel.clone(), &st, link);
+        visit(rel.clone(), &st, link)?;
         if kind == rfs::FileType::Directory {
-            let child = rfs::openat(&current, name.as_os_str(), DIR_FLAGS, Mode::empty())?;
-            let child_id = id(&rfs::fstat(&child)?);
+            let child = rfs::openat(&current, name.as_os_str(), DIR_FLAGS, Mode::empty())
+                .map_err(io::Error::from)?;
+            let child_id = id(&rfs::fstat(&child).map_err(io::Error::from)?);
             if child_id != id(&st) {
                 return Err(io::Error::other(format!(
                     "{} changed while it was read",
                     rel.display()
-                )));
+                ))
+                .into());
             }
             stack.push(Level {
                 names: names(&child)?,
@@ -105,7 +115,8 @@ fn id(st: &Stat) -> (u64, u64) {
     (st.st_dev, st.st_ino)
 }
 
-/// The names in a directory, without `.` and `..`.
+/// The names in a directory, without `.` and `..`, in reverse byte order
+/// (the walk pops them from the end).
 fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
     let mut out = Vec::new();
     for entry in Dir::read_from(dir)? {
@@ -115,6 +126,7 @@ fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
             out.push(OsStr::from_bytes(name).to_os_string());
         }
     }
+    out.sort_unstable_by(|a, b| b.cmp(a));
     Ok(out)
 }
 
@@ -122,13 +134,17 @@ fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
 /// enough, else `/proc/self/fd/N/name` with N its parent directory, opened
 /// component by component without following symlinks (kept open as long as
 /// this value lives).
-pub(crate) struct HostPath {
+pub struct HostPath {
     path: PathBuf,
     _parent: Option<OwnedFd>,
 }
 
 impl HostPath {
-    pub(crate) fn new(root: &Path, rel: &Path) -> io::Result<HostPath> {
+    /// `root/rel`, reachable.
+    ///
+    /// # Errors
+    /// When a directory on the way cannot be opened (or is a symlink).
+    pub fn new(root: &Path, rel: &Path) -> io::Result<HostPath> {
         let whole = root.join(rel);
         if whole.as_os_str().len() < SHORT {
             return Ok(HostPath {
@@ -149,7 +165,8 @@ impl HostPath {
         })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    /// The path to hand to system calls.
+    pub fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -186,19 +203,28 @@ mod tests {
         let deepest = deep_tree(t.path());
         assert!(t.path().join(&deepest).as_os_str().len() > 4096);
         let mut seen = Vec::new();
-        walk(t.path(), &|_| false, &mut |rel, _, link| {
-            seen.push((rel, link))
+        walk::<io::Error>(t.path(), &|_| false, |rel, _, link| {
+            seen.push((rel, link));
+            Ok(())
         })
         .unwrap();
         assert_eq!(seen.len(), 52);
         assert!(seen.contains(&(deepest.clone(), None)));
+        // Parents first, names in order.
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted);
         assert!(seen.contains(&(deepest.with_file_name("up"), Some(PathBuf::from("/")))));
         let host = HostPath::new(t.path(), &deepest).unwrap();
         assert_eq!(std::fs::read(host.path()).unwrap(), b"deep");
         // Skipped paths are not entered.
         let first = seen[0].0.clone();
         let mut count = 0;
-        walk(t.path(), &|rel| rel == first, &mut |_, _, _| count += 1).unwrap();
+        walk::<io::Error>(t.path(), &|rel| rel == first, |_, _, _| {
+            count += 1;
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(count, 0);
     }
 }
