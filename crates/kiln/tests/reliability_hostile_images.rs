@@ -425,31 +425,30 @@ const DEEP_RUN: &str = "RUN d=/deep; for i in $(seq 1 40); do d=$d/$(printf '%01
                         mkdir -p $d && echo deep > $d/f && ln -s / $d/up && echo ${#d}\n";
 
 #[test]
-fn a_tree_deeper_than_path_max_is_snapshotted_in_chroot_isolation() {
+fn a_tree_deeper_than_path_max_is_archived_in_both_isolations() {
     let reg = Registry::plain_with_busybox().unwrap();
-    let case = Case::new(&format!(
-        "FROM {}/busybox:latest\n{DEEP_RUN}RUN echo next > /next\n",
-        reg.host()
-    ));
-    let (out, _) = case.build("chroot");
-    assert!(out.status.success(), "{}", text(&out));
-    let img = case.image();
-    let deepest = img
-        .entries
-        .keys()
-        .find(|p| p.ends_with("/f") && p.starts_with("/deep/"))
-        .cloned()
-        .unwrap_or_else(|| panic!("the deep file is missing: {}", text(&out)));
-    assert!(
+    for isolation in ["chroot", "namespace"] {
+        let case = Case::new(&format!(
+            "FROM {}/busybox:latest\n{DEEP_RUN}RUN echo next > /next\n",
+            reg.host()
+        ));
+        let (out, _) = case.build(isolation);
+        assert!(out.status.success(), "{isolation}: {}", text(&out));
+        let img = case.image();
+        let deepest = img
+            .entries
+            .keys()
+            .find(|p| p.ends_with("/f") && p.starts_with("/deep/"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{isolation}: the deep file is missing: {}", text(&out)));
         // The shortest the host path can be: `KILN/build-P-XXXXXX/rootfs/stage-0/...`.
-        case.path("kiln").as_os_str().len()
+        let shortest = case.path("kiln").as_os_str().len()
             + "/build-1-abcdef/rootfs/stage-0".len()
-            + deepest.len()
-            > 4096,
-        "the tree is not deep enough to tell"
-    );
-    assert_eq!(img.text(&deepest).as_deref(), Some("deep\n"));
-    assert_eq!(img.text("/next").as_deref(), Some("next\n"));
+            + deepest.len();
+        assert!(shortest > 4096, "the tree is not deep enough to tell");
+        assert_eq!(img.text(&deepest).as_deref(), Some("deep\n"), "{isolation}");
+        assert_eq!(img.text("/next").as_deref(), Some("next\n"), "{isolation}");
+    }
 }
 
 /// One tar entry: name, kind, and its content or hard-link target.
