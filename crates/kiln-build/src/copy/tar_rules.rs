@@ -137,13 +137,23 @@ fn keep_links_alive(tree: &mut BTreeMap<String, ArchiveItem>, old: ArchiveItem) 
         return;
     };
     if let Some(i) = tree.get_mut(heir) {
-        i.kind = old.kind.clone();
+        take_inode(i, &old);
     }
     for o in others {
         if let Some(i) = tree.get_mut(o) {
             i.kind = ArchiveItemKind::HardLink(heir.clone());
         }
     }
+}
+
+/// `to` becomes the path holding `from`'s content: hard links share one
+/// inode, so its kind, mode, owner and time go with it.
+fn take_inode(to: &mut ArchiveItem, from: &ArchiveItem) {
+    to.kind = from.kind.clone();
+    to.mode = from.mode;
+    to.uid = from.uid;
+    to.gid = from.gid;
+    to.mtime = from.mtime;
 }
 
 /// Layer order: path by path, component by component (as the plan sorts).
@@ -169,11 +179,11 @@ fn first_in_layer_order(tree: &mut BTreeMap<String, ArchiveItem>) {
         else {
             continue;
         };
-        let Some(kind) = tree.get(&holder).map(|h| h.kind.clone()) else {
+        let Some(held) = tree.get(&holder).cloned() else {
             continue;
         };
         if let Some(i) = tree.get_mut(&first) {
-            i.kind = kind;
+            take_inode(i, &held);
         }
         for path in links.iter().chain(std::iter::once(&holder)) {
             if *path != first {
