@@ -4,9 +4,10 @@
 //! A step sees paths from its own root, so it can make a tree whose paths
 //! fit in `PATH_MAX` (4096 bytes) there but not once the root's own host
 //! path is put in front: every call that takes a whole host path fails with
-//! ENAMETOOLONG. The walk here therefore holds one open directory and
-//! names entries relative to it (`openat`, `fstatat`, `readlinkat`), going
-//! back up through `..` checked against the directory it came from; and a
+//! ENAMETOOLONG. The walk here therefore names entries relative to open
+//! directories (`openat`, `fstatat`, `readlinkat`), keeping a bounded
+//! number of them open and, below that depth, going back up through `..`
+//! checked against the directory it came from; and a
 //! path too long to name whole is reached through `/proc/self/fd/N/name`,
 //! where N is its parent directory opened component by component.
 
@@ -25,19 +26,26 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
+/// Directories above the current one kept open, to come back to without
+/// a lookup; deeper than this the walk goes back up through `..`.
+const KEEP_OPEN: usize = 64;
+
 /// One directory of the walk: its entries still to visit, its path
-/// relative to the root, and its identity (to check the way back up).
+/// relative to the root, its identity (to check the way back up through
+/// `..`), and, while the walk is below it, the directory itself when
+/// it was kept open.
 struct Level {
     names: Vec<OsString>,
     rel: PathBuf,
     id: (u64, u64),
+    kept: Option<OwnedFd>,
 }
 
 /// Calls `visit(rel, stat, link target)` for every entry under `root`
 /// (the root itself left out), parents before their contents and each
 /// directory's entries in byte order of their names, not descending into
-/// `skip(rel)` paths and never following a symlink. At most two
-/// directories are open at once.
+/// `skip(rel)` paths and never following a symlink. At most
+/// [`KEEP_OPEN`] + 2 directories are open at once, however deep the tree.
 ///
 /// # Errors
 /// The first error of the walk or of `visit`.
@@ -51,11 +59,16 @@ pub fn walk<E: From<io::Error>>(
         names: names(&current)?,
         rel: PathBuf::new(),
         id: id(&rfs::fstat(&current).map_err(io::Error::from)?),
+        kept: None,
     }];
     while let Some(level) = stack.last_mut() {
         let Some(name) = level.names.pop() else {
             stack.pop();
-            if let Some(parent) = stack.last() {
+            if let Some(parent) = stack.last_mut() {
+                if let Some(fd) = parent.kept.take() {
+                    current = fd;
+                    continue;
+                }
                 let up = rfs::openat(&current, "..", DIR_FLAGS, Mode::empty())
                     .map_err(io::Error::from)?;
                 if id(&rfs::fstat(&up).map_err(io::Error::from)?) != parent.id {
@@ -100,12 +113,19 @@ pub fn walk<E: From<io::Error>>(
                 ))
                 .into());
             }
+            let names = names(&child)?;
+            let above = std::mem::replace(&mut current, child);
+            if stack.len() <= KEEP_OPEN {
+                if let Some(level) = stack.last_mut() {
+                    level.kept = Some(above);
+                }
+            }
             stack.push(Level {
-                names: names(&child)?,
+                names,
                 rel,
                 id: child_id,
+                kept: None,
             });
-            current = child;
         }
     }
     Ok(())
@@ -195,6 +215,27 @@ mod tests {
         rustix::io::write(&f, b"deep").unwrap();
         rfs::symlinkat("/", &dir, "up").unwrap();
         rel.join("deepest")
+    }
+
+    #[test]
+    fn deeper_than_the_directories_kept_open_the_walk_comes_back_through_dotdot() {
+        let t = tempfile::tempdir().unwrap();
+        let mut dir = t.path().to_path_buf();
+        for _ in 0..(KEEP_OPEN * 2) {
+            dir.push("d");
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("f"), b"x").unwrap();
+        }
+        let mut seen = Vec::new();
+        walk::<io::Error>(t.path(), &|_| false, |rel, _, _| {
+            seen.push(rel);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), KEEP_OPEN * 4);
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted);
     }
 
     #[test]
