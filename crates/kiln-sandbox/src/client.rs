@@ -342,14 +342,13 @@ impl ChrootPrep {
         let host = crate::resolve::in_root(&self.root, target)
             .ok_or_else(|| SandboxError::Spec(format!("{target}: symlink loop")))?;
         // The image's own file at the target may be anything: only a
-        // regular file is read (a FIFO would wait forever).
-        match std::fs::symlink_metadata(&host) {
-            Ok(m) if !m.is_file() && !m.is_dir() => {
-                return Err(SandboxError::Spec(format!(
-                    "{target} in the image is not a regular file; cannot put the build's file there"
-                )))
-            }
-            _ => {}
+        // regular file is read and written back (a FIFO would wait
+        // forever); anything else is moved aside for the step and back
+        // after it, as a mount would cover it.
+        if std::fs::symlink_metadata(&host).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            let emulated = Emulated::new(&self.root, Some(source), target, false)?;
+            self.push(emulated);
+            return Ok(());
         }
         if let Ok(old) = std::fs::read(&host) {
             self.saved.push((host.clone(), old));

@@ -541,3 +541,25 @@ fn a_local_tar_that_cannot_be_unpacked_fails_naming_the_tar_and_entry() {
         );
     }
 }
+
+#[test]
+fn an_etc_hosts_that_is_a_fifo_is_covered_for_the_step_and_kept_in_the_image() {
+    let reg = Registry::plain().unwrap();
+    let mut b = LayerBuilder::new();
+    b.fifo("etc/hosts", 0o644).unwrap();
+    let base = push_base(&reg, "fifohosts", b.finish().unwrap());
+    for isolation in ["chroot", "namespace"] {
+        let case = Case::new(&format!(
+            "FROM {base}\nRUN grep -q localhost /etc/hosts && echo hosts-readable\n"
+        ));
+        let (out, took) = case.build(isolation);
+        assert!(out.status.success(), "{isolation}: {}", text(&out));
+        assert!(took < BOUNDED, "{isolation}: took {took:?}");
+        assert!(
+            text(&out).contains("hosts-readable"),
+            "{isolation}: {}",
+            text(&out)
+        );
+        assert_kind(&case.image(), "/etc/hosts", EntryKind::Fifo);
+    }
+}
