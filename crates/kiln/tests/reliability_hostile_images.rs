@@ -563,3 +563,44 @@ fn an_etc_hosts_that_is_a_fifo_is_covered_for_the_step_and_kept_in_the_image() {
         assert_kind(&case.image(), "/etc/hosts", EntryKind::Fifo);
     }
 }
+
+#[test]
+fn whiteouts_reached_through_a_symlink_to_the_root_do_not_empty_the_image() {
+    let reg = Registry::plain().unwrap();
+    let mut link = LayerBuilder::new();
+    link.symlink("up", "/").unwrap();
+    let mut markers = LayerBuilder::new();
+    markers
+        .opaque("up")
+        .unwrap()
+        .whiteout("up/etc")
+        .unwrap()
+        .whiteout("up/bin")
+        .unwrap();
+    let mut b = LayerBuilder::new();
+    add_busybox_rootfs(&mut b).unwrap();
+    let runtime = json!({"Env": ["PATH=/bin"], "Cmd": ["sh"]});
+    let base = BaseImage::from_layers(
+        vec![
+            b.finish().unwrap(),
+            link.finish().unwrap(),
+            markers.finish().unwrap(),
+        ],
+        runtime,
+    )
+    .unwrap()
+    .push_to(&reg, "opaque-up:latest")
+    .unwrap();
+    for isolation in ["chroot", "namespace"] {
+        let case = Case::new(&format!(
+            "FROM {base}\nRUN test -x /bin/busybox && test -s /etc/passwd && echo image-intact\n"
+        ));
+        let (out, _) = case.build(isolation);
+        assert!(out.status.success(), "{isolation}: {}", text(&out));
+        assert!(
+            text(&out).contains("image-intact"),
+            "{isolation}: {}",
+            text(&out)
+        );
+    }
+}
