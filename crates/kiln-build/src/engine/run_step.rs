@@ -463,7 +463,12 @@ impl CacheClaims {
         let name = sanitize(id);
         let shared = kiln_dir.join("run-cache").join(&name);
         let locks = kiln_dir.join("run-cache-locks");
-        fs::create_dir_all(&locks).map_err(|e| format!("cache {id}: {e}"))?;
+        // Cache contents outlive builds: private to kiln's user, whatever
+        // the kiln dir's own mode.
+        for top in ["run-cache", "run-cache-private", "run-cache-locks"] {
+            super::workspace::make_own_private_dir(&kiln_dir.join(top))
+                .map_err(|e| format!("cache {id}: {e}"))?;
+        }
         match sharing.unwrap_or(Sharing::Shared) {
             Sharing::Shared => Ok(shared),
             Sharing::Locked => {

@@ -299,9 +299,10 @@ fn yield_to_the_build() {
     }
 }
 
-/// Makes `dir` (and its missing parents) and leaves `dir` itself mode
-/// 0700: created so, or tightened when it already exists and is ours. One
-/// that belongs to another user is left as it is, with a warning: that user
+/// Makes `dir` (and its missing parents), `dir` itself mode 0700. One that
+/// exists is left as it is (it may be a shared directory such as `/tmp`):
+/// what kiln keeps in it is private on its own (`build-*`, the RUN cache
+/// directories). One that belongs to another user gets a warning: that user
 /// could rename the builds' directories away under them.
 fn make_private_dir(dir: &Path) -> io::Result<()> {
     if let Some(up) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -315,14 +316,33 @@ fn make_private_dir(dir: &Path) -> io::Result<()> {
     let meta = fs::metadata(dir)?;
     // SAFETY: geteuid has no arguments and cannot fail.
     let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
+    if meta.uid() != me && meta.uid() != 0 {
         tracing::warn!(
             "the kiln dir {} belongs to uid {}, not to this user ({me}); pass --kiln-dir with a \
              directory of your own",
             dir.display(),
             meta.uid()
         );
-    } else if meta.mode() & 0o077 != 0 {
+    }
+    Ok(())
+}
+
+/// Makes `dir` (a directory kiln alone uses inside the kiln dir, such as
+/// the RUN cache's) mode 0700, tightening one an older kiln made wider.
+pub(crate) fn make_own_private_dir(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
@@ -386,13 +406,21 @@ mod tests {
             .unwrap()
             .to_string_lossy()
             .starts_with("build-"));
-        // One that exists with wider modes is tightened.
+        // One that exists (`/tmp`, say) is left as it is; what kiln puts
+        // in it is private on its own.
         let existing = top.path().join("b");
         fs::create_dir(&existing).unwrap();
-        fs::set_permissions(&existing, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&existing, fs::Permissions::from_mode(0o1777)).unwrap();
         let ws2 = Workspace::create(&existing).unwrap();
-        assert_eq!(mode(&existing), 0o700);
+        assert_eq!(mode(&existing), 0o1777);
         assert_eq!(mode(ws2.root()), 0o700);
+        let cache = existing.join("run-cache");
+        fs::create_dir(&cache).unwrap();
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o755)).unwrap();
+        make_own_private_dir(&cache).unwrap();
+        make_own_private_dir(&existing.join("run-cache-locks")).unwrap();
+        assert_eq!(mode(&cache), 0o700);
+        assert_eq!(mode(&existing.join("run-cache-locks")), 0o700);
     }
 
     #[test]
