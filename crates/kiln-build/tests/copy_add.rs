@@ -115,13 +115,22 @@ fn add_unpacks_every_compression_with_entry_metadata() {
             (dir.kind, dir.mode, dir.mtime),
             (EntryKind::Dir, 0o700, 900)
         );
-        let tool = p.get("/opt/pkg/tool").unwrap();
+        // `hard` comes first in the layer, so it holds the content (and
+        // the inode's metadata) and `tool` links to it: no link may be
+        // written before its target.
+        let holder = p.get("/opt/pkg/hard").unwrap();
         assert_eq!(
-            (tool.mode, tool.uid, tool.gid, tool.mtime),
-            (0o750, 5, 6, 1000),
+            (
+                holder.kind,
+                holder.mode,
+                holder.uid,
+                holder.gid,
+                holder.mtime
+            ),
+            (EntryKind::File, 0o750, 5, 6, 1000),
             "{kind}"
         );
-        let EntrySource::Path(spool) = &tool.source else {
+        let EntrySource::Path(spool) = &holder.source else {
             panic!("{kind}: no spooled file")
         };
         assert_eq!(fs::read(spool).unwrap(), b"hello");
@@ -129,12 +138,12 @@ fn add_unpacks_every_compression_with_entry_metadata() {
             p.get("/opt/pkg/link").unwrap().source,
             EntrySource::Link("tool".into())
         );
-        let hard = p.get("/opt/pkg/hard").unwrap();
+        let tool = p.get("/opt/pkg/tool").unwrap();
         assert_eq!(
-            (hard.kind, &hard.source),
+            (tool.kind, &tool.source),
             (
                 EntryKind::HardLink,
-                &EntrySource::Link("/opt/pkg/tool".into())
+                &EntrySource::Link("/opt/pkg/hard".into())
             )
         );
     }

@@ -75,96 +75,106 @@ pub fn write_tree(
 }
 
 /// Appends the tree at `root` (not the root itself) to `writer`.
+///
+/// The walk holds open directories and names entries relative to them
+/// ([`crate::deep`]): a RUN step can make a tree whose host paths are
+/// longer than `PATH_MAX`.
 pub fn append_tree(writer: &mut LayerWriter, root: &Path, tree: &TreeOptions<'_>) -> Result<()> {
     let mut first_paths: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let walk = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| match tree.exclude {
-            Some(exclude) => e
-                .path()
-                .strip_prefix(root)
-                .map(|rel| !exclude(rel))
-                .unwrap_or(true),
-            None => true,
-        });
-    for item in walk {
-        let item = item.map_err(|e| {
-            let path = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.to_path_buf());
-            Error::Walk {
-                path,
-                source: e.into(),
-            }
-        })?;
-        let host = item.path();
-        let meta = item.metadata().map_err(|e| Error::Walk {
-            path: host.into(),
-            source: e.into(),
-        })?;
-        let rel = host.strip_prefix(root).expect("walk stays under its root");
-        let path = tree.prefix.join(rel);
-        let file_type = meta.file_type();
-        let entry_meta = entry_meta(host, &meta)?;
+    let skip = |rel: &Path| tree.exclude.is_some_and(|exclude| exclude(rel));
+    let walked = crate::deep::walk::<Stop>(root, &skip, |rel, _, _| {
+        append_one(writer, root, &rel, tree, &mut first_paths).map_err(Stop::Layer)
+    });
+    match walked {
+        Ok(()) => Ok(()),
+        Err(Stop::Layer(e)) => Err(e),
+        Err(Stop::Walk(source)) => Err(Error::Walk {
+            path: root.to_path_buf(),
+            source,
+        }),
+    }
+}
 
-        if file_type.is_dir() {
-            writer.append(&Entry::new(&path, EntryKind::Dir, entry_meta), None)?;
-            if tree.overlay_upper && is_opaque(host) {
-                writer.append(
-                    &Entry::new(&path, EntryKind::Opaque, EntryMeta::default()),
-                    None,
-                )?;
-            }
-        } else if file_type.is_file() {
-            if meta.nlink() > 1 {
-                let key = (meta.dev(), meta.ino());
-                if let Some(first) = first_paths.get(&key) {
-                    let link = EntryKind::HardLink {
-                        target: first.clone(),
-                    };
-                    writer.append(&Entry::new(&path, link, entry_meta), None)?;
-                    continue;
-                }
-                first_paths.insert(key, path.clone());
-            }
-            writer.append_file_from_path(&path, entry_meta, host)?;
-        } else if file_type.is_symlink() {
-            let target = std::fs::read_link(host).map_err(|source| Error::Walk {
-                path: host.into(),
-                source,
-            })?;
+/// Why the walk of [`append_tree`] stopped.
+enum Stop {
+    Walk(std::io::Error),
+    Layer(Error),
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(e: std::io::Error) -> Self {
+        Stop::Walk(e)
+    }
+}
+
+fn append_one(
+    writer: &mut LayerWriter,
+    root: &Path,
+    rel: &Path,
+    tree: &TreeOptions<'_>,
+    first_paths: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<()> {
+    let walk_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Walk { path, source }
+    };
+    let reachable = crate::deep::HostPath::new(root, rel).map_err(walk_err(&root.join(rel)))?;
+    let host = reachable.path();
+    let meta = std::fs::symlink_metadata(host).map_err(walk_err(host))?;
+    let path = tree.prefix.join(rel);
+    let file_type = meta.file_type();
+    let entry_meta = entry_meta(host, &meta)?;
+
+    if file_type.is_dir() {
+        writer.append(&Entry::new(&path, EntryKind::Dir, entry_meta), None)?;
+        if tree.overlay_upper && is_opaque(host) {
             writer.append(
-                &Entry::new(&path, EntryKind::Symlink { target }, entry_meta),
+                &Entry::new(&path, EntryKind::Opaque, EntryMeta::default()),
                 None,
             )?;
-        } else if file_type.is_char_device() {
-            let (major, minor) = split_dev(meta.rdev());
-            if tree.overlay_upper && major == 0 && minor == 0 {
-                writer.append(
-                    &Entry::new(&path, EntryKind::Whiteout, EntryMeta::default()),
-                    None,
-                )?;
-            } else {
-                writer.append(
-                    &Entry::new(&path, EntryKind::CharDevice { major, minor }, entry_meta),
-                    None,
-                )?;
-            }
-        } else if file_type.is_block_device() {
-            let (major, minor) = split_dev(meta.rdev());
-            writer.append(
-                &Entry::new(&path, EntryKind::BlockDevice { major, minor }, entry_meta),
-                None,
-            )?;
-        } else if file_type.is_fifo() {
-            writer.append(&Entry::new(&path, EntryKind::Fifo, entry_meta), None)?;
-        } else {
-            tracing::warn!(path = %host.display(), "skipping socket: tar cannot hold it");
         }
+    } else if file_type.is_file() {
+        if meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = first_paths.get(&key) {
+                let link = EntryKind::HardLink {
+                    target: first.clone(),
+                };
+                writer.append(&Entry::new(&path, link, entry_meta), None)?;
+                return Ok(());
+            }
+            first_paths.insert(key, path.clone());
+        }
+        writer.append_file_from_path(&path, entry_meta, host)?;
+    } else if file_type.is_symlink() {
+        let target = std::fs::read_link(host).map_err(walk_err(host))?;
+        writer.append(
+            &Entry::new(&path, EntryKind::Symlink { target }, entry_meta),
+            None,
+        )?;
+    } else if file_type.is_char_device() {
+        let (major, minor) = split_dev(meta.rdev());
+        if tree.overlay_upper && major == 0 && minor == 0 {
+            writer.append(
+                &Entry::new(&path, EntryKind::Whiteout, EntryMeta::default()),
+                None,
+            )?;
+        } else {
+            writer.append(
+                &Entry::new(&path, EntryKind::CharDevice { major, minor }, entry_meta),
+                None,
+            )?;
+        }
+    } else if file_type.is_block_device() {
+        let (major, minor) = split_dev(meta.rdev());
+        writer.append(
+            &Entry::new(&path, EntryKind::BlockDevice { major, minor }, entry_meta),
+            None,
+        )?;
+    } else if file_type.is_fifo() {
+        writer.append(&Entry::new(&path, EntryKind::Fifo, entry_meta), None)?;
+    } else {
+        tracing::warn!(path = %root.join(rel).display(), "skipping socket: tar cannot hold it");
     }
     Ok(())
 }

@@ -209,17 +209,21 @@ impl Applier<'_> {
             self.last_parent = None;
         }
         match (&entry.kind, self.options.mode) {
+            // Whiteouts and opaque markers act on the layer's own path and
+            // never through a symlink: `link/.wh..wh..opq` with `link -> /`
+            // must not empty the image. Nothing to do when the path is not
+            // there as directories.
             (EntryKind::Whiteout, ApplyMode::Flatten) => {
-                let parent = match self.root.open_dir(parent_rel) {
-                    Ok(fd) => fd,
-                    Err(e) if is_missing(&e) => return Ok(()),
-                    Err(e) => return Err(self.err(path, "open whiteout parent")(e)),
+                let Some(parent) = self.marker_dir(path, parent_rel, false)? else {
+                    return Ok(());
                 };
                 return remove_all_at(&parent, name)
                     .map_err(self.err(path, "delete whited-out path"));
             }
             (EntryKind::Whiteout, ApplyMode::OverlayLower) => {
-                let parent = self.parent(path, parent_rel)?;
+                let Some(parent) = self.marker_dir(path, parent_rel, true)? else {
+                    return Ok(());
+                };
                 remove_all_at(&parent, name).map_err(self.err(path, "replace"))?;
                 rfs::mknodat(
                     &parent,
@@ -232,19 +236,16 @@ impl Applier<'_> {
                 return Ok(());
             }
             (EntryKind::Opaque, ApplyMode::Flatten) => {
-                let dir = match self.root.open_dir(path) {
-                    Ok(fd) => fd,
-                    Err(e) if is_missing(&e) => return Ok(()),
-                    Err(e) => return Err(self.err(path, "open opaque dir")(e)),
+                let Some(dir) = self.marker_dir(path, path, false)? else {
+                    return Ok(());
                 };
                 return clear_lower(&dir, path, &self.unpacked)
                     .map_err(self.err(path, "empty opaque dir"));
             }
             (EntryKind::Opaque, ApplyMode::OverlayLower) => {
-                let dir = self
-                    .root
-                    .open_dir_create(path)
-                    .map_err(self.err(path, "create opaque dir"))?;
+                let Some(dir) = self.marker_dir(path, path, true)? else {
+                    return Ok(());
+                };
                 let key = if self.options.user_xattr_overlay {
                     "user.overlay.opaque"
                 } else {
@@ -436,6 +437,19 @@ impl Applier<'_> {
         });
         rfs::futimens(fd, &mtime_times(meta.mtime))
             .map_err(|e| self.err(path, "set mtime")(e.into()))
+    }
+
+    /// The directory a whiteout or opaque marker acts in, opened without
+    /// following symlinks; `None` when it is not there as directories.
+    fn marker_dir(&self, path: &Path, dir: &Path, create: bool) -> Result<Option<OwnedFd>> {
+        let opened = self
+            .root
+            .open_dir_no_follow(dir, create)
+            .map_err(self.err(path, "open the directory of a whiteout"))?;
+        if opened.is_none() {
+            tracing::debug!(layer = self.label, entry = %path.display(), "whiteout not applied: its directory is missing or a symlink");
+        }
+        Ok(opened)
     }
 
     fn parent(&self, path: &Path, parent_rel: &Path) -> Result<OwnedFd> {

@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 mod compress;
+pub mod deep;
 pub mod dir;
 pub mod error;
 pub mod extract;

@@ -99,6 +99,32 @@ impl Root {
         Ok(parent)
     }
 
+    /// Opens the directory `rel` (relative, normalized) without following
+    /// any symlink on the way; `None` when a component is missing (unless
+    /// `create`, which makes it with mode 0755), is a symlink or is not a
+    /// directory. Whiteouts and opaque markers name paths of the layer
+    /// itself: one reached through a symlink (`link/.wh..wh..opq` with
+    /// `link -> /`) would otherwise delete what the link points to.
+    pub fn open_dir_no_follow(&self, rel: &Path, create: bool) -> std::io::Result<Option<OwnedFd>> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut current = rustix::io::dup(&self.fd)?;
+        for name in components(rel) {
+            if name == ".." {
+                return Ok(None);
+            }
+            current = match rfs::openat(&current, name.as_os_str(), flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create => {
+                    rfs::mkdirat(&current, name.as_os_str(), Mode::from_raw_mode(0o755))?;
+                    rfs::openat(&current, name.as_os_str(), flags, Mode::empty())?
+                }
+                Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+        }
+        Ok(Some(current))
+    }
+
     /// The hand-written in-root walk.
     fn walk(&self, rel: &Path) -> std::io::Result<OwnedFd> {
         let mut stack: Vec<OwnedFd> = vec![rustix::io::dup(&self.fd)?];
@@ -188,6 +214,39 @@ mod tests {
             );
             assert!(root.open_dir(Path::new("loop")).is_err());
         }
+    }
+
+    #[test]
+    fn no_follow_opens_stop_at_any_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("a/b")).unwrap();
+        symlink("/", r.join("up")).unwrap();
+        symlink("a", r.join("rel")).unwrap();
+        std::fs::write(r.join("file"), b"x").unwrap();
+        let root = Root::open(r).unwrap();
+        let b = root.open_dir_no_follow(Path::new("a/b"), false).unwrap();
+        assert_eq!(
+            ino(&b.unwrap()),
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(r.join("a/b")).unwrap())
+        );
+        for rel in ["up", "up/a", "rel/b", "file", "missing"] {
+            assert!(
+                root.open_dir_no_follow(Path::new(rel), false)
+                    .unwrap()
+                    .is_none(),
+                "{rel}"
+            );
+        }
+        assert!(root
+            .open_dir_no_follow(Path::new("up/x"), true)
+            .unwrap()
+            .is_none());
+        assert!(root
+            .open_dir_no_follow(Path::new("new/x"), true)
+            .unwrap()
+            .is_some());
+        assert!(r.join("new/x").is_dir());
     }
 
     #[test]

@@ -279,3 +279,56 @@ fn flatten_follows_a_layer_that_rewrites_its_own_paths() {
     assert_eq!(std::fs::read(root.path().join("gone/g")).unwrap(), b"new");
     assert!(!root.path().join("gone/f").exists());
 }
+
+#[test]
+fn markers_reached_through_a_symlink_delete_nothing() {
+    let blobs = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    lower_tree(root.path());
+    let r = root.path();
+    std::os::unix::fs::symlink("/", r.join("up")).unwrap();
+    std::os::unix::fs::symlink("../etc", r.join("var/etc-link")).unwrap();
+    let blob = layer(
+        blobs.path(),
+        &[
+            // `up/.wh..wh..opq`: an opaque marker for "/" reached by a link.
+            Entry::new("up", EntryKind::Opaque, EntryMeta::default()),
+            Entry::new("up/etc", EntryKind::Whiteout, EntryMeta::default()),
+            Entry::new(
+                "var/etc-link/old",
+                EntryKind::Whiteout,
+                EntryMeta::default(),
+            ),
+            Entry::new("var/etc-link", EntryKind::Opaque, EntryMeta::default()),
+        ],
+    );
+    for mode in [ApplyMode::Flatten, ApplyMode::OverlayLower] {
+        extract(
+            open_blob(&blob.path, None).unwrap(),
+            r,
+            &ExtractOptions::new(mode),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read(r.join("etc/old")).unwrap(),
+            b"old",
+            "{mode:?}"
+        );
+        assert_eq!(
+            std::fs::read(r.join("etc/conf.d/a")).unwrap(),
+            b"a",
+            "{mode:?}"
+        );
+        assert_eq!(
+            std::fs::read(r.join("var/cache/sub/x")).unwrap(),
+            b"x",
+            "{mode:?}"
+        );
+        assert_eq!(
+            std::fs::read(r.join("replace-me")).unwrap(),
+            b"file",
+            "{mode:?}"
+        );
+        assert!(r.join("up").is_symlink(), "{mode:?}");
+    }
+}

@@ -158,37 +158,40 @@ fn write_mapped_upper(
 ) -> Result<LayerBlob> {
     let mut writer = LayerWriter::new(blob_dir, options)?;
     let mut first = HashMap::new();
-    let walk = walkdir::WalkDir::new(upper)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| !excluded(upper, exclude, e.path()));
-    for item in walk {
-        let item = item.map_err(|e| {
-            let path = e.path().unwrap_or(upper).to_path_buf();
-            SandboxError::Io {
-                action: "reading",
-                path,
-                source: e.into(),
-            }
-        })?;
-        let rel = item.path().strip_prefix(upper).unwrap_or(item.path());
-        let meta = item
-            .metadata()
-            .map_err(|e| SandboxError::io("reading", item.path())(e.into()))?;
-        let t = meta.file_type();
-        if t.is_char_device() && meta.rdev() == 0 {
-            let whiteout = Entry::new(rel, EntryKind::Whiteout, EntryMeta::default());
+    // Relative to open directories: the tree may be deeper than PATH_MAX.
+    let mut failed: Option<SandboxError> = None;
+    let mut visit = |rel: PathBuf, st: &rustix::fs::Stat| -> Result<()> {
+        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        if kind == rustix::fs::FileType::CharacterDevice && st.st_rdev == 0 {
+            let whiteout = Entry::new(&rel, EntryKind::Whiteout, EntryMeta::default());
             writer.append(&whiteout, None)?;
-            continue;
+            return Ok(());
         }
-        append_path(&mut writer, upper, rel, &mut first, ids)?;
-        if t.is_dir() && is_opaque(item.path()) {
-            let opaque = Entry::new(rel, EntryKind::Opaque, EntryMeta::default());
-            writer.append(&opaque, None)?;
+        append_path(&mut writer, upper, &rel, &mut first, ids)?;
+        if kind == rustix::fs::FileType::Directory {
+            let host = kiln_layer::deep::HostPath::new(upper, &rel)
+                .map_err(SandboxError::io("reading", &upper.join(&rel)))?;
+            if is_opaque(host.path()) {
+                let opaque = Entry::new(&rel, EntryKind::Opaque, EntryMeta::default());
+                writer.append(&opaque, None)?;
+            }
         }
+        Ok(())
+    };
+    let walked = kiln_layer::deep::walk::<std::io::Error>(
+        upper,
+        &|rel| exclude.contains(rel),
+        |rel, st, _| {
+            visit(rel, st).map_err(|e| {
+                failed = Some(e);
+                std::io::Error::other("stopped")
+            })
+        },
+    );
+    if let Some(e) = failed {
+        return Err(e);
     }
+    walked.map_err(SandboxError::io("reading", upper))?;
     Ok(writer.finish()?)
 }
 
@@ -210,8 +213,11 @@ fn append_path(
     first: &mut HashMap<(u64, u64), PathBuf>,
     ids: &IdMap,
 ) -> Result<()> {
-    let host = root.join(rel);
-    let meta = fs::symlink_metadata(&host).map_err(SandboxError::io("reading", &host))?;
+    // Named through its open parent when the whole host path is too long.
+    let deep = kiln_layer::deep::HostPath::new(root, rel)
+        .map_err(SandboxError::io("reading", &root.join(rel)))?;
+    let host = deep.path();
+    let meta = fs::symlink_metadata(host).map_err(SandboxError::io("reading", host))?;
     let entry_meta = EntryMeta {
         mode: meta.mode() & 0o7777,
         uid: u64::from(ids.uid_inside(meta.uid())),
@@ -219,7 +225,7 @@ fn append_path(
         mtime: meta.mtime().max(0) as u64,
         uname: None,
         gname: None,
-        xattrs: xattrs(&host),
+        xattrs: xattrs(host),
     };
     let t = meta.file_type();
     let dev = |rdev: u64| (rustix::fs::major(rdev), rustix::fs::minor(rdev));
@@ -236,9 +242,9 @@ fn append_path(
             }
             first.insert(key, rel.to_path_buf());
         }
-        return Ok(writer.append_file_from_path(rel, entry_meta, &host)?);
+        return Ok(writer.append_file_from_path(rel, entry_meta, host)?);
     } else if t.is_symlink() {
-        let target = fs::read_link(&host).map_err(SandboxError::io("reading", &host))?;
+        let target = fs::read_link(host).map_err(SandboxError::io("reading", host))?;
         EntryKind::Symlink { target }
     } else if t.is_char_device() {
         let (major, minor) = dev(meta.rdev());

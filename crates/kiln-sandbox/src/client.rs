@@ -308,7 +308,9 @@ impl ChrootPrep {
         }
         for m in &spec.mounts {
             let emulated = match m {
-                MountSpec::Bind { source, target, .. } if !source.is_dir() => {
+                // A FIFO (or device) is bound as the node it is, through
+                // the tree copy: reading it would wait for a writer.
+                MountSpec::Bind { source, target, .. } if source.is_file() => {
                     prep.place_file(source, target)
                 }
                 MountSpec::Bind {
@@ -342,6 +344,15 @@ impl ChrootPrep {
         let mut made = Made::default();
         let host = crate::resolve::in_root(&self.root, target)
             .ok_or_else(|| SandboxError::Spec(format!("{target}: symlink loop")))?;
+        // The image's own file at the target may be anything: only a
+        // regular file is read and written back (a FIFO would wait
+        // forever); anything else is moved aside for the step and back
+        // after it, as a mount would cover it.
+        if std::fs::symlink_metadata(&host).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            let emulated = Emulated::new(&self.root, Some(source), target, false)?;
+            self.push(emulated);
+            return Ok(());
+        }
         if let Ok(old) = std::fs::read(&host) {
             self.saved.push((host.clone(), old));
         } else {

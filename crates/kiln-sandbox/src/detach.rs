@@ -21,7 +21,7 @@ use crate::absorb::{copy_dir_metadata, xattr_names};
 use crate::changes::Changes;
 use crate::error::{Result, SandboxError};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 impl Changes {
     /// The same changes, read from a shadow at `to` (which must not exist,
@@ -48,24 +48,46 @@ impl Changes {
 }
 
 fn shadow_dir(from: &Path, to: &Path) -> Result<()> {
-    let meta = fs::symlink_metadata(from).map_err(SandboxError::io("reading", from))?;
+    use kiln_layer::deep::{walk, HostPath};
+    let reach = |root: &Path, rel: &Path| {
+        HostPath::new(root, rel).map_err(SandboxError::io("reading", &root.join(rel)))
+    };
     fs::create_dir(to).map_err(SandboxError::io("creating", to))?;
-    for entry in fs::read_dir(from).map_err(SandboxError::io("reading", from))? {
-        let entry = entry.map_err(SandboxError::io("reading", from))?;
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        let kind = entry
-            .file_type()
-            .map_err(SandboxError::io("reading", &src))?;
-        if kind.is_dir() {
-            shadow_dir(&src, &dst)?;
+    // Relative to open directories: the step may have made a tree deeper
+    // than PATH_MAX. Parents come before their contents.
+    let mut dirs = vec![PathBuf::new()];
+    let mut failed: Option<SandboxError> = None;
+    let mut visit = |rel: PathBuf, st: &rustix::fs::Stat| -> Result<()> {
+        let (src, dst) = (reach(from, &rel)?, reach(to, &rel)?);
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+            fs::create_dir(dst.path()).map_err(SandboxError::io("creating", dst.path()))?;
+            dirs.push(rel);
         } else {
             // linkat without AT_SYMLINK_FOLLOW: a symlink is linked itself.
-            fs::hard_link(&src, &dst).map_err(SandboxError::io("linking", &src))?;
+            fs::hard_link(src.path(), dst.path())
+                .map_err(SandboxError::io("linking", src.path()))?;
         }
+        Ok(())
+    };
+    let walked = walk::<std::io::Error>(from, &|_| false, |rel, st, _| {
+        visit(rel, st).map_err(|e| {
+            failed = Some(e);
+            std::io::Error::other("stopped")
+        })
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
-    copy_xattrs(from, to)?;
-    // Times last: creating the entries above changed the mtime.
-    copy_dir_metadata(&meta, to)
+    walked.map_err(SandboxError::io("reading", from))?;
+    // Contents before their directory: creating entries changes its mtime.
+    for rel in dirs.iter().rev() {
+        let (src, dst) = (reach(from, rel)?, reach(to, rel)?);
+        let meta =
+            fs::symlink_metadata(src.path()).map_err(SandboxError::io("reading", src.path()))?;
+        copy_xattrs(src.path(), dst.path())?;
+        copy_dir_metadata(&meta, dst.path())?;
+    }
+    Ok(())
 }
 
 /// Every extended attribute of `from` onto `to`, overlay's own included:

@@ -20,7 +20,7 @@ use crate::prepare::{Kind, Made};
 use crate::resolve;
 use crate::spec::Report;
 use std::fs;
-use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{lchown, symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -187,8 +187,13 @@ fn copy_entry(from: &Path, to: &Path, meta: &fs::Metadata) -> Result<()> {
             .map_err(SandboxError::io("chown", to));
     } else if ft.is_file() {
         fs::copy(from, to).map_err(SandboxError::io("copying", from))?;
+    } else if ft.is_fifo() {
+        // The node itself, never its (blocking) content.
+        nix::unistd::mkfifo(to, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| SandboxError::io("creating", to)(e.into()))?;
     } else {
-        // Sockets, fifos and devices have no content to copy.
+        // Sockets and devices cannot be made here (no mknod in chroot
+        // isolation); they have no content to copy.
         return Ok(());
     }
     own(to, meta)

@@ -10,7 +10,6 @@
 
 use crate::error::{Result, SandboxError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// What is compared for one path.
@@ -47,56 +46,30 @@ impl Snapshot {
     /// and everything under them.
     pub fn take(root: &Path, exclude: &BTreeSet<PathBuf>) -> Result<Snapshot> {
         let mut entries = BTreeMap::new();
-        let walk = walkdir::WalkDir::new(root)
-            .min_depth(1)
-            .follow_links(false)
-            .into_iter()
-            .filter_entry(|e| {
-                e.path()
-                    .strip_prefix(root)
-                    .map(|rel| !exclude.contains(rel))
-                    .unwrap_or(true)
-            });
-        for item in walk {
-            let item = item.map_err(|e| SandboxError::Io {
-                action: "walking",
-                path: e
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| root.into()),
-                source: e.into(),
-            })?;
-            let meta = item
-                .metadata()
-                .map_err(|e| SandboxError::io("reading", item.path())(e.into()))?;
-            let link = if meta.file_type().is_symlink() {
-                Some(
-                    std::fs::read_link(item.path())
-                        .map_err(SandboxError::io("reading", item.path()))?,
-                )
-            } else {
-                None
-            };
-            let rel = item
-                .path()
-                .strip_prefix(root)
-                .expect("under root")
-                .to_path_buf();
-            entries.insert(
-                rel,
-                Stat {
-                    ino: meta.ino(),
-                    size: meta.size(),
-                    mtime: (meta.mtime(), meta.mtime_nsec()),
-                    ctime: (meta.ctime(), meta.ctime_nsec()),
-                    mode: meta.mode(),
-                    uid: meta.uid(),
-                    gid: meta.gid(),
-                    rdev: meta.rdev(),
-                    link,
-                },
-            );
-        }
+        // Relative to open directories: a step may make a tree deeper than
+        // PATH_MAX once the root's host path is in front of it.
+        kiln_layer::deep::walk::<std::io::Error>(
+            root,
+            &|rel| exclude.contains(rel),
+            |rel, st, link| {
+                entries.insert(
+                    rel,
+                    Stat {
+                        ino: st.st_ino,
+                        size: st.st_size as u64,
+                        mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+                        ctime: (st.st_ctime, st.st_ctime_nsec as i64),
+                        mode: st.st_mode,
+                        uid: st.st_uid,
+                        gid: st.st_gid,
+                        rdev: st.st_rdev,
+                        link,
+                    },
+                );
+                Ok(())
+            },
+        )
+        .map_err(SandboxError::io("walking", root))?;
         Ok(Snapshot { entries })
     }
 

@@ -270,7 +270,44 @@ impl LayerBuilder {
         } else {
             tar::EntryType::Char
         };
-        let mut h = Self::header(kind, 0o666, 0, 0, 0);
+        self.special_node(kind, path, 0o666, major, minor)
+    }
+
+    /// Adds a character device node `major:minor` (`1:5` is `/dev/zero`).
+    ///
+    /// # Errors
+    /// Fails if the path does not fit a tar header.
+    pub fn char_device(
+        &mut self,
+        path: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<&mut Self> {
+        self.special_node(tar::EntryType::Char, path, mode, major, minor)
+    }
+
+    /// Adds a named pipe (as sysvinit images ship `/run/initctl`).
+    ///
+    /// # Errors
+    /// Fails if the path does not fit a tar header.
+    pub fn fifo(&mut self, path: &str, mode: u32) -> Result<&mut Self> {
+        let mut h = Self::header(tar::EntryType::Fifo, mode, 0, 0, 0);
+        self.tar
+            .append_data(&mut h, path, std::io::empty())
+            .with_context(|| format!("adding fifo {path}"))?;
+        Ok(self)
+    }
+
+    fn special_node(
+        &mut self,
+        kind: tar::EntryType,
+        path: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<&mut Self> {
+        let mut h = Self::header(kind, mode, 0, 0, 0);
         h.set_device_major(major)?;
         h.set_device_minor(minor)?;
         self.tar

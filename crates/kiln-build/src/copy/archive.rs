@@ -31,6 +31,14 @@ pub enum ArchiveError {
     /// An entry name is not UTF-8.
     #[error("archive entry names must be valid UTF-8")]
     NonUtf8,
+    /// An entry cannot be unpacked where the archive puts it.
+    #[error("archive entry {entry:?}: {reason}")]
+    Inconsistent {
+        /// The entry, as a cleaned path inside the destination.
+        entry: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Compression formats recognised by their magic bytes.
@@ -165,8 +173,9 @@ pub struct ArchiveItem {
 }
 
 /// Reads every entry of the archive at `path`, spooling file bodies into
-/// `scratch` (one file per entry). Device nodes and FIFOs are skipped: an
-/// unprivileged build cannot represent them faithfully anyway.
+/// `scratch` (one file per entry), settled into what unpacking them in
+/// order leaves ([`super::tar_rules`]). Device nodes and FIFOs are skipped:
+/// an unprivileged build cannot represent them faithfully anyway.
 pub fn read_items(path: &Path, scratch: &Path) -> Result<Vec<ArchiveItem>, ArchiveError> {
     let io_err = |source| ArchiveError::Io {
         path: path.to_path_buf(),
@@ -222,7 +231,7 @@ pub fn read_items(path: &Path, scratch: &Path) -> Result<Vec<ArchiveItem>, Archi
             mtime,
         });
     }
-    Ok(items)
+    super::tar_rules::settle(items)
 }
 
 /// Unpacks the archive at `path` into `dest` (which must exist). Entries that

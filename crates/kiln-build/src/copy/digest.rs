@@ -2,11 +2,12 @@
 //!
 //! Encoding (version 1), hashed with sha256 in one stream:
 //! `"kiln-copy-inputs-v1\n"`, then for each entry in plan order (sorted by
-//! path): a kind byte (`d`, `f`, `l` symlink, `h` hard link), the image path
-//! as a u64 little-endian length and its bytes, mode, uid and gid as u32
-//! little-endian, then for files the 32-byte sha256 of the content and for
-//! links the target (length-prefixed). Mtimes are deliberately left out: a
-//! fresh checkout must hit the cache.
+//! path): a kind byte (`d`, `f`, `l` symlink, `h` hard link, `p` FIFO, `c`
+//! and `b` device nodes), the image path as a u64 little-endian length and
+//! its bytes, mode, uid and gid as u32 little-endian, then for files the
+//! 32-byte sha256 of the content, for links the target (length-prefixed)
+//! and for device nodes the major and minor numbers as u32 little-endian.
+//! Mtimes are deliberately left out: a fresh checkout must hit the cache.
 
 use super::{CopyError, CopyPlan, EntryKind, EntrySource};
 use kiln_oci::Digest;
@@ -27,6 +28,9 @@ impl CopyPlan {
                 EntryKind::File => b'f',
                 EntryKind::Symlink => b'l',
                 EntryKind::HardLink => b'h',
+                EntryKind::Fifo => b'p',
+                EntryKind::CharDevice => b'c',
+                EntryKind::BlockDevice => b'b',
             }]);
             put_bytes(&mut h, e.path.as_bytes());
             h.update(e.mode.to_le_bytes());
@@ -48,6 +52,10 @@ impl CopyPlan {
                     h.update(content.finalize());
                 }
                 EntrySource::Link(t) => put_bytes(&mut h, t.as_bytes()),
+                EntrySource::Device { major, minor } => {
+                    h.update(major.to_le_bytes());
+                    h.update(minor.to_le_bytes());
+                }
             }
         }
         Ok(Digest::from_sha256(h.finalize().into()))

@@ -17,6 +17,9 @@ pub trait LayerSink {
     fn add_symlink(&mut self, entry: &PlanEntry, target: &str) -> io::Result<()>;
     /// Appends a hard link to `target`, an absolute image path written earlier.
     fn add_hardlink(&mut self, entry: &PlanEntry, target: &str) -> io::Result<()>;
+    /// Appends a FIFO or a device node (`entry.kind` says which; `device`
+    /// holds a node's major and minor numbers).
+    fn add_special(&mut self, entry: &PlanEntry, device: (u32, u32)) -> io::Result<()>;
 }
 
 /// Why a plan could not be written.
@@ -62,6 +65,13 @@ pub fn write_layer(plan: &CopyPlan, sink: &mut dyn LayerSink) -> Result<(), Writ
             (EntryKind::HardLink, EntrySource::Link(t)) => {
                 sink.add_hardlink(e, t).map_err(err(None))?
             }
+            (EntryKind::Fifo, EntrySource::None) => {
+                sink.add_special(e, (0, 0)).map_err(err(None))?
+            }
+            (
+                EntryKind::CharDevice | EntryKind::BlockDevice,
+                EntrySource::Device { major, minor },
+            ) => sink.add_special(e, (*major, *minor)).map_err(err(None))?,
             _ => {
                 return Err(WriteError {
                     path: e.path.clone(),
@@ -120,6 +130,18 @@ impl<W: Write> LayerSink for tar::Builder<W> {
         let mut h = header(e, tar::EntryType::Link, 0);
         self.append_link(&mut h, tar_path(&e.path), tar_path(target))
     }
+
+    fn add_special(&mut self, e: &PlanEntry, (major, minor): (u32, u32)) -> io::Result<()> {
+        let kind = match e.kind {
+            EntryKind::CharDevice => tar::EntryType::Char,
+            EntryKind::BlockDevice => tar::EntryType::Block,
+            _ => tar::EntryType::Fifo,
+        };
+        let mut h = header(e, kind, 0);
+        h.set_device_major(major)?;
+        h.set_device_minor(minor)?;
+        self.append_data(&mut h, tar_path(&e.path), io::empty())
+    }
 }
 
 /// The layer writer is the sink the engine uses.
@@ -145,6 +167,16 @@ impl LayerSink for kiln_layer::writer::LayerWriter {
     fn add_hardlink(&mut self, e: &PlanEntry, target: &str) -> io::Result<()> {
         let kind = LayerKind::HardLink {
             target: target.into(),
+        };
+        self.append(&layer_entry(e, kind), None)
+            .map_err(io::Error::other)
+    }
+
+    fn add_special(&mut self, e: &PlanEntry, (major, minor): (u32, u32)) -> io::Result<()> {
+        let kind = match e.kind {
+            EntryKind::CharDevice => LayerKind::CharDevice { major, minor },
+            EntryKind::BlockDevice => LayerKind::BlockDevice { major, minor },
+            _ => LayerKind::Fifo,
         };
         self.append(&layer_entry(e, kind), None)
             .map_err(io::Error::other)

@@ -31,6 +31,8 @@ pub mod glob;
 pub mod http;
 pub mod layer;
 mod plan;
+mod special;
+mod tar_rules;
 
 pub use archive::ArchiveError;
 pub use chmod::{Chmod, ChmodError};
@@ -67,6 +69,12 @@ pub enum EntryKind {
     Symlink,
     /// A hard link to another entry of the same plan.
     HardLink,
+    /// A named pipe: recorded as what it is, never opened.
+    Fifo,
+    /// A character device node (its numbers in [`EntrySource::Device`]).
+    CharDevice,
+    /// A block device node (its numbers in [`EntrySource::Device`]).
+    BlockDevice,
 }
 
 /// Where a planned entry's content comes from.
@@ -80,6 +88,13 @@ pub enum EntrySource {
     Bytes(Arc<[u8]>),
     /// A link target: the symlink's text, or the hard link's absolute image path.
     Link(String),
+    /// A device node's numbers.
+    Device {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
 }
 
 /// One entry of a layer being planned.

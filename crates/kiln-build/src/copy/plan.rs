@@ -2,6 +2,7 @@
 
 use super::archive::{self, ArchiveItemKind};
 use super::glob::{has_meta, match_component};
+use super::special;
 use super::{
     classify_source, CopyError, CopyPlan, CopyRequest, CopySource, EntryKind, EntrySource,
     FileKind, Owner, PlanEntry, SourceKind,
@@ -162,7 +163,7 @@ impl Planner<'_> {
             if entry.meta.is_dir() {
                 let target = image_join(&dest, &kept);
                 self.copy_dir(&entry, &target)?;
-            } else if self.req.add && archive::is_archive(&entry.abs) {
+            } else if self.req.add && entry.meta.is_file() && archive::is_archive(&entry.abs) {
                 let target = if self.req.parents {
                     image_join(&dest, parent_of(&kept))
                 } else {
@@ -230,10 +231,18 @@ impl Planner<'_> {
 
     fn copy_one(&mut self, entry: &ContextEntry, target: String) -> Result<(), CopyError> {
         let owner = self.owner(Some(&entry.meta));
+        let (kind, source) = if special::is_ordinary(&entry.meta) {
+            (EntryKind::File, EntrySource::Path(entry.abs.clone()))
+        } else {
+            match special::special_entry(&entry.abs, &entry.meta) {
+                Some(node) => node,
+                None => return Ok(()),
+            }
+        };
         self.put(PlanEntry {
             path: target,
-            kind: EntryKind::File,
-            source: EntrySource::Path(entry.abs.clone()),
+            kind,
+            source,
             mode: self.mode(&entry.meta),
             uid: owner.uid,
             gid: owner.gid,
@@ -302,8 +311,10 @@ impl Planner<'_> {
             } else if ft.is_file() {
                 (EntryKind::File, EntrySource::Path(item.abs.clone()))
             } else {
-                tracing::warn!(path = %item.abs.display(), "skipping special file in COPY source");
-                continue;
+                match special::special_entry(&item.abs, &item.meta) {
+                    Some(node) => node,
+                    None => continue,
+                }
             };
             self.put(PlanEntry {
                 path,
@@ -339,7 +350,25 @@ impl Planner<'_> {
                 path: entry.abs.clone(),
                 source,
             })?;
+        let in_archive: std::collections::HashSet<String> =
+            items.iter().map(|i| i.path.clone()).collect();
         for item in items {
+            if let ArchiveItemKind::HardLink(t) = &item.kind {
+                // A link to what the archive does not have must find a
+                // file in the image, or the next extraction would refuse it.
+                let lower = image_join(target, t);
+                if !in_archive.contains(t) && (self.existing)(&lower) != Some(FileKind::File) {
+                    return Err(CopyError::Archive {
+                        path: entry.abs.clone(),
+                        source: archive::ArchiveError::Inconsistent {
+                            entry: item.path.clone(),
+                            reason: format!(
+                                "it is a hard link to {lower}, which neither the archive nor the image has as a file"
+                            ),
+                        },
+                    });
+                }
+            }
             let (uid, gid) = match self.req.owner {
                 Some(o) => (o.uid, o.gid),
                 None => (item.uid, item.gid),

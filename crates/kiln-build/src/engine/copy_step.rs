@@ -184,12 +184,14 @@ impl StageRunner<'_> {
         };
         let rootfs = self.image_view(run, instruction).await?;
         if let Some(spec) = &prepared.chown {
-            let owner = Owner::resolve(
-                spec,
-                rootfs.read_text("/etc/passwd").as_deref(),
-                rootfs.read_text("/etc/group").as_deref(),
-            )
-            .map_err(|e| self.step_error(instruction, e))?;
+            let read = |p: &str| {
+                rootfs
+                    .read_text(p)
+                    .map_err(|e| self.step_error(instruction, e))
+            };
+            let (passwd, group) = (read("/etc/passwd")?, read("/etc/group")?);
+            let owner = Owner::resolve(spec, passwd.as_deref(), group.as_deref())
+                .map_err(|e| self.step_error(instruction, e))?;
             prepared.req.owner = Some(owner);
         }
         let plan = copy::plan_copy(&source, &prepared.req, &|p: &str| rootfs.kind_of(p))

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 /// Files whose text a listing keeps (for `--chown` and USER names).
 const TEXT_FILES: [&str; 2] = ["/etc/passwd", "/etc/group"];
 /// Largest kept text file; bigger ones are not what we are looking for.
-const TEXT_LIMIT: u64 = 1 << 20;
+use super::image_text::TEXT_LIMIT;
 /// The listing format; part of the listing's cache key.
 const LISTING_VERSION: &str = "kiln-listing-v1";
 /// Media type of a listing blob stored in the cache.
@@ -185,8 +185,18 @@ impl ImageIndex {
     }
 
     /// The text of `/etc/passwd` or `/etc/group`, when the image has it.
-    pub fn read_text(&self, path: &str) -> Option<String> {
-        self.texts.get(&self.resolve(path)?).cloned()
+    ///
+    /// # Errors
+    /// When the image has it as a FIFO, a device node or a socket (what
+    /// reading the image's root would refuse too).
+    pub fn read_text(&self, path: &str) -> Result<Option<String>, String> {
+        if let Some(text) = self.resolve(path).and_then(|p| self.texts.get(&p)) {
+            return Ok(Some(text.clone()));
+        }
+        match self.kind_of(path) {
+            Some(FileKind::Other) => Err(super::image_text::not_regular(path)),
+            _ => Ok(None),
+        }
     }
 
     /// `path` with every symlink along it resolved inside the image.
@@ -494,9 +504,26 @@ mod tests {
         l.texts
             .insert("/etc/passwd".into(), "root:x:0:0::/root:/bin/sh\n".into());
         index.apply(&l);
-        assert!(index.read_text("/etc/passwd").unwrap().starts_with("root:"));
+        assert!(index
+            .read_text("/etc/passwd")
+            .unwrap()
+            .unwrap()
+            .starts_with("root:"));
         index.apply(&listing(&[], &["/etc/passwd"], &[]));
-        assert_eq!(index.read_text("/etc/passwd"), None);
+        assert_eq!(index.read_text("/etc/passwd"), Ok(None));
+        // A FIFO or a device where the text should be is an error naming it.
+        index.apply(&listing(
+            &[("/dev", Kind::Dir), ("/dev/zero", Kind::Other)],
+            &[],
+            &[],
+        ));
+        index.apply(&listing(
+            &[("/etc/passwd", Kind::Symlink("/dev/zero".into()))],
+            &[],
+            &[],
+        ));
+        let e = index.read_text("/etc/passwd").unwrap_err();
+        assert!(e.contains("/etc/passwd"), "{e}");
     }
 
     #[test]
@@ -519,7 +546,7 @@ mod tests {
         index.apply(&l);
         assert_eq!(index.kind_of("/config/group"), Some(FileKind::File));
         assert_eq!(
-            index.read_text("/config/group").as_deref(),
+            index.read_text("/config/group").unwrap().as_deref(),
             Some("root:x:0:\n")
         );
         let wrong = Digest::sha256_of(b"not it");

@@ -12,6 +12,8 @@ mod copy_step;
 pub mod error;
 mod growing;
 pub mod image;
+mod image_text;
+mod leftovers;
 pub mod listing;
 pub mod metadata;
 mod pending;

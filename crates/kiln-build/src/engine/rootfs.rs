@@ -218,9 +218,12 @@ impl Rootfs {
 
     /// The contents of a small text file in the image (`/etc/passwd`), if
     /// it exists.
-    pub fn read_text(&self, path: &str) -> Option<String> {
-        let resolved = resolve_in_root(&self.dir, path)?;
-        fs::read_to_string(resolved).ok()
+    ///
+    /// # Errors
+    /// When it is not a regular file of bounded size (a FIFO, a device, a
+    /// symlink to one), naming it.
+    pub fn read_text(&self, path: &str) -> Result<Option<String>, String> {
+        super::image_text::read_image_text(&self.dir, path)
     }
 }
 
@@ -344,6 +347,7 @@ mod tests {
         );
         assert!(rootfs
             .read_text("/usr/escape/passwd")
+            .unwrap()
             .unwrap()
             .starts_with("root:"));
     }

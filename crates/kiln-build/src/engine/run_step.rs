@@ -463,7 +463,12 @@ impl CacheClaims {
         let name = sanitize(id);
         let shared = kiln_dir.join("run-cache").join(&name);
         let locks = kiln_dir.join("run-cache-locks");
-        fs::create_dir_all(&locks).map_err(|e| format!("cache {id}: {e}"))?;
+        // Cache contents outlive builds: private to kiln's user, whatever
+        // the kiln dir's own mode.
+        for top in ["run-cache", "run-cache-private", "run-cache-locks"] {
+            super::workspace::make_own_private_dir(&kiln_dir.join(top))
+                .map_err(|e| format!("cache {id}: {e}"))?;
+        }
         match sharing.unwrap_or(Sharing::Shared) {
             Sharing::Shared => Ok(shared),
             Sharing::Locked => {
@@ -911,9 +916,9 @@ fn etc_files(dir: &Path) -> std::io::Result<Vec<BindFile>> {
 /// supplementary groups from `/etc/group` when no group is given; and the
 /// user's home for `HOME` (`/` when unknown).
 fn resolve_user(spec: &str, root: &Path) -> Result<(User, String), String> {
-    let read = |p: &str| fs::read_to_string(super::rootfs::resolve_in_root(root, p)?).ok();
-    let passwd = read("/etc/passwd").unwrap_or_default();
-    let group = read("/etc/group").unwrap_or_default();
+    let read = |p: &str| super::image_text::read_image_text(root, p);
+    let passwd = read("/etc/passwd")?.unwrap_or_default();
+    let group = read("/etc/group")?.unwrap_or_default();
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),

@@ -595,8 +595,14 @@ impl StageRunner<'_> {
             Some(user) => Some(
                 Owner::resolve(
                     &user,
-                    rootfs.read_text("/etc/passwd").as_deref(),
-                    rootfs.read_text("/etc/group").as_deref(),
+                    rootfs
+                        .read_text("/etc/passwd")
+                        .map_err(|e| self.step_error(instruction, e))?
+                        .as_deref(),
+                    rootfs
+                        .read_text("/etc/group")
+                        .map_err(|e| self.step_error(instruction, e))?
+                        .as_deref(),
                 )
                 .map_err(|e| self.step_error(instruction, e))?,
             ),
@@ -802,7 +808,7 @@ impl ImageView {
     }
 
     /// The text of a small file (`/etc/passwd`, `/etc/group`).
-    pub(crate) fn read_text(&self, path: &str) -> Option<String> {
+    pub(crate) fn read_text(&self, path: &str) -> Result<Option<String>, String> {
         match self {
             ImageView::Root(r) => r.read_text(path),
             ImageView::Index(i) => i.read_text(path),

@@ -4,10 +4,19 @@
 //! removes it when it ends (also on error and on panic, through `Drop`). Two
 //! builds that share the kiln dir, one after another or at once, never see
 //! each other's files: this is what makes several builds in one CI job safe.
+//!
+//! The kiln dir and every build's directory are mode 0700 from the moment
+//! they exist: a base layer's setuid-root files (`su`, `mount`, `passwd`)
+//! and whatever a RUN step makes setuid must be out of reach of the
+//! machine's other users while the build runs. A build holds a lock on its
+//! directory, so that the next build can tell and remove a directory whose
+//! build died ([`super::leftovers`]).
 
+use super::leftovers;
 use super::signal::{SetOnDrop, Signal};
 use std::fs;
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +51,8 @@ pub struct Workspace {
     root: PathBuf,
     keep: bool,
     busy: BusyTrees,
+    /// The open directory whose `flock` tells other builds this one lives.
+    _lock: fs::File,
 }
 
 /// Trees inside the workspace that other threads still read or remove (a
@@ -57,13 +68,31 @@ impl std::fmt::Debug for BusyTrees {
 }
 
 impl Workspace {
-    /// Creates `<parent>/build-<pid>-<random>` (and `parent` if missing).
+    /// Creates `<parent>/build-<pid>-<random>` (and `parent` if missing),
+    /// both mode 0700, locks it, and removes what dead builds left in
+    /// `parent`.
     pub fn create(parent: &Path) -> io::Result<Workspace> {
-        fs::create_dir_all(parent)?;
+        make_private_dir(parent)?;
+        // Made and locked under a name no sweep looks at, then renamed: a
+        // `build-*` without its lock is always one whose build is dead.
         let dir = tempfile::Builder::new()
-            .prefix(&format!("build-{}-", std::process::id()))
+            .prefix(&format!(".new-{}-", std::process::id()))
+            .permissions(fs::Permissions::from_mode(0o700))
             .tempdir_in(parent)?;
-        let root = dir.keep();
+        let lock = leftovers::open_dir(dir.path())?;
+        if !leftovers::try_lock(&lock)? {
+            return Err(io::Error::other("a new build directory is locked already"));
+        }
+        let name = dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().replacen(".new-", leftovers::PREFIX, 1))
+            .unwrap_or_default();
+        let root = parent.join(name);
+        fs::rename(dir.path(), &root)?;
+        // The TempDir no longer names anything: forget it.
+        let _ = dir.keep();
+        leftovers::sweep(parent, &root);
         {
             let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
             if INTERRUPTED.load(Ordering::SeqCst) {
@@ -79,6 +108,7 @@ impl Workspace {
             root,
             keep: false,
             busy: BusyTrees::default(),
+            _lock: lock,
         })
     }
 
@@ -197,6 +227,8 @@ impl Workspace {
     /// Keeps the directory after the build (for debugging with `KILN_KEEP_WORKDIR`).
     pub fn keep(&mut self) {
         self.keep = true;
+        // Later builds must not sweep it away either.
+        let _ = fs::write(self.root.join(leftovers::KEEP_MARKER), b"");
     }
 }
 
@@ -267,8 +299,57 @@ fn yield_to_the_build() {
     }
 }
 
+/// Makes `dir` (and its missing parents), `dir` itself mode 0700. One that
+/// exists is left as it is (it may be a shared directory such as `/tmp`):
+/// what kiln keeps in it is private on its own (`build-*`, the RUN cache
+/// directories). One that belongs to another user gets a warning: that user
+/// could rename the builds' directories away under them.
+fn make_private_dir(dir: &Path) -> io::Result<()> {
+    if let Some(up) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(up)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::metadata(dir)?;
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        tracing::warn!(
+            "the kiln dir {} belongs to uid {}, not to this user ({me}); pass --kiln-dir with a \
+             directory of your own",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    Ok(())
+}
+
+/// Makes `dir` (a directory kiln alone uses inside the kiln dir, such as
+/// the RUN cache's) mode 0700, tightening one an older kiln made wider.
+pub(crate) fn make_own_private_dir(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Removes `root`; true when it is gone.
-fn remove_tree(root: &Path) -> bool {
+pub(super) fn remove_tree(root: &Path) -> bool {
     // Files written as another user or made read-only by a layer are still
     // removable by the owner of the parent directory, but a read-only
     // directory must be made writable first.
@@ -280,7 +361,6 @@ fn remove_tree(root: &Path) -> bool {
 }
 
 fn make_writable(root: &Path) {
-    use std::os::unix::fs::PermissionsExt;
     for entry in walkdir::WalkDir::new(root)
         .follow_links(false)
         .into_iter()
@@ -310,6 +390,50 @@ mod tests {
         assert!(rb.exists());
         drop(b);
         assert_eq!(fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_kiln_dir_and_the_build_dir_are_private_from_creation() {
+        let top = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+        let fresh = top.path().join("a/kiln");
+        let ws = Workspace::create(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(ws.root()), 0o700);
+        assert!(ws
+            .root()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("build-"));
+        // One that exists (`/tmp`, say) is left as it is; what kiln puts
+        // in it is private on its own.
+        let existing = top.path().join("b");
+        fs::create_dir(&existing).unwrap();
+        fs::set_permissions(&existing, fs::Permissions::from_mode(0o1777)).unwrap();
+        let ws2 = Workspace::create(&existing).unwrap();
+        assert_eq!(mode(&existing), 0o1777);
+        assert_eq!(mode(ws2.root()), 0o700);
+        let cache = existing.join("run-cache");
+        fs::create_dir(&cache).unwrap();
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o755)).unwrap();
+        make_own_private_dir(&cache).unwrap();
+        make_own_private_dir(&existing.join("run-cache-locks")).unwrap();
+        assert_eq!(mode(&cache), 0o700);
+        assert_eq!(mode(&existing.join("run-cache-locks")), 0o700);
+    }
+
+    #[test]
+    fn a_live_build_keeps_its_directory_and_a_dead_ones_goes() {
+        let parent = tempfile::tempdir().unwrap();
+        let a = Workspace::create(parent.path()).unwrap();
+        // What a build killed with SIGKILL leaves: a build dir, no lock.
+        let dead = parent.path().join("build-1-dead");
+        fs::create_dir_all(dead.join("rootfs/stage-0/usr/bin")).unwrap();
+        let b = Workspace::create(parent.path()).unwrap();
+        assert!(a.root().exists(), "a running build's directory was swept");
+        assert!(!dead.exists(), "the dead build's directory stayed");
+        drop((a, b));
     }
 
     #[test]
