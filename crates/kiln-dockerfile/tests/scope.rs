@@ -364,3 +364,30 @@ fn errors_after_expansion_carry_the_line() {
         assert_eq!(got.to_string(), want, "{text}");
     }
 }
+
+#[test]
+fn arg_names_are_expanded() {
+    let text = "FROM scratch\nENV name=myarg\nARG ${name}=default\nENV OUT=$myarg\n";
+    let (x, stage) = run_stage(text, &[], &[]);
+    let Command::Arg(a) = &x[1].instruction.command else {
+        panic!("{:?}", x[1])
+    };
+    assert_eq!(a.args[0].name, "myarg");
+    assert_eq!(env_of(&x[2]), pairs(&[("OUT", "default")]));
+    assert!(stage
+        .run_env()
+        .contains(&("myarg".into(), "default".into())));
+    // A build arg reaches the ARG by its expanded name.
+    let (x, _) = run_stage(text, &[("myarg", "given")], &[]);
+    assert_eq!(env_of(&x[2]), pairs(&[("OUT", "given")]));
+}
+
+#[test]
+fn an_arg_name_that_expands_to_nothing_is_an_error() {
+    let (global, stage) = setup("FROM scratch\nARG ${unset}=x\n", &[]);
+    let e = StageEnv::new(&global, Vec::new())
+        .apply(&stage[0])
+        .unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("empty name"), "{}", e.message);
+}

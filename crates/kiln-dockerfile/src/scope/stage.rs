@@ -387,21 +387,24 @@ impl Expander<'_> {
         })
     }
 
-    /// Resolve each ARG: build arg, else expanded default, else the global
-    /// (or platform) value when the name is re-declared bare, else unset.
+    /// Resolve each ARG: its name is expanded first (`ARG ${name}=x`, as
+    /// BuildKit does), then the value is the build arg, else the expanded
+    /// default, else the global (or platform) value when the name is
+    /// re-declared bare, else unset.
     fn arg(&mut self, a: &ArgCommand) -> Result<ArgCommand, FrontendError> {
         let mut args = Vec::with_capacity(a.args.len());
         for decl in &a.args {
-            let value = match (
-                self.stage.global.build_args().get(&decl.name),
-                &decl.default,
-            ) {
+            let name = self.word(&decl.name)?;
+            if name.is_empty() {
+                return Err(self.err(format!("ARG name {:?} expands to an empty name", decl.name)));
+            }
+            let value = match (self.stage.global.build_args().get(&name), &decl.default) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(default)) => Some(self.word(default)?),
-                (None, None) => self.stage.global.inherited(&decl.name),
+                (None, None) => self.stage.global.inherited(&name),
             };
             args.push(ArgDecl {
-                name: decl.name.clone(),
+                name,
                 default: value,
             });
         }
