@@ -34,11 +34,6 @@ pub fn plan_copy(
         || req.dest.ends_with("/.")
         || req.dest == ".."
         || req.dest.ends_with("/..");
-    if req.sources.len() > 1 && !dest_dir_syntax {
-        return Err(CopyError::DestNotDir {
-            dest: req.dest.clone(),
-        });
-    }
     let mut p = Planner {
         ctx,
         req,
@@ -46,6 +41,11 @@ pub fn plan_copy(
         entries: BTreeMap::new(),
         dest: dest.clone(),
     };
+    if req.sources.len() > 1 && !dest_dir_syntax && p.counted_sources()? > 1 {
+        return Err(CopyError::DestNotDir {
+            dest: req.dest.clone(),
+        });
+    }
     let dest_is_dir = dest_dir_syntax || req.parents || existing(&dest) == Some(FileKind::Dir);
     for source in &req.sources {
         match source {
@@ -179,6 +179,24 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// How many sources the copy has once wildcards are matched: a pattern
+    /// that matches nothing is no source (as in Docker and Kaniko), so
+    /// `COPY maybe* file /dest` copies one file to `/dest`.
+    fn counted_sources(&self) -> Result<usize, CopyError> {
+        let mut n = 0;
+        for source in &self.req.sources {
+            n += match source {
+                CopySource::Path(src)
+                    if has_meta(src) && matches!(classify_source(src), SourceKind::Path) =>
+                {
+                    usize::from(!self.expand(src)?.is_empty())
+                }
+                _ => 1,
+            };
+        }
+        Ok(n)
     }
 
     /// Matches a wildcard source component by component. Returns the matched
