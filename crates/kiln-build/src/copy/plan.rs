@@ -29,11 +29,7 @@ pub fn plan_copy(
     existing: &dyn Fn(&str) -> Option<FileKind>,
 ) -> Result<CopyPlan, CopyError> {
     let dest = image_join(&req.workdir, &req.dest);
-    let dest_dir_syntax = req.dest.ends_with('/')
-        || req.dest == "."
-        || req.dest.ends_with("/.")
-        || req.dest == ".."
-        || req.dest.ends_with("/..");
+    let dest_dir_syntax = dir_syntax(&req.dest);
     let mut p = Planner {
         ctx,
         req,
@@ -423,6 +419,15 @@ fn file_target(dest: &str, dest_is_dir: bool, name: &str) -> String {
 
 /// Joins an image path with a relative (or absolute) one and normalises it:
 /// absolute, no `.`/`..`/empty components, never above `/`.
+/// Whether a destination as written names a directory by its form alone.
+pub(crate) fn dir_syntax(dest: &str) -> bool {
+    dest.ends_with('/')
+        || dest == "."
+        || dest.ends_with("/.")
+        || dest == ".."
+        || dest.ends_with("/..")
+}
+
 pub(crate) fn image_join(base: &str, rel: &str) -> String {
     let joined = if rel.starts_with('/') {
         rel.to_string()

@@ -192,6 +192,7 @@ impl StageRunner<'_> {
             .map_err(|e| self.step_error(instruction, e))?;
             prepared.req.owner = Some(owner);
         }
+        prepared.req.follow_dest_symlinks(|p| rootfs.resolve(p));
         let plan = copy::plan_copy(&source, &prepared.req, &|p: &str| rootfs.kind_of(p))
             .map_err(|e| self.step_error(instruction, e))?;
         let layer = self.write_layer(&plan, instruction).await?;

@@ -577,6 +577,10 @@ impl StageRunner<'_> {
             return Ok(());
         }
         let rootfs = self.image_view(run, instruction).await?;
+        // Made where the path leads, as BuildKit's mkdir does: WORKDIR
+        // /link/sub under a symlinked /link creates the link target's sub.
+        let resolved = rootfs.resolve(path).unwrap_or_else(|| path.to_string());
+        let path = resolved.as_str();
         if rootfs.kind_of(path).is_some() {
             let created_by = shorten_history(&instruction.original);
             self.store(run, instruction, None, created_by);
@@ -804,6 +808,15 @@ impl ImageView {
         match self {
             ImageView::Root(r) => r.read_text(path),
             ImageView::Index(i) => i.read_text(path),
+        }
+    }
+
+    /// `path` (absolute) with every symlink along it followed inside the
+    /// image, the last component included; `None` for a link loop.
+    pub(crate) fn resolve(&self, path: &str) -> Option<String> {
+        match self {
+            ImageView::Root(r) => r.resolve(path),
+            ImageView::Index(i) => i.resolve(path),
         }
     }
 }
