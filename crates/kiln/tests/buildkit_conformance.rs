@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use build_common::{fixture, json_diff, pushed_manifest_and_config, Kiln};
 use kiln_testkit::layout::LayerBuilder;
 use kiln_testkit::{
-    diff, normalized_config, skopeo_copy, BaseImage, Flattened, Registry, BUSYBOX_PATH_ENV,
+    diff, normalized_config, skopeo_copy, BaseImage, EntryKind, Flattened, Registry,
+    BUSYBOX_PATH_ENV,
 };
 use serde_json::{json, Value};
 
@@ -362,8 +363,9 @@ fn usrmerge() -> BaseImage {
     .unwrap()
 }
 
-#[test]
-fn fixtures_build_the_same_image_as_buildkit() {
+/// Fails the test unless the Docker engine answers: these tests compare
+/// with BuildKit and never skip.
+fn require_docker() {
     let version = docker()
         .args(["version", "--format", "{{.Server.Version}}"])
         .output();
@@ -374,12 +376,79 @@ fn fixtures_build_the_same_image_as_buildkit() {
              ({DOCKER} version: {other:?})"
         ),
     }
+}
+
+/// A registry holding the bases the fixtures name.
+fn registry_with_bases() -> Registry {
     let reg = Registry::plain().unwrap();
     BaseImage::busybox()
         .unwrap()
         .push_to(&reg, "busybox:latest")
         .unwrap();
     usrmerge().push_to(&reg, "usrmerge:latest").unwrap();
+    reg
+}
+
+/// A case written here rather than under fixtures/ (for tests that pin
+/// where kiln deliberately differs).
+fn inline_case(name: &str, dockerfile: &str) -> (Case, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    let case = Case::load(dir.path().to_path_buf());
+    (
+        Case {
+            name: name.to_string(),
+            ..case
+        },
+        dir,
+    )
+}
+
+/// VOLUME on a directory the image lacks: BuildKit records the volume and
+/// makes nothing, so a later `RUN` writing there fails; Kaniko (and Docker's
+/// classic builder) create it, and so does kiln, in a layer of the VOLUME
+/// step, keeping what later steps write. docs/cli.md says so.
+#[test]
+fn volume_creates_missing_directories() {
+    require_docker();
+    let reg = registry_with_bases();
+    let (case, _dir) = inline_case(
+        "volume-missing",
+        "FROM REGISTRY/busybox:latest\n\
+         VOLUME /data /srv/new/deep\n\
+         RUN echo hi > /data/x\n",
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(&case, &reg, ctx.path());
+    let buildkit = buildkit_build(&case, ctx.path());
+    assert!(
+        buildkit.is_err(),
+        "BuildKit now creates VOLUME directories: kiln's documented difference is gone"
+    );
+    let kiln = kiln_build(&case, &reg, ctx.path()).unwrap_or_else(|e| panic!("{e}"));
+    let dir = |p: &str| {
+        let e = kiln.fs.get(p).unwrap_or_else(|| panic!("{p} missing"));
+        (e.kind, e.mode, e.uid, e.gid)
+    };
+    for p in ["/data", "/srv/new", "/srv/new/deep"] {
+        assert_eq!(dir(p), (EntryKind::Dir, 0o755, 0, 0), "{p}");
+    }
+    assert_eq!(kiln.fs.text("/data/x").as_deref(), Some("hi\n"));
+    assert_eq!(
+        kiln.config["config"]["Volumes"],
+        json!({"/data": {}, "/srv/new/deep": {}})
+    );
+    // One layer for the directories, one for the RUN, on busybox's one.
+    assert_eq!(
+        kiln.config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        3
+    );
+}
+
+#[test]
+fn fixtures_build_the_same_image_as_buildkit() {
+    require_docker();
+    let reg = registry_with_bases();
 
     let started = Instant::now();
     let mut failed = Vec::new();

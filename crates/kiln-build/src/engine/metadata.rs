@@ -86,13 +86,7 @@ pub fn apply(
             format!("WORKDIR {}", w.path)
         }
         Command::Volume(v) => {
-            let vols = image
-                .container_config()
-                .volumes
-                .get_or_insert_with(Default::default);
-            for p in &v.paths {
-                vols.insert(p.clone(), EmptyObject {});
-            }
+            set_volumes(image, &v.paths);
             format!("VOLUME [{}]", v.paths.join(" "))
         }
         Command::StopSignal(s) => {
@@ -167,6 +161,18 @@ pub fn apply(
 /// layer that created the directory (one entry per instruction, as BuildKit).
 pub fn set_workdir(image: &mut ImageState, path: &str) {
     image.container_config().working_dir = Some(path.to_string());
+}
+
+/// VOLUME's config half alone, for a VOLUME whose history entry is the
+/// layer that created its directories.
+pub fn set_volumes(image: &mut ImageState, paths: &[String]) {
+    let vols = image
+        .container_config()
+        .volumes
+        .get_or_insert_with(Default::default);
+    for p in paths {
+        vols.insert(p.clone(), EmptyObject {});
+    }
 }
 
 /// The `comment` kiln puts on history entries it writes.
