@@ -1,8 +1,8 @@
 //! Instructions that change only the image config: ENV, LABEL, EXPOSE, USER,
 //! WORKDIR (its config half), VOLUME, STOPSIGNAL, HEALTHCHECK, ENTRYPOINT,
-//! CMD, SHELL, ONBUILD, MAINTAINER and ARG. Each leaves a history entry
-//! marked `empty_layer`, worded as BuildKit words it. Pure functions on
-//! values; the words arrive already expanded.
+//! CMD, SHELL, ONBUILD, MAINTAINER and ARG. Each but ONBUILD leaves a
+//! history entry marked `empty_layer`, worded as BuildKit words it. Pure
+//! functions on values; the words arrive already expanded.
 
 use super::image::ImageState;
 use kiln_dockerfile::instructions::{Command, CommandLine, HealthcheckCommand};
@@ -138,7 +138,9 @@ pub fn apply(
                 .on_build
                 .get_or_insert_with(Vec::new)
                 .push(o.expression.clone());
-            format!("ONBUILD {}", o.expression)
+            // BuildKit records the trigger in the config only, with no
+            // history entry (Docker's classic builder adds one).
+            return Ok(true);
         }
         Command::Arg(a) => {
             let words: Vec<String> = a
