@@ -12,7 +12,10 @@
 //! - `--parents` keeps each source's path below the destination, starting
 //!   after a `/./` pivot when there is one;
 //! - directories the copy has to create are mode 0755 and owned by the
-//!   `--chown` owner (BuildKit chowns created destination directories);
+//!   `--chown` owner or root (BuildKit chowns created destination
+//!   directories), a directory source's destination included, whatever the
+//!   source directory's owner; with `--chmod` that destination takes the
+//!   `--chmod` mode;
 //! - mtimes are kept from the source; `--chmod` applies to copied files and
 //!   directories, never to symlinks;
 //! - ADD unpacks local tar archives (plain, gzip, bzip2, xz, zstd, detected by

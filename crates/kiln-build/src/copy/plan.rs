@@ -257,15 +257,21 @@ impl Planner<'_> {
     }
 
     fn copy_dir(&mut self, dir: &ContextEntry, target: &str) -> Result<(), CopyError> {
-        // The destination directory takes the source directory's metadata
-        // only when the copy creates it.
+        // A destination directory the copy creates is made as BuildKit
+        // makes it before copying the contents in: 0755 (or the --chmod
+        // mode), owned by the --chown owner or root, whatever the source
+        // directory's own mode and owner (COPY --from included).
         if target != "/" && (self.existing)(target) != Some(FileKind::Dir) {
-            let owner = self.owner(Some(&dir.meta));
+            let owner = self.owner(None);
+            let mode = match &self.req.chmod {
+                Some(_) => self.mode(&dir.meta),
+                None => CREATED_DIR_MODE,
+            };
             self.put(PlanEntry {
                 path: target.to_string(),
                 kind: EntryKind::Dir,
                 source: EntrySource::None,
-                mode: self.mode(&dir.meta),
+                mode,
                 uid: owner.uid,
                 gid: owner.gid,
                 mtime: dir.meta.mtime(),
