@@ -94,7 +94,23 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
+    /// Adds an entry; a later entry for the same path wins. Anything but a
+    /// directory also drops what the copy put below that path so far, as
+    /// writing it to disk would (an archive's link replacing a directory
+    /// an earlier archive of the same ADD made).
     fn put(&mut self, e: PlanEntry) {
+        if e.kind != EntryKind::Dir {
+            let prefix = format!("{}/", e.path);
+            let below: Vec<String> = self
+                .entries
+                .range(prefix.clone()..)
+                .take_while(|(p, _)| p.starts_with(&prefix))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in below {
+                self.entries.remove(&p);
+            }
+        }
         self.entries.insert(e.path.clone(), e);
     }
 
@@ -373,11 +389,18 @@ impl Planner<'_> {
                     EntrySource::Link(image_join(target, &t)),
                 ),
             };
+            // A link's mode means nothing on Linux: unpacked and read back
+            // it is 0777, which is what BuildKit's layer holds.
+            let mode = if kind == EntryKind::Symlink {
+                0o777
+            } else {
+                item.mode
+            };
             self.put(PlanEntry {
                 path: image_join(target, &item.path),
                 kind,
                 source,
-                mode: item.mode,
+                mode,
                 uid,
                 gid,
                 mtime: item.mtime,
