@@ -507,6 +507,48 @@ fn volume_creates_missing_directories() {
     );
 }
 
+/// A copied tree whose directories are links in the image (`COPY rootfs/ /`
+/// on a merged-/usr base): BuildKit 0.8 refuses ("cannot copy to
+/// non-directory"); Kaniko writes through the links, and so does kiln,
+/// keeping the links, so `/bin/sh` survives. docs/cli.md says so.
+#[test]
+fn a_copied_tree_writes_through_links_in_the_image() {
+    require_docker();
+    let reg = registry_with_bases();
+    let case = Case::load(fixture(
+        "buildkit_refuses/symlinked-dirs-inside-copied-tree",
+    ));
+    let ctx = tempfile::tempdir().unwrap();
+    write_context(&case, &reg, ctx.path());
+    let buildkit = buildkit_build(&case, ctx.path());
+    assert!(
+        buildkit
+            .as_ref()
+            .is_err_and(|e| e.contains("cannot copy to non-directory")),
+        "BuildKit now copies through links: compare this case in fixtures/buildkit instead ({:?})",
+        buildkit.as_ref().err()
+    );
+    let kiln = kiln_build(&case, &reg, ctx.path()).unwrap_or_else(|e| panic!("{e}"));
+    let entry = |p: &str| {
+        kiln.fs
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} missing"))
+            .clone()
+    };
+    for (link, target) in [("/bin", "usr/bin"), ("/etc/service", "../srv/service")] {
+        assert_eq!(entry(link).link_target.as_deref(), Some(target), "{link}");
+    }
+    assert_eq!(kiln.fs.text("/usr/bin/tool").as_deref(), Some("tool\n"));
+    assert_eq!(entry("/usr/bin/sh").link_target.as_deref(), Some("busybox"));
+    assert_eq!(
+        kiln.fs.text("/srv/service/web/run").as_deref(),
+        Some("run\n")
+    );
+    assert_eq!(kiln.fs.text("/srv/service/s").as_deref(), Some("s\n"));
+    assert_eq!(kiln.fs.text("/etc/app.conf").as_deref(), Some("conf\n"));
+    assert_eq!(entry("/srv/service/web").kind, EntryKind::Dir);
+}
+
 #[test]
 fn fixtures_build_the_same_image_as_buildkit() {
     require_docker();
