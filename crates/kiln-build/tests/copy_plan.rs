@@ -133,6 +133,20 @@ fn multiple_sources_need_a_directory_destination() {
     )
     .unwrap();
     assert_eq!(listing(&p), ["/x", "/x/a.txt", "/x/b.txt"]);
+    // Sources are counted after wildcards are matched: one that matches
+    // nothing does not count, so one file remains and /x is that file.
+    let p = plan(
+        &ctx,
+        &CopyRequest::new(vec![paths("nomatch*"), paths("a.txt")], "/x"),
+    )
+    .unwrap();
+    assert_eq!(listing(&p), ["/x"]);
+    let err = plan(
+        &ctx,
+        &CopyRequest::new(vec![paths("[ab].txt"), paths("run.sh")], "/x"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, CopyError::DestNotDir { .. }), "{err}");
 }
 
 #[test]

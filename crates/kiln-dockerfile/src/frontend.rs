@@ -58,16 +58,33 @@ impl Dockerfile {
 
     /// Build args that no ARG anywhere declares (and that are not proxy or
     /// platform ARGs): BuildKit warns that these "were not consumed".
+    ///
+    /// An ARG whose name holds a variable (`ARG ${name}`) declares what the
+    /// name expands to; that is worked out here by expanding each stage
+    /// without its base image's ENV (unknown before the build), so a name
+    /// built only from base image variables is reported as unused.
     pub fn unused_build_args(&self) -> Vec<String> {
-        let declared = |name: &str| {
-            self.global_args
-                .iter()
-                .chain(self.stages.iter().flat_map(|s| &s.instructions))
-                .any(|i| match &i.command {
-                    Command::Arg(a) => a.args.iter().any(|d| d.name == name),
-                    _ => false,
-                })
-        };
+        let mut names: std::collections::BTreeSet<String> = self
+            .global_args
+            .iter()
+            .chain(self.stages.iter().flat_map(|s| &s.instructions))
+            .filter_map(|i| match &i.command {
+                Command::Arg(a) => Some(a.args.iter().map(|d| d.name.clone())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for stage in &self.stages {
+            let mut env = crate::scope::StageEnv::new(&self.global, Vec::new());
+            for i in &stage.instructions {
+                if let Ok(e) = env.apply(i) {
+                    if let Command::Arg(a) = e.instruction.command {
+                        names.extend(a.args.into_iter().map(|d| d.name));
+                    }
+                }
+            }
+        }
+        let declared = |name: &str| names.contains(name);
         self.global
             .build_args()
             .keys()

@@ -261,6 +261,17 @@ fn unused_build_args_are_listed() {
 }
 
 #[test]
+fn an_arg_whose_name_is_a_variable_consumes_what_it_expands_to() {
+    let text = "FROM alpine\nENV name=myarg\nARG ${name}=default\n";
+    let args: BTreeMap<String, String> = [("myarg", "v"), ("other", "v")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let df = load(text, &args, None).unwrap();
+    assert_eq!(df.unused_build_args(), vec!["other"]);
+}
+
+#[test]
 fn escape_directive_reaches_expansion() {
     let text = "# escape=`\nARG V=1\nFROM alpine:`$V$V\n";
     let df = ok(text);

@@ -364,3 +364,63 @@ fn errors_after_expansion_carry_the_line() {
         assert_eq!(got.to_string(), want, "{text}");
     }
 }
+
+#[test]
+fn arg_names_are_expanded() {
+    let text = "FROM scratch\nENV name=myarg\nARG ${name}=default\nENV OUT=$myarg\n";
+    let (x, stage) = run_stage(text, &[], &[]);
+    let Command::Arg(a) = &x[1].instruction.command else {
+        panic!("{:?}", x[1])
+    };
+    assert_eq!(a.args[0].name, "myarg");
+    assert_eq!(env_of(&x[2]), pairs(&[("OUT", "default")]));
+    assert!(stage
+        .run_env()
+        .contains(&("myarg".into(), "default".into())));
+    // A build arg reaches the ARG by its expanded name.
+    let (x, _) = run_stage(text, &[("myarg", "given")], &[]);
+    assert_eq!(env_of(&x[2]), pairs(&[("OUT", "given")]));
+}
+
+#[test]
+fn an_arg_name_that_expands_to_nothing_is_an_error() {
+    let (global, stage) = setup("FROM scratch\nARG ${unset}=x\n", &[]);
+    let e = StageEnv::new(&global, Vec::new())
+        .apply(&stage[0])
+        .unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.message.contains("empty name"), "{}", e.message);
+}
+
+#[test]
+fn an_arg_declared_after_env_wins_until_the_next_env() {
+    let text = "FROM scratch\nENV V=env\nARG V=arg\nENV A=$V\nRUN x\nENV V=env2\nENV B=$V\n";
+    let (x, stage) = run_stage(text, &[], &[("P", "base")]);
+    assert_eq!(env_of(&x[2]), pairs(&[("A", "arg")]));
+    assert_eq!(x[2].used_args, args(&[("V", "arg")]));
+    assert!(x[3].used_args.contains_key("V"), "{:?}", x[3].used_args);
+    assert_eq!(env_of(&x[5]), pairs(&[("B", "env2")]));
+    let run_env = stage.run_env();
+    assert!(
+        run_env.contains(&("V".into(), "env2".into())),
+        "{run_env:?}"
+    );
+    // Before the last ENV, a RUN saw the ARG's value, once.
+    let (global, instrs) = setup(text, &[]);
+    let mut env = StageEnv::new(&global, Vec::new());
+    for i in &instrs[..3] {
+        env.apply(i).unwrap();
+    }
+    let run_env = env.run_env();
+    assert_eq!(
+        run_env.iter().filter(|(k, _)| k == "V").collect::<Vec<_>>(),
+        [&("V".to_string(), "arg".to_string())]
+    );
+    // A base image variable is shadowed the same way; a bare ARG shadows nothing.
+    let (x, _) = run_stage(
+        "FROM scratch\nARG P=arg\nARG Q\nENV A=$P B=$Q\n",
+        &[],
+        &[("P", "base"), ("Q", "baseq")],
+    );
+    assert_eq!(env_of(&x[2]), pairs(&[("A", "arg"), ("B", "baseq")]));
+}

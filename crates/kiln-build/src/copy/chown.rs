@@ -6,8 +6,10 @@
 //!
 //! Rules follow BuildKit's file backend: a numeric user without a group uses
 //! the same number as gid; a user name without a group uses that user's
-//! primary gid from passwd. Unlike BuildKit, a name missing from the files is
-//! an error rather than a silent 0.
+//! primary gid from passwd; `root`, as user or group, is id 0 whatever the
+//! files say or whether they exist (so `USER root` works in `FROM scratch`).
+//! Unlike BuildKit, any other name missing from the files is an error rather
+//! than a silent 0.
 
 /// Why an owner could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,7 +65,7 @@ impl Owner {
         if user.is_empty() || grp.is_some_and(|g| g.is_empty() || g.contains(':')) {
             return Err(malformed());
         }
-        let (uid, primary_gid) = match user.parse::<u32>() {
+        let (uid, primary_gid) = match numeric_id(user) {
             Ok(id) => (id, id),
             Err(_) => lookup(passwd, user, 2, 3).ok_or_else(|| ChownError::UnknownUser {
                 name: user.to_string(),
@@ -71,7 +73,7 @@ impl Owner {
         };
         let gid = match grp {
             None => primary_gid,
-            Some(g) => match g.parse::<u32>() {
+            Some(g) => match numeric_id(g) {
                 Ok(id) => id,
                 Err(_) => {
                     lookup(group, g, 2, 2)
@@ -84,6 +86,15 @@ impl Owner {
         };
         Ok(Owner { uid, gid })
     }
+}
+
+/// The id a user or group names without a database lookup: a number, or
+/// `root` (BuildKit reads `root` as 0 before consulting any file).
+fn numeric_id(name: &str) -> Result<u32, std::num::ParseIntError> {
+    if name == "root" {
+        return Ok(0);
+    }
+    name.parse::<u32>()
 }
 
 /// Finds `name` in a colon-separated database; returns the numeric fields at
@@ -150,5 +161,19 @@ mod tests {
             Owner::resolve("app", None, None),
             Err(ChownError::UnknownUser { .. })
         ));
+    }
+
+    #[test]
+    fn root_is_zero_without_or_despite_the_files() {
+        for spec in ["root", "root:root", "0:root"] {
+            assert_eq!(Owner::resolve(spec, None, None), Ok(Owner::ROOT), "{spec}");
+        }
+        // BuildKit does not look `root` up: an odd passwd does not move it.
+        let odd = "root:x:5:6::/root:/bin/sh\n";
+        assert_eq!(Owner::resolve("root", Some(odd), None), Ok(Owner::ROOT));
+        assert_eq!(
+            Owner::resolve("7:root", None, None),
+            Ok(Owner { uid: 7, gid: 0 })
+        );
     }
 }

@@ -12,7 +12,10 @@
 //! - `--parents` keeps each source's path below the destination, starting
 //!   after a `/./` pivot when there is one;
 //! - directories the copy has to create are mode 0755 and owned by the
-//!   `--chown` owner (BuildKit chowns created destination directories);
+//!   `--chown` owner or root (BuildKit chowns created destination
+//!   directories), a directory source's destination included, whatever the
+//!   source directory's owner; with `--chmod` that destination takes the
+//!   `--chmod` mode;
 //! - mtimes are kept from the source; `--chmod` applies to copied files and
 //!   directories, never to symlinks;
 //! - ADD unpacks local tar archives (plain, gzip, bzip2, xz, zstd, detected by
@@ -275,6 +278,24 @@ impl CopyRequest {
             scratch_dir: None,
         }
     }
+
+    /// Points the destination where it leads in the image below: `resolve`
+    /// maps an absolute image path to the same path with every symlink
+    /// along it followed inside the image (the last component included), or
+    /// `None` for a link loop. BuildKit's copy resolves the destination so,
+    /// which makes `COPY foo /bin/foo` on a base whose `/bin` links to
+    /// `usr/bin` write `usr/bin/foo`, and not a `bin/` directory that would
+    /// hide the link when the image is unpacked. A destination written as a
+    /// directory (`/x/`, `.`) stays one.
+    pub fn follow_dest_symlinks(&mut self, resolve: impl Fn(&str) -> Option<String>) {
+        let abs = plan::image_join(&self.workdir, &self.dest);
+        if let Some(mut resolved) = resolve(&abs) {
+            if plan::dir_syntax(&self.dest) && !resolved.ends_with('/') {
+                resolved.push('/');
+            }
+            self.dest = resolved;
+        }
+    }
 }
 
 /// Why a COPY or ADD could not be planned. The caller adds the Dockerfile line.
@@ -382,5 +403,24 @@ mod tests {
         let paths: Vec<_> = plan.entries().iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["/a", "/a/x", "/a-b"]);
         assert!(plan.get("/a-b").is_some());
+    }
+
+    #[test]
+    fn destinations_follow_links_and_keep_their_form() {
+        let resolve = |p: &str| Some(p.replacen("/bin", "/usr/bin", 1));
+        let mut req = CopyRequest::new(vec![], "/bin/foo");
+        req.follow_dest_symlinks(resolve);
+        assert_eq!(req.dest, "/usr/bin/foo");
+        let mut req = CopyRequest::new(vec![], "bin/");
+        req.follow_dest_symlinks(resolve);
+        assert_eq!(req.dest, "/usr/bin/");
+        let mut req = CopyRequest::new(vec![], ".");
+        req.workdir = "/bin".into();
+        req.follow_dest_symlinks(resolve);
+        assert_eq!(req.dest, "/usr/bin/");
+        // A link loop leaves the destination as written.
+        let mut req = CopyRequest::new(vec![], "/loop/x");
+        req.follow_dest_symlinks(|_| None);
+        assert_eq!(req.dest, "/loop/x");
     }
 }

@@ -30,16 +30,7 @@ pub fn plan_copy(
     existing: &dyn Fn(&str) -> Option<FileKind>,
 ) -> Result<CopyPlan, CopyError> {
     let dest = image_join(&req.workdir, &req.dest);
-    let dest_dir_syntax = req.dest.ends_with('/')
-        || req.dest == "."
-        || req.dest.ends_with("/.")
-        || req.dest == ".."
-        || req.dest.ends_with("/..");
-    if req.sources.len() > 1 && !dest_dir_syntax {
-        return Err(CopyError::DestNotDir {
-            dest: req.dest.clone(),
-        });
-    }
+    let dest_dir_syntax = dir_syntax(&req.dest);
     let mut p = Planner {
         ctx,
         req,
@@ -47,6 +38,11 @@ pub fn plan_copy(
         entries: BTreeMap::new(),
         dest: dest.clone(),
     };
+    if req.sources.len() > 1 && !dest_dir_syntax && p.counted_sources()? > 1 {
+        return Err(CopyError::DestNotDir {
+            dest: req.dest.clone(),
+        });
+    }
     let dest_is_dir = dest_dir_syntax || req.parents || existing(&dest) == Some(FileKind::Dir);
     for source in &req.sources {
         match source {
@@ -99,7 +95,23 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
+    /// Adds an entry; a later entry for the same path wins. Anything but a
+    /// directory also drops what the copy put below that path so far, as
+    /// writing it to disk would (an archive's link replacing a directory
+    /// an earlier archive of the same ADD made).
     fn put(&mut self, e: PlanEntry) {
+        if e.kind != EntryKind::Dir {
+            let prefix = format!("{}/", e.path);
+            let below: Vec<String> = self
+                .entries
+                .range(prefix.clone()..)
+                .take_while(|(p, _)| p.starts_with(&prefix))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in below {
+                self.entries.remove(&p);
+            }
+        }
         self.entries.insert(e.path.clone(), e);
     }
 
@@ -182,6 +194,24 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// How many sources the copy has once wildcards are matched: a pattern
+    /// that matches nothing is no source (as in Docker and Kaniko), so
+    /// `COPY maybe* file /dest` copies one file to `/dest`.
+    fn counted_sources(&self) -> Result<usize, CopyError> {
+        let mut n = 0;
+        for source in &self.req.sources {
+            n += match source {
+                CopySource::Path(src)
+                    if has_meta(src) && matches!(classify_source(src), SourceKind::Path) =>
+                {
+                    usize::from(!self.expand(src)?.is_empty())
+                }
+                _ => 1,
+            };
+        }
+        Ok(n)
+    }
+
     /// Matches a wildcard source component by component. Returns the matched
     /// paths as written (keeping `.` components for the `--parents` pivot)
     /// with their entries. Excluded matches do not exist, as in BuildKit.
@@ -252,15 +282,21 @@ impl Planner<'_> {
     }
 
     fn copy_dir(&mut self, dir: &ContextEntry, target: &str) -> Result<(), CopyError> {
-        // The destination directory takes the source directory's metadata
-        // only when the copy creates it.
+        // A destination directory the copy creates is made as BuildKit
+        // makes it before copying the contents in: 0755 (or the --chmod
+        // mode), owned by the --chown owner or root, whatever the source
+        // directory's own mode and owner (COPY --from included).
         if target != "/" && (self.existing)(target) != Some(FileKind::Dir) {
-            let owner = self.owner(Some(&dir.meta));
+            let owner = self.owner(None);
+            let mode = match &self.req.chmod {
+                Some(_) => self.mode(&dir.meta),
+                None => CREATED_DIR_MODE,
+            };
             self.put(PlanEntry {
                 path: target.to_string(),
                 kind: EntryKind::Dir,
                 source: EntrySource::None,
-                mode: self.mode(&dir.meta),
+                mode,
                 uid: owner.uid,
                 gid: owner.gid,
                 mtime: dir.meta.mtime(),
@@ -382,11 +418,18 @@ impl Planner<'_> {
                     EntrySource::Link(image_join(target, &t)),
                 ),
             };
+            // A link's mode means nothing on Linux: unpacked and read back
+            // it is 0777, which is what BuildKit's layer holds.
+            let mode = if kind == EntryKind::Symlink {
+                0o777
+            } else {
+                item.mode
+            };
             self.put(PlanEntry {
                 path: image_join(target, &item.path),
                 kind,
                 source,
-                mode: item.mode,
+                mode,
                 uid,
                 gid,
                 mtime: item.mtime,
@@ -434,6 +477,15 @@ fn file_target(dest: &str, dest_is_dir: bool, name: &str) -> String {
 
 /// Joins an image path with a relative (or absolute) one and normalises it:
 /// absolute, no `.`/`..`/empty components, never above `/`.
+/// Whether a destination as written names a directory by its form alone.
+pub(crate) fn dir_syntax(dest: &str) -> bool {
+    dest.ends_with('/')
+        || dest == "."
+        || dest.ends_with("/.")
+        || dest == ".."
+        || dest.ends_with("/..")
+}
+
 pub(crate) fn image_join(base: &str, rel: &str) -> String {
     let joined = if rel.starts_with('/') {
         rel.to_string()

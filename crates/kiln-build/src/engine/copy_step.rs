@@ -8,6 +8,7 @@
 use super::error::BuildError;
 use super::rootfs::Rootfs;
 use super::stage::{StageRun, StageRunner};
+use super::through_links::through_image_links;
 use crate::context::BuildContext;
 use crate::copy::{self, classify_source, Chmod, CopyRequest, CopySource, Owner, SourceKind};
 use kiln_dockerfile::instructions::{Command, Instruction, Source};
@@ -194,8 +195,20 @@ impl StageRunner<'_> {
                 .map_err(|e| self.step_error(instruction, e))?;
             prepared.req.owner = Some(owner);
         }
+        prepared.req.follow_dest_symlinks(|p| rootfs.resolve(p));
         let plan = copy::plan_copy(&source, &prepared.req, &|p: &str| rootfs.kind_of(p))
             .map_err(|e| self.step_error(instruction, e))?;
+        // ADD keeps an archive's own structure, as BuildKit unpacks it: a
+        // directory entry replaces a link the image has at that path.
+        let plan = if prepared.req.add {
+            plan
+        } else {
+            through_image_links(
+                plan,
+                |p| rootfs.resolve(p),
+                |p| rootfs.kind_of(p) == Some(copy::FileKind::Dir),
+            )
+        };
         let layer = self.write_layer(&plan, instruction).await?;
         self.add_layer(run, instruction, layer, created).await
     }

@@ -5,6 +5,10 @@
 use kiln_oci::{Descriptor, Digest, History, ImageConfig, Reference};
 use std::path::PathBuf;
 
+/// The `PATH` of a `FROM scratch` image (BuildKit's default for Linux).
+pub const SCRATCH_PATH_ENV: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Where a layer's blob can be read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerOrigin {
@@ -40,13 +44,19 @@ pub struct ImageState {
 }
 
 impl ImageState {
-    /// The empty image of `FROM scratch`.
+    /// The empty image of `FROM scratch`: no layers, and the defaults
+    /// BuildKit gives it (a `PATH`, and `/` as working directory), so that a
+    /// RUN or an ENV that extends `$PATH` sees what it sees under BuildKit.
     pub fn scratch(platform: &kiln_oci::Platform) -> ImageState {
         let config = ImageConfig {
             architecture: platform.architecture.clone(),
             os: platform.os.clone(),
             variant: platform.variant.clone(),
-            config: Some(Default::default()),
+            config: Some(kiln_oci::ContainerConfig {
+                env: Some(vec![SCRATCH_PATH_ENV.to_string()]),
+                working_dir: Some("/".to_string()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let mut config = config;
@@ -143,5 +153,14 @@ mod tests {
         assert!(img.config.history[0].empty_layer);
         assert!(!img.config.history[1].empty_layer);
         assert_eq!(img.config.rootfs.kind, "layers");
+    }
+
+    #[test]
+    fn scratch_has_buildkit_defaults() {
+        let img = ImageState::scratch(&kiln_oci::Platform::new("linux", "amd64", None));
+        let c = img.config.config.as_ref().unwrap();
+        assert_eq!(c.env.as_deref(), Some(&[SCRATCH_PATH_ENV.to_string()][..]));
+        assert_eq!(c.working_dir.as_deref(), Some("/"));
+        assert!(img.layers.is_empty());
     }
 }

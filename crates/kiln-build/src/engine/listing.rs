@@ -200,7 +200,7 @@ impl ImageIndex {
     }
 
     /// `path` with every symlink along it resolved inside the image.
-    fn resolve(&self, path: &str) -> Option<String> {
+    pub fn resolve(&self, path: &str) -> Option<String> {
         let mut done: Vec<String> = Vec::new();
         let mut pending: Vec<String> = parts(path).into_iter().rev().collect();
         let mut hops = 0;

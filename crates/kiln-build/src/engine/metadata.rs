@@ -1,8 +1,8 @@
 //! Instructions that change only the image config: ENV, LABEL, EXPOSE, USER,
 //! WORKDIR (its config half), VOLUME, STOPSIGNAL, HEALTHCHECK, ENTRYPOINT,
-//! CMD, SHELL, ONBUILD, MAINTAINER and ARG. Each leaves a history entry
-//! marked `empty_layer`, worded as BuildKit words it. Pure functions on
-//! values; the words arrive already expanded.
+//! CMD, SHELL, ONBUILD, MAINTAINER and ARG. Each but ONBUILD leaves a
+//! history entry marked `empty_layer`, worded as BuildKit words it. Pure
+//! functions on values; the words arrive already expanded.
 
 use super::image::ImageState;
 use kiln_dockerfile::instructions::{Command, CommandLine, HealthcheckCommand};
@@ -86,13 +86,7 @@ pub fn apply(
             format!("WORKDIR {}", w.path)
         }
         Command::Volume(v) => {
-            let vols = image
-                .container_config()
-                .volumes
-                .get_or_insert_with(Default::default);
-            for p in &v.paths {
-                vols.insert(p.clone(), EmptyObject {});
-            }
+            set_volumes(image, &v.paths);
             format!("VOLUME [{}]", v.paths.join(" "))
         }
         Command::StopSignal(s) => {
@@ -144,7 +138,9 @@ pub fn apply(
                 .on_build
                 .get_or_insert_with(Vec::new)
                 .push(o.expression.clone());
-            format!("ONBUILD {}", o.expression)
+            // BuildKit records the trigger in the config only, with no
+            // history entry (Docker's classic builder adds one).
+            return Ok(true);
         }
         Command::Arg(a) => {
             let words: Vec<String> = a
@@ -167,6 +163,18 @@ pub fn apply(
 /// layer that created the directory (one entry per instruction, as BuildKit).
 pub fn set_workdir(image: &mut ImageState, path: &str) {
     image.container_config().working_dir = Some(path.to_string());
+}
+
+/// VOLUME's config half alone, for a VOLUME whose history entry is the
+/// layer that created its directories.
+pub fn set_volumes(image: &mut ImageState, paths: &[String]) {
+    let vols = image
+        .container_config()
+        .volumes
+        .get_or_insert_with(Default::default);
+    for p in paths {
+        vols.insert(p.clone(), EmptyObject {});
+    }
 }
 
 /// The `comment` kiln puts on history entries it writes.

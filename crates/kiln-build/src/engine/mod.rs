@@ -21,6 +21,7 @@ pub mod rootfs;
 mod run_step;
 mod signal;
 mod stage;
+mod through_links;
 pub mod workspace;
 
 pub use error::BuildError;

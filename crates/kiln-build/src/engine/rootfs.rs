@@ -216,6 +216,22 @@ impl Rootfs {
         })
     }
 
+    /// `path` (absolute in the image) with every symlink along it
+    /// followed inside the root, as an image path; `None` for a link loop.
+    pub fn resolve(&self, path: &str) -> Option<String> {
+        let host = resolve_in_root(&self.dir, path)?;
+        let rel = host.strip_prefix(&self.dir).ok()?;
+        let mut parts: Vec<String> = Vec::new();
+        for c in components(&rel.to_string_lossy()) {
+            if c == ".." {
+                parts.pop();
+            } else {
+                parts.push(c);
+            }
+        }
+        Some(format!("/{}", parts.join("/")))
+    }
+
     /// The contents of a small text file in the image (`/etc/passwd`), if
     /// it exists.
     ///
@@ -350,6 +366,27 @@ mod tests {
             .unwrap()
             .unwrap()
             .starts_with("root:"));
+    }
+
+    #[test]
+    fn resolve_gives_the_image_path_a_link_leads_to() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("usr/bin")).unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        symlink("../../../usr/bin/../bin", r.join("usr/up")).unwrap();
+        let rootfs = Rootfs {
+            dir: r.to_path_buf(),
+            applied: vec![],
+        };
+        assert_eq!(rootfs.resolve("/bin/foo").as_deref(), Some("/usr/bin/foo"));
+        assert_eq!(rootfs.resolve("/bin").as_deref(), Some("/usr/bin"));
+        assert_eq!(
+            rootfs.resolve("/usr/up/new/dir").as_deref(),
+            Some("/usr/bin/new/dir")
+        );
+        assert_eq!(rootfs.resolve("/none/x").as_deref(), Some("/none/x"));
+        assert_eq!(rootfs.resolve("/").as_deref(), Some("/"));
     }
 
     #[test]

@@ -428,9 +428,11 @@ impl StageRunner<'_> {
                     None => run.image.push_empty(history),
                 }
                 run.cached += 1;
-                if let Command::Workdir(w) = command {
-                    // The cached entry above is the step's history.
-                    metadata::set_workdir(&mut run.image, &w.path);
+                // The cached entry above is the step's history.
+                match command {
+                    Command::Workdir(w) => metadata::set_workdir(&mut run.image, &w.path),
+                    Command::Volume(v) => metadata::set_volumes(&mut run.image, &v.paths),
+                    _ => {}
                 }
                 return Ok(());
             }
@@ -454,6 +456,19 @@ impl StageRunner<'_> {
                 }
                 Ok(())
             }
+            Command::Volume(v) => {
+                let layers = run.image.layers.len();
+                self.volume_step(run, instruction, &v.paths, &created)
+                    .await?;
+                if run.image.layers.len() > layers {
+                    // The layer's history entry stands for the step.
+                    metadata::set_volumes(&mut run.image, &v.paths);
+                } else {
+                    metadata::apply(&mut run.image, &mut run.flags, command, Some(&created))
+                        .map_err(|e| self.step_error(instruction, e))?;
+                }
+                Ok(())
+            }
             Command::Run(r) => self.run_step(run, instruction, r, &created).await,
             Command::From(_) => Ok(()),
             other => {
@@ -466,15 +481,15 @@ impl StageRunner<'_> {
 
     /// Whether a step's result goes through the cache: RUN with
     /// `--cache-run-layers`, COPY/ADD with `--cache-copy-layers`, and
-    /// WORKDIR (so a warm build need not look into the image to know the
-    /// directory exists).
+    /// WORKDIR and VOLUME (so a warm build need not look into the image to
+    /// know the directory exists).
     fn cacheable(&self, command: &Command) -> bool {
         let opts = &self.options.cache;
         self.cache.is_some()
             && match command {
                 Command::Run(_) => opts.run_layers,
                 Command::Copy(_) | Command::Add(_) => opts.copy_layers,
-                Command::Workdir(_) => true,
+                Command::Workdir(_) | Command::Volume(_) => true,
                 _ => false,
             }
     }
@@ -575,38 +590,83 @@ impl StageRunner<'_> {
         path: &str,
         created: &str,
     ) -> Result<(), BuildError> {
-        if path == "/" {
+        self.dirs_step(run, instruction, &[path.to_string()], true, created)
+            .await
+    }
+
+    /// VOLUME creates the directories the image lacks (owned by root), as
+    /// Kaniko and Docker's classic builder do, so a later step can write
+    /// there; BuildKit only records the volume. What later steps write
+    /// stays in the image, as with BuildKit. See docs/cli.md.
+    async fn volume_step(
+        &self,
+        run: &mut StageRun<'_>,
+        instruction: &Instruction,
+        paths: &[String],
+        created: &str,
+    ) -> Result<(), BuildError> {
+        let workdir = run.env.workdir().to_string();
+        let absolute: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                if p.starts_with('/') {
+                    p.clone()
+                } else {
+                    format!("{}/{p}", workdir.trim_end_matches('/'))
+                }
+            })
+            .collect();
+        self.dirs_step(run, instruction, &absolute, false, created)
+            .await
+    }
+
+    /// Makes the missing directories along `paths` in one layer; records
+    /// no layer when they all exist. Each path is made where it leads, as
+    /// BuildKit's mkdir does: /link/sub under a symlinked /link creates the
+    /// link target's sub. `user_owned`: new directories belong to the
+    /// stage's USER (WORKDIR), else to root.
+    async fn dirs_step(
+        &self,
+        run: &mut StageRun<'_>,
+        instruction: &Instruction,
+        paths: &[String],
+        user_owned: bool,
+        created: &str,
+    ) -> Result<(), BuildError> {
+        if paths.iter().all(|p| p == "/") {
             return Ok(());
         }
         let rootfs = self.image_view(run, instruction).await?;
-        if rootfs.kind_of(path).is_some() {
+        let targets: Vec<String> = paths
+            .iter()
+            .map(|p| rootfs.resolve(p).unwrap_or_else(|| p.clone()))
+            .collect();
+        if targets.iter().all(|t| rootfs.kind_of(t).is_some()) {
             let created_by = shorten_history(&instruction.original);
             self.store(run, instruction, None, created_by);
             return Ok(());
         }
-        let owner = match run
+        let user = run
             .image
             .config
             .config
             .as_ref()
             .and_then(|c| c.user.clone())
-            .filter(|u| !u.is_empty())
-        {
-            Some(user) => Some(
-                Owner::resolve(
-                    &user,
-                    rootfs
-                        .read_text("/etc/passwd")
-                        .map_err(|e| self.step_error(instruction, e))?
-                        .as_deref(),
-                    rootfs
-                        .read_text("/etc/group")
-                        .map_err(|e| self.step_error(instruction, e))?
-                        .as_deref(),
-                )
-                .map_err(|e| self.step_error(instruction, e))?,
-            ),
-            None => None,
+            .filter(|u| user_owned && !u.is_empty());
+        let owner = match user {
+            Some(user) => Owner::resolve(
+                &user,
+                rootfs
+                    .read_text("/etc/passwd")
+                    .map_err(|e| self.step_error(instruction, e))?
+                    .as_deref(),
+                rootfs
+                    .read_text("/etc/group")
+                    .map_err(|e| self.step_error(instruction, e))?
+                    .as_deref(),
+            )
+            .map_err(|e| self.step_error(instruction, e))?,
+            None => Owner::ROOT,
         };
         let existing = |p: &str| rootfs.kind_of(p);
         let now = if self.options.reproducible {
@@ -615,20 +675,22 @@ impl StageRunner<'_> {
             time::OffsetDateTime::now_utc().unix_timestamp()
         };
         let mut plan_entries = Vec::new();
-        let mut current = String::new();
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            current.push('/');
-            current.push_str(part);
-            if existing(&current).is_none() {
-                plan_entries.push(copy::PlanEntry {
-                    path: current.clone(),
-                    kind: copy::EntryKind::Dir,
-                    source: copy::EntrySource::None,
-                    mode: 0o755,
-                    uid: owner.as_ref().map_or(0, |o| o.uid),
-                    gid: owner.as_ref().map_or(0, |o| o.gid),
-                    mtime: now,
-                });
+        for target in &targets {
+            let mut current = String::new();
+            for part in target.split('/').filter(|p| !p.is_empty()) {
+                current.push('/');
+                current.push_str(part);
+                if existing(&current).is_none() {
+                    plan_entries.push(copy::PlanEntry {
+                        path: current.clone(),
+                        kind: copy::EntryKind::Dir,
+                        source: copy::EntrySource::None,
+                        mode: 0o755,
+                        uid: owner.uid,
+                        gid: owner.gid,
+                        mtime: now,
+                    });
+                }
             }
         }
         let plan = CopyPlan::from_entries(plan_entries);
@@ -812,6 +874,15 @@ impl ImageView {
         match self {
             ImageView::Root(r) => r.read_text(path),
             ImageView::Index(i) => i.read_text(path),
+        }
+    }
+
+    /// `path` (absolute) with every symlink along it followed inside the
+    /// image, the last component included; `None` for a link loop.
+    pub(crate) fn resolve(&self, path: &str) -> Option<String> {
+        match self {
+            ImageView::Root(r) => r.resolve(path),
+            ImageView::Index(i) => i.resolve(path),
         }
     }
 }

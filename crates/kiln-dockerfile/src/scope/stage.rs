@@ -44,6 +44,11 @@ pub struct StageEnv {
     env: Vec<(String, String)>,
     /// ARGs declared in this stage, in order, with their value.
     args: Vec<(String, Option<String>)>,
+    /// Names an ARG with a value declared after an ENV (or base image
+    /// variable) of the same name: until the next ENV of that name the
+    /// ARG's value is what expansion and RUN see, as in BuildKit, which
+    /// adds ARGs to the build environment. The image's `Env` keeps the ENV.
+    arg_over_env: BTreeSet<String>,
     workdir: String,
 }
 
@@ -57,6 +62,7 @@ impl StageEnv {
             global: global.clone(),
             env: base_image_env,
             args: Vec::new(),
+            arg_over_env: BTreeSet::new(),
             workdir: "/".to_string(),
         }
     }
@@ -87,7 +93,10 @@ impl StageEnv {
     pub fn args_in_scope(&self) -> BTreeMap<String, String> {
         self.args
             .iter()
-            .filter(|(n, _)| !is_proxy_arg(n) && !self.env.iter().any(|(e, _)| e == n))
+            .filter(|(n, _)| {
+                !is_proxy_arg(n)
+                    && (self.arg_over_env.contains(n) || !self.env.iter().any(|(e, _)| e == n))
+            })
             .filter_map(|(n, v)| v.clone().map(|v| (n.clone(), v)))
             .collect()
     }
@@ -99,8 +108,10 @@ impl StageEnv {
         let mut out = self.env.clone();
         for (name, value) in &self.args {
             if let Some(v) = value {
-                if !out.iter().any(|(n, _)| n == name) {
-                    out.push((name.clone(), v.clone()));
+                match out.iter_mut().find(|(n, _)| n == name) {
+                    Some(slot) if self.arg_over_env.contains(name) => slot.1 = v.clone(),
+                    Some(_) => {}
+                    None => out.push((name.clone(), v.clone())),
                 }
             }
         }
@@ -195,6 +206,7 @@ impl StageEnv {
         match command {
             Command::Env(e) => {
                 for kv in &e.vars {
+                    self.arg_over_env.remove(&kv.key);
                     match self.env.iter_mut().find(|(n, _)| *n == kv.key) {
                         Some(slot) => slot.1 = kv.value.clone(),
                         None => self.env.push((kv.key.clone(), kv.value.clone())),
@@ -203,6 +215,9 @@ impl StageEnv {
             }
             Command::Arg(a) => {
                 for decl in &a.args {
+                    if decl.default.is_some() && self.env.iter().any(|(n, _)| *n == decl.name) {
+                        self.arg_over_env.insert(decl.name.clone());
+                    }
                     self.args.retain(|(n, _)| *n != decl.name);
                     self.args.push((decl.name.clone(), decl.default.clone()));
                 }
@@ -213,15 +228,18 @@ impl StageEnv {
     }
 }
 
-/// What expansion in a stage looks variables up in: ENV first, then ARGs.
+/// What expansion in a stage looks variables up in: ENV first, then ARGs,
+/// except for an ARG declared over an ENV.
 struct Lookup<'a> {
     env: &'a [(String, String)],
     args: &'a [(String, Option<String>)],
+    arg_over_env: &'a BTreeSet<String>,
 }
 
 impl EnvLookup for Lookup<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        if let Some((_, v)) = self.env.iter().find(|(n, _)| n == name) {
+        let env = self.env.iter().find(|(n, _)| n == name);
+        if let Some((_, v)) = env.filter(|_| !self.arg_over_env.contains(name)) {
             return Some(v.clone());
         }
         self.args
@@ -247,6 +265,7 @@ impl Expander<'_> {
         Lookup {
             env: &self.stage.env,
             args: &self.stage.args,
+            arg_over_env: &self.stage.arg_over_env,
         }
     }
 
@@ -387,21 +406,24 @@ impl Expander<'_> {
         })
     }
 
-    /// Resolve each ARG: build arg, else expanded default, else the global
-    /// (or platform) value when the name is re-declared bare, else unset.
+    /// Resolve each ARG: its name is expanded first (`ARG ${name}=x`, as
+    /// BuildKit does), then the value is the build arg, else the expanded
+    /// default, else the global (or platform) value when the name is
+    /// re-declared bare, else unset.
     fn arg(&mut self, a: &ArgCommand) -> Result<ArgCommand, FrontendError> {
         let mut args = Vec::with_capacity(a.args.len());
         for decl in &a.args {
-            let value = match (
-                self.stage.global.build_args().get(&decl.name),
-                &decl.default,
-            ) {
+            let name = self.word(&decl.name)?;
+            if name.is_empty() {
+                return Err(self.err(format!("ARG name {:?} expands to an empty name", decl.name)));
+            }
+            let value = match (self.stage.global.build_args().get(&name), &decl.default) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(default)) => Some(self.word(default)?),
-                (None, None) => self.stage.global.inherited(&decl.name),
+                (None, None) => self.stage.global.inherited(&name),
             };
             args.push(ArgDecl {
-                name: decl.name.clone(),
+                name,
                 default: value,
             });
         }
