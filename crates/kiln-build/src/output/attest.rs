@@ -1,0 +1,134 @@
+//! Provenance and SBOM statements attached to the image as BuildKit
+//! attaches them: an image index holding the image manifest and, beside it,
+//! an attestation manifest (platform `unknown/unknown`, annotated
+//! `vnd.docker.reference.type=attestation-manifest` and
+//! `vnd.docker.reference.digest=<image manifest digest>`) whose layers are
+//! the in-toto statements (`application/vnd.in-toto+json`, annotated
+//! `in-toto.io/predicate-type`).
+//!
+//! This form is chosen over OCI 1.1 artifacts with a `subject`: it is one
+//! tag write that every registry accepts (no referrers API or
+//! `sha256-<digest>` fallback tag to keep consistent), `docker buildx
+//! imagetools inspect --format '{{json .Provenance}}'` and Docker Scout
+//! read it, and the same index goes into the tar and OCI-layout outputs.
+//! The image manifest itself is unchanged; the tag names the index.
+
+use crate::engine::assemble::BuiltImage;
+use kiln_attest::{IN_TOTO_MEDIA_TYPE, PREDICATE_TYPE_ANNOTATION};
+use kiln_oci::{media, Descriptor, Digest, Index, Manifest, Platform};
+use serde_json::json;
+
+/// `vnd.docker.reference.type` on the attestation manifest's index entry.
+pub const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+/// Its value.
+pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
+/// `vnd.docker.reference.digest`: the image manifest the statements are about.
+pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+
+/// One statement: its predicate type and its JSON bytes.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    /// `https://slsa.dev/provenance/v1`, `https://spdx.dev/Document`.
+    pub predicate_type: String,
+    /// The statement as written.
+    pub bytes: Vec<u8>,
+}
+
+/// The image index and the attestation manifest beside the image.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    /// The statements, each one layer blob.
+    pub layers: Vec<(Descriptor, Vec<u8>)>,
+    /// The attestation manifest's config.
+    pub config: (Descriptor, Vec<u8>),
+    /// The attestation manifest.
+    pub manifest: (Descriptor, Vec<u8>),
+    /// The image index the tag names.
+    pub index: (Descriptor, Vec<u8>),
+}
+
+impl Attached {
+    /// The index's digest: what the tag points to.
+    pub fn digest(&self) -> &Digest {
+        &self.index.0.digest
+    }
+
+    /// Every blob beside the image's own (statements, config), then the
+    /// attestation manifest, then the index: the order they must be written.
+    pub fn blobs(&self) -> impl Iterator<Item = &(Descriptor, Vec<u8>)> {
+        self.layers.iter().chain([&self.config])
+    }
+}
+
+/// Attaches `statements` to `image` (the manifest they name as subject).
+pub fn attach(image: &BuiltImage, statements: &[Statement]) -> Attached {
+    let layers: Vec<(Descriptor, Vec<u8>)> = statements
+        .iter()
+        .map(|s| {
+            let mut d = Descriptor::of_bytes(IN_TOTO_MEDIA_TYPE, &s.bytes);
+            d.annotations.insert(
+                PREDICATE_TYPE_ANNOTATION.to_string(),
+                s.predicate_type.clone(),
+            );
+            (d, s.bytes.clone())
+        })
+        .collect();
+    // As BuildKit: an image config of the unknown platform whose diff_ids
+    // are the statements (uncompressed, so the same digests).
+    let config_bytes = serde_json::to_vec(&json!({
+        "architecture": "unknown",
+        "os": "unknown",
+        "config": {},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": layers.iter().map(|(d, _)| d.digest.to_string()).collect::<Vec<_>>(),
+        },
+    }))
+    .expect("JSON values serialise");
+    let config = Descriptor::of_bytes(media::OCI_CONFIG, &config_bytes);
+    let manifest = Manifest::new(
+        true,
+        config.clone(),
+        layers.iter().map(|(d, _)| d.clone()).collect(),
+    );
+    let manifest_bytes = manifest.to_vec();
+    let mut manifest_desc = Descriptor::of_bytes(media::OCI_MANIFEST, &manifest_bytes);
+    manifest_desc
+        .annotations
+        .insert(REFERENCE_DIGEST.to_string(), image.digest.to_string());
+    manifest_desc
+        .annotations
+        .insert(REFERENCE_TYPE.to_string(), ATTESTATION_MANIFEST.to_string());
+    manifest_desc.platform = Some(Platform::new("unknown", "unknown", None));
+
+    let mut image_desc = Descriptor::new(
+        image.manifest_media_type.clone(),
+        image.digest.clone(),
+        image.manifest_bytes.len() as u64,
+    );
+    image_desc.platform = image_platform(image);
+    let mut index = Index::new(true, vec![image_desc, manifest_desc.clone()]);
+    index.media_type = Some(media::OCI_INDEX.to_string());
+    let index_bytes = index.to_vec();
+    let index_desc = Descriptor::of_bytes(media::OCI_INDEX, &index_bytes);
+    Attached {
+        layers,
+        config: (config, config_bytes),
+        manifest: (manifest_desc, manifest_bytes),
+        index: (index_desc, index_bytes),
+    }
+}
+
+/// The platform the image's config names.
+fn image_platform(image: &BuiltImage) -> Option<Platform> {
+    let config: serde_json::Value = serde_json::from_slice(&image.config_bytes).ok()?;
+    let os = config["os"].as_str()?;
+    let arch = config["architecture"].as_str()?;
+    Some(Platform::new(os, arch, config["variant"].as_str()))
+}
+
+/// The descriptor without the annotations and platform the index gives it:
+/// what a blob store needs.
+pub fn plain(d: &Descriptor) -> Descriptor {
+    Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size)
+}

@@ -1,0 +1,451 @@
+//! Provenance and SBOM statements end to end against a real registry: the
+//! image index BuildKit's form uses (image manifest + attestation manifest),
+//! found by following the tag with skopeo and the blobs with curl; the
+//! statements validated against the in-toto and SLSA v1 JSON schemas
+//! (tests/fixtures/schemas) and the SPDX validator (`pyspdxtools`); the
+//! SBOM's packages against `dpkg-query` and `pip list --path` on the
+//! unpacked image; and an image built without the flags unchanged.
+
+use assert_cmd::cargo::cargo_bin;
+use kiln_testkit::{skopeo_inspect_raw, Registry};
+use serde_json::Value;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// `kiln build` of `ctx` with an empty Docker config, plus `args`.
+fn kiln(ctx: &Path, args: &[&str]) -> Output {
+    let docker_config = tempfile::tempdir().unwrap();
+    fs::write(docker_config.path().join("config.json"), "{\"auths\":{}}").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    Command::new(cargo_bin("kiln"))
+        .env("DOCKER_CONFIG", docker_config.path())
+        .env("HOME", docker_config.path())
+        .env_remove("KANIKO_NO_PUSH")
+        .args([
+            "build",
+            "--log-format=text",
+            "--insecure",
+            "--insecure-pull",
+        ])
+        .arg("--context")
+        .arg(ctx)
+        .arg("--kiln-dir")
+        .arg(work.path())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn context(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    dir
+}
+
+/// An HTTP server on 127.0.0.1 answering every request with `body`.
+fn serve(body: &'static [u8]) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    });
+    format!("http://{addr}/tool.txt")
+}
+
+/// A blob of `name` (a `repo:tag` on `reg`) by digest, with curl.
+fn blob(reg: &Registry, repo: &str, digest: &str) -> Vec<u8> {
+    let url = format!("{}/v2/{repo}/blobs/{digest}", reg.url());
+    let out = Command::new("curl").args(["-fsS", &url]).output().unwrap();
+    assert!(out.status.success(), "curl {url}: {}", text(&out));
+    out.stdout
+}
+
+/// The statements attached to `name` on `reg`, found by following the tag:
+/// the index, its attestation manifest, its layers. Also returns the index.
+fn attached(reg: &Registry, repo: &str, tag: &str) -> (Value, Vec<(String, Value)>) {
+    let index = skopeo_inspect_raw(&reg.image_ref(&format!("{repo}:{tag}")), false).unwrap();
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index}"
+    );
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{index}");
+    let image = &manifests[0];
+    let att = &manifests[1];
+    assert_eq!(att["platform"]["os"], "unknown");
+    assert_eq!(att["platform"]["architecture"], "unknown");
+    assert_eq!(
+        att["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    assert_eq!(
+        att["annotations"]["vnd.docker.reference.digest"],
+        image["digest"]
+    );
+    let att_ref = format!(
+        "{}@{}",
+        reg.image_ref(repo),
+        att["digest"].as_str().unwrap()
+    );
+    let manifest = skopeo_inspect_raw(&att_ref, false).unwrap();
+    let mut out = Vec::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(layer["mediaType"], "application/vnd.in-toto+json");
+        let predicate = layer["annotations"]["in-toto.io/predicate-type"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let bytes = blob(reg, repo, layer["digest"].as_str().unwrap());
+        let statement: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(statement["predicateType"], predicate.as_str());
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                statement["subject"][0]["digest"]["sha256"]
+                    .as_str()
+                    .unwrap()
+            ),
+            image["digest"].as_str().unwrap(),
+            "the statement is about the image manifest"
+        );
+        out.push((predicate, statement));
+    }
+    (index, out)
+}
+
+fn schemas() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schemas")
+}
+
+/// Validates a statement with the in-toto (and SLSA v1) JSON schemas.
+fn validate_schema(statement: &Value) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), serde_json::to_vec(statement).unwrap()).unwrap();
+    let out = Command::new("python3")
+        .arg(schemas().join("validate.py"))
+        .arg(file.path())
+        .output()
+        .expect("python3 with jsonschema (scripts/install-deps) is needed");
+    assert!(out.status.success(), "schema validation: {}", text(&out));
+}
+
+/// `pyspdxtools`: from PATH, or where `pip install --user` puts it.
+fn pyspdxtools() -> PathBuf {
+    if let Some(p) = kiln_testkit::find_in_path("pyspdxtools") {
+        return p;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let user = Path::new(&home).join(".local/bin/pyspdxtools");
+    assert!(
+        user.exists(),
+        "pyspdxtools (PyPI spdx-tools) is needed: run scripts/install-deps"
+    );
+    user
+}
+
+/// Validates an SPDX document with the SPDX project's own validator.
+fn validate_spdx(document: &Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sbom.spdx.json");
+    fs::write(&file, serde_json::to_vec(document).unwrap()).unwrap();
+    let out = Command::new(pyspdxtools())
+        .arg("-i")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pyspdxtools: {}", text(&out));
+    let said = text(&out).to_lowercase();
+    assert!(
+        !said.contains("error") && !said.contains("invalid"),
+        "{said}"
+    );
+}
+
+fn manifest_digest(reg: &Registry, name: &str) -> String {
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}", reg.image_ref(name)))
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", text(&raw));
+    kiln_testkit::layout::sha256_digest(&raw.stdout)
+}
+
+#[test]
+fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let url = serve(b"tool v1\n");
+    let dockerfile = format!(
+        "FROM {}\nARG VERSION\nARG GITHUB_TOKEN\nADD {url} /tool.txt\n\
+         RUN echo $VERSION > /version\n",
+        reg.image_ref("busybox:latest")
+    );
+    let ctx = context(&dockerfile);
+    let files = tempfile::tempdir().unwrap();
+    let prov_file = files.path().join("out/provenance.json");
+    let digest_file = files.path().join("digest");
+    let app = reg.image_ref("app:1");
+    let out = kiln(
+        ctx.path(),
+        &[
+            "-d",
+            &app,
+            "--build-arg=VERSION=1.2",
+            "--build-arg=GITHUB_TOKEN=ghp_s3cr3tvalue",
+            "--provenance",
+            "--sbom",
+            "--provenance-file",
+            prov_file.to_str().unwrap(),
+            "--digest-file",
+            digest_file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("ghp_s3cr3tvalue"), "{}", text(&out));
+
+    let (index, statements) = attached(&reg, "app", "1");
+    // The digest file names what the tag names: the index.
+    assert_eq!(
+        fs::read_to_string(&digest_file).unwrap(),
+        manifest_digest(&reg, "app:1")
+    );
+    assert_eq!(index["manifests"][0]["platform"]["os"], "linux");
+    let predicates: Vec<&str> = statements.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        predicates,
+        [
+            "https://slsa.dev/provenance/v1",
+            "https://spdx.dev/Document"
+        ]
+    );
+
+    let prov = &statements[0].1;
+    validate_schema(prov);
+    validate_schema(&statements[1].1);
+    validate_spdx(&statements[1].1["predicate"]);
+    // The file holds the very statement that is attached.
+    let from_file: Value = serde_json::from_slice(&fs::read(&prov_file).unwrap()).unwrap();
+    assert_eq!(&from_file, prov);
+    let all = prov.to_string();
+    assert!(!all.contains("ghp_s3cr3tvalue"), "{all}");
+
+    let def = &prov["predicate"]["buildDefinition"];
+    assert_eq!(
+        def["buildType"],
+        "https://github.com/moby/buildkit/blob/master/docs/attestations/slsa-definitions.md"
+    );
+    let params = &def["externalParameters"];
+    let sha = kiln_testkit::layout::sha256_digest(dockerfile.as_bytes());
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            params["configSource"]["digest"]["sha256"].as_str().unwrap()
+        ),
+        sha
+    );
+    assert_eq!(params["request"]["args"]["build-arg:VERSION"], "1.2");
+    assert_eq!(
+        params["request"]["args"]["build-arg:GITHUB_TOKEN"],
+        "[REDACTED]"
+    );
+    // Every material, pinned: the base by its manifest digest, the download by its body's.
+    let busybox = manifest_digest(&reg, "busybox:latest");
+    let deps = def["resolvedDependencies"].as_array().unwrap();
+    let base = deps
+        .iter()
+        .find(|d| d["uri"].as_str().unwrap().starts_with("pkg:docker/"))
+        .unwrap_or_else(|| panic!("no base image in {deps:?}"));
+    assert!(
+        base["uri"]
+            .as_str()
+            .unwrap()
+            .contains("busybox@latest?platform="),
+        "{base}"
+    );
+    assert_eq!(
+        format!("sha256:{}", base["digest"]["sha256"].as_str().unwrap()),
+        busybox
+    );
+    let download = deps.iter().find(|d| d["uri"] == url.as_str()).unwrap();
+    assert_eq!(
+        format!("sha256:{}", download["digest"]["sha256"].as_str().unwrap()),
+        kiln_testkit::layout::sha256_digest(b"tool v1\n")
+    );
+    assert_eq!(
+        prov["predicate"]["runDetails"]["builder"]["version"]["kiln"],
+        env!("CARGO_PKG_VERSION")
+    );
+    // min mode: no steps.
+    assert!(
+        def["internalParameters"].get("buildConfig").is_none(),
+        "{def}"
+    );
+}
+
+#[test]
+fn an_image_built_without_the_flags_is_unchanged_and_attaching_keeps_its_manifest() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let ctx = context(&format!(
+        "FROM {}\nRUN echo hello > /hello\n",
+        reg.image_ref("busybox:latest")
+    ));
+    let plain = reg.image_ref("plain:1");
+    let out = kiln(ctx.path(), &["-d", &plain, "--reproducible"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest = skopeo_inspect_raw(&plain, false).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert!(manifest.get("manifests").is_none());
+
+    let files = tempfile::tempdir().unwrap();
+    let prov = files.path().join("p.json");
+    let sbom = files.path().join("s.json");
+    let file_only = reg.image_ref("fileonly:1");
+    let out = kiln(
+        ctx.path(),
+        &[
+            "-d",
+            &file_only,
+            "--reproducible",
+            "--provenance-file",
+            prov.to_str().unwrap(),
+            "--sbom-file",
+            sbom.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // Files only: nothing attached, the same manifest bytes.
+    assert_eq!(
+        manifest_digest(&reg, "fileonly:1"),
+        manifest_digest(&reg, "plain:1")
+    );
+    validate_schema(&serde_json::from_slice(&fs::read(&prov).unwrap()).unwrap());
+    let sbom: Value = serde_json::from_slice(&fs::read(&sbom).unwrap()).unwrap();
+    validate_schema(&sbom);
+    validate_spdx(&sbom["predicate"]);
+
+    let attached_ref = reg.image_ref("attached:1");
+    let out = kiln(
+        ctx.path(),
+        &[
+            "-d",
+            &attached_ref,
+            "--reproducible",
+            "--provenance=mode=max",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let (index, _) = attached(&reg, "attached", "1");
+    // The index holds the very image manifest a build without the flags pushes.
+    assert_eq!(
+        index["manifests"][0]["digest"],
+        manifest_digest(&reg, "plain:1").as_str()
+    );
+}
+
+#[test]
+fn cache_hits_keep_the_provenance_true_in_max_mode() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let ctx = context(&format!(
+        "FROM {}\nRUN echo one > /one\nRUN echo two > /two\n",
+        reg.image_ref("busybox:latest")
+    ));
+    let cache = reg.image_ref("cache");
+    let build = |tag: &str| {
+        let dest = reg.image_ref(&format!("app:{tag}"));
+        let out = kiln(
+            ctx.path(),
+            &[
+                "-d",
+                &dest,
+                "--cache",
+                "--cache-repo",
+                &cache,
+                "--provenance=mode=max",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let (_, statements) = attached(&reg, "app", tag);
+        let prov = statements[0].1.clone();
+        validate_schema(&prov);
+        prov
+    };
+    let steps = |prov: &Value| {
+        prov["predicate"]["buildDefinition"]["internalParameters"]["buildConfig"]["steps"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let cold = build("cold");
+    let cold_steps = steps(&cold);
+    assert_eq!(cold_steps.len(), 2, "{cold_steps:?}");
+    assert!(
+        cold_steps.iter().all(|s| s["cached"] == false),
+        "{cold_steps:?}"
+    );
+    let warm = build("warm");
+    let warm_steps = steps(&warm);
+    assert_eq!(warm_steps.len(), 2, "every step is recorded, cached or not");
+    for (cold, warm) in cold_steps.iter().zip(&warm_steps) {
+        assert_eq!(cold["line"], warm["line"]);
+        assert_eq!(cold["instruction"], warm["instruction"]);
+        assert_eq!(warm["cached"], true, "{warm}");
+        assert!(
+            warm["cacheOrigin"].as_str().unwrap().ends_with("/cache"),
+            "{warm}"
+        );
+    }
+    // The materials do not change with the cache.
+    assert_eq!(
+        cold["predicate"]["buildDefinition"]["resolvedDependencies"],
+        warm["predicate"]["buildDefinition"]["resolvedDependencies"]
+    );
+}
+
+#[test]
+fn bad_provenance_values_and_docker_format_are_refused() {
+    let ctx = context("FROM scratch\n");
+    let out = kiln(ctx.path(), &["--no-push", "--provenance=mode=full"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("mode=full: the mode is min or max"),
+        "{}",
+        text(&out)
+    );
+    let tar = tempfile::tempdir().unwrap();
+    let path = tar.path().join("i.tar");
+    let out = kiln(
+        ctx.path(),
+        &[
+            "--no-push",
+            "--tar-path",
+            path.to_str().unwrap(),
+            "--sbom",
+            "--image-format=docker",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--image-format=docker"),
+        "{}",
+        text(&out)
+    );
+}
