@@ -9,6 +9,7 @@
 use assert_cmd::cargo::cargo_bin;
 use kiln_testkit::{skopeo_inspect_raw, Registry};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -447,5 +448,180 @@ fn bad_provenance_values_and_docker_format_are_refused() {
         text(&out).contains("--image-format=docker"),
         "{}",
         text(&out)
+    );
+}
+
+/// `(name, version)` of each package `ecosystem`'s cataloguer found.
+fn sbom_packages(sbom: &Value, ecosystem: &str, under: &str) -> BTreeSet<(String, String)> {
+    sbom["predicate"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["sourceInfo"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&format!("{ecosystem} database: {under}")))
+        })
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["versionInfo"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Unpacks the image that `tag` names in the OCI layout `layout` (an index
+/// with attestations: its image manifest) with umoci; returns the rootfs.
+fn unpack(layout: &Path, tag: &str, into: &Path) -> PathBuf {
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()
+        .clone();
+    let blob = |d: &Value| {
+        let hex = d["digest"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap()
+            .to_string();
+        serde_json::from_slice::<Value>(&fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    assert_eq!(
+        entry["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let mut image = blob(&entry)["manifests"][0].clone();
+    // umoci wants the image manifest itself under a tag.
+    image["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "unpack"});
+    let own = serde_json::json!({"schemaVersion": 2, "manifests": [image]});
+    fs::write(layout.join("index.json"), serde_json::to_vec(&own).unwrap()).unwrap();
+    kiln_testkit::umoci_unpack(layout, "unpack", into).unwrap()
+}
+
+#[test]
+fn the_sbom_lists_exactly_what_dpkg_and_pip_report_for_a_debian_image() {
+    let reg = Registry::plain().unwrap();
+    let base = kiln_testkit::BaseImage::debian()
+        .unwrap()
+        .push_to(&reg, "debian:bookworm")
+        .unwrap();
+    // A later layer changes both databases: a package added to dpkg's
+    // status, one removed (config files kept), a Python distribution deleted
+    // (a whiteout over the base layer), and an npm package copied in.
+    let ctx = context(&format!(
+        "FROM {base}\n\
+         RUN printf '\\nPackage: kiln-extra\\nStatus: install ok installed\\nPriority: optional\\n\
+         Architecture: all\\nVersion: 1.0-1\\nMaintainer: kiln <kiln@example.org>\\n\
+         Description: test package\\n' >> /var/lib/dpkg/status \
+         && sed -i '/^Package: e2fsprogs$/,/^$/ s/^Status: install ok installed$/Status: deinstall ok config-files/' /var/lib/dpkg/status \
+         && rm -rf /usr/lib/python3/dist-packages/wheel-*.dist-info /usr/lib/python3/dist-packages/wheel-*.egg-info\n\
+         COPY left-pad /app/node_modules/left-pad\n"
+    ));
+    fs::create_dir_all(ctx.path().join("left-pad/test")).unwrap();
+    fs::write(
+        ctx.path().join("left-pad/package.json"),
+        r#"{"name":"left-pad","version":"1.3.0","license":"WTFPL"}"#,
+    )
+    .unwrap();
+    fs::write(
+        ctx.path().join("left-pad/test/package.json"),
+        r#"{"name":"fixture","version":"0.0.0"}"#,
+    )
+    .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let sbom_file = files.path().join("sbom.json");
+    let layout = files.path().join("layout");
+    let out = kiln(
+        ctx.path(),
+        &[
+            "-d",
+            &reg.image_ref("app:1"),
+            "--sbom",
+            "--provenance",
+            "--sbom-file",
+            sbom_file.to_str().unwrap(),
+            "--oci-layout-path",
+            layout.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for line in text(&out).lines().filter(|l| l.contains("made in")) {
+        eprintln!("{line}");
+    }
+    let sbom: Value = serde_json::from_slice(&fs::read(&sbom_file).unwrap()).unwrap();
+    validate_schema(&sbom);
+    validate_spdx(&sbom["predicate"]);
+    // What is attached is what was written.
+    let (_, statements) = attached(&reg, "app", "1");
+    assert_eq!(statements[1].1, sbom);
+
+    let rootfs = unpack(&layout, "1", &files.path().join("bundle"));
+    let dpkg = Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            rootfs.join("var/lib/dpkg").display()
+        ))
+        .args(["-W", "-f", "${db:Status-Status}\t${Package}\t${Version}\n"])
+        .output()
+        .unwrap();
+    assert!(dpkg.status.success(), "{}", text(&dpkg));
+    let listed = String::from_utf8(dpkg.stdout).unwrap();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("config-files\te2fsprogs\t")),
+        "{listed}"
+    );
+    let expected: BTreeSet<(String, String)> = listed
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let (status, name, version) = (f.next()?, f.next()?, f.next()?);
+            (!matches!(status, "not-installed" | "config-files"))
+                .then(|| (name.to_string(), version.to_string()))
+        })
+        .collect();
+    assert!(expected.len() > 50, "{expected:?}");
+    assert!(expected.contains(&("kiln-extra".into(), "1.0-1".into())));
+    assert!(!expected.iter().any(|(n, _)| n == "e2fsprogs"));
+    assert_eq!(
+        sbom_packages(&sbom, "dpkg", "/var/lib/dpkg/status"),
+        expected
+    );
+
+    let site = rootfs.join("usr/lib/python3/dist-packages");
+    let pip = Command::new("python3")
+        .args(["-m", "pip", "list", "--format=json", "--path"])
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert!(pip.status.success(), "{}", text(&pip));
+    let listed: Vec<Value> = serde_json::from_slice(&pip.stdout).unwrap();
+    let expected: BTreeSet<(String, String)> = listed
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(expected.iter().any(|(n, _)| n == "pip"), "{expected:?}");
+    assert!(!expected.iter().any(|(n, _)| n == "wheel"), "{expected:?}");
+    assert_eq!(
+        sbom_packages(&sbom, "python", "/usr/lib/python3/dist-packages/"),
+        expected
+    );
+
+    assert_eq!(
+        sbom_packages(&sbom, "npm", "/app/"),
+        BTreeSet::from([("left-pad".to_string(), "1.3.0".to_string())])
     );
 }
