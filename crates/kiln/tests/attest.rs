@@ -130,6 +130,20 @@ fn attached(reg: &Registry, repo: &str, tag: &str) -> (Value, Vec<(String, Value
     (index, out)
 }
 
+/// Every regular file of a tarball, by name.
+fn tar_entries(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(fs::File::open(path).unwrap());
+    let mut out = std::collections::BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        out.insert(name, bytes);
+    }
+    out
+}
+
 fn schemas() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schemas")
 }
@@ -201,6 +215,7 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
     let files = tempfile::tempdir().unwrap();
     let prov_file = files.path().join("out/provenance.json");
     let digest_file = files.path().join("digest");
+    let tar_path = files.path().join("image.tar");
     let app = reg.image_ref("app:1");
     let out = kiln(
         ctx.path(),
@@ -215,6 +230,8 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
             prov_file.to_str().unwrap(),
             "--digest-file",
             digest_file.to_str().unwrap(),
+            "--tar-path",
+            tar_path.to_str().unwrap(),
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -227,6 +244,23 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
         manifest_digest(&reg, "app:1")
     );
     assert_eq!(index["manifests"][0]["platform"]["os"], "linux");
+    // The tarball holds the same index, named by its index.json, and every
+    // blob the index leads to.
+    let entries = tar_entries(&tar_path);
+    let tar_index: Value = serde_json::from_slice(&entries["index.json"]).unwrap();
+    let top = &tar_index["manifests"][0];
+    assert_eq!(top["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(top["digest"], manifest_digest(&reg, "app:1").as_str());
+    let in_tar = |d: &Value| {
+        let name = format!("blobs/sha256/{}", &d["digest"].as_str().unwrap()[7..]);
+        serde_json::from_slice::<Value>(&entries[&name]).unwrap()
+    };
+    assert_eq!(in_tar(top), index);
+    let att_manifest = in_tar(&index["manifests"][1]);
+    for layer in att_manifest["layers"].as_array().unwrap() {
+        let statement = in_tar(layer);
+        assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    }
     let predicates: Vec<&str> = statements.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         predicates,
