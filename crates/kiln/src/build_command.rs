@@ -125,7 +125,7 @@ pub struct BuildCommand {
     #[arg(long, value_name = "FILE", help_heading = OUTPUT)]
     pub provenance_file: Option<PathBuf>,
 
-    /// Attach an SPDX 2.3 SBOM of the image's packages (dpkg, apk, Python, npm).
+    /// Attach an SPDX 2.3 SBOM of the image's packages (dpkg, apk, Python, npm, Go binaries).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set, help_heading = OUTPUT)]
     pub sbom: bool,
 

@@ -659,3 +659,35 @@ fn the_sbom_lists_exactly_what_dpkg_and_pip_report_for_a_debian_image() {
         BTreeSet::from([("left-pad".to_string(), "1.3.0".to_string())])
     );
 }
+
+#[test]
+fn the_sbom_names_a_go_binarys_main_package_and_go_release() {
+    // umoci is a Go program (a required test tool, Debian's build).
+    let umoci = kiln_testkit::find_in_path("umoci").expect("umoci is needed: scripts/install-deps");
+    let ctx =
+        context("FROM scratch\nCOPY umoci /usr/local/bin/umoci\nCOPY notes /usr/local/bin/notes\n");
+    fs::copy(&umoci, ctx.path().join("umoci")).unwrap();
+    fs::write(ctx.path().join("notes"), "#!/bin/sh\n").unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let sbom_file = files.path().join("sbom.json");
+    let out = kiln(
+        ctx.path(),
+        &["--no-push", "--sbom-file", sbom_file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let sbom: Value = serde_json::from_slice(&fs::read(&sbom_file).unwrap()).unwrap();
+    validate_spdx(&sbom["predicate"]);
+    let go = sbom_packages(&sbom, "go", "/usr/local/bin/umoci");
+    let names: Vec<&str> = go.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"github.com/opencontainers/umoci/cmd/umoci"),
+        "{go:?}"
+    );
+    let stdlib = go.iter().find(|(n, _)| n == "stdlib").unwrap();
+    assert!(stdlib.1.starts_with("go1."), "{stdlib:?}");
+    assert_eq!(
+        sbom["predicate"]["packages"].as_array().unwrap().len(),
+        1 + go.len(),
+        "the image, then only umoci's packages"
+    );
+}

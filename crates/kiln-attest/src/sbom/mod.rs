@@ -11,6 +11,7 @@
 //! | [`apk`] | `lib/apk/db/installed` | Alpine packages |
 //! | [`python`] | `…/site-packages/*.dist-info/METADATA`, `…/*.egg-info/PKG-INFO` (or an `.egg-info` file), also under `dist-packages` | installed Python distributions |
 //! | [`npm`] | `…/node_modules/NAME/package.json`, `…/node_modules/@SCOPE/NAME/package.json` | npm packages |
+//! | [`golang`] | every ELF file with an execute bit | Go binaries' modules and Go release |
 //!
 //! The database formats are small line formats; the crates that read them
 //! (e.g. `debian-control`) bring a parser framework each for a few dozen
@@ -18,6 +19,7 @@
 
 pub mod apk;
 pub mod dpkg;
+pub mod golang;
 pub mod npm;
 pub mod python;
 mod spdx;
@@ -53,6 +55,8 @@ pub struct Package {
 #[derive(Debug, Default)]
 pub struct Collector {
     files: BTreeMap<String, Vec<u8>>,
+    /// Packages read from binaries already (their content is not kept).
+    binaries: BTreeMap<String, Vec<Package>>,
 }
 
 impl Collector {
@@ -70,13 +74,28 @@ impl Collector {
     /// A layer holds `path` with `content` (a later layer's copy replaces
     /// an earlier one).
     pub fn add(&mut self, path: &str, content: Vec<u8>) {
-        self.files.insert(normalize(path), content);
+        let path = normalize(path);
+        self.binaries.remove(&path);
+        self.files.insert(path, content);
+    }
+
+    /// A layer holds the binary at `path`, built from `packages` (empty
+    /// when it is not one a cataloguer reads: it still hides a lower one).
+    pub fn add_binary(&mut self, path: &str, packages: Vec<Package>) {
+        let path = normalize(path);
+        self.files.remove(&path);
+        if packages.is_empty() {
+            self.binaries.remove(&path);
+        } else {
+            self.binaries.insert(path, packages);
+        }
     }
 
     /// A layer deletes `path` (a whiteout): the path and all below it.
     pub fn remove(&mut self, path: &str) {
         let path = normalize(path);
         self.files.remove(&path);
+        self.binaries.remove(&path);
         self.remove_below(&path);
     }
 
@@ -94,11 +113,20 @@ impl Collector {
         for k in doomed {
             self.files.remove(&k);
         }
+        let doomed: Vec<String> = self
+            .binaries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.binaries.remove(&k);
+        }
     }
 
     /// Every package the cataloguers find, sorted.
     pub fn packages(&self) -> Vec<Package> {
-        let mut out = Vec::new();
+        let mut out: Vec<Package> = self.binaries.values().flatten().cloned().collect();
         for (path, content) in &self.files {
             let text = String::from_utf8_lossy(content);
             if dpkg::wants(path) {

@@ -6,11 +6,14 @@
 use super::{layer_file, OutputError};
 use crate::engine::assemble::BuiltImage;
 use crate::engine::blobs::BlobStore;
-use kiln_attest::sbom::{Collector, Package, MAX_FILE};
+use kiln_attest::sbom::{golang, Collector, Package, MAX_FILE};
 use kiln_layer::EntryKind;
 use kiln_oci::media::Compression;
 use std::io::Read;
 use std::ops::ControlFlow;
+
+/// Largest executable searched for Go build information.
+const MAX_BINARY: u64 = 1 << 30;
 
 /// The packages in `image`'s file system.
 pub(crate) async fn packages(
@@ -41,6 +44,9 @@ struct LayerChanges {
     removed: Vec<String>,
     opaque: Vec<String>,
     added: Vec<(String, Vec<u8>)>,
+    /// Every other regular file, with the Go modules of those that are Go
+    /// binaries: a file replaces whatever binary a lower layer had there.
+    binaries: Vec<(String, Vec<Package>)>,
 }
 
 impl LayerChanges {
@@ -55,6 +61,9 @@ impl LayerChanges {
         }
         for (path, content) in self.added {
             collector.add(&path, content);
+        }
+        for (path, packages) in self.binaries {
+            collector.add_binary(&path, packages);
         }
     }
 }
@@ -77,6 +86,20 @@ fn read_layer(
                 let mut bytes = Vec::with_capacity(*size as usize);
                 content.take(MAX_FILE).read_to_end(&mut bytes)?;
                 changes.added.push((name.into_owned(), bytes));
+            }
+            EntryKind::File { size } => {
+                let mut packages = Vec::new();
+                if entry.meta.mode & 0o111 != 0 && (64..=MAX_BINARY).contains(size) {
+                    let mut magic = [0u8; 4];
+                    content.read_exact(&mut magic)?;
+                    if golang::is_elf(&magic) {
+                        let mut bytes = magic.to_vec();
+                        bytes.reserve(*size as usize);
+                        content.take(MAX_BINARY).read_to_end(&mut bytes)?;
+                        packages = golang::parse(&bytes, &name);
+                    }
+                }
+                changes.binaries.push((name.into_owned(), packages));
             }
             // A link where a lower layer had a wanted file hides that file.
             EntryKind::Symlink { .. } | EntryKind::HardLink { .. } if Collector::wants(&name) => {
