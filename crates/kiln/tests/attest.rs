@@ -691,3 +691,50 @@ fn the_sbom_names_a_go_binarys_main_package_and_go_release() {
         "the image, then only umoci's packages"
     );
 }
+
+#[test]
+fn kiln_push_sends_a_saved_image_with_its_attestations() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let ctx = context(&format!(
+        "FROM {}\nRUN echo saved > /saved\n",
+        reg.image_ref("busybox:latest")
+    ));
+    let saved = tempfile::tempdir().unwrap();
+    let tar = saved.path().join("image.tar");
+    let layout = saved.path().join("layout");
+    let built_digest = saved.path().join("built-digest");
+    let out = kiln(
+        ctx.path(),
+        &[
+            "--no-push",
+            "--provenance=mode=max",
+            "--sbom",
+            "--tar-path",
+            tar.to_str().unwrap(),
+            "--oci-layout-path",
+            layout.to_str().unwrap(),
+            "--digest-file",
+            built_digest.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for (path, tag) in [(&tar, "from-tar"), (&layout, "from-layout")] {
+        let pushed_digest = saved.path().join(format!("{tag}-digest"));
+        let out = Command::new(cargo_bin("kiln"))
+            .arg("push")
+            .arg(path)
+            .args(["-d", &reg.image_ref(&format!("app:{tag}")), "--insecure"])
+            .arg("--digest-file")
+            .arg(&pushed_digest)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        // The very index the build made, with the image and its statements.
+        let digest = fs::read_to_string(&pushed_digest).unwrap();
+        assert_eq!(digest, fs::read_to_string(&built_digest).unwrap());
+        assert_eq!(manifest_digest(&reg, &format!("app:{tag}")), digest);
+        let (_, statements) = attached(&reg, "app", tag);
+        assert_eq!(statements.len(), 2);
+        validate_schema(&statements[0].1);
+    }
+}
