@@ -738,3 +738,45 @@ fn kiln_push_sends_a_saved_image_with_its_attestations() {
         validate_schema(&statements[0].1);
     }
 }
+
+#[test]
+fn the_flags_take_buildxs_spellings() {
+    let ctx = context("FROM scratch\n");
+    let options = |args: &[&str]| -> Value {
+        let out = Command::new(cargo_bin("kiln"))
+            .args(["debug", "options", "--no-push", "-c"])
+            .arg(ctx.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["output"]["attest"].clone()
+    };
+    assert_eq!(options(&[])["provenance"], Value::Null);
+    assert_eq!(options(&[])["sbom"], false);
+    assert_eq!(options(&["--provenance"])["provenance"], "mode=min");
+    assert_eq!(options(&["--provenance=true"])["provenance"], "mode=min");
+    assert_eq!(options(&["--provenance=1"])["provenance"], "mode=min");
+    assert_eq!(
+        options(&["--provenance=mode=max"])["provenance"],
+        "mode=max"
+    );
+    assert_eq!(options(&["--provenance=false"])["provenance"], Value::Null);
+    assert_eq!(options(&["--sbom"])["sbom"], true);
+    assert_eq!(options(&["--sbom=false"])["sbom"], false);
+    let with_file = options(&["--provenance-file", "p.json"]);
+    assert_eq!(
+        with_file["provenance"],
+        Value::Null,
+        "written, not attached"
+    );
+    assert_eq!(with_file["provenance_file"], "p.json");
+    // As every boolean flag: a separate word is never taken as the value.
+    let out = Command::new(cargo_bin("kiln"))
+        .args(["build", "--no-push", "-c"])
+        .arg(ctx.path())
+        .args(["--sbom", "false"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
