@@ -216,6 +216,12 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
     let prov_file = files.path().join("out/provenance.json");
     let digest_file = files.path().join("digest");
     let tar_path = files.path().join("image.tar");
+    let secret = files.path().join("npmrc");
+    fs::write(
+        &secret,
+        "//registry.npmjs.org/:_authToken=npm_secretfilecontent\n",
+    )
+    .unwrap();
     let app = reg.image_ref("app:1");
     let out = kiln(
         ctx.path(),
@@ -224,6 +230,7 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
             &app,
             "--build-arg=VERSION=1.2",
             "--build-arg=GITHUB_TOKEN=ghp_s3cr3tvalue",
+            &format!("--secret=id=npmrc,src={}", secret.display()),
             "--provenance",
             "--sbom",
             "--provenance-file",
@@ -279,6 +286,12 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
     assert_eq!(&from_file, prov);
     let all = prov.to_string();
     assert!(!all.contains("ghp_s3cr3tvalue"), "{all}");
+    // A secret is named by its id, never by its content.
+    assert!(!all.contains("npm_secretfilecontent"), "{all}");
+    assert_eq!(
+        prov["predicate"]["buildDefinition"]["externalParameters"]["request"]["secrets"],
+        serde_json::json!([{"id": "npmrc"}])
+    );
 
     let def = &prov["predicate"]["buildDefinition"];
     assert_eq!(
@@ -779,4 +792,36 @@ fn the_flags_take_buildxs_spellings() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn a_package_database_that_is_a_symlink_never_reads_the_builders_files() {
+    // The image's dpkg status is a link to the status file of the machine
+    // kiln runs on, which lists this machine's packages.
+    let host_status = Path::new("/var/lib/dpkg/status");
+    assert!(
+        fs::read_to_string(host_status)
+            .unwrap()
+            .contains("Package: "),
+        "this test needs the Debian host's dpkg database"
+    );
+    let ctx = context("FROM scratch\nCOPY root/ /\n");
+    let dpkg = ctx.path().join("root/var/lib/dpkg");
+    fs::create_dir_all(&dpkg).unwrap();
+    std::os::unix::fs::symlink(host_status, dpkg.join("status")).unwrap();
+    std::os::unix::fs::symlink(
+        "/usr/lib/python3/dist-packages",
+        ctx.path().join("root/site"),
+    )
+    .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let sbom_file = files.path().join("sbom.json");
+    let out = kiln(
+        ctx.path(),
+        &["--no-push", "--sbom-file", sbom_file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let sbom: Value = serde_json::from_slice(&fs::read(&sbom_file).unwrap()).unwrap();
+    let packages = sbom["predicate"]["packages"].as_array().unwrap();
+    assert_eq!(packages.len(), 1, "only the image itself: {packages:?}");
 }

@@ -28,14 +28,17 @@ pub use spdx::{document, DocumentInfo};
 
 use std::collections::BTreeMap;
 
-/// Largest file a cataloguer reads: a package database larger than this is
-/// not a real one.
+/// Largest package database (dpkg status, apk installed) read: a larger
+/// one is not a real one, and is left out rather than held in memory.
 pub const MAX_FILE: u64 = 64 << 20;
+/// How much of a single package's metadata file (`METADATA`, `PKG-INFO`,
+/// `package.json`) is read: the fields needed come first.
+pub const MAX_METADATA: u64 = 1 << 20;
 
 /// One package found in the image.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Package {
-    /// Which cataloguer found it (`dpkg`, `apk`, `python`, `npm`).
+    /// Which cataloguer found it (`dpkg`, `apk`, `python`, `npm`, `go`).
     pub ecosystem: &'static str,
     /// The package's name.
     pub name: String,
@@ -51,12 +54,15 @@ pub struct Package {
     pub found_in: String,
 }
 
-/// The files the cataloguers read, as the final image holds them.
+/// What the cataloguers found so far, by the path that holds it, as the
+/// layers applied so far leave it. Only package databases are kept as
+/// bytes (one per path, bounded by [`MAX_FILE`]); a single package's
+/// metadata file is parsed when it is added, so memory grows with the
+/// number of packages, not with the files' sizes.
 #[derive(Debug, Default)]
 pub struct Collector {
-    files: BTreeMap<String, Vec<u8>>,
-    /// Packages read from binaries already (their content is not kept).
-    binaries: BTreeMap<String, Vec<Package>>,
+    databases: BTreeMap<String, Vec<u8>>,
+    parsed: BTreeMap<String, Vec<Package>>,
 }
 
 impl Collector {
@@ -68,34 +74,57 @@ impl Collector {
     /// Whether a cataloguer reads the file at `path` (relative to the
     /// image's root, no leading `/`).
     pub fn wants(path: &str) -> bool {
-        dpkg::wants(path) || apk::wants(path) || python::wants(path) || npm::wants(path)
+        is_database(path) || python::wants(path) || npm::wants(path)
+    }
+
+    /// How many bytes of the wanted file at `path` to read; a database
+    /// larger than this is to be left out ([`Collector::remove`]).
+    pub fn read_limit(path: &str) -> u64 {
+        if is_database(path) {
+            MAX_FILE
+        } else {
+            MAX_METADATA
+        }
     }
 
     /// A layer holds `path` with `content` (a later layer's copy replaces
     /// an earlier one).
     pub fn add(&mut self, path: &str, content: Vec<u8>) {
         let path = normalize(path);
-        self.binaries.remove(&path);
-        self.files.insert(path, content);
+        if is_database(&path) {
+            self.parsed.remove(&path);
+            self.databases.insert(path, content);
+            return;
+        }
+        let text = String::from_utf8_lossy(&content);
+        let packages = if python::wants(&path) {
+            python::parse(&text, &path)
+        } else if npm::wants(&path) {
+            npm::parse(&text, &path)
+        } else {
+            Vec::new()
+        };
+        self.add_binary(&path, packages);
     }
 
-    /// A layer holds the binary at `path`, built from `packages` (empty
-    /// when it is not one a cataloguer reads: it still hides a lower one).
+    /// A layer holds the file at `path`, found to hold `packages` (a Go
+    /// binary's modules; empty for any other file, which still hides what
+    /// a lower layer had there).
     pub fn add_binary(&mut self, path: &str, packages: Vec<Package>) {
         let path = normalize(path);
-        self.files.remove(&path);
+        self.databases.remove(&path);
         if packages.is_empty() {
-            self.binaries.remove(&path);
+            self.parsed.remove(&path);
         } else {
-            self.binaries.insert(path, packages);
+            self.parsed.insert(path, packages);
         }
     }
 
     /// A layer deletes `path` (a whiteout): the path and all below it.
     pub fn remove(&mut self, path: &str) {
         let path = normalize(path);
-        self.files.remove(&path);
-        self.binaries.remove(&path);
+        self.databases.remove(&path);
+        self.parsed.remove(&path);
         self.remove_below(&path);
     }
 
@@ -104,44 +133,39 @@ impl Collector {
     /// own files.
     pub fn remove_below(&mut self, dir: &str) {
         let prefix = format!("{}/", normalize(dir));
-        let doomed: Vec<String> = self
-            .files
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            self.files.remove(&k);
-        }
-        let doomed: Vec<String> = self
-            .binaries
-            .range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            self.binaries.remove(&k);
-        }
+        remove_prefixed(&mut self.databases, &prefix);
+        remove_prefixed(&mut self.parsed, &prefix);
     }
 
     /// Every package the cataloguers find, sorted.
     pub fn packages(&self) -> Vec<Package> {
-        let mut out: Vec<Package> = self.binaries.values().flatten().cloned().collect();
-        for (path, content) in &self.files {
+        let mut out: Vec<Package> = self.parsed.values().flatten().cloned().collect();
+        for (path, content) in &self.databases {
             let text = String::from_utf8_lossy(content);
             if dpkg::wants(path) {
                 out.extend(dpkg::parse(&text, path));
             } else if apk::wants(path) {
                 out.extend(apk::parse(&text, path));
-            } else if python::wants(path) {
-                out.extend(python::parse(&text, path));
-            } else if npm::wants(path) {
-                out.extend(npm::parse(&text, path));
             }
         }
         out.sort();
         out.dedup();
         out
+    }
+}
+
+fn is_database(path: &str) -> bool {
+    dpkg::wants(path) || apk::wants(path)
+}
+
+fn remove_prefixed<V>(map: &mut BTreeMap<String, V>, prefix: &str) {
+    let doomed: Vec<String> = map
+        .range(prefix.to_string()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in doomed {
+        map.remove(&k);
     }
 }
 

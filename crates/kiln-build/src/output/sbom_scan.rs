@@ -82,10 +82,16 @@ fn read_layer(
         match &entry.kind {
             EntryKind::Whiteout => changes.removed.push(name.into_owned()),
             EntryKind::Opaque => changes.opaque.push(name.into_owned()),
-            EntryKind::File { size } if *size <= MAX_FILE && Collector::wants(&name) => {
-                let mut bytes = Vec::with_capacity(*size as usize);
-                content.take(MAX_FILE).read_to_end(&mut bytes)?;
-                changes.added.push((name.into_owned(), bytes));
+            EntryKind::File { size } if Collector::wants(&name) => {
+                let limit = Collector::read_limit(&name);
+                if *size > limit && limit == MAX_FILE {
+                    tracing::warn!("SBOM: /{name} is {size} bytes, more than a package database holds; left out");
+                    changes.removed.push(name.into_owned());
+                } else {
+                    let mut bytes = Vec::with_capacity((*size).min(limit) as usize);
+                    content.take(limit).read_to_end(&mut bytes)?;
+                    changes.added.push((name.into_owned(), bytes));
+                }
             }
             EntryKind::File { size } => {
                 let mut packages = Vec::new();
