@@ -164,6 +164,32 @@ pub enum ImageFormat {
     Oci,
 }
 
+/// How `--provenance`/`--sbom` statements reach a registry
+/// (`--attestation-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttestationFormat {
+    /// BuildKit's attestation manifest in an image index the tag names.
+    #[default]
+    Index,
+    /// OCI 1.1 artifacts whose `subject` is the image manifest, found with
+    /// the referrers API or its `sha256-<hex>` tag; the tag names the image.
+    Referrers,
+}
+
+impl FromStr for AttestationFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "index" => Ok(AttestationFormat::Index),
+            "referrers" => Ok(AttestationFormat::Referrers),
+            other => Err(format!(
+                "{other:?}: the attestation format is index or referrers"
+            )),
+        }
+    }
+}
+
 /// How RUN steps are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -367,6 +393,8 @@ pub struct BuildFlags {
     pub sbom: bool,
     /// `--sbom-file`: also write the SBOM statement here.
     pub sbom_file: Option<PathBuf>,
+    /// `--attestation-format`: how the statements reach registries.
+    pub attestation_format: AttestationFormat,
 }
 
 impl Default for BuildFlags {
@@ -433,6 +461,7 @@ impl Default for BuildFlags {
             provenance_file: None,
             sbom: false,
             sbom_file: None,
+            attestation_format: AttestationFormat::Index,
         }
     }
 }
@@ -646,6 +675,8 @@ pub struct AttestOptions {
     pub sbom: bool,
     /// Write the SBOM statement here (`--sbom-file`).
     pub sbom_file: Option<PathBuf>,
+    /// How they reach registries (`--attestation-format`).
+    pub format: AttestationFormat,
 }
 
 impl AttestOptions {
@@ -927,6 +958,7 @@ impl BuildFlags {
                     provenance_file: self.provenance_file,
                     sbom: self.sbom,
                     sbom_file: self.sbom_file,
+                    format: self.attestation_format,
                 },
             },
             cache: CacheOptions {

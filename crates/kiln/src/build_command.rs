@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use kiln_build::options::{
-    BuildFlags, Compression, ImageFormat, Isolation, LogFormat, ProvenanceRequest, Verbosity,
+    AttestationFormat, BuildFlags, Compression, ImageFormat, Isolation, LogFormat,
+    ProvenanceRequest, Verbosity,
 };
 
 use crate::go_duration;
@@ -133,6 +134,13 @@ pub struct BuildCommand {
     /// this file; without --sbom it is only written, not attached.
     #[arg(long, value_name = "FILE", help_heading = OUTPUT)]
     pub sbom_file: Option<PathBuf>,
+
+    /// How --provenance and --sbom statements reach registries: index (BuildKit's
+    /// attestation manifest in an image index the tag names) or referrers (OCI 1.1
+    /// artifacts whose subject is the image; the referrers API, else the
+    /// sha256-<hex> tag). Tarballs and OCI layouts always hold the index.
+    #[arg(long, value_name = "FORMAT", default_value = "index", value_parser = str::parse::<AttestationFormat>, help_heading = OUTPUT)]
+    pub attestation_format: AttestationFormat,
 
     /// Print the build plan (stages and steps) and stop: nothing is pulled,
     /// built, pushed or written. KANIKO_PRINT_PLAN=true prints it and builds.
@@ -458,6 +466,7 @@ impl BuildCommand {
             provenance_file: self.provenance_file.clone(),
             sbom: self.sbom,
             sbom_file: self.sbom_file.clone(),
+            attestation_format: self.attestation_format,
         }
     }
 }

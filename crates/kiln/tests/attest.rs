@@ -825,3 +825,99 @@ fn a_package_database_that_is_a_symlink_never_reads_the_builders_files() {
     let packages = sbom["predicate"]["packages"].as_array().unwrap();
     assert_eq!(packages.len(), 1, "only the image itself: {packages:?}");
 }
+
+#[test]
+fn referrers_format_pushes_oci_artifacts_and_the_fallback_tag() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let ctx = context(&format!(
+        "FROM {}\nRUN echo referred > /referred\n",
+        reg.image_ref("busybox:latest")
+    ));
+    let files = tempfile::tempdir().unwrap();
+    let digest_file = files.path().join("digest");
+    let dest = reg.image_ref("app:1");
+    let build = || {
+        let out = kiln(
+            ctx.path(),
+            &[
+                "-d",
+                &dest,
+                "--reproducible",
+                "--provenance=mode=max",
+                "--sbom",
+                "--attestation-format=referrers",
+                "--digest-file",
+                digest_file.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    build();
+    // The tag names the image manifest itself, as without statements.
+    let image = skopeo_inspect_raw(&dest, false).unwrap();
+    assert_eq!(
+        image["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let image_digest = manifest_digest(&reg, "app:1");
+    assert_eq!(fs::read_to_string(&digest_file).unwrap(), image_digest);
+
+    // This registry (distribution 2.8) has no referrers API: the fallback
+    // tag sha256-<hex> holds the index of the artifacts.
+    let fallback = format!("app:sha256-{}", &image_digest[7..]);
+    let referrers = skopeo_inspect_raw(&reg.image_ref(&fallback), false).unwrap();
+    assert_eq!(
+        referrers["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let entries = referrers["manifests"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 2, "{referrers}");
+    let mut predicates = Vec::new();
+    for entry in &entries {
+        assert_eq!(entry["artifactType"], "application/vnd.in-toto+json");
+        let artifact = skopeo_inspect_raw(
+            &format!(
+                "{}@{}",
+                reg.image_ref("app"),
+                entry["digest"].as_str().unwrap()
+            ),
+            false,
+        )
+        .unwrap();
+        assert_eq!(artifact["subject"]["digest"], image_digest.as_str());
+        assert_eq!(
+            artifact["config"]["mediaType"],
+            "application/vnd.oci.empty.v1+json"
+        );
+        let layer = &artifact["layers"][0];
+        let statement: Value =
+            serde_json::from_slice(&blob(&reg, "app", layer["digest"].as_str().unwrap())).unwrap();
+        validate_schema(&statement);
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                statement["subject"][0]["digest"]["sha256"]
+                    .as_str()
+                    .unwrap()
+            ),
+            image_digest
+        );
+        predicates.push(entry["annotations"]["in-toto.io/predicate-type"].clone());
+    }
+    assert_eq!(
+        predicates,
+        [
+            "https://slsa.dev/provenance/v1",
+            "https://spdx.dev/Document"
+        ]
+    );
+
+    // A second build of the same image adds its statements to the
+    // fallback index, keeping the first build's.
+    build();
+    assert_eq!(manifest_digest(&reg, "app:1"), image_digest);
+    let referrers = skopeo_inspect_raw(&reg.image_ref(&fallback), false).unwrap();
+    let again = referrers["manifests"].as_array().unwrap();
+    assert_eq!(again.len(), 4, "{referrers}");
+    assert_eq!(again[..2], entries[..]);
+}

@@ -87,7 +87,7 @@ pub(crate) async fn make(
             });
         }
     }
-    Ok((!attached.is_empty()).then(|| attach(built, &attached)))
+    Ok((!attached.is_empty()).then(|| attach(built, &attached, attest.format)))
 }
 
 /// The image manifest, named as each destination names it (BuildKit's

@@ -6,14 +6,22 @@
 //! the in-toto statements (`application/vnd.in-toto+json`, annotated
 //! `in-toto.io/predicate-type`).
 //!
-//! This form is chosen over OCI 1.1 artifacts with a `subject`: it is one
-//! tag write that every registry accepts (no referrers API or
+//! This form is the default over OCI 1.1 artifacts with a `subject`: it is
+//! one tag write that every registry accepts (no referrers API or
 //! `sha256-<digest>` fallback tag to keep consistent), `docker buildx
 //! imagetools inspect --format '{{json .Provenance}}'` and Docker Scout
 //! read it, and the same index goes into the tar and OCI-layout outputs.
 //! The image manifest itself is unchanged; the tag names the index.
+//!
+//! `--attestation-format=referrers` sends the same statements to registries
+//! as OCI 1.1 artifacts instead (one manifest per statement, `artifactType`
+//! `application/vnd.in-toto+json`, `subject` the image manifest): the tag
+//! names the image manifest, and where the registry has no referrers API
+//! the `sha256-<hex>` tag holds the index of referrers, as the OCI
+//! distribution spec's fallback says.
 
 use crate::engine::assemble::BuiltImage;
+use crate::options::AttestationFormat;
 use kiln_attest::{IN_TOTO_MEDIA_TYPE, PREDICATE_TYPE_ANNOTATION};
 use kiln_oci::{media, Descriptor, Digest, Index, Manifest, Platform};
 use serde_json::json;
@@ -45,12 +53,30 @@ pub struct Attached {
     pub manifest: (Descriptor, Vec<u8>),
     /// The image index the tag names.
     pub index: (Descriptor, Vec<u8>),
+    /// How registries get the statements.
+    pub format: AttestationFormat,
+    /// The image manifest the statements are about.
+    pub subject: Descriptor,
+    /// For [`AttestationFormat::Referrers`]: one artifact manifest per
+    /// statement, described as the referrers index lists it.
+    pub artifacts: Vec<(Descriptor, Vec<u8>)>,
+    /// The artifacts' config: the OCI empty descriptor's `{}`.
+    pub empty: (Descriptor, Vec<u8>),
 }
 
 impl Attached {
-    /// The index's digest: what the tag points to.
+    /// What a destination's tag points to: the index, or with referrers
+    /// the image manifest.
     pub fn digest(&self) -> &Digest {
-        &self.index.0.digest
+        match self.format {
+            AttestationFormat::Index => &self.index.0.digest,
+            AttestationFormat::Referrers => &self.subject.digest,
+        }
+    }
+
+    /// The tag of the referrers fallback: `sha256-<hex>` of the subject.
+    pub fn fallback_tag(&self) -> String {
+        format!("sha256-{}", self.subject.digest.hex())
     }
 
     /// Every blob beside the image's own (statements, config), then the
@@ -61,7 +87,7 @@ impl Attached {
 }
 
 /// Attaches `statements` to `image` (the manifest they name as subject).
-pub fn attach(image: &BuiltImage, statements: &[Statement]) -> Attached {
+pub fn attach(image: &BuiltImage, statements: &[Statement], format: AttestationFormat) -> Attached {
     let layers: Vec<(Descriptor, Vec<u8>)> = statements
         .iter()
         .map(|s| {
@@ -111,12 +137,75 @@ pub fn attach(image: &BuiltImage, statements: &[Statement]) -> Attached {
     index.media_type = Some(media::OCI_INDEX.to_string());
     let index_bytes = index.to_vec();
     let index_desc = Descriptor::of_bytes(media::OCI_INDEX, &index_bytes);
+    let subject = Descriptor::new(
+        image.manifest_media_type.clone(),
+        image.digest.clone(),
+        image.manifest_bytes.len() as u64,
+    );
+    let empty_bytes = b"{}".to_vec();
+    let empty = Descriptor::of_bytes(media::OCI_EMPTY, &empty_bytes);
+    let artifacts = layers
+        .iter()
+        .map(|(layer, _)| artifact(layer, &subject, &empty))
+        .collect();
     Attached {
         layers,
         config: (config, config_bytes),
         manifest: (manifest_desc, manifest_bytes),
         index: (index_desc, index_bytes),
+        format,
+        subject,
+        artifacts,
+        empty: (empty, empty_bytes),
     }
+}
+
+/// An OCI 1.1 artifact manifest carrying one statement about `subject`.
+fn artifact(
+    statement: &Descriptor,
+    subject: &Descriptor,
+    empty: &Descriptor,
+) -> (Descriptor, Vec<u8>) {
+    let predicate = statement
+        .annotations
+        .get(PREDICATE_TYPE_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    let bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "artifactType": IN_TOTO_MEDIA_TYPE,
+        "config": {
+            "mediaType": empty.media_type,
+            "digest": empty.digest.to_string(),
+            "size": empty.size,
+            "data": "e30=",
+        },
+        "layers": [statement],
+        "subject": subject,
+        "annotations": {PREDICATE_TYPE_ANNOTATION: predicate},
+    }))
+    .expect("JSON values serialise");
+    let mut desc = Descriptor::of_bytes(media::OCI_MANIFEST, &bytes);
+    desc.artifact_type = Some(IN_TOTO_MEDIA_TYPE.to_string());
+    desc.annotations
+        .insert(PREDICATE_TYPE_ANNOTATION.to_string(), predicate);
+    (desc, bytes)
+}
+
+/// The referrers fallback index: `existing` (what the `sha256-<hex>` tag
+/// held, if anything) with `artifacts` added, each once.
+pub fn fallback_index(existing: Option<&[u8]>, artifacts: &[(Descriptor, Vec<u8>)]) -> Vec<u8> {
+    let mut index = existing
+        .and_then(|b| Index::from_slice(b).ok())
+        .unwrap_or_else(|| Index::new(true, Vec::new()));
+    index.media_type = Some(media::OCI_INDEX.to_string());
+    for (desc, _) in artifacts {
+        if !index.manifests.iter().any(|d| d.digest == desc.digest) {
+            index.manifests.push(desc.clone());
+        }
+    }
+    index.to_vec()
 }
 
 /// The platform the image's config names.
