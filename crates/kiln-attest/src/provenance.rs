@@ -240,7 +240,7 @@ pub fn predicate(record: &BuildRecord, mode: Mode, builder_id: &str) -> Value {
     materials.dedup();
     let resolved: Vec<Value> = materials
         .iter()
-        .map(|m| json!({"uri": m.uri, "digest": {"sha256": m.sha256}}))
+        .map(|m| json!({"uri": redact_url_credentials(&m.uri), "digest": {"sha256": m.sha256}}))
         .collect();
     let mut internal = json!({"builderPlatform": record.builder_platform});
     if mode == Mode::Max {
@@ -374,9 +374,19 @@ mod tests {
                     cache_origin: None,
                 },
             ],
+            materials: vec![Material {
+                uri: "https://deploy:hunter2@files.example/tool.tgz".into(),
+                sha256: "cd".repeat(32),
+            }],
             ..Default::default()
         };
         let min = predicate(&record, Mode::Min, "b");
+        assert_eq!(
+            min["buildDefinition"]["resolvedDependencies"][0]["uri"],
+            "https://files.example/tool.tgz",
+            "a download's credentials never reach the provenance"
+        );
+        assert!(!min.to_string().contains("hunter2"));
         assert!(min["buildDefinition"]["internalParameters"]
             .get("buildConfig")
             .is_none());

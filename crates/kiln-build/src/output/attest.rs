@@ -221,3 +221,87 @@ fn image_platform(image: &BuiltImage) -> Option<Platform> {
 pub fn plain(d: &Descriptor) -> Descriptor {
     Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::image::ImageState;
+
+    fn image() -> BuiltImage {
+        let mut state = ImageState::scratch(&Platform::new("linux", "arm64", Some("v8")));
+        state.oci = true;
+        BuiltImage::assemble(&state).unwrap()
+    }
+
+    fn statements() -> Vec<Statement> {
+        vec![
+            Statement {
+                predicate_type: kiln_attest::SLSA_PROVENANCE_V1.into(),
+                bytes: b"{\"p\":1}".to_vec(),
+            },
+            Statement {
+                predicate_type: kiln_attest::SPDX_PREDICATE.into(),
+                bytes: b"{\"s\":1}".to_vec(),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_index_holds_the_image_and_an_attestation_manifest_about_it() {
+        let image = image();
+        let a = attach(&image, &statements(), AttestationFormat::Index);
+        let index: serde_json::Value = serde_json::from_slice(&a.index.1).unwrap();
+        assert_eq!(a.digest(), &Digest::sha256_of(&a.index.1));
+        assert_eq!(index["manifests"][0]["digest"], image.digest.to_string());
+        assert_eq!(index["manifests"][0]["platform"]["architecture"], "arm64");
+        let att = &index["manifests"][1];
+        assert_eq!(att["platform"]["os"], "unknown");
+        assert_eq!(
+            att["annotations"][REFERENCE_DIGEST],
+            image.digest.to_string()
+        );
+        assert_eq!(att["annotations"][REFERENCE_TYPE], ATTESTATION_MANIFEST);
+        let manifest: serde_json::Value = serde_json::from_slice(&a.manifest.1).unwrap();
+        assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
+        assert_eq!(manifest["layers"][1]["mediaType"], IN_TOTO_MEDIA_TYPE);
+        assert_eq!(
+            manifest["layers"][1]["annotations"][PREDICATE_TYPE_ANNOTATION],
+            kiln_attest::SPDX_PREDICATE
+        );
+        let config: serde_json::Value = serde_json::from_slice(&a.config.1).unwrap();
+        assert_eq!(
+            config["rootfs"]["diff_ids"][0],
+            manifest["layers"][0]["digest"]
+        );
+    }
+
+    #[test]
+    fn referrers_name_the_image_and_the_fallback_index_keeps_what_was_there() {
+        let image = image();
+        let a = attach(&image, &statements(), AttestationFormat::Referrers);
+        assert_eq!(a.digest(), &image.digest, "the tag names the image");
+        assert_eq!(a.fallback_tag(), format!("sha256-{}", image.digest.hex()));
+        let artifact: serde_json::Value = serde_json::from_slice(&a.artifacts[0].1).unwrap();
+        assert_eq!(artifact["subject"]["digest"], image.digest.to_string());
+        assert_eq!(artifact["artifactType"], IN_TOTO_MEDIA_TYPE);
+        assert_eq!(
+            artifact["config"]["digest"],
+            Digest::sha256_of(b"{}").to_string()
+        );
+        let first = fallback_index(None, &a.artifacts[..1]);
+        let merged = fallback_index(Some(&first), &a.artifacts);
+        let merged: serde_json::Value = serde_json::from_slice(&merged).unwrap();
+        let digests: Vec<&str> = merged["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap())
+            .collect();
+        let want: Vec<String> = a
+            .artifacts
+            .iter()
+            .map(|(d, _)| d.digest.to_string())
+            .collect();
+        assert_eq!(digests, want, "each once, the earlier first");
+    }
+}
