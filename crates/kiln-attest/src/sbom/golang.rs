@@ -13,11 +13,73 @@
 
 use super::Package;
 use crate::purl;
+use std::io::{self, Read};
 
 const MAGIC: &[u8] = b"\xff Go buildinf:";
 const HEADER: usize = 32;
 /// The flag bit saying the strings follow the header inline (Go 1.18+).
 const INLINE: u8 = 0x2;
+
+/// How much of the file after the magic is read for the version and
+/// module list (a large program's list is a few KiB).
+const MAX_INFO: usize = 1 << 20;
+/// The read size while searching.
+const CHUNK: usize = 1 << 20;
+
+/// [`parse`] over a stream, holding at most a few MiB whatever the file's
+/// size: `reader` is read from the file's start until the build
+/// information is found and read, or to its end.
+///
+/// # Errors
+/// Reading `reader`.
+pub fn parse_stream(reader: &mut dyn Read, path: &str) -> io::Result<Vec<Package>> {
+    // `window` holds the file's unsearched bytes, from a 16-aligned offset.
+    let mut window: Vec<u8> = Vec::with_capacity(2 * CHUNK);
+    let mut chunk = vec![0u8; CHUNK];
+    let mut eof = false;
+    loop {
+        if !eof {
+            let n = read_full(reader, &mut chunk)?;
+            eof = n < CHUNK;
+            window.extend_from_slice(&chunk[..n]);
+        }
+        let found = (0..window.len().saturating_sub(HEADER))
+            .step_by(16)
+            .find(|&i| window[i..].starts_with(MAGIC));
+        if let Some(at) = found {
+            // The header and what follows it, up to MAX_INFO.
+            let mut info = window.split_off(at);
+            let want = HEADER + MAX_INFO;
+            if info.len() < want && !eof {
+                let mut rest = Vec::new();
+                reader
+                    .take((want - info.len()) as u64)
+                    .read_to_end(&mut rest)?;
+                info.extend(rest);
+            }
+            return Ok(parse(&info, path));
+        }
+        if eof {
+            return Ok(Vec::new());
+        }
+        // Keep the unsearched tail (less than a header, 16-aligned).
+        let keep_from = window.len().saturating_sub(HEADER) / 16 * 16;
+        window.drain(..keep_from);
+    }
+}
+
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
 
 /// Whether `prefix` (a file's first bytes) starts an ELF file.
 pub fn is_elf(prefix: &[u8]) -> bool {
@@ -182,6 +244,26 @@ mod tests {
         assert_eq!(got, want);
         let sys = &parse(&bin, "usr/bin/app")[2];
         assert_eq!(sys.purl, "pkg:golang/golang.org/x/sys@v0.20.0");
+    }
+
+    #[test]
+    fn the_stream_finds_build_information_past_its_chunks() {
+        let modinfo = "path\texample.com/app\nmod\texample.com/app\tv1.0.0\t\n";
+        let small = binary(modinfo);
+        // The same information 3 MiB and 8 bytes in: across chunk ends,
+        // still 16-byte aligned as the linker places it.
+        let mut big = b"\x7fELF".to_vec();
+        big.resize(3 * CHUNK + 16 - HEADER / 2, 7);
+        big.resize(big.len().next_multiple_of(16), 7);
+        big.extend_from_slice(&small[4096..]);
+        for bytes in [&small, &big] {
+            let got = parse_stream(&mut bytes.as_slice(), "app").unwrap();
+            assert_eq!(got, parse(bytes, "app"));
+            assert_eq!(got.len(), 2, "{got:?}");
+        }
+        assert!(parse_stream(&mut vec![0u8; 5 * CHUNK].as_slice(), "x")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

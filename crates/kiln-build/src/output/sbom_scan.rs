@@ -12,9 +12,6 @@ use kiln_oci::media::Compression;
 use std::io::Read;
 use std::ops::ControlFlow;
 
-/// Largest executable searched for Go build information.
-const MAX_BINARY: u64 = 1 << 30;
-
 /// The packages in `image`'s file system.
 pub(crate) async fn packages(
     image: &BuiltImage,
@@ -95,14 +92,12 @@ fn read_layer(
             }
             EntryKind::File { size } => {
                 let mut packages = Vec::new();
-                if entry.meta.mode & 0o111 != 0 && (64..=MAX_BINARY).contains(size) {
+                if entry.meta.mode & 0o111 != 0 && *size >= 64 {
                     let mut magic = [0u8; 4];
                     content.read_exact(&mut magic)?;
                     if golang::is_elf(&magic) {
-                        let mut bytes = magic.to_vec();
-                        bytes.reserve(*size as usize);
-                        content.take(MAX_BINARY).read_to_end(&mut bytes)?;
-                        packages = golang::parse(&bytes, &name);
+                        let mut whole = std::io::Read::chain(&magic[..], content);
+                        packages = golang::parse_stream(&mut whole, &name)?;
                     }
                 }
                 changes.binaries.push((name.into_owned(), packages));
