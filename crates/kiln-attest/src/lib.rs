@@ -20,6 +20,7 @@
 pub mod provenance;
 pub mod purl;
 pub mod sbom;
+pub mod vcs;
 
 use serde_json::{json, Value};
 

@@ -170,6 +170,8 @@ pub struct BuildRecord {
     pub finished_on: String,
     /// `--reproducible`.
     pub reproducible: bool,
+    /// The git checkout the context is in.
+    pub vcs: Option<crate::vcs::Vcs>,
 }
 
 /// Whether a build arg's name says it carries a secret: BuildKit's
@@ -287,10 +289,26 @@ pub fn predicate(record: &BuildRecord, mode: Mode, builder_id: &str) -> Value {
                     "resolvedDependencies": true,
                 },
                 "buildkit_reproducible": record.reproducible,
+                "buildkit_metadata": metadata_vcs(record),
                 "kiln_mode": mode.to_string(),
             },
         },
     })
+}
+
+/// `buildkit_metadata.vcs`, as buildx fills it for a context in a git
+/// checkout: its `origin` and the commit checked out.
+fn metadata_vcs(record: &BuildRecord) -> Value {
+    match &record.vcs {
+        None => json!({}),
+        Some(v) => {
+            let mut vcs = json!({"revision": v.revision});
+            if let Some(source) = &v.source {
+                vcs["source"] = Value::String(source.clone());
+            }
+            json!({"vcs": vcs})
+        }
+    }
 }
 
 /// The in-toto statement carrying the provenance of `record` about `subjects`.

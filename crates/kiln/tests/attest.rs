@@ -212,6 +212,28 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
         reg.image_ref("busybox:latest")
     );
     let ctx = context(&dockerfile);
+    // The context is a git checkout: the provenance names its commit.
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(ctx.path())
+            .args(["-c", "user.name=kiln", "-c", "user.email=kiln@example.org"])
+            .args(args)
+            .output()
+            .expect("git is needed");
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://ci:t0ken@git.example/app.git",
+    ]);
+    git(&["add", "Dockerfile"]);
+    git(&["commit", "-q", "-m", "app"]);
+    let revision = git(&["rev-parse", "HEAD"]);
     let files = tempfile::tempdir().unwrap();
     let prov_file = files.path().join("out/provenance.json");
     let digest_file = files.path().join("digest");
@@ -339,6 +361,10 @@ fn provenance_and_sbom_are_attached_as_buildkit_attaches_them() {
         prov["predicate"]["runDetails"]["builder"]["version"]["kiln"],
         env!("CARGO_PKG_VERSION")
     );
+    let vcs = &prov["predicate"]["runDetails"]["metadata"]["buildkit_metadata"]["vcs"];
+    assert_eq!(vcs["revision"], revision.as_str());
+    assert_eq!(vcs["source"], "https://git.example/app.git");
+    assert!(!all.contains("t0ken"), "{all}");
     // min mode: no steps.
     assert!(
         def["internalParameters"].get("buildConfig").is_none(),

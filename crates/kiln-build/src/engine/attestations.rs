@@ -160,6 +160,10 @@ fn build_record(inputs: &Inputs<'_>) -> BuildRecord {
         started_on: spdx_time(inputs.started_on),
         finished_on: spdx_time(now),
         reproducible: options.reproducible,
+        vcs: match &options.context {
+            crate::options::ContextSource::Dir(dir) => kiln_attest::vcs::detect(dir),
+            _ => None,
+        },
     }
 }
 
