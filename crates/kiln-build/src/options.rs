@@ -35,6 +35,7 @@ use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use kiln_attest::provenance::ProvenanceRequest;
 use kiln_oci::reference::DOCKER_HUB;
 use kiln_oci::{Platform, Reference};
 use serde::{Serialize, Serializer};
@@ -161,6 +162,32 @@ pub enum ImageFormat {
     Docker,
     /// OCI image manifest and config.
     Oci,
+}
+
+/// How `--provenance`/`--sbom` statements reach a registry
+/// (`--attestation-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttestationFormat {
+    /// BuildKit's attestation manifest in an image index the tag names.
+    #[default]
+    Index,
+    /// OCI 1.1 artifacts whose `subject` is the image manifest, found with
+    /// the referrers API or its `sha256-<hex>` tag; the tag names the image.
+    Referrers,
+}
+
+impl FromStr for AttestationFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "index" => Ok(AttestationFormat::Index),
+            "referrers" => Ok(AttestationFormat::Referrers),
+            other => Err(format!(
+                "{other:?}: the attestation format is index or referrers"
+            )),
+        }
+    }
 }
 
 /// How RUN steps are isolated.
@@ -358,6 +385,16 @@ pub struct BuildFlags {
     pub pre_cleanup: Option<bool>,
     /// `--preserve-context`; `None` when not given (then `KANIKO_PRESERVE_CONTEXT`).
     pub preserve_context: Option<bool>,
+    /// `--provenance`, as buildx spells it; `None` when not given.
+    pub provenance: Option<ProvenanceRequest>,
+    /// `--provenance-file`: also write the provenance statement here.
+    pub provenance_file: Option<PathBuf>,
+    /// `--sbom`: attach an SPDX SBOM.
+    pub sbom: bool,
+    /// `--sbom-file`: also write the SBOM statement here.
+    pub sbom_file: Option<PathBuf>,
+    /// `--attestation-format`: how the statements reach registries.
+    pub attestation_format: AttestationFormat,
 }
 
 impl Default for BuildFlags {
@@ -420,6 +457,11 @@ impl Default for BuildFlags {
             materialize: false,
             pre_cleanup: None,
             preserve_context: None,
+            provenance: None,
+            provenance_file: None,
+            sbom: false,
+            sbom_file: None,
+            attestation_format: AttestationFormat::Index,
         }
     }
 }
@@ -615,6 +657,53 @@ pub struct OutputOptions {
     pub image_format: Option<ImageFormat>,
     /// Annotations on the image manifest.
     pub annotations: AnnotationOptions,
+    /// Provenance and SBOM: attached to the image and written to files.
+    pub attest: AttestOptions,
+}
+
+/// The supply-chain statements a build writes. Without any of these set
+/// the image is exactly what it would be without the feature.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AttestOptions {
+    /// Attach SLSA provenance in this mode (`--provenance`).
+    #[serde(serialize_with = "serialize_provenance")]
+    pub provenance: Option<ProvenanceRequest>,
+    /// Write the provenance statement here (`--provenance-file`); in the
+    /// mode `--provenance` gives, min without it.
+    pub provenance_file: Option<PathBuf>,
+    /// Attach an SPDX SBOM (`--sbom`).
+    pub sbom: bool,
+    /// Write the SBOM statement here (`--sbom-file`).
+    pub sbom_file: Option<PathBuf>,
+    /// How they reach registries (`--attestation-format`).
+    pub format: AttestationFormat,
+}
+
+impl AttestOptions {
+    /// Whether anything is attached to the image (an image index is pushed).
+    pub fn attaches(&self) -> bool {
+        self.provenance.is_some() || self.sbom
+    }
+
+    /// Whether the provenance is made at all (attached or written).
+    pub fn wants_provenance(&self) -> bool {
+        self.provenance.is_some() || self.provenance_file.is_some()
+    }
+
+    /// Whether the SBOM is made at all (attached or written).
+    pub fn wants_sbom(&self) -> bool {
+        self.sbom || self.sbom_file.is_some()
+    }
+}
+
+fn serialize_provenance<S: Serializer>(
+    p: &Option<ProvenanceRequest>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match p {
+        None => serializer.serialize_none(),
+        Some(p) => serializer.serialize_str(&format!("mode={}", p.mode)),
+    }
 }
 
 /// An image reference to push to: as the user wrote it, and parsed.
@@ -864,6 +953,13 @@ impl BuildFlags {
                 image_name_tag_with_digest_file: self.image_name_tag_with_digest_file,
                 image_format: self.image_format,
                 annotations,
+                attest: AttestOptions {
+                    provenance: self.provenance.filter(|p| p.enabled),
+                    provenance_file: self.provenance_file,
+                    sbom: self.sbom,
+                    sbom_file: self.sbom_file,
+                    format: self.attestation_format,
+                },
             },
             cache: CacheOptions {
                 enabled: self.cache,

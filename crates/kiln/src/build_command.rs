@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
-use kiln_build::options::{BuildFlags, Compression, ImageFormat, Isolation, LogFormat, Verbosity};
+use kiln_build::options::{
+    AttestationFormat, BuildFlags, Compression, ImageFormat, Isolation, LogFormat,
+    ProvenanceRequest, Verbosity,
+};
 
 use crate::go_duration;
 
@@ -111,6 +114,33 @@ pub struct BuildCommand {
     /// Manifest media types: docker (schema 2) or oci (default: the base image's).
     #[arg(long, value_name = "FORMAT", value_parser = str::parse::<ImageFormat>, help_heading = OUTPUT)]
     pub image_format: Option<ImageFormat>,
+
+    /// Attach SLSA provenance v1 to the image, as buildx spells it: true, false,
+    /// mode=min or mode=max (the steps and their cache origin), optionally
+    /// ,builder-id=URI. Bare --provenance is mode=min.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = str::parse::<ProvenanceRequest>, help_heading = OUTPUT)]
+    pub provenance: Option<ProvenanceRequest>,
+
+    /// Also write the provenance statement (in-toto JSON) to this file; without
+    /// --provenance it is only written, not attached.
+    #[arg(long, value_name = "FILE", help_heading = OUTPUT)]
+    pub provenance_file: Option<PathBuf>,
+
+    /// Attach an SPDX 2.3 SBOM of the image's packages (dpkg, apk, Python, npm, Go binaries).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set, help_heading = OUTPUT)]
+    pub sbom: bool,
+
+    /// Also write the SBOM statement (in-toto JSON with the SPDX document) to
+    /// this file; without --sbom it is only written, not attached.
+    #[arg(long, value_name = "FILE", help_heading = OUTPUT)]
+    pub sbom_file: Option<PathBuf>,
+
+    /// How --provenance and --sbom statements reach registries: index (BuildKit's
+    /// attestation manifest in an image index the tag names) or referrers (OCI 1.1
+    /// artifacts whose subject is the image; the referrers API, else the
+    /// sha256-<hex> tag). Tarballs and OCI layouts always hold the index.
+    #[arg(long, value_name = "FORMAT", default_value = "index", value_parser = str::parse::<AttestationFormat>, help_heading = OUTPUT)]
+    pub attestation_format: AttestationFormat,
 
     /// Print the build plan (stages and steps) and stop: nothing is pulled,
     /// built, pushed or written. KANIKO_PRINT_PLAN=true prints it and builds.
@@ -432,6 +462,11 @@ impl BuildCommand {
             materialize: self.materialize,
             pre_cleanup: self.pre_cleanup,
             preserve_context: self.preserve_context,
+            provenance: self.provenance.clone(),
+            provenance_file: self.provenance_file.clone(),
+            sbom: self.sbom,
+            sbom_file: self.sbom_file.clone(),
+            attestation_format: self.attestation_format,
         }
     }
 }

@@ -93,6 +93,7 @@ impl StageRunner<'_> {
                         .fetch(p, checksum.as_ref(), &self.workspace.scratch())
                         .await
                         .map_err(|e| err(&e))?;
+                    self.record.download(p, &fetched.digest);
                     copy_sources.push(CopySource::Fetched(fetched));
                 }
                 Source::Path(p) => copy_sources.push(CopySource::Path(p.clone())),

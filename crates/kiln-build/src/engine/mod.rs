@@ -7,6 +7,7 @@
 //! config; COPY/ADD write a layer) → image assembly → outputs.
 
 pub mod assemble;
+mod attestations;
 pub mod blobs;
 mod copy_step;
 pub mod error;
@@ -17,6 +18,7 @@ mod leftovers;
 pub mod listing;
 pub mod metadata;
 mod pending;
+mod record;
 pub mod rootfs;
 mod run_step;
 mod signal;
@@ -82,6 +84,7 @@ pub async fn build_with(
     progress: Arc<dyn ProgressSink>,
 ) -> Result<BuildOutcome, BuildError> {
     let started = Instant::now();
+    let started_on = time::OffsetDateTime::now_utc();
     let mut ws = Workspace::create(&options.work_dir).map_err(|source| BuildError::Workspace {
         path: options.work_dir.clone(),
         source,
@@ -107,6 +110,7 @@ pub async fn build_with(
     }
     let pusher = crate::cache::CachePusher::default();
     let early = output::early_push::EarlyPush::new(&options.output, &client, progress.clone());
+    let record = record::BuildRecorder::default();
     let runner = StageRunner {
         options,
         dockerfile: &dockerfile,
@@ -127,6 +131,7 @@ pub async fn build_with(
         early: early.as_ref(),
         from_roots: Default::default(),
         progress: progress.clone(),
+        record: &record,
     };
     let mut results: HashMap<usize, StageResult> = HashMap::new();
     let mut steps = 0;
@@ -179,23 +184,48 @@ pub async fn build_with(
             }
             workspace::remove_bulk(bulk)
         });
-        let outputs = write_outputs(options, &built, &blobs, &*progress, early.as_ref()).await;
+        let statements = attestations::Inputs {
+            options,
+            dockerfile_name: &dockerfile_name,
+            dockerfile_text: &dockerfile_text,
+            record: &record,
+            started_on,
+        };
+        let attached = match attestations::make(&statements, &built, &blobs).await {
+            Ok(attached) => attached,
+            Err(e) => {
+                let _ = cleanup.await;
+                return Err(e);
+            }
+        };
+        let outputs = write_outputs(
+            options,
+            &built,
+            attached.as_ref(),
+            &blobs,
+            &*progress,
+            early.as_ref(),
+        )
+        .await;
         let _ = cleanup.await;
         let (pushed, push_reports) = outputs?;
-        Ok::<_, BuildError>((built, pushed, push_reports))
+        Ok::<_, BuildError>((built, attached, pushed, push_reports))
     };
     let (outputs, _warnings) = futures::join!(outputs, cache_stores);
-    let (built, pushed, push_reports) = outputs?;
+    let (built, attached, pushed, push_reports) = outputs?;
+    // With statements attached, the tag names the index: that is the digest
+    // to pull, sign or pin.
+    let digest = attached.map_or(built.digest.clone(), |a| a.digest().clone());
     let size = built.config.size + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>();
     progress.event(&ProgressEvent::BuildDone {
-        digest: built.digest.to_string(),
+        digest: digest.to_string(),
         size,
         steps,
         cached,
         duration: started.elapsed(),
     });
     Ok(BuildOutcome {
-        digest: built.digest,
+        digest,
         size,
         pushed,
         push_reports,
@@ -394,6 +424,19 @@ fn finish_manifest(
         }
         None => {}
     }
+    if out.attest.attaches() {
+        // An index that holds attestation manifests is an OCI index; its
+        // image manifest is OCI too, as BuildKit makes it.
+        if out.image_format == Some(crate::options::ImageFormat::Docker) {
+            return Err(BuildError::Context(
+                "--provenance and --sbom attach OCI attestation manifests, which a Docker \
+                 schema 2 image cannot carry; drop --image-format=docker or write the \
+                 statements with --provenance-file/--sbom-file only"
+                    .to_string(),
+            ));
+        }
+        image.oci = true;
+    }
     if !out.annotations.inherit_base {
         image.annotations.clear();
     }
@@ -421,6 +464,7 @@ pub const UNNAMED_TAR_TAG: &str = "kiln-build:latest";
 async fn write_outputs(
     options: &BuildOptions,
     built: &BuiltImage,
+    attached: Option<&output::attest::Attached>,
     blobs: &BlobStore,
     progress: &dyn ProgressSink,
     early: Option<&output::early_push::EarlyPush>,
@@ -437,8 +481,15 @@ async fn write_outputs(
                 bytes: built.config.size
                     + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>(),
             });
-            let report =
-                output::push::push(&dest.reference, &dest.as_given, built, blobs, early).await?;
+            let report = output::push::push(
+                &dest.reference,
+                &dest.as_given,
+                built,
+                attached,
+                blobs,
+                early,
+            )
+            .await?;
             progress.event(&ProgressEvent::PushDone {
                 destination: dest.as_given.clone(),
                 uploaded: report.uploaded,
@@ -472,7 +523,7 @@ async fn write_outputs(
         tags.push(UNNAMED_TAR_TAG.to_string());
     }
     if let Some(path) = &out.tar_path {
-        output::docker_tar::write(path, built, &tags, blobs).await?;
+        output::docker_tar::write(path, built, attached, &tags, blobs).await?;
     }
     if let Some(path) = &out.oci_layout_path {
         let name = out
@@ -480,16 +531,17 @@ async fn write_outputs(
             .first()
             .and_then(|d| d.reference.tag())
             .unwrap_or("latest");
-        output::oci_layout::write(path, built, Some(name), blobs).await?;
+        output::oci_layout::write(path, built, attached, Some(name), blobs).await?;
     }
+    let digest = attached.map_or(&built.digest, |a| a.digest());
     if let Some(path) = &out.digest_file {
-        output::digest_files::write_digest(path, &built.digest)?;
+        output::digest_files::write_digest(path, digest)?;
     }
     if let Some(path) = &out.image_name_with_digest_file {
-        output::digest_files::write_name_with_digest(path, &out.destinations, &built.digest)?;
+        output::digest_files::write_name_with_digest(path, &out.destinations, digest)?;
     }
     if let Some(path) = &out.image_name_tag_with_digest_file {
-        output::digest_files::write_name_tag_with_digest(path, &out.destinations, &built.digest)?;
+        output::digest_files::write_name_tag_with_digest(path, &out.destinations, digest)?;
     }
     Ok((pushed, reports))
 }

@@ -60,6 +60,8 @@ pub(crate) struct StageRunner<'a> {
     pub from_roots: Mutex<HashMap<String, PathBuf>>,
     /// Where progress events go.
     pub progress: std::sync::Arc<dyn ProgressSink>,
+    /// What the build read and did, for the provenance.
+    pub record: &'a super::record::BuildRecorder,
 }
 
 /// A stage in progress.
@@ -247,6 +249,7 @@ impl StageRunner<'_> {
     ) -> Result<(ImageState, kiln_oci::Digest), BuildError> {
         let parsed = Reference::parse(reference).map_err(|e| self.step_error(from, e))?;
         if let Some(found) = self.warmed_base(&parsed, platform).await {
+            self.record.image(&parsed, &found.1, platform);
             return Ok(found);
         }
         let pulled = self
@@ -259,6 +262,7 @@ impl StageRunner<'_> {
                 source: Box::new(source),
             })?;
         tracing::info!("base {} is {}", parsed, pulled.digest);
+        self.record.image(&parsed, &pulled.digest, platform);
         let diff_ids = &pulled.config.rootfs.diff_ids;
         if diff_ids.len() != pulled.manifest.layers.len() {
             return Err(BuildError::Pull {
@@ -365,6 +369,16 @@ impl StageRunner<'_> {
                 early.start(layer);
             }
         }
+        self.record.step(kiln_attest::provenance::StepRecord {
+            stage: run.stage.0,
+            stage_name: run.stage.1.clone(),
+            line: instruction.line(),
+            instruction: shorten_history(&instruction.original),
+            cache_origin: run
+                .step_cached
+                .then(|| self.cache.as_ref().map(|c| c.describe()))
+                .flatten(),
+        });
         let duration = started.elapsed();
         let event = if run.step_cached {
             ProgressEvent::StepCached { step, duration }

@@ -4,6 +4,7 @@
 //! `docker save` writes. Layers are stored as they are pushed (compressed);
 //! `docker load` decompresses them.
 
+use super::attest::{plain, Attached};
 use super::oci_layout::REF_NAME;
 use super::{io_err, layer_file, OutputError};
 use crate::engine::assemble::BuiltImage;
@@ -18,6 +19,7 @@ use std::path::Path;
 pub async fn write(
     path: &Path,
     image: &BuiltImage,
+    attached: Option<&Attached>,
     repo_tags: &[String],
     blobs: &BlobStore,
 ) -> Result<(), OutputError> {
@@ -53,6 +55,20 @@ pub async fn write(
             &image.manifest_bytes,
         )?;
 
+        if let Some(attached) = attached {
+            for (desc, bytes) in attached
+                .blobs()
+                .chain([&attached.manifest, &attached.index])
+            {
+                if added.insert(desc.digest.hex().to_string()) {
+                    append_bytes(
+                        &mut tar,
+                        &format!("blobs/sha256/{}", desc.digest.hex()),
+                        bytes,
+                    )?;
+                }
+            }
+        }
         let docker_manifest = json!([{
             "Config": format!("blobs/sha256/{}", image.config.digest.hex()),
             "RepoTags": repo_tags,
@@ -64,11 +80,16 @@ pub async fn write(
             &serde_json::to_vec(&docker_manifest)?,
         )?;
 
-        let mut desc = Descriptor::new(
-            image.manifest_media_type.clone(),
-            image.digest.clone(),
-            image.manifest_bytes.len() as u64,
-        );
+        // With statements attached, index.json names the image index that
+        // holds the image and its attestations, as the registry's tag does.
+        let mut desc = match attached {
+            Some(a) => plain(&a.index.0),
+            None => Descriptor::new(
+                image.manifest_media_type.clone(),
+                image.digest.clone(),
+                image.manifest_bytes.len() as u64,
+            ),
+        };
         if let Some(tag) = repo_tags.first() {
             desc.annotations.insert(REF_NAME.to_string(), tag.clone());
             desc.annotations

@@ -4,11 +4,13 @@
 //! Every sink takes a [`BuiltImage`] and a [`BlobStore`]; none knows the
 //! others.
 
+pub mod attest;
 pub mod digest_files;
 pub mod docker_tar;
 pub(crate) mod early_push;
 pub mod oci_layout;
 pub mod push;
+pub(crate) mod sbom_scan;
 
 use crate::engine::blobs::BlobStore;
 use crate::engine::image::LayerRef;
@@ -34,6 +36,14 @@ pub enum OutputError {
         destination: String,
         /// Why.
         source: Box<kiln_oci::RegistryError>,
+    },
+    /// A layer could not be read for the SBOM.
+    #[error("reading layer {layer} for the SBOM: {message}")]
+    Sbom {
+        /// The layer digest.
+        layer: kiln_oci::Digest,
+        /// Why.
+        message: String,
     },
     /// A blob needed for the output could not be fetched.
     #[error("fetching layer {digest}: {source}")]

@@ -8,6 +8,7 @@
 //! manifest digest then differs from the pushed one; the image ID (config
 //! digest) and layers are the same.
 
+use super::attest::{plain, Attached};
 use super::{io_err, layer_file, OutputError};
 use crate::engine::assemble::BuiltImage;
 use crate::engine::blobs::BlobStore;
@@ -23,6 +24,7 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub async fn write(
     dir: &Path,
     image: &BuiltImage,
+    attached: Option<&Attached>,
     ref_name: Option<&str>,
     blobs: &BlobStore,
 ) -> Result<(), OutputError> {
@@ -38,16 +40,30 @@ pub async fn write(
     put_bytes(&blob_dir, &image.config.digest, &image.config_bytes)?;
     put_bytes(&blob_dir, &image.digest, &image.manifest_bytes)?;
 
+    if let Some(attached) = attached {
+        for (desc, bytes) in attached
+            .blobs()
+            .chain([&attached.manifest, &attached.index])
+        {
+            put_bytes(&blob_dir, &desc.digest, bytes)?;
+        }
+    }
+
     let index_path = dir.join("index.json");
     let mut index = match fs::read(&index_path) {
         Ok(bytes) => Index::from_slice(&bytes).unwrap_or_else(|_| Index::new(true, Vec::new())),
         Err(_) => Index::new(true, Vec::new()),
     };
-    let mut desc = Descriptor::new(
-        image.manifest_media_type.clone(),
-        image.digest.clone(),
-        image.manifest_bytes.len() as u64,
-    );
+    // With statements attached (the image is then OCI already, so the
+    // index's image manifest is this one), the entry is the image index.
+    let mut desc = match attached {
+        Some(a) => plain(&a.index.0),
+        None => Descriptor::new(
+            image.manifest_media_type.clone(),
+            image.digest.clone(),
+            image.manifest_bytes.len() as u64,
+        ),
+    };
     if let Some(name) = ref_name {
         desc.annotations
             .insert(REF_NAME.to_string(), name.to_string());
@@ -55,7 +71,8 @@ pub async fn write(
             .manifests
             .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(name));
     } else {
-        index.manifests.retain(|d| d.digest != image.digest);
+        let digest = desc.digest.clone();
+        index.manifests.retain(|d| d.digest != digest);
     }
     index.manifests.push(desc);
     index.media_type = Some(media::OCI_INDEX.to_string());

@@ -3,6 +3,7 @@
 //! registry, else an upload), the manifest last, so no tag ever points at a
 //! missing blob.
 
+use super::attest::Attached;
 use super::early_push::EarlyPush;
 use super::OutputError;
 use crate::engine::assemble::BuiltImage;
@@ -39,6 +40,7 @@ pub(crate) async fn push(
     destination: &Reference,
     as_given: &str,
     image: &BuiltImage,
+    attached: Option<&Attached>,
     blobs: &BlobStore,
     early: Option<&EarlyPush>,
 ) -> Result<PushReport, OutputError> {
@@ -93,14 +95,120 @@ pub(crate) async fn push(
         .map(Digest::to_string)
         .or_else(|| destination.tag().map(str::to_string))
         .unwrap_or_else(|| "latest".to_string());
+    let attached = match attached {
+        Some(a) if a.format == crate::options::AttestationFormat::Referrers => {
+            push_referrers(&repo, &reference, image, a, &mut report)
+                .await
+                .map_err(err)?;
+            return Ok(report);
+        }
+        other => other,
+    };
+    let Some(attached) = attached else {
+        repo.put_manifest(
+            &reference,
+            image.manifest_bytes.clone().into(),
+            &image.manifest_media_type,
+        )
+        .await
+        .map_err(err)?;
+        return Ok(report);
+    };
+    // The image and attestation manifests by digest, their blobs first; the
+    // index they are in last, under the tag.
     repo.put_manifest(
-        &reference,
+        &image.digest.to_string(),
         image.manifest_bytes.clone().into(),
         &image.manifest_media_type,
     )
     .await
     .map_err(err)?;
+    for (desc, bytes) in attached.blobs() {
+        let outcome = repo
+            .push_blob(
+                &BlobSource::Bytes(bytes.clone().into()),
+                &desc.digest,
+                desc.size,
+                None,
+            )
+            .await
+            .map_err(err)?;
+        if outcome == PushOutcome::Uploaded {
+            report.uploaded += 1;
+            report.uploaded_bytes += desc.size;
+        } else {
+            report.existing += 1;
+        }
+    }
+    let (manifest, manifest_bytes) = &attached.manifest;
+    repo.put_manifest(
+        &manifest.digest.to_string(),
+        manifest_bytes.clone().into(),
+        &manifest.media_type,
+    )
+    .await
+    .map_err(err)?;
+    let (index, index_bytes) = &attached.index;
+    repo.put_manifest(&reference, index_bytes.clone().into(), &index.media_type)
+        .await
+        .map_err(err)?;
     Ok(report)
+}
+
+/// The image under its tag as without statements, then each statement as
+/// an OCI 1.1 artifact whose subject it is; where the registry has no
+/// referrers API, the `sha256-<hex>` tag's index lists them.
+async fn push_referrers(
+    repo: &Repository,
+    reference: &str,
+    image: &BuiltImage,
+    attached: &Attached,
+    report: &mut PushReport,
+) -> Result<(), RegistryError> {
+    repo.put_manifest(
+        reference,
+        image.manifest_bytes.clone().into(),
+        &image.manifest_media_type,
+    )
+    .await?;
+    for (desc, bytes) in attached.layers.iter().chain([&attached.empty]) {
+        let outcome = repo
+            .push_blob(
+                &BlobSource::Bytes(bytes.clone().into()),
+                &desc.digest,
+                desc.size,
+                None,
+            )
+            .await?;
+        if outcome == PushOutcome::Uploaded {
+            report.uploaded += 1;
+            report.uploaded_bytes += desc.size;
+        } else {
+            report.existing += 1;
+        }
+    }
+    for (desc, bytes) in &attached.artifacts {
+        repo.put_manifest(
+            &desc.digest.to_string(),
+            bytes.clone().into(),
+            &desc.media_type,
+        )
+        .await?;
+    }
+    if repo.referrers(&image.digest).await?.is_some() {
+        // The registry indexes the artifacts' subjects itself.
+        return Ok(());
+    }
+    let tag = attached.fallback_tag();
+    let existing = match repo.get_manifest(&tag).await {
+        Ok(found) => Some(found.bytes),
+        Err(e) if e.status() == Some(404) => None,
+        Err(e) => return Err(e),
+    };
+    let index = super::attest::fallback_index(existing.as_deref(), &attached.artifacts);
+    repo.put_manifest(&tag, index.into(), kiln_oci::media::OCI_INDEX)
+        .await?;
+    Ok(())
 }
 
 /// One destination of a push, and the transfers it may have in flight.

@@ -348,6 +348,37 @@ impl Repository {
         Ok(digest)
     }
 
+    /// The OCI 1.1 referrers of manifest `digest` (`GET
+    /// /v2/NAME/referrers/DIGEST`): the index the registry keeps of the
+    /// manifests whose `subject` is it, or `None` when the registry has no
+    /// referrers API (404, or 405 from some), where clients keep the
+    /// `sha256-<hex>` tag themselves.
+    ///
+    /// # Errors
+    /// HTTP and auth errors; a body that is not an index.
+    pub async fn referrers(&self, digest: &Digest) -> Result<Option<Bytes>, RegistryError> {
+        self.on_endpoints(|ep| async move {
+            let url = self.url(&ep, &format!("referrers/{digest}")).await?;
+            let req = Req::new(Method::GET, url).header(ACCEPT, media::OCI_INDEX);
+            let (req, resp) = self.send(&ep, req).await?;
+            match resp.status() {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => return Ok(None),
+                _ => return Err(error_from_response(&req.method, &req.url, resp).await),
+            }
+            let bytes = read_body(resp, &req.url, MANIFEST_SIZE_LIMIT, self.read_timeout()).await?;
+            if crate::Index::from_slice(&bytes).is_err() {
+                return Err(RegistryError::Protocol {
+                    method: "GET".into(),
+                    url: display_url(&req.url),
+                    message: "the referrers answer is not an image index".into(),
+                });
+            }
+            Ok(Some(bytes))
+        })
+        .await
+    }
+
     /// Deletes a manifest by digest.
     ///
     /// # Errors

@@ -2,7 +2,9 @@
 //! directory (`--oci-layout-path`), or a tarball (`--tar-path`, `docker
 //! save`): kiln's and newer Docker's tarballs are OCI layout archives;
 //! older `docker save` ones hold `manifest.json`, a config file and layer
-//! tars, from which a Docker schema 2 manifest is made.
+//! tars, from which a Docker schema 2 manifest is made. An image index
+//! (an image built with `--provenance`/`--sbom`, whose index holds the image
+//! and its attestation manifest) is pushed whole.
 //!
 //! A tarball is unpacked into a private temporary directory by the `tar`
 //! crate, which refuses entries outside it; every file read afterwards must
@@ -19,11 +21,15 @@ use serde::Deserialize;
 /// One image read from disk: its manifest and where each blob is.
 #[derive(Debug)]
 pub struct Artifact {
-    /// The manifest, exactly as it will be pushed.
+    /// The manifest (or image index), exactly as it will be pushed under the tag.
     pub manifest_bytes: Vec<u8>,
     /// Its media type.
     pub media_type: String,
-    /// The config and the layers, each with the file holding it.
+    /// For an image index (an image with `--provenance`/`--sbom`
+    /// attestations): the manifests it lists, bytes and media type, pushed
+    /// by digest before it.
+    pub children: Vec<(Vec<u8>, String)>,
+    /// The config and the layers (of every manifest), each with the file holding it.
     pub blobs: Vec<(Descriptor, PathBuf)>,
     /// The unpacked tarball, removed when the artifact is dropped.
     _unpacked: Option<tempfile::TempDir>,
@@ -100,19 +106,61 @@ fn from_layout(root: &Path, unpacked: Option<tempfile::TempDir>) -> Result<Artif
             index.manifests.len()
         ));
     };
+    let mut blobs = Vec::new();
     if entry.media_type == media::OCI_INDEX || entry.media_type == media::DOCKER_MANIFEST_LIST {
-        return Err("the image is an index (several platforms); push takes one image".into());
+        // An image index (kiln's image with attestations, or several
+        // platforms): every manifest it lists and their blobs, then it.
+        let index_bytes = read_verified(root, &entry.digest, "index")?;
+        let index = Index::from_slice(&index_bytes).map_err(|e| e.to_string())?;
+        let mut children = Vec::new();
+        for child in &index.manifests {
+            if media::is_index(&child.media_type) {
+                return Err(format!(
+                    "index {}: lists another index ({}); push takes one level",
+                    entry.digest, child.digest
+                ));
+            }
+            let (bytes, media_type) = read_manifest(root, &child.digest, &mut blobs)?;
+            children.push((bytes, media_type));
+        }
+        return Ok(Artifact {
+            media_type: entry.media_type.clone(),
+            manifest_bytes: index_bytes,
+            children,
+            blobs,
+            _unpacked: unpacked,
+        });
     }
-    let manifest_bytes = std::fs::read(blob_path(root, &entry.digest)?)
-        .map_err(|e| format!("manifest {}: {e}", entry.digest))?;
-    if Digest::sha256_of(&manifest_bytes) != entry.digest {
+    let (manifest_bytes, media_type) = read_manifest(root, &entry.digest, &mut blobs)?;
+    Ok(Artifact {
+        media_type,
+        manifest_bytes,
+        children: Vec::new(),
+        blobs,
+        _unpacked: unpacked,
+    })
+}
+
+/// The bytes of blob `digest`, checked against it.
+fn read_verified(root: &Path, digest: &Digest, what: &str) -> Result<Vec<u8>, String> {
+    let bytes =
+        std::fs::read(blob_path(root, digest)?).map_err(|e| format!("{what} {digest}: {e}"))?;
+    if Digest::sha256_of(&bytes) != *digest {
         return Err(format!(
-            "manifest {}: its bytes do not have that digest",
-            entry.digest
+            "{what} {digest}: its bytes do not have that digest"
         ));
     }
+    Ok(bytes)
+}
+
+/// A manifest's bytes and media type; its config and layers go to `blobs`.
+fn read_manifest(
+    root: &Path,
+    digest: &Digest,
+    blobs: &mut Vec<(Descriptor, PathBuf)>,
+) -> Result<(Vec<u8>, String), String> {
+    let manifest_bytes = read_verified(root, digest, "manifest")?;
     let manifest = Manifest::from_slice(&manifest_bytes).map_err(|e| e.to_string())?;
-    let mut blobs = Vec::new();
     for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
         let path = blob_path(root, &d.digest)?;
         let size = std::fs::metadata(&path).map_err(|e| e.to_string())?.len();
@@ -122,14 +170,11 @@ fn from_layout(root: &Path, unpacked: Option<tempfile::TempDir>) -> Result<Artif
                 d.digest, d.size
             ));
         }
-        blobs.push((d.clone(), path));
+        if !blobs.iter().any(|(b, _)| b.digest == d.digest) {
+            blobs.push((d.clone(), path));
+        }
     }
-    Ok(Artifact {
-        media_type: manifest.effective_media_type().to_string(),
-        manifest_bytes,
-        blobs,
-        _unpacked: unpacked,
-    })
+    Ok((manifest_bytes, manifest.effective_media_type().to_string()))
 }
 
 #[derive(Deserialize)]
@@ -173,6 +218,7 @@ fn from_docker_save(root: &Path, unpacked: tempfile::TempDir) -> Result<Artifact
     Ok(Artifact {
         media_type: manifest.effective_media_type().to_string(),
         manifest_bytes: manifest.to_vec(),
+        children: Vec::new(),
         blobs,
         _unpacked: Some(unpacked),
     })

@@ -10,7 +10,7 @@ use clap::{ArgAction, Args};
 use kiln_build::options::Destination;
 use kiln_build::output::digest_files;
 use kiln_oci::auth::CredentialStore;
-use kiln_oci::{Access, BlobSource, PushOutcome};
+use kiln_oci::{Access, BlobSource, Digest, PushOutcome};
 
 use super::artifact;
 use super::cache::{client_for, init_logging, LogFlags, RegistryFlags};
@@ -100,6 +100,14 @@ pub fn run(command: &PushCommand) -> Result<(), Failure> {
                 PushOutcome::Exists => existing += 1,
                 _ => uploaded += 1,
             }
+        }
+        // An index's manifests go first, by digest, so the tag never names
+        // a manifest the registry does not have.
+        for (bytes, media_type) in &image.children {
+            let digest = Digest::sha256_of(bytes);
+            handle
+                .block_on(repo.put_manifest(&digest.to_string(), bytes.clone().into(), media_type))
+                .map_err(failed)?;
         }
         let reference = dest
             .reference
