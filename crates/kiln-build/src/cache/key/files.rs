@@ -74,7 +74,7 @@ impl CopyPlan {
 /// each path under `top` (relative, sorted by name), its kind, permission
 /// bits and content or link target. Owners are left out: the context's
 /// owners are the checkout's, not something the Dockerfile chose.
-pub(crate) fn tree_digest(top: &Path) -> io::Result<Digest> {
+pub fn tree_digest(top: &Path) -> io::Result<Digest> {
     let mut e = Encoder::new("context-tree");
     let walk = walkdir::WalkDir::new(top)
         .follow_links(false)

@@ -39,7 +39,7 @@ use kiln_dockerfile::instructions::Command;
 use kiln_oci::{Digest, Platform};
 
 use encoder::Encoder;
-pub(crate) use files::tree_digest;
+pub use files::tree_digest;
 
 /// Bumped whenever the encoding or what goes into it changes, so old entries
 /// simply stop matching instead of being misread. 2: every instruction kind
