@@ -18,7 +18,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use kiln_build::cache::{key, CacheKey, StepInputs};
+use kiln_build::cache::{key, CacheKey, StepInputs, Upstream};
 use kiln_build::context::BuildContext;
 use kiln_build::copy::{plan_copy, Chmod, CopyRequest, CopySource};
 use kiln_dockerfile::instructions::{Command, MountType, Source};
@@ -147,8 +147,8 @@ fn context() -> (tempfile::TempDir, BuildContext) {
 }
 
 /// The digest a base image reference stands for in these keys.
-fn base_digest(reference: &str) -> String {
-    Digest::sha256_of(reference.as_bytes()).to_string()
+fn base_digest(reference: &str) -> Digest {
+    Digest::sha256_of(reference.as_bytes())
 }
 
 /// A COPY/ADD's file inputs from the context, planned as the engine plans
@@ -217,7 +217,7 @@ fn keys_of(name: &str, text: &str, build_args: &[(&str, &str)], ctx: &BuildConte
         let parent = match &stage.base {
             Base::Scratch => "scratch".to_string(),
             Base::Stage(i) => stage_keys[i].to_string(),
-            Base::Image(r) => base_digest(r),
+            Base::Image(r) => base_digest(r).to_string(),
         };
         let mut key = CacheKey::base(&parent, &platform);
         writeln!(out, "{name} {} FROM {key}", stage.display_name()).unwrap();
@@ -237,8 +237,8 @@ fn keys_of(name: &str, text: &str, build_args: &[(&str, &str)], ctx: &BuildConte
                         .iter()
                         .position(|s| s.name.as_deref() == Some(from))
                     {
-                        Some(i) => extra.push(("from-stage".into(), stage_keys[&i].to_string())),
-                        None => extra.push(("from-image".into(), base_digest(from))),
+                        Some(i) => extra.push(Upstream::CopyFromStage(stage_keys[&i].clone())),
+                        None => extra.push(Upstream::CopyFromImage(base_digest(from))),
                     }
                 }
                 Command::Run(r) => {
@@ -251,19 +251,20 @@ fn keys_of(name: &str, text: &str, build_args: &[(&str, &str)], ctx: &BuildConte
                                     .iter()
                                     .position(|s| s.name.as_deref() == Some(from));
                                 extra.push(match stage {
-                                    Some(i) => (
-                                        format!("mount-from-stage {target}"),
-                                        stage_keys[&i].to_string(),
-                                    ),
-                                    None => {
-                                        (format!("mount-from-image {target}"), base_digest(from))
-                                    }
+                                    Some(i) => Upstream::MountStage {
+                                        target,
+                                        key: stage_keys[&i].clone(),
+                                    },
+                                    None => Upstream::MountImage {
+                                        target,
+                                        digest: base_digest(from),
+                                    },
                                 });
                             }
                             None => {
                                 let source = m.source.as_deref().unwrap_or("/");
                                 let tree = key::tree_digest(&ctx.root().join(source)).unwrap();
-                                extra.push((format!("mount-context {target}"), tree.to_string()));
+                                extra.push(Upstream::MountContext { target, tree });
                             }
                         }
                     }

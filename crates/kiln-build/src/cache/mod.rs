@@ -43,7 +43,7 @@ use kiln_oci::{Reference, RegistryClient, RegistryError};
 use crate::engine::image::LayerRef;
 use crate::options::{CacheOptions, CacheRepo};
 
-pub use key::{CacheKey, StepInputs};
+pub use key::{CacheKey, StepInputs, Upstream};
 pub use layout::OciLayoutCache;
 pub use prune::{prune, PruneReport};
 pub use pusher::CachePusher;

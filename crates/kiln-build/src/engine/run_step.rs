@@ -17,6 +17,7 @@ use super::metadata::{self, HISTORY_COMMENT};
 use super::pending::{LayerWrite, PendingLayer};
 use super::signal::{SetOnDrop, Signal};
 use super::stage::{StageRun, StageRunner};
+use crate::cache::Upstream;
 use crate::options::{Isolation, SecretSource};
 use crate::progress::ProgressEvent;
 use kiln_dockerfile::instructions::{
@@ -245,27 +246,25 @@ impl StageRunner<'_> {
         run: &StageRun<'_>,
         instruction: &Instruction,
         command: &RunCommand,
-    ) -> Result<Vec<(String, String)>, BuildError> {
+    ) -> Result<Vec<Upstream>, BuildError> {
         let mut extra = Vec::new();
         for m in command.mounts.iter().filter(|m| m.kind == MountType::Bind) {
             let target = m.target.clone().unwrap_or_default();
             match m.from.as_deref() {
-                Some(from) => {
-                    match self.stage_index(from) {
-                        Some(i) => {
-                            let key = run.results.get(&i).map(|r| r.key.to_string()).ok_or_else(
-                                || self.step_error(instruction, format!("stage {i} was not built")),
-                            )?;
-                            extra.push((format!("mount-from-stage {target}"), key));
-                        }
-                        None => {
-                            let (_, digest) = self
-                                .pull(from, &self.options.platform.clone(), instruction)
-                                .await?;
-                            extra.push((format!("mount-from-image {target}"), digest.to_string()));
-                        }
+                Some(from) => match self.stage_index(from) {
+                    Some(i) => {
+                        let key = run.results.get(&i).map(|r| r.key.clone()).ok_or_else(|| {
+                            self.step_error(instruction, format!("stage {i} was not built"))
+                        })?;
+                        extra.push(Upstream::MountStage { target, key });
                     }
-                }
+                    None => {
+                        let (_, digest) = self
+                            .pull(from, &self.options.platform.clone(), instruction)
+                            .await?;
+                        extra.push(Upstream::MountImage { target, digest });
+                    }
+                },
                 None => {
                     let source = m.source.clone().unwrap_or_else(|| "/".into());
                     let host = resolve_source(self.context.root(), &source, "the context")
@@ -277,7 +276,10 @@ impl StageRunner<'_> {
                     .await
                     .map_err(|e| self.step_error(instruction, e))?
                     .map_err(|e| self.step_error(instruction, e))?;
-                    extra.push((format!("mount-context {target}"), digest.to_string()));
+                    extra.push(Upstream::MountContext {
+                        target,
+                        tree: digest,
+                    });
                 }
             }
         }

@@ -17,12 +17,12 @@
 //!   another stage's final key), `os`, `architecture`, `variant`.
 //! * step (domain `step`): the parent key, the expanded instruction
 //!   ([`command`]), the build args the step can see, the digest of its file
-//!   inputs when it has some, and `extra` pairs (a `COPY --from` stage's
-//!   key, a bind mount's source digest...).
+//!   inputs when it has some, and its [`Upstream`] inputs (a `COPY --from`
+//!   stage's key, a bind mount's source digest...).
 //!
 //! Build args come from a `BTreeMap`, so they are encoded sorted by name and
-//! the order they were given in never matters. `extra` pairs are encoded in
-//! the order given: the caller decides their meaning.
+//! the order they were given in never matters. [`Upstream`] inputs are
+//! encoded in the order given (the order of the flags and mounts).
 //!
 //! The keys of a fixed set of Dockerfiles are pinned by
 //! `tests/cache_key_golden.rs`: a change to any key shows there, and must
@@ -61,8 +61,58 @@ pub struct StepInputs<'a> {
     /// The digest of the step's file inputs: COPY/ADD sources
     /// ([`crate::copy::CopyPlan::inputs_digest`]).
     pub inputs: Option<&'a Digest>,
-    /// Anything else the result depends on, e.g. `("from-stage", key)`.
-    pub extra: &'a [(String, String)],
+    /// What the step reads besides the context's files.
+    pub extra: &'a [Upstream],
+}
+
+/// A step input that is not a file of the build context: what a
+/// `COPY --from` or a RUN bind mount reads, named by its own identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// `COPY --from=<stage>`: that stage's final key.
+    CopyFromStage(CacheKey),
+    /// `COPY --from=<image>`: the image's manifest digest.
+    CopyFromImage(Digest),
+    /// `RUN --mount=type=bind,from=<stage>`.
+    MountStage {
+        /// Where it is mounted.
+        target: String,
+        /// The stage's final key.
+        key: CacheKey,
+    },
+    /// `RUN --mount=type=bind,from=<image>`.
+    MountImage {
+        /// Where it is mounted.
+        target: String,
+        /// The image's manifest digest.
+        digest: Digest,
+    },
+    /// `RUN --mount=type=bind` of the build context.
+    MountContext {
+        /// Where it is mounted.
+        target: String,
+        /// The bound tree's [`tree_digest`].
+        tree: Digest,
+    },
+}
+
+impl Upstream {
+    /// The (name, value) pair the key encodes.
+    fn pair(&self) -> (String, String) {
+        match self {
+            Upstream::CopyFromStage(key) => ("from-stage".into(), key.to_string()),
+            Upstream::CopyFromImage(digest) => ("from-image".into(), digest.to_string()),
+            Upstream::MountStage { target, key } => {
+                (format!("mount-from-stage {target}"), key.to_string())
+            }
+            Upstream::MountImage { target, digest } => {
+                (format!("mount-from-image {target}"), digest.to_string())
+            }
+            Upstream::MountContext { target, tree } => {
+                (format!("mount-context {target}"), tree.to_string())
+            }
+        }
+    }
 }
 
 impl CacheKey {
@@ -95,9 +145,10 @@ impl CacheKey {
         }
         e.opt_str("inputs", inputs.map(|d| d.to_string()).as_deref());
         e.list("extra", extra.len());
-        for (name, value) in *extra {
-            e.str("name", name);
-            e.str("value", value);
+        for upstream in *extra {
+            let (name, value) = upstream.pair();
+            e.str("name", &name);
+            e.str("value", &value);
         }
         CacheKey(e.finish())
     }
@@ -152,7 +203,7 @@ mod tests {
         line: &str,
         a: &BTreeMap<String, String>,
         inputs: Option<&Digest>,
-        extra: &[(String, String)],
+        extra: &[Upstream],
     ) -> CacheKey {
         CacheKey::base("scratch", &platform()).chain(&StepInputs {
             command: &command(line),
@@ -191,7 +242,7 @@ mod tests {
         let none = args(&[]);
         let d1 = Digest::sha256_of(b"1");
         let d2 = Digest::sha256_of(b"2");
-        let env = vec![("env".to_string(), "A=1".to_string())];
+        let env = vec![Upstream::CopyFromImage(d1.clone())];
         let base = key("RUN make", &none, None, &[]);
         let variants = [
             key("RUN make all", &none, None, &[]),
@@ -312,8 +363,12 @@ mod tests {
             key("USER x", &args(&[("AB", "C")]), None, &[]),
             key("USER x", &args(&[("A", "BC")]), None, &[])
         );
-        let e1 = vec![("ab".to_string(), "c".to_string())];
-        let e2 = vec![("a".to_string(), "bc".to_string())];
+        let mount = |target: &str, tree: &str| Upstream::MountContext {
+            target: target.into(),
+            tree: Digest::sha256_of(tree.as_bytes()),
+        };
+        let e1 = vec![mount("/a", "b")];
+        let e2 = vec![mount("/a b", "b")];
         assert_ne!(
             key("USER x", &none, None, &e1),
             key("USER x", &none, None, &e2)
