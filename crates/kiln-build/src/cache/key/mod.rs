@@ -2,21 +2,21 @@
 //! that goes into a key is written here, and nowhere else.
 //!
 //! A key is the sha256 of a versioned, unambiguous encoding of everything a
-//! step's result depends on (see [`crate::cache`] and DESIGN.md, "Cache
-//! keys"). Its 64 hex characters are the entry's tag in the cache
+//! step's result depends on (see [`crate::cache`] and ARCHITECTURE.md,
+//! "Cache keys"). Its 64 hex characters are the entry's tag in the cache
 //! repository.
 //!
-//! * [`encoder`]: the byte encoding (named, length-prefixed fields) that
+//! * `encoder`: the byte encoding (named, length-prefixed fields) that
 //!   every hash below is written in.
-//! * [`command`]: one instruction, field by field, with no catch-all.
-//! * [`files`]: file inputs: a COPY/ADD plan's sources, a context tree
+//! * `command`: one instruction, field by field, with no catch-all.
+//! * `files`: file inputs: a COPY/ADD plan's sources, a context tree
 //!   bound into a RUN.
 //!
 //! # What goes in (format [`KEY_FORMAT_VERSION`])
 //! * base (domain `base`): `parent` (base manifest digest, `scratch`, or
 //!   another stage's final key), `os`, `architecture`, `variant`.
 //! * step (domain `step`): the parent key, the expanded instruction
-//!   ([`command`]), the build args the step can see, the digest of its file
+//!   (`command`), the build args the step can see, the digest of its file
 //!   inputs when it has some, and its [`Upstream`] inputs (a `COPY --from`
 //!   stage's key, a bind mount's source digest...).
 //!
