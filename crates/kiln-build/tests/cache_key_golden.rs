@@ -11,6 +11,8 @@
 //! `run_key_inputs`): the expanded instruction and the args it used, a
 //! COPY's planned inputs from the context, a `COPY --from` stage's key, a
 //! RUN bind mount's context tree. Base images stand in by a fixed digest.
+//! `crates/kiln/tests/cache_build.rs` (`a_build_stores_the_golden_cache_keys`)
+//! runs a real build of the "copy-and-add" fixture and finds its keys here.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
