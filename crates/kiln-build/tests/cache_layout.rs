@@ -14,9 +14,12 @@ use kiln_oci::{Index, Platform};
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn key(step: &str) -> CacheKey {
+    let command = kiln_dockerfile::parse_onbuild_trigger(step)
+        .expect("an instruction")
+        .command;
     let args = BTreeMap::new();
     CacheKey::base("scratch", &Platform::new("linux", "amd64", None)).chain(&StepInputs {
-        instruction: step,
+        command: &command,
         args: &args,
         inputs: None,
         extra: &[],
@@ -100,9 +103,9 @@ async fn concurrent_stores_keep_every_entry() {
         let c = OciLayoutCache::new(dir.path().to_path_buf(), DAY, true);
         // Half the tasks store the same key with the same layer.
         let name = if i % 2 == 0 {
-            "same".to_string()
+            "RUN same".to_string()
         } else {
-            format!("step {i}")
+            format!("RUN step {i}")
         };
         // Each build has its own copy of the layer file.
         let own = src.path().join(i.to_string());
@@ -124,12 +127,12 @@ async fn concurrent_stores_keep_every_entry() {
     let c = OciLayoutCache::new(dir.path().to_path_buf(), DAY, true);
     for i in (1..16).step_by(2) {
         assert!(c
-            .lookup(&key(&format!("step {i}")))
+            .lookup(&key(&format!("RUN step {i}")))
             .await
             .unwrap()
             .is_some());
     }
-    assert!(c.lookup(&key("same")).await.unwrap().is_some());
+    assert!(c.lookup(&key("RUN same")).await.unwrap().is_some());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("blobs/sha256"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

@@ -15,9 +15,12 @@ use kiln_testkit::{BaseImage, Registry};
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn key(step: &str) -> CacheKey {
+    let command = kiln_dockerfile::parse_onbuild_trigger(step)
+        .expect("an instruction")
+        .command;
     let args = BTreeMap::new();
     CacheKey::base("scratch", &Platform::new("linux", "amd64", None)).chain(&StepInputs {
-        instruction: step,
+        command: &command,
         args: &args,
         inputs: None,
         extra: &[],

@@ -382,3 +382,68 @@ fn a_warmed_base_is_used_without_its_registry() {
     );
     assert_eq!(img.text("/deps.txt").as_deref(), Some("x\n"));
 }
+
+/// The keys a real build stores are the ones pinned in kiln-build's
+/// `tests/golden/cache_keys.txt`: the golden test's walk computes keys as
+/// the engine does. Same Dockerfile ("copy-and-add"), same context files
+/// and modes, same platform.
+#[test]
+fn a_build_stores_the_golden_cache_keys() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let f = Fixture::new(
+        "FROM scratch\n\
+         WORKDIR /srv\n\
+         COPY a.txt .\n\
+         COPY --chown=1000:1000 --chmod=0640 src/ /src/\n\
+         COPY --chmod=u+x run.sh /bin/\n\
+         COPY --parents --exclude=*_test.go src/**/*.go /tree/\n\
+         COPY --link link.txt /l\n\
+         ADD --chown=1:2 archive.txt /add/\n",
+    );
+    for (name, body, mode) in [
+        ("a.txt", "A\n", 0o644),
+        ("run.sh", "#!/bin/sh\necho hi\n", 0o755),
+        ("archive.txt", "not an archive\n", 0o600),
+        ("src/main.go", "package main\n", 0o644),
+        ("src/pkg/util.go", "package pkg\n", 0o644),
+        ("src/pkg/util_test.go", "package pkg\n", 0o644),
+    ] {
+        f.write(name, body);
+        let path = f.ctx.path().join(name);
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for dir in ["src", "src/pkg"] {
+        let path = f.ctx.path().join(dir);
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    symlink("a.txt", f.ctx.path().join("link.txt")).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let repo = format!("--cache-repo=oci:{}", cache.path().display());
+    f.build(&[&repo, "--custom-platform=linux/amd64"]);
+
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(cache.path().join("index.json")).unwrap()).unwrap();
+    let stored: BTreeSet<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .filter(|tag| tag.len() == 64)
+        .map(str::to_string)
+        .collect();
+    let golden =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-build/tests/golden/cache_keys.txt");
+    let pinned: BTreeSet<String> = fs::read_to_string(golden)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("copy-and-add ") && !l.contains(" FROM "))
+        .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(pinned.len(), 7, "WORKDIR, five COPYs and an ADD");
+    // The cache also holds layer listings under keys of their own.
+    let missing: Vec<_> = pinned.difference(&stored).collect();
+    assert!(
+        missing.is_empty(),
+        "golden keys the build did not store: {missing:?}"
+    );
+}

@@ -18,9 +18,12 @@ fn client(reg: &Registry) -> RegistryClient {
 }
 
 fn key(step: &str) -> CacheKey {
+    let command = kiln_dockerfile::parse_onbuild_trigger(step)
+        .expect("an instruction")
+        .command;
     let args = BTreeMap::new();
     CacheKey::base("scratch", &Platform::host()).chain(&StepInputs {
-        instruction: step,
+        command: &command,
         args: &args,
         inputs: None,
         extra: &[],

@@ -1,7 +1,9 @@
 //! The layer cache: step keys, cache entries in a registry repository or an
 //! OCI layout, pruning, and the base-image warmer.
 //!
-//! * [`key`]: [`CacheKey`], chained per step from the stage's base.
+//! * [`key`]: [`CacheKey`], chained per step from the stage's base: the
+//!   one place a key's bytes are written (instructions, build args, file
+//!   inputs).
 //! * [`entry`]: the entry format, one OCI manifest per key.
 //! * [`registry`] / [`layout`]: [`RegistryCache`] (`<repo>:<key>`) and
 //!   [`OciLayoutCache`] (`--cache-repo oci:PATH`), joined in [`LayerCache`].
@@ -20,7 +22,8 @@
 //! let platform = kiln_oci::Platform::new("linux", "amd64", None);
 //! let base = CacheKey::base("scratch", &platform);
 //! let args = BTreeMap::new();
-//! let step = base.chain(&StepInputs { instruction: "RUN make", args: &args, inputs: None, extra: &[] });
+//! let command = kiln_dockerfile::parse_onbuild_trigger("RUN make").unwrap().command;
+//! let step = base.chain(&StepInputs { command: &command, args: &args, inputs: None, extra: &[] });
 //! assert_eq!(step.to_string().len(), 64);
 //! assert_ne!(step, base);
 //! ```
@@ -40,7 +43,7 @@ use kiln_oci::{Reference, RegistryClient, RegistryError};
 use crate::engine::image::LayerRef;
 use crate::options::{CacheOptions, CacheRepo};
 
-pub use key::{CacheKey, StepInputs};
+pub use key::{CacheKey, StepInputs, Upstream};
 pub use layout::OciLayoutCache;
 pub use prune::{prune, PruneReport};
 pub use pusher::CachePusher;

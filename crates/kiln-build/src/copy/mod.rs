@@ -29,7 +29,6 @@
 pub mod archive;
 pub mod chmod;
 pub mod chown;
-mod digest;
 pub mod glob;
 pub mod http;
 pub mod layer;

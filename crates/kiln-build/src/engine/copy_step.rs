@@ -9,6 +9,7 @@ use super::error::BuildError;
 use super::rootfs::Rootfs;
 use super::stage::{StageRun, StageRunner};
 use super::through_links::through_image_links;
+use crate::cache::Upstream;
 use crate::context::BuildContext;
 use crate::copy::{self, classify_source, Chmod, CopyRequest, CopySource, Owner, SourceKind};
 use kiln_dockerfile::instructions::{Command, Instruction, Source};
@@ -139,7 +140,7 @@ impl StageRunner<'_> {
         run: &StageRun<'_>,
         instruction: &Instruction,
         prepared: &PreparedCopy,
-    ) -> Result<(Option<Digest>, Vec<(String, String)>), BuildError> {
+    ) -> Result<(Option<Digest>, Vec<Upstream>), BuildError> {
         match &prepared.from {
             CopyFrom::Context => {
                 // The plan made without the image's answers names the same
@@ -153,20 +154,16 @@ impl StageRunner<'_> {
                 Ok((Some(digest), Vec::new()))
             }
             CopyFrom::Stage(i) => {
-                let key = run
-                    .results
-                    .get(i)
-                    .map(|r| r.key.to_string())
-                    .ok_or_else(|| {
-                        self.step_error(instruction, format!("stage {i} was not built"))
-                    })?;
-                Ok((None, vec![("from-stage".to_string(), key)]))
+                let key = run.results.get(i).map(|r| r.key.clone()).ok_or_else(|| {
+                    self.step_error(instruction, format!("stage {i} was not built"))
+                })?;
+                Ok((None, vec![Upstream::CopyFromStage(key)]))
             }
             CopyFrom::Image(name) => {
                 let (_, digest) = self
                     .pull(name, &self.options.platform.clone(), instruction)
                     .await?;
-                Ok((None, vec![("from-image".to_string(), digest.to_string())]))
+                Ok((None, vec![Upstream::CopyFromImage(digest)]))
             }
         }
     }

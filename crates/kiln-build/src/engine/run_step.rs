@@ -17,6 +17,7 @@ use super::metadata::{self, HISTORY_COMMENT};
 use super::pending::{LayerWrite, PendingLayer};
 use super::signal::{SetOnDrop, Signal};
 use super::stage::{StageRun, StageRunner};
+use crate::cache::Upstream;
 use crate::options::{Isolation, SecretSource};
 use crate::progress::ProgressEvent;
 use kiln_dockerfile::instructions::{
@@ -245,36 +246,40 @@ impl StageRunner<'_> {
         run: &StageRun<'_>,
         instruction: &Instruction,
         command: &RunCommand,
-    ) -> Result<Vec<(String, String)>, BuildError> {
+    ) -> Result<Vec<Upstream>, BuildError> {
         let mut extra = Vec::new();
         for m in command.mounts.iter().filter(|m| m.kind == MountType::Bind) {
             let target = m.target.clone().unwrap_or_default();
             match m.from.as_deref() {
-                Some(from) => {
-                    match self.stage_index(from) {
-                        Some(i) => {
-                            let key = run.results.get(&i).map(|r| r.key.to_string()).ok_or_else(
-                                || self.step_error(instruction, format!("stage {i} was not built")),
-                            )?;
-                            extra.push((format!("mount-from-stage {target}"), key));
-                        }
-                        None => {
-                            let (_, digest) = self
-                                .pull(from, &self.options.platform.clone(), instruction)
-                                .await?;
-                            extra.push((format!("mount-from-image {target}"), digest.to_string()));
-                        }
+                Some(from) => match self.stage_index(from) {
+                    Some(i) => {
+                        let key = run.results.get(&i).map(|r| r.key.clone()).ok_or_else(|| {
+                            self.step_error(instruction, format!("stage {i} was not built"))
+                        })?;
+                        extra.push(Upstream::MountStage { target, key });
                     }
-                }
+                    None => {
+                        let (_, digest) = self
+                            .pull(from, &self.options.platform.clone(), instruction)
+                            .await?;
+                        extra.push(Upstream::MountImage { target, digest });
+                    }
+                },
                 None => {
                     let source = m.source.clone().unwrap_or_else(|| "/".into());
                     let host = resolve_source(self.context.root(), &source, "the context")
                         .map_err(|e| self.step_error(instruction, e))?;
-                    let digest = tokio::task::spawn_blocking(move || tree_digest(&host))
-                        .await
-                        .map_err(|e| self.step_error(instruction, e))?
-                        .map_err(|e| self.step_error(instruction, e))?;
-                    extra.push((format!("mount-context {target}"), digest));
+                    let digest = tokio::task::spawn_blocking(move || {
+                        crate::cache::key::tree_digest(&host)
+                            .map_err(|e| format!("{}: {e}", host.display()))
+                    })
+                    .await
+                    .map_err(|e| self.step_error(instruction, e))?
+                    .map_err(|e| self.step_error(instruction, e))?;
+                    extra.push(Upstream::MountContext {
+                        target,
+                        tree: digest,
+                    });
                 }
             }
         }
@@ -560,55 +565,6 @@ fn resolve_source(root: &Path, source: &str, what: &str) -> Result<PathBuf, Stri
         return Err(format!("mount source {source} not found in {what}"));
     }
     Ok(host)
-}
-
-/// A digest of a file tree: each path (relative, sorted), its type, mode and
-/// content or link target. Modification times are left out so that a fresh
-/// checkout of the same files hits the cache.
-fn tree_digest(top: &Path) -> Result<String, String> {
-    use sha2::{Digest as _, Sha256};
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-    let mut hash = Sha256::new();
-    let walk = walkdir::WalkDir::new(top)
-        .follow_links(false)
-        .sort_by_file_name();
-    for item in walk {
-        let item = item.map_err(|e| e.to_string())?;
-        let rel = item.path().strip_prefix(top).unwrap_or(item.path());
-        let meta = item.path().symlink_metadata().map_err(|e| e.to_string())?;
-        let kind = if meta.is_dir() {
-            "dir"
-        } else if meta.file_type().is_symlink() {
-            "link"
-        } else if meta.is_file() {
-            "file"
-        } else {
-            "other"
-        };
-        hash.update(format!(
-            "{}\0{kind}\0{:o}\0",
-            rel.display(),
-            meta.mode() & 0o7777
-        ));
-        if meta.file_type().is_symlink() {
-            let link = fs::read_link(item.path()).map_err(|e| e.to_string())?;
-            hash.update(link.as_os_str().as_encoded_bytes());
-        } else if meta.is_file() {
-            let mut file = fs::File::open(item.path()).map_err(|e| e.to_string())?;
-            hash.update(meta.len().to_le_bytes());
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = file.read(&mut buf).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                hash.update(&buf[..n]);
-            }
-        }
-        hash.update(b"\n");
-    }
-    Ok(format!("sha256:{}", hex::encode(hash.finalize())))
 }
 
 /// What the blocking part of a RUN gives back: status, last output lines,

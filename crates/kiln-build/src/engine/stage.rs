@@ -421,9 +421,8 @@ impl StageRunner<'_> {
             (None, Command::Run(r)) => (None, self.run_key_inputs(run, instruction, r).await?),
             _ => (None, Vec::new()),
         };
-        let canonical = canonical_step(command);
         run.key = run.key.chain(&StepInputs {
-            instruction: &canonical,
+            command,
             args: &expanded.used_args,
             inputs: inputs.as_ref(),
             extra: &extra,
@@ -850,20 +849,6 @@ fn shorten(original: &str) -> String {
 
 fn shorten_history(original: &str) -> String {
     original.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The text of a step that goes into its cache key: the expanded command,
-/// except that an ARG contributes only its names. A build arg's value then
-/// reaches the key only through the steps that use it (their `used_args`),
-/// so changing it misses from its first use on, as in BuildKit.
-fn canonical_step(command: &Command) -> String {
-    match command {
-        Command::Arg(a) => {
-            let names: Vec<&str> = a.args.iter().map(|d| d.name.as_str()).collect();
-            format!("ARG {}", names.join(" "))
-        }
-        other => format!("{other:?}"),
-    }
 }
 
 /// Answers about the files of a stage's image.

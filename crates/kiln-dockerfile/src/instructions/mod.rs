@@ -56,9 +56,10 @@ impl Instruction {
     }
 }
 
-/// The commands of a Dockerfile, one variant per instruction.
+/// The commands of a Dockerfile, one variant per instruction. Exhaustive on
+/// purpose: the cache key's encoding (kiln-build's `cache::key`) matches
+/// every kind, so adding one fails to compile there until it is encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Command {
     /// `FROM [--platform=p] image [AS name]`
     From(FromCommand),
