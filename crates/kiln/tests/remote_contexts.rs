@@ -206,6 +206,49 @@ fn git_daemon_contexts_at_head_tag_commit_and_subdirectory() {
         built_file(&url, &["--context-sub-path", "app"], &env, "/app.txt"),
         "in app\n"
     );
+    // recurse-submodules: a repository whose `lib` is a submodule served by
+    // the same daemon is cloned with it, at the commit the parent records.
+    make_repo(t.path(), "sub");
+    let parent = t.path().join("parent-work");
+    fs::create_dir_all(&parent).unwrap();
+    git(&parent, &["init", "-q", "-b", "main"]);
+    git(
+        &parent,
+        &[
+            "submodule",
+            "add",
+            "-q",
+            &format!("git://127.0.0.1:{port}/sub.git"),
+            "lib",
+        ],
+    );
+    fs::write(
+        parent.join("Dockerfile"),
+        "FROM scratch\nCOPY lib/msg.txt /lib-msg.txt\n",
+    )
+    .unwrap();
+    git(&parent, &["add", "."]);
+    git(&parent, &["commit", "-q", "-m", "with a submodule"]);
+    run(Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&parent)
+        .arg(t.path().join("parent.git")));
+    let parent_url = format!("git://127.0.0.1:{port}/parent.git");
+    assert_eq!(
+        built_file(
+            &parent_url,
+            &["--git", "recurse-submodules=true"],
+            &env,
+            "/lib-msg.txt"
+        ),
+        "two\n"
+    );
+    let err = fails(&parent_url, &[], &env);
+    assert!(
+        err.contains("lib/msg.txt"),
+        "without submodules lib is empty:\n{err}"
+    );
+
     let err = fails(&format!("{url}#no-such-branch"), &[], &env);
     assert!(err.contains("no-such-branch"), "{err}");
     assert!(err.contains(&url), "the error names the source:\n{err}");
