@@ -14,7 +14,11 @@ pub fn unpack(stream: impl Read + Send + 'static, dest: &Path, label: &str) -> R
         .map_err(|e| e.to_string())?;
     let mut options = ExtractOptions::new(ApplyMode::Flatten);
     options.allow_devices = false;
-    let summary = extract(reader, dest, &options).map_err(|e| describe(&e.to_string()))?;
+    // The caller names the source; kiln-layer's own "layer <label>: " prefix
+    // would only repeat it under a misleading name.
+    let prefix = format!("layer {label}: ");
+    let summary = extract(reader, dest, &options)
+        .map_err(|e| describe(&e.to_string().replace(&prefix, "")))?;
     if summary.entries == 0 {
         return Err("not a tar archive (no entries)".to_string());
     }

@@ -495,6 +495,55 @@ fn stdin_context_as_tar_stdin_and_dash() {
     }
 }
 
+/// The attacker's side through a symlink: `link` points at a directory
+/// outside the context and `link/evil` tries to write through it.
+#[test]
+fn a_context_tar_cannot_write_through_a_symlink() {
+    let outside = TempDir::new().unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    link.set_uid(0);
+    link.set_gid(0);
+    link.set_mtime(0);
+    builder
+        .append_link(&mut link, "link", outside.path())
+        .unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_size(5);
+    file.set_mode(0o644);
+    file.set_uid(0);
+    file.set_gid(0);
+    file.set_mtime(0);
+    builder
+        .append_data(&mut file, "link/evil", &b"evil\n"[..])
+        .unwrap();
+    let archive = builder.into_inner().unwrap();
+    let work = TempDir::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--no-push", "--context", "tar://stdin"])
+        .arg("--kiln-dir")
+        .arg(work.path())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&archive).unwrap();
+    let result = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "{err}");
+    assert!(
+        err.contains("tar://stdin") && err.contains("link/evil"),
+        "{err}"
+    );
+    assert!(
+        fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "the tar wrote outside the context"
+    );
+}
+
 #[test]
 fn s3_context_from_an_s3_compatible_server() {
     let t = TempDir::new().unwrap();
