@@ -67,7 +67,22 @@ fn s3(bucket: &str, env: &Env) -> Result<object_store::aws::AmazonS3, String> {
             builder = builder.with_config(config, value);
         }
     }
-    if env.get("AWS_REGION").is_none() && env.get("AWS_DEFAULT_REGION").is_none() {
+    let region_from_profile = if env.get("AWS_ACCESS_KEY_ID").is_none() {
+        let settings = aws_profile(env);
+        let has_region = settings
+            .iter()
+            .any(|(k, _)| *k == AmazonS3ConfigKey::Region);
+        for (key, value) in settings {
+            builder = builder.with_config(key, value);
+        }
+        has_region
+    } else {
+        false
+    };
+    if env.get("AWS_REGION").is_none()
+        && env.get("AWS_DEFAULT_REGION").is_none()
+        && !region_from_profile
+    {
         // The SDK's default region; an S3-compatible store ignores it.
         builder = builder.with_region("us-east-1");
     }
@@ -84,6 +99,56 @@ fn s3(bucket: &str, env: &Env) -> Result<object_store::aws::AmazonS3, String> {
     builder = builder
         .with_virtual_hosted_style_request(!force_path_style && env.get("S3_ENDPOINT").is_none());
     builder.build().map_err(|e| describe(&e))
+}
+
+/// The keys and region of the AWS shared-config profile (`AWS_PROFILE`, else
+/// `default`) from `~/.aws/credentials` and `~/.aws/config` (or
+/// `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE`). object_store reads no
+/// profile files; these few INI lines are read here rather than through the
+/// whole AWS SDK.
+fn aws_profile(env: &Env) -> Vec<(AmazonS3ConfigKey, String)> {
+    let profile = env
+        .get("AWS_PROFILE")
+        .unwrap_or_else(|| "default".to_string());
+    let home = env.get("HOME").unwrap_or_default();
+    let credentials = env
+        .get("AWS_SHARED_CREDENTIALS_FILE")
+        .unwrap_or_else(|| format!("{home}/.aws/credentials"));
+    let config = env
+        .get("AWS_CONFIG_FILE")
+        .unwrap_or_else(|| format!("{home}/.aws/config"));
+    let mut found = Vec::new();
+    let sections = [
+        (credentials, profile.clone()),
+        (config.clone(), format!("profile {profile}")),
+        (config, profile),
+    ];
+    for (file, section) in sections {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let mut inside = false;
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                inside = name.trim() == section;
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=').filter(|_| inside) else {
+                continue;
+            };
+            let key = match key.trim() {
+                "aws_access_key_id" => AmazonS3ConfigKey::AccessKeyId,
+                "aws_secret_access_key" => AmazonS3ConfigKey::SecretAccessKey,
+                "aws_session_token" => AmazonS3ConfigKey::Token,
+                "region" => AmazonS3ConfigKey::Region,
+                _ => continue,
+            };
+            if !found.iter().any(|(k, _)| *k == key) {
+                found.push((key, value.trim().to_string()));
+            }
+        }
+    }
+    found
 }
 
 fn gcs(bucket: &str, env: &Env) -> Result<object_store::gcp::GoogleCloudStorage, String> {

@@ -589,6 +589,35 @@ fn s3_context_from_an_s3_compatible_server() {
         built_file("s3://ctx-bucket/dir/", &[], &env, "/hello.txt"),
         "from afar\n"
     );
+    // Keys from a shared-config profile when the environment has none.
+    fs::write(
+        t.path().join("credentials"),
+        "[default]\naws_access_key_id = wrong\n\n[ci]\naws_access_key_id = from-profile\naws_secret_access_key = profile-secret\n",
+    )
+    .unwrap();
+    fs::write(
+        t.path().join("config"),
+        "[profile ci]\nregion = us-east-1\n",
+    )
+    .unwrap();
+    let credentials = t.path().join("credentials");
+    let config = t.path().join("config");
+    let profile_env = [
+        ("AWS_PROFILE", "ci"),
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
+        ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+        ("S3_ENDPOINT", endpoint.as_str()),
+        ("S3_FORCE_PATH_STYLE", "true"),
+    ];
+    let (out, _dir) = build(
+        "s3://ctx-bucket/builds/ctx.tar.gz",
+        &["-v", "debug"],
+        &profile_env,
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("profile-secret"), "{log}");
+
     let err = fails("s3://ctx-bucket/missing.tar.gz", &[], &env);
     assert!(
         err.contains("s3://ctx-bucket/missing.tar.gz") && err.contains("no such object"),
