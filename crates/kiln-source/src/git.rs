@@ -120,6 +120,9 @@ fn clone_revision(
 ) -> Result<(), CloneError> {
     let other = |e: &dyn std::error::Error| CloneError::Other(chain(e));
     std::fs::create_dir_all(dest).map_err(|e| other(&e))?;
+    // Recreated after a failed attempt: private again.
+    std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| other(&e))?;
     let mut overrides = vec!["protocol.version=2".to_string()];
     if options.insecure_skip_tls {
         overrides.push("http.sslVerify=false".to_string());

@@ -135,7 +135,11 @@ pub async fn fetch(
             let root = match &git_subdir(context) {
                 Some(sub) => {
                     let root = dest.join(sub);
-                    if !root.is_dir() || !root.canonicalize().is_ok_and(|r| r.starts_with(dest)) {
+                    let inside = match (root.canonicalize(), dest.canonicalize()) {
+                        (Ok(root), Ok(dest)) => root.starts_with(dest),
+                        _ => false,
+                    };
+                    if !root.is_dir() || !inside {
                         return Err(fail(format!(
                             "{sub:?} is not a directory in the repository"
                         )));
