@@ -70,14 +70,6 @@ pub enum OptionsError {
     /// Caching with `--no-push` has no destination to derive a cache repository from.
     #[error("if using cache with --no-push, specify cache repo with --cache-repo")]
     CacheRepoRequired,
-    /// The context names a scheme kiln does not read.
-    #[error("build context {context:?}: {scheme}:// contexts are not supported; use a directory, dir:// or tar:// (a local .tar.gz)")]
-    UnsupportedContext {
-        /// The context as given.
-        context: String,
-        /// Its scheme.
-        scheme: String,
-    },
     /// The context could not be used.
     #[error("build context {context:?}: {reason}")]
     InvalidContext {
@@ -278,6 +270,8 @@ pub struct BuildFlags {
     pub context: String,
     /// `--context-sub-path`: a directory inside the context to use as the context.
     pub context_sub_path: Option<String>,
+    /// `--git`: Kaniko's options for git contexts (`branch=…,single-branch=…,…`).
+    pub git: Option<String>,
     /// `--dockerfile`: a path, tried as given and then inside the context.
     pub dockerfile: String,
     /// `--destination`, in order.
@@ -402,6 +396,7 @@ impl Default for BuildFlags {
         BuildFlags {
             context: DEFAULT_CONTEXT.to_string(),
             context_sub_path: None,
+            git: None,
             dockerfile: DEFAULT_DOCKERFILE.to_string(),
             destinations: Vec::new(),
             no_push: None,
@@ -575,6 +570,16 @@ pub enum ContextSource {
         /// The archive.
         archive: PathBuf,
         /// A directory inside the archive to use as the context.
+        sub_path: Option<PathBuf>,
+    },
+    /// A git repository, object-store object, HTTP tarball or stdin,
+    /// fetched into the build's working directory before the build.
+    Remote {
+        /// What to fetch.
+        source: kiln_source::RemoteContext,
+        /// `--git` options (used by git contexts).
+        git: kiln_source::GitOptions,
+        /// A directory inside the fetched context to use as the context.
         sub_path: Option<PathBuf>,
     },
 }
@@ -900,7 +905,11 @@ impl BuildFlags {
             },
         };
         let print_plan = env_bool(env, "KANIKO_PRINT_PLAN")?.unwrap_or(false);
-        let context = resolve_context(&self.context, self.context_sub_path.as_deref())?;
+        let context = resolve_context(
+            &self.context,
+            self.context_sub_path.as_deref(),
+            self.git.as_deref(),
+        )?;
         let dockerfile = resolve_dockerfile(&self.dockerfile, &context)?;
         let platform = match &self.custom_platform {
             Some(p) => p
@@ -1104,11 +1113,13 @@ fn check_compression_level(
 }
 
 /// Schemes Kaniko reads contexts from that kiln does not.
-const REMOTE_CONTEXT_SCHEMES: &[&str] = &["git", "s3", "gs", "http", "https", "az"];
-
-fn resolve_context(context: &str, sub_path: Option<&str>) -> Result<ContextSource, OptionsError> {
+fn resolve_context(
+    context: &str,
+    sub_path: Option<&str>,
+    git: Option<&str>,
+) -> Result<ContextSource, OptionsError> {
     let bad = |reason: String| OptionsError::InvalidContext {
-        context: context.to_string(),
+        context: kiln_source::spec::redact(context),
         reason,
     };
     if context.is_empty() {
@@ -1131,6 +1142,23 @@ fn resolve_context(context: &str, sub_path: Option<&str>) -> Result<ContextSourc
             Some(path)
         }
     };
+    let git = match git {
+        Some(value) => kiln_source::GitOptions::parse(value)
+            .map_err(|reason| invalid("--git", value, reason))?,
+        None => kiln_source::GitOptions::default(),
+    };
+    if let Some(source) =
+        kiln_source::RemoteContext::parse(context).map_err(|e| OptionsError::InvalidContext {
+            context: e.context,
+            reason: e.reason,
+        })?
+    {
+        return Ok(ContextSource::Remote {
+            source,
+            git,
+            sub_path,
+        });
+    }
     let (scheme, rest) = match context.split_once("://") {
         Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
         None => (None, context),
@@ -1147,11 +1175,6 @@ fn resolve_context(context: &str, sub_path: Option<&str>) -> Result<ContextSourc
             Ok(ContextSource::Dir(dir))
         }
         Some("tar") => {
-            if rest == "stdin" {
-                return Err(bad(
-                    "reading the context from stdin is not supported".to_string()
-                ));
-            }
             if !Path::new(rest).is_file() {
                 return Err(bad(format!("{rest} is not a file")));
             }
@@ -1160,10 +1183,6 @@ fn resolve_context(context: &str, sub_path: Option<&str>) -> Result<ContextSourc
                 sub_path,
             })
         }
-        Some(s) if REMOTE_CONTEXT_SCHEMES.contains(&s) => Err(OptionsError::UnsupportedContext {
-            context: context.to_string(),
-            scheme: s.to_string(),
-        }),
         Some(s) => Err(bad(format!("unknown scheme {s}://"))),
     }
 }
@@ -1190,7 +1209,7 @@ fn resolve_dockerfile(
         ContextSource::Dir(dir) if dir.join(as_given).is_file() => {
             Ok(DockerfileLocation::File(dir.join(as_given)))
         }
-        ContextSource::Tar { .. } if as_given.is_relative() => {
+        ContextSource::Tar { .. } | ContextSource::Remote { .. } if as_given.is_relative() => {
             Ok(DockerfileLocation::InContext(as_given.to_path_buf()))
         }
         _ => Err(OptionsError::DockerfileNotFound {
@@ -1691,25 +1710,49 @@ mod tests {
     }
 
     #[test]
-    fn remote_contexts_are_rejected_clearly() {
+    fn remote_contexts_are_recognised_and_credentials_hidden() {
         for context in [
-            "git://github.com/x/y",
+            "git://github.com/x/y.git#main",
             "s3://bucket/ctx.tgz",
             "gs://b/c",
-            "https://x/c",
+            "https://x/c.tar.gz",
+            "tar://stdin",
         ] {
             let flags = BuildFlags {
                 context: context.into(),
                 no_push: Some(true),
+                git: Some("branch=dev,recurse-submodules=true".into()),
                 ..Default::default()
             };
-            let err = flags.resolve(&no_env).unwrap_err();
-            assert!(
-                matches!(err, OptionsError::UnsupportedContext { .. }),
-                "{context}"
+            let options = flags.resolve(&no_env).unwrap();
+            match &options.context {
+                ContextSource::Remote { git, .. } => {
+                    assert_eq!(git.branch.as_deref(), Some("dev"));
+                    assert!(git.recurse_submodules);
+                }
+                other => panic!("{context}: {other:?}"),
+            }
+            assert_eq!(
+                options.dockerfile,
+                DockerfileLocation::InContext("Dockerfile".into())
             );
-            assert!(err.to_string().contains("not supported"), "{err}");
         }
+        let bad_git = BuildFlags {
+            context: "git://h/r.git".into(),
+            no_push: Some(true),
+            git: Some("depth=1".into()),
+            ..Default::default()
+        };
+        let err = bad_git.resolve(&no_env).unwrap_err();
+        assert!(err.to_string().contains("--git"), "{err}");
+        let secret = BuildFlags {
+            context: "https://user:hunter2@h/r.git#main:../up".into(),
+            no_push: Some(true),
+            ..Default::default()
+        };
+        let err = secret.resolve(&no_env).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("relative path"), "{err}");
     }
 
     #[test]

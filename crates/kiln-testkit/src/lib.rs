@@ -90,5 +90,6 @@ pub use skopeo::{
     skopeo_copy, skopeo_copy_with, skopeo_inspect, skopeo_inspect_raw, skopeo_inspect_with, Access,
     CopyOptions, InspectKind,
 };
+pub use tls::{generate as generate_tls, TlsFiles};
 pub use tools::{find_in_path, tools_check, REQUIRED_TOOLS};
 pub use umoci::{run_pushed_image, run_unpacked, umoci_unpack};

@@ -11,7 +11,7 @@ use rcgen::{
 
 /// PEM files written for one TLS registry.
 #[derive(Debug, Clone)]
-pub(crate) struct TlsFiles {
+pub struct TlsFiles {
     /// The CA certificate clients must trust (`ca.crt`).
     pub ca_cert: PathBuf,
     /// The server's leaf certificate.
@@ -33,7 +33,7 @@ const SERVER_NAMES: &[&str] = &["127.0.0.1", "localhost", "::1"];
 /// A separate CA (rather than one self-signed leaf) is used because that is
 /// what real private registries look like, and because rustls refuses a
 /// leaf certificate used as its own trust anchor with CA constraints.
-pub(crate) fn generate(dir: &Path) -> Result<TlsFiles> {
+pub fn generate(dir: &Path) -> Result<TlsFiles> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;

@@ -41,8 +41,9 @@ fn go_duration_arg(value: &str) -> Result<Duration, String> {
     args_override_self = true
 )]
 pub struct BuildCommand {
-    /// Path to the build context: a directory, dir://DIR, or tar://FILE.tar.gz.
-    /// git://, s3://, gs://, https:// and az:// contexts are recognised but not supported.
+    /// The build context: a directory, dir://DIR, tar://FILE.tar.gz, tar://stdin (or -),
+    /// a git repository (git://, https://….git, ssh://, git@host:repo, with #ref[:subdir]),
+    /// s3://, gs://, az:// or https://<account>.blob.core.windows.net/… objects, or an https:// tarball.
     #[arg(short = 'c', long, value_name = "PATH", default_value = "/workspace/")]
     pub context: String,
 
@@ -50,7 +51,11 @@ pub struct BuildCommand {
     #[arg(long, value_name = "PATH")]
     pub context_sub_path: Option<String>,
 
-    /// Name of a GCS bucket holding the context as a tarball (gs:// contexts are not supported).
+    /// Options for git contexts: branch=NAME,single-branch=BOOL,recurse-submodules=BOOL,insecure-skip-tls=BOOL.
+    #[arg(long, value_name = "OPTIONS")]
+    pub git: Option<String>,
+
+    /// Name of a GCS bucket holding the context as a tarball (same as --context gs://BUCKET).
     #[arg(short = 'b', long, value_name = "BUCKET", hide = true)]
     pub bucket: Option<String>,
 
@@ -345,10 +350,6 @@ pub struct NoEffectFlags {
     #[arg(long, value_name = "PATH", action = ArgAction::Append, help_heading = NO_EFFECT)]
     pub ignore_path: Vec<String>,
 
-    /// Branch options for git contexts (git contexts are not supported).
-    #[arg(long, value_name = "OPTIONS", help_heading = NO_EFFECT)]
-    pub git: Option<String>,
-
     /// Retries for unpacking the base image: kiln unpacks into its own layer store.
     #[arg(long, value_name = "N", help_heading = NO_EFFECT)]
     pub image_fs_extract_retry: Option<u32>,
@@ -378,7 +379,6 @@ impl NoEffectFlags {
         note("--force", self.force.is_some());
         note("--ignore-var-run", self.ignore_var_run.is_some());
         note("--ignore-path", !self.ignore_path.is_empty());
-        note("--git", self.git.is_some());
         note(
             "--image-fs-extract-retry",
             self.image_fs_extract_retry.is_some(),
@@ -409,6 +409,7 @@ impl BuildCommand {
         BuildFlags {
             context,
             context_sub_path: self.context_sub_path.clone(),
+            git: self.git.clone(),
             dockerfile: self.dockerfile.clone(),
             destinations: self.destination.clone(),
             no_push: self.no_push,

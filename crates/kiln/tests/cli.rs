@@ -327,24 +327,42 @@ fn conflicting_or_missing_flags_are_rejected_before_work_starts() {
 }
 
 #[test]
-fn remote_contexts_are_refused_as_not_supported() {
-    for context in [
-        "git://github.com/org/repo.git",
-        "s3://bucket/ctx.tar.gz",
-        "gs://b/c.tgz",
-    ] {
-        kiln()
-            .args(["build", "--no-push", "-c", context])
-            .assert()
-            .code(2)
-            .stderr(predicate::str::contains("not supported"));
-    }
-    // Kaniko's hidden --bucket names a gs:// context.
-    kiln()
-        .args(["build", "--no-push", "-b", "my-bucket"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("gs:// contexts are not supported"));
+fn remote_contexts_resolve_to_their_sources() {
+    let json = options_with_env(
+        &[
+            "--no-push",
+            "-c",
+            "git://github.com/org/repo.git#v1:app",
+            "--git",
+            "branch=main,recurse-submodules=true",
+        ],
+        &[],
+    );
+    let remote = &json["context"]["remote"];
+    assert_eq!(remote["source"]["kind"], "git", "{json}");
+    assert_eq!(remote["source"]["reference"], "v1");
+    assert_eq!(remote["source"]["subdir"], "app");
+    assert_eq!(remote["git"]["branch"], "main");
+    assert_eq!(remote["git"]["recurse_submodules"], true);
+    assert_eq!(json["dockerfile"]["in_context"], "Dockerfile");
+    // Kaniko's hidden --bucket names a gs:// context, context.tar.gz by default.
+    let json = options_with_env(&["--no-push", "-b", "my-bucket"], &[]);
+    let source = &json["context"]["remote"]["source"];
+    assert_eq!(source["kind"], "gcs", "{json}");
+    assert_eq!(source["key"], "context.tar.gz");
+    // A password in a context URL is never printed.
+    let json = options_with_env(
+        &["--no-push", "-c", "https://me:hunter2@git.example/r.git"],
+        &[],
+    );
+    let shown = json["context"].to_string();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("me:***@git.example"), "{shown}");
+    usage_error(
+        &["--no-push", "-c", "git://h/r.git", "--git", "depth=1"],
+        "--git",
+    );
+    usage_error(&["--no-push", "-c", "ftp://h/ctx.tgz"], "unknown scheme");
 }
 
 #[test]

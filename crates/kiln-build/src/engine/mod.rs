@@ -92,7 +92,7 @@ pub async fn build_with(
     if std::env::var_os("KILN_KEEP_WORKDIR").is_some() {
         ws.keep();
     }
-    let (context, dockerfile_name, dockerfile_text) = open_context(options, &ws)?;
+    let (context, dockerfile_name, dockerfile_text) = open_context(options, &ws).await?;
     let dockerfile = load_dockerfile(options, &dockerfile_name, &dockerfile_text)?;
     for arg in dockerfile.unused_build_args() {
         tracing::warn!("build arg {arg} was not consumed by any stage");
@@ -235,7 +235,7 @@ pub async fn build_with(
     })
 }
 
-fn open_context(
+async fn open_context(
     options: &BuildOptions,
     ws: &Workspace,
 ) -> Result<(BuildContext, String, String), BuildError> {
@@ -244,6 +244,19 @@ fn open_context(
         ContextSource::Dir(dir) => (ContextSpec::Dir(dir.clone()), None),
         ContextSource::Tar { archive, sub_path } => {
             (ContextSpec::Tar(archive.clone()), sub_path.clone())
+        }
+        ContextSource::Remote {
+            source,
+            git,
+            sub_path,
+        } => {
+            tracing::info!("fetching build context {source}");
+            let env = kiln_source::Env::from_process();
+            let fetched = kiln_source::fetch(source, git, &env, &ws.context())
+                .await
+                .map_err(|e| BuildError::Context(e.to_string()))?;
+            tracing::info!("{}", fetched.summary);
+            (ContextSpec::Dir(fetched.root), sub_path.clone())
         }
         #[allow(unreachable_patterns)]
         other => {

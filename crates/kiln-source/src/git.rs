@@ -1,0 +1,272 @@
+//! Cloning a git context with gix (pure-Rust git): https and http through
+//! its reqwest transport, `git://` natively, ssh through the system `ssh`
+//! (so an ssh agent and `~/.ssh` work as they do for git).
+//!
+//! Only the revision being built is fetched, at depth 1 unless a commit id
+//! is asked for (a commit is fetched by id, then its history is not needed
+//! either). Credentials come from Kaniko's variables only: `GIT_TOKEN`
+//! (sent as the user name with an empty password, as Kaniko does), else
+//! `GIT_USERNAME`/`GIT_PASSWORD`. No credential helper is run and nothing is
+//! ever prompted for, so a private repository without credentials fails at
+//! once instead of waiting on a terminal.
+
+use crate::spec::{is_commit_id, GitContext};
+use crate::Env;
+use gix::credentials::helper::{Action, NextAction};
+use gix::credentials::protocol::Outcome;
+use gix::remote::fetch::Shallow;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+/// Kaniko's `--git` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GitOptions {
+    /// `branch=`: the branch (or tag) to check out, overriding the URL's `#ref`.
+    pub branch: Option<String>,
+    /// `single-branch=`: kiln always fetches only the revision it builds.
+    pub single_branch: bool,
+    /// `recurse-submodules=`: also clone the submodules at their recorded commits.
+    pub recurse_submodules: bool,
+    /// `insecure-skip-tls=`: do not verify the server's TLS certificate.
+    pub insecure_skip_tls: bool,
+}
+
+impl GitOptions {
+    /// Parses `branch=main,single-branch=true,recurse-submodules=false,insecure-skip-tls=false`.
+    pub fn parse(value: &str) -> Result<GitOptions, String> {
+        let mut options = GitOptions::default();
+        for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, val) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?}: expected KEY=VALUE"))?;
+            let flag = || match val.to_ascii_lowercase().as_str() {
+                "true" | "1" | "t" => Ok(true),
+                "false" | "0" | "f" | "" => Ok(false),
+                _ => Err(format!("{key}={val}: expected true or false")),
+            };
+            match key {
+                "branch" => options.branch = Some(val.to_string()).filter(|b| !b.is_empty()),
+                "single-branch" => options.single_branch = flag()?,
+                "recurse-submodules" => options.recurse_submodules = flag()?,
+                "insecure-skip-tls" => options.insecure_skip_tls = flag()?,
+                _ => {
+                    return Err(format!(
+                        "unknown key {key:?} (known: branch, single-branch, recurse-submodules, insecure-skip-tls)"
+                    ))
+                }
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// Clones `ctx` into `dest` (created, must not exist or be empty) and checks
+/// out the asked revision. Returns a description of what was checked out.
+pub fn clone(
+    ctx: &GitContext,
+    options: &GitOptions,
+    env: &Env,
+    dest: &Path,
+) -> Result<String, String> {
+    let url = ctx.clone_url(env.get("GIT_PULL_METHOD").as_deref());
+    // `--git branch=` wins over the URL's ref, as in Kaniko; a commit after a
+    // second `#` is checked out after fetching that ref.
+    let reference = options.branch.clone().or_else(|| ctx.reference.clone());
+    let target = ctx.commit.clone().or(reference.clone());
+    let candidates: Vec<String> = match &target {
+        None => vec!["HEAD".to_string()],
+        Some(r) if r == "HEAD" || r.starts_with("refs/") || is_commit_id(r) => vec![r.clone()],
+        Some(name) => vec![format!("refs/heads/{name}"), format!("refs/tags/{name}")],
+    };
+    let mut last_error = String::new();
+    for revision in &candidates {
+        match clone_revision(&url, revision, options, env, dest) {
+            Ok(()) => {
+                if options.recurse_submodules {
+                    submodules(dest, options, env)?;
+                }
+                return Ok(revision.clone());
+            }
+            Err(CloneError::NotFound(e)) => {
+                last_error = e;
+                let _ = std::fs::remove_dir_all(dest);
+            }
+            Err(CloneError::Other(e)) => return Err(e),
+        }
+    }
+    match &target {
+        Some(name) if candidates.len() > 1 => Err(format!(
+            "no branch or tag named {name:?} in the repository ({last_error})"
+        )),
+        Some(name) => Err(format!(
+            "{name:?} not found in the repository ({last_error})"
+        )),
+        None => Err(last_error),
+    }
+}
+
+enum CloneError {
+    NotFound(String),
+    Other(String),
+}
+
+fn clone_revision(
+    url: &str,
+    revision: &str,
+    options: &GitOptions,
+    env: &Env,
+    dest: &Path,
+) -> Result<(), CloneError> {
+    let other = |e: &dyn std::error::Error| CloneError::Other(chain(e));
+    std::fs::create_dir_all(dest).map_err(|e| other(&e))?;
+    // Recreated after a failed attempt: private again.
+    std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| other(&e))?;
+    let mut overrides = vec!["protocol.version=2".to_string()];
+    if options.insecure_skip_tls {
+        overrides.push("http.sslVerify=false".to_string());
+    }
+    let open = gix::open::Options::isolated().config_overrides(overrides);
+    let credentials = credentials(env);
+    let insecure = options.insecure_skip_tls;
+    let prepare = gix::clone::PrepareFetch::new(
+        url,
+        dest,
+        gix::create::Kind::WithWorktree,
+        gix::create::Options::default(),
+        open,
+    )
+    .map_err(|e| other(&e))?;
+    let prepare = if is_commit_id(revision) {
+        prepare
+    } else {
+        prepare.with_shallow(Shallow::DepthAtRemote(NonZeroU32::MIN))
+    };
+    let mut prepare = prepare
+        .with_revision(Some(revision))
+        .map_err(|e| other(&e))?
+        .configure_connection(move |connection| {
+            let credentials = credentials.clone();
+            connection.set_credentials(move |action| answer(&credentials, action));
+            if insecure {
+                connection.set_transport_options(Box::new(insecure_http_options()));
+            }
+            Ok(())
+        });
+    let interrupt = AtomicBool::new(false);
+    let (mut checkout, _) = prepare
+        .fetch_then_checkout(gix::progress::Discard, &interrupt)
+        .map_err(|e| {
+            let text = chain(&e);
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("not found")
+                || lower.contains("didn't have the requested revision")
+                || lower.contains("no match")
+                || lower.contains("couldn't find remote ref")
+                || lower.contains("not our ref")
+                || lower.contains("did not match")
+                || lower.contains("could not find")
+            {
+                CloneError::NotFound(text)
+            } else if lower.contains("no credentials were returned") {
+                CloneError::Other(
+                    "the server asks for credentials: set GIT_USERNAME and GIT_PASSWORD, or GIT_TOKEN"
+                        .to_string(),
+                )
+            } else if lower.contains("clear text over http") {
+                CloneError::Other(
+                    "the server asks for credentials, which are never sent over plain http: use https"
+                        .to_string(),
+                )
+            } else {
+                CloneError::Other(text)
+            }
+        })?;
+    checkout
+        .main_worktree(gix::progress::Discard, &interrupt)
+        .map_err(|e| other(&e))?;
+    Ok(())
+}
+
+/// Clones each submodule at the commit its parent records, depth 1.
+fn submodules(root: &Path, options: &GitOptions, env: &Env) -> Result<(), String> {
+    let repo = gix::open_opts(root, gix::open::Options::isolated()).map_err(|e| chain(&e))?;
+    let Some(modules) = repo.submodules().map_err(|e| chain(&e))? else {
+        return Ok(());
+    };
+    for module in modules {
+        let name = module.name().to_string();
+        let path = module.path().map_err(|e| chain(&e))?.to_string();
+        let url = module
+            .url()
+            .map_err(|e| chain(&e))?
+            .to_bstring()
+            .to_string();
+        let Some(commit) = module.index_id().map_err(|e| chain(&e))? else {
+            continue;
+        };
+        if path.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(format!(
+                "submodule {name}: path {path:?} leaves the repository"
+            ));
+        }
+        let dest = root.join(&path);
+        let _ = std::fs::remove_dir(&dest);
+        let sub = GitContext {
+            url: url.clone(),
+            reference: None,
+            commit: Some(commit.to_string()),
+            subdir: None,
+        };
+        clone(&sub, options, env, &dest).map_err(|e| format!("submodule {name} ({url}): {e}"))?;
+    }
+    Ok(())
+}
+
+type Credentials = Option<(String, String)>;
+
+fn credentials(env: &Env) -> Credentials {
+    if let Some(token) = env.get("GIT_TOKEN").filter(|t| !t.is_empty()) {
+        return Some((token, String::new()));
+    }
+    let user = env.get("GIT_USERNAME").unwrap_or_default();
+    let password = env.get("GIT_PASSWORD").unwrap_or_default();
+    (!user.is_empty() || !password.is_empty()).then_some((user, password))
+}
+
+fn answer(credentials: &Credentials, action: Action) -> gix::Result<Option<Outcome>> {
+    match (action, credentials) {
+        (Action::Get(context), Some((username, password))) => Ok(Some(Outcome {
+            credentials: gix::sec::identity::Credentials::UsernamePassword {
+                username: username.clone(),
+                password: password.clone(),
+                oauth_refresh_token: None,
+            },
+            next: NextAction::from(context),
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// HTTP transport options that accept any server certificate (Kaniko's
+/// `insecure-skip-tls`): the reqwest backend reads no `http.sslVerify`, so
+/// its client is configured directly.
+fn insecure_http_options() -> gix::protocol::transport::client::blocking_io::http::Options {
+    use gix::protocol::transport::client::blocking_io::http;
+    let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(|builder| {
+            Ok(builder.tls_danger_accept_invalid_certs(true))
+        })),
+        ..Default::default()
+    };
+    http::Options {
+        backend: Some(std::sync::Arc::new(std::sync::Mutex::new(backend))),
+        ..Default::default()
+    }
+}
+
+/// An error with its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    crate::error_chain(error)
+}
