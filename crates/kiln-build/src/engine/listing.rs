@@ -664,12 +664,17 @@ mod tests {
         let blob = kiln_layer::dir::write_tree(
             tree.path(),
             out.path(),
-            &kiln_layer::LayerOptions::new(Compression::Gzip),
+            &kiln_layer::LayerOptions::new(Compression::Gzip).with_catalog(catalog_options()),
             &kiln_layer::dir::TreeOptions::default(),
         )
         .unwrap();
         let l = LayerListing::from_blob(&blob.path, kiln_oci::media::OCI_LAYER_GZIP, &blob.diff_id)
             .unwrap();
+        // The listing recorded while the layer was written says the same.
+        assert_eq!(
+            LayerListing::from_catalog(blob.catalog.as_ref().unwrap()),
+            l
+        );
         let mut index = ImageIndex::default();
         index.apply(&l);
         assert_eq!(index.kind_of("/config/group"), Some(FileKind::File));
