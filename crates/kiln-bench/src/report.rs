@@ -196,7 +196,8 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
     md.push_str(
         "Written by `bench/run` (`cargo run --release -p kiln-bench`); see bench/README.md for what\n\
          each workload measures and how the runs are made. Times are medians of wall time for build\n\
-         and push to a local registry; ratio below 1 means kiln is faster.\n\n",
+         and push to a local registry; ratio below 1 means kiln is faster. Every warm run is the\n\
+         first warm rebuild after a cold build into an empty registry cache.\n\n",
     );
     let _ = writeln!(
         md,

@@ -52,7 +52,8 @@ pub struct Workload {
     pub target: f64,
     /// The base image reference (build arg `BASE`).
     pub base: String,
-    /// Warm: prime the registry cache, then fresh runners with the cache.
+    /// Warm: each measured run is a fresh runner rebuilding with the
+    /// registry cache right after a cold build filled it.
     pub warm: bool,
     /// The file a warm run changes (relative to the context).
     change: Option<&'static str>,
@@ -167,19 +168,24 @@ impl Workload {
         })
     }
 
-    fn cache_repo(&self, reg: &Registry, tool: Tool) -> String {
-        reg.image_ref(&format!("bench/{}/{}-cache", self.name, tool.name()))
+    fn cache_repo(&self, reg: &Registry, tool: Tool, run: usize) -> String {
+        reg.image_ref(&cache_repo_path(&self.name, tool, run))
     }
 
-    /// For warm workloads: one unmeasured build per tool that fills its
-    /// registry cache with the unchanged project.
-    pub fn prime(&self, opts: &Opts, reg: &Registry) -> Result<()> {
+    /// For warm workloads, before measured run `run`: one unmeasured cold
+    /// build per tool into a registry cache of its own for that run, so
+    /// that the measured run is the first warm rebuild after a cold build,
+    /// as a CI user's first rebuild after a dependency change is.
+    pub fn prime(&self, run: usize, opts: &Opts, reg: &Registry) -> Result<()> {
         if !self.warm {
             return Ok(());
         }
-        eprintln!("    priming both registry caches");
+        eprintln!(
+            "    run {}: a cold build into an empty cache per tool",
+            run + 1
+        );
         for tool in [Tool::Kiln, Tool::Buildah] {
-            self.build(tool, "prime", opts, reg)?;
+            self.build(tool, run, &format!("prime-{}", run + 1), opts, reg)?;
         }
         Ok(())
     }
@@ -197,10 +203,19 @@ impl Workload {
 
     /// One measured run of `tool` on a fresh working directory.
     pub fn run(&self, tool: Tool, i: usize, opts: &Opts, reg: &Registry) -> Result<Sample> {
-        self.build(tool, &format!("{}", i + 1), opts, reg)
+        self.build(tool, i, &format!("{}", i + 1), opts, reg)
     }
 
-    fn build(&self, tool: Tool, label: &str, opts: &Opts, reg: &Registry) -> Result<Sample> {
+    /// One build of `tool`, for measured run `run` (whose registry cache
+    /// a warm workload uses), labelled `label` in logs and tags.
+    fn build(
+        &self,
+        tool: Tool,
+        run: usize,
+        label: &str,
+        opts: &Opts,
+        reg: &Registry,
+    ) -> Result<Sample> {
         let dir = self.runs_dir.join(format!("{}-{label}", tool.name()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
@@ -250,7 +265,7 @@ impl Workload {
                 if self.warm {
                     c.args(["--cache=true", "--cache-copy-layers=true"])
                         .arg("--cache-repo")
-                        .arg(self.cache_repo(reg, tool));
+                        .arg(self.cache_repo(reg, tool, run));
                 }
                 measure(&mut c, &log)
             }
@@ -272,7 +287,7 @@ impl Workload {
                 .arg("--build-arg")
                 .arg(format!("BASE={}", self.base));
                 if self.warm {
-                    let repo = self.cache_repo(reg, tool);
+                    let repo = self.cache_repo(reg, tool, run);
                     c.arg("--cache-from")
                         .arg(&repo)
                         .arg("--cache-to")
@@ -295,6 +310,13 @@ impl Workload {
         let _ = fs::remove_dir_all(&dir);
         result.with_context(|| format!("{} {} run {label}", self.name, tool.name()))
     }
+}
+
+/// The registry repository of `tool`'s cache for measured run `run` of
+/// `workload`: a new one per run, so no run finds what an earlier one
+/// stored.
+fn cache_repo_path(workload: &str, tool: Tool, run: usize) -> String {
+    format!("bench/{workload}/{}-cache-{}", tool.name(), run + 1)
 }
 
 /// `bench/work/wheelhouse`: wheels of fastapi, uvicorn and requests (and
@@ -395,6 +417,51 @@ impl Storage {
                     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_run_and_tool_has_a_cache_of_its_own() {
+        let mut seen = std::collections::HashSet::new();
+        for run in 0..5 {
+            for tool in [Tool::Kiln, Tool::Buildah] {
+                let repo = cache_repo_path("python-warm", tool, run);
+                assert!(repo.starts_with("bench/python-warm/"), "{repo}");
+                assert!(seen.insert(repo.clone()), "{repo} is used twice");
+            }
+        }
+    }
+
+    #[test]
+    fn every_run_changes_the_code_again() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("main.py"), "print('hi')\n").unwrap();
+        let wl = Workload {
+            name: "python-warm".into(),
+            title: String::new(),
+            target: 0.1,
+            base: String::new(),
+            warm: true,
+            change: Some("main.py"),
+            context: dir.path().to_path_buf(),
+            runs_dir: dir.path().join("runs"),
+            logs: dir.path().join("logs"),
+        };
+        let mut versions = vec![fs::read_to_string(dir.path().join("main.py")).unwrap()];
+        for run in 0..3 {
+            wl.before_run(run).unwrap();
+            let now = fs::read_to_string(dir.path().join("main.py")).unwrap();
+            assert!(now.starts_with("print('hi')\n"), "{now}");
+            assert!(
+                !versions.contains(&now),
+                "run {run} left the code as before"
+            );
+            versions.push(now);
         }
     }
 }

@@ -21,6 +21,7 @@
 //! allow (otherwise a warning). `trusted.overlay.*` xattrs from a layer are
 //! never applied: they would steer the overlay mount.
 
+use crate::catalog::{Catalog, CatalogOptions, Recorder};
 use crate::error::{Error, Result};
 use crate::list::entry_from_tar;
 use crate::path::normalize;
@@ -73,6 +74,9 @@ pub struct ExtractOptions {
     pub user_xattr_overlay: bool,
     /// Regular files larger than this are refused.
     pub max_entry_size: u64,
+    /// Record a [`Catalog`] of the layer as it is applied, returned in
+    /// [`ExtractSummary::catalog`].
+    pub catalog: Option<CatalogOptions>,
 }
 
 impl ExtractOptions {
@@ -85,7 +89,14 @@ impl ExtractOptions {
             allow_devices: root,
             user_xattr_overlay: false,
             max_entry_size: DEFAULT_MAX_ENTRY_SIZE,
+            catalog: None,
         }
+    }
+
+    /// Records a [`Catalog`] of the layer, keeping what `catalog` names.
+    pub fn with_catalog(mut self, catalog: CatalogOptions) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 }
 
@@ -100,6 +111,8 @@ pub struct ExtractSummary {
     pub bytes: u64,
     /// The verified diff_id of the layer.
     pub diff_id: Digest,
+    /// What the layer holds, when [`ExtractOptions::catalog`] asked for it.
+    pub catalog: Option<Catalog>,
 }
 
 /// Extracts the layer read by `reader` into `root` (which must exist).
@@ -128,6 +141,7 @@ pub fn extract(
         dirs: Vec::new(),
         summary: (0, 0, 0),
     };
+    let mut recorder = options.catalog.clone().map(Recorder::new);
     {
         let mut archive = tar::Archive::new(&mut reader);
         let entries = archive.entries().map_err(|source| Error::Read {
@@ -143,7 +157,21 @@ pub fn extract(
             let Some(entry) = entry_from_tar(&mut raw, &label)? else {
                 continue;
             };
-            applier.apply(&entry, &mut raw)?;
+            let kept = match recorder.as_mut() {
+                Some(r) => r
+                    .note(&entry.path, &entry.kind, Some(&mut raw))
+                    .map_err(|source| Error::BadEntry {
+                        layer: label.clone(),
+                        entry: entry.path.display().to_string(),
+                        source,
+                    })?,
+                None => None,
+            };
+            // The recorder read a kept file's content: apply those bytes.
+            match kept {
+                Some(bytes) => applier.apply(&entry, &mut bytes.as_slice())?,
+                None => applier.apply(&entry, &mut raw)?,
+            }
         }
     }
     applier.finish_dirs()?;
@@ -154,6 +182,7 @@ pub fn extract(
         skipped,
         bytes,
         diff_id,
+        catalog: recorder.map(Recorder::finish),
     })
 }
 

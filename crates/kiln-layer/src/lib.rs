@@ -31,6 +31,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod catalog;
 mod compress;
 pub mod deep;
 pub mod dir;
@@ -47,6 +48,7 @@ pub mod reader;
 mod resolve;
 pub mod writer;
 
+pub use catalog::{Catalog, CatalogOptions};
 pub use compress::{DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL};
 pub use error::{Error, Result};
 pub use writer::{

@@ -5,6 +5,7 @@
 //! compression block per thread, and a failed or abandoned writer leaves no
 //! file that looks like a valid blob.
 
+use crate::catalog::{Catalog, CatalogOptions, Recorder};
 use crate::compress::{Codec, Compressor};
 use crate::error::{Error, Result};
 use crate::header::{self, HeaderSpec};
@@ -17,6 +18,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tar::EntryType;
 use tempfile::TempPath;
 
@@ -62,6 +64,9 @@ pub struct LayerOptions {
     /// gzip's deflate implementation: [`Deflate::Portable`] (the default)
     /// gives the same bytes on every machine.
     pub deflate: Deflate,
+    /// Record a [`Catalog`] of the layer as it is written, returned in
+    /// [`LayerBlob::catalog`].
+    pub catalog: Option<CatalogOptions>,
 }
 
 impl Default for LayerOptions {
@@ -79,6 +84,7 @@ impl LayerOptions {
             threads: 0,
             mtime: MtimePolicy::Keep,
             deflate: Deflate::Portable,
+            catalog: None,
         }
     }
 
@@ -103,6 +109,12 @@ impl LayerOptions {
     /// Sets gzip's deflate implementation.
     pub fn with_deflate(mut self, deflate: Deflate) -> Self {
         self.deflate = deflate;
+        self
+    }
+
+    /// Records a [`Catalog`] of each layer written, keeping what `catalog` names.
+    pub fn with_catalog(mut self, catalog: CatalogOptions) -> Self {
+        self.catalog = Some(catalog);
         self
     }
 }
@@ -248,6 +260,8 @@ pub struct LayerBlob {
     pub size: u64,
     /// Blob compression.
     pub compression: Compression,
+    /// What the layer holds, when [`LayerOptions::catalog`] asked for it.
+    pub catalog: Option<Arc<Catalog>>,
 }
 
 impl LayerBlob {
@@ -268,6 +282,7 @@ pub struct LayerWriter {
     mtime: MtimePolicy,
     /// Set when a write failed midway: the tar is corrupt from then on.
     broken: bool,
+    catalog: Option<Recorder>,
 }
 
 impl LayerWriter {
@@ -297,13 +312,40 @@ impl LayerWriter {
             compression: options.compression,
             mtime: options.mtime,
             broken: false,
+            catalog: options.catalog.clone().map(Recorder::new),
         })
     }
 
     /// Appends an entry. Regular files need `content` yielding exactly
     /// `size` bytes (bytes past `size` are not read); other kinds ignore it.
-    pub fn append(&mut self, entry: &Entry, content: Option<&mut dyn Read>) -> Result<()> {
+    pub fn append(&mut self, entry: &Entry, mut content: Option<&mut dyn Read>) -> Result<()> {
         let tar_path = entry.tar_path()?;
+        let kept = match self.catalog.as_mut() {
+            Some(recorder) => {
+                let path = normalize(&entry.path).map_err(|reason| invalid(&entry.path, reason))?;
+                recorder
+                    .note(&path, &entry.kind, content.as_deref_mut())
+                    .map_err(|source| Error::WriteEntry {
+                        entry: tar_path.display().to_string(),
+                        source,
+                    })?
+            }
+            None => None,
+        };
+        // The recorder read a kept file's content: those bytes are written.
+        match kept {
+            Some(bytes) => self.append_entry(entry, &tar_path, Some(&mut bytes.as_slice())),
+            None => self.append_entry(entry, &tar_path, content),
+        }
+    }
+
+    /// [`LayerWriter::append`] once the entry is recorded.
+    fn append_entry(
+        &mut self,
+        entry: &Entry,
+        tar_path: &Path,
+        content: Option<&mut dyn Read>,
+    ) -> Result<()> {
         let mut path_bytes = tar_path.as_os_str().as_bytes().to_vec();
         let link_path;
         let (kind, size, link, device) = match &entry.kind {
@@ -363,7 +405,7 @@ impl LayerWriter {
                 expected: size,
                 actual: 0,
             })?;
-            self.copy_content(content, size, &tar_path)?;
+            self.copy_content(content, size, tar_path)?;
         }
         Ok(())
     }
@@ -421,6 +463,7 @@ impl LayerWriter {
             diff_id,
             size,
             compression: self.compression,
+            catalog: self.catalog.take().map(|r| Arc::new(r.finish())),
         })
     }
 

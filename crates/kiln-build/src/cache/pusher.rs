@@ -46,17 +46,30 @@ impl CachePusher {
         created_by: String,
     ) {
         let cache = cache.clone();
+        self.spawn_task(async move {
+            cache
+                .store(&key, layer.as_ref(), &created_by)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "could not store cache entry {key} in {}: {e}",
+                        cache.describe()
+                    )
+                })
+        });
+    }
+
+    /// Starts another store, `store`, whose error is its warning. Must be
+    /// called inside a tokio runtime.
+    pub fn spawn_task(
+        &self,
+        store: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+    ) {
         let permits = self.permits.clone();
         let task = tokio::spawn(async move {
             // The semaphore is never closed, so acquiring only waits.
             let _permit = permits.acquire_owned().await.ok();
-            match cache.store(&key, layer.as_ref(), &created_by).await {
-                Ok(()) => None,
-                Err(e) => Some(format!(
-                    "could not store cache entry {key} in {}: {e}",
-                    cache.describe()
-                )),
-            }
+            store.await.err()
         });
         match self.tasks.lock() {
             Ok(mut tasks) => tasks.push(task),

@@ -271,7 +271,7 @@ impl StageRunner<'_> {
         }
         let mut root = Rootfs::new(self.workspace.rootfs(&name))
             .map_err(|e| self.step_error(instruction, e))?;
-        root.sync(image, self.blobs)
+        self.sync_root(&mut root, image)
             .await
             .map_err(|e| self.step_error(instruction, e))?;
         let dir = root.dir().to_path_buf();

@@ -5,9 +5,18 @@
 //! `app` in `/etc/passwd`?). Unpacking the whole image to answer would make
 //! every build download its base, even when every step before is cached.
 //! Instead each layer gets a *listing* — every path with its kind, plus the
-//! text of the few files the engine reads — computed once from the layer
-//! and kept in the layer cache next to the step entries, so a warm runner
-//! fetches a few kilobytes instead of the base image.
+//! text of the few files the engine reads — and it is kept in the layer
+//! cache next to the step entries, so a warm runner fetches a few kilobytes
+//! instead of the image.
+//!
+//! A layer this build writes (RUN, COPY, ADD, WORKDIR, VOLUME) has its
+//! listing recorded by the layer writer as the entries go by, and stored
+//! with the step's cache entry; a layer it unpacks from a registry (the
+//! base, a step taken from the cache) has it recorded by the unpacking, and
+//! stored when the cache lacks it. So the first warm rebuild after a cold
+//! build downloads no layer to learn what the layers below a changed step
+//! hold, whatever steps came before. Only a layer no build ever wrote or
+//! unpacked with the cache on is downloaded and listed from its blob.
 //!
 //! Each chain of layers a step needed to know about also gets one listing
 //! for all of them together, flattened: a warm runner that finds the same
@@ -17,11 +26,11 @@
 
 use super::blobs::BlobStore;
 use super::image::{ImageState, LayerOrigin, LayerRef};
-use crate::cache::{CacheKey, LayerCache};
+use crate::cache::{CacheKey, CachePusher, LayerCache};
 use crate::copy::FileKind;
 use kiln_layer::list::visit_entries_with_content;
 use kiln_layer::reader::open_blob;
-use kiln_layer::EntryKind;
+use kiln_layer::{Catalog, CatalogOptions, EntryKind};
 use kiln_oci::media::Compression;
 use kiln_oci::{Descriptor, Digest, Platform};
 use serde::{Deserialize, Serialize};
@@ -79,37 +88,76 @@ impl LayerListing {
             .expect_diff_id(diff_id.clone());
         let mut listing = LayerListing::default();
         visit_entries_with_content(&mut reader, |entry, content| {
-            let path = format!("/{}", entry.path.display());
-            let path = path.trim_end_matches('/').to_string();
-            let kind = match &entry.kind {
-                EntryKind::Dir => Kind::Dir,
-                EntryKind::File { size } => {
-                    if TEXT_FILES.contains(&path.as_str()) && *size <= TEXT_LIMIT {
-                        let mut text = String::new();
-                        if content.read_to_string(&mut text).is_ok() {
-                            listing.texts.insert(path.clone(), text);
-                        }
-                    }
-                    Kind::File
+            let text = match entry.kind {
+                EntryKind::File { size } if size <= TEXT_LIMIT && is_text_file(&entry.path) => {
+                    let mut text = String::new();
+                    content.read_to_string(&mut text).ok().map(|_| text)
                 }
-                EntryKind::HardLink { .. } => Kind::File,
-                EntryKind::Symlink { target } => Kind::Symlink(target.display().to_string()),
-                EntryKind::Whiteout => {
-                    listing.whiteouts.push(path);
-                    return Ok(ControlFlow::Continue(()));
-                }
-                EntryKind::Opaque => {
-                    listing.opaque.push(path.clone());
-                    Kind::Dir
-                }
-                _ => Kind::Other,
+                _ => None,
             };
-            listing.entries.insert(path, kind);
+            listing.add(&entry.path, &entry.kind, text);
             Ok(ControlFlow::Continue(()))
         })?;
         reader.finish()?;
         Ok(listing)
     }
+
+    /// The listing of a layer from the catalog its writer or its unpacking
+    /// recorded (with [`catalog_options`]): what [`LayerListing::from_blob`]
+    /// would say, without reading the blob again.
+    pub fn from_catalog(catalog: &Catalog) -> LayerListing {
+        let mut listing = LayerListing::default();
+        for (path, kind) in &catalog.entries {
+            let text = match kind {
+                EntryKind::File { .. } => catalog
+                    .texts
+                    .get(path)
+                    .and_then(|bytes| String::from_utf8(bytes.clone()).ok()),
+                _ => None,
+            };
+            listing.add(path, kind, text);
+        }
+        listing
+    }
+
+    /// Adds one layer entry (its normalized layer path), with the text of
+    /// the file when it is one of [`TEXT_FILES`].
+    fn add(&mut self, path: &Path, kind: &EntryKind, text: Option<String>) {
+        let path = format!("/{}", path.display());
+        let path = path.trim_end_matches('/').to_string();
+        let kind = match kind {
+            EntryKind::Dir => Kind::Dir,
+            EntryKind::File { .. } => {
+                if let Some(text) = text {
+                    self.texts.insert(path.clone(), text);
+                }
+                Kind::File
+            }
+            EntryKind::HardLink { .. } => Kind::File,
+            EntryKind::Symlink { target } => Kind::Symlink(target.display().to_string()),
+            EntryKind::Whiteout => {
+                self.whiteouts.push(path);
+                return;
+            }
+            EntryKind::Opaque => {
+                self.opaque.push(path.clone());
+                Kind::Dir
+            }
+            _ => Kind::Other,
+        };
+        self.entries.insert(path, kind);
+    }
+}
+
+fn is_text_file(layer_path: &Path) -> bool {
+    let path = format!("/{}", layer_path.display());
+    TEXT_FILES.contains(&path.as_str())
+}
+
+/// What a layer writer or an unpacking records so that the layer's listing
+/// needs no second read of its blob.
+pub(crate) fn catalog_options() -> CatalogOptions {
+    CatalogOptions::keeping(&TEXT_FILES, TEXT_LIMIT)
 }
 
 /// An image's paths: its layers' listings applied in order.
@@ -270,8 +318,13 @@ impl Listings {
         }
     }
 
-    /// The index of `image`'s files.
-    pub async fn index(&self, image: &ImageState) -> Result<ImageIndex, String> {
+    /// The index of `image`'s files. Listings this computes are stored in
+    /// the cache in the background, through `pusher`.
+    pub async fn index(
+        &self,
+        image: &ImageState,
+        pusher: &CachePusher,
+    ) -> Result<ImageIndex, String> {
         let layers = &image.layers;
         // One layer's own listing is as cheap as a chain listing.
         let chain = (layers.len() >= 2).then(|| chain_key(layers));
@@ -281,13 +334,13 @@ impl Listings {
             }
         }
         let listings =
-            futures::future::try_join_all(layers.iter().map(|l| self.listing(l))).await?;
+            futures::future::try_join_all(layers.iter().map(|l| self.listing(l, pusher))).await?;
         let mut index = ImageIndex::default();
         for l in &listings {
             index.apply(l);
         }
         if let Some(key) = chain {
-            self.store_chain(key, layers, &index).await;
+            self.store_chain(key, layers, &index, pusher);
         }
         Ok(index)
     }
@@ -319,19 +372,35 @@ impl Listings {
     /// Remembers the index of `layers` and stores it in the cache: the next
     /// runner, finding these layers in the registry (the base, and the
     /// steps this build stores in the cache), makes one lookup for them.
-    async fn store_chain(&self, key: CacheKey, layers: &[LayerRef], index: &ImageIndex) {
+    fn store_chain(
+        &self,
+        key: CacheKey,
+        layers: &[LayerRef],
+        index: &ImageIndex,
+        pusher: &CachePusher,
+    ) {
         self.chains
             .lock()
             .expect("listing memo")
             .insert(key.clone(), index.clone());
         if let (Some(cache), true) = (&self.cache, self.push) {
             let about = format!("{} layers from {}", layers.len(), layers[0].diff_id);
-            self.store_listing(cache, &key, &about, &index.flattened())
-                .await;
+            let listing = Arc::new(index.flattened());
+            pusher.spawn_task(store_listing(
+                cache.clone(),
+                self.dir.clone(),
+                key,
+                about,
+                listing,
+            ));
         }
     }
 
-    async fn listing(&self, layer: &LayerRef) -> Result<Arc<LayerListing>, String> {
+    async fn listing(
+        &self,
+        layer: &LayerRef,
+        pusher: &CachePusher,
+    ) -> Result<Arc<LayerListing>, String> {
         if let Some(l) = self.memo.lock().expect("listing memo").get(&layer.diff_id) {
             return Ok(l.clone());
         }
@@ -342,7 +411,7 @@ impl Listings {
             _ => None,
         };
         let listing = match from_cache {
-            Some(l) => l,
+            Some(l) => Arc::new(l),
             None => {
                 let path = self
                     .blobs
@@ -357,16 +426,22 @@ impl Listings {
                 .await
                 .expect("listing task panicked")
                 .map_err(|e| e.to_string())?;
+                let listing = Arc::new(listing);
                 // Stored for every layer, also the ones this build wrote: the
                 // next runner gets them from the cache as step results.
                 if let (Some(cache), true) = (&self.cache, self.push) {
                     let about = format!("layer {}", layer.diff_id);
-                    self.store_listing(cache, &key, &about, &listing).await;
+                    pusher.spawn_task(store_listing(
+                        cache.clone(),
+                        self.dir.clone(),
+                        key,
+                        about,
+                        listing.clone(),
+                    ));
                 }
                 listing
             }
         };
-        let listing = Arc::new(listing);
         self.memo
             .lock()
             .expect("listing memo")
@@ -390,33 +465,86 @@ impl Listings {
         }
     }
 
-    async fn store_listing(
+    /// Takes the listing of `layer`, which this build wrote or unpacked,
+    /// from the `catalog` recorded as it did, so that no later step lists
+    /// its blob; and stores it in the cache as `store` says (in the
+    /// background, through `pusher`), so that the next runner finding the
+    /// layer in the registry needs no download to know what it holds.
+    pub fn record(
         &self,
-        cache: &LayerCache,
-        key: &CacheKey,
-        about: &str,
-        listing: &LayerListing,
+        layer: &LayerRef,
+        catalog: &Catalog,
+        store: StoreListing,
+        pusher: &CachePusher,
     ) {
-        let Ok(bytes) = serde_json::to_vec(listing) else {
+        let listing = Arc::new(LayerListing::from_catalog(catalog));
+        self.memo
+            .lock()
+            .expect("listing memo")
+            .insert(layer.diff_id.clone(), listing.clone());
+        let Some(cache) = self.cache.clone().filter(|_| self.push) else {
             return;
         };
-        let digest = Digest::sha256_of(&bytes);
-        let path = self.dir.join(format!("listing-{}", digest.hex()));
-        if std::fs::write(&path, &bytes).is_err() {
-            return;
+        let key = listing_key(&layer.diff_id);
+        let about = format!("layer {}", layer.diff_id);
+        let dir = self.dir.clone();
+        match store {
+            StoreListing::No => {}
+            StoreListing::New => {
+                pusher.spawn_task(store_listing(cache, dir, key, about, listing));
+            }
+            StoreListing::UnlessCached => pusher.spawn_task(async move {
+                // One manifest request saves uploading what is there.
+                if let Ok(Some(_)) = cache.lookup(&key).await {
+                    return Ok(());
+                }
+                store_listing(cache, dir, key, about, listing).await
+            }),
         }
-        let layer = LayerRef {
+    }
+}
+
+/// Whether [`Listings::record`] stores a listing in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreListing {
+    /// Not at all (the step is not cached).
+    No,
+    /// Yes: the layer is new.
+    New,
+    /// When the cache lacks it (or it expired): the layer came from a
+    /// registry, and some runner may have stored its listing already.
+    UnlessCached,
+}
+
+/// Stores `listing` (of `about`) in `cache` under `key`, as an entry whose
+/// layer is the listing's JSON, written to a file in `dir` first.
+async fn store_listing(
+    cache: LayerCache,
+    dir: PathBuf,
+    key: CacheKey,
+    about: String,
+    listing: Arc<LayerListing>,
+) -> Result<(), String> {
+    let failed = |e: &dyn std::fmt::Display| format!("could not store the listing of {about}: {e}");
+    // A big layer's listing is megabytes of JSON: written off the async threads.
+    let written = tokio::task::spawn_blocking(move || -> Result<LayerRef, String> {
+        let bytes = serde_json::to_vec(&*listing).map_err(|e| e.to_string())?;
+        let digest = Digest::sha256_of(&bytes);
+        let path = dir.join(format!("listing-{}", digest.hex()));
+        std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(LayerRef {
             descriptor: Descriptor::new(LISTING_MEDIA_TYPE, digest.clone(), bytes.len() as u64),
             diff_id: digest,
             origin: LayerOrigin::Local(path),
-        };
-        if let Err(e) = cache
-            .store(key, Some(&layer), &format!("listing of {about}"))
-            .await
-        {
-            tracing::warn!("could not store the listing of {about}: {e}");
-        }
-    }
+        })
+    })
+    .await
+    .map_err(|e| failed(&e))?
+    .map_err(|e| failed(&e))?;
+    cache
+        .store(&key, Some(&written), &format!("listing of {about}"))
+        .await
+        .map_err(|e| failed(&e))
 }
 
 /// The cache key of the listing of `layers` together: a function of their
@@ -536,12 +664,17 @@ mod tests {
         let blob = kiln_layer::dir::write_tree(
             tree.path(),
             out.path(),
-            &kiln_layer::LayerOptions::new(Compression::Gzip),
+            &kiln_layer::LayerOptions::new(Compression::Gzip).with_catalog(catalog_options()),
             &kiln_layer::dir::TreeOptions::default(),
         )
         .unwrap();
         let l = LayerListing::from_blob(&blob.path, kiln_oci::media::OCI_LAYER_GZIP, &blob.diff_id)
             .unwrap();
+        // The listing recorded while the layer was written says the same.
+        assert_eq!(
+            LayerListing::from_catalog(blob.catalog.as_ref().unwrap()),
+            l
+        );
         let mut index = ImageIndex::default();
         index.apply(&l);
         assert_eq!(index.kind_of("/config/group"), Some(FileKind::File));

@@ -124,7 +124,9 @@ pub async fn build_with(
             blobs.clone(),
             cache.clone(),
             options.cache.push,
-            ws.scratch(),
+            // Not scratch: listings stored in the background are read
+            // from here while the outputs are written.
+            ws.layers(),
         ),
         cache,
         pusher: &pusher,

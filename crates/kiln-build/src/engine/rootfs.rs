@@ -10,6 +10,7 @@ use crate::copy::FileKind;
 use futures::future::try_join_all;
 use kiln_layer::extract::{extract, ApplyMode, ExtractOptions};
 use kiln_layer::reader::open_stream;
+use kiln_layer::{Catalog, CatalogOptions};
 use kiln_oci::media::Compression;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -97,17 +98,28 @@ impl Rootfs {
 
     /// Brings the root up to `image`: applies the layers it does not hold
     /// yet. The image must extend what was applied before (layers are only
-    /// ever added on top).
-    pub async fn sync(&mut self, image: &ImageState, blobs: &BlobStore) -> Result<(), RootfsError> {
+    /// ever added on top). With `catalog`, returns what each layer that
+    /// came from a registry holds, recorded as it was unpacked.
+    pub async fn sync(
+        &mut self,
+        image: &ImageState,
+        blobs: &BlobStore,
+        catalog: Option<&CatalogOptions>,
+    ) -> Result<Vec<(LayerRef, Catalog)>, RootfsError> {
         debug_assert!(image
             .layers
             .iter()
             .zip(&self.applied)
             .all(|(l, d)| &l.descriptor.digest == d));
         let pending: Vec<&LayerRef> = image.layers.iter().skip(self.applied.len()).collect();
+        let mut catalogs = Vec::new();
         if pending.is_empty() {
-            return Ok(());
+            return Ok(catalogs);
         }
+        // Layers this build wrote were recorded as they were written.
+        let record = |layer: &LayerRef| {
+            catalog.filter(|_| matches!(layer.origin, super::image::LayerOrigin::Remote(_)))
+        };
         // Downloads run in parallel; application is in order. The bottom
         // layer of an empty root is unpacked while it downloads.
         let started = std::time::Instant::now();
@@ -133,7 +145,10 @@ impl Rootfs {
         if stream_first {
             let layer = pending.next().expect("pending is non-empty");
             let download = downloads.next().expect("one download per layer");
-            self.apply_while_downloading(layer, download, blobs).await?;
+            let recorded = self
+                .apply_while_downloading(layer, download, blobs, record(layer))
+                .await?;
+            catalogs.extend(recorded.map(|c| (layer.clone(), c)));
         }
         let paths = try_join_all(
             downloads.map(|d| async move { d.await.expect("layer download task panicked") }),
@@ -143,9 +158,13 @@ impl Rootfs {
         for (layer, path) in pending.zip(paths) {
             let dir = self.dir.clone();
             let layer_c = layer.clone();
-            tokio::task::spawn_blocking(move || apply_layer(&dir, &layer_c, &path))
-                .await
-                .expect("layer extraction task panicked")?;
+            let catalog = record(layer).cloned();
+            let recorded = tokio::task::spawn_blocking(move || {
+                apply_layer(&dir, &layer_c, &path, catalog.as_ref())
+            })
+            .await
+            .expect("layer extraction task panicked")?;
+            catalogs.extend(recorded.map(|c| (layer.clone(), c)));
             self.applied.push(layer.descriptor.digest.clone());
         }
         tracing::debug!(
@@ -158,7 +177,7 @@ impl Rootfs {
             downloaded.as_secs_f64(),
             (started.elapsed() - downloaded).as_secs_f64()
         );
-        Ok(())
+        Ok(catalogs)
     }
 
     /// Applies the root's first layer from its blob file as the download
@@ -171,32 +190,44 @@ impl Rootfs {
         layer: &LayerRef,
         download: tokio::task::JoinHandle<Result<PathBuf, RootfsError>>,
         blobs: &BlobStore,
-    ) -> Result<(), RootfsError> {
+        catalog: Option<&CatalogOptions>,
+    ) -> Result<Option<Catalog>, RootfsError> {
         let watch = std::sync::Arc::new(DownloadWatch::default());
         let path = blobs.download_path(&layer.descriptor.digest);
         let (dir, layer_c, watch_c) = (self.dir.clone(), layer.clone(), watch.clone());
+        let catalog_c = catalog.cloned();
         let unpack = tokio::task::spawn_blocking(move || {
-            apply_source(&dir, &layer_c, GrowingFile::new(path, watch_c))
+            apply_source(
+                &dir,
+                &layer_c,
+                GrowingFile::new(path, watch_c),
+                catalog_c.as_ref(),
+            )
         });
         let downloaded = download.await.expect("layer download task panicked");
         watch.set(downloaded.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         let unpacked = unpack.await.expect("layer extraction task panicked");
         let path = downloaded?;
-        if let Err(e) = unpacked {
-            tracing::debug!("unpacking during the download failed ({e}); unpacking again");
-            let io = |source| RootfsError::Io {
-                path: self.dir.clone(),
-                source,
-            };
-            fs::remove_dir_all(&self.dir).map_err(io)?;
-            fs::create_dir(&self.dir).map_err(io)?;
-            let (dir, layer_c) = (self.dir.clone(), layer.clone());
-            tokio::task::spawn_blocking(move || apply_layer(&dir, &layer_c, &path))
+        let recorded = match unpacked {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                tracing::debug!("unpacking during the download failed ({e}); unpacking again");
+                let io = |source| RootfsError::Io {
+                    path: self.dir.clone(),
+                    source,
+                };
+                fs::remove_dir_all(&self.dir).map_err(io)?;
+                fs::create_dir(&self.dir).map_err(io)?;
+                let (dir, layer_c, catalog_c) = (self.dir.clone(), layer.clone(), catalog.cloned());
+                tokio::task::spawn_blocking(move || {
+                    apply_layer(&dir, &layer_c, &path, catalog_c.as_ref())
+                })
                 .await
-                .expect("layer extraction task panicked")?;
-        }
+                .expect("layer extraction task panicked")?
+            }
+        };
         self.applied.push(layer.descriptor.digest.clone());
-        Ok(())
+        Ok(recorded)
     }
 
     /// What `path` (absolute in the image) is, following symlinks inside
@@ -243,21 +274,28 @@ impl Rootfs {
     }
 }
 
-fn apply_layer(dir: &Path, layer: &LayerRef, path: &Path) -> Result<(), RootfsError> {
+fn apply_layer(
+    dir: &Path,
+    layer: &LayerRef,
+    path: &Path,
+    catalog: Option<&CatalogOptions>,
+) -> Result<Option<Catalog>, RootfsError> {
     let file = fs::File::open(path).map_err(|source| RootfsError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    apply_source(dir, layer, file)
+    apply_source(dir, layer, file, catalog)
 }
 
 /// Applies `layer`, its blob read from `source` (a file, or one still
-/// being downloaded), checking its diff_id.
+/// being downloaded), checking its diff_id; with `catalog`, returns what
+/// the layer holds.
 fn apply_source(
     dir: &Path,
     layer: &LayerRef,
     source: impl std::io::Read + Send + 'static,
-) -> Result<(), RootfsError> {
+    catalog: Option<&CatalogOptions>,
+) -> Result<Option<Catalog>, RootfsError> {
     let err = |source| RootfsError::Extract {
         digest: layer.descriptor.digest.clone(),
         source,
@@ -267,8 +305,12 @@ fn apply_source(
     let reader = open_stream(source, compression, label)
         .map_err(err)?
         .expect_diff_id(layer.diff_id.clone());
-    extract(reader, dir, &ExtractOptions::new(ApplyMode::Flatten)).map_err(err)?;
-    Ok(())
+    let mut options = ExtractOptions::new(ApplyMode::Flatten);
+    if let Some(catalog) = catalog {
+        options = options.with_catalog(catalog.clone());
+    }
+    let summary = extract(reader, dir, &options).map_err(err)?;
+    Ok(summary.catalog)
 }
 
 /// Resolves `path` inside `root` as the image would see it: `..` never

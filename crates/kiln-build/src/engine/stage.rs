@@ -4,7 +4,7 @@
 use super::blobs::BlobStore;
 use super::error::BuildError;
 use super::image::{ImageState, LayerOrigin, LayerRef};
-use super::listing::{ImageIndex, Listings};
+use super::listing::{ImageIndex, Listings, StoreListing};
 use super::metadata::{self, StageFlags, HISTORY_COMMENT};
 use super::rootfs::Rootfs;
 use super::workspace::Workspace;
@@ -565,11 +565,27 @@ impl StageRunner<'_> {
             *slot = Some(Rootfs::new(dir).map_err(|e| self.step_error(instruction, e))?);
         }
         let rootfs = slot.as_mut().expect("just set");
-        rootfs
-            .sync(image, self.blobs)
+        self.sync_root(rootfs, image)
             .await
             .map_err(|e| self.step_error(instruction, e))?;
         Ok(rootfs)
+    }
+
+    /// Brings `root` up to `image`. With the cache pushed to, each layer
+    /// unpacked from a registry (the base, steps taken from the cache) has
+    /// its listing, recorded as it was unpacked, stored for the next runner.
+    pub(crate) async fn sync_root(
+        &self,
+        root: &mut Rootfs,
+        image: &ImageState,
+    ) -> Result<(), super::rootfs::RootfsError> {
+        let record =
+            (self.cache.is_some() && self.options.cache.push).then(super::listing::catalog_options);
+        for (layer, catalog) in root.sync(image, self.blobs, record.as_ref()).await? {
+            self.listings
+                .record(&layer, &catalog, StoreListing::UnlessCached, self.pusher);
+        }
+        Ok(())
     }
 
     /// What the stage's image holds, for COPY and WORKDIR decisions: its
@@ -588,7 +604,7 @@ impl StageRunner<'_> {
         }
         let index = self
             .listings
-            .index(&run.image)
+            .index(&run.image, self.pusher)
             .await
             .map_err(|e| self.step_error(instruction, e))?;
         Ok(ImageView::Index(index))
@@ -757,6 +773,11 @@ impl StageRunner<'_> {
             // gives the same bytes on every machine.
             opts = opts.with_deflate(Deflate::Fast);
         }
+        if self.cache.is_some() {
+            // The layer's listing, recorded as it is written, goes to the
+            // cache with the step (see `record_layer_at`).
+            opts = opts.with_catalog(super::listing::catalog_options());
+        }
         opts
     }
 
@@ -818,6 +839,17 @@ impl StageRunner<'_> {
             origin: LayerOrigin::Local(blob.path.clone()),
         };
         self.store_keyed(key, instruction, Some(layer.clone()), created_by.clone());
+        if let Some(catalog) = &blob.catalog {
+            // A runner that takes this step from the cache and then misses
+            // a COPY or WORKDIR above it learns what the layer holds from
+            // this listing instead of downloading the layer.
+            let store = if self.cacheable(&instruction.command) {
+                StoreListing::New
+            } else {
+                StoreListing::No
+            };
+            self.listings.record(&layer, catalog, store, self.pusher);
+        }
         let history = History {
             created: Some(created.to_string()),
             created_by: Some(created_by),
