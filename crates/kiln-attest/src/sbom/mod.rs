@@ -1,9 +1,11 @@
-//! The SBOM: which packages an image's file system holds, as SPDX 2.3 JSON.
+//! The SBOM: which packages and files an image's file system holds, as
+//! SPDX 2.3 JSON.
 //!
 //! The image is read as its layers, bottom first: [`Collector`] keeps the
-//! content of the few files a cataloguer reads ([`Collector::wants`]),
-//! applying each layer's whiteouts, so the result is what the final image
-//! holds without unpacking it. Then each cataloguer reads its files:
+//! content of the few files a cataloguer reads ([`Collector::wants`]) and
+//! every regular file's checksums ([`files`]), applying each layer's
+//! whiteouts, so the result is what the final image holds without
+//! unpacking it. Then each cataloguer reads its files:
 //!
 //! | cataloguer | reads | finds |
 //! | --- | --- | --- |
@@ -12,6 +14,7 @@
 //! | [`python`] | `…/site-packages/*.dist-info/METADATA`, `…/*.egg-info/PKG-INFO` (or an `.egg-info` file), also under `dist-packages` | installed Python distributions |
 //! | [`npm`] | `…/node_modules/NAME/package.json`, `…/node_modules/@SCOPE/NAME/package.json` | npm packages |
 //! | [`golang`] | every ELF file with an execute bit | Go binaries' modules and Go release |
+//! | [`files`] | every regular file; `var/lib/dpkg/info/*.list`, `…/*.dist-info/RECORD` | each file's SHA-1 and SHA-256, and the dpkg package or Python distribution listing it |
 //!
 //! The database formats are small line formats; the crates that read them
 //! (e.g. `debian-control`) bring a parser framework each for a few dozen
