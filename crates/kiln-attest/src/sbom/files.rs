@@ -5,8 +5,9 @@
 //! so no layer is read twice.
 //!
 //! Which package a file belongs to comes from the package databases that
-//! list their files: dpkg's `var/lib/dpkg/info/PACKAGE[:ARCH].list` and a
-//! Python distribution's `*.dist-info/RECORD`. Their paths are resolved
+//! list their files: dpkg's `var/lib/dpkg/info/PACKAGE[:ARCH].list`, a
+//! Python distribution's `*.dist-info/RECORD`, and apk's database itself
+//! ([`super::apk::file_lists`]). Their paths are resolved
 //! through the image's symbolic links to directories (a Debian package
 //! lists `/bin/bash`, which a merged-`/usr` image holds as `/usr/bin/bash`).
 
@@ -80,6 +81,11 @@ pub enum Owner {
         name: String,
         /// The `:ARCH` of the list's name.
         arch: Option<String>,
+    },
+    /// An Alpine package, by name.
+    Apk {
+        /// The package's name.
+        name: String,
     },
     /// The package found in this metadata file (absolute path).
     FoundIn(String),

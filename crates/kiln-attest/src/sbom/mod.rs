@@ -14,7 +14,7 @@
 //! | [`python`] | `…/site-packages/*.dist-info/METADATA`, `…/*.egg-info/PKG-INFO` (or an `.egg-info` file), also under `dist-packages` | installed Python distributions |
 //! | [`npm`] | `…/node_modules/NAME/package.json`, `…/node_modules/@SCOPE/NAME/package.json` | npm packages |
 //! | [`golang`] | every ELF file with an execute bit | Go binaries' modules and Go release |
-//! | [`files`] | every regular file; `var/lib/dpkg/info/*.list`, `…/*.dist-info/RECORD` | each file's SHA-1 and SHA-256, and the dpkg package or Python distribution listing it |
+//! | [`files`] | every regular file; `var/lib/dpkg/info/*.list`, `…/*.dist-info/RECORD`, apk's `F:`/`R:` lines | each file's SHA-1 and SHA-256, and the dpkg or apk package or Python distribution listing it |
 //!
 //! The database formats are small line formats; the crates that read them
 //! (e.g. `debian-control`) bring a parser framework each for a few dozen
@@ -251,7 +251,13 @@ impl Collector {
     pub fn inventory(&self) -> Inventory {
         let packages = self.packages();
         let mut owners: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for list in self.lists.values() {
+        let apk_lists: Vec<FileList> = self
+            .databases
+            .iter()
+            .filter(|(path, _)| apk::wants(path))
+            .flat_map(|(_, content)| apk::file_lists(&String::from_utf8_lossy(content)))
+            .collect();
+        for list in self.lists.values().chain(&apk_lists) {
             let Some(owner) = packages.iter().position(|p| owns(&list.owner, p)) else {
                 continue;
             };
@@ -340,6 +346,7 @@ fn owns(owner: &Owner, package: &Package) -> bool {
                     .as_ref()
                     .is_none_or(|a| package.purl.contains(&format!("arch={a}")))
         }
+        Owner::Apk { name } => package.ecosystem == "apk" && package.name == *name,
         Owner::FoundIn(found_in) => package.found_in == *found_in,
     }
 }
@@ -475,6 +482,19 @@ mod tests {
         assert_eq!(inv.files[3].digests, d("bash v2"));
         assert_eq!(inv.packages[bash.owners[0]].name, "bash");
         assert!(inv.files[3].owners.is_empty());
+        // apk's database names its packages' files itself.
+        let apk = "P:musl\nV:1.2\nA:x86_64\nF:lib\nR:ld-musl.so.1\n\n";
+        c.add("lib/apk/db/installed", apk.as_bytes().to_vec());
+        c.add_file("lib/apk/db/installed", d(apk));
+        c.add_file("lib/ld-musl.so.1", d("musl"));
+        let inv = c.inventory();
+        let musl = inv
+            .files
+            .iter()
+            .find(|f| f.path == "/lib/ld-musl.so.1")
+            .unwrap();
+        assert_eq!(inv.packages[musl.owners[0]].name, "musl");
+        c.remove("lib");
         // A file list whose package is not installed owns nothing.
         c.remove("var/lib/dpkg/status");
         assert!(c.inventory().files.iter().all(|f| f.owners.is_empty()));
