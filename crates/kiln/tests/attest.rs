@@ -783,15 +783,21 @@ fn the_sbom_lists_exactly_what_dpkg_and_pip_report_for_a_debian_image() {
         .iter()
         .map(|p| (p["SPDXID"].as_str().unwrap(), p["name"].as_str().unwrap()))
         .collect();
+    let mut contained_by: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
+    for r in spdx["relationships"].as_array().unwrap() {
+        if r["relationshipType"] == "CONTAINS" {
+            let from = r["spdxElementId"].as_str().unwrap();
+            if let Some(name) = names.get(from) {
+                contained_by
+                    .entry(r["relatedSpdxElement"].as_str().unwrap())
+                    .or_default()
+                    .insert(*name);
+            }
+        }
+    }
     let containers = |name: &str| -> BTreeSet<&str> {
-        let id = &by_name(name)["SPDXID"];
-        spdx["relationships"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["relationshipType"] == "CONTAINS" && r["relatedSpdxElement"] == *id)
-            .map(|r| names[r["spdxElementId"].as_str().unwrap()])
-            .collect()
+        let id = by_name(name)["SPDXID"].as_str().unwrap();
+        contained_by.get(id).cloned().unwrap_or_default()
     };
     assert_eq!(containers("./usr/bin/bash"), BTreeSet::from(["bash"]));
     assert_eq!(containers("./usr/bin/dpkg"), BTreeSet::from(["dpkg"]));
