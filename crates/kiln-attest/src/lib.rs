@@ -5,8 +5,8 @@
 //!   every base image and downloaded file by digest, and in max mode each
 //!   step and whether it came from the cache);
 //! - [`sbom`]: an SPDX 2.3 JSON document of the packages in the final
-//!   image's file system, found by the cataloguers in [`sbom`], wrapped in an
-//!   in-toto statement too.
+//!   image's file system, found by the cataloguers in [`sbom`], and of its
+//!   regular files with their checksums, wrapped in an in-toto statement too.
 //!
 //! The crate only makes documents from facts it is handed; the build engine
 //! records the facts and attaches the documents to the image.

@@ -594,9 +594,27 @@ fn the_sbom_lists_exactly_what_dpkg_and_pip_report_for_a_debian_image() {
          Architecture: all\\nVersion: 1.0-1\\nMaintainer: kiln <kiln@example.org>\\n\
          Description: test package\\n' >> /var/lib/dpkg/status \
          && sed -i '/^Package: e2fsprogs$/,/^$/ s/^Status: install ok installed$/Status: deinstall ok config-files/' /var/lib/dpkg/status \
-         && rm -rf /usr/lib/python3/dist-packages/wheel-*.dist-info /usr/lib/python3/dist-packages/wheel-*.egg-info\n\
-         COPY left-pad /app/node_modules/left-pad\n"
+         && rm -rf /usr/lib/python3/dist-packages/wheel-*.dist-info /usr/lib/python3/dist-packages/wheel-*.egg-info \
+         && echo changed > /etc/debian_version && rm /etc/issue.net\n\
+         COPY left-pad /app/node_modules/left-pad\n\
+         COPY demo /usr/local/lib/python3.11/dist-packages\n"
     ));
+    // A pip-installed distribution, with its RECORD naming its files
+    // (one outside the packages directory).
+    let demo = ctx.path().join("demo");
+    fs::create_dir_all(demo.join("demo-1.0.dist-info")).unwrap();
+    fs::write(demo.join("demo.py"), "print('demo')\n").unwrap();
+    fs::write(
+        demo.join("demo-1.0.dist-info/METADATA"),
+        "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
+    )
+    .unwrap();
+    fs::write(
+        demo.join("demo-1.0.dist-info/RECORD"),
+        "demo.py,sha256=x,14\ndemo-1.0.dist-info/METADATA,,\n\
+         demo-1.0.dist-info/RECORD,,\n../../../bin/missing,,\n",
+    )
+    .unwrap();
     fs::create_dir_all(ctx.path().join("left-pad/test")).unwrap();
     fs::write(
         ctx.path().join("left-pad/package.json"),
@@ -697,6 +715,109 @@ fn the_sbom_lists_exactly_what_dpkg_and_pip_report_for_a_debian_image() {
         sbom_packages(&sbom, "npm", "/app/"),
         BTreeSet::from([("left-pad".to_string(), "1.3.0".to_string())])
     );
+
+    // Files: exactly the regular files of the unpacked image (the base
+    // layer's copies replaced or deleted by the upper layer gone).
+    let spdx = &sbom["predicate"];
+    let files = spdx["files"].as_array().unwrap();
+    let listed: BTreeSet<String> = files
+        .iter()
+        .map(|f| f["fileName"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed.len(), files.len(), "each file once");
+    let on_disk: BTreeSet<String> = walkdir::WalkDir::new(&rootfs)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(&rootfs).unwrap();
+            format!("./{}", rel.display())
+        })
+        .collect();
+    assert!(on_disk.len() > 1000, "{}", on_disk.len());
+    assert_eq!(listed, on_disk);
+    assert!(!listed.contains("./etc/issue.net"));
+    assert!(!listed.iter().any(|f| f.contains("/wheel-")));
+    // Checksums as sha1sum and sha256sum compute them, for a file the
+    // upper layer replaced, the changed dpkg database, a large binary and
+    // a hard link (to /usr/bin/gunzip in the base layer's tar).
+    let by_name = |name: &str| {
+        files
+            .iter()
+            .find(|f| f["fileName"] == name)
+            .unwrap_or_else(|| panic!("{name} is listed"))
+    };
+    for name in [
+        "./etc/debian_version",
+        "./var/lib/dpkg/status",
+        "./usr/bin/bash",
+        "./usr/bin/uncompress",
+    ] {
+        let file = by_name(name);
+        for (i, (algorithm, tool)) in [("SHA1", "sha1sum"), ("SHA256", "sha256sum")]
+            .into_iter()
+            .enumerate()
+        {
+            let out = Command::new(tool)
+                .arg(rootfs.join(&name[2..]))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+            let sum = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+            assert_eq!(file["checksums"][i]["algorithm"], algorithm);
+            assert_eq!(
+                file["checksums"][i]["checksumValue"],
+                sum.as_str(),
+                "{name}"
+            );
+        }
+    }
+    // Who contains each file: the package whose database lists it (dpkg's
+    // lists name /bin/bash, found at /usr/bin/bash through the merged-/usr
+    // link; the RECORD of a Python distribution), else the image.
+    let names: std::collections::BTreeMap<&str, &str> = spdx["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["SPDXID"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let mut contained_by: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
+    for r in spdx["relationships"].as_array().unwrap() {
+        if r["relationshipType"] == "CONTAINS" {
+            let from = r["spdxElementId"].as_str().unwrap();
+            if let Some(name) = names.get(from) {
+                contained_by
+                    .entry(r["relatedSpdxElement"].as_str().unwrap())
+                    .or_default()
+                    .insert(*name);
+            }
+        }
+    }
+    let containers = |name: &str| -> BTreeSet<&str> {
+        let id = by_name(name)["SPDXID"].as_str().unwrap();
+        contained_by.get(id).cloned().unwrap_or_default()
+    };
+    assert_eq!(containers("./usr/bin/bash"), BTreeSet::from(["bash"]));
+    assert_eq!(containers("./usr/bin/dpkg"), BTreeSet::from(["dpkg"]));
+    assert_eq!(
+        containers("./usr/local/lib/python3.11/dist-packages/demo.py"),
+        BTreeSet::from(["demo"])
+    );
+    let image = spdx["packages"][0]["name"].as_str().unwrap();
+    assert_eq!(
+        containers("./app/node_modules/left-pad/package.json"),
+        BTreeSet::from([image])
+    );
+    for f in files {
+        assert!(
+            !containers(f["fileName"].as_str().unwrap()).is_empty(),
+            "{f}"
+        );
+    }
 }
 
 #[test]

@@ -63,21 +63,22 @@ pub(crate) async fn make(
     }
     if attest.wants_sbom() {
         let began = Instant::now();
-        let packages = crate::output::sbom_scan::packages(built, blobs).await?;
+        let inventory = crate::output::sbom_scan::inventory(built, blobs).await?;
         let info = sbom::DocumentInfo {
             image_name: image_name(inputs.options),
             image_id: built.config.digest.to_string(),
             created: spdx_time(time::OffsetDateTime::now_utc()),
             tool: format!("kiln-{}", env!("CARGO_PKG_VERSION")),
         };
-        let doc = statement(&subjects, SPDX_PREDICATE, sbom::document(&info, &packages));
+        let doc = statement(&subjects, SPDX_PREDICATE, sbom::document(&info, &inventory));
         let bytes = serde_json::to_vec(&doc).expect("JSON values serialise");
         if let Some(path) = &attest.sbom_file {
             write_file(path, &bytes)?;
         }
         tracing::info!(
-            "SBOM of {} packages made in {:?}",
-            packages.len(),
+            "SBOM of {} packages and {} files made in {:?}",
+            inventory.packages.len(),
+            inventory.files.len(),
             began.elapsed()
         );
         if attest.sbom {
