@@ -6,7 +6,10 @@
 //! SBOM's packages against `dpkg-query` and `pip list --path` on the
 //! unpacked image; and an image built without the flags unchanged.
 
+mod build_common;
+
 use assert_cmd::cargo::cargo_bin;
+use build_common::Kiln;
 use kiln_testkit::{skopeo_inspect_raw, Registry};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -21,26 +24,11 @@ fn text(out: &Output) -> String {
 
 /// `kiln build` of `ctx` with an empty Docker config, plus `args`.
 fn kiln(ctx: &Path, args: &[&str]) -> Output {
-    let docker_config = tempfile::tempdir().unwrap();
-    fs::write(docker_config.path().join("config.json"), "{\"auths\":{}}").unwrap();
-    let work = tempfile::tempdir().unwrap();
-    Command::new(cargo_bin("kiln"))
-        .env("DOCKER_CONFIG", docker_config.path())
-        .env("HOME", docker_config.path())
-        .env_remove("KANIKO_NO_PUSH")
-        .args([
-            "build",
-            "--log-format=text",
-            "--insecure",
-            "--insecure-pull",
-        ])
-        .arg("--context")
-        .arg(ctx)
-        .arg("--kiln-dir")
-        .arg(work.path())
+    Kiln::build(ctx)
+        .empty_docker_config()
+        .args(["--log-format=text", "--insecure", "--insecure-pull"])
         .args(args)
         .output()
-        .unwrap()
 }
 
 fn context(dockerfile: &str) -> tempfile::TempDir {

@@ -3,7 +3,10 @@
 //! format, a dry run, the built-in credential sources, the filesystem flags
 //! kiln accepts without effect, and `--tar-path` without a destination.
 
+mod build_common;
+
 use assert_cmd::cargo::cargo_bin;
+use build_common::Kiln;
 use kiln_testkit::{skopeo_inspect_raw, BaseImage, Registry};
 use serde_json::{json, Value};
 use std::fs;
@@ -25,34 +28,24 @@ fn context(base: &str) -> tempfile::TempDir {
     dir
 }
 
-/// `kiln build` of `ctx` with an empty Docker config, plus `args`.
+/// `kiln build` of `ctx` with an empty Docker config and none of the fork's
+/// variables inherited, plus `envs` and `args`.
 fn kiln(ctx: &Path, envs: &[(&str, &str)], args: &[&str]) -> Output {
-    let docker_config = tempfile::tempdir().unwrap();
-    fs::write(docker_config.path().join("config.json"), "{\"auths\":{}}").unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let mut c = Command::new(cargo_bin("kiln"));
-    c.env_remove("FF_KANIKO_NO_PROPAGATE_ANNOTATIONS")
-        .env_remove("KANIKO_PRINT_PLAN")
-        .env_remove("KANIKO_PRE_CLEANUP")
-        .env_remove("KANIKO_PRESERVE_CONTEXT")
-        .env_remove("KANIKO_NO_PUSH")
-        .env("DOCKER_CONFIG", docker_config.path())
-        .env("HOME", docker_config.path())
-        .args([
-            "build",
-            "--log-format=text",
-            "--insecure",
-            "--insecure-pull",
-        ])
-        .arg("--context")
-        .arg(ctx)
-        .arg("--kiln-dir")
-        .arg(work.path())
-        .args(args);
-    for (k, v) in envs {
-        c.env(k, v);
+    let mut k = Kiln::build(ctx).empty_docker_config();
+    for var in [
+        "FF_KANIKO_NO_PROPAGATE_ANNOTATIONS",
+        "KANIKO_PRINT_PLAN",
+        "KANIKO_PRE_CLEANUP",
+        "KANIKO_PRESERVE_CONTEXT",
+    ] {
+        k = k.env_remove(var);
     }
-    c.output().unwrap()
+    for (var, value) in envs {
+        k = k.env(var, value);
+    }
+    k.args(["--log-format=text", "--insecure", "--insecure-pull"])
+        .args(args)
+        .output()
 }
 
 fn manifest(reg: &Registry, name: &str) -> Value {

@@ -30,6 +30,7 @@ pub fn fixture(name: &str) -> PathBuf {
 pub struct Kiln {
     cmd: Command,
     _work: TempDir,
+    _docker_config: Option<TempDir>,
 }
 
 impl Kiln {
@@ -43,7 +44,31 @@ impl Kiln {
             .arg("--kiln-dir")
             .arg(work.path())
             .timeout(KILN_TIMEOUT);
-        Self { cmd, _work: work }
+        Self {
+            cmd,
+            _work: work,
+            _docker_config: None,
+        }
+    }
+
+    /// A private Docker config with no credentials (`DOCKER_CONFIG` and
+    /// `HOME`), and `KANIKO_NO_PUSH` cleared, so nothing of the machine's
+    /// environment decides what the build may reach.
+    pub fn empty_docker_config(mut self) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("config.json"), "{\"auths\":{}}").unwrap();
+        self.cmd
+            .env("DOCKER_CONFIG", dir.path())
+            .env("HOME", dir.path())
+            .env_remove("KANIKO_NO_PUSH");
+        self._docker_config = Some(dir);
+        self
+    }
+
+    /// An environment variable the kiln process must not inherit.
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.cmd.env_remove(k);
+        self
     }
 
     /// More arguments.
