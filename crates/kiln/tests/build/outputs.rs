@@ -3,7 +3,7 @@
 //! each read back with independent tools (skopeo, umoci, the flattener,
 //! `docker load` when a Docker engine is usable).
 
-mod build_common;
+use crate::build_common;
 
 use std::fs;
 use std::io::Read;
