@@ -1048,7 +1048,10 @@ fn referrers_format_pushes_oci_artifacts_and_the_fallback_tag() {
     );
 
     // A second build of the same image adds its statements to the
-    // fallback index, keeping the first build's.
+    // fallback index, keeping the first build's. Both are new: the SBOM's
+    // namespace names the build, so a second build within the same second
+    // (same image, same `created`) still writes a document of its own
+    // rather than the first one again, which the index would hold once.
     build();
     assert_eq!(manifest_digest(&reg, "app:1"), image_digest);
     let referrers = skopeo_inspect_raw(&reg.image_ref(&fallback), false).unwrap();
