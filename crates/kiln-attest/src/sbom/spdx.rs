@@ -25,6 +25,10 @@ pub struct DocumentInfo {
     pub image_id: String,
     /// Creation time, `YYYY-MM-DDThh:mm:ssZ`.
     pub created: String,
+    /// What sets this build apart from any other (its invocation id): SPDX
+    /// wants every document's namespace to be its own, and two builds of
+    /// one image within a second would otherwise write the same document.
+    pub invocation_id: String,
     /// The creating tool, `kiln-VERSION`.
     pub tool: String,
 }
@@ -36,6 +40,7 @@ pub fn document(info: &DocumentInfo, inventory: &Inventory) -> Value {
     let mut hasher = Sha256::new();
     hasher.update(info.image_id.as_bytes());
     hasher.update(info.created.as_bytes());
+    hasher.update(info.invocation_id.as_bytes());
     for p in packages {
         hasher.update(p.purl.as_bytes());
         hasher.update(p.found_in.as_bytes());
@@ -197,8 +202,24 @@ mod tests {
             image_name: "registry:5000/app:v1".into(),
             image_id: "sha256:00".into(),
             created: "2026-01-01T00:00:00Z".into(),
+            invocation_id: "0123456789abcdef0123456789".into(),
             tool: "kiln-0.1.0".into(),
         }
+    }
+
+    #[test]
+    fn two_builds_of_one_image_in_one_second_write_two_documents() {
+        let empty = || Inventory {
+            packages: vec![],
+            files: vec![],
+        };
+        let first = document(&info(), &empty());
+        let mut other = info();
+        other.invocation_id = "fedcba9876543210fedcba9876".into();
+        let second = document(&other, &empty());
+        assert_eq!(first["creationInfo"], second["creationInfo"]);
+        assert_ne!(first["documentNamespace"], second["documentNamespace"]);
+        assert_eq!(first, document(&info(), &empty()));
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub(crate) async fn make(
             image_name: image_name(inputs.options),
             image_id: built.config.digest.to_string(),
             created: spdx_time(time::OffsetDateTime::now_utc()),
+            invocation_id: invocation_id(inputs),
             tool: format!("kiln-{}", env!("CARGO_PKG_VERSION")),
         };
         let doc = statement(&subjects, SPDX_PREDICATE, sbom::document(&info, &inventory));
@@ -136,10 +137,6 @@ fn build_record(inputs: &Inputs<'_>) -> BuildRecord {
     let options = inputs.options;
     let recorded = inputs.record.snapshot();
     let now = time::OffsetDateTime::now_utc();
-    let mut id = Sha256::new();
-    id.update(inputs.started_on.unix_timestamp_nanos().to_le_bytes());
-    id.update(std::process::id().to_le_bytes());
-    id.update(options.work_dir.as_os_str().as_encoded_bytes());
     BuildRecord {
         dockerfile_path: inputs.dockerfile_name.to_string(),
         dockerfile_sha256: hex::encode(Sha256::digest(inputs.dockerfile_text.as_bytes())),
@@ -157,7 +154,7 @@ fn build_record(inputs: &Inputs<'_>) -> BuildRecord {
         materials: recorded.materials,
         steps: recorded.steps,
         kiln_version: env!("CARGO_PKG_VERSION").to_string(),
-        invocation_id: hex::encode(id.finalize())[..26].to_string(),
+        invocation_id: invocation_id(inputs),
         started_on: spdx_time(inputs.started_on),
         finished_on: spdx_time(now),
         reproducible: options.reproducible,
@@ -166,6 +163,16 @@ fn build_record(inputs: &Inputs<'_>) -> BuildRecord {
             _ => None,
         },
     }
+}
+
+/// This build's id, the same in both statements: when it started (in
+/// nanoseconds), the process and its working directory.
+fn invocation_id(inputs: &Inputs<'_>) -> String {
+    let mut id = Sha256::new();
+    id.update(inputs.started_on.unix_timestamp_nanos().to_le_bytes());
+    id.update(std::process::id().to_le_bytes());
+    id.update(inputs.options.work_dir.as_os_str().as_encoded_bytes());
+    hex::encode(id.finalize())[..26].to_string()
 }
 
 /// `YYYY-MM-DDThh:mm:ssZ`: RFC 3339 without fractions, as SPDX requires.

@@ -187,16 +187,23 @@ async fn push_referrers(
             report.existing += 1;
         }
     }
+    // An OCI 1.1 registry names the subject of each artifact it indexes
+    // (`OCI-Subject`); one that names it for all of them keeps the
+    // referrers itself, and the fallback tag would only be clutter.
+    let mut indexed = true;
     for (desc, bytes) in &attached.artifacts {
-        repo.put_manifest(
-            &desc.digest.to_string(),
-            bytes.clone().into(),
-            &desc.media_type,
-        )
-        .await?;
+        let answer = repo
+            .put_manifest_answered(
+                &desc.digest.to_string(),
+                bytes.clone().into(),
+                &desc.media_type,
+            )
+            .await?;
+        indexed &= answer.subject.as_ref() == Some(&image.digest);
     }
-    if repo.referrers(&image.digest).await?.is_some() {
-        // The registry indexes the artifacts' subjects itself.
+    // A registry from before the header was specified may still have the
+    // referrers API: asked directly.
+    if indexed || repo.referrers(&image.digest).await?.is_some() {
         return Ok(());
     }
     let tag = attached.fallback_tag();

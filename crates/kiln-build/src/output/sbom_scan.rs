@@ -7,6 +7,7 @@
 use super::{layer_file, OutputError};
 use crate::engine::assemble::BuiltImage;
 use crate::engine::blobs::BlobStore;
+use futures::StreamExt as _;
 use kiln_attest::sbom::files::HashingReader;
 use kiln_attest::sbom::{golang, Collector, Digests, Inventory, Package, MAX_FILE};
 use kiln_layer::EntryKind;
@@ -14,25 +15,33 @@ use kiln_oci::media::Compression;
 use std::io::Read;
 use std::ops::ControlFlow;
 
-/// The packages and regular files in `image`'s file system.
+/// The packages and regular files in `image`'s file system. Layers are
+/// read (decompressed, hashed) on as many threads as there are cores, since
+/// that is nearly all of the SBOM's cost; their changes are applied bottom
+/// first, as each lower one is done.
 pub(crate) async fn inventory(
     image: &BuiltImage,
     blobs: &BlobStore,
 ) -> Result<Inventory, OutputError> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut reads = futures::stream::iter(&image.layers)
+        .map(|layer| async move {
+            let path = layer_file(blobs, layer).await?;
+            let compression = Compression::of_media_type(&layer.descriptor.media_type);
+            let digest = layer.descriptor.digest.clone();
+            let diff_id = layer.diff_id.clone();
+            tokio::task::spawn_blocking(move || read_layer(&path, compression, diff_id))
+                .await
+                .expect("SBOM layer reading task panicked")
+                .map_err(|message| OutputError::Sbom {
+                    layer: digest,
+                    message,
+                })
+        })
+        .buffered(threads);
     let mut collector = Collector::new();
-    for layer in &image.layers {
-        let path = layer_file(blobs, layer).await?;
-        let compression = Compression::of_media_type(&layer.descriptor.media_type);
-        let digest = layer.descriptor.digest.clone();
-        let diff_id = layer.diff_id.clone();
-        let changes = tokio::task::spawn_blocking(move || read_layer(&path, compression, diff_id))
-            .await
-            .expect("SBOM layer reading task panicked")
-            .map_err(|message| OutputError::Sbom {
-                layer: digest,
-                message,
-            })?;
-        changes.apply(&mut collector);
+    while let Some(changes) = reads.next().await {
+        changes?.apply(&mut collector);
     }
     Ok(collector.inventory())
 }

@@ -144,6 +144,16 @@ pub struct ManifestHead {
     pub size: Option<u64>,
 }
 
+/// A registry's answer to a manifest upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestPut {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// `OCI-Subject`: the subject the registry indexed the manifest under,
+    /// when it has the referrers API and the manifest has a subject.
+    pub subject: Option<Digest>,
+}
+
 /// Where blob bytes to upload come from.
 #[derive(Debug, Clone)]
 pub enum BlobSource {
@@ -331,21 +341,41 @@ impl Repository {
         bytes: Bytes,
         media_type: &str,
     ) -> Result<Digest, RegistryError> {
+        Ok(self
+            .put_manifest_answered(reference, bytes, media_type)
+            .await?
+            .digest)
+    }
+
+    /// As [`Repository::put_manifest`], with what the registry said of the
+    /// manifest's `subject`: an OCI 1.1 registry with the referrers API
+    /// names it in the `OCI-Subject` header of its answer, and then indexes
+    /// the manifest among the subject's referrers itself.
+    ///
+    /// # Errors
+    /// As [`Repository::put_manifest`].
+    pub async fn put_manifest_answered(
+        &self,
+        reference: &str,
+        bytes: Bytes,
+        media_type: &str,
+    ) -> Result<ManifestPut, RegistryError> {
         let digest = Digest::sha256_of(&bytes);
         let bytes = &bytes;
-        self.on_endpoints(|ep| async move {
-            let url = self.url(&ep, &format!("manifests/{reference}")).await?;
-            let req = Req::new(Method::PUT, url)
-                .header(CONTENT_TYPE, media_type)
-                .body(Body::Bytes(bytes.clone()));
-            let (req, resp) = self.send(&ep, req).await?;
-            if !resp.status().is_success() {
-                return Err(error_from_response(&req.method, &req.url, resp).await);
-            }
-            Ok(())
-        })
-        .await?;
-        Ok(digest)
+        let subject = self
+            .on_endpoints(|ep| async move {
+                let url = self.url(&ep, &format!("manifests/{reference}")).await?;
+                let req = Req::new(Method::PUT, url)
+                    .header(CONTENT_TYPE, media_type)
+                    .body(Body::Bytes(bytes.clone()));
+                let (req, resp) = self.send(&ep, req).await?;
+                if !resp.status().is_success() {
+                    return Err(error_from_response(&req.method, &req.url, resp).await);
+                }
+                Ok(header(&resp, "oci-subject").and_then(|d| d.parse::<Digest>().ok()))
+            })
+            .await?;
+        Ok(ManifestPut { digest, subject })
     }
 
     /// The OCI 1.1 referrers of manifest `digest` (`GET

@@ -13,8 +13,8 @@ mod transport;
 pub use blob_stream::BlobStream;
 pub use challenge::Challenge;
 pub use client::{
-    BlobSource, FetchedManifest, ManifestHead, PushOutcome, RegistryClient, Repository,
-    MANIFEST_SIZE_LIMIT,
+    BlobSource, FetchedManifest, ManifestHead, ManifestPut, PushOutcome, RegistryClient,
+    Repository, MANIFEST_SIZE_LIMIT,
 };
 pub use error::{OciError, OciErrors, RegistryError};
 pub use meter::TransferObserver;

@@ -1048,11 +1048,148 @@ fn referrers_format_pushes_oci_artifacts_and_the_fallback_tag() {
     );
 
     // A second build of the same image adds its statements to the
-    // fallback index, keeping the first build's.
+    // fallback index, keeping the first build's. Both are new: the SBOM's
+    // namespace names the build, so a second build within the same second
+    // (same image, same `created`) still writes a document of its own
+    // rather than the first one again, which the index would hold once.
     build();
     assert_eq!(manifest_digest(&reg, "app:1"), image_digest);
     let referrers = skopeo_inspect_raw(&reg.image_ref(&fallback), false).unwrap();
     let again = referrers["manifests"].as_array().unwrap();
     assert_eq!(again.len(), 4, "{referrers}");
     assert_eq!(again[..2], entries[..]);
+}
+
+/// tests/fixtures/referrers_registry.py, a loopback stand-in for an OCI 1.1
+/// registry (Debian's distribution 2.8 has no referrers API, and no
+/// registry that has one is packaged), killed when dropped.
+struct ReferrersRegistry {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ReferrersRegistry {
+    fn start(extra: &[&str]) -> ReferrersRegistry {
+        let mut child = Command::new("python3")
+            .arg(build_common::fixture("referrers_registry.py"))
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the referrers registry");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line.trim().parse().expect("the registry prints its port");
+        ReferrersRegistry { child, port }
+    }
+
+    /// `GET path` on the registry, as JSON.
+    fn get(&self, path: &str) -> Value {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let out = Command::new("curl").args(["-fsS", &url]).output().unwrap();
+        assert!(out.status.success(), "curl {url}: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn get_bytes(&self, path: &str) -> Vec<u8> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let out = Command::new("curl").args(["-fsS", &url]).output().unwrap();
+        assert!(out.status.success(), "curl {url}: {}", text(&out));
+        out.stdout
+    }
+
+    /// Builds a one-file image to `app:1` with both statements as
+    /// referrers; returns the image manifest's digest.
+    fn build(&self) -> String {
+        let ctx = context("FROM scratch\nCOPY hello /hello\n");
+        fs::write(ctx.path().join("hello"), "referred\n").unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let digest_file = files.path().join("digest");
+        let out = kiln(
+            ctx.path(),
+            &[
+                "-d",
+                &format!("127.0.0.1:{}/app:1", self.port),
+                "--provenance=mode=max",
+                "--sbom",
+                "--attestation-format=referrers",
+                "--digest-file",
+                digest_file.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        fs::read_to_string(&digest_file).unwrap()
+    }
+}
+
+impl Drop for ReferrersRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Against a registry with the referrers API (the loopback stand-in of
+/// tests/fixtures/referrers_registry.py, which answers the `OCI-Subject`
+/// header of distribution spec 1.1): the artifacts name the image as their
+/// subject, the registry's referrers API lists them, and no fallback tag
+/// is written. The same stand-in without the API gets the tag.
+#[test]
+fn referrers_format_uses_the_referrers_api_where_the_registry_has_it() {
+    let reg = ReferrersRegistry::start(&[]);
+    let image_digest = reg.build();
+    let tags = reg.get("/v2/app/tags/list");
+    assert_eq!(tags["tags"], serde_json::json!(["1"]), "no fallback tag");
+    let image = reg.get("/v2/app/manifests/1");
+    assert_eq!(
+        image["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let referrers = reg.get(&format!("/v2/app/referrers/{image_digest}"));
+    let entries = referrers["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{referrers}");
+    let mut predicates = BTreeSet::new();
+    for entry in entries {
+        assert_eq!(entry["artifactType"], "application/vnd.in-toto+json");
+        let artifact = reg.get(&format!(
+            "/v2/app/manifests/{}",
+            entry["digest"].as_str().unwrap()
+        ));
+        assert_eq!(artifact["subject"]["digest"], image_digest.as_str());
+        let layer = &artifact["layers"][0];
+        let statement: Value = serde_json::from_slice(&reg.get_bytes(&format!(
+            "/v2/app/blobs/{}",
+            layer["digest"].as_str().unwrap()
+        )))
+        .unwrap();
+        validate_schema(&statement);
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                statement["subject"][0]["digest"]["sha256"]
+                    .as_str()
+                    .unwrap()
+            ),
+            image_digest
+        );
+        predicates.insert(statement["predicateType"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        predicates,
+        BTreeSet::from([
+            "https://slsa.dev/provenance/v1".to_string(),
+            "https://spdx.dev/Document".to_string()
+        ])
+    );
+
+    let old = ReferrersRegistry::start(&["--no-referrers"]);
+    let image_digest = old.build();
+    let fallback = format!("sha256-{}", &image_digest[7..]);
+    let tags = old.get("/v2/app/tags/list");
+    assert_eq!(tags["tags"], serde_json::json!(["1", fallback]));
+    let index = old.get(&format!("/v2/app/manifests/{fallback}"));
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
 }
