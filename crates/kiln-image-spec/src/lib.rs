@@ -6,7 +6,7 @@
 //!
 //! * [`digest`]: content digests and a hashing writer.
 //! * [`media`]: media type strings and layer compression.
-//! * [`reference`]: image references with Docker's normalisation.
+//! * [`mod@reference`]: image references with Docker's normalisation.
 //! * [`manifest`], [`image`], [`platform`]: manifests, indexes, the image
 //!   config and platform matching, as serde structs that keep unknown fields.
 //!
