@@ -154,14 +154,50 @@ mod tests {
         assert_eq!(got.len(), PIECE, "the full piece before the failing one");
     }
 
+    /// A source of zeros that counts what is read from it and says when
+    /// it is dropped (which happens when the producer thread ends).
+    struct Counted {
+        read: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        dropped: std::sync::mpsc::Sender<()>,
+    }
+
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            buf.fill(0);
+            self.read
+                .fetch_add(buf.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(buf.len())
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            let _ = self.dropped.send(());
+        }
+    }
+
     #[test]
     fn dropping_the_reader_early_stops_the_thread() {
-        let data = vec![0u8; 64 * PIECE];
-        let mut ahead = ReadAhead::spawn(Box::new(io::Cursor::new(data))).unwrap();
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (dropped, source_gone) = std::sync::mpsc::channel();
+        // An endless source: only the reader going away can stop the thread.
+        let source = Counted {
+            read: read.clone(),
+            dropped,
+        };
+        let mut ahead = ReadAhead::spawn(Box::new(source)).unwrap();
         let mut buf = [0u8; 10];
         ahead.read_exact(&mut buf).unwrap();
         drop(ahead);
-        // Nothing to assert on the thread itself: the test ends without
-        // hanging, and the 64 MiB source is never read to its end into memory.
+        source_gone
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the producer thread ends (and drops its source) once the reader is gone");
+        // It stopped after filling at most the buffers in flight, not by
+        // reading on without end.
+        let total = read.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            total <= (DEPTH + 2) * PIECE,
+            "read {total} bytes ahead of a reader that took 10"
+        );
     }
 }

@@ -1,12 +1,11 @@
-//! Parallel gzip output read by outside readers, and throughput figures
-//! (printed, never asserted).
+//! Parallel gzip output read by outside readers. (Throughput figures come
+//! from `cargo run --release -p kiln-layer --example gzip_throughput`.)
 
 use kiln_image_spec::media::Compression;
-use kiln_layer::pgzip::{Deflate, GzipWriter, BLOCK_SIZE};
+use kiln_layer::pgzip::BLOCK_SIZE;
 use kiln_layer::{Entry, EntryKind, EntryMeta, LayerOptions, LayerWriter};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::Command;
-use std::time::Instant;
 
 /// Mildly compressible bytes, like binaries and text in a real layer.
 fn sample(len: usize) -> Vec<u8> {
@@ -85,47 +84,4 @@ fn big_layer_is_read_by_system_gzip_and_tar() {
         .read_to_end(&mut multi)
         .unwrap();
     assert_eq!(kiln_image_spec::Digest::sha256_of(&multi), blob.diff_id);
-}
-
-#[test]
-fn throughput_report() {
-    let data = sample(32 * BLOCK_SIZE);
-    let mb = data.len() as f64 / 1e6;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    for threads in [1, cores] {
-        let start = Instant::now();
-        let mut w = GzipWriter::new(
-            std::io::sink(),
-            flate2::Compression::new(6),
-            threads,
-            Deflate::Portable,
-        )
-        .unwrap();
-        w.write_all(&data).unwrap();
-        w.finish().unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "parallel gzip, level 6, {threads} thread(s): {:.0} MB/s",
-            mb / secs
-        );
-    }
-    let start = Instant::now();
-    let mut single = flate2::write::GzEncoder::new(std::io::sink(), flate2::Compression::new(6));
-    single.write_all(&data).unwrap();
-    single.finish().unwrap();
-    println!(
-        "flate2 GzEncoder, level 6: {:.0} MB/s",
-        mb / start.elapsed().as_secs_f64()
-    );
-    let start = Instant::now();
-    let mut z = zstd::stream::write::Encoder::new(std::io::sink(), 3).unwrap();
-    z.multithread(cores as u32).unwrap();
-    z.write_all(&data).unwrap();
-    z.finish().unwrap();
-    println!(
-        "zstd level 3, {cores} worker(s): {:.0} MB/s",
-        mb / start.elapsed().as_secs_f64()
-    );
 }

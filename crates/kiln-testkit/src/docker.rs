@@ -1,5 +1,8 @@
-//! Whether a Docker engine is usable; tests comparing against `docker build`
-//! are optional and skip when it is not.
+//! Whether a Docker engine is usable. The tests that compare against Docker
+//! (`docker load`, kiln's own image inside a container) need one and fail,
+//! naming what is missing, where there is none: every machine the suite runs
+//! on has an engine, so a missing one is a broken machine, not a reason to
+//! pass.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,4 +34,13 @@ pub fn docker_available() -> bool {
             }
         }
     }
+}
+
+/// Panics, saying why, unless a Docker engine answers: for tests whose whole
+/// point is what Docker does with kiln's output.
+pub fn require_docker(what: &str) {
+    assert!(
+        docker_available(),
+        "{what} needs a running Docker engine (`docker version` must answer); start dockerd"
+    );
 }

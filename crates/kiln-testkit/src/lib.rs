@@ -80,7 +80,7 @@ pub use buildah::{
 pub use config::normalized_config;
 pub use debian::{debian_mirror, DEBIAN_PACKAGES, DEBIAN_PATH_ENV, DEBIAN_SUITE};
 pub use diff::diff;
-pub use docker::docker_available;
+pub use docker::{docker_available, require_docker};
 pub use downgrade_front::{DowngradeFront, Lure, PlainRequest};
 pub use fault_proxy::{Fault, FaultProxy, MAX_CONNECTIONS};
 pub use flatten::{EntryInfo, EntryKind, Flattened, KEEP_CONTENT_UP_TO};

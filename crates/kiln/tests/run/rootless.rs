@@ -16,6 +16,9 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// A user made for these tests when missing; a regular (not system) user,
 /// so that `useradd` gives it subordinate id ranges where it does so.
 const TEST_USER: &str = "kilnbuilder";
+/// Subordinate ids given to [`TEST_USER`] when it has none (clear of
+/// Debian's automatic ranges, which start at 100000).
+const SUBORDINATE_RANGE: &str = "900000-965535";
 
 struct Run {
     ok: bool,
@@ -96,18 +99,24 @@ fn registry() -> Registry {
     reg
 }
 
-/// True when this process may switch users (it is root) and `setpriv` exists.
-fn can_switch_users() -> bool {
+/// Panics unless this process may switch users (it is root) and `setpriv`
+/// exists: CI runs the suite as root with util-linux installed, so either
+/// missing is a broken machine, not a reason to pass.
+fn require_user_switching() {
     // `/proc/self` belongs to the effective user.
     let root = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    assert!(
+        root,
+        "these tests run kiln as another user and must run as root"
+    );
     let setpriv = Command::new("setpriv")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !(root && setpriv) {
-        eprintln!("skipped: needs root and setpriv to run kiln as another user");
-    }
-    root && setpriv
+    assert!(
+        setpriv,
+        "setpriv (util-linux) is needed to run kiln as another user"
+    );
 }
 
 /// True when `uid` may create a user namespace here.
@@ -133,9 +142,7 @@ RUN --mount=type=cache,target=/cache echo cached > /cache/c && cat /cache/c > /f
 ";
 
 fn check_single_user(isolation: &str) {
-    if !can_switch_users() {
-        return;
-    }
+    require_user_switching();
     let (uid, gid) = (65534, 65534);
     let reg = registry();
     let s = setup(uid, gid, &STEPS.replace("REGISTRY", &reg.host()));
@@ -193,10 +200,11 @@ fn unprivileged_user_auto_isolation_uses_a_user_namespace() {
 /// and their files keep their owners in the image.
 #[test]
 fn subordinate_ids_give_steps_other_users() {
-    if !can_switch_users() || !Path::new("/usr/bin/newuidmap").exists() {
-        eprintln!("skipped: needs root, setpriv and newuidmap");
-        return;
-    }
+    require_user_switching();
+    assert!(
+        Path::new("/usr/bin/newuidmap").exists(),
+        "newuidmap (apt package uidmap) is needed for subordinate ids"
+    );
     if Command::new("id")
         .arg(TEST_USER)
         .output()
@@ -218,9 +226,18 @@ fn subordinate_ids_give_steps_other_users() {
             .lines()
             .any(|l| l.starts_with(&format!("{TEST_USER}:")))
     };
-    if !has_range("/etc/subuid") || !has_range("/etc/subgid") || !userns_allowed(uid, gid) {
-        eprintln!("skipped: {TEST_USER} has no subordinate ids, or user namespaces are refused");
-        return;
+    // `useradd` gives ranges only where /etc/subuid is set up; give the test
+    // user its own where it has none.
+    if !has_range("/etc/subuid") || !has_range("/etc/subgid") {
+        let added = Command::new("usermod")
+            .args(["--add-subuids", SUBORDINATE_RANGE])
+            .args(["--add-subgids", SUBORDINATE_RANGE])
+            .arg(TEST_USER)
+            .status();
+        assert!(
+            added.is_ok_and(|s| s.success()),
+            "usermod --add-subuids {SUBORDINATE_RANGE} {TEST_USER}"
+        );
     }
     let reg = registry();
     let dockerfile = "\
@@ -230,6 +247,16 @@ RUN mkdir -p /srv/app && chown 1000:1000 /srv/app && touch /srv/owned && chown 1
 ";
     let s = setup(uid, gid, &dockerfile.replace("REGISTRY", &reg.host()));
     let run = build_as(uid, gid, &s, &reg, "rootless-users:1", "namespace");
+    if !userns_allowed(uid, gid) {
+        assert!(!run.ok, "{}", run.log);
+        assert!(
+            run.log.contains("unprivileged user namespaces"),
+            "the failure says what is needed: {}",
+            run.log
+        );
+        eprintln!("note: unprivileged user namespaces are disabled here");
+        return;
+    }
     assert!(run.ok, "{}", run.log);
     let img = Flattened::from_registry(&reg, "rootless-users:1").unwrap();
     assert_eq!(img.text("/srv/app/uid").as_deref(), Some("1000\n"));

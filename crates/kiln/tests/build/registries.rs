@@ -1,7 +1,7 @@
 //! `kiln build` against TLS and authenticating registries, and platform
 //! selection from a multi-arch base.
 
-mod build_common;
+use crate::build_common;
 
 use std::fs;
 use std::path::Path;

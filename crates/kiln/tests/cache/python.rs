@@ -15,7 +15,7 @@
 //! every run) and installed with `pip install --no-index --find-links` into a
 //! venv: no network.
 
-mod build_common;
+use crate::build_common;
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -3,7 +3,7 @@
 //! format, a dry run, the built-in credential sources, the filesystem flags
 //! kiln accepts without effect, and `--tar-path` without a destination.
 
-mod build_common;
+use crate::build_common;
 
 use assert_cmd::cargo::cargo_bin;
 use build_common::Kiln;

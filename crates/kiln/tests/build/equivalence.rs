@@ -6,7 +6,7 @@
 //! writes the build context next to them, with modes and owners set here so
 //! they do not depend on how the repository was checked out.
 
-mod build_common;
+use crate::build_common;
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

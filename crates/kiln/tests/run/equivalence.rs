@@ -10,7 +10,7 @@
 //! step's layer. They describe the build host, not the Dockerfile; kiln,
 //! like BuildKit, keeps them out of its layers (asserted below).
 
-mod build_common;
+use crate::build_common;
 
 use std::fs;
 use std::path::Path;
@@ -74,7 +74,7 @@ fn kiln_build(reg: &Registry, ctx: &Path, base: &str, name: &str, isolation: &st
 }
 
 /// Config differences between buildah 1.28 and Docker/BuildKit (and kiln)
-/// left after [`normalized_config`]; see `build_equivalence.rs`, which
+/// left after [`normalized_config`]; see `build/equivalence.rs`, which
 /// documents each: `parent` is a buildah-storage ID, empty `Entrypoint`/
 /// `OnBuild` lists mean none, and buildah reorders `Env`.
 fn comparable(mut c: Value) -> Value {

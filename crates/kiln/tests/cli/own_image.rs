@@ -6,7 +6,7 @@
 //! host (no libc, no shell, no `/proc`, no `/tmp`) is there to lean on; the
 //! debug image's own shell and executor then build and push an image.
 
-mod build_common;
+use crate::build_common;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -51,7 +51,7 @@ fn static_kiln() -> &'static Path {
 
 fn build_static_kiln() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    // The test binary is TARGET/PROFILE/deps/own_image-HASH.
+    // The test binary is TARGET/PROFILE/deps/cli-HASH.
     let exe = std::env::current_exe().unwrap();
     let target_dir = exe.ancestors().nth(3).unwrap().join("static");
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);

@@ -29,7 +29,7 @@
 //! decide the result. Docker must be usable: without an engine the test
 //! fails, it never skips. `KILN_CONFORMANCE_CASE=name` runs one case.
 
-mod build_common;
+use crate::build_common;
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

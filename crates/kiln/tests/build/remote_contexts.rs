@@ -4,7 +4,7 @@
 //! tarball server and the GCS and Azure Blob stand-ins) and moto's S3
 //! server. A missing tool fails the test; nothing is skipped.
 
-mod build_common;
+use crate::build_common;
 
 use build_common::{fixture, stderr, Kiln};
 use kiln_testkit::Flattened;

@@ -2,7 +2,7 @@
 //! registry work, missing COPY sources named with their line, and context
 //! escapes (`../`, symlinks pointing outside) refused or kept inside.
 
-mod build_common;
+use crate::build_common;
 
 use std::fs;
 use std::net::TcpListener;

@@ -3,7 +3,7 @@
 //! each read back with independent tools (skopeo, umoci, the flattener,
 //! `docker load` when a Docker engine is usable).
 
-mod build_common;
+use crate::build_common;
 
 use std::fs;
 use std::io::Read;
@@ -12,7 +12,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use build_common::{pushed_manifest_and_config, stderr, Kiln};
 use kiln_testkit::{
-    docker_available, skopeo_inspect, skopeo_inspect_with, umoci_unpack, Access, BaseImage,
+    require_docker, skopeo_inspect, skopeo_inspect_with, umoci_unpack, Access, BaseImage,
     Flattened, InspectKind, Registry,
 };
 use serde_json::Value;
@@ -195,12 +195,9 @@ fn destinations_tar_layout_and_digest_files_agree() {
     );
 }
 
-/// `docker load` of the tarball, when a Docker engine is usable.
+/// `docker load` of the tarball.
 fn docker_load(tar: &Path, tag: &str) {
-    if !docker_available() {
-        println!("note: no usable Docker engine; `docker load` of the tarball not checked");
-        return;
-    }
+    require_docker("`docker load` of the tarball");
     let out = Command::new("docker")
         .arg("load")
         .arg("-i")

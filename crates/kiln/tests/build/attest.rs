@@ -6,7 +6,7 @@
 //! SBOM's packages against `dpkg-query` and `pip list --path` on the
 //! unpacked image; and an image built without the flags unchanged.
 
-mod build_common;
+use crate::build_common;
 
 use assert_cmd::cargo::cargo_bin;
 use build_common::Kiln;

@@ -8,7 +8,7 @@
 //! and loaded: nothing is pulled from outside.
 
 use assert_cmd::Command;
-use kiln_testkit::{docker_available, BaseImage, Flattened, Registry};
+use kiln_testkit::{require_docker, BaseImage, Flattened, Registry};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -123,10 +123,7 @@ fn compile_probe(dir: &Path) {
 
 #[test]
 fn auto_isolation_falls_back_to_chroot_in_an_unprivileged_container() {
-    if !docker_available() {
-        println!("note: no usable Docker engine; the unprivileged-container build is not checked");
-        return;
-    }
+    require_docker("building inside an unprivileged container");
     let tag = format!("kiln-selftest:{}", std::process::id());
     load_kiln_image(&tag);
     let _loaded = LoadedImage(tag.clone());

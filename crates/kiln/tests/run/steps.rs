@@ -1,7 +1,7 @@
 //! End-to-end RUN: `kiln build` with RUN steps against a real registry, in
 //! both isolations, checked by reading the pushed image back.
 
-mod build_common;
+use crate::build_common;
 
 use assert_cmd::Command;
 use kiln_testkit::{Flattened, Registry};
