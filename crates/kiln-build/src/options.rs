@@ -36,7 +36,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use kiln_attest::provenance::ProvenanceRequest;
-use kiln_oci::reference::DOCKER_HUB;
+use kiln_oci::registry::{
+    parse_client_cert, parse_host_path, parse_pull_routes, ClientCert, FlagError, REGISTRY_MAP_ENV,
+    REGISTRY_MIRROR_ENV,
+};
 use kiln_oci::{Platform, Reference};
 use serde::{Serialize, Serializer};
 
@@ -1350,60 +1353,23 @@ fn resolve_registry(
     client_certs: &[String],
     env: EnvLookup<'_>,
 ) -> Result<RegistryOptions, OptionsError> {
-    let env_maps = env("KANIKO_REGISTRY_MAP");
-    for spec in maps.iter().chain(env_maps.iter()) {
-        for pair in spec.split(';').filter(|p| !p.is_empty()) {
-            let kv = split_key_value("--registry-map", pair)?;
-            if kv.value.is_empty() {
-                return Err(invalid("--registry-map", pair, "expected FROM=TO"));
-            }
-            registry
-                .registry_map
-                .entry(kv.key)
-                .or_default()
-                .push(kv.value);
-        }
-    }
-    let env_mirrors = env("KANIKO_REGISTRY_MIRROR");
-    let env_mirrors = env_mirrors.iter().flat_map(|m| m.split(';'));
-    for mirror in mirrors.iter().map(String::as_str).chain(env_mirrors) {
-        if mirror.is_empty() {
-            continue;
-        }
-        let hosts = registry
-            .registry_map
-            .entry(DOCKER_HUB.to_string())
-            .or_default();
-        if !hosts.iter().any(|h| h == mirror) {
-            hosts.push(mirror.to_string());
-        }
-    }
+    let flag_error = |e: FlagError| invalid(e.flag, &e.value, format!("expected {}", e.expected));
+    registry.registry_map = parse_pull_routes(
+        maps,
+        env(REGISTRY_MAP_ENV).as_deref(),
+        mirrors,
+        env(REGISTRY_MIRROR_ENV).as_deref(),
+    )
+    .map_err(flag_error)?;
     for pair in certificates {
-        let kv = split_key_value("--registry-certificate", pair)?;
-        registry
-            .certificates
-            .insert(kv.key, PathBuf::from(kv.value));
+        let (host, path) = parse_host_path(pair).map_err(flag_error)?;
+        registry.certificates.insert(host, path);
     }
     for pair in client_certs {
-        let kv = split_key_value("--registry-client-cert", pair)?;
-        let Some((cert, key)) = kv
-            .value
-            .split_once(',')
-            .filter(|(c, k)| !c.is_empty() && !k.is_empty())
-        else {
-            return Err(invalid(
-                "--registry-client-cert",
-                pair,
-                "expected HOST=CERT,KEY",
-            ));
-        };
-        registry.client_certificates.insert(
-            kv.key,
-            ClientCertificate {
-                cert: cert.into(),
-                key: key.into(),
-            },
-        );
+        let (host, ClientCert { cert, key }) = parse_client_cert(pair).map_err(flag_error)?;
+        registry
+            .client_certificates
+            .insert(host, ClientCertificate { cert, key });
     }
     Ok(registry)
 }
@@ -1411,6 +1377,7 @@ fn resolve_registry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_oci::reference::DOCKER_HUB;
 
     fn no_env(_: &str) -> Option<String> {
         None

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::pgzip::{Deflate, GzipWriter};
-use kiln_oci::media::Compression;
+use kiln_image_spec::media::Compression;
 use std::io::{self, Write};
 
 /// Default gzip level: what `gzip`, Docker and BuildKit use.

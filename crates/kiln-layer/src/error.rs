@@ -2,7 +2,7 @@
 //! entry path inside the layer, the file on disk, or the layer's label (usually
 //! its digest) so that a failure deep inside a build can be traced to its input.
 
-use kiln_oci::Digest;
+use kiln_image_spec::Digest;
 use std::io;
 use std::path::PathBuf;
 

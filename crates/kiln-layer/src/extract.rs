@@ -28,7 +28,7 @@ use crate::path::normalize;
 use crate::reader::LayerReader;
 use crate::resolve::Root;
 use crate::writer::{Entry, EntryKind, EntryMeta};
-use kiln_oci::Digest;
+use kiln_image_spec::Digest;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 use rustix::process::{Gid, Uid};

@@ -13,7 +13,7 @@
 //! ```
 //! use kiln_layer::{Entry, EntryKind, EntryMeta, LayerOptions, LayerWriter, MtimePolicy};
 //! use kiln_layer::{list::list_entries, reader::open_blob};
-//! use kiln_oci::media::Compression;
+//! use kiln_image_spec::media::Compression;
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let options = LayerOptions::new(Compression::Gzip).with_mtime(MtimePolicy::Fixed(0));

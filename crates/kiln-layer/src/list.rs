@@ -190,7 +190,7 @@ pub(crate) fn entry_from_tar<R: Read>(
 mod tests {
     use super::*;
     use crate::writer::{LayerOptions, LayerWriter, MtimePolicy};
-    use kiln_oci::media::Compression;
+    use kiln_image_spec::media::Compression;
     use std::io::Cursor;
 
     #[test]

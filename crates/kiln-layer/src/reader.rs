@@ -5,8 +5,8 @@
 use crate::error::{Error, Result};
 use crate::inflate::GzipDecoder;
 use crate::read_ahead::ReadAhead;
-use kiln_oci::media::Compression;
-use kiln_oci::Digest;
+use kiln_image_spec::media::Compression;
+use kiln_image_spec::Digest;
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{self, Cursor, Read};

@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::header::{self, HeaderSpec};
 use crate::path::{normalize, OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use crate::pgzip::Deflate;
-use kiln_oci::media::Compression;
-use kiln_oci::{Digest, DigestWriter};
+use kiln_image_spec::media::Compression;
+use kiln_image_spec::{Digest, DigestWriter};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -605,7 +605,10 @@ mod tests {
         );
         assert_eq!(entries[1].2, b"hello");
         assert_eq!(blob.path, dir.path().join(blob.digest.hex()));
-        assert_eq!(blob.media_type(true), kiln_oci::media::OCI_LAYER_GZIP);
+        assert_eq!(
+            blob.media_type(true),
+            kiln_image_spec::media::OCI_LAYER_GZIP
+        );
         // Only the blob is left in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -1,9 +1,9 @@
 //! Parallel gzip output read by outside readers. (Throughput figures come
 //! from `cargo run --release -p kiln-layer --example gzip_throughput`.)
 
+use kiln_image_spec::media::Compression;
 use kiln_layer::pgzip::BLOCK_SIZE;
 use kiln_layer::{Entry, EntryKind, EntryMeta, LayerOptions, LayerWriter};
-use kiln_oci::media::Compression;
 use std::io::Read;
 use std::process::Command;
 
@@ -83,5 +83,5 @@ fn big_layer_is_read_by_system_gzip_and_tar() {
     flate2::read::MultiGzDecoder::new(std::fs::File::open(&blob.path).unwrap())
         .read_to_end(&mut multi)
         .unwrap();
-    assert_eq!(kiln_oci::Digest::sha256_of(&multi), blob.diff_id);
+    assert_eq!(kiln_image_spec::Digest::sha256_of(&multi), blob.diff_id);
 }

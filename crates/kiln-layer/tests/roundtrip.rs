@@ -4,12 +4,12 @@
 mod common;
 
 use common::{describe, sample_tree, sha256sum, touch_all};
+use kiln_image_spec::media::Compression;
 use kiln_layer::dir::{write_tree, TreeOptions};
 use kiln_layer::extract::{extract, ApplyMode, ExtractOptions};
 use kiln_layer::list::list_entries;
 use kiln_layer::reader::open_blob;
 use kiln_layer::{EntryKind, LayerOptions, MtimePolicy};
-use kiln_oci::media::Compression;
 use std::process::Command;
 
 fn all_compressions() -> [Compression; 3] {

@@ -1,12 +1,12 @@
-//! OCI and Docker image types, image references, and the registry client.
+//! Registry credentials and the registry client.
 //!
-//! This crate knows nothing about Dockerfiles. It owns the data that passes
-//! between kiln's rooms ([`Digest`], media types, manifests and configs) and
-//! every byte that crosses the network to a registry.
+//! This crate knows nothing about Dockerfiles. It owns every byte that
+//! crosses the network to a registry and the credentials that go with it.
+//! The image-spec types ([`Digest`], media types, references, manifests and
+//! configs) live in `kiln-image-spec`; they are re-exported here under their
+//! old paths (`kiln_oci::Digest`, `kiln_oci::media`) so callers that also
+//! talk to registries need one dependency.
 //!
-//! * [`reference`]: image references with Docker's normalisation.
-//! * [`manifest`], [`image`], [`platform`]: manifests, indexes, the image
-//!   config and platform matching, as serde structs that keep unknown fields.
 //! * [`auth`]: credentials from Docker config files and credential helpers.
 //! * [`builtin_helpers`]: the Kaniko fork's `--credential-helpers` sources.
 //! * [`registry`]: the async registry client (auth challenges, mirrors,
@@ -39,19 +39,14 @@
 
 pub mod auth;
 pub mod builtin_helpers;
-pub mod digest;
-pub mod image;
-pub mod manifest;
-pub mod media;
-pub mod platform;
-pub mod reference;
 pub mod registry;
 
-pub use digest::{Digest, DigestError, DigestWriter};
-pub use image::{ContainerConfig, Healthcheck, History, ImageConfig, RootFs};
-pub use manifest::{Descriptor, Index, Manifest, ManifestError};
-pub use platform::{Platform, PlatformError};
-pub use reference::{Reference, ReferenceError};
+pub use kiln_image_spec::{digest, image, manifest, media, platform, reference};
+pub use kiln_image_spec::{
+    ContainerConfig, Descriptor, Digest, DigestError, DigestWriter, Healthcheck, History,
+    ImageConfig, Index, Manifest, ManifestError, Platform, PlatformError, Reference,
+    ReferenceError, RootFs,
+};
 pub use registry::{
     Access, BlobSource, BlobStream, PulledImage, PushOutcome, RegistryClient, RegistryError,
     RegistryOptions, Repository, TransferObserver,

@@ -40,7 +40,7 @@
 //! assert!(outcome.status.success());
 //! let layer = outcome.changes.write_layer(
 //!     std::path::Path::new("/tmp/blobs"),
-//!     &kiln_layer::LayerOptions::new(kiln_oci::media::Compression::Gzip),
+//!     &kiln_layer::LayerOptions::new(kiln_image_spec::media::Compression::Gzip),
 //! )?;
 //! # Ok::<(), kiln_sandbox::SandboxError>(())
 //! ```

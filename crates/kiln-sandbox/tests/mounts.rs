@@ -3,10 +3,10 @@
 //! in both isolations (copied in and out in chroot mode) and never show up
 //! in the step's changes.
 
+use kiln_image_spec::media::Compression;
 use kiln_layer::list::list_entries;
 use kiln_layer::reader::open_blob;
 use kiln_layer::LayerOptions;
-use kiln_oci::media::Compression;
 use kiln_sandbox::{Isolation, MountSpec, Network, RootSpec, RunSpec};
 use std::fs;
 use std::os::unix::fs::symlink;

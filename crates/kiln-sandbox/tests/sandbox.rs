@@ -1,10 +1,10 @@
 //! The sandbox on a real busybox root: both isolations, output streaming,
 //! exit codes, process cleanup and the exact set of changes.
 
+use kiln_image_spec::media::Compression;
 use kiln_layer::list::list_entries;
 use kiln_layer::reader::open_blob;
 use kiln_layer::{EntryKind, LayerOptions};
-use kiln_oci::media::Compression;
 use kiln_sandbox::{BindFile, Isolation, RootSpec, RunSpec};
 use std::fs;
 use std::os::unix::fs::symlink;

@@ -4,6 +4,7 @@ mod blob_stream;
 mod challenge;
 mod client;
 mod error;
+mod flags;
 mod meter;
 mod options;
 mod pull;
@@ -17,9 +18,11 @@ pub use client::{
     Repository, MANIFEST_SIZE_LIMIT,
 };
 pub use error::{OciError, OciErrors, RegistryError};
-pub use meter::TransferObserver;
-pub use options::{
-    parse_client_cert, parse_host_path, parse_registry_map, Access, ClientCert, RegistryOptions,
+pub use flags::{
+    parse_client_cert, parse_host_path, parse_pull_routes, FlagError, PullRoutes, REGISTRY_MAP_ENV,
+    REGISTRY_MIRROR_ENV,
 };
+pub use meter::TransferObserver;
+pub use options::{Access, ClientCert, RegistryOptions};
 pub use pull::{PulledImage, CONFIG_SIZE_LIMIT, MAX_LAYERS};
 pub use retry::{RetryPolicy, Transient};

@@ -56,7 +56,7 @@ pub struct RegistryOptions {
     /// (`--skip-default-registry-fallback`).
     pub skip_default_registry_fallback: bool,
     /// Registries whose pulls go to other registries first, in order
-    /// (`--registry-map`); see [`parse_registry_map`].
+    /// (`--registry-map`); see [`super::parse_pull_routes`].
     pub registry_maps: BTreeMap<String, Vec<String>>,
     /// Extra attempts for push operations (`--push-retry`).
     pub push_retries: u32,
@@ -253,64 +253,6 @@ impl RegistryOptions {
     }
 }
 
-/// Parses one `--registry-map` value, `from=to[;to…]`, into the map.
-///
-/// # Errors
-/// [`RegistryError::Options`] when there is no `=` or a side is empty.
-pub fn parse_registry_map(
-    value: &str,
-    into: &mut BTreeMap<String, Vec<String>>,
-) -> Result<(), RegistryError> {
-    let bad = || RegistryError::Options(format!("registry map {value:?} is not FROM=TO[;TO...]"));
-    let (from, to) = value.split_once('=').ok_or_else(bad)?;
-    let targets: Vec<String> = to
-        .split(';')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect();
-    if from.trim().is_empty() || targets.is_empty() {
-        return Err(bad());
-    }
-    into.entry(normalize_host(from))
-        .or_default()
-        .extend(targets);
-    Ok(())
-}
-
-/// Parses `HOST=PATH` (`--registry-certificate`).
-///
-/// # Errors
-/// [`RegistryError::Options`] when the form is wrong.
-pub fn parse_host_path(value: &str) -> Result<(String, PathBuf), RegistryError> {
-    match value.split_once('=') {
-        Some((h, p)) if !h.is_empty() && !p.is_empty() => Ok((h.to_string(), PathBuf::from(p))),
-        _ => Err(RegistryError::Options(format!(
-            "{value:?} is not HOST=PATH"
-        ))),
-    }
-}
-
-/// Parses `HOST=CERT,KEY` (`--registry-client-cert`).
-///
-/// # Errors
-/// [`RegistryError::Options`] when the form is wrong.
-pub fn parse_client_cert(value: &str) -> Result<(String, ClientCert), RegistryError> {
-    let bad = || RegistryError::Options(format!("{value:?} is not HOST=CERT,KEY"));
-    let (host, files) = value.split_once('=').ok_or_else(bad)?;
-    let (cert, key) = files.split_once(',').ok_or_else(bad)?;
-    if host.is_empty() || cert.is_empty() || key.is_empty() {
-        return Err(bad());
-    }
-    Ok((
-        host.to_string(),
-        ClientCert {
-            cert: cert.into(),
-            key: key.into(),
-        },
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,23 +271,6 @@ mod tests {
         assert!(o.policy("docker.io", Access::Push).skip_verify);
         assert!(!o.policy("my.reg:5000", Access::Push).skip_verify);
         assert!(o.user_agent.starts_with("kiln/"));
-    }
-
-    #[test]
-    fn parses_flag_values() {
-        let mut m = BTreeMap::new();
-        parse_registry_map("index.docker.io=mirror.gcr.io;other.io/hub", &mut m).unwrap();
-        assert_eq!(m["docker.io"], vec!["mirror.gcr.io", "other.io/hub"]);
-        assert!(parse_registry_map("nothing", &mut m).is_err());
-        assert!(parse_registry_map("a=", &mut m).is_err());
-        assert_eq!(
-            parse_host_path("r.io=/ca.pem").unwrap(),
-            ("r.io".into(), "/ca.pem".into())
-        );
-        assert!(parse_host_path("r.io").is_err());
-        let (h, c) = parse_client_cert("r.io=/c.pem,/k.pem").unwrap();
-        assert_eq!((h.as_str(), c.key.to_str().unwrap()), ("r.io", "/k.pem"));
-        assert!(parse_client_cert("r.io=/c.pem").is_err());
     }
 
     #[test]

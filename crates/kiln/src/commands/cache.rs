@@ -8,7 +8,9 @@ use clap::{ArgAction, Args, Subcommand};
 use kiln_build::cache::{self, LayerCache, OciLayoutCache, RegistryCache};
 use kiln_build::options::{LogFormat, LogOptions, Verbosity};
 use kiln_oci::auth::CredentialStore;
-use kiln_oci::registry::{parse_client_cert, parse_host_path};
+use kiln_oci::registry::{
+    parse_client_cert, parse_host_path, parse_pull_routes, REGISTRY_MAP_ENV, REGISTRY_MIRROR_ENV,
+};
 use kiln_oci::{RegistryClient, RegistryOptions};
 
 use crate::build_command::go_bool;
@@ -96,7 +98,8 @@ pub struct RegistryFlags {
     #[arg(long, value_name = "HOST=CERT,KEY", action = ArgAction::Append)]
     pub registry_client_cert: Vec<String>,
 
-    /// Mirror to pull Docker Hub images from, tried before docker.io. Repeat for several.
+    /// Mirror to pull Docker Hub images from, tried before docker.io. Repeat for several;
+    /// env KANIKO_REGISTRY_MIRROR adds more (separated by ;).
     #[arg(long, value_name = "HOST", action = ArgAction::Append)]
     pub registry_mirror: Vec<String>,
 }
@@ -110,7 +113,23 @@ impl RegistryFlags {
 
     /// The registry client's options for these flags.
     pub fn options(&self) -> Result<RegistryOptions, Failure> {
-        let usage = |e: kiln_oci::RegistryError| Failure::new(Exit::Usage, e);
+        self.options_with_maps(&[])
+    }
+
+    /// The registry client's options for these flags and `--registry-map`
+    /// values, read with `kiln build`'s grammar: the maps, then
+    /// `KANIKO_REGISTRY_MAP`, then the mirrors, then `KANIKO_REGISTRY_MIRROR`.
+    pub fn options_with_maps(&self, registry_maps: &[String]) -> Result<RegistryOptions, Failure> {
+        self.options_in(registry_maps, &|name| std::env::var(name).ok())
+    }
+
+    /// [`RegistryFlags::options_with_maps`] with the environment read through `env`.
+    fn options_in(
+        &self,
+        registry_maps: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RegistryOptions, Failure> {
+        let usage = |e: kiln_oci::registry::FlagError| Failure::new(Exit::Usage, e);
         let mut ca_certificates = std::collections::BTreeMap::new();
         for value in &self.registry_certificate {
             let (host, path) = parse_host_path(value).map_err(usage)?;
@@ -121,7 +140,14 @@ impl RegistryFlags {
             let (host, cert) = parse_client_cert(value).map_err(usage)?;
             client_certificates.insert(host, cert);
         }
-        Ok(RegistryOptions {
+        let routes = parse_pull_routes(
+            registry_maps,
+            env(REGISTRY_MAP_ENV).as_deref(),
+            &self.registry_mirror,
+            env(REGISTRY_MIRROR_ENV).as_deref(),
+        )
+        .map_err(usage)?;
+        let mut options = RegistryOptions {
             insecure: self.insecure,
             insecure_pull: self.insecure_pull,
             insecure_registries: self.insecure_registry.clone(),
@@ -130,12 +156,13 @@ impl RegistryFlags {
             skip_tls_verify_registries: self.skip_tls_verify_registry.clone(),
             ca_certificates,
             client_certificates,
-            mirrors: self.registry_mirror.clone(),
             // As the fork's warmer: every built-in credential source.
             credentials: CredentialStore::from_env()
                 .with_builtin_helpers(kiln_oci::builtin_helpers::ALL.to_vec()),
             ..Default::default()
-        })
+        };
+        options.set_pull_routes(routes);
+        Ok(options)
     }
 }
 
@@ -202,4 +229,51 @@ fn run_prune(command: &PruneCommand) -> Result<(), Failure> {
         report.kept,
         report.skipped
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        registry: RegistryFlags,
+    }
+
+    fn flags(args: &[&str]) -> RegistryFlags {
+        Flags::try_parse_from(std::iter::once("kiln").chain(args.iter().copied()))
+            .unwrap()
+            .registry
+    }
+
+    /// `kiln cache prune`, `kiln push` and `kiln warm` read the Kaniko
+    /// variables as `kiln build` does, after the flags.
+    #[test]
+    fn the_kaniko_variables_add_mirrors_and_maps_after_the_flags() {
+        let env = |name: &str| match name {
+            "KANIKO_REGISTRY_MIRROR" => Some("m2.io;m3.io".to_string()),
+            "KANIKO_REGISTRY_MAP" => Some("quay.io=q.local;index.docker.io=hub.local".to_string()),
+            _ => None,
+        };
+        let options = flags(&["--registry-mirror", "m1.io"])
+            .options_in(&["gcr.io=g.local".into()], &env)
+            .unwrap();
+        assert_eq!(options.mirrors, ["hub.local", "m1.io", "m2.io", "m3.io"]);
+        assert_eq!(options.registry_maps["gcr.io"], ["g.local"]);
+        assert_eq!(options.registry_maps["quay.io"], ["q.local"]);
+        assert_eq!(options.registry_maps.len(), 2);
+
+        let no_env = |_: &str| None;
+        let options = flags(&["--registry-mirror", "m1.io"])
+            .options_in(&[], &no_env)
+            .unwrap();
+        assert_eq!(options.mirrors, ["m1.io"]);
+        assert!(options.registry_maps.is_empty());
+
+        let bad_map = |name: &str| (name == "KANIKO_REGISTRY_MAP").then(|| "nothing".to_string());
+        let failure = flags(&[]).options_in(&[], &bad_map).unwrap_err();
+        assert_eq!(failure.exit, Exit::Usage);
+    }
 }

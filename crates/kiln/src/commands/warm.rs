@@ -8,8 +8,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args};
 use kiln_build::cache::warm;
 use kiln_build::options::DEFAULT_CACHE_DIR;
-use kiln_oci::reference::DOCKER_HUB;
-use kiln_oci::{Platform, Reference, RegistryOptions};
+use kiln_oci::{Platform, Reference};
 
 use super::cache::{
     client_for, failure_of, go_duration_arg, init_logging, LogFlags, RegistryFlags,
@@ -80,12 +79,7 @@ pub fn run(command: &WarmCommand) -> Result<(), Failure> {
             "nothing to warm: give --image or --dockerfile",
         ));
     }
-    let mut registry = command.registry.options()?;
-    let env_map = std::env::var("KANIKO_REGISTRY_MAP").ok();
-    add_registry_maps(
-        &mut registry,
-        command.registry_map.iter().chain(env_map.iter()),
-    )?;
+    let mut registry = command.registry.options_with_maps(&command.registry_map)?;
     registry.skip_default_registry_fallback = command.skip_default_registry_fallback;
     let client = client_for(registry)?;
     let handle = tokio::runtime::Handle::current();
@@ -106,45 +100,6 @@ pub fn run(command: &WarmCommand) -> Result<(), Failure> {
             "cached"
         };
         super::print(&format!("{} {state} as {}", w.reference, w.manifest_digest))?;
-    }
-    Ok(())
-}
-
-/// Adds `--registry-map` values (Kaniko's `FROM=TO[;FROM=TO...]`) as the
-/// build reads them: a map of Docker Hub adds mirrors, any other registry
-/// gets its pulls tried at the targets first, in the order given. As in
-/// Kaniko's warmer, maps come before the `--registry-mirror`s.
-fn add_registry_maps<'a>(
-    registry: &mut RegistryOptions,
-    specs: impl Iterator<Item = &'a String>,
-) -> Result<(), Failure> {
-    let flag_mirrors = std::mem::take(&mut registry.mirrors);
-    let add = |targets: &mut Vec<String>, to: &str| {
-        if !targets.iter().any(|t| t == to) {
-            targets.push(to.to_string());
-        }
-    };
-    for spec in specs {
-        for pair in spec.split(';').filter(|p| !p.is_empty()) {
-            let (from, to) = match pair.split_once('=') {
-                Some((from, to)) if !from.is_empty() && !to.is_empty() => (from, to),
-                _ => {
-                    return Err(Failure::new(
-                        Exit::Usage,
-                        format!("--registry-map {pair:?}: expected FROM=TO"),
-                    ))
-                }
-            };
-            let targets = if from == DOCKER_HUB {
-                &mut registry.mirrors
-            } else {
-                registry.registry_maps.entry(from.to_string()).or_default()
-            };
-            add(targets, to);
-        }
-    }
-    for mirror in &flag_mirrors {
-        add(&mut registry.mirrors, mirror);
     }
     Ok(())
 }
@@ -182,29 +137,4 @@ fn images(command: &WarmCommand) -> Result<Vec<Reference>, Failure> {
                 .map_err(|e| Failure::new(Exit::Usage, format!("image {n:?}: {e}")))
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registry_maps_read_as_kaniko_writes_them() {
-        let mut registry = RegistryOptions {
-            mirrors: vec!["mirror.local".into()],
-            ..Default::default()
-        };
-        let specs = [
-            "gcr.io=g1.local;docker.io=hub.local".to_string(),
-            "gcr.io=g2.local;gcr.io=g1.local".to_string(),
-        ];
-        add_registry_maps(&mut registry, specs.iter()).unwrap();
-        assert_eq!(registry.registry_maps["gcr.io"], ["g1.local", "g2.local"]);
-        // Docker Hub maps are mirrors, ahead of the --registry-mirror ones.
-        assert_eq!(registry.mirrors, ["hub.local", "mirror.local"]);
-        for bad in ["gcr.io", "=x.local", "gcr.io="] {
-            let failure = add_registry_maps(&mut registry, [bad.to_string()].iter()).unwrap_err();
-            assert_eq!(failure.exit, Exit::Usage, "{bad}");
-        }
-    }
 }

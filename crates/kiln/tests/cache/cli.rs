@@ -190,3 +190,110 @@ fn warm_without_images_is_a_usage_error() {
         .code(2)
         .stderr(predicates::str::contains("nothing to warm"));
 }
+
+/// `KANIKO_REGISTRY_MIRROR` reaches `kiln warm` as it reaches `kiln build`:
+/// a Docker Hub image is cached from the mirrors it names, in order (the
+/// first listens nowhere), without Docker Hub as a fallback. Without the
+/// variable the same command has no mirror and is refused.
+#[test]
+fn warm_pulls_docker_hub_images_from_the_kaniko_mirror_variable() {
+    let mirror = Registry::plain().unwrap();
+    BaseImage::busybox()
+        .unwrap()
+        .push_to(&mirror, "library/busybox:1.36")
+        .unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let warm = || {
+        let mut cmd = Command::cargo_bin("kiln").unwrap();
+        cmd.args(["warm", "--image", "busybox:1.36", "--cache-dir"])
+            .arg(&cache_dir)
+            .arg(format!("--insecure-registry={}", mirror.host()))
+            .arg(format!("--insecure-registry={dead}"))
+            .args([
+                "--skip-default-registry-fallback",
+                "--custom-platform",
+                "linux/amd64",
+            ])
+            .env_remove("KANIKO_REGISTRY_MAP")
+            .env_remove("KANIKO_REGISTRY_MIRROR");
+        cmd
+    };
+
+    let out = warm()
+        .env(
+            "KANIKO_REGISTRY_MIRROR",
+            format!("{dead};{}", mirror.host()),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" cached as sha256:"), "{stdout}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let platform = Platform::new("linux", "amd64", None);
+    let hub: Reference = "busybox:1.36".parse().unwrap();
+    let found = rt
+        .block_on(kiln_build::cache::warm::cached_base(
+            &cache_dir,
+            &hub,
+            &platform,
+            Duration::from_secs(3600),
+        ))
+        .expect("busybox:1.36 cached");
+    let on_mirror: Reference = format!("{}/library/busybox:1.36", mirror.host())
+        .parse()
+        .unwrap();
+    let pulled = rt
+        .block_on(client(&mirror).pull_image(&on_mirror, &platform))
+        .unwrap();
+    assert_eq!(found.manifest_digest, pulled.digest);
+
+    let out = warm().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs at least one mirror"), "{stderr}");
+}
+
+/// `kiln cache prune` reads `KANIKO_REGISTRY_MAP` with the build's grammar:
+/// a malformed value is the same usage error for both.
+#[test]
+fn cache_prune_reads_the_kaniko_registry_variables_as_build_does() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+    let context = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        Command::cargo_bin("kiln")
+            .unwrap()
+            .args(args)
+            .env("KANIKO_REGISTRY_MAP", "gcr.io=g.local;nothing")
+            .env("KANIKO_REGISTRY_MIRROR", "m.local")
+            .output()
+            .unwrap()
+    };
+    let pruned = run(&[
+        "cache",
+        "prune",
+        "--cache-repo",
+        "r.example/c",
+        "--older-than",
+        "1h",
+    ]);
+    let built = run(&["build", "--context", context, "--no-push"]);
+    for out in [pruned, built] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("error: --registry-map \"nothing\": expected FROM=TO"),
+            "{stderr}"
+        );
+    }
+}
