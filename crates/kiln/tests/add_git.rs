@@ -154,6 +154,7 @@ fn add_from_git_daemon_refs_commits_subdirs_and_checksums() {
     let (first, second) = make_repo(t.path(), "repo");
     let daemon = git_daemon(t.path());
     let url = format!("git://127.0.0.1:{}/repo.git", daemon.port);
+    let provenance = t.path().join("provenance.json");
     let img = built(
         &format!(
             "FROM scratch\n\
@@ -165,9 +166,25 @@ fn add_from_git_daemon_refs_commits_subdirs_and_checksums() {
              ADD --checksum={first} {url}#v1 /pinned\n\
              ADD --chown=1234:5678 {url}#v1 /owned\n"
         ),
-        &[],
+        &["--provenance-file", provenance.to_str().unwrap()],
         &[],
     );
+    // Each git source is a material pinned by its commit, as BuildKit
+    // records it.
+    let statement: serde_json::Value =
+        serde_json::from_slice(&fs::read(&provenance).unwrap()).unwrap();
+    let materials = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .expect("resolvedDependencies")
+        .clone();
+    let commit_of = |uri: &str| {
+        materials
+            .iter()
+            .find(|m| m["uri"] == uri)
+            .and_then(|m| m["digest"]["sha1"].as_str().map(str::to_string))
+    };
+    assert_eq!(commit_of(&url), Some(second.clone()), "{materials:?}");
+    assert_eq!(commit_of(&format!("{url}#v1")), Some(first.clone()));
     assert_eq!(img.text("/head/msg.txt").as_deref(), Some("two\n"));
     assert_eq!(img.text("/tag/msg.txt").as_deref(), Some("one\n"));
     assert_eq!(img.text("/commit/msg.txt").as_deref(), Some("one\n"));
