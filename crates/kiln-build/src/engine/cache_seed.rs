@@ -18,6 +18,8 @@ pub(crate) fn seed(source: &Path, cache: &Path) -> std::io::Result<()> {
     let parent = cache
         .parent()
         .ok_or_else(|| std::io::Error::other("a cache directory has a parent"))?;
+    // A private cache's numbered directory may be the first in its parent.
+    fs::create_dir_all(parent)?;
     let staging = tempfile::Builder::new()
         .prefix(".seeding-")
         .tempdir_in(parent)?;
@@ -113,7 +115,7 @@ mod tests {
         fs::write(src.join("sub/a"), "a").unwrap();
         fs::set_permissions(src.join("sub/a"), fs::Permissions::from_mode(0o751)).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
-        let cache = t.path().join("cache");
+        let cache = t.path().join("private/1");
         seed(&src, &cache).unwrap();
         assert_eq!(fs::read_to_string(cache.join("sub/a")).unwrap(), "a");
         let mode = fs::metadata(cache.join("sub/a")).unwrap().mode() & 0o7777;
