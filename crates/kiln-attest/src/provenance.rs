@@ -110,13 +110,16 @@ impl fmt::Display for Mode {
 }
 
 /// Something the build read that is not in its context: an image or a
-/// downloaded file, named by URI and pinned by sha256.
+/// downloaded file, named by URI and pinned by sha256, or a git source pinned
+/// by its commit.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Material {
     /// `pkg:docker/…` for images, the URL for downloads.
     pub uri: String,
-    /// sha256, hex.
+    /// sha256, hex; empty for a git source, which only has a commit.
     pub sha256: String,
+    /// A git source's commit id (git names commits by sha1).
+    pub sha1: Option<String>,
 }
 
 /// One step the build ran.
@@ -242,7 +245,16 @@ pub fn predicate(record: &BuildRecord, mode: Mode, builder_id: &str) -> Value {
     materials.dedup();
     let resolved: Vec<Value> = materials
         .iter()
-        .map(|m| json!({"uri": redact_url_credentials(&m.uri), "digest": {"sha256": m.sha256}}))
+        .map(|m| {
+            let mut digest = Map::new();
+            if !m.sha256.is_empty() {
+                digest.insert("sha256".into(), Value::String(m.sha256.clone()));
+            }
+            if let Some(sha1) = &m.sha1 {
+                digest.insert("sha1".into(), Value::String(sha1.clone()));
+            }
+            json!({"uri": redact_url_credentials(&m.uri), "digest": digest})
+        })
         .collect();
     let mut internal = json!({"builderPlatform": record.builder_platform});
     if mode == Mode::Max {
@@ -395,6 +407,7 @@ mod tests {
             materials: vec![Material {
                 uri: "https://deploy:hunter2@files.example/tool.tgz".into(),
                 sha256: "cd".repeat(32),
+                sha1: None,
             }],
             ..Default::default()
         };

@@ -345,7 +345,8 @@ fn urls_and_git_in_copy_are_rejected() {
         &CopyRequest::new(vec![paths("https://github.com/a/b.git")], "/x"),
     )
     .unwrap_err();
-    assert!(err.to_string().contains("not supported yet"), "{err}");
+    assert!(matches!(err, CopyError::GitInCopy { .. }), "{err}");
+    assert!(err.to_string().contains("use ADD"), "{err}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! a local directory before the build starts.
 //!
 //! - [`spec`] parses Kaniko's context syntax into a [`RemoteContext`].
-//! - [`git`] clones a repository (gix), [`object`] opens an S3, GCS or Azure
+//! - [`git`] clones a repository (gix), [`git_source`] checks one out for
+//!   `ADD`, [`object`] opens an S3, GCS or Azure
 //!   object (object_store), and HTTP tarballs and stdin are read directly.
 //! - Every tar is unpacked as it arrives by [`tarball`], through kiln-layer's
 //!   extractor, which no entry can escape: a context is never held in memory
@@ -14,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod git;
+pub mod git_source;
 pub mod object;
 pub mod spec;
 mod tarball;
@@ -60,6 +62,13 @@ impl Env {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
         }
+    }
+
+    /// This environment with `name` set to `value`.
+    pub fn with(&self, name: &str, value: &str) -> Env {
+        let mut vars = self.vars.clone();
+        vars.insert(name.to_string(), value.to_string());
+        Env { vars }
     }
 
     /// One variable.
@@ -219,7 +228,7 @@ fn done(dest: &Path, label: &str, entries: u64, started: std::time::Instant) -> 
     }
 }
 
-fn create_private_dir(dest: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dest: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dest)?;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o700))
 }

@@ -175,6 +175,23 @@ pub enum CopySource {
     },
     /// An ADD URL already downloaded with [`UrlFetcher::fetch`].
     Fetched(FetchedUrl),
+    /// An ADD git source already checked out: its contents go into the
+    /// destination directory, as a directory source's do.
+    Git(GitSource),
+}
+
+/// A git repository checked out for ADD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    /// The source as written in the Dockerfile (credentials removed).
+    pub url: String,
+    /// The checkout (its `:subdir` when one was given).
+    pub root: PathBuf,
+    /// The commit checked out: what the step's cache key depends on.
+    pub commit: String,
+    /// The mtime every added entry gets, when not the checkout's own
+    /// (BuildKit's commit-time mtimes for reproducible builds).
+    pub mtime: Option<i64>,
 }
 
 /// How a source string written in a Dockerfile should be treated.
@@ -184,7 +201,7 @@ pub enum SourceKind {
     Path,
     /// An `http://` or `https://` URL (ADD only).
     Url,
-    /// A git repository (not supported yet).
+    /// A git repository (ADD only).
     Git,
 }
 
@@ -331,9 +348,15 @@ pub enum CopyError {
         /// The URL.
         url: String,
     },
-    /// A git source.
-    #[error("{url:?}: git sources are not supported yet")]
-    GitNotSupported {
+    /// COPY was given a git repository.
+    #[error("{url:?}: COPY does not accept git sources; use ADD")]
+    GitInCopy {
+        /// The source.
+        url: String,
+    },
+    /// ADD was given a git source that was not checked out first.
+    #[error("{url:?}: git sources must be checked out before planning")]
+    GitNotCheckedOut {
         /// The source.
         url: String,
     },

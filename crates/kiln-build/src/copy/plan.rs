@@ -31,12 +31,24 @@ pub fn plan_copy(
 ) -> Result<CopyPlan, CopyError> {
     let dest = image_join(&req.workdir, &req.dest);
     let dest_dir_syntax = dir_syntax(&req.dest);
+    // Each git checkout is walked as a context of its own (no .dockerignore:
+    // BuildKit applies none to git sources).
+    let git_contexts = req
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            CopySource::Git(g) => Some(BuildContext::from_dir(&g.root)),
+            _ => None,
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut git_contexts = git_contexts.iter();
     let mut p = Planner {
         ctx,
         req,
         existing,
         entries: BTreeMap::new(),
         dest: dest.clone(),
+        mtime: None,
     };
     if req.sources.len() > 1 && !dest_dir_syntax && p.counted_sources()? > 1 {
         return Err(CopyError::DestNotDir {
@@ -80,6 +92,16 @@ pub fn plan_copy(
                     mtime: f.last_modified.unwrap_or(req.now),
                 });
             }
+            CopySource::Git(g) => {
+                let git_ctx = git_contexts.next().expect("one context per git source");
+                let root = git_ctx.lookup(".")?;
+                let context = std::mem::replace(&mut p.ctx, git_ctx);
+                p.mtime = g.mtime;
+                let copied = p.copy_dir(&root, &dest);
+                p.ctx = context;
+                p.mtime = None;
+                copied?;
+            }
         }
     }
     p.create_parents();
@@ -92,6 +114,8 @@ struct Planner<'a> {
     existing: &'a dyn Fn(&str) -> Option<FileKind>,
     entries: BTreeMap<String, PlanEntry>,
     dest: String,
+    /// The mtime of every entry put while set (a git source's commit time).
+    mtime: Option<i64>,
 }
 
 impl Planner<'_> {
@@ -99,7 +123,10 @@ impl Planner<'_> {
     /// directory also drops what the copy put below that path so far, as
     /// writing it to disk would (an archive's link replacing a directory
     /// an earlier archive of the same ADD made).
-    fn put(&mut self, e: PlanEntry) {
+    fn put(&mut self, mut e: PlanEntry) {
+        if let Some(mtime) = self.mtime {
+            e.mtime = mtime;
+        }
         if e.kind != EntryKind::Dir {
             let prefix = format!("{}/", e.path);
             let below: Vec<String> = self
@@ -137,8 +164,13 @@ impl Planner<'_> {
     fn path_source(&mut self, src: &str, dest_is_dir: bool) -> Result<(), CopyError> {
         match classify_source(src) {
             SourceKind::Path => {}
+            SourceKind::Git if self.req.add => {
+                return Err(CopyError::GitNotCheckedOut {
+                    url: src.to_string(),
+                })
+            }
             SourceKind::Git => {
-                return Err(CopyError::GitNotSupported {
+                return Err(CopyError::GitInCopy {
                     url: src.to_string(),
                 })
             }

@@ -11,11 +11,22 @@ use super::stage::{StageRun, StageRunner};
 use super::through_links::through_image_links;
 use crate::cache::Upstream;
 use crate::context::BuildContext;
-use crate::copy::{self, classify_source, Chmod, CopyRequest, CopySource, Owner, SourceKind};
+use crate::copy::{
+    self, classify_source, Chmod, CopyRequest, CopySource, GitSource, Owner, SourceKind,
+};
 use kiln_dockerfile::instructions::{Command, Instruction, Source};
 use kiln_oci::Digest;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// What `ADD --checksum` pins.
+enum AddChecksum {
+    None,
+    /// The sha256 (or other digest) of a downloaded URL.
+    Digest(Digest),
+    /// The commit a git source must resolve to.
+    Commit(String),
+}
 
 /// Where a COPY reads from.
 pub(crate) enum CopyFrom {
@@ -45,7 +56,7 @@ impl StageRunner<'_> {
         expanded: &Instruction,
     ) -> Result<PreparedCopy, BuildError> {
         let err = |e: &dyn std::fmt::Display| self.step_error(instruction, e);
-        let (sources, dest, from, chown, chmod, parents, exclude, add, checksum) =
+        let (sources, dest, from, chown, chmod, parents, exclude, add, checksum, keep_git_dir) =
             match &expanded.command {
                 Command::Copy(c) => (
                     &c.sources,
@@ -57,6 +68,7 @@ impl StageRunner<'_> {
                     &c.exclude,
                     false,
                     None,
+                    false,
                 ),
                 Command::Add(a) => (
                     &a.sources,
@@ -68,6 +80,7 @@ impl StageRunner<'_> {
                     &a.exclude,
                     true,
                     a.checksum.clone(),
+                    a.keep_git_dir,
                 ),
                 _ => unreachable!("prepare_copy is only called for COPY and ADD"),
             };
@@ -76,11 +89,20 @@ impl StageRunner<'_> {
             .map(Chmod::parse)
             .transpose()
             .map_err(|e| err(&e))?;
-        let checksum = checksum
-            .as_deref()
-            .map(str::parse::<Digest>)
-            .transpose()
-            .map_err(|e| err(&e))?;
+        // `--checksum` is a commit id for git sources, a digest for URLs.
+        let is_git = |s: &Source| matches!(s, Source::Path(p) if add && classify_source(p) == SourceKind::Git);
+        let checksum = match checksum {
+            Some(sum) if sources.iter().any(is_git) => {
+                if !kiln_source::spec::is_commit_id(&sum) {
+                    return Err(err(&format!(
+                        "--checksum={sum}: a git source is checked against a commit id (40 hex digits)"
+                    )));
+                }
+                AddChecksum::Commit(sum.to_ascii_lowercase())
+            }
+            Some(sum) => AddChecksum::Digest(sum.parse::<Digest>().map_err(|e| err(&e))?),
+            None => AddChecksum::None,
+        };
         let mut copy_sources = Vec::new();
         for s in sources {
             match s {
@@ -88,10 +110,21 @@ impl StageRunner<'_> {
                     name: h.name.clone(),
                     body: h.content.clone(),
                 }),
+                Source::Path(p) if is_git(s) => {
+                    let source = self
+                        .checkout_git(p, keep_git_dir, &checksum)
+                        .await
+                        .map_err(|e| err(&e))?;
+                    copy_sources.push(CopySource::Git(source));
+                }
                 Source::Path(p) if add && classify_source(p) == SourceKind::Url => {
+                    let digest = match &checksum {
+                        AddChecksum::Digest(d) => Some(d),
+                        _ => None,
+                    };
                     let fetched = self
                         .http
-                        .fetch(p, checksum.as_ref(), &self.workspace.scratch())
+                        .fetch(p, digest, &self.workspace.scratch())
                         .await
                         .map_err(|e| err(&e))?;
                     self.record.download(p, &fetched.digest);
@@ -131,10 +164,63 @@ impl StageRunner<'_> {
         })
     }
 
+    /// Clones an ADD git source into the build's scratch directory and
+    /// records it as a material. The error names the source.
+    async fn checkout_git(
+        &self,
+        src: &str,
+        keep_git_dir: bool,
+        checksum: &AddChecksum,
+    ) -> Result<GitSource, String> {
+        let shown = kiln_source::spec::redact(src);
+        let fail = |reason: String| format!("git source {shown}: {reason}");
+        let spec = kiln_source::git_source::parse_source(src).map_err(fail)?;
+        let scratch = self.workspace.scratch();
+        std::fs::create_dir_all(&scratch).map_err(|e| fail(e.to_string()))?;
+        let dest = tempfile::Builder::new()
+            .prefix("git-")
+            .tempdir_in(&scratch)
+            .map_err(|e| fail(e.to_string()))?
+            .keep()
+            .join("checkout");
+        let env = kiln_source::Env::from_process();
+        let started = std::time::Instant::now();
+        let checkout = tokio::task::spawn_blocking(move || {
+            kiln_source::git_source::checkout(&spec, keep_git_dir, &env, &dest)
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(fail)?;
+        if let AddChecksum::Commit(expected) = checksum {
+            if *expected != checkout.commit {
+                return Err(fail(format!(
+                    "checksum mismatch: --checksum is {expected}, the source resolved to commit {}",
+                    checkout.commit
+                )));
+            }
+        }
+        tracing::info!(
+            "checked out {shown} at {} in {:.1}s",
+            checkout.commit,
+            started.elapsed().as_secs_f64()
+        );
+        self.record.git(&shown, &checkout.commit);
+        Ok(GitSource {
+            url: shown,
+            root: checkout.root,
+            commit: checkout.commit,
+            // BuildKit gives git files their commit's time when the build
+            // is to be reproducible, the checkout's otherwise.
+            mtime: self.options.reproducible.then_some(checkout.commit_time),
+        })
+    }
+
     /// What the step's key depends on besides the expanded instruction: the
     /// digest of the files it copies (paths, types, modes, contents; never
     /// mtimes) for context sources, or the source stage's key or image
-    /// digest for `--from`.
+    /// digest for `--from`. A git source counts by its commit, not its
+    /// files: a kept `.git` directory differs between two clones of one
+    /// commit.
     pub(crate) async fn copy_key_inputs(
         &self,
         run: &StageRun<'_>,
@@ -146,12 +232,24 @@ impl StageRunner<'_> {
                 // The plan made without the image's answers names the same
                 // files; what the image changes about the result (existing
                 // directories, owners) is fixed by the parent key.
-                let plan = copy::plan_copy(self.context, &prepared.req, &|_| None)
+                let mut req = prepared.req.clone();
+                let mut upstream = Vec::new();
+                req.sources.retain(|s| match s {
+                    CopySource::Git(g) => {
+                        upstream.push(Upstream::GitCommit {
+                            source: g.url.clone(),
+                            commit: g.commit.clone(),
+                        });
+                        false
+                    }
+                    _ => true,
+                });
+                let plan = copy::plan_copy(self.context, &req, &|_| None)
                     .map_err(|e| self.step_error(instruction, e))?;
                 let digest = plan
                     .inputs_digest()
                     .map_err(|e| self.step_error(instruction, e))?;
-                Ok((Some(digest), Vec::new()))
+                Ok((Some(digest), upstream))
             }
             CopyFrom::Stage(i) => {
                 let key = run.results.get(i).map(|r| r.key.clone()).ok_or_else(|| {

@@ -9,6 +9,7 @@
 pub mod assemble;
 mod attestations;
 pub mod blobs;
+mod cache_seed;
 mod copy_step;
 pub mod error;
 mod growing;

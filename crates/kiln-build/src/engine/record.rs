@@ -36,6 +36,7 @@ impl BuildRecorder {
         self.lock().materials.push(Material {
             uri,
             sha256: digest.hex().to_string(),
+            sha1: None,
         });
     }
 
@@ -44,6 +45,17 @@ impl BuildRecorder {
         self.lock().materials.push(Material {
             uri: url.to_string(),
             sha256: digest.hex().to_string(),
+            sha1: None,
+        });
+    }
+
+    /// A git source `ADD` checked out at `commit` (pinned by sha1, as
+    /// BuildKit records git materials).
+    pub(crate) fn git(&self, source: &str, commit: &str) {
+        self.lock().materials.push(Material {
+            uri: source.to_string(),
+            sha256: String::new(),
+            sha1: Some(commit.to_string()),
         });
     }
 

@@ -110,17 +110,30 @@ impl StageRunner<'_> {
                 read_only: true,
             });
         }
-        // Stage and image roots for `--mount=type=bind,from=`: materialized
-        // once per build and shared with `COPY --from`.
+        // Stage and image roots for `--mount=type=bind,from=` and
+        // `type=cache,from=`: materialized once per build and shared with
+        // `COPY --from`.
         let mut bases = Vec::with_capacity(command.mounts.len());
         for m in &command.mounts {
             let base = match (m.kind, m.from.as_deref()) {
-                (MountType::Bind, Some(from)) => {
-                    let root = match self.stage_index(from) {
-                        Some(i) => self.stage_root(run, instruction, i).await?,
-                        None => self.image_root(instruction, from).await?,
+                (MountType::Bind | MountType::Cache, Some(from)) => {
+                    let (root, identity) = match self.stage_index(from) {
+                        Some(i) => {
+                            let key = run.results.get(&i).map(|r| r.key.to_string());
+                            (self.stage_root(run, instruction, i).await?, key)
+                        }
+                        None => {
+                            let (_, digest) = self
+                                .pull(from, &self.options.platform.clone(), instruction)
+                                .await?;
+                            let root = self.image_root(instruction, from).await?;
+                            (root, Some(digest.hex().to_string()))
+                        }
                     };
-                    Some(root.root().to_path_buf())
+                    Some(MountBase {
+                        root: root.root().to_path_buf(),
+                        identity: identity.unwrap_or_default(),
+                    })
                 }
                 _ => None,
             };
@@ -129,7 +142,7 @@ impl StageRunner<'_> {
         let mut claims = CacheClaims::default();
         for (m, base) in command.mounts.iter().zip(&bases) {
             if let Some(spec) = self
-                .mount_spec(m, base.as_deref(), &dir, &mut env, &mut claims)
+                .mount_spec(m, base.as_ref(), &dir, &mut env, &mut claims)
                 .map_err(|e| self.step_error(instruction, e))?
             {
                 mounts.push(spec);
@@ -240,7 +253,8 @@ impl StageRunner<'_> {
     /// or the image's digest, or for the build context a digest of the
     /// bound files (paths, types, modes, contents; never mtimes). Cache,
     /// tmpfs and secret mounts add nothing: their contents are not inputs
-    /// the result may depend on (BuildKit's rule too).
+    /// the result may depend on (BuildKit's rule too), except what seeds a
+    /// cache mount with `from=`.
     pub(crate) async fn run_key_inputs(
         &self,
         run: &StageRun<'_>,
@@ -248,6 +262,32 @@ impl StageRunner<'_> {
         command: &RunCommand,
     ) -> Result<Vec<Upstream>, BuildError> {
         let mut extra = Vec::new();
+        // A cache seeded from a stage or image: what seeds it, as BuildKit
+        // counts the mount's source among the step's inputs.
+        for m in command.mounts.iter().filter(|m| m.kind == MountType::Cache) {
+            let (Some(from), Some(target)) = (m.from.as_deref(), m.target.clone()) else {
+                continue;
+            };
+            let source = match self.stage_index(from) {
+                Some(i) => run
+                    .results
+                    .get(&i)
+                    .map(|r| r.key.to_string())
+                    .ok_or_else(|| {
+                        self.step_error(instruction, format!("stage {i} was not built"))
+                    })?,
+                None => self
+                    .pull(from, &self.options.platform.clone(), instruction)
+                    .await?
+                    .1
+                    .to_string(),
+            };
+            let source = match &m.source {
+                Some(path) => format!("{source}:{path}"),
+                None => source,
+            };
+            extra.push(Upstream::CacheSeed { target, source });
+        }
         for m in command.mounts.iter().filter(|m| m.kind == MountType::Bind) {
             let target = m.target.clone().unwrap_or_default();
             match m.from.as_deref() {
@@ -287,11 +327,11 @@ impl StageRunner<'_> {
     }
 
     /// The sandbox mount for one `--mount`; `None` for an optional secret
-    /// that was not given. `base` is the root of the `from=` stage or image.
+    /// that was not given. `base` is the `from=` stage or image.
     fn mount_spec(
         &self,
         m: &Mount,
-        base: Option<&Path>,
+        base: Option<&MountBase>,
         dir: &Path,
         env: &mut Vec<String>,
         claims: &mut CacheClaims,
@@ -301,13 +341,27 @@ impl StageRunner<'_> {
         match m.kind {
             MountType::Cache => {
                 let target = target.ok_or("a cache mount needs target=")?;
-                if m.from.is_some() {
-                    return Err("RUN --mount=type=cache,from= is not supported".into());
-                }
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
-                let cache = claims.claim(&self.options.work_dir, &id, m.sharing)?;
+                // Seeded from another stage or image: a cache of its own per
+                // source, as BuildKit keys such a cache by its source too.
+                let (claimed_id, seed) = match (base, m.from.as_deref()) {
+                    (Some(base), Some(from)) => {
+                        let source = m.source.clone().unwrap_or_else(|| "/".into());
+                        let dir = resolve_source(&base.root, &source, from)?;
+                        let short = &base.identity[..base.identity.len().min(16)];
+                        (format!("{id}@{short}"), Some(dir))
+                    }
+                    _ => (id.clone(), None),
+                };
+                let cache = claims.claim(&self.options.work_dir, &claimed_id, m.sharing)?;
                 if !cache.exists() {
-                    create_cache_dir(&cache, m).map_err(|e| format!("cache {id}: {e}"))?;
+                    match &seed {
+                        Some(dir) => super::cache_seed::seed(dir, &cache)
+                            .map_err(|e| format!("cache {id} from {}: {e}", dir.display()))?,
+                        None => {
+                            create_cache_dir(&cache, m).map_err(|e| format!("cache {id}: {e}"))?
+                        }
+                    }
                 }
                 Ok(Some(MountSpec::Bind {
                     source: cache,
@@ -323,7 +377,7 @@ impl StageRunner<'_> {
                 let target = target.ok_or("a bind mount needs target=")?;
                 let source = m.source.clone().unwrap_or_else(|| "/".into());
                 let (root, what) = match (base, m.from.as_deref()) {
-                    (Some(root), Some(from)) => (root, from),
+                    (Some(base), Some(from)) => (base.root.as_path(), from),
                     _ => (self.context.root(), "the context"),
                 };
                 let host = resolve_source(root, &source, what)?;
@@ -534,6 +588,14 @@ fn open_lock(path: &Path) -> std::io::Result<fs::File> {
 
 /// Makes a cache directory with the mount's `uid`, `gid` and `mode`
 /// (applied only on creation, as BuildKit: the step may change them).
+/// The stage or image a `from=` mount reads.
+struct MountBase {
+    /// Its root filesystem.
+    root: PathBuf,
+    /// Its identity: the stage's cache key or the image's digest (hex).
+    identity: String,
+}
+
 fn create_cache_dir(cache: &Path, m: &Mount) -> std::io::Result<()> {
     fs::create_dir_all(cache)?;
     fs::set_permissions(cache, fs::Permissions::from_mode(m.mode.unwrap_or(0o755)))?;

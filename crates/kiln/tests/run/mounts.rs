@@ -1,6 +1,7 @@
 //! End-to-end `RUN --mount`: binds from a stage, an image and the context
 //! (and their place in the step's cache key), cache sharing modes across
-//! concurrent builds, secrets that leave no trace, in both isolations.
+//! concurrent builds, caches seeded `from=` a stage or image, secrets that
+//! leave no trace, in both isolations.
 
 use assert_cmd::Command;
 use kiln_testkit::{BaseImage, Flattened, Registry};
@@ -293,6 +294,57 @@ RUN --mount=type=cache,target=/var/cache/app wc -l < /var/cache/app/count > /cou
             "{isolation}: cache in a layer"
         );
     }
+}
+
+/// `type=cache,from=`: a new cache starts as a copy of the stage's (or
+/// image's) directory, then lives on; a changed source gets a cache of its
+/// own, seeded again.
+#[test]
+fn cache_mount_from_a_stage_is_seeded_with_its_directory() {
+    let reg = registry();
+    let ctx = tempfile::tempdir().unwrap();
+    let kiln_dir = tempfile::tempdir().unwrap();
+    let dockerfile = "\
+FROM REGISTRY/busybox:latest AS seed
+RUN mkdir -p /data/sub && echo SEED > /data/sub/seed.txt && chmod 0640 /data/sub/seed.txt
+FROM REGISTRY/busybox:latest
+RUN --mount=type=cache,id=c,from=seed,source=/data,target=/c \
+    cat /c/sub/seed.txt > /seen && stat -c %a /c/sub/seed.txt > /mode && \
+    echo run >> /c/runs && wc -l < /c/runs > /runs
+RUN --mount=type=cache,from=REGISTRY/busybox:latest,source=/bin,target=/imgbin \
+    test -e /imgbin/busybox && echo ok > /from-image
+";
+    for round in 1..=2 {
+        let built = build(
+            &reg,
+            ctx.path(),
+            kiln_dir.path(),
+            dockerfile,
+            "seeded:1",
+            &[],
+        );
+        assert!(built.ok, "{}", built.log);
+        let img = Flattened::from_registry(&reg, "seeded:1").unwrap();
+        assert_eq!(img.text("/seen").as_deref(), Some("SEED\n"));
+        assert_eq!(img.text("/mode").as_deref(), Some("640\n"));
+        assert_eq!(img.text("/from-image").as_deref(), Some("ok\n"));
+        // The second build's RUN found the first one's write: seeded once.
+        assert_eq!(
+            img.text("/runs").map(|c| c.trim().to_string()),
+            Some(round.to_string())
+        );
+        assert!(img.get("/c").is_none() || img.get("/c/runs").is_none());
+    }
+    // Another seed: another cache, seeded with the new content.
+    let changed = dockerfile.replace("echo SEED", "echo NEW");
+    let built = build(&reg, ctx.path(), kiln_dir.path(), &changed, "seeded:2", &[]);
+    assert!(built.ok, "{}", built.log);
+    let img = Flattened::from_registry(&reg, "seeded:2").unwrap();
+    assert_eq!(img.text("/seen").as_deref(), Some("NEW\n"));
+    assert_eq!(
+        img.text("/runs").map(|c| c.trim().to_string()).as_deref(),
+        Some("1")
+    );
 }
 
 #[test]

@@ -87,6 +87,20 @@ pub enum Upstream {
         /// The image's manifest digest.
         digest: Digest,
     },
+    /// An `ADD` git source: the commit it resolved to, whatever its files.
+    GitCommit {
+        /// The source as written (credentials removed).
+        source: String,
+        /// The commit id.
+        commit: String,
+    },
+    /// `RUN --mount=type=cache,from=`: what seeds a new cache.
+    CacheSeed {
+        /// Where the cache is mounted.
+        target: String,
+        /// The stage's final key or the image's digest.
+        source: String,
+    },
     /// `RUN --mount=type=bind` of the build context.
     MountContext {
         /// Where it is mounted.
@@ -107,6 +121,10 @@ impl Upstream {
             }
             Upstream::MountImage { target, digest } => {
                 (format!("mount-from-image {target}"), digest.to_string())
+            }
+            Upstream::GitCommit { source, commit } => (format!("git {source}"), commit.clone()),
+            Upstream::CacheSeed { target, source } => {
+                (format!("cache-seed {target}"), source.clone())
             }
             Upstream::MountContext { target, tree } => {
                 (format!("mount-context {target}"), tree.to_string())
