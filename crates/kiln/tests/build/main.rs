@@ -5,6 +5,7 @@
 #[path = "../build_common/mod.rs"]
 mod build_common;
 
+mod add_git;
 mod attest;
 mod buildkit_conformance;
 mod equivalence;

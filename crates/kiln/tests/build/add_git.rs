@@ -5,7 +5,7 @@
 //! errors naming the source, and the step's cache key following the commit.
 //! A missing tool fails the test; nothing is skipped.
 
-mod build_common;
+use crate::build_common;
 
 use build_common::{fixture, stderr, Kiln};
 use kiln_testkit::{Flattened, Registry};
