@@ -87,8 +87,8 @@ pub use flatten::{EntryInfo, EntryKind, Flattened, KEEP_CONTENT_UP_TO};
 pub use platform::Platform;
 pub use registry::{Registry, RegistryBuilder};
 pub use skopeo::{
-    skopeo_copy, skopeo_copy_with, skopeo_inspect, skopeo_inspect_raw, skopeo_inspect_with, Access,
-    CopyOptions, InspectKind,
+    skopeo_copy, skopeo_copy_with, skopeo_inspect, skopeo_inspect_for_platform, skopeo_inspect_raw,
+    skopeo_inspect_with, Access, CopyOptions, InspectKind,
 };
 pub use tls::{generate as generate_tls, TlsFiles};
 pub use tools::{find_in_path, tools_check, REQUIRED_TOOLS};
