@@ -1,0 +1,185 @@
+//! RUN steps of a foreign platform under real QEMU user emulation
+//! (Debian's qemu-user-static, registered in binfmt_misc with the F flag by
+//! scripts/install-deps), on a base the test makes from Debian's static
+//! busybox of that architecture. Two builds, one per platform, joined by
+//! `kiln index create` as per-architecture jobs are; checked with skopeo
+//! (`--override-arch`), umoci unpack, and the foreign busybox of the image
+//! run through the emulator directly.
+//!
+//! Where binfmt_misc has no such emulator the tests fail and say so: they
+//! never pass without having run anything emulated.
+
+mod build_common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use build_common::{stderr, Kiln};
+use kiln_testkit::{
+    skopeo_copy_with, skopeo_inspect_for_platform, skopeo_inspect_raw, umoci_unpack, Access,
+    BaseImage, CopyOptions, InspectKind, Platform, Registry,
+};
+
+/// QEMU's name of a Go architecture.
+fn qemu_name(arch: &str) -> &str {
+    match arch {
+        "arm64" => "aarch64",
+        "amd64" => "x86_64",
+        other => other,
+    }
+}
+
+/// Fails the test, saying what to do, unless the foreign platform's
+/// emulator is registered and enabled with the F flag.
+fn require_emulator(foreign: &Platform) {
+    let entry = format!(
+        "/proc/sys/fs/binfmt_misc/qemu-{}",
+        qemu_name(&foreign.architecture)
+    );
+    let text = fs::read_to_string(&entry).unwrap_or_default();
+    let flags = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .unwrap_or("");
+    assert!(
+        text.starts_with("enabled") && flags.contains('F'),
+        "these tests need {entry} enabled with the F flag (found {text:?}): run \
+         scripts/install-deps (qemu-user-static, binfmt-support, binfmt_misc mounted, \
+         update-binfmts --enable)"
+    );
+}
+
+/// The ELF machine field of a binary (0xB7 aarch64, 0x3E x86-64).
+fn elf_machine(path: &Path) -> u16 {
+    let bytes = fs::read(path).unwrap();
+    assert_eq!(&bytes[..4], b"\x7fELF", "{} is not ELF", path.display());
+    u16::from_le_bytes([bytes[18], bytes[19]])
+}
+
+fn elf_machine_of(arch: &str) -> u16 {
+    match arch {
+        "arm64" => 0xB7,
+        "amd64" => 0x3E,
+        other => panic!("no ELF machine known for {other}"),
+    }
+}
+
+const DOCKERFILE: &str = "\
+ARG BASE
+FROM $BASE
+ARG TARGETPLATFORM
+ARG TARGETARCH
+RUN uname -m > /uname && cat /ARCH > /arch-seen \
+    && echo \"$TARGETPLATFORM $TARGETARCH\" > /target
+RUN busybox sha256sum /bin/busybox > /busybox.sha256
+";
+
+#[test]
+fn foreign_run_steps_run_under_qemu_and_the_images_join_into_one_index() {
+    let (host, foreign) = (Platform::host(), Platform::foreign());
+    require_emulator(&foreign);
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
+    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+
+    for p in [&host, &foreign] {
+        let platform = format!("linux/{}", p.architecture);
+        Kiln::build(ctx.path())
+            .empty_docker_config()
+            .args(["--insecure", "--insecure-pull", "--log-format=text"])
+            .args(["--custom-platform", &platform])
+            .args(["--build-arg", &format!("BASE={base_ref}")])
+            .args(["-d", &reg.image_ref(&format!("app:{}", p.architecture))])
+            .success();
+    }
+    let out = Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .args([
+            "index",
+            "create",
+            "--insecure",
+            "--insecure-pull",
+            "--log-format=text",
+        ])
+        .args(["-d", &reg.image_ref("app:multi")])
+        .arg(reg.image_ref(&format!("app:{}", host.architecture)))
+        .arg(reg.image_ref(&format!("app:{}", foreign.architecture)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let index = skopeo_inspect_raw(&reg.image_ref("app:multi"), false).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+
+    let work = tempfile::tempdir().unwrap();
+    let access = Access::for_registry(&reg);
+    for p in [&host, &foreign] {
+        // A client on that platform gets that platform's image.
+        let config = skopeo_inspect_for_platform(
+            &reg.image_ref("app:multi"),
+            &access,
+            InspectKind::Config,
+            p,
+        )
+        .unwrap();
+        assert_eq!(config["architecture"], p.architecture.as_str(), "{config}");
+
+        // Unpacked by umoci, the image holds what its RUN steps saw.
+        let layout = work.path().join(format!("layout-{}", p.architecture));
+        skopeo_copy_with(
+            &format!(
+                "docker://{}",
+                reg.image_ref(&format!("app:{}", p.architecture))
+            ),
+            &format!("oci:{}:image", layout.display()),
+            &CopyOptions {
+                src: access.clone(),
+                preserve_digests: true,
+                ..CopyOptions::default()
+            },
+        )
+        .unwrap();
+        let rootfs = umoci_unpack(
+            &layout,
+            "image",
+            &work.path().join(format!("bundle-{}", p.architecture)),
+        )
+        .unwrap();
+        let read = |name: &str| fs::read_to_string(rootfs.join(name)).unwrap();
+        // The kernel saw the step's machine as the emulated one.
+        assert_eq!(read("uname"), format!("{}\n", qemu_name(&p.architecture)));
+        assert_eq!(read("arch-seen"), format!("{}\n", p.architecture));
+        let target_platform = match &p.variant {
+            Some(v) if p.architecture != "amd64" => {
+                format!("linux/{}/{v}", p.architecture)
+            }
+            _ => format!("linux/{}", p.architecture),
+        };
+        let target = read("target");
+        assert!(
+            target == format!("{target_platform} {}\n", p.architecture)
+                || target == format!("linux/{} {}\n", p.architecture, p.architecture),
+            "TARGETPLATFORM TARGETARCH: {target:?}"
+        );
+        let busybox = rootfs.join("bin/busybox");
+        assert_eq!(elf_machine(&busybox), elf_machine_of(&p.architecture));
+        assert!(read("busybox.sha256").contains(" /bin/busybox"));
+
+        // The image's own busybox runs through the emulator, called directly.
+        if p.architecture != host.architecture {
+            let qemu = format!("qemu-{}-static", qemu_name(&p.architecture));
+            let ran = Command::new(&qemu)
+                .arg(&busybox)
+                .args(["cat"])
+                .arg(rootfs.join("uname"))
+                .output()
+                .unwrap_or_else(|e| panic!("running {qemu}: {e} (qemu-user-static)"));
+            assert!(ran.status.success(), "{}", stderr(&ran));
+            assert_eq!(
+                String::from_utf8_lossy(&ran.stdout),
+                format!("{}\n", qemu_name(&p.architecture))
+            );
+        }
+    }
+}
