@@ -912,6 +912,14 @@ impl BuildFlags {
         )?;
         let dockerfile = resolve_dockerfile(&self.dockerfile, &context)?;
         let platform = match &self.custom_platform {
+            Some(p) if p.contains(',') => {
+                return Err(invalid(
+                    "--custom-platform",
+                    p,
+                    "one build makes one platform's image: build once per platform and \
+                     join the images with `kiln index create`",
+                ))
+            }
             Some(p) => p
                 .parse::<Platform>()
                 .map_err(|e| invalid("--custom-platform", p, e.to_string()))?,
@@ -1606,6 +1614,30 @@ mod tests {
         assert!(bad_env.contains("KANIKO_PRE_CLEANUP"), "{bad_env}");
         assert_eq!("OCI".parse::<ImageFormat>(), Ok(ImageFormat::Oci));
         assert!("v2".parse::<ImageFormat>().is_err());
+    }
+
+    #[test]
+    fn several_platforms_point_to_index_create() {
+        let dir = context_dir();
+        let err = BuildFlags {
+            custom_platform: Some("linux/amd64,linux/arm64".into()),
+            ..flags_in(&dir)
+        }
+        .resolve(&no_env)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("--custom-platform \"linux/amd64,linux/arm64\""),
+            "{err}"
+        );
+        assert!(err.contains("kiln index create"), "{err}");
+        let one = BuildFlags {
+            custom_platform: Some("linux/arm64".into()),
+            ..flags_in(&dir)
+        }
+        .resolve(&no_env)
+        .unwrap();
+        assert_eq!(one.platform.to_string(), "linux/arm64");
     }
 
     #[test]

@@ -522,3 +522,18 @@ fn unused_stages_are_skipped_unless_turned_off() {
         false
     );
 }
+
+#[test]
+fn platform_is_buildkits_name_for_custom_platform_and_takes_one_platform() {
+    for spelling in ["--custom-platform=linux/arm64", "--platform=linux/arm64"] {
+        let json = options(&["--no-push", spelling]);
+        assert_eq!(
+            json["platform"]["architecture"], "arm64",
+            "{spelling}: {json}"
+        );
+    }
+    usage_error(
+        &["--no-push", "--platform", "linux/amd64,linux/arm64"],
+        "join the images with `kiln index create`",
+    );
+}
