@@ -345,3 +345,24 @@ fn refuses_two_images_for_one_platform_and_oci_images_in_a_docker_list() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+#[test]
+fn an_index_source_gives_all_its_entries_as_listed() {
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox_multi_arch().unwrap();
+    base.push_to(&reg, "base:multi").unwrap();
+    let source = skopeo_inspect_raw(&reg.image_ref("base:multi"), false).unwrap();
+    let out = index_create(&[
+        "-d",
+        &reg.image_ref("copy/app:multi"),
+        &reg.image_ref("base:multi"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let index = skopeo_inspect_raw(&reg.image_ref("copy/app:multi"), false).unwrap();
+    // Every entry as the source lists it: digest, size, media type, platform.
+    assert_eq!(index["manifests"], source["manifests"], "{index}");
+    for p in [Platform::host(), Platform::foreign()] {
+        let (arch, _) = resolved(&reg, &reg.image_ref("copy/app:multi"), &p);
+        assert_eq!(arch, p.architecture);
+    }
+}
