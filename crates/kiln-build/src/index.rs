@@ -142,12 +142,26 @@ pub async fn join(
     sources: &[IndexSource],
     format: Option<ImageFormat>,
 ) -> Result<JoinedIndex, IndexError> {
+    join_with(client, sources, format, Access::Pull).await
+}
+
+/// [`join`], reading the sources with `access` (a build reads back what it
+/// has just pushed with the destination's settings).
+///
+/// # Errors
+/// As [`join`].
+pub async fn join_with(
+    client: &RegistryClient,
+    sources: &[IndexSource],
+    format: Option<ImageFormat>,
+    access: Access,
+) -> Result<JoinedIndex, IndexError> {
     if sources.is_empty() {
         return Err(IndexError::NoSources);
     }
     let mut entries = Vec::new();
     for source in sources {
-        entries.extend(read_source(client, source).await?);
+        entries.extend(read_source(client, source, access).await?);
     }
     check_platforms(&entries)?;
     let oci = match format {
@@ -182,6 +196,7 @@ pub async fn join(
 async fn read_source(
     client: &RegistryClient,
     source: &IndexSource,
+    access: Access,
 ) -> Result<Vec<IndexEntry>, IndexError> {
     let failed = |e: RegistryError| IndexError::Source {
         source_ref: source.as_given.clone(),
@@ -191,7 +206,7 @@ async fn read_source(
         source_ref: source.as_given.clone(),
         message,
     };
-    let repo = client.repository(&source.reference, Access::Pull);
+    let repo = client.repository(&source.reference, access);
     let fetched = repo
         .get_manifest(&source.reference.manifest_reference())
         .await

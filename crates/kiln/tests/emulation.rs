@@ -183,3 +183,98 @@ fn foreign_run_steps_run_under_qemu_and_the_images_join_into_one_index() {
         }
     }
 }
+
+#[test]
+fn one_build_for_two_platforms_pushes_one_index_of_both() {
+    let (host, foreign) = (Platform::host(), Platform::foreign());
+    require_emulator(&foreign);
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
+    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let digest_file = work.path().join("digest");
+    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
+    Kiln::build(ctx.path())
+        .empty_docker_config()
+        .args(["--insecure", "--insecure-pull", "--log-format=text"])
+        .args(["--platform", &platforms])
+        .args(["--build-arg", &format!("BASE={base_ref}")])
+        .args(["-d", &reg.image_ref("app:both")])
+        .arg_path("--digest-file", &digest_file)
+        .success();
+
+    let index = skopeo_inspect_raw(&reg.image_ref("app:both"), false).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let access = Access::for_registry(&reg);
+    // The digest file names the index (skopeo's digest of the tag's manifest).
+    let summary = kiln_testkit::skopeo_inspect_with(
+        &reg.image_ref("app:both"),
+        &access,
+        InspectKind::Summary,
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read_to_string(&digest_file).unwrap(),
+        summary["Digest"].as_str().unwrap()
+    );
+    for (entry, p) in entries.iter().zip([&host, &foreign]) {
+        assert!(p.matches_json(&entry["platform"]), "{index}");
+        let config = skopeo_inspect_for_platform(
+            &reg.image_ref("app:both"),
+            &access,
+            InspectKind::Config,
+            p,
+        )
+        .unwrap();
+        assert_eq!(config["architecture"], p.architecture.as_str(), "{config}");
+        let layout = work.path().join(format!("layout-{}", p.architecture));
+        let digest = entry["digest"].as_str().unwrap();
+        skopeo_copy_with(
+            &format!("docker://{}", reg.image_ref(&format!("app@{digest}"))),
+            &format!("oci:{}:image", layout.display()),
+            &CopyOptions {
+                src: access.clone(),
+                preserve_digests: true,
+                ..CopyOptions::default()
+            },
+        )
+        .unwrap();
+        let rootfs = umoci_unpack(
+            &layout,
+            "image",
+            &work.path().join(format!("bundle-{}", p.architecture)),
+        )
+        .unwrap();
+        let read = |name: &str| fs::read_to_string(rootfs.join(name)).unwrap();
+        assert_eq!(read("uname"), format!("{}\n", qemu_name(&p.architecture)));
+        assert_eq!(read("arch-seen"), format!("{}\n", p.architecture));
+        assert!(
+            read("target").ends_with(&format!(" {}\n", p.architecture)),
+            "{}",
+            read("target")
+        );
+        assert_eq!(
+            elf_machine(&rootfs.join("bin/busybox")),
+            elf_machine_of(&p.architecture)
+        );
+    }
+    // Only the index is tagged: the per-platform images are there by digest.
+    let mut resp = reg
+        .http_agent()
+        .unwrap()
+        .get(format!("{}/v2/app/tags/list", reg.url()))
+        .call()
+        .unwrap();
+    let tags = resp.body_mut().read_to_string().unwrap();
+    assert!(
+        tags.contains("\"both\"") && !tags.contains("latest"),
+        "{tags}"
+    );
+}
