@@ -6,6 +6,10 @@
 //! (`--override-arch`), umoci unpack, and the foreign busybox of the image
 //! run through the emulator directly.
 //!
+//! A single `--platform A,B` build pushes the same index; a warm rebuild of
+//! it (cache on) takes every RUN step of both platforms from the cache and
+//! moves no layer.
+//!
 //! Where binfmt_misc has no such emulator the tests fail and say so: they
 //! never pass without having run anything emulated.
 
@@ -277,4 +281,71 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
         tags.contains("\"both\"") && !tags.contains("latest"),
         "{tags}"
     );
+}
+
+#[test]
+fn a_warm_two_platform_rebuild_downloads_no_layer() {
+    let (host, foreign) = (Platform::host(), Platform::foreign());
+    require_emulator(&foreign);
+    let reg = Registry::plain().unwrap();
+    // Every request of both builds goes through the proxy, whose log shows each.
+    let proxy = kiln_testkit::FaultProxy::start(&reg.host()).unwrap();
+    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
+    base.push_to(&reg, "busybox:multi").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
+    let build = || {
+        let out = Kiln::build(ctx.path())
+            .empty_docker_config()
+            .args(["--insecure", "--insecure-pull", "--log-format=text"])
+            .args(["--platform", &platforms, "--cache=true"])
+            .args(["--cache-repo", &format!("{}/cache", proxy.host())])
+            .args([
+                "--build-arg",
+                &format!("BASE={}/busybox:multi", proxy.host()),
+            ])
+            .args(["-d", &format!("{}/app:both", proxy.host())])
+            .success();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cold_log = build();
+    let cold = proxy.log();
+    let warm_log = build();
+    let warm: Vec<String> = proxy.log()[cold.len()..].to_vec();
+    // Both RUN steps of both platforms came from the cache, none before.
+    let hits = |log: &str| log.lines().filter(|l| l.contains("CACHED")).count();
+    assert_eq!(hits(&cold_log), 0, "{cold_log}");
+    assert_eq!(hits(&warm_log), 4, "{warm_log}");
+
+    let index = skopeo_inspect_raw(&reg.image_ref("app:both"), false).unwrap();
+    let mut layers = Vec::new();
+    for entry in index["manifests"].as_array().unwrap() {
+        let digest = entry["digest"].as_str().unwrap();
+        let manifest = skopeo_inspect_raw(&reg.image_ref(&format!("app@{digest}")), false).unwrap();
+        for l in manifest["layers"].as_array().unwrap() {
+            layers.push(l["digest"].as_str().unwrap().to_string());
+        }
+    }
+    // Two platforms, each its base layer and two RUN layers.
+    assert_eq!(layers.len(), 6, "{index}");
+    // The cold build downloaded the bases (its RUN steps needed them).
+    assert!(
+        cold.iter()
+            .any(|r| r.starts_with("GET ") && r.contains(&format!("/blobs/{}", layers[0]))),
+        "{cold:#?}\n{cold_log}"
+    );
+    for d in &layers {
+        let moved: Vec<&String> = warm
+            .iter()
+            .filter(|r| {
+                (r.starts_with("GET ") || r.starts_with("PUT ") || r.starts_with("PATCH "))
+                    && r.contains(d.as_str())
+            })
+            .collect();
+        assert!(
+            moved.is_empty(),
+            "layer {d} was transferred: {moved:#?}\n{warm_log}"
+        );
+    }
 }
