@@ -216,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn the_real_arm64_emulator_of_this_machine() {
+    fn the_foreign_emulator_of_this_machine() {
         // scripts/install-deps registers Debian's qemu-user-static; the
         // multi-platform tests depend on it, so its absence is a failure.
         let arch = foreign();
