@@ -349,3 +349,47 @@ fn a_warm_two_platform_rebuild_downloads_no_layer() {
         );
     }
 }
+
+#[test]
+fn foreign_run_steps_run_in_both_isolations() {
+    let (host, foreign) = (Platform::host(), Platform::foreign());
+    require_emulator(&foreign);
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
+    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    // The emulator is the step's process, confined as a native step is (the
+    // seccomp filter is the host architecture's, and so are its calls).
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base_ref}\nRUN uname -m > /uname && busybox --help | head -1 > /help\n"),
+    )
+    .unwrap();
+    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
+    for isolation in ["namespace", "chroot"] {
+        let name = format!("app:{isolation}");
+        Kiln::build(ctx.path())
+            .empty_docker_config()
+            .args(["--insecure", "--insecure-pull", "--log-format=text"])
+            .args(["--platform", &platforms, "--isolation", isolation])
+            .args(["-d", &reg.image_ref(&name)])
+            .success();
+        let index = skopeo_inspect_raw(&reg.image_ref(&name), false).unwrap();
+        let entries = index["manifests"].as_array().unwrap();
+        for (entry, p) in entries.iter().zip([&host, &foreign]) {
+            let digest = entry["digest"].as_str().unwrap();
+            let img = kiln_testkit::Flattened::from_reference(
+                &reg.image_ref(&format!("app@{digest}")),
+                &Access::for_registry(&reg),
+            )
+            .unwrap();
+            let read = |f: &str| img.text(f).unwrap_or_else(|| panic!("{isolation}: no {f}"));
+            assert_eq!(
+                read("/uname"),
+                format!("{}\n", qemu_name(&p.architecture)),
+                "{isolation}"
+            );
+            assert!(read("/help").starts_with("BusyBox v"), "{isolation}");
+        }
+    }
+}
