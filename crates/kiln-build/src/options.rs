@@ -927,7 +927,8 @@ impl BuildFlags {
                         .trim()
                         .parse::<Platform>()
                         .map_err(|e| invalid("--custom-platform", list, e.to_string()))?;
-                    if !platforms.contains(&p) {
+                    // `linux/arm64` and `linux/arm64/v8` are one platform.
+                    if !platforms.iter().any(|q| q.matches(&p) && p.matches(q)) {
                         platforms.push(p);
                     }
                 }
@@ -1660,7 +1661,7 @@ mod tests {
     fn several_platforms_need_a_destination_and_no_single_image_output() {
         let dir = context_dir();
         let two = || BuildFlags {
-            custom_platform: Some("linux/amd64, linux/arm64,linux/amd64".into()),
+            custom_platform: Some("linux/amd64, linux/arm64,linux/amd64,linux/arm64/v8".into()),
             ..flags_in(&dir)
         };
         let both = two().resolve(&no_env).unwrap();
