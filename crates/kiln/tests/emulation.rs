@@ -393,3 +393,58 @@ fn foreign_run_steps_run_in_both_isolations() {
         }
     }
 }
+
+#[test]
+fn a_build_platform_stage_runs_once_natively_for_every_platform() {
+    let (host, foreign) = (Platform::host(), Platform::foreign());
+    require_emulator(&foreign);
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
+    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM --platform=$BUILDPLATFORM {base_ref} AS tools\n\
+             RUN uname -m > /built-on && echo ran-the-tools-stage\n\
+             FROM {base_ref}\n\
+             COPY --from=tools /built-on /built-on\n\
+             RUN uname -m > /runs-on\n"
+        ),
+    )
+    .unwrap();
+    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
+    // No --cache: the platforms still share the tools stage.
+    let out = Kiln::build(ctx.path())
+        .empty_docker_config()
+        .args(["--insecure", "--insecure-pull", "--log-format=text"])
+        .args(["--platform", &platforms])
+        .args(["-d", &reg.image_ref("app:both")])
+        .success();
+    let log = stderr(&out);
+    let ran = log
+        .lines()
+        .filter(|l| l.trim_end().ends_with("| ran-the-tools-stage"))
+        .count();
+    assert_eq!(ran, 1, "the tools stage ran {ran} times:\n{log}");
+    let index = skopeo_inspect_raw(&reg.image_ref("app:both"), false).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    for (entry, p) in entries.iter().zip([&host, &foreign]) {
+        let digest = entry["digest"].as_str().unwrap();
+        let img = kiln_testkit::Flattened::from_reference(
+            &reg.image_ref(&format!("app@{digest}")),
+            &Access::for_registry(&reg),
+        )
+        .unwrap();
+        // Built natively, once; run where the image runs.
+        assert_eq!(
+            img.text("/built-on").unwrap(),
+            format!("{}\n", qemu_name(&host.architecture))
+        );
+        assert_eq!(
+            img.text("/runs-on").unwrap(),
+            format!("{}\n", qemu_name(&p.architecture))
+        );
+    }
+}

@@ -6,9 +6,11 @@
 //!
 //! Each platform's cache keys start from its own base digest (or from
 //! `scratch` and the platform), so the platforms never share an entry they
-//! should not; a stage that is the same on every platform (`FROM
-//! --platform=$BUILDPLATFORM`) is built by the first platform and found in
-//! the cache by the next when the cache is on.
+//! should not; a step that is the same on every platform (in a `FROM
+//! --platform=$BUILDPLATFORM` stage that does not read `TARGET*`) has one
+//! key, so it runs for the first platform and is found in the cache by the
+//! next. Without `--cache`, the platforms share a private cache in an OCI
+//! layout that is removed at the end, so such a step still runs once.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +19,7 @@ use kiln_oci::{Access, RegistryClient};
 
 use super::{build_one, registry_options, BuildError, BuildOutcome};
 use crate::index::{self, IndexError, IndexSource};
-use crate::options::BuildOptions;
+use crate::options::{BuildOptions, CacheRepo};
 use crate::output::{digest_files, push::PushReport};
 use crate::progress::ProgressSink;
 
@@ -34,9 +36,22 @@ pub(super) async fn build(
         .ok_or_else(|| BuildError::Context("several platforms need a --destination".into()))?;
     let mut sources = Vec::new();
     let (mut steps, mut cached, mut size) = (0, 0, 0);
+    let shared = match options.cache.enabled {
+        true => None,
+        false => Some(tempfile::tempdir().map_err(|e| {
+            BuildError::Context(format!("creating the platforms' shared cache: {e}"))
+        })?),
+    };
     for platform in &options.platforms {
         tracing::info!("building for {platform}");
         let mut one = options.clone();
+        if let Some(dir) = &shared {
+            one.cache.enabled = true;
+            one.cache.repo = Some(CacheRepo::OciLayout(dir.path().to_path_buf()));
+            one.cache.push = true;
+            one.cache.run_layers = true;
+            one.cache.copy_layers = true;
+        }
         one.platform = platform.clone();
         one.platforms.clear();
         one.output.by_digest = true;
