@@ -945,10 +945,10 @@ impl BuildFlags {
                      (or build once per platform with --no-push)",
                 );
             }
-            if self.tar_path.is_some() || self.oci_layout_path.is_some() {
+            if self.tar_path.is_some() {
                 return refuse(
-                    "--tar-path and --oci-layout-path hold one platform's image: \
-                     build them once per platform",
+                    "--tar-path holds one platform's image: build it once per platform, \
+                     or write the index with --oci-layout-path",
                 );
             }
             if self.provenance.as_ref().is_some_and(|p| p.enabled) || self.sbom {

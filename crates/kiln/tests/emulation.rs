@@ -207,6 +207,7 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
         .args(["--build-arg", &format!("BASE={base_ref}")])
         .args(["-d", &reg.image_ref("app:both")])
         .arg_path("--digest-file", &digest_file)
+        .arg_path("--oci-layout-path", &work.path().join("layout"))
         .success();
 
     let index = skopeo_inspect_raw(&reg.image_ref("app:both"), false).unwrap();
@@ -268,6 +269,34 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
             elf_machine(&rootfs.join("bin/busybox")),
             elf_machine_of(&p.architecture)
         );
+    }
+    // The OCI layout holds the index too, named by the tag, with every blob
+    // of both images (skopeo copies all of them) and the same layers.
+    let layout = format!("oci:{}:both", work.path().join("layout").display());
+    let copy = work.path().join("copy");
+    skopeo_copy_with(
+        &layout,
+        &format!("oci:{}:all", copy.display()),
+        &CopyOptions {
+            all: true,
+            preserve_digests: true,
+            ..CopyOptions::default()
+        },
+    )
+    .unwrap();
+    for p in [&host, &foreign] {
+        let from_layout =
+            skopeo_inspect_for_platform(&layout, &Access::insecure(), InspectKind::Summary, p)
+                .unwrap();
+        let from_registry = skopeo_inspect_for_platform(
+            &reg.image_ref("app:both"),
+            &access,
+            InspectKind::Summary,
+            p,
+        )
+        .unwrap();
+        assert_eq!(from_layout["Architecture"], p.architecture.as_str());
+        assert_eq!(from_layout["Layers"], from_registry["Layers"], "{p:?}");
     }
     // Only the index is tagged: the per-platform images are there by digest.
     let mut resp = reg

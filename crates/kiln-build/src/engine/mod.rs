@@ -557,7 +557,9 @@ async fn write_outputs(
             .first()
             .and_then(|d| d.reference.tag())
             .unwrap_or("latest");
-        output::oci_layout::write(path, built, attached, Some(name), blobs).await?;
+        // One platform's image of several: named by the index, not here.
+        let name = (!out.by_digest).then_some(name);
+        output::oci_layout::write(path, built, attached, name, blobs).await?;
     }
     let digest = attached.map_or(&built.digest, |a| a.digest());
     if let Some(path) = &out.digest_file {
