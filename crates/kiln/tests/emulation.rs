@@ -208,6 +208,7 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
         .args(["-d", &reg.image_ref("app:both")])
         .arg_path("--digest-file", &digest_file)
         .arg_path("--oci-layout-path", &work.path().join("layout"))
+        .arg_path("--tar-path", &work.path().join("both.tar"))
         .success();
 
     let index = skopeo_inspect_raw(&reg.image_ref("app:both"), false).unwrap();
@@ -298,6 +299,43 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
         assert_eq!(from_layout["Architecture"], p.architecture.as_str());
         assert_eq!(from_layout["Layers"], from_registry["Layers"], "{p:?}");
     }
+    // The tarball is an OCI archive of the index, and for the classic
+    // `docker load` (one image per tag) names this machine's image.
+    let tar = work.path().join("both.tar");
+    for p in [&host, &foreign] {
+        let from_tar = skopeo_inspect_for_platform(
+            &format!("oci-archive:{}", tar.display()),
+            &Access::insecure(),
+            InspectKind::Summary,
+            p,
+        )
+        .unwrap();
+        assert_eq!(from_tar["Architecture"], p.architecture.as_str());
+    }
+    let docker = kiln_testkit::skopeo_inspect_with(
+        &format!("docker-archive:{}", tar.display()),
+        &Access::insecure(),
+        InspectKind::Summary,
+    )
+    .unwrap();
+    assert_eq!(
+        docker["Architecture"],
+        host.architecture.as_str(),
+        "{docker}"
+    );
+    let mut archive = tar::Archive::new(fs::File::open(&tar).unwrap());
+    let manifest: serde_json::Value = archive
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path().unwrap().to_str() == Some("manifest.json"))
+        .map(|e| serde_json::from_reader(e).unwrap())
+        .expect("manifest.json in the tarball");
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!([reg.image_ref("app:both")]),
+        "{manifest}"
+    );
     // Only the index is tagged: the per-platform images are there by digest.
     let mut resp = reg
         .http_agent()
