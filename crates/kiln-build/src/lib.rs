@@ -6,6 +6,7 @@ pub mod cache;
 pub mod context;
 pub mod copy;
 pub mod engine;
+pub mod index;
 pub mod options;
 pub mod output;
 pub mod progress;

@@ -483,8 +483,12 @@ pub struct BuildOptions {
     /// Build only the stages the target needs; when false, every stage up to
     /// the target (and whatever those read), as Kaniko without the flag.
     pub skip_unused_stages: bool,
-    /// The platform to build for.
+    /// The platform to build for (the first of `platforms` when there are several).
     pub platform: Platform,
+    /// Every platform to build for, when there are several: one image each,
+    /// pushed as one index. Empty for a single platform.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<Platform>,
     /// Strip timestamps so that equal inputs give equal digests.
     pub reproducible: bool,
     /// Build secrets (names and sources only; contents are read when used).
@@ -663,6 +667,10 @@ pub struct OutputOptions {
     pub image_name_tag_with_digest_file: Option<PathBuf>,
     /// The manifest's media type family; `None` keeps the base image's.
     pub image_format: Option<ImageFormat>,
+    /// Push the manifest under its digest only, tagging nothing (each
+    /// platform's image of a multi-platform build, before the index).
+    #[serde(skip)]
+    pub by_digest: bool,
     /// Annotations on the image manifest.
     pub annotations: AnnotationOptions,
     /// Provenance and SBOM: attached to the image and written to files.
@@ -914,11 +922,44 @@ impl BuildFlags {
             self.git.as_deref(),
         )?;
         let dockerfile = resolve_dockerfile(&self.dockerfile, &context)?;
-        let platform = match &self.custom_platform {
-            Some(p) => p
-                .parse::<Platform>()
-                .map_err(|e| invalid("--custom-platform", p, e.to_string()))?,
-            None => Platform::host(),
+        let platforms = match &self.custom_platform {
+            Some(list) => {
+                let mut platforms: Vec<Platform> = Vec::new();
+                for p in list.split(',') {
+                    let p = p
+                        .trim()
+                        .parse::<Platform>()
+                        .map_err(|e| invalid("--custom-platform", list, e.to_string()))?;
+                    // `linux/arm64` and `linux/arm64/v8` are one platform.
+                    if !platforms.iter().any(|q| q.matches(&p) && p.matches(q)) {
+                        platforms.push(p);
+                    }
+                }
+                platforms
+            }
+            None => vec![Platform::host()],
+        };
+        if platforms.len() > 1 {
+            let list = self.custom_platform.as_deref().unwrap_or_default();
+            let refuse = |reason: &str| Err(invalid("--custom-platform", list, reason));
+            if no_push || destinations.is_empty() {
+                return refuse(
+                    "several platforms are pushed as one index: give a --destination \
+                     (or build once per platform with --no-push)",
+                );
+            }
+            if self.provenance.as_ref().is_some_and(|p| p.enabled) || self.sbom {
+                return refuse(
+                    "--provenance and --sbom are attached to one platform's image: \
+                     build once per platform and join them with `kiln index create`",
+                );
+            }
+        }
+        let platform = platforms[0].clone();
+        let platforms = if platforms.len() > 1 {
+            platforms
+        } else {
+            Vec::new()
         };
 
         Ok(BuildOptions {
@@ -938,6 +979,7 @@ impl BuildFlags {
                 .collect::<Result<_, _>>()?,
             skip_unused_stages: self.skip_unused_stages,
             platform,
+            platforms,
             reproducible: self.reproducible,
             secrets: self
                 .secrets
@@ -964,6 +1006,7 @@ impl BuildFlags {
                 image_name_with_digest_file: self.image_name_with_digest_file,
                 image_name_tag_with_digest_file: self.image_name_tag_with_digest_file,
                 image_format: self.image_format,
+                by_digest: false,
                 annotations,
                 attest: AttestOptions {
                     provenance: self.provenance.filter(|p| p.enabled),
@@ -1573,6 +1616,38 @@ mod tests {
         assert!(bad_env.contains("KANIKO_PRE_CLEANUP"), "{bad_env}");
         assert_eq!("OCI".parse::<ImageFormat>(), Ok(ImageFormat::Oci));
         assert!("v2".parse::<ImageFormat>().is_err());
+    }
+
+    #[test]
+    fn several_platforms_need_a_destination_and_no_single_image_output() {
+        let dir = context_dir();
+        let two = || BuildFlags {
+            custom_platform: Some("linux/amd64, linux/arm64,linux/amd64,linux/arm64/v8".into()),
+            ..flags_in(&dir)
+        };
+        let both = two().resolve(&no_env).unwrap();
+        assert_eq!(both.platform.to_string(), "linux/amd64");
+        let names: Vec<String> = both.platforms.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["linux/amd64", "linux/arm64"]);
+        let err = |flags: BuildFlags| flags.resolve(&no_env).unwrap_err().to_string();
+        let no_push = err(BuildFlags {
+            no_push: Some(true),
+            ..two()
+        });
+        assert!(no_push.contains("give a --destination"), "{no_push}");
+        let sbom = err(BuildFlags {
+            sbom: true,
+            ..two()
+        });
+        assert!(sbom.contains("once per platform"), "{sbom}");
+        let one = BuildFlags {
+            custom_platform: Some("linux/arm64".into()),
+            ..flags_in(&dir)
+        }
+        .resolve(&no_env)
+        .unwrap();
+        assert_eq!(one.platform.to_string(), "linux/arm64");
+        assert!(one.platforms.is_empty());
     }
 
     #[test]

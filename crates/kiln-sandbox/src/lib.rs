@@ -48,6 +48,7 @@
 #![deny(missing_docs)]
 
 mod absorb;
+pub mod binfmt;
 mod changes;
 mod client;
 mod detach;

@@ -8,6 +8,8 @@
 //!   exercises a whiteout and an opaque directory.
 //! * [`BaseImage::busybox_multi_arch`]: an index with the host's busybox and a
 //!   tiny foreign-architecture image ([`Platform::foreign`]) holding `/ARCH`.
+//! * [`BaseImage::busybox_for_platforms`]: an index of working busybox
+//!   images, Debian's static busybox of each foreign architecture included.
 //! * [`BaseImage::debian`]: Debian bookworm (minbase) with python3,
 //!   python3-venv and python3-pip, debootstrapped once per machine into a
 //!   persistent cache (see the `debian` module).
@@ -176,6 +178,54 @@ impl BaseImage {
         })
     }
 
+    /// An image index with a working busybox image (as [`Self::busybox`])
+    /// for each of `platforms`: this machine's busybox for the host, Debian's
+    /// static busybox of that architecture for the others (fetched once per
+    /// machine, see the `foreign_busybox` module), whose RUN steps need QEMU
+    /// emulation. Each image also holds `/ARCH`, its architecture's name.
+    ///
+    /// # Errors
+    /// Fails if a busybox cannot be found or downloaded, or the layout
+    /// cannot be written.
+    pub fn busybox_for_platforms(platforms: &[Platform]) -> Result<Self> {
+        let dir = new_dir()?;
+        let mut w = LayoutWriter::create(dir.path())?;
+        let mut entries = Vec::new();
+        for p in platforms {
+            let bin = if p.architecture == Platform::host().architecture {
+                busybox_binary()?
+            } else {
+                crate::foreign_busybox::busybox_static(&p.architecture)?
+            };
+            let mut b = LayerBuilder::new();
+            add_busybox_rootfs_of(&mut b, &bin)?;
+            b.file(
+                "ARCH",
+                0o644,
+                0,
+                0,
+                format!("{}\n", p.architecture).as_bytes(),
+            )?;
+            let layer = b.finish()?;
+            let m = w.write_image(&config(p, &[&layer], "busybox rootfs"), &[layer])?;
+            let mut e = m.to_json();
+            e["platform"] = p.to_json();
+            entries.push(e);
+        }
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": media::INDEX,
+            "manifests": entries,
+        });
+        let idx = w.write_json(media::INDEX, &index)?;
+        w.tag(LAYOUT_TAG, &idx);
+        w.finish()?;
+        Ok(Self {
+            dir: LayoutDir::Temp(dir),
+            multi_arch: true,
+        })
+    }
+
     /// An image of the host platform made of `layers` (lowest first), whose
     /// runtime `config` section is `runtime` (e.g. `{"Env": [...], "User":
     /// "app", "OnBuild": [...]}`) instead of busybox's Env and Cmd. Start from
@@ -271,9 +321,18 @@ fn busybox_binary() -> Result<PathBuf> {
 /// # Errors
 /// Fails if busybox is missing or cannot be listed.
 pub fn add_busybox_rootfs(b: &mut LayerBuilder) -> Result<()> {
-    let bin = busybox_binary()?;
-    let data = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
-    let list = run_stdout(std::process::Command::new(&bin).arg("--list"))?;
+    add_busybox_rootfs_of(b, &busybox_binary()?)
+}
+
+/// [`add_busybox_rootfs`] with the busybox binary at `bin` (another
+/// architecture's: its applets are those of this machine's busybox, the
+/// same Debian package).
+///
+/// # Errors
+/// Fails if either busybox is missing or cannot be listed.
+pub fn add_busybox_rootfs_of(b: &mut LayerBuilder, bin: &Path) -> Result<()> {
+    let data = std::fs::read(bin).with_context(|| format!("reading {}", bin.display()))?;
+    let list = run_stdout(std::process::Command::new(busybox_binary()?).arg("--list"))?;
 
     for d in [
         "bin", "dev", "etc", "home", "proc", "sys", "usr", "usr/bin", "var",

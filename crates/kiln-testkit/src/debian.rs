@@ -90,7 +90,7 @@ pub(crate) fn cached_layout() -> Result<PathBuf> {
 }
 
 /// `$KILN_TEST_CACHE`, else `$HOME/.cache/kiln-test`.
-fn cache_root() -> Result<PathBuf> {
+pub(crate) fn cache_root() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("KILN_TEST_CACHE").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d));
     }

@@ -62,6 +62,7 @@ mod docker;
 mod downgrade_front;
 mod fault_proxy;
 mod flatten;
+mod foreign_busybox;
 pub mod layout;
 mod platform;
 mod read_layout;
@@ -72,7 +73,9 @@ mod tools;
 mod umoci;
 
 pub use auth::Credentials;
-pub use base_image::{add_busybox_rootfs, BaseImage, BUSYBOX_PATH_ENV, LAYOUT_TAG};
+pub use base_image::{
+    add_busybox_rootfs, add_busybox_rootfs_of, BaseImage, BUSYBOX_PATH_ENV, LAYOUT_TAG,
+};
 pub use buildah::{
     buildah_build, BuildahBuild, BuildahImage, BUILDAH_RUN_ARTIFACTS, BUILDAH_STORAGE_DRIVER,
     BUILDAH_TIMEOUT,
@@ -84,11 +87,12 @@ pub use docker::{docker_available, require_docker};
 pub use downgrade_front::{DowngradeFront, Lure, PlainRequest};
 pub use fault_proxy::{Fault, FaultProxy, MAX_CONNECTIONS};
 pub use flatten::{EntryInfo, EntryKind, Flattened, KEEP_CONTENT_UP_TO};
+pub use foreign_busybox::busybox_static;
 pub use platform::Platform;
 pub use registry::{Registry, RegistryBuilder};
 pub use skopeo::{
-    skopeo_copy, skopeo_copy_with, skopeo_inspect, skopeo_inspect_raw, skopeo_inspect_with, Access,
-    CopyOptions, InspectKind,
+    skopeo_copy, skopeo_copy_with, skopeo_inspect, skopeo_inspect_for_platform, skopeo_inspect_raw,
+    skopeo_inspect_with, Access, CopyOptions, InspectKind,
 };
 pub use tls::{generate as generate_tls, TlsFiles};
 pub use tools::{find_in_path, tools_check, REQUIRED_TOOLS};

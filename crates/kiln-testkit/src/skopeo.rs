@@ -62,6 +62,9 @@ pub struct CopyOptions {
     /// Keep layer blobs as they are (no recompression), and keep the
     /// manifest format unless the destination requires another.
     pub preserve_digests: bool,
+    /// The manifest format to write (`--format`: `oci`, `v2s2`), converting
+    /// when the source has another.
+    pub format: Option<String>,
 }
 
 fn skopeo() -> Command {
@@ -95,6 +98,9 @@ pub fn skopeo_copy_with(src: &str, dst: &str, opts: &CopyOptions) -> Result<()> 
     }
     if opts.preserve_digests {
         c.arg("--preserve-digests");
+    }
+    if let Some(format) = &opts.format {
+        c.arg("--format").arg(format);
     }
     c.arg(src).arg(dst);
     run_stdout(&mut c).map(drop)
@@ -148,6 +154,43 @@ pub fn skopeo_inspect_with(
     kind: InspectKind,
 ) -> Result<serde_json::Value> {
     let mut c = skopeo();
+    c.arg("inspect").args(access.args(""));
+    match kind {
+        InspectKind::Summary => {}
+        InspectKind::Raw => {
+            c.arg("--raw");
+        }
+        InspectKind::Config => {
+            c.arg("--config");
+        }
+    }
+    c.arg(with_transport(reference));
+    let out = run_stdout(&mut c)?;
+    serde_json::from_str(&out).with_context(|| format!("skopeo inspect printed non-JSON:\n{out}"))
+}
+
+/// `skopeo inspect --override-os/--override-arch[/--override-variant]`:
+/// what a client on `platform` gets from `reference` (the summary, or the
+/// config with `kind` [`InspectKind::Config`]); an index resolves to its
+/// entry for `platform`.
+///
+/// # Errors
+/// Fails with skopeo's stderr (an index without that platform), or if the
+/// output is not JSON.
+pub fn skopeo_inspect_for_platform(
+    reference: &str,
+    access: &Access,
+    kind: InspectKind,
+    platform: &crate::Platform,
+) -> Result<serde_json::Value> {
+    let mut c = skopeo();
+    c.arg("--override-os")
+        .arg(&platform.os)
+        .arg("--override-arch")
+        .arg(&platform.architecture);
+    if let Some(v) = &platform.variant {
+        c.arg("--override-variant").arg(v);
+    }
     c.arg("inspect").args(access.args(""));
     match kind {
         InspectKind::Summary => {}

@@ -157,8 +157,9 @@ pub struct BuildCommand {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
     pub skip_unused_stages: bool,
 
-    /// Platform to build for, os/arch[/variant] (default: the host's).
-    #[arg(long, visible_alias = "customPlatform", value_name = "PLATFORM")]
+    /// Platform to build for, os/arch[/variant] (default: the host's); --platform
+    /// is BuildKit's name. Foreign RUN steps need QEMU in binfmt_misc.
+    #[arg(long, visible_aliases = ["customPlatform", "platform"], value_name = "PLATFORM")]
     pub custom_platform: Option<String>,
 
     /// Strip timestamps out of the image so equal inputs give equal digests.

@@ -36,6 +36,9 @@ pub enum Command {
     /// Push an image saved by --tar-path or --oci-layout-path without building it
     /// again (the Kaniko fork's `executor push`).
     Push(Box<crate::commands::push::PushCommand>),
+    /// Multi-platform image indexes.
+    #[command(subcommand)]
+    Index(crate::commands::index::IndexCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -87,6 +90,7 @@ pub fn with_implied_build(args: Vec<OsString>) -> Vec<OsString> {
             | "warmer"
             | "login"
             | "push"
+            | "index"
             | "version"
             | "help"
             | "completions"

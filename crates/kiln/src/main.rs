@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Cache(command) => run_interruptible(move || commands::cache::run(&command)),
         Command::Warm(command) => run_interruptible(move || commands::warm::run(&command)),
         Command::Push(command) => run_interruptible(move || commands::push::run(&command)),
+        Command::Index(command) => run_interruptible(move || commands::index::run(&command)),
         Command::Login(command) => commands::login::run(&command),
         Command::Version => commands::print(&format!("kiln {}", env!("CARGO_PKG_VERSION"))),
         Command::Completions { shell } => commands::generate::completions(shell),

@@ -19,6 +19,7 @@ mod leftovers;
 pub mod listing;
 pub mod metadata;
 mod pending;
+mod platforms;
 mod record;
 pub mod rootfs;
 mod run_step;
@@ -81,6 +82,17 @@ pub async fn build(options: &BuildOptions) -> Result<BuildOutcome, BuildError> {
 /// # Errors
 /// As [`build`].
 pub async fn build_with(
+    options: &BuildOptions,
+    progress: Arc<dyn ProgressSink>,
+) -> Result<BuildOutcome, BuildError> {
+    if options.platforms.len() > 1 {
+        return platforms::build(options, progress).await;
+    }
+    build_one(options, progress).await
+}
+
+/// One platform's build, from the context to every output.
+async fn build_one(
     options: &BuildOptions,
     progress: Arc<dyn ProgressSink>,
 ) -> Result<BuildOutcome, BuildError> {
@@ -374,7 +386,7 @@ pub fn select_stages(
     Ok(())
 }
 
-fn registry_options(options: &BuildOptions) -> kiln_oci::RegistryOptions {
+pub(crate) fn registry_options(options: &BuildOptions) -> kiln_oci::RegistryOptions {
     let r = &options.registry;
     let mut mirrors = Vec::new();
     let mut maps = BTreeMap::new();
@@ -497,15 +509,14 @@ async fn write_outputs(
                 bytes: built.config.size
                     + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>(),
             });
-            let report = output::push::push(
-                &dest.reference,
-                &dest.as_given,
-                built,
-                attached,
-                blobs,
-                early,
-            )
-            .await?;
+            // One platform's image of several: tagged by the index, not here.
+            let reference = match out.by_digest {
+                true => dest.reference.with_digest(built.digest.clone()),
+                false => dest.reference.clone(),
+            };
+            let report =
+                output::push::push(&reference, &dest.as_given, built, attached, blobs, early)
+                    .await?;
             progress.event(&ProgressEvent::PushDone {
                 destination: dest.as_given.clone(),
                 uploaded: report.uploaded,
@@ -547,7 +558,9 @@ async fn write_outputs(
             .first()
             .and_then(|d| d.reference.tag())
             .unwrap_or("latest");
-        output::oci_layout::write(path, built, attached, Some(name), blobs).await?;
+        // One platform's image of several: named by the index, not here.
+        let name = (!out.by_digest).then_some(name);
+        output::oci_layout::write(path, built, attached, name, blobs).await?;
     }
     let digest = attached.map_or(&built.digest, |a| a.digest());
     if let Some(path) = &out.digest_file {

@@ -60,6 +60,15 @@ impl StageRunner<'_> {
         command: &RunCommand,
         created: &str,
     ) -> Result<(), BuildError> {
+        // A foreign image's binaries need an emulator: said before the root
+        // filesystem is materialized, and instead of "exec format error".
+        let platform = &run.image.config;
+        kiln_sandbox::binfmt::check(
+            &platform.os,
+            &platform.architecture,
+            platform.variant.as_deref(),
+        )
+        .map_err(|e| self.step_error(instruction, e))?;
         let root = self
             .rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
             .await?

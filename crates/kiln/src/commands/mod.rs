@@ -5,6 +5,7 @@ pub mod build;
 pub mod cache;
 pub mod debug;
 pub mod generate;
+pub mod index;
 pub mod login;
 pub mod push;
 pub mod warm;

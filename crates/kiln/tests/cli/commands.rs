@@ -522,3 +522,25 @@ fn unused_stages_are_skipped_unless_turned_off() {
         false
     );
 }
+
+#[test]
+fn platform_is_buildkits_name_for_custom_platform_and_takes_a_list() {
+    for spelling in ["--custom-platform=linux/arm64", "--platform=linux/arm64"] {
+        let json = options(&["--no-push", spelling]);
+        assert_eq!(
+            json["platform"]["architecture"], "arm64",
+            "{spelling}: {json}"
+        );
+        assert!(json.get("platforms").is_none(), "{json}");
+    }
+    let json = options(&[
+        "-d",
+        "r.example/app:1",
+        "--platform=linux/amd64,linux/arm64",
+    ]);
+    assert_eq!(json["platforms"][1]["architecture"], "arm64", "{json}");
+    usage_error(
+        &["--no-push", "--platform", "linux/amd64,linux/arm64"],
+        "several platforms are pushed as one index",
+    );
+}

@@ -1,0 +1,305 @@
+//! A build for several platforms (`--custom-platform linux/amd64,linux/arm64`):
+//! one build per platform, each with its own base resolved from the base's
+//! index and its own `TARGET*` arguments, pushed to every destination by
+//! digest (no tag); then the index of those images, joined as `kiln index
+//! create` joins them, under every destination's tag. With
+//! `--oci-layout-path` or `--tar-path` each platform writes its own
+//! layout, and their blobs and an index of their manifests make the ones
+//! asked for.
+//!
+//! Each platform's cache keys start from its own base digest (or from
+//! `scratch` and the platform), so the platforms never share an entry they
+//! should not; a step that is the same on every platform (in a `FROM
+//! --platform=$BUILDPLATFORM` stage that does not read `TARGET*`) has one
+//! key, so it runs for the first platform and is found in the cache by the
+//! next. Without `--cache`, the platforms share a private cache in an OCI
+//! layout that is removed at the end, so such a step still runs once.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kiln_oci::{media, Access, Descriptor, ImageConfig, Index, Manifest, RegistryClient};
+
+use super::{build_one, registry_options, BuildError, BuildOutcome};
+use crate::index::{self, IndexError, IndexSource};
+use crate::options::{BuildOptions, CacheRepo};
+use crate::output::oci_layout::REF_NAME;
+use crate::output::{digest_files, push::PushReport};
+use crate::progress::ProgressSink;
+
+/// Builds every platform of `options.platforms` and pushes their index.
+pub(super) async fn build(
+    options: &BuildOptions,
+    progress: Arc<dyn ProgressSink>,
+) -> Result<BuildOutcome, BuildError> {
+    let started = Instant::now();
+    let out = &options.output;
+    let first = out
+        .destinations
+        .first()
+        .ok_or_else(|| BuildError::Context("several platforms need a --destination".into()))?;
+    let mut sources = Vec::new();
+    let (mut steps, mut cached, mut size) = (0, 0, 0);
+    let shared = match options.cache.enabled {
+        true => None,
+        false => Some(tempfile::tempdir().map_err(|e| {
+            BuildError::Context(format!("creating the platforms' shared cache: {e}"))
+        })?),
+    };
+    let layouts =
+        match out.oci_layout_path.is_some() || out.tar_path.is_some() {
+            true => Some(tempfile::tempdir().map_err(|e| {
+                BuildError::Context(format!("creating the platforms' layouts: {e}"))
+            })?),
+            false => None,
+        };
+    let mut parts = Vec::new();
+    for platform in &options.platforms {
+        tracing::info!("building for {platform}");
+        let mut one = options.clone();
+        if let Some(dir) = &shared {
+            one.cache.enabled = true;
+            one.cache.repo = Some(CacheRepo::OciLayout(dir.path().to_path_buf()));
+            one.cache.push = true;
+            one.cache.run_layers = true;
+            one.cache.copy_layers = true;
+        }
+        one.platform = platform.clone();
+        one.platforms.clear();
+        one.output.by_digest = true;
+        one.output.digest_file = None;
+        one.output.image_name_with_digest_file = None;
+        one.output.image_name_tag_with_digest_file = None;
+        // Each platform writes its own layout; they are joined below.
+        one.output.tar_path = None;
+        let part = layouts.as_ref().map(|dir| {
+            let part = dir.path().join(parts.len().to_string());
+            one.output.oci_layout_path = Some(part.clone());
+            part
+        });
+        let built = build_one(&one, progress.clone()).await?;
+        steps += built.steps;
+        cached += built.cached;
+        size += built.size;
+        parts.extend(part);
+        let reference = first.reference.with_digest(built.digest.clone());
+        sources.push(IndexSource {
+            as_given: format!("{}@{} ({platform})", first.reference.name(), built.digest),
+            reference,
+        });
+    }
+
+    let client = RegistryClient::new(registry_options(options))
+        .map_err(|e| BuildError::Registry(Box::new(e)))?;
+    let failed = |e: IndexError| BuildError::Context(format!("making the image index: {e}"));
+    // The images were just pushed: they are read back as a pusher reads.
+    let joined = index::join_with(&client, &sources, out.image_format, Access::Push)
+        .await
+        .map_err(failed)?;
+    let scratch = tempfile::tempdir()
+        .map_err(|e| BuildError::Context(format!("creating a scratch directory: {e}")))?;
+    let mut pushed = Vec::new();
+    let mut push_reports = Vec::new();
+    for dest in &out.destinations {
+        let report = index::push(
+            &client,
+            &joined,
+            &dest.reference,
+            &dest.as_given,
+            scratch.path(),
+        )
+        .await
+        .map_err(failed)?;
+        tracing::info!(
+            "pushed {} as {} ({} platforms)",
+            dest.as_given,
+            joined.digest,
+            joined.entries.len()
+        );
+        pushed.push(dest.as_given.clone());
+        push_reports.push(PushReport {
+            existing: report.existing,
+            mounted: report.mounted,
+            uploaded: report.copied,
+            uploaded_bytes: 0,
+        });
+    }
+    if let Some(path) = &out.oci_layout_path {
+        write_layout(path, &parts, first.reference.tag().unwrap_or("latest"))?;
+    }
+    if let Some(path) = &out.tar_path {
+        let tags: Vec<String> = out
+            .destinations
+            .iter()
+            .map(|d| match d.reference.tag() {
+                Some(_) => d.reference.familiar(),
+                None => format!("{}:latest", d.reference.familiar()),
+            })
+            .collect();
+        write_tar(path, &parts, &tags)?;
+    }
+    if let Some(path) = &out.digest_file {
+        digest_files::write_digest(path, &joined.digest)?;
+    }
+    if let Some(path) = &out.image_name_with_digest_file {
+        digest_files::write_name_with_digest(path, &out.destinations, &joined.digest)?;
+    }
+    if let Some(path) = &out.image_name_tag_with_digest_file {
+        digest_files::write_name_tag_with_digest(path, &out.destinations, &joined.digest)?;
+    }
+    Ok(BuildOutcome {
+        digest: joined.digest,
+        size,
+        pushed,
+        push_reports,
+        steps,
+        cached,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Joins the one-image layouts each platform wrote into the layout at
+/// `dir`: their blobs, and an OCI index of their manifests (each with its
+/// config's platform), whose descriptor is returned with the entries. As
+/// for one image, the layout's manifests are OCI ones (see
+/// `output::oci_layout`). `index.json` is the caller's.
+fn join_layouts(dir: &Path, parts: &[PathBuf]) -> Result<(Descriptor, Vec<Joined>), BuildError> {
+    let blob_dir = dir.join("blobs").join("sha256");
+    fs::create_dir_all(&blob_dir).map_err(io(&blob_dir))?;
+    let layout = dir.join("oci-layout");
+    fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io(&layout))?;
+    let mut joined = Vec::new();
+    for part in parts {
+        let part_blobs = part.join("blobs").join("sha256");
+        for blob in fs::read_dir(&part_blobs).map_err(io(&part_blobs))? {
+            let src = blob.map_err(io(&part_blobs))?.path();
+            let dest = blob_dir.join(src.file_name().unwrap_or_default());
+            if !dest.exists() && fs::hard_link(&src, &dest).is_err() {
+                fs::copy(&src, &dest).map_err(io(&dest))?;
+            }
+        }
+        let index_path = part.join("index.json");
+        let bytes = fs::read(&index_path).map_err(io(&index_path))?;
+        let index = Index::from_slice(&bytes).map_err(|e| bad(&index_path, e))?;
+        let mut entry =
+            index.manifests.into_iter().next().ok_or_else(|| {
+                BuildError::Context(format!("{}: no image", index_path.display()))
+            })?;
+        let manifest_path = blob_dir.join(entry.digest.hex());
+        let manifest = fs::read(&manifest_path).map_err(io(&manifest_path))?;
+        let manifest = Manifest::from_slice(&manifest).map_err(|e| bad(&manifest_path, e))?;
+        let config_path = blob_dir.join(manifest.config.digest.hex());
+        let config = fs::read(&config_path).map_err(io(&config_path))?;
+        let config = ImageConfig::from_slice(&config).map_err(|e| bad(&config_path, e))?;
+        entry.annotations.clear();
+        entry.platform = Some(config.platform());
+        joined.push(Joined { entry, manifest });
+    }
+    let index = Index::new(true, joined.iter().map(|j| j.entry.clone()).collect()).to_vec();
+    let digest = kiln_oci::Digest::sha256_of(&index);
+    let index_blob = blob_dir.join(digest.hex());
+    fs::write(&index_blob, &index).map_err(io(&index_blob))?;
+    Ok((
+        Descriptor::new(media::OCI_INDEX, digest, index.len() as u64),
+        joined,
+    ))
+}
+
+/// One platform's image in a joined layout.
+struct Joined {
+    entry: Descriptor,
+    manifest: Manifest,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
+    let path = path.to_path_buf();
+    move |e| BuildError::Context(format!("{}: {e}", path.display()))
+}
+
+fn bad(path: &Path, e: kiln_oci::ManifestError) -> BuildError {
+    BuildError::Context(format!("{}: {e}", path.display()))
+}
+
+/// `--oci-layout-path`: the joined layout's index named `ref_name` in the
+/// layout at `dir` (added to what it holds, as for one image).
+fn write_layout(dir: &Path, parts: &[PathBuf], ref_name: &str) -> Result<(), BuildError> {
+    let (mut desc, _) = join_layouts(dir, parts)?;
+    let index_path = dir.join("index.json");
+    let mut top = match fs::read(&index_path) {
+        Ok(bytes) => Index::from_slice(&bytes).unwrap_or_else(|_| Index::new(true, Vec::new())),
+        Err(_) => Index::new(true, Vec::new()),
+    };
+    top.manifests
+        .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(ref_name));
+    desc.annotations
+        .insert(REF_NAME.to_string(), ref_name.to_string());
+    top.manifests.push(desc);
+    top.media_type = Some(media::OCI_INDEX.to_string());
+    fs::write(&index_path, top.to_vec()).map_err(io(&index_path))
+}
+
+/// `--tar-path`: the joined layout as an OCI layout archive whose
+/// `index.json` names the index (what `docker load` with the containerd
+/// image store reads), plus a `manifest.json` for the classic `docker load`,
+/// which takes one image per tag: this machine's platform's, else the first.
+fn write_tar(path: &Path, parts: &[PathBuf], repo_tags: &[String]) -> Result<(), BuildError> {
+    let dir = tempfile::tempdir().map_err(io(path))?;
+    let (mut desc, joined) = join_layouts(dir.path(), parts)?;
+    if let Some(tag) = repo_tags.first() {
+        desc.annotations.insert(REF_NAME.to_string(), tag.clone());
+        desc.annotations
+            .insert("io.containerd.image.name".to_string(), tag.clone());
+    }
+    let mut index = Index::new(true, vec![desc]);
+    index.media_type = Some(media::OCI_INDEX.to_string());
+    fs::write(dir.path().join("index.json"), index.to_vec()).map_err(io(path))?;
+    let host = kiln_oci::Platform::host();
+    let loaded = joined
+        .iter()
+        .find(|j| j.entry.platform.as_ref().is_some_and(|p| p.matches(&host)))
+        .or(joined.first())
+        .ok_or_else(|| BuildError::Context("no platform was built".into()))?;
+    let blob = |d: &Descriptor| format!("blobs/sha256/{}", d.digest.hex());
+    let docker_manifest = serde_json::json!([{
+        "Config": blob(&loaded.manifest.config),
+        "RepoTags": repo_tags,
+        "Layers": loaded.manifest.layers.iter().map(blob).collect::<Vec<_>>(),
+    }]);
+    fs::write(
+        dir.path().join("manifest.json"),
+        serde_json::to_vec(&docker_manifest).unwrap_or_default(),
+    )
+    .map_err(io(path))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let tmp = path.with_extension("partial");
+    let written = (|| -> std::io::Result<()> {
+        let mut tar = tar::Builder::new(std::io::BufWriter::new(fs::File::create(&tmp)?));
+        tar.mode(tar::HeaderMode::Deterministic);
+        let mut names: Vec<PathBuf> = walkdir::WalkDir::new(dir.path())
+            .min_depth(1)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.path().to_path_buf())
+            .collect();
+        names.sort();
+        for file in names {
+            let name = file.strip_prefix(dir.path()).unwrap_or(&file).to_path_buf();
+            tar.append_path_with_name(&file, name)?;
+        }
+        let mut out = tar.into_inner()?;
+        std::io::Write::flush(&mut out)?;
+        out.get_ref().sync_all()
+    })();
+    match written {
+        Ok(()) => fs::rename(&tmp, path).map_err(io(path)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(io(path)(e))
+        }
+    }
+}
