@@ -1,4 +1,6 @@
-//! `kiln build` end to end: images, outputs, errors, registries, BuildKit conformance, examples, progress, remote contexts and supply-chain statements.
+//! `kiln build` end to end: images, outputs, errors, registries, BuildKit
+//! conformance, examples, progress, remote contexts, supply-chain statements,
+//! and multi-platform images (QEMU emulation, `kiln index create`).
 //!
 //! One test binary per area, each module one concern.
 
@@ -8,9 +10,11 @@ mod build_common;
 mod add_git;
 mod attest;
 mod buildkit_conformance;
+mod emulation;
 mod equivalence;
 mod errors;
 mod examples;
+mod index_create;
 mod outputs;
 mod progress;
 mod registries;

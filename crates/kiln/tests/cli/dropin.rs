@@ -236,8 +236,12 @@ fn executor_help_lists_every_kaniko_flag_with_its_meaning() {
             .unwrap_or_else(|| panic!("{flag} is not in `executor --help`:\n{help}"));
         let line = lines[i].trim_start();
         // A deprecated spelling is listed as an alias on its flag's entry,
-        // `[alias: --old]`, possibly wrapped onto a line of its own.
-        if line.contains(&format!("{flag}]")) || line.contains(&format!("alias: {flag}")) {
+        // `[alias: --old]` or `[aliases: --old, --other]`, possibly wrapped
+        // onto a line of its own.
+        let in_alias_list = line
+            .split_once("[alias")
+            .is_some_and(|(_, aliases)| names(aliases, flag));
+        if in_alias_list || line.contains(&format!("{flag}]")) {
             continue;
         }
         // The description follows on the same line, or on the next ones.

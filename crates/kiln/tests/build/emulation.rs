@@ -13,7 +13,7 @@
 //! Where binfmt_misc has no such emulator the tests fail and say so: they
 //! never pass without having run anything emulated.
 
-mod build_common;
+use crate::build_common;
 
 use std::fs;
 use std::path::Path;
