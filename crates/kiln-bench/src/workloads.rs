@@ -22,13 +22,17 @@ pub const NAMES: &[&str] = &[
     "python-warm",
 ];
 
-/// The two builders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The builders, and the bare commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tool {
     /// kiln (release build).
     Kiln,
     /// `buildah build --layers`.
     Buildah,
+    /// BuildKit (see `buildkit`).
+    Buildkit,
+    /// The workload's RUN commands in a plain chroot, no builder (see `bare`).
+    Bare,
 }
 
 impl Tool {
@@ -37,6 +41,18 @@ impl Tool {
         match self {
             Tool::Kiln => "kiln",
             Tool::Buildah => "buildah",
+            Tool::Buildkit => "buildkit",
+            Tool::Bare => "bare",
+        }
+    }
+
+    /// The peer named `s` (`--peers`).
+    pub fn peer(s: &str) -> Option<Self> {
+        match s {
+            "buildah" => Some(Tool::Buildah),
+            "buildkit" => Some(Tool::Buildkit),
+            "bare" => Some(Tool::Bare),
+            _ => None,
         }
     }
 }
@@ -57,6 +73,8 @@ pub struct Workload {
     pub warm: bool,
     /// The file a warm run changes (relative to the context).
     change: Option<&'static str>,
+    /// The RUN commands without a builder, when the workload has a plan.
+    pub bare: Option<crate::bare::Plan>,
     context: PathBuf,
     runs_dir: PathBuf,
     logs: PathBuf,
@@ -162,6 +180,7 @@ impl Workload {
             base,
             warm,
             change,
+            bare: crate::bare::plan(name),
             context,
             runs_dir,
             logs,
@@ -184,10 +203,23 @@ impl Workload {
             "    run {}: a cold build into an empty cache per tool",
             run + 1
         );
-        for tool in [Tool::Kiln, Tool::Buildah] {
+        for tool in self.tools(opts) {
             self.build(tool, run, &format!("prime-{}", run + 1), opts, reg)?;
         }
         Ok(())
+    }
+
+    /// kiln and the peers that apply to this workload (the bare commands
+    /// only where there is a plan for them).
+    pub fn tools(&self, opts: &Opts) -> Vec<Tool> {
+        let mut v = vec![Tool::Kiln];
+        v.extend(
+            opts.peers
+                .iter()
+                .copied()
+                .filter(|&t| t != Tool::Bare || self.bare.is_some()),
+        );
+        v
     }
 
     /// For warm workloads: the code-only change of run `i`.
@@ -304,6 +336,28 @@ impl Workload {
                 });
                 st.cleanup(&log);
                 r
+            }
+            Tool::Buildkit => {
+                let bk = opts
+                    .buildkit
+                    .as_ref()
+                    .context("BuildKit was not found at start")?;
+                let cache = self
+                    .warm
+                    .then(|| self.cache_repo(reg, tool, run) + ":cache");
+                bk.build(&crate::buildkit::BuildSpec {
+                    context: &self.context,
+                    base: &self.base,
+                    dest: &dest,
+                    cache: cache.as_deref(),
+                    dir: &dir,
+                    registry: &reg.host(),
+                    log: &log,
+                })
+            }
+            Tool::Bare => {
+                let plan = self.bare.context("no bare plan")?;
+                crate::bare::run(&plan, &self.base, &self.context, &dir, &log)
             }
         };
         drop(disk);
@@ -448,6 +502,7 @@ mod tests {
             base: String::new(),
             warm: true,
             change: Some("main.py"),
+            bare: None,
             context: dir.path().to_path_buf(),
             runs_dir: dir.path().join("runs"),
             logs: dir.path().join("logs"),
