@@ -52,6 +52,8 @@ pub struct BuildSpec<'a> {
     pub context: &'a Path,
     /// Value of the `BASE` build argument.
     pub base: &'a str,
+    /// Further build arguments, `NAME=VALUE`.
+    pub build_args: &'a [String],
     /// Where the image is pushed.
     pub dest: &'a str,
     /// Registry cache reference (warm builds), read and written.
@@ -251,6 +253,11 @@ fn standalone(buildkitd: &Path, buildctl: &Path, s: &BuildSpec) -> Result<Sample
         .arg(format!("dockerfile={}", s.context.display()))
         .arg("--opt")
         .arg(format!("build-arg:BASE={}", s.base))
+        .args(
+            s.build_args
+                .iter()
+                .flat_map(|a| ["--opt".to_string(), format!("build-arg:{a}")]),
+        )
         .arg("--output")
         .arg(format!(
             "type=image,name={},push=true,registry.insecure=true",

@@ -159,7 +159,13 @@ fn main() -> Result<()> {
     let selected: Vec<&str> = workloads::NAMES
         .iter()
         .copied()
-        .filter(|n| opts.only.is_empty() || opts.only.iter().any(|o| o == n))
+        .filter(|n| {
+            if opts.only.is_empty() {
+                !workloads::OPT_IN.contains(n)
+            } else {
+                opts.only.iter().any(|o| o == n)
+            }
+        })
         .collect();
 
     let mut rows: Vec<Row> = Vec::new();

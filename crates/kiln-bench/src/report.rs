@@ -206,13 +206,23 @@ pub fn table(rows: &[Row]) -> String {
         );
     }
     let find = |n: &str| rows.iter().find(|r| r.name == n && r.skipped.is_none());
-    if let (Some(a), Some(b)) = (find("warm-200mb"), find("warm-1gb")) {
+    for (small, big, what) in [
+        ("warm-200mb", "warm-1gb", "1 GiB base / 200 MiB base"),
+        (
+            "big-warm",
+            "big-warm-2x",
+            "big image twice the size / big image",
+        ),
+    ] {
+        let (Some(a), Some(b)) = (find(small), find(big)) else {
+            continue;
+        };
         let k = b.med(Tool::Kiln) / a.med(Tool::Kiln);
         let bb = b.med(Tool::Buildah) / a.med(Tool::Buildah);
         let bk = b.med(Tool::Buildkit) / a.med(Tool::Buildkit);
         let _ = writeln!(
             t,
-            "\nScaling, warm rebuild 1 GiB base / 200 MiB base: kiln {k:.2} (target <= 1.20: {}), buildah {}, buildkit {}.",
+            "\nScaling, warm rebuild {what}: kiln {k:.2} (target <= 1.20: {}), buildah {}, buildkit {}.",
             mark(k <= 1.2),
             fig(bb, 2),
             fig(bk, 2)

@@ -20,7 +20,14 @@ pub const NAMES: &[&str] = &[
     "warm-1gb",
     "python-cold",
     "python-warm",
+    "big-cold",
+    "big-warm",
+    "big-warm-2x",
 ];
+
+/// Workloads that run only when named in `--only`: the big image takes
+/// minutes per build for every tool (about 2 GB and 150,000 files written).
+pub const OPT_IN: &[&str] = &["big-cold", "big-warm", "big-warm-2x"];
 
 /// The builders, and the bare commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -75,6 +82,8 @@ pub struct Workload {
     change: Option<&'static str>,
     /// The RUN commands without a builder, when the workload has a plan.
     pub bare: Option<crate::bare::Plan>,
+    /// Build arguments beside `BASE`.
+    build_args: Vec<String>,
     context: PathBuf,
     runs_dir: PathBuf,
     logs: PathBuf,
@@ -147,7 +156,35 @@ impl Workload {
                 true,
                 Some("app/main.py"),
             ),
+            "big-cold" => (
+                "big-image",
+                "big image: a RUN writing 150,000 files and 2 GB, a RUN changing 300 of them, the app; Debian base, cold",
+                0.5,
+                bases.debian()?,
+                false,
+                None,
+            ),
+            "big-warm" => (
+                "big-image",
+                "the big image rebuilt after a code-only change, fresh runner, registry cache",
+                0.1,
+                bases.debian()?,
+                true,
+                Some("app/main.py"),
+            ),
+            "big-warm-2x" => (
+                "big-image",
+                "the same with everything the RUNs write twice as large (300,000 files, 4 GB)",
+                0.1,
+                bases.debian()?,
+                true,
+                Some("app/main.py"),
+            ),
             other => anyhow::bail!("unknown workload {other}"),
+        };
+        let build_args = match name {
+            "big-warm-2x" => vec!["SCALE=2".to_string()],
+            _ => Vec::new(),
         };
         let context = opts.work.join("contexts").join(name);
         let _ = fs::remove_dir_all(&context);
@@ -181,6 +218,7 @@ impl Workload {
             warm,
             change,
             bare: crate::bare::plan(name),
+            build_args,
             context,
             runs_dir,
             logs,
@@ -284,6 +322,7 @@ impl Workload {
                     .arg(&dest)
                     .arg("--build-arg")
                     .arg(format!("BASE={}", self.base))
+                    .args(self.build_args.iter().flat_map(|a| ["--build-arg", a]))
                     .args(["--insecure", "--insecure-pull", "--log-timestamp"])
                     .arg("--kiln-dir")
                     .arg(dir.join("kiln"))
@@ -317,7 +356,8 @@ impl Workload {
                 .arg("-t")
                 .arg(&tag)
                 .arg("--build-arg")
-                .arg(format!("BASE={}", self.base));
+                .arg(format!("BASE={}", self.base))
+                .args(self.build_args.iter().flat_map(|a| ["--build-arg", a]));
                 if self.warm {
                     let repo = self.cache_repo(reg, tool, run);
                     c.arg("--cache-from")
@@ -348,6 +388,7 @@ impl Workload {
                 bk.build(&crate::buildkit::BuildSpec {
                     context: &self.context,
                     base: &self.base,
+                    build_args: &self.build_args,
                     dest: &dest,
                     cache: cache.as_deref(),
                     dir: &dir,
@@ -503,6 +544,7 @@ mod tests {
             warm: true,
             change: Some("main.py"),
             bare: None,
+            build_args: Vec::new(),
             context: dir.path().to_path_buf(),
             runs_dir: dir.path().join("runs"),
             logs: dir.path().join("logs"),
