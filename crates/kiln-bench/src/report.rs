@@ -143,6 +143,12 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
+/// Whether `ratio` meets `target` as printed, to two decimals (4.20 / 6.00
+/// is 0.7000000000000001 in floating point, printed 0.70).
+fn within(ratio: f64, target: f64) -> bool {
+    (ratio * 100.0).round() <= (target * 100.0).round()
+}
+
 /// "—" for a figure that was not measured.
 fn fig(v: f64, digits: usize) -> String {
     if v.is_nan() {
@@ -163,7 +169,7 @@ pub fn table(rows: &[Row]) -> String {
     // "0.47 (<= 0.50 yes)", or the bare ratio where there is no target.
     let judged = |ratio: f64, target: Option<f64>| match (ratio.is_nan(), target) {
         (true, _) => "—".to_string(),
-        (false, Some(tg)) => format!("{ratio:.2} (<= {tg:.2} {})", mark(ratio <= tg)),
+        (false, Some(tg)) => format!("{ratio:.2} (<= {tg:.2} {})", mark(within(ratio, tg))),
         (false, None) => format!("{ratio:.2}"),
     };
     for r in rows {
@@ -198,7 +204,7 @@ pub fn table(rows: &[Row]) -> String {
                     "{:+.0}% (<= {:.0}% {})",
                     overhead * 100.0,
                     OVERHEAD_TARGET * 100.0,
-                    mark(overhead <= OVERHEAD_TARGET)
+                    mark(within(overhead, OVERHEAD_TARGET))
                 )
             },
             r.max_rss(Tool::Kiln, true),
@@ -310,4 +316,47 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
     }
     fs::write(&opts.out, md)?;
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(wall: f64) -> Sample {
+        Sample {
+            wall,
+            rss_self_kb: 40 << 10,
+            rss_tree_kb: 80 << 10,
+        }
+    }
+
+    #[test]
+    fn a_row_has_a_ratio_per_peer_and_the_overhead_over_the_bare_commands() {
+        let mut samples = Samples::default();
+        for (tool, walls) in [
+            (Tool::Kiln, [4.0, 4.4, 4.2]),
+            (Tool::Buildkit, [6.0, 7.0, 5.0]),
+            (Tool::Bare, [3.5, 4.0, 3.0]),
+        ] {
+            for w in walls {
+                samples.push(tool, sample(w));
+            }
+        }
+        let row = Row {
+            name: "python-cold".into(),
+            title: String::new(),
+            target: 0.5,
+            warm: false,
+            samples,
+            load: String::new(),
+            skipped: None,
+        };
+        let t = table(&[row]);
+        let line = t.lines().find(|l| l.starts_with("| python-cold")).unwrap();
+        // kiln 4.20, no buildah, buildkit 6.00 (0.70), bare 3.50 (+20%).
+        assert_eq!(
+            line,
+            "| python-cold | 4.20 | — | — | 6.00 | 0.70 (<= 0.70 yes) | 3.50 | +20% (<= 10% **no**) | 40 | 80 |"
+        );
+    }
 }
