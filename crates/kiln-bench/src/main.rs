@@ -1,8 +1,9 @@
-//! kiln-bench: kiln against `buildah build --layers` on the same workloads,
-//! the same machine and the same registry, alternating the two tools.
+//! kiln-bench: kiln against `buildah build --layers` and BuildKit on the
+//! same workloads, the same machine and the same registry, taking turns;
+//! and against the workload's bare RUN commands, to show kiln's overhead.
 //!
 //! ```text
-//! kiln-bench [--runs N] [--only NAME,NAME] [--driver overlay|vfs] [--kiln PATH] [--out FILE] [--no-fresh-fs]
+//! kiln-bench [--runs N] [--only NAME,NAME] [--peers buildah,buildkit,bare] [--driver overlay|vfs] [--kiln PATH] [--out FILE] [--no-fresh-fs]
 //! ```
 //!
 //! It starts a CNCF registry on a free loopback port, pushes the bases
@@ -26,7 +27,9 @@
 //! `bench/work/logs/`. Generated inputs (wheelhouse, large bases) are cached
 //! under `bench/work/`.
 
+mod bare;
 mod bases;
+mod buildkit;
 mod fresh_disk;
 mod measure;
 mod report;
@@ -63,6 +66,10 @@ pub struct Opts {
     pub work: PathBuf,
     /// Every run on a new ext4 filesystem (see `fresh_disk`).
     pub fresh_fs: bool,
+    /// What kiln is measured against, in this order.
+    pub peers: Vec<Tool>,
+    /// The BuildKit found at start, when `buildkit` is a peer.
+    pub buildkit: Option<buildkit::Buildkit>,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -79,6 +86,8 @@ fn parse_args() -> Result<Opts> {
         kiln_label: None,
         work: root.join("bench/work"),
         fresh_fs: fresh_disk::FreshDisk::available(),
+        peers: vec![Tool::Buildah, Tool::Buildkit, Tool::Bare],
+        buildkit: None,
         root,
     };
     let mut args = std::env::args().skip(1);
@@ -92,9 +101,19 @@ fn parse_args() -> Result<Opts> {
             "--out" => o.out = PathBuf::from(val()?),
             "--kiln-label" => o.kiln_label = Some(val()?),
             "--no-fresh-fs" => o.fresh_fs = false,
+            "--peers" => {
+                o.peers = val()?
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        Tool::peer(p)
+                            .with_context(|| format!("--peers: {p}? (buildah, buildkit, bare)"))
+                    })
+                    .collect::<Result<_>>()?
+            }
             "-h" | "--help" => {
                 println!(
-                    "kiln-bench [--runs N] [--only NAME,..] [--driver overlay|vfs] [--kiln PATH] [--kiln-label TEXT] [--out FILE] [--no-fresh-fs]\n\
+                    "kiln-bench [--runs N] [--only NAME,..] [--peers buildah,buildkit,bare] [--driver overlay|vfs] [--kiln PATH] [--kiln-label TEXT] [--out FILE] [--no-fresh-fs]\n\
                      workloads: {}",
                     workloads::NAMES.join(", ")
                 );
@@ -113,6 +132,9 @@ fn parse_args() -> Result<Opts> {
                 workloads::NAMES.join(", ")
             );
         }
+    }
+    if o.peers.contains(&Tool::Buildkit) {
+        o.buildkit = Some(buildkit::Buildkit::detect()?);
     }
     if !o.kiln.exists() {
         bail!(
@@ -137,7 +159,13 @@ fn main() -> Result<()> {
     let selected: Vec<&str> = workloads::NAMES
         .iter()
         .copied()
-        .filter(|n| opts.only.is_empty() || opts.only.iter().any(|o| o == n))
+        .filter(|n| {
+            if opts.only.is_empty() {
+                !workloads::OPT_IN.contains(n)
+            } else {
+                opts.only.iter().any(|o| o == n)
+            }
+        })
         .collect();
 
     let mut rows: Vec<Row> = Vec::new();
@@ -156,11 +184,10 @@ fn main() -> Result<()> {
         for i in 0..opts.runs {
             wl.prime(i, &opts, &reg)?;
             wl.before_run(i)?;
-            let order = if i % 2 == 0 {
-                [Tool::Kiln, Tool::Buildah]
-            } else {
-                [Tool::Buildah, Tool::Kiln]
-            };
+            // Each run starts with the next tool in turn.
+            let mut order = wl.tools(&opts);
+            let n = order.len();
+            order.rotate_left(i % n);
             for tool in order {
                 let s = wl.run(tool, i, &opts, &reg)?;
                 eprintln!(

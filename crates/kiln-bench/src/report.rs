@@ -1,5 +1,6 @@
 //! Medians, the markdown table, and bench/RESULTS.md.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::process::Command;
@@ -11,22 +12,26 @@ use crate::measure::Sample;
 use crate::workloads::{Tool, Workload};
 use crate::Opts;
 
-/// The samples of one workload.
+/// The samples of one workload, per tool.
 #[derive(Debug, Default)]
-pub struct Samples {
-    kiln: Vec<Sample>,
-    buildah: Vec<Sample>,
-}
+pub struct Samples(BTreeMap<Tool, Vec<Sample>>);
 
 impl Samples {
     /// Records a run.
     pub fn push(&mut self, tool: Tool, s: Sample) {
-        match tool {
-            Tool::Kiln => self.kiln.push(s),
-            Tool::Buildah => self.buildah.push(s),
-        }
+        self.0.entry(tool).or_default().push(s);
+    }
+
+    fn of(&self, tool: Tool) -> &[Sample] {
+        self.0.get(&tool).map(Vec::as_slice).unwrap_or_default()
     }
 }
+
+/// Target for kiln/BuildKit on cold workloads.
+const BUILDKIT_TARGET: f64 = 0.7;
+
+/// Target for kiln's time over the bare commands', minus one.
+const OVERHEAD_TARGET: f64 = 0.10;
 
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -47,6 +52,7 @@ pub struct Row {
     name: String,
     title: String,
     target: f64,
+    warm: bool,
     samples: Samples,
     load: String,
     skipped: Option<String>,
@@ -59,6 +65,7 @@ impl Row {
             name: wl.name.clone(),
             title: wl.title.clone(),
             target: wl.target,
+            warm: wl.warm,
             samples,
             load,
             skipped: None,
@@ -71,6 +78,7 @@ impl Row {
             name: name.into(),
             title: String::new(),
             target: f64::NAN,
+            warm: false,
             samples: Samples::default(),
             load: String::new(),
             skipped: Some(why.into()),
@@ -78,11 +86,7 @@ impl Row {
     }
 
     fn walls(&self, tool: Tool) -> Vec<f64> {
-        let v = match tool {
-            Tool::Kiln => &self.samples.kiln,
-            Tool::Buildah => &self.samples.buildah,
-        };
-        v.iter().map(|s| s.wall).collect()
+        self.samples.of(tool).iter().map(|s| s.wall).collect()
     }
 
     fn med(&self, tool: Tool) -> f64 {
@@ -90,11 +94,9 @@ impl Row {
     }
 
     fn max_rss(&self, tool: Tool, own: bool) -> f64 {
-        let v = match tool {
-            Tool::Kiln => &self.samples.kiln,
-            Tool::Buildah => &self.samples.buildah,
-        };
-        v.iter()
+        self.samples
+            .of(tool)
+            .iter()
             .map(|s| {
                 if own {
                     s.rss_self_mb()
@@ -141,38 +143,95 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
-/// The main table.
+/// Whether `ratio` meets `target` as printed, to two decimals (4.20 / 6.00
+/// is 0.7000000000000001 in floating point, printed 0.70).
+fn within(ratio: f64, target: f64) -> bool {
+    (ratio * 100.0).round() <= (target * 100.0).round()
+}
+
+/// "—" for a figure that was not measured.
+fn fig(v: f64, digits: usize) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else {
+        format!("{v:.digits$}")
+    }
+}
+
+/// The main table: a column of times per tool that ran, kiln's ratio to
+/// each peer with its target, and kiln's overhead over the bare commands.
 pub fn table(rows: &[Row]) -> String {
     let mut t = String::new();
     t.push_str(
-        "| workload | kiln (s) | buildah (s) | kiln/buildah | target | met | kiln peak RSS (MB) | largest process incl. RUN steps (MB) |\n\
-         | --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: |\n",
+        "| workload | kiln (s) | buildah (s) | kiln/buildah (target) | buildkit (s) | kiln/buildkit (target) | bare RUN commands (s) | kiln overhead over them (target) | kiln peak RSS (MB) | largest process incl. RUN steps (MB) |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
+    // "0.47 (<= 0.50 yes)", or the bare ratio where there is no target.
+    let judged = |ratio: f64, target: Option<f64>| match (ratio.is_nan(), target) {
+        (true, _) => "—".to_string(),
+        (false, Some(tg)) => format!("{ratio:.2} (<= {tg:.2} {})", mark(within(ratio, tg))),
+        (false, None) => format!("{ratio:.2}"),
+    };
     for r in rows {
         if let Some(why) = &r.skipped {
-            let _ = writeln!(t, "| {} | — | — | — | — | skipped: {why} | — | — |", r.name);
+            let _ = writeln!(
+                t,
+                "| {} | skipped: {why} | — | — | — | — | — | — | — | — |",
+                r.name
+            );
             continue;
         }
-        let (k, b) = (r.med(Tool::Kiln), r.med(Tool::Buildah));
-        let ratio = k / b;
-        let rss = r.max_rss(Tool::Kiln, true);
+        let k = r.med(Tool::Kiln);
+        let (b, bk, bare) = (
+            r.med(Tool::Buildah),
+            r.med(Tool::Buildkit),
+            r.med(Tool::Bare),
+        );
+        let overhead = k / bare - 1.0;
         let _ = writeln!(
             t,
-            "| {} | {k:.2} | {b:.2} | {ratio:.2} | <= {:.2} | {} | {rss:.0} | {:.0} |",
+            "| {} | {k:.2} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} |",
             r.name,
-            r.target,
-            mark(ratio <= r.target),
+            fig(b, 2),
+            judged(k / b, Some(r.target)),
+            fig(bk, 2),
+            judged(k / bk, (!r.warm).then_some(BUILDKIT_TARGET)),
+            fig(bare, 2),
+            if overhead.is_nan() {
+                "—".to_string()
+            } else {
+                format!(
+                    "{:+.0}% (<= {:.0}% {})",
+                    overhead * 100.0,
+                    OVERHEAD_TARGET * 100.0,
+                    mark(within(overhead, OVERHEAD_TARGET))
+                )
+            },
+            r.max_rss(Tool::Kiln, true),
             r.max_rss(Tool::Kiln, false)
         );
     }
     let find = |n: &str| rows.iter().find(|r| r.name == n && r.skipped.is_none());
-    if let (Some(a), Some(b)) = (find("warm-200mb"), find("warm-1gb")) {
+    for (small, big, what) in [
+        ("warm-200mb", "warm-1gb", "1 GiB base / 200 MiB base"),
+        (
+            "big-warm",
+            "big-warm-2x",
+            "big image twice the size / big image",
+        ),
+    ] {
+        let (Some(a), Some(b)) = (find(small), find(big)) else {
+            continue;
+        };
         let k = b.med(Tool::Kiln) / a.med(Tool::Kiln);
         let bb = b.med(Tool::Buildah) / a.med(Tool::Buildah);
+        let bk = b.med(Tool::Buildkit) / a.med(Tool::Buildkit);
         let _ = writeln!(
             t,
-            "\nScaling, warm rebuild 1 GiB base / 200 MiB base: kiln {k:.2} (target <= 1.20: {}), buildah {bb:.2}.",
-            mark(k <= 1.2)
+            "\nScaling, warm rebuild {what}: kiln {k:.2} (target <= 1.20: {}), buildah {}, buildkit {}.",
+            mark(k <= 1.2),
+            fig(bb, 2),
+            fig(bk, 2)
         );
     }
     let rss_all = rows
@@ -201,7 +260,7 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
     );
     let _ = writeln!(
         md,
-        "- date: {}\n- machine: {} cores ({}), {} RAM\n- load average (1, 5, 15 min): {load_start} at start, {} at the end\n- kiln: {} (release build, {})\n- buildah: {}, `--layers --isolation chroot`, storage driver `{}`\n- runs per tool and workload: {} (alternating which tool goes first)\n- working directory of every run: {}\n- total time: {:.0} s\n",
+        "- date: {}\n- machine: {} cores ({}), {} RAM\n- load average (1, 5, 15 min): {load_start} at start, {} at the end\n- kiln: {} (release build, {})\n- buildah: {}, `--layers --isolation chroot`, storage driver `{}`\n- buildkit: {}\n- bare: each workload's RUN commands in a plain chroot of the unpacked base (unshare, /proc and /dev mounted), no builder; only the commands are timed\n- peers: {}\n- runs per tool and workload: {} (taking turns at going first)\n- working directory of every run: {}\n- total time: {:.0} s\n",
         cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         cpu_model(),
@@ -214,6 +273,11 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
         opts.kiln.display(),
         cmd_out("buildah", &["--version"]),
         opts.driver,
+        opts.buildkit
+            .as_ref()
+            .map(|b| b.describe())
+            .unwrap_or_else(|| "not measured".into()),
+        opts.peers.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
         opts.runs,
         if opts.fresh_fs {
             "a new ext4 filesystem (sparse image, loop mount), made before the run and discarded after"
@@ -223,9 +287,13 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
         took.as_secs_f64()
     );
     md.push_str(&table);
-    md.push_str("\n## Every run (seconds)\n\n| workload | load at start | kiln | buildah |\n| --- | --- | --- | --- |\n");
+    md.push_str("\n## Every run (seconds)\n\n| workload | load at start | kiln | buildah | buildkit | bare |\n| --- | --- | --- | --- | --- | --- |\n");
     for r in rows.iter().filter(|r| r.skipped.is_none()) {
-        let f = |v: Vec<f64>| {
+        let f = |tool: Tool| {
+            let v = r.walls(tool);
+            if v.is_empty() {
+                return "—".to_string();
+            }
             v.iter()
                 .map(|x| format!("{x:.2}"))
                 .collect::<Vec<_>>()
@@ -233,11 +301,13 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             r.name,
             r.load,
-            f(r.walls(Tool::Kiln)),
-            f(r.walls(Tool::Buildah))
+            f(Tool::Kiln),
+            f(Tool::Buildah),
+            f(Tool::Buildkit),
+            f(Tool::Bare)
         );
     }
     md.push_str("\n## Workloads\n\n");
@@ -246,4 +316,47 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
     }
     fs::write(&opts.out, md)?;
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(wall: f64) -> Sample {
+        Sample {
+            wall,
+            rss_self_kb: 40 << 10,
+            rss_tree_kb: 80 << 10,
+        }
+    }
+
+    #[test]
+    fn a_row_has_a_ratio_per_peer_and_the_overhead_over_the_bare_commands() {
+        let mut samples = Samples::default();
+        for (tool, walls) in [
+            (Tool::Kiln, [4.0, 4.4, 4.2]),
+            (Tool::Buildkit, [6.0, 7.0, 5.0]),
+            (Tool::Bare, [3.5, 4.0, 3.0]),
+        ] {
+            for w in walls {
+                samples.push(tool, sample(w));
+            }
+        }
+        let row = Row {
+            name: "python-cold".into(),
+            title: String::new(),
+            target: 0.5,
+            warm: false,
+            samples,
+            load: String::new(),
+            skipped: None,
+        };
+        let t = table(&[row]);
+        let line = t.lines().find(|l| l.starts_with("| python-cold")).unwrap();
+        // kiln 4.20, no buildah, buildkit 6.00 (0.70), bare 3.50 (+20%).
+        assert_eq!(
+            line,
+            "| python-cold | 4.20 | — | — | 6.00 | 0.70 (<= 0.70 yes) | 3.50 | +20% (<= 10% **no**) | 40 | 80 |"
+        );
+    }
 }

@@ -20,15 +20,26 @@ pub const NAMES: &[&str] = &[
     "warm-1gb",
     "python-cold",
     "python-warm",
+    "big-cold",
+    "big-warm",
+    "big-warm-2x",
 ];
 
-/// The two builders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Workloads that run only when named in `--only`: the big image takes
+/// minutes per build for every tool (about 2 GB and 150,000 files written).
+pub const OPT_IN: &[&str] = &["big-cold", "big-warm", "big-warm-2x"];
+
+/// The builders, and the bare commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tool {
     /// kiln (release build).
     Kiln,
     /// `buildah build --layers`.
     Buildah,
+    /// BuildKit (see `buildkit`).
+    Buildkit,
+    /// The workload's RUN commands in a plain chroot, no builder (see `bare`).
+    Bare,
 }
 
 impl Tool {
@@ -37,6 +48,18 @@ impl Tool {
         match self {
             Tool::Kiln => "kiln",
             Tool::Buildah => "buildah",
+            Tool::Buildkit => "buildkit",
+            Tool::Bare => "bare",
+        }
+    }
+
+    /// The peer named `s` (`--peers`).
+    pub fn peer(s: &str) -> Option<Self> {
+        match s {
+            "buildah" => Some(Tool::Buildah),
+            "buildkit" => Some(Tool::Buildkit),
+            "bare" => Some(Tool::Bare),
+            _ => None,
         }
     }
 }
@@ -57,6 +80,10 @@ pub struct Workload {
     pub warm: bool,
     /// The file a warm run changes (relative to the context).
     change: Option<&'static str>,
+    /// The RUN commands without a builder, when the workload has a plan.
+    pub bare: Option<crate::bare::Plan>,
+    /// Build arguments beside `BASE`.
+    build_args: Vec<String>,
     context: PathBuf,
     runs_dir: PathBuf,
     logs: PathBuf,
@@ -129,7 +156,35 @@ impl Workload {
                 true,
                 Some("app/main.py"),
             ),
+            "big-cold" => (
+                "big-image",
+                "big image: a RUN writing 150,000 files and 2 GB, a RUN changing 300 of them, the app; Debian base, cold",
+                0.5,
+                bases.debian()?,
+                false,
+                None,
+            ),
+            "big-warm" => (
+                "big-image",
+                "the big image rebuilt after a code-only change, fresh runner, registry cache",
+                0.1,
+                bases.debian()?,
+                true,
+                Some("app/main.py"),
+            ),
+            "big-warm-2x" => (
+                "big-image",
+                "the same with everything the RUNs write twice as large (300,000 files, 4 GB)",
+                0.1,
+                bases.debian()?,
+                true,
+                Some("app/main.py"),
+            ),
             other => anyhow::bail!("unknown workload {other}"),
+        };
+        let build_args = match name {
+            "big-warm-2x" => vec!["SCALE=2".to_string()],
+            _ => Vec::new(),
         };
         let context = opts.work.join("contexts").join(name);
         let _ = fs::remove_dir_all(&context);
@@ -162,6 +217,8 @@ impl Workload {
             base,
             warm,
             change,
+            bare: crate::bare::plan(name),
+            build_args,
             context,
             runs_dir,
             logs,
@@ -184,10 +241,23 @@ impl Workload {
             "    run {}: a cold build into an empty cache per tool",
             run + 1
         );
-        for tool in [Tool::Kiln, Tool::Buildah] {
+        for tool in self.tools(opts) {
             self.build(tool, run, &format!("prime-{}", run + 1), opts, reg)?;
         }
         Ok(())
+    }
+
+    /// kiln and the peers that apply to this workload (the bare commands
+    /// only where there is a plan for them).
+    pub fn tools(&self, opts: &Opts) -> Vec<Tool> {
+        let mut v = vec![Tool::Kiln];
+        v.extend(
+            opts.peers
+                .iter()
+                .copied()
+                .filter(|&t| t != Tool::Bare || self.bare.is_some()),
+        );
+        v
     }
 
     /// For warm workloads: the code-only change of run `i`.
@@ -252,6 +322,7 @@ impl Workload {
                     .arg(&dest)
                     .arg("--build-arg")
                     .arg(format!("BASE={}", self.base))
+                    .args(self.build_args.iter().flat_map(|a| ["--build-arg", a]))
                     .args(["--insecure", "--insecure-pull", "--log-timestamp"])
                     .arg("--kiln-dir")
                     .arg(dir.join("kiln"))
@@ -285,7 +356,8 @@ impl Workload {
                 .arg("-t")
                 .arg(&tag)
                 .arg("--build-arg")
-                .arg(format!("BASE={}", self.base));
+                .arg(format!("BASE={}", self.base))
+                .args(self.build_args.iter().flat_map(|a| ["--build-arg", a]));
                 if self.warm {
                     let repo = self.cache_repo(reg, tool, run);
                     c.arg("--cache-from")
@@ -304,6 +376,29 @@ impl Workload {
                 });
                 st.cleanup(&log);
                 r
+            }
+            Tool::Buildkit => {
+                let bk = opts
+                    .buildkit
+                    .as_ref()
+                    .context("BuildKit was not found at start")?;
+                let cache = self
+                    .warm
+                    .then(|| self.cache_repo(reg, tool, run) + ":cache");
+                bk.build(&crate::buildkit::BuildSpec {
+                    context: &self.context,
+                    base: &self.base,
+                    build_args: &self.build_args,
+                    dest: &dest,
+                    cache: cache.as_deref(),
+                    dir: &dir,
+                    registry: &reg.host(),
+                    log: &log,
+                })
+            }
+            Tool::Bare => {
+                let plan = self.bare.context("no bare plan")?;
+                crate::bare::run(&plan, &self.base, &self.context, &dir, &log)
             }
         };
         drop(disk);
@@ -448,6 +543,8 @@ mod tests {
             base: String::new(),
             warm: true,
             change: Some("main.py"),
+            bare: None,
+            build_args: Vec::new(),
             context: dir.path().to_path_buf(),
             runs_dir: dir.path().join("runs"),
             logs: dir.path().join("logs"),
