@@ -96,4 +96,4 @@ pub use skopeo::{
 };
 pub use tls::{generate as generate_tls, TlsFiles};
 pub use tools::{find_in_path, tools_check, REQUIRED_TOOLS};
-pub use umoci::{run_pushed_image, run_unpacked, umoci_unpack};
+pub use umoci::{run_pushed_image, run_unpacked, umoci_unpack, unpack_pushed_image};

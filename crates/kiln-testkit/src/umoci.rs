@@ -79,25 +79,43 @@ pub fn run_unpacked(bundle_dir: &Path) -> Result<String> {
     String::from_utf8(out.stdout).context("the process printed non-UTF-8")
 }
 
-/// Copies `name` (`repo:tag`) from `reg` into an OCI layout with skopeo,
-/// unpacks it with [`umoci_unpack`] and runs it with [`run_unpacked`];
-/// returns its stdout. Everything lives in a temp dir removed afterwards.
+/// Copies `name` (`repo:tag` or `repo@digest`) from `reg` into an OCI
+/// layout under `dir` with skopeo (digests preserved, reading with
+/// `access`) and unpacks it into `dir/bundle` with [`umoci_unpack`];
+/// returns the bundle's rootfs.
+///
+/// # Errors
+/// Fails if skopeo or umoci does.
+pub fn unpack_pushed_image(
+    reg: &crate::Registry,
+    access: &crate::Access,
+    name: &str,
+    dir: &Path,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let layout = dir.join("layout");
+    let opts = crate::CopyOptions {
+        src: access.clone(),
+        preserve_digests: true,
+        ..crate::CopyOptions::default()
+    };
+    crate::skopeo_copy_with(
+        &format!("docker://{}", reg.image_ref(name)),
+        &format!("oci:{}:image", layout.display()),
+        &opts,
+    )?;
+    umoci_unpack(&layout, "image", &dir.join("bundle"))
+}
+
+/// Copies `name` (`repo:tag`) from `reg`, unpacks it with
+/// [`unpack_pushed_image`] and runs it with [`run_unpacked`]; returns its
+/// stdout. Everything lives in a temp dir removed afterwards.
 ///
 /// # Errors
 /// Fails if any of the tools fails, or the image's process does.
 pub fn run_pushed_image(reg: &crate::Registry, name: &str) -> Result<String> {
     let dir = tempfile::Builder::new().prefix("kiln-run-").tempdir()?;
-    let layout = dir.path().join("layout");
-    let opts = crate::CopyOptions {
-        src: crate::Access::for_registry(reg),
-        ..crate::CopyOptions::default()
-    };
-    crate::skopeo_copy_with(
-        &format!("docker://{}", reg.image_ref(name)),
-        &format!("oci:{}:run", layout.display()),
-        &opts,
-    )?;
-    let bundle = dir.path().join("bundle");
-    umoci_unpack(&layout, "run", &bundle)?;
-    run_unpacked(&bundle).with_context(|| format!("running {}", reg.image_ref(name)))
+    unpack_pushed_image(reg, &crate::Access::for_registry(reg), name, dir.path())?;
+    run_unpacked(&dir.path().join("bundle"))
+        .with_context(|| format!("running {}", reg.image_ref(name)))
 }

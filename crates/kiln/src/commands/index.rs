@@ -2,14 +2,13 @@
 //! pushed (one per platform, by per-architecture jobs) into one image index
 //! and pushes it to every destination, keeping each image's digest.
 
-use clap::{ArgAction, Args, Subcommand};
+use clap::{Args, Subcommand};
 use kiln_build::index::{self, IndexSource};
-use kiln_build::options::{Destination, ImageFormat};
-use kiln_build::output::digest_files;
-use kiln_oci::auth::CredentialStore;
+use kiln_build::options::ImageFormat;
 use kiln_oci::Reference;
 
-use super::cache::{client_for, init_logging, LogFlags, RegistryFlags};
+use super::cache::{init_logging, LogFlags};
+use super::push_target::PushTargetFlags;
 use crate::exit_code::{Exit, Failure};
 
 /// `kiln index` subcommands.
@@ -26,37 +25,13 @@ pub struct IndexCreateCommand {
     #[arg(value_name = "IMAGE", required = true)]
     pub sources: Vec<String>,
 
-    /// Image reference to push the index to. Repeat for several.
-    #[arg(short = 'd', long, value_name = "IMAGE", action = ArgAction::Append, required = true)]
-    pub destination: Vec<String>,
+    #[command(flatten)]
+    pub target: PushTargetFlags,
 
     /// oci (an OCI image index) or docker (a Docker manifest list). Default:
     /// docker when every image is a Docker manifest, else oci.
     #[arg(long, value_name = "FORMAT", value_parser = str::parse::<ImageFormat>)]
     pub image_format: Option<ImageFormat>,
-
-    #[command(flatten)]
-    pub registry: RegistryFlags,
-
-    /// Number of retries for a failed push.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub push_retry: u32,
-
-    /// Built-in credential sources (env, google, ecr, acr, gitlab), as for kiln build.
-    #[arg(long, value_name = "NAME", action = ArgAction::Append)]
-    pub credential_helpers: Option<Vec<String>>,
-
-    /// Write the digest of the index to this file.
-    #[arg(long, value_name = "FILE")]
-    pub digest_file: Option<std::path::PathBuf>,
-
-    /// Write IMAGE@DIGEST (one line per destination) to this file.
-    #[arg(long, value_name = "FILE")]
-    pub image_name_with_digest_file: Option<std::path::PathBuf>,
-
-    /// Write IMAGE:TAG@DIGEST (one line per destination) to this file.
-    #[arg(long, value_name = "FILE")]
-    pub image_name_tag_with_digest_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     pub log: LogFlags,
@@ -72,14 +47,7 @@ pub fn run(command: &IndexCommand) -> Result<(), Failure> {
 fn create(command: &IndexCreateCommand) -> Result<(), Failure> {
     init_logging(&command.log);
     let usage = |m: String| Failure::new(Exit::Usage, m);
-    let destinations = command
-        .destination
-        .iter()
-        .map(|d| {
-            d.parse::<Destination>()
-                .map_err(|e| usage(format!("--destination {d:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let destinations = command.target.destinations()?;
     let sources = command
         .sources
         .iter()
@@ -92,13 +60,7 @@ fn create(command: &IndexCreateCommand) -> Result<(), Failure> {
                 .map_err(|e| usage(format!("source image {s:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let helpers =
-        kiln_build::options::resolve_credential_helpers(command.credential_helpers.as_deref())
-            .map_err(|e| usage(e.to_string()))?;
-    let mut options = command.registry.options()?;
-    options.push_retries = command.push_retry;
-    options.credentials = CredentialStore::from_env().with_builtin_helpers(helpers);
-    let client = client_for(options)?;
+    let client = command.target.client()?;
     // A request that cannot be met (two images for one platform) is the
     // caller's to fix; the rest is the registries'.
     let registry = |e: index::IndexError| {
@@ -147,16 +109,8 @@ fn create(command: &IndexCreateCommand) -> Result<(), Failure> {
             report.copied
         ))?;
     }
-    let written = |e: kiln_build::output::OutputError| Failure::new(Exit::BuildFailed, e);
-    let digest = &joined.digest;
-    if let Some(path) = &command.digest_file {
-        digest_files::write_digest(path, digest).map_err(written)?;
-    }
-    if let Some(path) = &command.image_name_with_digest_file {
-        digest_files::write_name_with_digest(path, &destinations, digest).map_err(written)?;
-    }
-    if let Some(path) = &command.image_name_tag_with_digest_file {
-        digest_files::write_name_tag_with_digest(path, &destinations, digest).map_err(written)?;
-    }
+    command
+        .target
+        .write_digest_files(&destinations, &joined.digest)?;
     Ok(())
 }

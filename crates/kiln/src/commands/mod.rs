@@ -8,6 +8,7 @@ pub mod generate;
 pub mod index;
 pub mod login;
 pub mod push;
+pub mod push_target;
 pub mod warm;
 
 use std::io::Write;

@@ -6,14 +6,12 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args};
-use kiln_build::options::Destination;
-use kiln_build::output::digest_files;
-use kiln_oci::auth::CredentialStore;
+use clap::Args;
 use kiln_oci::{Access, BlobSource, Digest, PushOutcome};
 
 use super::artifact;
-use super::cache::{client_for, init_logging, LogFlags, RegistryFlags};
+use super::cache::{init_logging, LogFlags};
+use super::push_target::PushTargetFlags;
 use crate::build_command::go_bool;
 use crate::exit_code::{Exit, Failure};
 
@@ -23,32 +21,8 @@ pub struct PushCommand {
     /// The image: a tarball from --tar-path or docker save, or an OCI layout directory.
     pub path: PathBuf,
 
-    /// Image reference to push to. Repeat for several.
-    #[arg(short = 'd', long, value_name = "IMAGE", action = ArgAction::Append, required = true)]
-    pub destination: Vec<String>,
-
     #[command(flatten)]
-    pub registry: RegistryFlags,
-
-    /// Number of retries for a failed push.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub push_retry: u32,
-
-    /// Built-in credential sources (env, google, ecr, acr, gitlab), as for kiln build.
-    #[arg(long, value_name = "NAME", action = ArgAction::Append)]
-    pub credential_helpers: Option<Vec<String>>,
-
-    /// Write the digest of the pushed image to this file.
-    #[arg(long, value_name = "FILE")]
-    pub digest_file: Option<PathBuf>,
-
-    /// Write IMAGE@DIGEST (one line per destination) to this file.
-    #[arg(long, value_name = "FILE")]
-    pub image_name_with_digest_file: Option<PathBuf>,
-
-    /// Write IMAGE:TAG@DIGEST (one line per destination) to this file.
-    #[arg(long, value_name = "FILE")]
-    pub image_name_tag_with_digest_file: Option<PathBuf>,
+    pub target: PushTargetFlags,
 
     /// Accepted for Kaniko compatibility (kiln checks nothing before pushing).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
@@ -62,21 +36,8 @@ pub struct PushCommand {
 pub fn run(command: &PushCommand) -> Result<(), Failure> {
     init_logging(&command.log);
     let usage = |m: String| Failure::new(Exit::Usage, m);
-    let destinations = command
-        .destination
-        .iter()
-        .map(|d| {
-            d.parse::<Destination>()
-                .map_err(|e| usage(format!("--destination {d:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let helpers =
-        kiln_build::options::resolve_credential_helpers(command.credential_helpers.as_deref())
-            .map_err(|e| usage(e.to_string()))?;
-    let mut options = command.registry.options()?;
-    options.push_retries = command.push_retry;
-    options.credentials = CredentialStore::from_env().with_builtin_helpers(helpers);
-    let client = client_for(options)?;
+    let destinations = command.target.destinations()?;
+    let client = command.target.client()?;
     let image = artifact::load(&command.path).map_err(|e| usage(format!("push: {e}")))?;
     let digest = image.digest();
     tracing::info!(
@@ -127,15 +88,6 @@ pub fn run(command: &PushCommand) -> Result<(), Failure> {
             dest.as_given
         ))?;
     }
-    let written = |e: kiln_build::output::OutputError| Failure::new(Exit::BuildFailed, e);
-    if let Some(path) = &command.digest_file {
-        digest_files::write_digest(path, &digest).map_err(written)?;
-    }
-    if let Some(path) = &command.image_name_with_digest_file {
-        digest_files::write_name_with_digest(path, &destinations, &digest).map_err(written)?;
-    }
-    if let Some(path) = &command.image_name_tag_with_digest_file {
-        digest_files::write_name_tag_with_digest(path, &destinations, &digest).map_err(written)?;
-    }
+    command.target.write_digest_files(&destinations, &digest)?;
     Ok(())
 }

@@ -21,7 +21,7 @@ use std::process::Command;
 
 use build_common::{stderr, Kiln};
 use kiln_testkit::{
-    skopeo_copy_with, skopeo_inspect_for_platform, skopeo_inspect_raw, umoci_unpack, Access,
+    skopeo_copy_with, skopeo_inspect_for_platform, skopeo_inspect_raw, unpack_pushed_image, Access,
     BaseImage, CopyOptions, InspectKind, Platform, Registry,
 };
 
@@ -130,24 +130,11 @@ fn foreign_run_steps_run_under_qemu_and_the_images_join_into_one_index() {
         assert_eq!(config["architecture"], p.architecture.as_str(), "{config}");
 
         // Unpacked by umoci, the image holds what its RUN steps saw.
-        let layout = work.path().join(format!("layout-{}", p.architecture));
-        skopeo_copy_with(
-            &format!(
-                "docker://{}",
-                reg.image_ref(&format!("app:{}", p.architecture))
-            ),
-            &format!("oci:{}:image", layout.display()),
-            &CopyOptions {
-                src: access.clone(),
-                preserve_digests: true,
-                ..CopyOptions::default()
-            },
-        )
-        .unwrap();
-        let rootfs = umoci_unpack(
-            &layout,
-            "image",
-            &work.path().join(format!("bundle-{}", p.architecture)),
+        let rootfs = unpack_pushed_image(
+            &reg,
+            &access,
+            &format!("app:{}", p.architecture),
+            &work.path().join(&p.architecture),
         )
         .unwrap();
         let read = |name: &str| fs::read_to_string(rootfs.join(name)).unwrap();
@@ -240,22 +227,12 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
         )
         .unwrap();
         assert_eq!(config["architecture"], p.architecture.as_str(), "{config}");
-        let layout = work.path().join(format!("layout-{}", p.architecture));
         let digest = entry["digest"].as_str().unwrap();
-        skopeo_copy_with(
-            &format!("docker://{}", reg.image_ref(&format!("app@{digest}"))),
-            &format!("oci:{}:image", layout.display()),
-            &CopyOptions {
-                src: access.clone(),
-                preserve_digests: true,
-                ..CopyOptions::default()
-            },
-        )
-        .unwrap();
-        let rootfs = umoci_unpack(
-            &layout,
-            "image",
-            &work.path().join(format!("bundle-{}", p.architecture)),
+        let rootfs = unpack_pushed_image(
+            &reg,
+            &access,
+            &format!("app@{digest}"),
+            &work.path().join(&p.architecture),
         )
         .unwrap();
         let read = |name: &str| fs::read_to_string(rootfs.join(name)).unwrap();
