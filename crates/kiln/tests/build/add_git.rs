@@ -6,48 +6,15 @@
 //! A missing tool fails the test; nothing is skipped.
 
 use crate::build_common;
+use crate::servers::{context_server, git, git_daemon, run};
 
-use build_common::{fixture, stderr, Kiln};
+use build_common::{stderr, Kiln};
 use kiln_testkit::{Flattened, Registry};
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 use tempfile::TempDir;
-
-/// A child process killed when the test ends.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    run(Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args))
-}
 
 /// A work tree `NAME-work` and its bare clone `NAME.git` under `root`: on
 /// `main`, a first commit (tagged `v1`) with `msg.txt` = "one", an
@@ -87,35 +54,6 @@ fn new_commit(root: &Path, name: &str, text: &str) -> String {
     let bare = root.join(format!("{name}.git"));
     git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
     git(&work, &["rev-parse", "HEAD"])
-}
-
-fn git_daemon(root: &Path) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // git-daemon itself, not `git daemon`: killing the `git` wrapper would
-    // leave the daemon running.
-    let exec_path = run(Command::new("git").arg("--exec-path"));
-    let daemon = Server {
-        child: Command::new(Path::new(&exec_path).join("git-daemon"))
-            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", root.display()))
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon starts (Debian's git)"),
-        port,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "git daemon did not listen");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    daemon
 }
 
 /// Builds `dockerfile` from an otherwise empty context into an OCI layout.
@@ -239,25 +177,18 @@ fn add_from_git_http_backend_with_credentials() {
     make_repo(&repos, "public");
     make_repo(&repos, "private");
     let tls = kiln_testkit::generate_tls(&t.path().join("tls")).unwrap();
-    let mut child = Command::new("python3")
-        .arg(fixture("context_server.py"))
-        .arg("--root")
-        .arg(t.path())
-        .args(["--git-root", repos.to_str().unwrap()])
-        .args(["--private", "private.git=builder:hunter2", "--tls"])
-        .arg(&tls.server_cert)
-        .arg(&tls.server_key)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs the context server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let server = Server {
-        port: line.trim().parse().expect("the server prints its port"),
-        child,
-    };
+    let server = context_server(
+        t.path(),
+        &[
+            "--git-root",
+            repos.to_str().unwrap(),
+            "--private",
+            "private.git=builder:hunter2",
+            "--tls",
+            tls.server_cert.to_str().unwrap(),
+            tls.server_key.to_str().unwrap(),
+        ],
+    );
     let ca = tls.ca_cert.to_str().unwrap();
     let base = format!("https://127.0.0.1:{}/git", server.port);
     let img = built(

@@ -19,4 +19,5 @@ mod outputs;
 mod progress;
 mod registries;
 mod remote_contexts;
+mod servers;
 mod smoke;

@@ -5,70 +5,16 @@
 //! server. A missing tool fails the test; nothing is skipped.
 
 use crate::build_common;
+use crate::servers::{context_server, free_port, git, git_daemon, run, wait_for_port, Server};
 
-use build_common::{fixture, stderr, Kiln};
+use build_common::{stderr, Kiln};
 use kiln_testkit::Flattened;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-
-/// A child process killed when the test ends.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    run(Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "protocol.file.allow=always",
-        ])
-        .args(args))
-}
 
 /// A bare repository `NAME.git` under `root` with two commits on `main`:
 /// the first (tagged `v1`) has `msg.txt` = "one", the second "two". Both
@@ -134,44 +80,12 @@ fn fails(context: &str, extra: &[&str], env: &[(&str, &str)]) -> String {
     err
 }
 
-fn context_server(root: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new("python3")
-        .arg(fixture("context_server.py"))
-        .arg("--root")
-        .arg(root)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs the context server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().parse().expect("the server prints its port");
-    Server { child, port }
-}
-
 #[test]
 fn git_daemon_contexts_at_head_tag_commit_and_subdirectory() {
     let t = TempDir::new().unwrap();
     let first = make_repo(t.path(), "repo");
-    let port = free_port();
-    // git-daemon itself, not `git daemon`: killing the `git` wrapper would
-    // leave the daemon running.
-    let exec_path = run(Command::new("git").arg("--exec-path"));
-    let daemon = Server {
-        child: Command::new(Path::new(&exec_path).join("git-daemon"))
-            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", t.path().display()))
-            .arg(t.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon starts"),
-        port,
-    };
-    wait_for_port(daemon.port, "git daemon");
+    let daemon = git_daemon(t.path());
+    let port = daemon.port;
     // Kaniko fetches git:// contexts over https unless GIT_PULL_METHOD says
     // otherwise; `git` speaks the daemon's own protocol.
     let env = [("GIT_PULL_METHOD", "git")];
