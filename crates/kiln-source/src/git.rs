@@ -2,6 +2,13 @@
 //! its reqwest transport, `git://` natively, ssh through the system `ssh`
 //! (so an ssh agent and `~/.ssh` work as they do for git).
 //!
+//! ssh runs in batch mode (it never prompts) and checks the server's host
+//! key as Kaniko's go-git does: against the files `SSH_KNOWN_HOSTS` lists
+//! (separated by `:`), else `~/.ssh/known_hosts` and
+//! `/etc/ssh/ssh_known_hosts`; an unknown or changed key fails the clone.
+//! `GIT_SSH_COMMAND` replaces that command (still in batch mode), for
+//! example to name a key file or a port, or to accept new host keys.
+//!
 //! Only the revision being built is fetched, at depth 1 unless a commit id
 //! is asked for (a commit is fetched by id, then its history is not needed
 //! either). Credentials come from Kaniko's variables only: `GIT_TOKEN`
@@ -124,6 +131,7 @@ fn clone_revision(
     std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(|e| other(&e))?;
     let mut overrides = vec!["protocol.version=2".to_string()];
+    overrides.extend(ssh_overrides(env));
     if options.insecure_skip_tls {
         overrides.push("http.sslVerify=false".to_string());
     }
@@ -169,6 +177,8 @@ fn clone_revision(
                 || lower.contains("could not find")
             {
                 CloneError::NotFound(text)
+            } else if is_ssh(url) {
+                CloneError::Other(ssh_failure(&text, env))
             } else if lower.contains("no credentials were returned") {
                 CloneError::Other(
                     "the server asks for credentials: set GIT_USERNAME and GIT_PASSWORD, or GIT_TOKEN"
@@ -222,6 +232,96 @@ fn submodules(root: &Path, options: &GitOptions, env: &Env) -> Result<(), String
         clone(&sub, options, env, &dest).map_err(|e| format!("submodule {name} ({url}): {e}"))?;
     }
     Ok(())
+}
+
+/// The variable naming the known-hosts files, as go-git (Kaniko) reads it.
+pub const SSH_KNOWN_HOSTS: &str = "SSH_KNOWN_HOSTS";
+
+/// The configuration that makes gix run ssh as kiln does: `core.sshCommand`
+/// (and, for kiln's own command, `ssh.variant`, so no probe is run).
+fn ssh_overrides(env: &Env) -> Vec<String> {
+    let batch = "-o BatchMode=yes";
+    match env.get("GIT_SSH_COMMAND").filter(|c| !c.trim().is_empty()) {
+        // Options given first win in ssh, so the user's own `-o BatchMode`
+        // would still be obeyed.
+        Some(command) => vec![format!(
+            "core.sshCommand={} {batch}",
+            config_value(&command)
+        )],
+        None => {
+            let mut command = format!("ssh {batch} -o StrictHostKeyChecking=yes");
+            let files: Vec<String> = env
+                .get(SSH_KNOWN_HOSTS)
+                .unwrap_or_default()
+                .split(':')
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect();
+            if !files.is_empty() {
+                command.push_str(" -o ");
+                command.push_str(&shell_quote(&format!(
+                    "UserKnownHostsFile={}",
+                    files.join(" ")
+                )));
+                command.push_str(" -o GlobalKnownHostsFile=/dev/null");
+            }
+            vec![
+                format!("core.sshCommand={}", config_value(&command)),
+                "ssh.variant=ssh".to_string(),
+            ]
+        }
+    }
+}
+
+/// True for the URLs gix reaches through ssh: `ssh://`, `git+ssh://` and
+/// git's scp-like `user@host:path`.
+fn is_ssh(url: &str) -> bool {
+    match url.split_once("://") {
+        Some((scheme, _)) => matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "ssh" | "git+ssh" | "ssh+git"
+        ),
+        None => url.contains(':'),
+    }
+}
+
+/// What to do about a failed ssh connection. ssh's own message is on
+/// standard error already (gix passes through what it does not recognise),
+/// so this says where kiln looks for keys and host keys.
+fn ssh_failure(text: &str, env: &Env) -> String {
+    let custom = env
+        .get("GIT_SSH_COMMAND")
+        .is_some_and(|c| !c.trim().is_empty());
+    let lower = text.to_ascii_lowercase();
+    // A refused login reaches gix as a request for credentials, which kiln
+    // never answers for ssh.
+    if lower.contains("permission denied") || lower.contains("no credentials were returned") {
+        let keys = if env.get("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty()) {
+            "the server accepted none of the keys offered by the ssh agent (SSH_AUTH_SOCK) or ~/.ssh"
+        } else {
+            "no ssh agent is set (SSH_AUTH_SOCK) and the server accepted no key from ~/.ssh"
+        };
+        return format!("ssh login refused: {keys}");
+    }
+    let host_keys = if custom {
+        "the host key as GIT_SSH_COMMAND's ssh checks it"
+    } else {
+        "the server's host key in a file SSH_KNOWN_HOSTS names (else ~/.ssh/known_hosts or /etc/ssh/ssh_known_hosts)"
+    };
+    format!(
+        "ssh failed ({text}; ssh's own message is above). kiln runs ssh in batch mode and needs \
+         {host_keys}, and a key the server accepts in the ssh agent (SSH_AUTH_SOCK) or ~/.ssh"
+    )
+}
+
+/// `text` as one word for `sh`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// `text` as a git config value: backslashes and double quotes escaped.
+fn config_value(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 type Credentials = Option<(String, String)>;

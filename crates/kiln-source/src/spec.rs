@@ -254,8 +254,15 @@ pub fn redact(spec: &str) -> String {
     match rest[..authority_end].rfind('@') {
         Some(at) => {
             let user = &rest[..at];
+            // An ssh login name (`git@`) is no secret; an http user part
+            // without a password is usually a token.
+            let ssh = matches!(
+                scheme.to_ascii_lowercase().as_str(),
+                "ssh" | "git+ssh" | "ssh+git"
+            );
             let shown = match user.split_once(':') {
                 Some((name, _)) => format!("{name}:***"),
+                None if ssh => user.to_string(),
                 None => "***".to_string(),
             };
             format!("{scheme}://{shown}@{}", &rest[at + 1..])
@@ -404,5 +411,7 @@ mod tests {
         assert!(!format!("{parsed:?}").contains("s3cret"));
         assert_eq!(redact("https://tok@h/x"), "https://***@h/x");
         assert_eq!(redact("https://h/x@y"), "https://h/x@y");
+        assert_eq!(redact("ssh://git@h:22/x"), "ssh://git@h:22/x");
+        assert_eq!(redact("ssh://git:pw@h/x"), "ssh://git:***@h/x");
     }
 }

@@ -14,6 +14,7 @@ mod emulation;
 mod equivalence;
 mod errors;
 mod examples;
+mod git_ssh;
 mod index_create;
 mod outputs;
 mod progress;
