@@ -118,11 +118,27 @@ fn git_over_ssh_with_a_key_from_an_ssh_agent() {
     ] {
         let err = fails(&url, &env, &private);
         assert!(err.contains(&url), "the error names the source:\n{err}");
-        assert!(err.contains("SSH_AUTH_SOCK"), "{err}");
+        assert!(
+            err.contains("login refused") && err.contains("SSH_AUTH_SOCK"),
+            "{err}"
+        );
     }
+    // The same for ADD, naming the git source.
+    let (out, _dir) = build(ctx.to_str().unwrap(), &[("GIT_SSH_COMMAND", &command)]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("git@127.0.0.1:{}#v1", repo.display()))
+            && err.contains("login refused"),
+        "{err}"
+    );
     // A host key kiln cannot check is refused, not accepted.
     let err = fails(&url, &[("SSH_AUTH_SOCK", sock)], &private);
     assert!(err.contains(&url), "{err}");
+    assert!(
+        err.contains("Host key verification failed"),
+        "ssh says why:\n{err}"
+    );
     assert!(err.contains("SSH_KNOWN_HOSTS"), "{err}");
     let wrong_hosts = t.path().join("other_known_hosts");
     fs::write(
@@ -141,5 +157,6 @@ fn git_over_ssh_with_a_key_from_an_ssh_agent() {
         ],
         &private,
     );
+    assert!(err.contains("Host key verification failed"), "{err}");
     assert!(err.contains("SSH_KNOWN_HOSTS"), "{err}");
 }
