@@ -244,10 +244,7 @@ fn ssh_overrides(env: &Env) -> Vec<String> {
     match env.get("GIT_SSH_COMMAND").filter(|c| !c.trim().is_empty()) {
         // Options given first win in ssh, so the user's own `-o BatchMode`
         // would still be obeyed.
-        Some(command) => vec![format!(
-            "core.sshCommand={} {batch}",
-            config_value(&command)
-        )],
+        Some(command) => vec![format!("core.sshCommand={command} {batch}")],
         None => {
             let mut command = format!("ssh {batch} -o StrictHostKeyChecking=yes");
             let files: Vec<String> = env
@@ -259,14 +256,19 @@ fn ssh_overrides(env: &Env) -> Vec<String> {
                 .collect();
             if !files.is_empty() {
                 command.push_str(" -o ");
+                // ssh splits the value at spaces outside double quotes.
+                let quoted: Vec<String> = files
+                    .iter()
+                    .map(|f| format!("\"{}\"", f.replace('"', "")))
+                    .collect();
                 command.push_str(&shell_quote(&format!(
                     "UserKnownHostsFile={}",
-                    files.join(" ")
+                    quoted.join(" ")
                 )));
                 command.push_str(" -o GlobalKnownHostsFile=/dev/null");
             }
             vec![
-                format!("core.sshCommand={}", config_value(&command)),
+                format!("core.sshCommand={command}"),
                 "ssh.variant=ssh".to_string(),
             ]
         }
@@ -317,11 +319,6 @@ fn ssh_failure(text: &str, env: &Env) -> String {
 /// `text` as one word for `sh`.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
-}
-
-/// `text` as a git config value: backslashes and double quotes escaped.
-fn config_value(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 type Credentials = Option<(String, String)>;

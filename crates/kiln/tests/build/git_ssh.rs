@@ -74,6 +74,12 @@ fn git_over_ssh_with_a_key_from_an_ssh_agent() {
     let agent = SshAgent::start(&t.path().join("agent.sock"), &[&user_key]);
     let wrong_agent = SshAgent::start(&t.path().join("wrong.sock"), &[&wrong_key]);
     let sock = agent.socket.to_str().unwrap();
+    // A file name with a space, which ssh's option syntax must keep whole,
+    // after one that does not exist.
+    let spaced = t.path().join("known hosts");
+    fs::copy(&server.known_hosts, &spaced).unwrap();
+    let missing = t.path().join("none");
+    let known_list = format!("{}:{}", missing.display(), spaced.display());
     let known = server.known_hosts.to_str().unwrap();
     let user = login_user();
     let repo = repos.join("repo.git");
@@ -81,7 +87,10 @@ fn git_over_ssh_with_a_key_from_an_ssh_agent() {
 
     // The context, at a tag and at a branch's sub-directory, with the host
     // key from SSH_KNOWN_HOSTS (go-git's variable, which Kaniko reads).
-    let env = [("SSH_AUTH_SOCK", sock), ("SSH_KNOWN_HOSTS", known)];
+    let env = [
+        ("SSH_AUTH_SOCK", sock),
+        ("SSH_KNOWN_HOSTS", known_list.as_str()),
+    ];
     let img = built(&format!("{url}#v1"), &env);
     assert_eq!(img.text("/msg.txt").as_deref(), Some("one\n"));
     let img = built(&format!("{url}#main:app"), &env);
@@ -99,7 +108,11 @@ fn git_over_ssh_with_a_key_from_an_ssh_agent() {
         ),
     )
     .unwrap();
-    let command = format!("ssh -p {port} -l {user} -o UserKnownHostsFile={known}");
+    // Run by `sh`, as git runs it: the quotes keep the spaced name whole.
+    let command = format!(
+        "ssh -p {port} -l {user} -o 'UserKnownHostsFile=\"{}\"'",
+        spaced.display()
+    );
     let img = built(
         ctx.to_str().unwrap(),
         &[("SSH_AUTH_SOCK", sock), ("GIT_SSH_COMMAND", &command)],
