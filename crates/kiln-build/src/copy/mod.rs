@@ -205,7 +205,7 @@ pub enum SourceKind {
     Git,
 }
 
-/// Classifies a source as BuildKit does: `git@…`, `git://…`, `github.com/…`
+/// Classifies a source as BuildKit does: `git@…`, `git://…`, `ssh://…`, `github.com/…`
 /// and http(s) URLs whose path ends in `.git` (optionally with a `#ref`) are
 /// git; other http(s) URLs are URLs; the rest are paths.
 pub fn classify_source(src: &str) -> SourceKind {
@@ -217,7 +217,7 @@ pub fn classify_source(src: &str) -> SourceKind {
             .next()
             .unwrap_or("")
             .ends_with(".git");
-    let git_scheme = ["git@", "git://", "github.com/"]
+    let git_scheme = ["git@", "git://", "ssh://", "github.com/"]
         .iter()
         .any(|p| src.starts_with(p));
     if git_scheme || git_over_http {
@@ -404,6 +404,10 @@ mod tests {
             SourceKind::Git
         );
         assert_eq!(classify_source("git://host/repo"), SourceKind::Git);
+        assert_eq!(
+            classify_source("ssh://git@host:2222/repo.git#v1"),
+            SourceKind::Git
+        );
     }
 
     #[test]

@@ -119,6 +119,16 @@ fn git_over_ssh_with_a_key_from_an_ssh_agent() {
     );
     assert_eq!(img.text("/src/msg.txt").as_deref(), Some("one\n"));
     assert!(img.get("/src/.git").is_none());
+    // `ADD ssh://…` with kiln's own ssh command, as for contexts.
+    let ssh_ctx = t.path().join("ssh-ctx");
+    fs::create_dir_all(&ssh_ctx).unwrap();
+    fs::write(
+        ssh_ctx.join("Dockerfile"),
+        format!("FROM scratch\nADD {url}#main:app /app\n"),
+    )
+    .unwrap();
+    let img = built(ssh_ctx.to_str().unwrap(), &env);
+    assert_eq!(img.text("/app/app.txt").as_deref(), Some("in app\n"));
 
     // No agent, or an agent with a key the server does not know.
     let private = [user_key.as_path(), wrong_key.as_path()];
