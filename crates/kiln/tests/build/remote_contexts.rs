@@ -636,9 +636,10 @@ fn gcs_context_from_a_gcs_emulator() {
     );
 }
 
-/// No Azure Blob emulator installs from Debian or PyPI, so the Azure path is
-/// tested against the static server standing in for the emulator's blob
-/// endpoint: kiln's URL parsing, the emulator account's request path and
+/// Azurite installs from neither Debian nor PyPI, and the Azure emulators
+/// PyPI has do not serve Blob Storage's REST API (amber-cloud's server
+/// answers management calls only), so the Azure path is tested against the
+/// static server standing in for Azurite's blob endpoint: kiln's URL parsing, the emulator account's request path and
 /// the streamed unpacking are real; the server does not check the SharedKey
 /// signature.
 #[test]
