@@ -367,3 +367,68 @@ fn insecure_http_options() -> gix::protocol::transport::client::blocking_io::htt
 fn chain(error: &dyn std::error::Error) -> String {
     crate::error_chain(error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_runs_in_batch_mode_with_strict_host_keys() {
+        let plain = ssh_overrides(&Env::default());
+        assert_eq!(
+            plain,
+            [
+                "core.sshCommand=ssh -o BatchMode=yes -o StrictHostKeyChecking=yes",
+                "ssh.variant=ssh"
+            ]
+        );
+        // go-git's list, `:`-separated; each name quoted for ssh, the whole
+        // option for sh.
+        let listed = ssh_overrides(&Env::from_pairs([(
+            SSH_KNOWN_HOSTS,
+            "/etc/k:/run/it's here",
+        )]));
+        assert_eq!(
+            listed[0],
+            "core.sshCommand=ssh -o BatchMode=yes -o StrictHostKeyChecking=yes \
+             -o 'UserKnownHostsFile=\"/etc/k\" \"/run/it'\\''s here\"' \
+             -o GlobalKnownHostsFile=/dev/null"
+        );
+        // GIT_SSH_COMMAND replaces the command; its options, given first, win.
+        let custom = ssh_overrides(&Env::from_pairs([
+            ("GIT_SSH_COMMAND", "ssh -i '/keys/a b'"),
+            (SSH_KNOWN_HOSTS, "/ignored"),
+        ]));
+        assert_eq!(
+            custom,
+            ["core.sshCommand=ssh -i '/keys/a b' -o BatchMode=yes"]
+        );
+    }
+
+    #[test]
+    fn ssh_urls_are_recognised() {
+        assert!(is_ssh("ssh://git@h/r.git"));
+        assert!(is_ssh("git+ssh://h/r.git"));
+        assert!(is_ssh("git@h:org/r.git"));
+        assert!(!is_ssh("https://h/r.git"));
+        assert!(!is_ssh("git://h/r.git"));
+    }
+
+    #[test]
+    fn ssh_failures_say_where_keys_come_from() {
+        let refused = ssh_failure("Permission denied (publickey)", &Env::default());
+        assert!(
+            refused.contains("no ssh agent is set (SSH_AUTH_SOCK)"),
+            "{refused}"
+        );
+        let with_agent = Env::from_pairs([("SSH_AUTH_SOCK", "/run/agent")]);
+        let refused = ssh_failure("no credentials were returned", &with_agent);
+        assert!(refused.contains("none of the keys"), "{refused}");
+        assert!(!refused.contains("credentials were returned"), "{refused}");
+        let other = ssh_failure("early EOF", &with_agent);
+        assert!(
+            other.contains("SSH_KNOWN_HOSTS") && other.contains("early EOF"),
+            "{other}"
+        );
+    }
+}
