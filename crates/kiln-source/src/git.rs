@@ -208,11 +208,17 @@ fn submodules(root: &Path, options: &GitOptions, env: &Env) -> Result<(), String
     for module in modules {
         let name = module.name().to_string();
         let path = module.path().map_err(|e| chain(&e))?.to_string();
-        let url = module
-            .url()
-            .map_err(|e| chain(&e))?
-            .to_bstring()
-            .to_string();
+        // `../lib.git` is relative to the repository's own URL, as in git.
+        let url = module.resolved_url().map_err(|e| chain(&e))?;
+        // A path on the build machine is never cloned (git refuses local
+        // submodules too): a repository must not reach the builder's files.
+        if url.scheme == gix::url::Scheme::File {
+            return Err(format!(
+                "submodule {name}: {} is a path on the build machine, which is never cloned",
+                url.to_bstring()
+            ));
+        }
+        let url = url.to_bstring().to_string();
         let Some(commit) = module.index_id().map_err(|e| chain(&e))? else {
             continue;
         };

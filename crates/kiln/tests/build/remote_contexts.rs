@@ -162,6 +162,62 @@ fn git_daemon_contexts_at_head_tag_commit_and_subdirectory() {
         err.contains("lib/msg.txt"),
         "without submodules lib is empty:\n{err}"
     );
+    // A submodule URL relative to the repository's (`../sub.git`) is
+    // resolved against the URL it was cloned from; a local path is refused.
+    let sub_head = git(&t.path().join("sub-work"), &["rev-parse", "HEAD"]);
+    let local_sub = t.path().join("sub.git");
+    for (name, sub_url) in [
+        ("relative", "../sub.git".to_string()),
+        ("local", local_sub.display().to_string()),
+    ] {
+        let work = t.path().join(format!("{name}-work"));
+        fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        fs::write(
+            work.join(".gitmodules"),
+            format!("[submodule \"lib\"]\n\tpath = lib\n\turl = {sub_url}\n"),
+        )
+        .unwrap();
+        fs::write(
+            work.join("Dockerfile"),
+            "FROM scratch\nCOPY lib/msg.txt /lib-msg.txt\n",
+        )
+        .unwrap();
+        git(&work, &["add", "."]);
+        git(
+            &work,
+            &[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,{sub_head},lib"),
+            ],
+        );
+        git(&work, &["commit", "-q", "-m", name]);
+        run(Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(&work)
+            .arg(t.path().join(format!("{name}.git"))));
+    }
+    let submodules = ["--git", "recurse-submodules=true"];
+    assert_eq!(
+        built_file(
+            &format!("git://127.0.0.1:{port}/relative.git"),
+            &submodules,
+            &env,
+            "/lib-msg.txt"
+        ),
+        "two\n"
+    );
+    let err = fails(
+        &format!("git://127.0.0.1:{port}/local.git"),
+        &submodules,
+        &env,
+    );
+    assert!(
+        err.contains("submodule lib") && err.contains("path on the build machine"),
+        "{err}"
+    );
 
     let err = fails(&format!("{url}#no-such-branch"), &[], &env);
     assert!(err.contains("no-such-branch"), "{err}");
