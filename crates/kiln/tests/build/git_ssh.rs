@@ -71,8 +71,13 @@ fn git_over_ssh_with_a_key_from_an_ssh_agent() {
     ssh_key(&wrong_key);
     let server = sshd(&t.path().join("sshd"), &keys.join("user.pub"));
     let port = server.server.port;
-    let agent = SshAgent::start(&t.path().join("agent.sock"), &[&user_key]);
-    let wrong_agent = SshAgent::start(&t.path().join("wrong.sock"), &[&wrong_key]);
+    // A socket's path must fit in 108 bytes, which a deep TMPDIR may not.
+    let sockets = tempfile::Builder::new()
+        .prefix("kiln-ssh")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let agent = SshAgent::start(&sockets.path().join("agent"), &[&user_key]);
+    let wrong_agent = SshAgent::start(&sockets.path().join("wrong"), &[&wrong_key]);
     let sock = agent.socket.to_str().unwrap();
     // A file name with a space, which ssh's option syntax must keep whole,
     // after one that does not exist.
