@@ -9,11 +9,12 @@
 //!
 //! - Standalone: `KILN_BENCH_BUILDKITD` names the `buildkitd` binary (else
 //!   `buildkitd` on `PATH`); `buildctl` is looked up beside it, then on
-//!   `PATH`. Every build starts a daemon of its own (OCI worker, runc,
-//!   overlayfs snapshotter) with its root on the run's fresh filesystem, as
-//!   `buildctl-daemonless.sh` does on a CI runner; the daemon's start-up is
-//!   not measured. Cold builds have nothing cached; warm builds import and
-//!   export the registry cache (`type=registry`, `mode=max`).
+//!   `PATH`; `runc` must be on `PATH`. Every build starts a daemon of its
+//!   own (OCI worker, runc, overlayfs snapshotter) with its root on the
+//!   run's fresh filesystem, as `buildctl-daemonless.sh` does on a CI
+//!   runner; the daemon's start-up is not measured. Cold builds have
+//!   nothing cached; warm builds import and export the registry cache
+//!   (`type=registry`, `mode=max`).
 //! - Engine: `KILN_BENCH_DOCKER` names the client (default `/usr/bin/docker`,
 //!   Debian's, which has the classic builder's BuildKit mode without buildx).
 //!   Before and after every build the engine's build cache is pruned and the
@@ -38,6 +39,9 @@ pub enum Buildkit {
         buildkitd: PathBuf,
         /// The client.
         buildctl: PathBuf,
+        /// The runtime the daemon's OCI worker runs steps with (found on
+        /// `PATH`, as `buildkitd` finds it).
+        runc: PathBuf,
     },
     /// The Docker engine's BuildKit.
     Engine {
@@ -83,9 +87,16 @@ impl Buildkit {
                     format!("buildctl is neither beside {} nor on PATH", d.display())
                 })?
             };
+            let runc = kiln_testkit::find_in_path("runc").with_context(|| {
+                format!(
+                    "{} runs steps with runc, which is not on PATH (Debian package runc)",
+                    d.display()
+                )
+            })?;
             return Ok(Self::Standalone {
                 buildkitd: d,
                 buildctl,
+                runc,
             });
         }
         let docker = std::env::var_os("KILN_BENCH_DOCKER")
@@ -115,10 +126,17 @@ impl Buildkit {
     /// One line for the report: which BuildKit, its version, its storage.
     pub fn describe(&self) -> String {
         match self {
-            Self::Standalone { buildkitd, .. } => format!(
-                "standalone `{}` ({}), OCI worker, runc, overlayfs snapshotter, a daemon per run on the run's fresh filesystem; warm runs: registry cache (`type=registry,mode=max`)",
+            Self::Standalone {
+                buildkitd, runc, ..
+            } => format!(
+                "standalone `{}` ({}), OCI worker, runc `{}` ({}), overlayfs snapshotter, a daemon per run on the run's fresh filesystem; warm runs: registry cache (`type=registry,mode=max`)",
                 buildkitd.display(),
-                output(Command::new(buildkitd).arg("--version"))
+                output(Command::new(buildkitd).arg("--version")),
+                runc.display(),
+                output(Command::new(runc).arg("--version"))
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
             ),
             Self::Engine { docker } => format!(
                 "the Docker engine's BuildKit (engine {}, storage driver `{}`) through `{}` with `DOCKER_BUILDKIT=1`; build cache pruned before every run; warm runs: inline cache (`--cache-from`, `BUILDKIT_INLINE_CACHE=1`)",
@@ -136,6 +154,7 @@ impl Buildkit {
             Self::Standalone {
                 buildkitd,
                 buildctl,
+                ..
             } => standalone(buildkitd, buildctl, s),
             Self::Engine { docker } => engine(docker, s),
         }
@@ -190,11 +209,26 @@ fn engine(docker: &Path, s: &BuildSpec) -> Result<Sample> {
     r
 }
 
-/// A `buildkitd` of one run; killed on drop.
+/// A `buildkitd` of one run; stopped on drop.
 struct Daemon(Child);
 
 impl Drop for Daemon {
+    /// SIGTERM first, so that a daemon stopped in the middle of a build
+    /// (a failed run) can end its steps and unmount their snapshots before
+    /// the run's filesystem is unmounted; SIGKILL if it has not exited
+    /// within 10 s.
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on the pid of a child not yet waited for.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let asked = Instant::now();
+            while asked.elapsed() < Duration::from_secs(10) {
+                if !matches!(self.0.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
