@@ -27,6 +27,7 @@ use crate::list::entry_from_tar;
 use crate::path::normalize;
 use crate::reader::LayerReader;
 use crate::resolve::Root;
+use crate::tap::TapHandle;
 use crate::writer::{Entry, EntryKind, EntryMeta};
 use kiln_image_spec::Digest;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
@@ -77,6 +78,8 @@ pub struct ExtractOptions {
     /// Record a [`Catalog`] of the layer as it is applied, returned in
     /// [`ExtractSummary::catalog`].
     pub catalog: Option<CatalogOptions>,
+    /// Hand a copy of the layer's tar stream to this, as it is read.
+    pub tap: Option<TapHandle>,
 }
 
 impl ExtractOptions {
@@ -90,12 +93,19 @@ impl ExtractOptions {
             user_xattr_overlay: false,
             max_entry_size: DEFAULT_MAX_ENTRY_SIZE,
             catalog: None,
+            tap: None,
         }
     }
 
     /// Records a [`Catalog`] of the layer, keeping what `catalog` names.
     pub fn with_catalog(mut self, catalog: CatalogOptions) -> Self {
         self.catalog = Some(catalog);
+        self
+    }
+
+    /// Hands a copy of the layer's tar stream to `tap` (see [`crate::tap`]).
+    pub fn with_tap(mut self, tap: TapHandle) -> Self {
+        self.tap = Some(tap);
         self
     }
 }
@@ -125,6 +135,9 @@ pub fn extract(
     options: &ExtractOptions,
 ) -> Result<ExtractSummary> {
     let label = reader.label().to_string();
+    if let Some(sink) = options.tap.as_ref().and_then(TapHandle::open) {
+        reader.tap(sink);
+    }
     let root_handle = Root::open(root).map_err(|source| Error::Io {
         action: "open extraction root",
         path: root.into(),

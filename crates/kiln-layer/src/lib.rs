@@ -46,6 +46,7 @@ pub mod pgzip;
 mod read_ahead;
 pub mod reader;
 mod resolve;
+pub mod tap;
 pub mod writer;
 
 pub use catalog::{Catalog, CatalogOptions};

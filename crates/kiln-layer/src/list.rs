@@ -33,9 +33,21 @@ pub fn visit_entries(
 /// (regular files; empty for the rest). What it leaves unread is skipped.
 pub fn visit_entries_with_content(
     reader: &mut LayerReader<'_>,
-    mut visit: impl FnMut(&Entry, &mut dyn Read) -> std::io::Result<ControlFlow<()>>,
+    visit: impl FnMut(&Entry, &mut dyn Read) -> std::io::Result<ControlFlow<()>>,
 ) -> Result<()> {
     let label = reader.label().to_string();
+    visit_tar_with_content(reader, &label, visit)
+}
+
+/// As [`visit_entries_with_content`], over an uncompressed tar stream from
+/// anywhere (a [`crate::tap`] copy of one, already being verified
+/// elsewhere); `label` names the layer in errors.
+pub fn visit_tar_with_content(
+    reader: impl Read,
+    label: &str,
+    mut visit: impl FnMut(&Entry, &mut dyn Read) -> std::io::Result<ControlFlow<()>>,
+) -> Result<()> {
+    let label = label.to_string();
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(|source| Error::Read {
         layer: label.clone(),

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::inflate::GzipDecoder;
 use crate::read_ahead::ReadAhead;
+use crate::tap::TapSink;
 use kiln_image_spec::media::Compression;
 use kiln_image_spec::Digest;
 use sha2::{Digest as _, Sha256};
@@ -39,6 +40,8 @@ pub struct LayerReader<'a> {
     hash: StreamHash,
     expected: Option<Digest>,
     label: String,
+    /// Where a copy of the stream goes, told the diff_id once verified.
+    tap: Option<Box<dyn TapSink>>,
 }
 
 /// Where the uncompressed stream is hashed.
@@ -112,6 +115,7 @@ impl<'a> LayerReader<'a> {
             hash: StreamHash::Here(Sha256::new()),
             expected: None,
             label,
+            tap: None,
         })
     }
 
@@ -120,6 +124,13 @@ impl<'a> LayerReader<'a> {
     pub fn expect_diff_id(mut self, diff_id: Digest) -> Self {
         self.expected = Some(diff_id);
         self
+    }
+
+    /// Hands every byte read from here on to `sink` (the stream from its
+    /// start when called before the first read), and the diff_id to it once
+    /// [`LayerReader::finish`] has verified it.
+    pub fn tap(&mut self, sink: Box<dyn TapSink>) {
+        self.tap = Some(sink);
     }
 
     /// The label given at creation.
@@ -147,7 +158,12 @@ impl<'a> LayerReader<'a> {
                 expected,
                 actual,
             }),
-            _ => Ok(actual),
+            _ => {
+                if let Some(tap) = self.tap {
+                    tap.finish(&actual);
+                }
+                Ok(actual)
+            }
         }
     }
 }
@@ -157,6 +173,9 @@ impl Read for LayerReader<'_> {
         let n = self.inner.read(buf)?;
         if let StreamHash::Here(hasher) = &mut self.hash {
             hasher.update(&buf[..n]);
+        }
+        if let Some(tap) = &mut self.tap {
+            tap.write(&buf[..n]);
         }
         Ok(n)
     }

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::header::{self, HeaderSpec};
 use crate::path::{normalize, OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use crate::pgzip::Deflate;
+use crate::tap::{TapHandle, TapSink};
 use kiln_image_spec::media::Compression;
 use kiln_image_spec::{Digest, DigestWriter};
 use std::collections::BTreeMap;
@@ -67,6 +68,8 @@ pub struct LayerOptions {
     /// Record a [`Catalog`] of the layer as it is written, returned in
     /// [`LayerBlob::catalog`].
     pub catalog: Option<CatalogOptions>,
+    /// Hand a copy of the layer's tar stream to this, as it is written.
+    pub tap: Option<TapHandle>,
 }
 
 impl Default for LayerOptions {
@@ -85,6 +88,7 @@ impl LayerOptions {
             mtime: MtimePolicy::Keep,
             deflate: Deflate::Portable,
             catalog: None,
+            tap: None,
         }
     }
 
@@ -115,6 +119,12 @@ impl LayerOptions {
     /// Records a [`Catalog`] of each layer written, keeping what `catalog` names.
     pub fn with_catalog(mut self, catalog: CatalogOptions) -> Self {
         self.catalog = Some(catalog);
+        self
+    }
+
+    /// Hands a copy of the layer's tar stream to `tap` (see [`crate::tap`]).
+    pub fn with_tap(mut self, tap: TapHandle) -> Self {
+        self.tap = Some(tap);
         self
     }
 }
@@ -283,6 +293,7 @@ pub struct LayerWriter {
     /// Set when a write failed midway: the tar is corrupt from then on.
     broken: bool,
     catalog: Option<Recorder>,
+    tap: Option<Box<dyn TapSink>>,
 }
 
 impl LayerWriter {
@@ -313,6 +324,7 @@ impl LayerWriter {
             mtime: options.mtime,
             broken: false,
             catalog: options.catalog.clone().map(Recorder::new),
+            tap: options.tap.as_ref().and_then(TapHandle::open),
         })
     }
 
@@ -457,6 +469,9 @@ impl LayerWriter {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(fail)?;
+        if let Some(tap) = self.tap.take() {
+            tap.finish(&diff_id);
+        }
         Ok(LayerBlob {
             path,
             digest,
@@ -470,6 +485,9 @@ impl LayerWriter {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let result = self.stream.write_all(bytes);
         self.broken |= result.is_err();
+        if let (Ok(()), Some(tap)) = (&result, &mut self.tap) {
+            tap.write(bytes);
+        }
         result
     }
 

@@ -8,6 +8,7 @@ use super::record::BuildRecorder;
 use super::BuildError;
 use crate::options::BuildOptions;
 use crate::output::attest::{attach, Attached, Statement};
+use crate::output::sbom_scan::LayerScans;
 use kiln_attest::provenance::{provenance_statement, BuildRecord, ProvenanceRequest};
 use kiln_attest::{sbom, statement, Subject, SLSA_PROVENANCE_V1, SPDX_PREDICATE};
 use kiln_oci::Platform;
@@ -31,6 +32,7 @@ pub(crate) async fn make(
     inputs: &Inputs<'_>,
     built: &BuiltImage,
     blobs: &BlobStore,
+    scans: Option<&LayerScans>,
 ) -> Result<Option<Attached>, BuildError> {
     let attest = &inputs.options.output.attest;
     if !attest.wants_provenance() && !attest.wants_sbom() {
@@ -63,7 +65,8 @@ pub(crate) async fn make(
     }
     if attest.wants_sbom() {
         let began = Instant::now();
-        let inventory = crate::output::sbom_scan::inventory(built, blobs).await?;
+        let (inventory, streamed) =
+            crate::output::sbom_scan::inventory(built, blobs, scans).await?;
         let info = sbom::DocumentInfo {
             image_name: image_name(inputs.options),
             image_id: built.config.digest.to_string(),
@@ -77,10 +80,11 @@ pub(crate) async fn make(
             write_file(path, &bytes)?;
         }
         tracing::info!(
-            "SBOM of {} packages and {} files made in {:?}",
+            "SBOM of {} packages and {} files made in {:?} ({streamed} of {} layers scanned as the build streamed them)",
             inventory.packages.len(),
             inventory.files.len(),
-            began.elapsed()
+            began.elapsed(),
+            built.layers.len()
         );
         if attest.sbom {
             attached.push(Statement {

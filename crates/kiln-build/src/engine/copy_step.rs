@@ -305,7 +305,7 @@ impl StageRunner<'_> {
                 |p| rootfs.kind_of(p) == Some(copy::FileKind::Dir),
             )
         };
-        let layer = self.write_layer(&plan, instruction).await?;
+        let layer = self.write_layer(run.stage.0, &plan, instruction).await?;
         self.add_layer(run, instruction, layer, created).await
     }
 
@@ -369,7 +369,7 @@ impl StageRunner<'_> {
         }
         let mut root = Rootfs::new(self.workspace.rootfs(&name))
             .map_err(|e| self.step_error(instruction, e))?;
-        self.sync_root(&mut root, image)
+        self.sync_root(&mut root, image, None)
             .await
             .map_err(|e| self.step_error(instruction, e))?;
         let dir = root.dir().to_path_buf();

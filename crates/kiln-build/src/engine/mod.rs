@@ -124,6 +124,11 @@ async fn build_one(
     let pusher = crate::cache::CachePusher::default();
     let early = output::early_push::EarlyPush::new(&options.output, &client, progress.clone());
     let record = record::BuildRecorder::default();
+    let scans = options
+        .output
+        .attest
+        .wants_sbom()
+        .then(output::sbom_scan::LayerScans::default);
     let runner = StageRunner {
         options,
         dockerfile: &dockerfile,
@@ -147,6 +152,7 @@ async fn build_one(
         from_roots: Default::default(),
         progress: progress.clone(),
         record: &record,
+        scans: scans.clone(),
     };
     let mut results: HashMap<usize, StageResult> = HashMap::new();
     let mut steps = 0;
@@ -206,7 +212,7 @@ async fn build_one(
             record: &record,
             started_on,
         };
-        let attached = match attestations::make(&statements, &built, &blobs).await {
+        let attached = match attestations::make(&statements, &built, &blobs, scans.as_ref()).await {
             Ok(attached) => attached,
             Err(e) => {
                 let _ = cleanup.await;

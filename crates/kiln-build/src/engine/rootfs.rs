@@ -10,6 +10,7 @@ use crate::copy::FileKind;
 use futures::future::try_join_all;
 use kiln_layer::extract::{extract, ApplyMode, ExtractOptions};
 use kiln_layer::reader::open_stream;
+use kiln_layer::tap::TapHandle;
 use kiln_layer::{Catalog, CatalogOptions};
 use kiln_oci::media::Compression;
 use std::fs;
@@ -99,12 +100,14 @@ impl Rootfs {
     /// Brings the root up to `image`: applies the layers it does not hold
     /// yet. The image must extend what was applied before (layers are only
     /// ever added on top). With `catalog`, returns what each layer that
-    /// came from a registry holds, recorded as it was unpacked.
+    /// came from a registry holds, recorded as it was unpacked; with `tap`,
+    /// hands each layer's tar stream to it as it is unpacked.
     pub async fn sync(
         &mut self,
         image: &ImageState,
         blobs: &BlobStore,
         catalog: Option<&CatalogOptions>,
+        tap: Option<&TapHandle>,
     ) -> Result<Vec<(LayerRef, Catalog)>, RootfsError> {
         debug_assert!(image
             .layers
@@ -146,7 +149,7 @@ impl Rootfs {
             let layer = pending.next().expect("pending is non-empty");
             let download = downloads.next().expect("one download per layer");
             let recorded = self
-                .apply_while_downloading(layer, download, blobs, record(layer))
+                .apply_while_downloading(layer, download, blobs, record(layer), tap)
                 .await?;
             catalogs.extend(recorded.map(|c| (layer.clone(), c)));
         }
@@ -159,8 +162,9 @@ impl Rootfs {
             let dir = self.dir.clone();
             let layer_c = layer.clone();
             let catalog = record(layer).cloned();
+            let tap = tap.cloned();
             let recorded = tokio::task::spawn_blocking(move || {
-                apply_layer(&dir, &layer_c, &path, catalog.as_ref())
+                apply_layer(&dir, &layer_c, &path, catalog.as_ref(), tap)
             })
             .await
             .expect("layer extraction task panicked")?;
@@ -191,17 +195,19 @@ impl Rootfs {
         download: tokio::task::JoinHandle<Result<PathBuf, RootfsError>>,
         blobs: &BlobStore,
         catalog: Option<&CatalogOptions>,
+        tap: Option<&TapHandle>,
     ) -> Result<Option<Catalog>, RootfsError> {
         let watch = std::sync::Arc::new(DownloadWatch::default());
         let path = blobs.download_path(&layer.descriptor.digest);
         let (dir, layer_c, watch_c) = (self.dir.clone(), layer.clone(), watch.clone());
-        let catalog_c = catalog.cloned();
+        let (catalog_c, tap_c) = (catalog.cloned(), tap.cloned());
         let unpack = tokio::task::spawn_blocking(move || {
             apply_source(
                 &dir,
                 &layer_c,
                 GrowingFile::new(path, watch_c),
                 catalog_c.as_ref(),
+                tap_c,
             )
         });
         let downloaded = download.await.expect("layer download task panicked");
@@ -219,8 +225,9 @@ impl Rootfs {
                 fs::remove_dir_all(&self.dir).map_err(io)?;
                 fs::create_dir(&self.dir).map_err(io)?;
                 let (dir, layer_c, catalog_c) = (self.dir.clone(), layer.clone(), catalog.cloned());
+                let tap_c = tap.cloned();
                 tokio::task::spawn_blocking(move || {
-                    apply_layer(&dir, &layer_c, &path, catalog_c.as_ref())
+                    apply_layer(&dir, &layer_c, &path, catalog_c.as_ref(), tap_c)
                 })
                 .await
                 .expect("layer extraction task panicked")?
@@ -279,22 +286,24 @@ fn apply_layer(
     layer: &LayerRef,
     path: &Path,
     catalog: Option<&CatalogOptions>,
+    tap: Option<TapHandle>,
 ) -> Result<Option<Catalog>, RootfsError> {
     let file = fs::File::open(path).map_err(|source| RootfsError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    apply_source(dir, layer, file, catalog)
+    apply_source(dir, layer, file, catalog, tap)
 }
 
 /// Applies `layer`, its blob read from `source` (a file, or one still
 /// being downloaded), checking its diff_id; with `catalog`, returns what
-/// the layer holds.
+/// the layer holds; with `tap`, hands it the layer's tar as it streams.
 fn apply_source(
     dir: &Path,
     layer: &LayerRef,
     source: impl std::io::Read + Send + 'static,
     catalog: Option<&CatalogOptions>,
+    tap: Option<TapHandle>,
 ) -> Result<Option<Catalog>, RootfsError> {
     let err = |source| RootfsError::Extract {
         digest: layer.descriptor.digest.clone(),
@@ -308,6 +317,9 @@ fn apply_source(
     let mut options = ExtractOptions::new(ApplyMode::Flatten);
     if let Some(catalog) = catalog {
         options = options.with_catalog(catalog.clone());
+    }
+    if let Some(tap) = tap {
+        options = options.with_tap(tap);
     }
     let summary = extract(reader, dir, &options).map_err(err)?;
     Ok(summary.catalog)

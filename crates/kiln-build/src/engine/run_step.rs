@@ -70,7 +70,13 @@ impl StageRunner<'_> {
         )
         .map_err(|e| self.step_error(instruction, e))?;
         let root = self
-            .rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
+            .rootfs(
+                &mut run.rootfs,
+                &run.rootfs_name,
+                &run.image,
+                instruction,
+                run.stage.0,
+            )
             .await?
             .dir()
             .to_path_buf();
@@ -171,7 +177,7 @@ impl StageRunner<'_> {
             short(&history)
         );
         let cwd = run.env.workdir().to_string();
-        let opts = self.layer_options();
+        let opts = self.layer_options(run.stage.0);
         let layers_dir = self.workspace.layers();
         let isolation = self.options.isolation;
         let spec_parts = (argv.clone(), env, cwd, user, files, network, mounts);

@@ -17,6 +17,7 @@ use kiln_dockerfile::instructions::{Command, Instruction};
 use kiln_dockerfile::plan::Base;
 use kiln_dockerfile::scope::StageEnv;
 use kiln_dockerfile::Dockerfile;
+use kiln_layer::tap::TapHandle;
 use kiln_layer::{Deflate, LayerOptions, LayerWriter, MtimePolicy};
 use kiln_oci::{media, History, Platform, Reference};
 use std::collections::HashMap;
@@ -62,6 +63,9 @@ pub(crate) struct StageRunner<'a> {
     pub progress: std::sync::Arc<dyn ProgressSink>,
     /// What the build read and did, for the provenance.
     pub record: &'a super::record::BuildRecorder,
+    /// With `--sbom`, the layers of the image's stages scanned as they
+    /// stream (see [`StageRunner::scan_tap`]).
+    pub scans: Option<crate::output::sbom_scan::LayerScans>,
 }
 
 /// A stage in progress.
@@ -208,8 +212,14 @@ impl StageRunner<'_> {
         // to date now (applying just the last layers), so `COPY --from` and
         // RUN bind mounts reuse it instead of unpacking the stage again.
         if run.rootfs.is_some() && index != self.dockerfile.plan.target {
-            self.rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, &stage.from)
-                .await?;
+            self.rootfs(
+                &mut run.rootfs,
+                &run.rootfs_name,
+                &run.image,
+                &stage.from,
+                index,
+            )
+            .await?;
         }
         Ok(StageResult {
             image: run.image,
@@ -559,13 +569,14 @@ impl StageRunner<'_> {
         name: &str,
         image: &ImageState,
         instruction: &Instruction,
+        stage: usize,
     ) -> Result<&'b Rootfs, BuildError> {
         if slot.is_none() {
             let dir = self.workspace.rootfs(name);
             *slot = Some(Rootfs::new(dir).map_err(|e| self.step_error(instruction, e))?);
         }
         let rootfs = slot.as_mut().expect("just set");
-        self.sync_root(rootfs, image)
+        self.sync_root(rootfs, image, self.scan_tap(stage))
             .await
             .map_err(|e| self.step_error(instruction, e))?;
         Ok(rootfs)
@@ -574,14 +585,19 @@ impl StageRunner<'_> {
     /// Brings `root` up to `image`. With the cache pushed to, each layer
     /// unpacked from a registry (the base, steps taken from the cache) has
     /// its listing, recorded as it was unpacked, stored for the next runner.
+    /// With `tap`, each layer unpacked is also handed to it as it streams.
     pub(crate) async fn sync_root(
         &self,
         root: &mut Rootfs,
         image: &ImageState,
+        tap: Option<TapHandle>,
     ) -> Result<(), super::rootfs::RootfsError> {
         let record =
             (self.cache.is_some() && self.options.cache.push).then(super::listing::catalog_options);
-        for (layer, catalog) in root.sync(image, self.blobs, record.as_ref()).await? {
+        for (layer, catalog) in root
+            .sync(image, self.blobs, record.as_ref(), tap.as_ref())
+            .await?
+        {
             self.listings
                 .record(&layer, &catalog, StoreListing::UnlessCached, self.pusher);
         }
@@ -598,7 +614,13 @@ impl StageRunner<'_> {
     ) -> Result<ImageView, BuildError> {
         if run.rootfs.is_some() {
             let root = self
-                .rootfs(&mut run.rootfs, &run.rootfs_name, &run.image, instruction)
+                .rootfs(
+                    &mut run.rootfs,
+                    &run.rootfs_name,
+                    &run.image,
+                    instruction,
+                    run.stage.0,
+                )
                 .await?;
             return Ok(ImageView::Root(root.clone()));
         }
@@ -723,16 +745,17 @@ impl StageRunner<'_> {
             }
         }
         let plan = CopyPlan::from_entries(plan_entries);
-        let layer = self.write_layer(&plan, instruction).await?;
+        let layer = self.write_layer(run.stage.0, &plan, instruction).await?;
         self.add_layer(run, instruction, layer, created).await
     }
 
     pub(crate) async fn write_layer(
         &self,
+        stage: usize,
         plan: &CopyPlan,
         instruction: &Instruction,
     ) -> Result<kiln_layer::LayerBlob, BuildError> {
-        let opts = self.layer_options();
+        let opts = self.layer_options(stage);
         let dir = self.workspace.layers();
         let plan = plan.clone();
         let result =
@@ -746,7 +769,8 @@ impl StageRunner<'_> {
         result.map_err(|e| self.step_error(instruction, e))
     }
 
-    pub(crate) fn layer_options(&self) -> LayerOptions {
+    /// How stage `stage` writes its layers.
+    pub(crate) fn layer_options(&self, stage: usize) -> LayerOptions {
         let compression = match self.options.layers.compression {
             Compression::Zstd => kiln_oci::media::Compression::Zstd,
             _ => kiln_oci::media::Compression::Gzip,
@@ -778,7 +802,28 @@ impl StageRunner<'_> {
             // cache with the step (see `record_layer_at`).
             opts = opts.with_catalog(super::listing::catalog_options());
         }
+        if let Some(tap) = self.scan_tap(stage) {
+            opts = opts.with_tap(tap);
+        }
         opts
+    }
+
+    /// With `--sbom`, where stage `stage`'s layers are scanned as they
+    /// stream: only for the stages whose layers the image holds (the target
+    /// and the stages it is built `FROM`), so a builder stage's toolchain is
+    /// not hashed for nothing.
+    pub(crate) fn scan_tap(&self, stage: usize) -> Option<TapHandle> {
+        let scans = self.scans.as_ref()?;
+        let mut at = self.dockerfile.plan.target;
+        loop {
+            if at == stage {
+                return Some(scans.handle());
+            }
+            match self.dockerfile.stages.get(at).map(|s| &s.base) {
+                Some(Base::Stage(below)) if *below < at => at = *below,
+                _ => return None,
+            }
+        }
     }
 
     pub(crate) async fn add_layer(

@@ -442,13 +442,16 @@ fn cache_hits_keep_the_provenance_true_in_max_mode() {
                 "--cache-repo",
                 &cache,
                 "--provenance=mode=max",
+                "--sbom",
             ],
         );
         assert!(out.status.success(), "{}", text(&out));
         let (_, statements) = attached(&reg, "app", tag);
         let prov = statements[0].1.clone();
         validate_schema(&prov);
-        prov
+        let log = text(&out);
+        let made = log.lines().find(|l| l.contains("SBOM of")).unwrap();
+        (prov, statements[1].1.clone(), made.to_string())
     };
     let steps = |prov: &Value| {
         prov["predicate"]["buildDefinition"]["internalParameters"]["buildConfig"]["steps"]
@@ -456,14 +459,14 @@ fn cache_hits_keep_the_provenance_true_in_max_mode() {
             .unwrap()
             .clone()
     };
-    let cold = build("cold");
+    let (cold, cold_sbom, cold_made) = build("cold");
     let cold_steps = steps(&cold);
     assert_eq!(cold_steps.len(), 2, "{cold_steps:?}");
     assert!(
         cold_steps.iter().all(|s| s["cached"] == false),
         "{cold_steps:?}"
     );
-    let warm = build("warm");
+    let (warm, warm_sbom, warm_made) = build("warm");
     let warm_steps = steps(&warm);
     assert_eq!(warm_steps.len(), 2, "every step is recorded, cached or not");
     for (cold, warm) in cold_steps.iter().zip(&warm_steps) {
@@ -480,6 +483,20 @@ fn cache_hits_keep_the_provenance_true_in_max_mode() {
         cold["predicate"]["buildDefinition"]["resolvedDependencies"],
         warm["predicate"]["buildDefinition"]["resolvedDependencies"]
     );
+    // Nor does the SBOM: the cold build scanned its layers as they streamed
+    // (busybox unpacked under the first RUN, the RUN layers written), the
+    // warm one, which streamed none, read them.
+    assert!(
+        cold_made.ends_with("(3 of 3 layers scanned as the build streamed them)"),
+        "{cold_made}"
+    );
+    assert!(
+        warm_made.ends_with("(0 of 3 layers scanned as the build streamed them)"),
+        "{warm_made}"
+    );
+    let files = &cold_sbom["predicate"]["files"];
+    assert!(files.as_array().unwrap().len() > 2, "{files}");
+    assert_eq!(files, &warm_sbom["predicate"]["files"]);
 }
 
 #[test]
@@ -634,6 +651,14 @@ fn the_sbom_lists_exactly_what_dpkg_and_pip_report_for_a_debian_image() {
     for line in text(&out).lines().filter(|l| l.contains("made in")) {
         eprintln!("{line}");
     }
+    // The base was scanned as it was unpacked under the RUN, the other
+    // layers as they were written: no layer was read again.
+    let made = text(&out);
+    let made = made.lines().find(|l| l.contains("SBOM of")).unwrap();
+    assert!(
+        made.ends_with("(4 of 4 layers scanned as the build streamed them)"),
+        "{made}"
+    );
     let sbom: Value = serde_json::from_slice(&fs::read(&sbom_file).unwrap()).unwrap();
     validate_schema(&sbom);
     validate_spdx(&sbom["predicate"]);
@@ -726,40 +751,37 @@ fn the_sbom_lists_exactly_what_dpkg_and_pip_report_for_a_debian_image() {
     assert_eq!(listed, on_disk);
     assert!(!listed.contains("./etc/issue.net"));
     assert!(!listed.iter().any(|f| f.contains("/wheel-")));
-    // Checksums as sha1sum and sha256sum compute them, for a file the
-    // upper layer replaced, the changed dpkg database, a large binary and
-    // a hard link (to /usr/bin/gunzip in the base layer's tar).
-    let by_name = |name: &str| {
-        files
-            .iter()
-            .find(|f| f["fileName"] == name)
-            .unwrap_or_else(|| panic!("{name} is listed"))
-    };
-    for name in [
-        "./etc/debian_version",
-        "./var/lib/dpkg/status",
-        "./usr/bin/bash",
-        "./usr/bin/uncompress",
-    ] {
-        let file = by_name(name);
-        for (i, (algorithm, tool)) in [("SHA1", "sha1sum"), ("SHA256", "sha256sum")]
-            .into_iter()
-            .enumerate()
-        {
-            let out = Command::new(tool)
-                .arg(rootfs.join(&name[2..]))
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", text(&out));
-            let sum = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string();
+    // Every file's checksums as sha1sum and sha256sum compute them on the
+    // unpacked image (among them files the upper layer replaced, the
+    // changed dpkg database, large binaries and hard links such as
+    // /usr/bin/uncompress to /usr/bin/gunzip in the base layer's tar).
+    for (i, (algorithm, tool)) in [("SHA1", "sha1sum"), ("SHA256", "sha256sum")]
+        .into_iter()
+        .enumerate()
+    {
+        let out = Command::new("find")
+            .current_dir(&rootfs)
+            .args([".", "-type", "f", "-exec", tool, "--zero", "{}", "+"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let sums: std::collections::BTreeMap<&str, &str> = out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                let r = std::str::from_utf8(r).unwrap();
+                let (sum, name) = r.split_once("  ").unwrap();
+                (name, sum)
+            })
+            .collect();
+        assert_eq!(sums.len(), files.len());
+        for file in files {
+            let name = file["fileName"].as_str().unwrap();
             assert_eq!(file["checksums"][i]["algorithm"], algorithm);
             assert_eq!(
-                file["checksums"][i]["checksumValue"],
-                sum.as_str(),
+                file["checksums"][i]["checksumValue"].as_str(),
+                Some(sums[name]),
                 "{name}"
             );
         }
@@ -785,6 +807,12 @@ fn the_sbom_lists_exactly_what_dpkg_and_pip_report_for_a_debian_image() {
             }
         }
     }
+    let by_name = |name: &str| {
+        files
+            .iter()
+            .find(|f| f["fileName"] == name)
+            .unwrap_or_else(|| panic!("{name} is listed"))
+    };
     let containers = |name: &str| -> BTreeSet<&str> {
         let id = by_name(name)["SPDXID"].as_str().unwrap();
         contained_by.get(id).cloned().unwrap_or_default()
