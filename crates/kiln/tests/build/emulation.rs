@@ -756,3 +756,44 @@ fn docker_loads_this_machines_image_from_a_two_platform_tarball() {
         format!("{}\n{}\n", host.architecture, qemu_name(&host.architecture))
     );
 }
+
+#[test]
+fn two_platforms_with_referrers_give_each_image_its_own_artifacts() {
+    let (host, foreign) = (Platform::host(), Platform::foreign());
+    require_emulator(&foreign);
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
+    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
+    Kiln::build(ctx.path())
+        .empty_docker_config()
+        .args(["--insecure", "--insecure-pull", "--log-format=text"])
+        .args(["--platform", &platforms, "--provenance"])
+        .args(["--attestation-format=referrers"])
+        .args(["--build-arg", &format!("BASE={base_ref}")])
+        .args(["-d", &reg.image_ref("app:ref")])
+        .success();
+    // The tag's index lists the images only; each image's statements are
+    // artifacts about it, under its `sha256-<hex>` fallback tag (this
+    // registry has no referrers API).
+    let index = skopeo_inspect_raw(&reg.image_ref("app:ref"), false).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    for (entry, p) in entries.iter().zip([&host, &foreign]) {
+        assert!(p.matches_json(&entry["platform"]), "{index}");
+        let digest = entry["digest"].as_str().unwrap();
+        let tag = format!("app:sha256-{}", digest.trim_start_matches("sha256:"));
+        let referrers = skopeo_inspect_raw(&reg.image_ref(&tag), false).unwrap();
+        let listed = referrers["manifests"].as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{referrers}");
+        let artifact = skopeo_inspect_raw(
+            &reg.image_ref(&format!("app@{}", listed[0]["digest"].as_str().unwrap())),
+            false,
+        )
+        .unwrap();
+        assert_eq!(artifact["subject"]["digest"], digest, "{artifact}");
+        assert_eq!(artifact["artifactType"], "application/vnd.in-toto+json");
+    }
+}
