@@ -50,6 +50,18 @@ impl<'a> Bases<'a> {
         Ok(r)
     }
 
+    /// busybox for this machine's platform and a foreign one (arm64 on
+    /// x86-64), as one index: the base of the two-platform workload.
+    pub fn busybox_two_platforms(&mut self) -> Result<String> {
+        if let Some(r) = self.pushed.get("busybox-multi") {
+            return Ok(r.clone());
+        }
+        let img = BaseImage::busybox_for_platforms(&[Platform::host(), Platform::foreign()])?;
+        let r = img.push_to(self.reg, "bench/busybox:multi")?;
+        self.pushed.insert("busybox-multi".into(), r.clone());
+        Ok(r)
+    }
+
     /// Debian bookworm with python3, venv and pip.
     pub fn debian(&mut self) -> Result<String> {
         if let Some(r) = self.pushed.get("debian") {

@@ -53,6 +53,9 @@ pub struct Row {
     title: String,
     target: f64,
     warm: bool,
+    /// Several platforms: measured against kiln's own split builds, in a
+    /// table of its own.
+    several_platforms: bool,
     samples: Samples,
     load: String,
     skipped: Option<String>,
@@ -66,6 +69,7 @@ impl Row {
             title: wl.title.clone(),
             target: wl.target,
             warm: wl.warm,
+            several_platforms: !wl.platforms.is_empty(),
             samples,
             load,
             skipped: None,
@@ -79,6 +83,7 @@ impl Row {
             title: String::new(),
             target: f64::NAN,
             warm: false,
+            several_platforms: false,
             samples: Samples::default(),
             load: String::new(),
             skipped: Some(why.into()),
@@ -172,7 +177,7 @@ pub fn table(rows: &[Row]) -> String {
         (false, Some(tg)) => format!("{ratio:.2} (<= {tg:.2} {})", mark(within(ratio, tg))),
         (false, None) => format!("{ratio:.2}"),
     };
-    for r in rows {
+    for r in rows.iter().filter(|r| !r.several_platforms) {
         if let Some(why) = &r.skipped {
             let _ = writeln!(
                 t,
@@ -210,6 +215,26 @@ pub fn table(rows: &[Row]) -> String {
             r.max_rss(Tool::Kiln, true),
             r.max_rss(Tool::Kiln, false)
         );
+    }
+    let multi: Vec<&Row> = rows.iter().filter(|r| r.several_platforms).collect();
+    if !multi.is_empty() {
+        t.push_str(
+            "\nSeveral platforms (no buildx here: kiln's one build of every platform against one kiln build per platform, one after the other, plus `kiln index create`):\n\n\
+             | workload | kiln, one build (s) | kiln per platform + index create (s) | ratio | kiln peak RSS (MB) |\n\
+             | --- | ---: | ---: | ---: | ---: |\n",
+        );
+        for r in multi {
+            let (k, split) = (r.med(Tool::Kiln), r.med(Tool::KilnSplit));
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {:.0} |",
+                r.name,
+                fig(k, 2),
+                fig(split, 2),
+                fig(k / split, 2),
+                r.max_rss(Tool::Kiln, true)
+            );
+        }
     }
     let find = |n: &str| rows.iter().find(|r| r.name == n && r.skipped.is_none());
     for (small, big, what) in [
@@ -287,7 +312,7 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
         took.as_secs_f64()
     );
     md.push_str(&table);
-    md.push_str("\n## Every run (seconds)\n\n| workload | load at start | kiln | buildah | buildkit | bare |\n| --- | --- | --- | --- | --- | --- |\n");
+    md.push_str("\n## Every run (seconds)\n\n| workload | load at start | kiln | buildah | buildkit | bare | kiln per platform + index create |\n| --- | --- | --- | --- | --- | --- | --- |\n");
     for r in rows.iter().filter(|r| r.skipped.is_none()) {
         let f = |tool: Tool| {
             let v = r.walls(tool);
@@ -301,13 +326,14 @@ pub fn write(opts: &Opts, rows: &[Row], load_start: &str, took: Duration) -> Res
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             r.name,
             r.load,
             f(Tool::Kiln),
             f(Tool::Buildah),
             f(Tool::Buildkit),
-            f(Tool::Bare)
+            f(Tool::Bare),
+            f(Tool::KilnSplit)
         );
     }
     md.push_str("\n## Workloads\n\n");
@@ -347,6 +373,7 @@ mod tests {
             title: String::new(),
             target: 0.5,
             warm: false,
+            several_platforms: false,
             samples,
             load: String::new(),
             skipped: None,
@@ -357,6 +384,37 @@ mod tests {
         assert_eq!(
             line,
             "| python-cold | 4.20 | — | — | 6.00 | 0.70 (<= 0.70 yes) | 3.50 | +20% (<= 10% **no**) | 40 | 80 |"
+        );
+    }
+
+    #[test]
+    fn a_several_platform_row_compares_one_build_with_the_split_builds() {
+        let mut samples = Samples::default();
+        for (tool, walls) in [(Tool::Kiln, [30.0, 32.0]), (Tool::KilnSplit, [40.0, 40.0])] {
+            for w in walls {
+                samples.push(tool, sample(w));
+            }
+        }
+        let row = Row {
+            name: "multi-stage-2p".into(),
+            title: String::new(),
+            target: 1.0,
+            warm: false,
+            several_platforms: true,
+            samples,
+            load: String::new(),
+            skipped: None,
+        };
+        let t = table(&[row]);
+        let rows: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("| multi-stage-2p"))
+            .collect();
+        // Only in the table of its own, not among the peers' rows.
+        assert_eq!(
+            rows,
+            ["| multi-stage-2p | 31.00 | 40.00 | 0.78 | 40 |"],
+            "{t}"
         );
     }
 }

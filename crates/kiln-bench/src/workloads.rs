@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use kiln_testkit::Registry;
+use kiln_testkit::{Platform, Registry};
 
 use crate::bases::Bases;
 use crate::fresh_disk::FreshDisk;
@@ -23,11 +23,13 @@ pub const NAMES: &[&str] = &[
     "big-cold",
     "big-warm",
     "big-warm-2x",
+    "multi-stage-2p",
 ];
 
 /// Workloads that run only when named in `--only`: the big image takes
-/// minutes per build for every tool (about 2 GB and 150,000 files written).
-pub const OPT_IN: &[&str] = &["big-cold", "big-warm", "big-warm-2x"];
+/// minutes per build for every tool (about 2 GB and 150,000 files written);
+/// the two-platform build needs QEMU user emulation in binfmt_misc.
+pub const OPT_IN: &[&str] = &["big-cold", "big-warm", "big-warm-2x", "multi-stage-2p"];
 
 /// The builders, and the bare commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,6 +42,9 @@ pub enum Tool {
     Buildkit,
     /// The workload's RUN commands in a plain chroot, no builder (see `bare`).
     Bare,
+    /// For a workload of several platforms: one kiln build per platform,
+    /// then `kiln index create` (what per-architecture CI jobs do).
+    KilnSplit,
 }
 
 impl Tool {
@@ -50,6 +55,7 @@ impl Tool {
             Tool::Buildah => "buildah",
             Tool::Buildkit => "buildkit",
             Tool::Bare => "bare",
+            Tool::KilnSplit => "kiln-split",
         }
     }
 
@@ -84,6 +90,9 @@ pub struct Workload {
     pub bare: Option<crate::bare::Plan>,
     /// Build arguments beside `BASE`.
     build_args: Vec<String>,
+    /// Several platforms (`--custom-platform`) for one image: kiln builds
+    /// them in one run, against one run per platform and `kiln index create`.
+    pub platforms: Vec<String>,
     context: PathBuf,
     runs_dir: PathBuf,
     logs: PathBuf,
@@ -180,10 +189,25 @@ impl Workload {
                 true,
                 Some("app/main.py"),
             ),
+            "multi-stage-2p" => (
+                "multi-stage",
+                "the multi-stage workload for this machine's platform and a foreign one under QEMU (arm64 on x86-64): one kiln build of both against one kiln build per platform plus `kiln index create`, cold",
+                1.0,
+                bases.busybox_two_platforms()?,
+                false,
+                None,
+            ),
             other => anyhow::bail!("unknown workload {other}"),
         };
         let build_args = match name {
             "big-warm-2x" => vec!["SCALE=2".to_string()],
+            _ => Vec::new(),
+        };
+        let platforms = match name {
+            "multi-stage-2p" => [Platform::host(), Platform::foreign()]
+                .iter()
+                .map(|p| format!("{}/{}", p.os, p.architecture))
+                .collect(),
             _ => Vec::new(),
         };
         let context = opts.work.join("contexts").join(name);
@@ -219,10 +243,82 @@ impl Workload {
             change,
             bare: crate::bare::plan(name),
             build_args,
+            platforms,
             context,
             runs_dir,
             logs,
         })
+    }
+
+    /// `kiln build` of the workload to `dest`, working in `dir`.
+    fn kiln(&self, opts: &Opts, dir: &Path, dest: &str) -> Command {
+        // KILN_BENCH_WRAP="strace -f -c -o FILE" (for instance) runs kiln
+        // under a profiler; the wrapper's time is then part of the figures.
+        let wrap: Vec<String> = std::env::var("KILN_BENCH_WRAP")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut c = match wrap.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(&opts.kiln);
+                c
+            }
+            None => Command::new(&opts.kiln),
+        };
+        c.arg("build")
+            .arg("--context")
+            .arg(&self.context)
+            .arg("--dockerfile")
+            .arg(self.context.join("Dockerfile"))
+            .arg("--destination")
+            .arg(dest)
+            .arg("--build-arg")
+            .arg(format!("BASE={}", self.base))
+            .args(self.build_args.iter().flat_map(|a| ["--build-arg", a]))
+            .args(["--insecure", "--insecure-pull", "--log-timestamp"])
+            .arg("--kiln-dir")
+            .arg(dir.join("kiln"))
+            // An empty local base cache: a fresh runner has none.
+            .arg("--cache-dir")
+            .arg(dir.join("cache-dir"));
+        // KILN_BENCH_KILN_ARGS: extra kiln flags, e.g. "--verbosity debug".
+        if let Ok(extra) = std::env::var("KILN_BENCH_KILN_ARGS") {
+            c.args(extra.split_whitespace());
+        }
+        c
+    }
+
+    /// One kiln build per platform, one after the other (each in its own
+    /// working directory, as on a runner of its own), then `kiln index
+    /// create` of their images under `dest`. The wall time is their sum;
+    /// the parts are printed, for the time of runners working in parallel.
+    fn split(&self, opts: &Opts, dir: &Path, dest: &str, log: &Path) -> Result<Sample> {
+        let mut total: Option<Sample> = None;
+        let mut parts = Vec::new();
+        let mut images = Vec::new();
+        for platform in &self.platforms {
+            let suffix = platform.replace('/', "-");
+            let image = format!("{dest}-{suffix}");
+            let mut c = self.kiln(opts, &dir.join(&suffix), &image);
+            c.arg("--custom-platform").arg(platform);
+            let s = measure(&mut c, log)?;
+            parts.push(format!("{platform} {:.2}s", s.wall));
+            match &mut total {
+                Some(t) => t.add(s),
+                None => total = Some(s),
+            }
+            images.push(image);
+        }
+        let mut c = Command::new(&opts.kiln);
+        c.args(["index", "create", "--insecure", "--insecure-pull"])
+            .args(["--destination", dest])
+            .args(&images);
+        let s = measure(&mut c, log)?;
+        parts.push(format!("index create {:.2}s", s.wall));
+        eprintln!("      kiln-split parts: {}", parts.join(", "));
+        let mut total = total.context("no platform")?;
+        total.add(s);
+        Ok(total)
     }
 
     fn cache_repo(&self, reg: &Registry, tool: Tool, run: usize) -> String {
@@ -250,6 +346,10 @@ impl Workload {
     /// kiln and the peers that apply to this workload (the bare commands
     /// only where there is a plan for them).
     pub fn tools(&self, opts: &Opts) -> Vec<Tool> {
+        if !self.platforms.is_empty() {
+            // No peer here builds several platforms in one run (no buildx).
+            return vec![Tool::Kiln, Tool::KilnSplit];
+        }
         let mut v = vec![Tool::Kiln];
         v.extend(
             opts.peers
@@ -300,38 +400,9 @@ impl Workload {
         let dockerfile = self.context.join("Dockerfile");
         let result = match tool {
             Tool::Kiln => {
-                // KILN_BENCH_WRAP="strace -f -c -o FILE" (for instance) runs kiln
-                // under a profiler; the wrapper's time is then part of the figures.
-                let wrap: Vec<String> = std::env::var("KILN_BENCH_WRAP")
-                    .map(|w| w.split_whitespace().map(str::to_string).collect())
-                    .unwrap_or_default();
-                let mut c = match wrap.split_first() {
-                    Some((prog, rest)) => {
-                        let mut c = Command::new(prog);
-                        c.args(rest).arg(&opts.kiln);
-                        c
-                    }
-                    None => Command::new(&opts.kiln),
-                };
-                c.arg("build")
-                    .arg("--context")
-                    .arg(&self.context)
-                    .arg("--dockerfile")
-                    .arg(&dockerfile)
-                    .arg("--destination")
-                    .arg(&dest)
-                    .arg("--build-arg")
-                    .arg(format!("BASE={}", self.base))
-                    .args(self.build_args.iter().flat_map(|a| ["--build-arg", a]))
-                    .args(["--insecure", "--insecure-pull", "--log-timestamp"])
-                    .arg("--kiln-dir")
-                    .arg(dir.join("kiln"))
-                    // An empty local base cache: a fresh runner has none.
-                    .arg("--cache-dir")
-                    .arg(dir.join("cache-dir"));
-                // KILN_BENCH_KILN_ARGS: extra kiln flags, e.g. "--verbosity debug".
-                if let Ok(extra) = std::env::var("KILN_BENCH_KILN_ARGS") {
-                    c.args(extra.split_whitespace());
+                let mut c = self.kiln(opts, &dir, &dest);
+                if !self.platforms.is_empty() {
+                    c.arg("--custom-platform").arg(self.platforms.join(","));
                 }
                 if self.warm {
                     c.args(["--cache=true", "--cache-copy-layers=true"])
@@ -340,6 +411,7 @@ impl Workload {
                 }
                 measure(&mut c, &log)
             }
+            Tool::KilnSplit => self.split(opts, &dir, &dest, &log),
             Tool::Buildah => {
                 let st = Storage::create(&dir, &opts.driver)?;
                 let tag = format!("localhost/bench-{}:{label}", self.name);
@@ -545,6 +617,7 @@ mod tests {
             change: Some("main.py"),
             bare: None,
             build_args: Vec::new(),
+            platforms: Vec::new(),
             context: dir.path().to_path_buf(),
             runs_dir: dir.path().join("runs"),
             logs: dir.path().join("logs"),

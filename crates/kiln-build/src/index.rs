@@ -163,6 +163,9 @@ pub async fn join_with(
     for source in sources {
         entries.extend(read_source(client, source, access).await?);
     }
+    // As BuildKit orders a multi-platform index: every image, then every
+    // attestation manifest (each naming its image by annotation).
+    entries.sort_by_key(is_attestation);
     check_platforms(&entries)?;
     let oci = match format {
         Some(ImageFormat::Oci) => true,
@@ -296,6 +299,16 @@ async fn read_image(
         bytes,
         blobs,
     })
+}
+
+/// Whether `entry` is an attestation manifest, not an image.
+fn is_attestation(entry: &IndexEntry) -> bool {
+    entry
+        .descriptor
+        .annotations
+        .get(crate::output::attest::REFERENCE_TYPE)
+        .map(String::as_str)
+        == Some(crate::output::attest::ATTESTATION_MANIFEST)
 }
 
 /// Rejects two images for one platform. Entries whose platform is

@@ -948,12 +948,6 @@ impl BuildFlags {
                      (or build once per platform with --no-push)",
                 );
             }
-            if self.provenance.as_ref().is_some_and(|p| p.enabled) || self.sbom {
-                return refuse(
-                    "--provenance and --sbom are attached to one platform's image: \
-                     build once per platform and join them with `kiln index create`",
-                );
-            }
         }
         let platform = platforms[0].clone();
         let platforms = if platforms.len() > 1 {
@@ -1635,11 +1629,14 @@ mod tests {
             ..two()
         });
         assert!(no_push.contains("give a --destination"), "{no_push}");
-        let sbom = err(BuildFlags {
+        // Statements are attached to each platform's image.
+        let sbom = BuildFlags {
             sbom: true,
             ..two()
-        });
-        assert!(sbom.contains("once per platform"), "{sbom}");
+        }
+        .resolve(&no_env)
+        .unwrap();
+        assert!(sbom.output.attest.sbom && sbom.platforms.len() == 2);
         let one = BuildFlags {
             custom_platform: Some("linux/arm64".into()),
             ..flags_in(&dir)

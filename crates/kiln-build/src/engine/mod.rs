@@ -516,8 +516,12 @@ async fn write_outputs(
                     + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>(),
             });
             // One platform's image of several: tagged by the index, not here.
+            // With statements attached, what goes in that index is the
+            // platform's own index (its image and attestation manifest).
             let reference = match out.by_digest {
-                true => dest.reference.with_digest(built.digest.clone()),
+                true => dest
+                    .reference
+                    .with_digest(attached.map_or(&built.digest, |a| a.digest()).clone()),
                 false => dest.reference.clone(),
             };
             let report =

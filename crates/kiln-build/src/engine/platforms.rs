@@ -7,6 +7,13 @@
 //! layout, and their blobs and an index of their manifests make the ones
 //! asked for.
 //!
+//! With `--provenance` or `--sbom`, each platform's statements describe its
+//! own image: each platform pushes its own index (its image and its
+//! attestation manifest) by digest, and the joined index lists every image
+//! and then every attestation manifest, each still annotated with the image
+//! it is about, as BuildKit's multi-platform index is. `--provenance-file`
+//! and `--sbom-file` get one file per platform.
+//!
 //! Each platform's cache keys start from its own base digest (or from
 //! `scratch` and the platform), so the platforms never share an entry they
 //! should not; a step that is the same on every platform (in a `FROM
@@ -25,6 +32,7 @@ use kiln_oci::{media, Access, Descriptor, ImageConfig, Index, Manifest, Registry
 use super::{build_one, registry_options, BuildError, BuildOutcome};
 use crate::index::{self, IndexError, IndexSource};
 use crate::options::{BuildOptions, CacheRepo};
+use crate::output::attest::{ATTESTATION_MANIFEST, REFERENCE_TYPE};
 use crate::output::oci_layout::REF_NAME;
 use crate::output::{digest_files, push::PushReport};
 use crate::progress::ProgressSink;
@@ -72,6 +80,10 @@ pub(super) async fn build(
         one.output.digest_file = None;
         one.output.image_name_with_digest_file = None;
         one.output.image_name_tag_with_digest_file = None;
+        let attest = &mut one.output.attest;
+        for file in [&mut attest.provenance_file, &mut attest.sbom_file] {
+            *file = file.as_deref().map(|f| per_platform_file(f, platform));
+        }
         // Each platform writes its own layout; they are joined below.
         one.output.tar_path = None;
         let part = layouts.as_ref().map(|dir| {
@@ -160,6 +172,19 @@ pub(super) async fn build(
     })
 }
 
+/// Where one platform's `--provenance-file` or `--sbom-file` goes: the
+/// platform, as BuildKit names a platform's directory (`linux_arm64_v8`),
+/// before the extension: `sbom.json` becomes `sbom.linux_arm64.json`.
+fn per_platform_file(path: &Path, platform: &kiln_oci::Platform) -> PathBuf {
+    let name = platform.to_string().replace('/', "_");
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let file = match path.extension() {
+        Some(ext) => format!("{stem}.{name}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{name}"),
+    };
+    path.with_file_name(file)
+}
+
 /// Joins the one-image layouts each platform wrote into the layout at
 /// `dir`: their blobs, and an OCI index of their manifests (each with its
 /// config's platform), whose descriptor is returned with the entries. As
@@ -171,6 +196,7 @@ fn join_layouts(dir: &Path, parts: &[PathBuf]) -> Result<(Descriptor, Vec<Joined
     let layout = dir.join("oci-layout");
     fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io(&layout))?;
     let mut joined = Vec::new();
+    let mut statements = Vec::new();
     for part in parts {
         let part_blobs = part.join("blobs").join("sha256");
         for blob in fs::read_dir(&part_blobs).map_err(io(&part_blobs))? {
@@ -181,23 +207,39 @@ fn join_layouts(dir: &Path, parts: &[PathBuf]) -> Result<(Descriptor, Vec<Joined
             }
         }
         let index_path = part.join("index.json");
-        let bytes = fs::read(&index_path).map_err(io(&index_path))?;
-        let index = Index::from_slice(&bytes).map_err(|e| bad(&index_path, e))?;
-        let mut entry =
-            index.manifests.into_iter().next().ok_or_else(|| {
-                BuildError::Context(format!("{}: no image", index_path.display()))
-            })?;
-        let manifest_path = blob_dir.join(entry.digest.hex());
-        let manifest = fs::read(&manifest_path).map_err(io(&manifest_path))?;
-        let manifest = Manifest::from_slice(&manifest).map_err(|e| bad(&manifest_path, e))?;
-        let config_path = blob_dir.join(manifest.config.digest.hex());
-        let config = fs::read(&config_path).map_err(io(&config_path))?;
-        let config = ImageConfig::from_slice(&config).map_err(|e| bad(&config_path, e))?;
-        entry.annotations.clear();
-        entry.platform = Some(config.platform());
-        joined.push(Joined { entry, manifest });
+        let top = read_index(&index_path)?
+            .manifests
+            .into_iter()
+            .next()
+            .ok_or_else(|| BuildError::Context(format!("{}: no image", index_path.display())))?;
+        // One image, or (with statements attached) the platform's own index
+        // of its image and attestation manifest.
+        let listed = match media::is_index(&top.media_type) {
+            true => read_index(&blob_dir.join(top.digest.hex()))?.manifests,
+            false => vec![top],
+        };
+        for mut entry in listed {
+            if entry.annotations.get(REFERENCE_TYPE).map(String::as_str)
+                == Some(ATTESTATION_MANIFEST)
+            {
+                statements.push(entry);
+                continue;
+            }
+            let manifest_path = blob_dir.join(entry.digest.hex());
+            let manifest = fs::read(&manifest_path).map_err(io(&manifest_path))?;
+            let manifest = Manifest::from_slice(&manifest).map_err(|e| bad(&manifest_path, e))?;
+            let config_path = blob_dir.join(manifest.config.digest.hex());
+            let config = fs::read(&config_path).map_err(io(&config_path))?;
+            let config = ImageConfig::from_slice(&config).map_err(|e| bad(&config_path, e))?;
+            entry.annotations.clear();
+            entry.platform = Some(config.platform());
+            joined.push(Joined { entry, manifest });
+        }
     }
-    let index = Index::new(true, joined.iter().map(|j| j.entry.clone()).collect()).to_vec();
+    // As BuildKit orders them: every image, then every attestation manifest
+    // (each keeping the annotations that name its image).
+    let entries = joined.iter().map(|j| j.entry.clone()).chain(statements);
+    let index = Index::new(true, entries.collect()).to_vec();
     let digest = kiln_oci::Digest::sha256_of(&index);
     let index_blob = blob_dir.join(digest.hex());
     fs::write(&index_blob, &index).map_err(io(&index_blob))?;
@@ -216,6 +258,11 @@ struct Joined {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_path_buf();
     move |e| BuildError::Context(format!("{}: {e}", path.display()))
+}
+
+fn read_index(path: &Path) -> Result<Index, BuildError> {
+    let bytes = fs::read(path).map_err(io(path))?;
+    Index::from_slice(&bytes).map_err(|e| bad(path, e))
 }
 
 fn bad(path: &Path, e: kiln_oci::ManifestError) -> BuildError {
@@ -301,5 +348,24 @@ fn write_tar(path: &Path, parts: &[PathBuf], repo_tags: &[String]) -> Result<(),
             let _ = fs::remove_file(&tmp);
             Err(io(path)(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_platform_writes_its_own_statement_file() {
+        let arm: kiln_oci::Platform = "linux/arm64/v8".parse().unwrap();
+        let amd: kiln_oci::Platform = "linux/amd64".parse().unwrap();
+        assert_eq!(
+            per_platform_file(Path::new("out/sbom.json"), &arm),
+            Path::new("out/sbom.linux_arm64_v8.json")
+        );
+        assert_eq!(
+            per_platform_file(Path::new("prov"), &amd),
+            Path::new("prov.linux_amd64")
+        );
     }
 }

@@ -8,7 +8,10 @@
 //!
 //! A single `--platform A,B` build pushes the same index; a warm rebuild of
 //! it (cache on) takes every RUN step of both platforms from the cache and
-//! moves no layer.
+//! moves no layer. With `--provenance` and `--sbom` each platform's image
+//! gets its own attestation manifest in that index (registry, OCI layout and
+//! tarball alike), and `docker load` of the two-platform tarball loads this
+//! machine's image, which then runs.
 //!
 //! Where binfmt_misc has no such emulator the tests fail and say so: they
 //! never pass without having run anything emulated.
@@ -490,5 +493,307 @@ fn a_build_platform_stage_runs_once_natively_for_every_platform() {
             img.text("/runs-on").unwrap(),
             format!("{}\n", qemu_name(&p.architecture))
         );
+    }
+}
+
+/// The tag's index lists every image, then one attestation manifest per
+/// image naming it, as BuildKit's multi-platform index does; returns the
+/// images' digests in the order of `platforms`.
+fn check_attested_index(index: &serde_json::Value, platforms: &[&Platform]) -> Vec<String> {
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2 * platforms.len(), "{index}");
+    let (images, attestations) = entries.split_at(platforms.len());
+    for (image, p) in images.iter().zip(platforms) {
+        assert!(p.matches_json(&image["platform"]), "{index}");
+        assert!(image.get("annotations").is_none(), "{index}");
+    }
+    for (att, image) in attestations.iter().zip(images) {
+        assert_eq!(att["platform"]["os"], "unknown", "{index}");
+        assert_eq!(att["platform"]["architecture"], "unknown", "{index}");
+        assert_eq!(
+            att["annotations"]["vnd.docker.reference.type"], "attestation-manifest",
+            "{index}"
+        );
+        assert_eq!(
+            att["annotations"]["vnd.docker.reference.digest"], image["digest"],
+            "{index}"
+        );
+    }
+    images
+        .iter()
+        .map(|i| i["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The index an OCI layout directory or archive's `index.json` names,
+/// read with `read` (a path inside the layout to its bytes).
+fn layout_index(read: impl Fn(&str) -> Vec<u8>) -> serde_json::Value {
+    let top: serde_json::Value = serde_json::from_slice(&read("index.json")).unwrap();
+    let entry = &top["manifests"][0];
+    assert_eq!(
+        entry["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{top}"
+    );
+    let hex = entry["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    serde_json::from_slice(&read(&format!("blobs/sha256/{hex}"))).unwrap()
+}
+
+#[test]
+fn two_platforms_with_statements_give_each_image_its_own_attestation_manifest() {
+    let (host, foreign) = (Platform::host(), Platform::foreign());
+    require_emulator(&foreign);
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
+    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
+    Kiln::build(ctx.path())
+        .empty_docker_config()
+        .args(["--insecure", "--insecure-pull", "--log-format=text"])
+        .args(["--platform", &platforms, "--provenance=mode=max", "--sbom"])
+        .args(["--build-arg", &format!("BASE={base_ref}")])
+        .args(["-d", &reg.image_ref("app:att")])
+        .arg_path("--sbom-file", &work.path().join("sbom.json"))
+        .arg_path("--oci-layout-path", &work.path().join("layout"))
+        .arg_path("--tar-path", &work.path().join("att.tar"))
+        .success();
+
+    // The registry, read by skopeo and curl.
+    let index = skopeo_inspect_raw(&reg.image_ref("app:att"), false).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let images = check_attested_index(&index, &[&host, &foreign]);
+    let attestations = &index["manifests"].as_array().unwrap()[2..];
+    for ((att, image), p) in attestations.iter().zip(&images).zip([&host, &foreign]) {
+        let digest = att["digest"].as_str().unwrap();
+        let manifest = skopeo_inspect_raw(&reg.image_ref(&format!("app@{digest}")), false).unwrap();
+        let mut predicates = Vec::new();
+        for layer in manifest["layers"].as_array().unwrap() {
+            assert_eq!(layer["mediaType"], "application/vnd.in-toto+json");
+            let url = format!(
+                "{}/v2/app/blobs/{}",
+                reg.url(),
+                layer["digest"].as_str().unwrap()
+            );
+            let got = Command::new("curl").args(["-fsS", &url]).output().unwrap();
+            assert!(got.status.success(), "curl {url}: {}", stderr(&got));
+            let statement: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+            // Each statement is about its own platform's image.
+            assert_eq!(
+                format!(
+                    "sha256:{}",
+                    statement["subject"][0]["digest"]["sha256"]
+                        .as_str()
+                        .unwrap()
+                ),
+                *image,
+                "{statement}"
+            );
+            let name = statement["subject"][0]["name"].as_str().unwrap();
+            assert!(
+                name.contains(&format!("platform=linux%2F{}", p.architecture)),
+                "{name}"
+            );
+            let predicate = statement["predicateType"].as_str().unwrap().to_string();
+            if predicate == "https://slsa.dev/provenance/v1" {
+                let built_for = statement["predicate"]["buildDefinition"]["externalParameters"]
+                    ["request"]["args"]["platform"]
+                    .as_str()
+                    .unwrap();
+                assert!(
+                    built_for.starts_with(&format!("linux/{}", p.architecture)),
+                    "{built_for}"
+                );
+            }
+            predicates.push(predicate);
+        }
+        assert_eq!(
+            predicates,
+            [
+                "https://slsa.dev/provenance/v1",
+                "https://spdx.dev/Document"
+            ],
+            "{manifest}"
+        );
+        // One SBOM file per platform, about that platform's image.
+        let prefix = format!("sbom.linux_{}", p.architecture);
+        let file = fs::read_dir(work.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|f| {
+                let name = f.file_name().unwrap().to_string_lossy();
+                name.starts_with(&prefix) && name.ends_with(".json")
+            })
+            .unwrap_or_else(|| panic!("no {prefix}*.json in {}", work.path().display()));
+        let sbom: serde_json::Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                sbom["subject"][0]["digest"]["sha256"].as_str().unwrap()
+            ),
+            *image
+        );
+    }
+    assert!(
+        !work.path().join("sbom.json").exists(),
+        "one file per platform"
+    );
+
+    // The OCI layout and the tarball hold the same index.
+    let layout = work.path().join("layout");
+    let from_layout = layout_index(|name| fs::read(layout.join(name)).unwrap());
+    assert_eq!(
+        from_layout["manifests"], index["manifests"],
+        "{from_layout}"
+    );
+    let mut tar_files = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(fs::File::open(work.path().join("att.tar")).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        tar_files.insert(name, bytes);
+    }
+    let from_tar = layout_index(|name| tar_files[name].clone());
+    assert_eq!(from_tar["manifests"], index["manifests"], "{from_tar}");
+    // skopeo finds each platform's image in the layout by the index.
+    for p in [&host, &foreign] {
+        let summary = skopeo_inspect_for_platform(
+            &format!("oci:{}:att", layout.display()),
+            &Access::insecure(),
+            InspectKind::Summary,
+            p,
+        )
+        .unwrap();
+        assert_eq!(summary["Architecture"], p.architecture.as_str());
+    }
+}
+
+#[test]
+fn docker_loads_this_machines_image_from_a_two_platform_tarball() {
+    let (host, foreign) = (Platform::host(), Platform::foreign());
+    require_emulator(&foreign);
+    kiln_testkit::require_docker("`docker load` of a two-platform tarball");
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
+    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("both.tar");
+    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
+    // With statements: the tarball's index also lists attestation manifests.
+    Kiln::build(ctx.path())
+        .empty_docker_config()
+        .args(["--insecure", "--insecure-pull", "--log-format=text"])
+        .args(["--platform", &platforms, "--provenance"])
+        .args(["--build-arg", &format!("BASE={base_ref}")])
+        .args(["-d", &reg.image_ref("app:load")])
+        .arg_path("--tar-path", &tar)
+        .success();
+    let index = skopeo_inspect_raw(&reg.image_ref("app:load"), false).unwrap();
+    let images = check_attested_index(&index, &[&host, &foreign]);
+    let host_manifest =
+        skopeo_inspect_raw(&reg.image_ref(&format!("app@{}", images[0])), false).unwrap();
+    let host_config = host_manifest["config"]["digest"].as_str().unwrap();
+
+    let tag = reg.image_ref("app:load");
+    let docker = |args: &[&str]| {
+        assert_cmd::Command::new("docker")
+            .args(args)
+            .timeout(std::time::Duration::from_secs(120))
+            .output()
+            .unwrap()
+    };
+    let loaded = assert_cmd::Command::new("docker")
+        .arg("load")
+        .arg("-i")
+        .arg(&tar)
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "docker load: {}", stderr(&loaded));
+    let said = String::from_utf8_lossy(&loaded.stdout).into_owned();
+    let inspected = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}} {{.Os}}/{{.Architecture}}",
+        &tag,
+    ]);
+    let ran = docker(&[
+        "run",
+        "--rm",
+        "--network=none",
+        &tag,
+        "cat",
+        "/arch-seen",
+        "/uname",
+    ]);
+    let _ = docker(&["rmi", "--force", &tag]);
+    assert!(said.contains(&tag), "docker load printed: {said}");
+    assert!(
+        inspected.status.success(),
+        "docker image inspect: {}",
+        stderr(&inspected)
+    );
+    // The image Docker holds is this machine's: its config is the one pushed.
+    assert_eq!(
+        String::from_utf8_lossy(&inspected.stdout).trim(),
+        format!("{host_config} linux/{}", host.architecture)
+    );
+    assert!(ran.status.success(), "docker run: {}", stderr(&ran));
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        format!("{}\n{}\n", host.architecture, qemu_name(&host.architecture))
+    );
+}
+
+#[test]
+fn two_platforms_with_referrers_give_each_image_its_own_artifacts() {
+    let (host, foreign) = (Platform::host(), Platform::foreign());
+    require_emulator(&foreign);
+    let reg = Registry::plain().unwrap();
+    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
+    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
+    Kiln::build(ctx.path())
+        .empty_docker_config()
+        .args(["--insecure", "--insecure-pull", "--log-format=text"])
+        .args(["--platform", &platforms, "--provenance"])
+        .args(["--attestation-format=referrers"])
+        .args(["--build-arg", &format!("BASE={base_ref}")])
+        .args(["-d", &reg.image_ref("app:ref")])
+        .success();
+    // The tag's index lists the images only; each image's statements are
+    // artifacts about it, under its `sha256-<hex>` fallback tag (this
+    // registry has no referrers API).
+    let index = skopeo_inspect_raw(&reg.image_ref("app:ref"), false).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    for (entry, p) in entries.iter().zip([&host, &foreign]) {
+        assert!(p.matches_json(&entry["platform"]), "{index}");
+        let digest = entry["digest"].as_str().unwrap();
+        let tag = format!("app:sha256-{}", digest.trim_start_matches("sha256:"));
+        let referrers = skopeo_inspect_raw(&reg.image_ref(&tag), false).unwrap();
+        let listed = referrers["manifests"].as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{referrers}");
+        let artifact = skopeo_inspect_raw(
+            &reg.image_ref(&format!("app@{}", listed[0]["digest"].as_str().unwrap())),
+            false,
+        )
+        .unwrap();
+        assert_eq!(artifact["subject"]["digest"], digest, "{artifact}");
+        assert_eq!(artifact["artifactType"], "application/vnd.in-toto+json");
     }
 }
