@@ -36,6 +36,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use kiln_attest::provenance::ProvenanceRequest;
+pub use kiln_oci::media::Compression;
 use kiln_oci::registry::{
     parse_client_cert, parse_host_path, parse_pull_routes, ClientCert, FlagError, REGISTRY_MAP_ENV,
     REGISTRY_MIRROR_ENV,
@@ -125,28 +126,6 @@ pub enum OptionsError {
         /// Highest accepted level.
         max: i32,
     },
-}
-
-/// Layer compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Compression {
-    /// gzip: read by every registry and runtime.
-    #[default]
-    Gzip,
-    /// zstd: faster and smaller, read by recent runtimes.
-    Zstd,
-}
-
-impl Compression {
-    /// The accepted explicit levels (besides -1, "the default").
-    pub fn level_range(self) -> (i32, i32) {
-        match self {
-            Compression::Gzip => (0, 9),
-            Compression::Zstd => (1, 22),
-        }
-    }
 }
 
 /// The media type family of the image manifest (`--image-format`).
@@ -257,7 +236,6 @@ macro_rules! keyword_enum {
     };
 }
 
-keyword_enum!(Compression, "compression", { "gzip" => Gzip, "zstd" => Zstd });
 keyword_enum!(ImageFormat, "image format", { "docker" => Docker, "oci" => Oci });
 keyword_enum!(Isolation, "isolation", { "auto" => Auto, "namespace" => Namespace, "chroot" => Chroot });
 keyword_enum!(LogFormat, "log format", { "text" => Text, "color" => Color, "json" => Json });
@@ -265,6 +243,18 @@ keyword_enum!(Verbosity, "verbosity", {
     "panic" => Panic, "fatal" => Fatal, "error" => Error, "warn" => Warn,
     "info" => Info, "debug" => Debug, "trace" => Trace,
 });
+
+/// Parses `--compression`: the compressions a layer is written in, `gzip`
+/// or `zstd`, in any case.
+pub fn parse_layer_compression(s: &str) -> Result<Compression, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "gzip" => Ok(Compression::Gzip),
+        "zstd" => Ok(Compression::Zstd),
+        _ => Err(format!(
+            "unknown compression {s:?} (expected one of: gzip, zstd)"
+        )),
+    }
+}
 
 /// What the user asked for, before resolution. Every default lives in [`Default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1145,7 +1135,13 @@ fn check_compression_level(
     compression: Compression,
     level: i32,
 ) -> Result<Option<i32>, OptionsError> {
-    let (min, max) = compression.level_range();
+    let Some((min, max)) = compression.level_range() else {
+        return Err(invalid(
+            "--compression",
+            compression.name(),
+            "layers are written with gzip or zstd",
+        ));
+    };
     match level {
         -1 => Ok(None),
         l if (min..=max).contains(&l) => Ok(Some(l)),
@@ -1748,6 +1744,10 @@ mod tests {
         ));
         assert_eq!(with(Compression::Zstd, 19).unwrap().layers.level, Some(19));
         assert!(with(Compression::Zstd, 0).is_err());
+        assert!(matches!(
+            with(Compression::Xz, -1),
+            Err(OptionsError::InvalidValue { .. })
+        ));
         assert_eq!(with(Compression::Zstd, -1).unwrap().layers.level, None);
     }
 
@@ -1931,11 +1931,11 @@ mod tests {
 
     #[test]
     fn keywords_parse() {
-        assert_eq!("ZSTD".parse::<Compression>(), Ok(Compression::Zstd));
-        assert!("lz4"
-            .parse::<Compression>()
+        assert_eq!(parse_layer_compression("ZSTD"), Ok(Compression::Zstd));
+        assert!(parse_layer_compression("lz4")
             .unwrap_err()
             .contains("gzip, zstd"));
+        assert!(parse_layer_compression("xz").is_err());
         assert_eq!("warn".parse::<Verbosity>(), Ok(Verbosity::Warn));
     }
 

@@ -11,13 +11,14 @@ use super::workspace::Workspace;
 use crate::cache::{CacheKey, CachePusher, LayerCache, StepInputs};
 use crate::context::BuildContext;
 use crate::copy::{self, CopyPlan, Owner};
-use crate::options::{BuildOptions, Compression};
+use crate::options::BuildOptions;
 use crate::progress::{ProgressEvent, ProgressSink, StepId};
 use kiln_dockerfile::instructions::{Command, Instruction};
 use kiln_dockerfile::plan::Base;
 use kiln_dockerfile::scope::StageEnv;
 use kiln_dockerfile::Dockerfile;
 use kiln_layer::{Deflate, LayerOptions, LayerWriter, MtimePolicy};
+use kiln_oci::media::Compression;
 use kiln_oci::{media, History, Platform, Reference};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -747,16 +748,13 @@ impl StageRunner<'_> {
     }
 
     pub(crate) fn layer_options(&self) -> LayerOptions {
-        let compression = match self.options.layers.compression {
-            Compression::Zstd => kiln_oci::media::Compression::Zstd,
-            _ => kiln_oci::media::Compression::Gzip,
-        };
+        let compression = self.options.layers.compression;
         // Without --compression-level, gzip runs at its fastest level, as in
         // Kaniko (go-containerregistry's default): layers compress 3-5x
         // faster for a few percent more bytes. zstd keeps its own default.
         let level = match (self.options.layers.level, compression) {
             (Some(level), _) => Some(level),
-            (None, kiln_oci::media::Compression::Gzip) => Some(GZIP_DEFAULT_LEVEL),
+            (None, Compression::Gzip) => Some(GZIP_DEFAULT_LEVEL),
             (None, _) => None,
         };
         let mut opts = LayerOptions::new(compression);
@@ -820,7 +818,7 @@ impl StageRunner<'_> {
         created: &str,
         created_by: String,
     ) -> LayerRef {
-        if blob.compression == kiln_oci::media::Compression::Zstd {
+        if blob.compression == Compression::Zstd {
             run.image.oci = true;
         }
         tracing::debug!(
