@@ -11,4 +11,4 @@ pub mod options;
 pub mod output;
 pub mod progress;
 
-pub use engine::{build, build_with, BuildError, BuildOutcome};
+pub use engine::{build, build_in, build_with, BuildError, BuildOutcome, BuildSetup};

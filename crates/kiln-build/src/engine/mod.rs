@@ -46,7 +46,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use workspace::Workspace;
+use workspace::{Workspace, Workspaces};
 
 /// What a finished build produced.
 #[derive(Debug, Clone)]
@@ -85,22 +85,54 @@ pub async fn build_with(
     options: &BuildOptions,
     progress: Arc<dyn ProgressSink>,
 ) -> Result<BuildOutcome, BuildError> {
-    if options.platforms.len() > 1 {
-        return platforms::build(options, progress).await;
+    build_in(options, progress, &BuildSetup::default()).await
+}
+
+/// What a caller hands a build besides its options and progress sink.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct BuildSetup {
+    /// Where the build registers its private directories, so that the
+    /// caller can remove them when the process is interrupted.
+    pub workspaces: Workspaces,
+}
+
+impl BuildSetup {
+    /// Registers the build's private directories in `workspaces`.
+    pub fn with_workspaces(mut self, workspaces: Workspaces) -> Self {
+        self.workspaces = workspaces;
+        self
     }
-    build_one(options, progress).await
+}
+
+/// Runs one build as [`build_with`] does, with what the caller set up.
+///
+/// # Errors
+/// As [`build`].
+pub async fn build_in(
+    options: &BuildOptions,
+    progress: Arc<dyn ProgressSink>,
+    setup: &BuildSetup,
+) -> Result<BuildOutcome, BuildError> {
+    if options.platforms.len() > 1 {
+        return platforms::build(options, progress, setup).await;
+    }
+    build_one(options, progress, setup).await
 }
 
 /// One platform's build, from the context to every output.
 async fn build_one(
     options: &BuildOptions,
     progress: Arc<dyn ProgressSink>,
+    setup: &BuildSetup,
 ) -> Result<BuildOutcome, BuildError> {
     let started = Instant::now();
     let started_on = time::OffsetDateTime::now_utc();
-    let mut ws = Workspace::create(&options.work_dir).map_err(|source| BuildError::Workspace {
-        path: options.work_dir.clone(),
-        source,
+    let mut ws = Workspace::create(&options.work_dir, &setup.workspaces).map_err(|source| {
+        BuildError::Workspace {
+            path: options.work_dir.clone(),
+            source,
+        }
     })?;
     if std::env::var_os("KILN_KEEP_WORKDIR").is_some() {
         ws.keep();
@@ -147,6 +179,7 @@ async fn build_one(
         from_roots: Default::default(),
         progress: progress.clone(),
         record: &record,
+        namespaces_refused: Default::default(),
     };
     let mut results: HashMap<usize, StageResult> = HashMap::new();
     let mut steps = 0;

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use kiln_oci::{media, Access, Descriptor, ImageConfig, Index, Manifest, RegistryClient};
 
-use super::{build_one, registry_options, BuildError, BuildOutcome};
+use super::{build_one, registry_options, BuildError, BuildOutcome, BuildSetup};
 use crate::index::{self, IndexError, IndexSource};
 use crate::options::{BuildOptions, CacheRepo};
 use crate::output::oci_layout::REF_NAME;
@@ -33,6 +33,7 @@ use crate::progress::ProgressSink;
 pub(super) async fn build(
     options: &BuildOptions,
     progress: Arc<dyn ProgressSink>,
+    setup: &BuildSetup,
 ) -> Result<BuildOutcome, BuildError> {
     let started = Instant::now();
     let out = &options.output;
@@ -79,7 +80,7 @@ pub(super) async fn build(
             one.output.oci_layout_path = Some(part.clone());
             part
         });
-        let built = build_one(&one, progress.clone()).await?;
+        let built = build_one(&one, progress.clone(), setup).await?;
         steps += built.steps;
         cached += built.cached;
         size += built.size;

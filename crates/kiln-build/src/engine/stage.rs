@@ -63,6 +63,8 @@ pub(crate) struct StageRunner<'a> {
     pub progress: std::sync::Arc<dyn ProgressSink>,
     /// What the build read and did, for the provenance.
     pub record: &'a super::record::BuildRecorder,
+    /// Whether this build's RUN steps found namespaces refused.
+    pub namespaces_refused: super::run_step::NamespacesRefused,
 }
 
 /// A stage in progress.
