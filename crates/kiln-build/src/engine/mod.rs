@@ -95,9 +95,19 @@ pub struct BuildSetup {
     /// Where the build registers its private directories, so that the
     /// caller can remove them when the process is interrupted.
     pub workspaces: Workspaces,
+    /// The Dockerfile, already loaded by the caller as [`load_dockerfile`]
+    /// loads it for these options: the build does not read or parse it
+    /// again. Used by a build for one platform only.
+    pub dockerfile: Option<kiln_dockerfile::Dockerfile>,
 }
 
 impl BuildSetup {
+    /// Builds `dockerfile`, loaded by the caller with the build's options.
+    pub fn with_dockerfile(mut self, dockerfile: kiln_dockerfile::Dockerfile) -> Self {
+        self.dockerfile = Some(dockerfile);
+        self
+    }
+
     /// Registers the build's private directories in `workspaces`.
     pub fn with_workspaces(mut self, workspaces: Workspaces) -> Self {
         self.workspaces = workspaces;
@@ -117,14 +127,16 @@ pub async fn build_in(
     if options.platforms.len() > 1 {
         return platforms::build(options, progress, setup).await;
     }
-    build_one(options, progress, setup).await
+    build_one(options, progress, setup, true).await
 }
 
-/// One platform's build, from the context to every output.
+/// One platform's build, from the context to every output; `first` warns
+/// about what is the same for every platform (unused build args).
 async fn build_one(
     options: &BuildOptions,
     progress: Arc<dyn ProgressSink>,
     setup: &BuildSetup,
+    first: bool,
 ) -> Result<BuildOutcome, BuildError> {
     let started = Instant::now();
     let started_on = time::OffsetDateTime::now_utc();
@@ -138,9 +150,14 @@ async fn build_one(
         ws.keep();
     }
     let (context, dockerfile_name, dockerfile_text) = open_context(options, &ws).await?;
-    let dockerfile = load_dockerfile(options, &dockerfile_name, &dockerfile_text)?;
-    for arg in dockerfile.unused_build_args() {
-        tracing::warn!("build arg {arg} was not consumed by any stage");
+    let dockerfile = match &setup.dockerfile {
+        Some(loaded) => loaded.clone(),
+        None => load_dockerfile(options, &dockerfile_name, &dockerfile_text)?,
+    };
+    if first {
+        for arg in dockerfile.unused_build_args() {
+            tracing::warn!("build arg {arg} was not consumed by any stage");
+        }
     }
 
     let client = RegistryClient::new(registry_options(options))
@@ -348,7 +365,12 @@ fn display_name(path: &Path) -> String {
         .to_string()
 }
 
-fn load_dockerfile(
+/// Loads the Dockerfile `text` (named `name` in errors) for a build with
+/// `options`: its build args, target and platform, and the stages it runs.
+///
+/// # Errors
+/// [`BuildError::Dockerfile`] with every problem found.
+pub fn load_dockerfile(
     options: &BuildOptions,
     name: &str,
     text: &str,

@@ -57,6 +57,11 @@ pub(super) async fn build(
             false => None,
         };
     let mut parts = Vec::new();
+    // Each platform loads the Dockerfile with its own TARGET* args.
+    let setup = &BuildSetup {
+        dockerfile: None,
+        ..setup.clone()
+    };
     for platform in &options.platforms {
         tracing::info!("building for {platform}");
         let mut one = options.clone();
@@ -80,7 +85,7 @@ pub(super) async fn build(
             one.output.oci_layout_path = Some(part.clone());
             part
         });
-        let built = build_one(&one, progress.clone(), setup).await?;
+        let built = build_one(&one, progress.clone(), setup, sources.is_empty()).await?;
         steps += built.steps;
         cached += built.cached;
         size += built.size;

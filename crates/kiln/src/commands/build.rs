@@ -47,20 +47,27 @@ fn run_with(
     }
     let dockerfile = check_dockerfile(&options)?;
     if options.dryrun || options.print_plan {
-        let Some(dockerfile) = dockerfile else {
+        let Some(dockerfile) = &dockerfile else {
             return Err(Failure::new(
                 Exit::Usage,
                 "--dryrun: the Dockerfile is inside a tar context, which is only unpacked \
                  by a build; give --dockerfile a path outside the archive to see the plan",
             ));
         };
-        super::print(&crate::plan::render(&dockerfile))?;
+        super::print(&crate::plan::render(dockerfile))?;
         if options.dryrun {
+            for arg in dockerfile.unused_build_args() {
+                tracing::warn!("build arg {arg} was not consumed by any stage");
+            }
             tracing::info!("--dryrun: nothing built, pushed or written");
             return Ok(());
         }
     }
-    build(&options, renderer, setup)
+    let setup = match dockerfile {
+        Some(dockerfile) => setup.clone().with_dockerfile(dockerfile),
+        None => setup.clone(),
+    };
+    build(&options, renderer, &setup)
 }
 
 /// What to do about a failure of this kind, in one line. Dockerfile errors
@@ -87,13 +94,8 @@ fn check_dockerfile(
     options: &BuildOptions,
 ) -> Result<Option<kiln_dockerfile::Dockerfile>, Failure> {
     match &options.dockerfile {
-        DockerfileLocation::File(path) => {
-            let dockerfile = frontend::check(path, options)?;
-            for name in dockerfile.unused_build_args() {
-                tracing::warn!("build argument {name} was not consumed by any ARG");
-            }
-            Ok(Some(dockerfile))
-        }
+        // The build takes it as loaded here and warns about unused build args.
+        DockerfileLocation::File(path) => frontend::check(path, options).map(Some),
         _ => Ok(None),
     }
 }
