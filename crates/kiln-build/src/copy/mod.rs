@@ -29,7 +29,6 @@
 pub mod archive;
 pub mod chmod;
 pub mod chown;
-pub mod glob;
 pub mod http;
 pub mod layer;
 mod plan;
@@ -323,7 +322,7 @@ pub enum CopyError {
     Context(#[from] ContextError),
     /// A wildcard is malformed.
     #[error(transparent)]
-    Pattern(#[from] glob::BadPattern),
+    Pattern(#[from] kiln_dockerfile::go::filepath_match::BadPattern),
     /// A wildcard matched nothing and empty matches are not accepted.
     #[error("{pattern:?}: no source files matched")]
     NoMatch {
