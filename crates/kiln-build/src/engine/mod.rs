@@ -39,7 +39,6 @@ use blobs::BlobStore;
 use kiln_dockerfile::plan::StageSelection;
 use kiln_dockerfile::scope::PlatformArgs;
 use kiln_dockerfile::LoadOptions;
-use kiln_oci::auth::CredentialStore;
 use kiln_oci::{Digest, Platform, RegistryClient};
 use stage::{StageResult, StageRunner};
 use std::collections::{BTreeMap, HashMap};
@@ -442,45 +441,7 @@ pub fn select_stages(
 }
 
 pub(crate) fn registry_options(options: &BuildOptions) -> kiln_oci::RegistryOptions {
-    let r = &options.registry;
-    let mut mirrors = Vec::new();
-    let mut maps = BTreeMap::new();
-    for (from, to) in &r.registry_map {
-        if from == kiln_oci::reference::DOCKER_HUB {
-            mirrors.extend(to.iter().cloned());
-        } else {
-            maps.insert(from.clone(), to.clone());
-        }
-    }
-    kiln_oci::RegistryOptions {
-        insecure: r.insecure_push,
-        insecure_pull: r.insecure_pull,
-        insecure_registries: r.insecure_registries.clone(),
-        skip_tls_verify: r.skip_tls_verify_push,
-        skip_tls_verify_pull: r.skip_tls_verify_pull,
-        skip_tls_verify_registries: r.skip_tls_verify_registries.clone(),
-        ca_certificates: r.certificates.clone(),
-        client_certificates: r
-            .client_certificates
-            .iter()
-            .map(|(h, c)| {
-                (
-                    h.clone(),
-                    kiln_oci::registry::ClientCert {
-                        cert: c.cert.clone(),
-                        key: c.key.clone(),
-                    },
-                )
-            })
-            .collect(),
-        mirrors,
-        skip_default_registry_fallback: r.skip_default_registry_fallback,
-        registry_maps: maps,
-        push_retries: r.push_retry,
-        pull_retries: r.image_download_retry,
-        credentials: CredentialStore::from_env().with_builtin_helpers(r.credential_helpers.clone()),
-        ..Default::default()
-    }
+    options.registry.clone()
 }
 
 /// `--image-format` and `--annotation`, and whether the base image's

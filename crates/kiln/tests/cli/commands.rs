@@ -377,7 +377,7 @@ fn kaniko_environment_variables_apply() {
         ],
     );
     assert_eq!(
-        json["registry"]["registry_map"]["docker.io"],
+        json["registry"]["mirrors"],
         serde_json::json!(["m1.local", "m2.local", "m3.local"])
     );
     assert_eq!(json["work_dir"], "/somewhere");
