@@ -2,6 +2,7 @@
 //! image assembly and outputs. The CLI is a thin layer over this crate.
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod cache;
 pub mod context;
 pub mod copy;

@@ -26,16 +26,14 @@
 //! an error unless [`CopyRequest::allow_empty_wildcard`] is turned off, but a
 //! missing directory before the wildcard is.
 
-pub mod archive;
 pub mod chmod;
 pub mod chown;
 pub mod http;
 pub mod layer;
 mod plan;
 mod special;
-mod tar_rules;
 
-pub use archive::ArchiveError;
+pub use crate::archive::ArchiveError;
 pub use chmod::{Chmod, ChmodError};
 pub use chown::{ChownError, Owner};
 pub use http::{FetchError, FetchedUrl, UrlFetcher};

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use kiln_oci::media::Compression;
 
+mod tar_rules;
+
 /// Why an archive could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -145,7 +147,7 @@ pub struct ArchiveItem {
 
 /// Reads every entry of the archive at `path`, spooling file bodies into
 /// `scratch` (one file per entry), settled into what unpacking them in
-/// order leaves ([`super::tar_rules`]). Device nodes and FIFOs are skipped:
+/// order leaves ([`tar_rules`]). Device nodes and FIFOs are skipped:
 /// an unprivileged build cannot represent them faithfully anyway.
 pub fn read_items(path: &Path, scratch: &Path) -> Result<Vec<ArchiveItem>, ArchiveError> {
     let io_err = |source| ArchiveError::Io {
@@ -202,7 +204,7 @@ pub fn read_items(path: &Path, scratch: &Path) -> Result<Vec<ArchiveItem>, Archi
             mtime,
         });
     }
-    super::tar_rules::settle(items)
+    tar_rules::settle(items)
 }
 
 /// Unpacks the archive at `path` into `dest` (which must exist). Entries that
