@@ -164,7 +164,7 @@ async fn build_one(
     let blobs = BlobStore::new(ws.blobs(), client.clone()).with_progress(progress.clone());
     let first_destination = options.output.destinations.first().map(|d| &d.reference);
     let cache = crate::cache::LayerCache::open(&options.cache, first_destination, &client)
-        .map_err(|e| BuildError::Context(format!("cache: {e}")))?
+        .map_err(BuildError::Cache)?
         .map(|c| c.with_scratch(ws.scratch()));
     if let Some(cache) = &cache {
         tracing::info!("layer cache: {}", cache.describe());
@@ -179,8 +179,7 @@ async fn build_one(
         context: &context,
         workspace: &ws,
         blobs: &blobs,
-        http: crate::copy::UrlFetcher::new(client.options())
-            .map_err(|e| BuildError::Context(e.to_string()))?,
+        http: crate::copy::UrlFetcher::new(client.options()).map_err(BuildError::Fetch)?,
         listings: listing::Listings::new(
             blobs.clone(),
             cache.clone(),
@@ -235,8 +234,7 @@ async fn build_one(
         let mut image = target.image;
         finish_config(&mut image, options);
         finish_manifest(&mut image, options)?;
-        let built = BuiltImage::assemble(&image)
-            .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
+        let built = BuiltImage::assemble(&image).map_err(BuildError::Config)?;
         // The root filesystems are not needed any more: remove them while the
         // outputs are written, rather than after, once the trees other
         // threads still remove (stage roots, RUN layer shadows) are gone:
@@ -303,7 +301,7 @@ async fn open_context(
     options: &BuildOptions,
     ws: &Workspace,
 ) -> Result<(BuildContext, String, String), BuildError> {
-    let ctx_err = |e: crate::context::ContextError| BuildError::Context(e.to_string());
+    let ctx_err = BuildError::BuildContext;
     let (spec, sub_path) = match &options.context {
         ContextSource::Dir(dir) => (ContextSpec::Dir(dir.clone()), None),
         ContextSource::Tar { archive, sub_path } => {
@@ -318,7 +316,7 @@ async fn open_context(
             let env = kiln_source::Env::from_process();
             let fetched = kiln_source::fetch(source, git, &env, &ws.context())
                 .await
-                .map_err(|e| BuildError::Context(e.to_string()))?;
+                .map_err(BuildError::RemoteContext)?;
             tracing::info!("{}", fetched.summary);
             (ContextSpec::Dir(fetched.root), sub_path.clone())
         }
