@@ -32,6 +32,17 @@ pub enum BuildError {
     /// The client for `ADD <url>` could not be configured.
     #[error(transparent)]
     Fetch(#[from] crate::copy::http::FetchError),
+    /// The index of several platforms' images could not be made.
+    #[error("making the image index: {0}")]
+    Index(#[source] crate::index::IndexError),
+    /// A scratch directory the build needs could not be made.
+    #[error("creating {what}: {source}")]
+    Scratch {
+        /// What the directory is for.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The image config could not be serialised.
     #[error("serialising the image config: {0}")]
     Config(#[source] serde_json::Error),

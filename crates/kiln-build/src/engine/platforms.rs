@@ -23,7 +23,7 @@ use std::time::Instant;
 use kiln_oci::{media, Access, Descriptor, ImageConfig, Index, Manifest, RegistryClient};
 
 use super::{build_one, registry_options, BuildError, BuildOutcome, BuildSetup};
-use crate::index::{self, IndexError, IndexSource};
+use crate::index::{self, IndexSource};
 use crate::options::{BuildOptions, CacheRepo};
 use crate::output::oci_layout::REF_NAME;
 use crate::output::{digest_files, push::PushReport};
@@ -45,17 +45,18 @@ pub(super) async fn build(
     let (mut steps, mut cached, mut size) = (0, 0, 0);
     let shared = match options.cache.enabled {
         true => None,
-        false => Some(tempfile::tempdir().map_err(|e| {
-            BuildError::Context(format!("creating the platforms' shared cache: {e}"))
+        false => Some(tempfile::tempdir().map_err(|source| BuildError::Scratch {
+            what: "the platforms' shared cache",
+            source,
         })?),
     };
-    let layouts =
-        match out.oci_layout_path.is_some() || out.tar_path.is_some() {
-            true => Some(tempfile::tempdir().map_err(|e| {
-                BuildError::Context(format!("creating the platforms' layouts: {e}"))
-            })?),
-            false => None,
-        };
+    let layouts = match out.oci_layout_path.is_some() || out.tar_path.is_some() {
+        true => Some(tempfile::tempdir().map_err(|source| BuildError::Scratch {
+            what: "the platforms' layouts",
+            source,
+        })?),
+        false => None,
+    };
     let mut parts = Vec::new();
     // Each platform loads the Dockerfile with its own TARGET* args.
     let setup = &BuildSetup {
@@ -99,13 +100,15 @@ pub(super) async fn build(
 
     let client = RegistryClient::new(registry_options(options))
         .map_err(|e| BuildError::Registry(Box::new(e)))?;
-    let failed = |e: IndexError| BuildError::Context(format!("making the image index: {e}"));
+    let failed = BuildError::Index;
     // The images were just pushed: they are read back as a pusher reads.
     let joined = index::join_with(&client, &sources, out.image_format, Access::Push)
         .await
         .map_err(failed)?;
-    let scratch = tempfile::tempdir()
-        .map_err(|e| BuildError::Context(format!("creating a scratch directory: {e}")))?;
+    let scratch = tempfile::tempdir().map_err(|source| BuildError::Scratch {
+        what: "a scratch directory",
+        source,
+    })?;
     let mut pushed = Vec::new();
     let mut push_reports = Vec::new();
     for dest in &out.destinations {
