@@ -51,7 +51,7 @@ pub enum ContextError {
         /// The archive.
         path: PathBuf,
         /// What went wrong.
-        source: crate::copy::ArchiveError,
+        source: crate::archive::ArchiveError,
     },
     /// A source path does not exist in the context.
     #[error("{path:?}: not found in the build context")]
@@ -192,7 +192,7 @@ impl BuildContext {
                     path: extract_dir.to_path_buf(),
                     source,
                 })?;
-                crate::copy::archive::extract_to_dir(archive, extract_dir).map_err(|source| {
+                crate::archive::extract_to_dir(archive, extract_dir).map_err(|source| {
                     ContextError::Archive {
                         path: archive.clone(),
                         source,

@@ -2,6 +2,7 @@
 //! image assembly and outputs. The CLI is a thin layer over this crate.
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod cache;
 pub mod context;
 pub mod copy;
@@ -11,4 +12,4 @@ pub mod options;
 pub mod output;
 pub mod progress;
 
-pub use engine::{build, build_with, BuildError, BuildOutcome};
+pub use engine::{build, build_in, build_with, BuildError, BuildOutcome, BuildSetup};

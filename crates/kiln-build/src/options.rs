@@ -36,10 +36,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use kiln_attest::provenance::ProvenanceRequest;
+use kiln_oci::auth::{default_config_dirs, CredentialStore};
+pub use kiln_oci::media::Compression;
+pub use kiln_oci::registry::ClientCert;
 use kiln_oci::registry::{
-    parse_client_cert, parse_host_path, parse_pull_routes, ClientCert, FlagError, REGISTRY_MAP_ENV,
+    parse_client_cert, parse_host_path, parse_pull_routes, FlagError, REGISTRY_MAP_ENV,
     REGISTRY_MIRROR_ENV,
 };
+pub use kiln_oci::RegistryOptions;
 use kiln_oci::{Platform, Reference};
 use serde::{Serialize, Serializer};
 
@@ -125,28 +129,6 @@ pub enum OptionsError {
         /// Highest accepted level.
         max: i32,
     },
-}
-
-/// Layer compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Compression {
-    /// gzip: read by every registry and runtime.
-    #[default]
-    Gzip,
-    /// zstd: faster and smaller, read by recent runtimes.
-    Zstd,
-}
-
-impl Compression {
-    /// The accepted explicit levels (besides -1, "the default").
-    pub fn level_range(self) -> (i32, i32) {
-        match self {
-            Compression::Gzip => (0, 9),
-            Compression::Zstd => (1, 22),
-        }
-    }
 }
 
 /// The media type family of the image manifest (`--image-format`).
@@ -257,7 +239,6 @@ macro_rules! keyword_enum {
     };
 }
 
-keyword_enum!(Compression, "compression", { "gzip" => Gzip, "zstd" => Zstd });
 keyword_enum!(ImageFormat, "image format", { "docker" => Docker, "oci" => Oci });
 keyword_enum!(Isolation, "isolation", { "auto" => Auto, "namespace" => Namespace, "chroot" => Chroot });
 keyword_enum!(LogFormat, "log format", { "text" => Text, "color" => Color, "json" => Json });
@@ -265,6 +246,18 @@ keyword_enum!(Verbosity, "verbosity", {
     "panic" => Panic, "fatal" => Fatal, "error" => Error, "warn" => Warn,
     "info" => Info, "debug" => Debug, "trace" => Trace,
 });
+
+/// Parses `--compression`: the compressions a layer is written in, `gzip`
+/// or `zstd`, in any case.
+pub fn parse_layer_compression(s: &str) -> Result<Compression, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "gzip" => Ok(Compression::Gzip),
+        "zstd" => Ok(Compression::Zstd),
+        _ => Err(format!(
+            "unknown compression {s:?} (expected one of: gzip, zstd)"
+        )),
+    }
+}
 
 /// What the user asked for, before resolution. Every default lives in [`Default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -675,6 +668,9 @@ pub struct OutputOptions {
     pub annotations: AnnotationOptions,
     /// Provenance and SBOM: attached to the image and written to files.
     pub attest: AttestOptions,
+    /// Treat "tag is immutable" push errors as success
+    /// (`--push-ignore-immutable-tag-errors`).
+    pub push_ignore_immutable_tag_errors: bool,
 }
 
 /// The supply-chain statements a build writes. Without any of these set
@@ -776,69 +772,6 @@ pub enum CacheRepo {
     Registry(String),
     /// An OCI image layout on disk (`--cache-repo oci:PATH`).
     OciLayout(PathBuf),
-}
-
-/// How to talk to registries.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct RegistryOptions {
-    /// Push over plain HTTP (`--insecure`).
-    pub insecure_push: bool,
-    /// Pull over plain HTTP (`--insecure-pull`).
-    pub insecure_pull: bool,
-    /// Hosts reached over plain HTTP for push and pull.
-    pub insecure_registries: Vec<String>,
-    /// Push without verifying TLS certificates (`--skip-tls-verify`).
-    pub skip_tls_verify_push: bool,
-    /// Pull without verifying TLS certificates (`--skip-tls-verify-pull`).
-    pub skip_tls_verify_pull: bool,
-    /// Hosts whose TLS certificates are not verified.
-    pub skip_tls_verify_registries: Vec<String>,
-    /// Registry remaps, source host to the hosts tried in order. Docker Hub mirrors
-    /// (`--registry-mirror`) appear here under `docker.io`.
-    pub registry_map: BTreeMap<String, Vec<String>>,
-    /// Do not fall back to the original registry when every mapped host fails.
-    pub skip_default_registry_fallback: bool,
-    /// Extra CA certificates per host.
-    pub certificates: BTreeMap<String, PathBuf>,
-    /// Client certificates for mutual TLS per host.
-    pub client_certificates: BTreeMap<String, ClientCertificate>,
-    /// Retries for a failed push.
-    pub push_retry: u32,
-    /// Retries for a failed base image download.
-    pub image_download_retry: u32,
-    /// Treat "tag is immutable" push errors as success.
-    pub push_ignore_immutable_tag_errors: bool,
-    /// The built-in credential sources asked after the Docker config files.
-    pub credential_helpers: Vec<kiln_oci::builtin_helpers::BuiltinHelper>,
-}
-
-impl RegistryOptions {
-    /// Whether `host` is reached over plain HTTP when pushing (`push`) or pulling.
-    pub fn is_insecure(&self, host: &str, push: bool) -> bool {
-        (if push {
-            self.insecure_push
-        } else {
-            self.insecure_pull
-        }) || self.insecure_registries.iter().any(|h| h == host)
-    }
-
-    /// Whether TLS certificates of `host` go unverified when pushing (`push`) or pulling.
-    pub fn skips_tls_verify(&self, host: &str, push: bool) -> bool {
-        (if push {
-            self.skip_tls_verify_push
-        } else {
-            self.skip_tls_verify_pull
-        }) || self.skip_tls_verify_registries.iter().any(|h| h == host)
-    }
-}
-
-/// A client certificate and its key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ClientCertificate {
-    /// PEM certificate.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
 }
 
 /// Logging.
@@ -1009,6 +942,7 @@ impl BuildFlags {
                     sbom_file: self.sbom_file,
                     format: self.attestation_format,
                 },
+                push_ignore_immutable_tag_errors: self.push_ignore_immutable_tag_errors,
             },
             cache: CacheOptions {
                 enabled: self.cache,
@@ -1022,17 +956,20 @@ impl BuildFlags {
             },
             registry: resolve_registry(
                 RegistryOptions {
-                    insecure_push: self.insecure,
+                    insecure: self.insecure,
                     insecure_pull: self.insecure_pull,
                     insecure_registries: self.insecure_registries,
-                    skip_tls_verify_push: self.skip_tls_verify,
+                    skip_tls_verify: self.skip_tls_verify,
                     skip_tls_verify_pull: self.skip_tls_verify_pull,
                     skip_tls_verify_registries: self.skip_tls_verify_registries,
                     skip_default_registry_fallback: self.skip_default_registry_fallback,
-                    push_retry: self.push_retry,
-                    image_download_retry: self.image_download_retry,
-                    push_ignore_immutable_tag_errors: self.push_ignore_immutable_tag_errors,
-                    credential_helpers,
+                    push_retries: self.push_retry,
+                    pull_retries: self.image_download_retry,
+                    credentials: CredentialStore::from_config_dirs(default_config_dirs(
+                        env("DOCKER_CONFIG").map(PathBuf::from).as_deref(),
+                        env("HOME").map(PathBuf::from).as_deref(),
+                    ))
+                    .with_builtin_helpers(credential_helpers),
                     ..RegistryOptions::default()
                 },
                 &self.registry_mirrors,
@@ -1139,7 +1076,13 @@ fn check_compression_level(
     compression: Compression,
     level: i32,
 ) -> Result<Option<i32>, OptionsError> {
-    let (min, max) = compression.level_range();
+    let Some((min, max)) = compression.level_range() else {
+        return Err(invalid(
+            "--compression",
+            compression.name(),
+            "layers are written with gzip or zstd",
+        ));
+    };
     match level {
         -1 => Ok(None),
         l if (min..=max).contains(&l) => Ok(Some(l)),
@@ -1391,22 +1334,22 @@ fn resolve_registry(
     env: EnvLookup<'_>,
 ) -> Result<RegistryOptions, OptionsError> {
     let flag_error = |e: FlagError| invalid(e.flag, &e.value, format!("expected {}", e.expected));
-    registry.registry_map = parse_pull_routes(
-        maps,
-        env(REGISTRY_MAP_ENV).as_deref(),
-        mirrors,
-        env(REGISTRY_MIRROR_ENV).as_deref(),
-    )
-    .map_err(flag_error)?;
+    registry.set_pull_routes(
+        parse_pull_routes(
+            maps,
+            env(REGISTRY_MAP_ENV).as_deref(),
+            mirrors,
+            env(REGISTRY_MIRROR_ENV).as_deref(),
+        )
+        .map_err(flag_error)?,
+    );
     for pair in certificates {
         let (host, path) = parse_host_path(pair).map_err(flag_error)?;
-        registry.certificates.insert(host, path);
+        registry.ca_certificates.insert(host, path);
     }
     for pair in client_certs {
-        let (host, ClientCert { cert, key }) = parse_client_cert(pair).map_err(flag_error)?;
-        registry
-            .client_certificates
-            .insert(host, ClientCertificate { cert, key });
+        let (host, cert) = parse_client_cert(pair).map_err(flag_error)?;
+        registry.client_certificates.insert(host, cert);
     }
     Ok(registry)
 }
@@ -1530,7 +1473,7 @@ mod tests {
         use kiln_oci::builtin_helpers::{BuiltinHelper, ALL};
         let dir = context_dir();
         let d = flags_in(&dir).resolve(&no_env).unwrap();
-        assert_eq!(d.registry.credential_helpers, ALL.to_vec());
+        assert_eq!(d.registry.credentials.builtin_helpers(), ALL);
         assert!(!d.output.annotations.inherit_base);
         assert!(d.output.annotations.added.is_empty());
         assert_eq!(d.output.image_format, None);
@@ -1559,8 +1502,8 @@ mod tests {
         );
         assert!(r.output.annotations.inherit_base);
         assert_eq!(
-            r.registry.credential_helpers,
-            vec![BuiltinHelper::Gitlab, BuiltinHelper::Env]
+            r.registry.credentials.builtin_helpers(),
+            [BuiltinHelper::Gitlab, BuiltinHelper::Env]
         );
         assert!(r.print_plan);
         assert_eq!(r.host_filesystem.notices().len(), 3);
@@ -1573,7 +1516,7 @@ mod tests {
         }
         .resolve(&env)
         .unwrap();
-        assert!(off.registry.credential_helpers.is_empty());
+        assert!(off.registry.credentials.builtin_helpers().is_empty());
         assert!(!off.host_filesystem.pre_cleanup && off.host_filesystem.preserve_context);
     }
 
@@ -1745,6 +1688,10 @@ mod tests {
         ));
         assert_eq!(with(Compression::Zstd, 19).unwrap().layers.level, Some(19));
         assert!(with(Compression::Zstd, 0).is_err());
+        assert!(matches!(
+            with(Compression::Xz, -1),
+            Err(OptionsError::InvalidValue { .. })
+        ));
         assert_eq!(with(Compression::Zstd, -1).unwrap().layers.level, None);
     }
 
@@ -1859,22 +1806,20 @@ mod tests {
             ..flags_in(&dir)
         };
         let registry = flags.resolve(&env).unwrap().registry;
+        assert_eq!(registry.mirrors, ["m1.io", "m2.io", "m3.io"]);
+        assert!(!registry.registry_maps.contains_key(DOCKER_HUB));
+        assert_eq!(registry.registry_maps["gcr.io"], ["g1.local", "g2.local"]);
+        assert_eq!(registry.registry_maps["quay.io"], ["q.local"]);
         assert_eq!(
-            registry.registry_map[DOCKER_HUB],
-            ["m1.io", "m2.io", "m3.io"]
-        );
-        assert_eq!(registry.registry_map["gcr.io"], ["g1.local", "g2.local"]);
-        assert_eq!(registry.registry_map["quay.io"], ["q.local"]);
-        assert_eq!(
-            registry.certificates["r.io"],
+            registry.ca_certificates["r.io"],
             PathBuf::from("/certs/ca.pem")
         );
         assert_eq!(
             registry.client_certificates["r.io"].key,
             PathBuf::from("/k.pem")
         );
-        assert!(registry.is_insecure("plain.local", false));
-        assert!(!registry.is_insecure("other.local", true));
+        assert_eq!(registry.insecure_registries, ["plain.local"]);
+        assert!(!registry.insecure && !registry.insecure_pull);
 
         let bad = BuildFlags {
             registry_client_certs: vec!["r.io=/c.pem".into()],
@@ -1928,11 +1873,11 @@ mod tests {
 
     #[test]
     fn keywords_parse() {
-        assert_eq!("ZSTD".parse::<Compression>(), Ok(Compression::Zstd));
-        assert!("lz4"
-            .parse::<Compression>()
+        assert_eq!(parse_layer_compression("ZSTD"), Ok(Compression::Zstd));
+        assert!(parse_layer_compression("lz4")
             .unwrap_err()
             .contains("gzip, zstd"));
+        assert!(parse_layer_compression("xz").is_err());
         assert_eq!("warn".parse::<Verbosity>(), Ok(Verbosity::Warn));
     }
 

@@ -9,6 +9,7 @@
 
 pub mod ast;
 pub mod frontend;
+pub mod go;
 pub mod ignore;
 pub mod instructions;
 pub mod parser;

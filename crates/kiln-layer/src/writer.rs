@@ -277,7 +277,9 @@ pub struct LayerBlob {
 impl LayerBlob {
     /// The layer media type in the OCI (`true`) or Docker (`false`) family.
     pub fn media_type(&self, oci: bool) -> &'static str {
-        self.compression.layer_media_type(oci)
+        self.compression
+            .layer_media_type(oci)
+            .expect("layers are written only as plain tar, gzip or zstd")
     }
 }
 

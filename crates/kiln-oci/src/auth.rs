@@ -151,11 +151,25 @@ impl fmt::Display for Credential {
 /// Where credentials come from: explicit per-registry credentials first, then
 /// the Docker config files in order (the first file with an entry for the
 /// registry wins).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CredentialStore {
     config_dirs: Vec<PathBuf>,
     explicit: BTreeMap<String, Credential>,
     builtin: Vec<BuiltinHelper>,
+}
+
+/// Where credentials are looked up, without any secret: the config
+/// directories, the built-in sources, and the registries given explicit
+/// credentials (by name only).
+impl serde::Serialize for CredentialStore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("CredentialStore", 3)?;
+        out.serialize_field("config_dirs", &self.config_dirs)?;
+        out.serialize_field("builtin_helpers", &self.builtin)?;
+        out.serialize_field("explicit", &self.explicit.keys().collect::<Vec<_>>())?;
+        out.end()
+    }
 }
 
 /// The directories Kaniko searches, in order: `$DOCKER_CONFIG`,
@@ -202,6 +216,11 @@ impl CredentialStore {
     pub fn with_credential(mut self, registry: &str, credential: Credential) -> CredentialStore {
         self.explicit.insert(normalize_host(registry), credential);
         self
+    }
+
+    /// The built-in sources asked after the config files, in order.
+    pub fn builtin_helpers(&self) -> &[BuiltinHelper] {
+        &self.builtin
     }
 
     /// Also asks these built-in sources, in order, when no config file has

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use kiln_build::options::{
-    AttestationFormat, BuildFlags, Compression, ImageFormat, Isolation, LogFormat,
-    ProvenanceRequest, Verbosity,
+    parse_layer_compression, AttestationFormat, BuildFlags, Compression, ImageFormat, Isolation,
+    LogFormat, ProvenanceRequest, Verbosity,
 };
 
 use crate::go_duration;
@@ -167,7 +167,7 @@ pub struct BuildCommand {
     pub reproducible: bool,
 
     /// Layer compression: gzip or zstd.
-    #[arg(long, value_name = "ALGORITHM", default_value = "gzip", value_parser = str::parse::<Compression>, help_heading = OUTPUT)]
+    #[arg(long, value_name = "ALGORITHM", default_value = "gzip", value_parser = parse_layer_compression, help_heading = OUTPUT)]
     pub compression: Compression,
 
     /// Compression level: -1 for the default, gzip 0-9, zstd 1-22.

@@ -3,14 +3,10 @@
 
 use std::path::Path;
 
-use std::collections::BTreeMap;
-
 use kiln_build::options::BuildOptions;
 use kiln_dockerfile::ast::Ast;
 use kiln_dockerfile::parser::{self, ParseError};
-use kiln_dockerfile::plan::StageSelection;
-use kiln_dockerfile::scope::PlatformArgs;
-use kiln_dockerfile::{Dockerfile, LoadOptions};
+use kiln_dockerfile::Dockerfile;
 
 use crate::exit_code::{Exit, Failure};
 
@@ -37,33 +33,13 @@ pub fn load(path: &Path) -> Result<Ast, Failure> {
 /// found, one `PATH:LINE: reason` line each.
 pub fn check(path: &Path, options: &BuildOptions) -> Result<Dockerfile, Failure> {
     let text = read(path)?;
-    let build_args: BTreeMap<String, String> = options
-        .build_args
-        .iter()
-        .map(|kv| (kv.key.clone(), kv.value.clone()))
-        .collect();
-    let platform = options.platform.to_string();
-    let load_options = LoadOptions {
-        build_args,
-        target: options.target.clone(),
-        platform: PlatformArgs::new(kiln_oci::Platform::host().to_string(), platform),
-        // The same stages as the build will run, so that what this check
-        // accepts the build accepts too.
-        selection: StageSelection::TargetDeps,
-    };
     let file = path.display().to_string();
-    let located = |errors: &[kiln_dockerfile::FrontendError]| {
-        Failure::dockerfile(errors.iter().map(|e| e.with_file(&file)).collect())
-    };
-    let mut dockerfile =
-        kiln_dockerfile::load_with(&text, &load_options).map_err(|errors| located(&errors))?;
-    kiln_build::engine::select_stages(
-        &mut dockerfile,
-        options.skip_unused_stages,
-        &options.extra_targets,
-    )
-    .map_err(|error| located(&[error]))?;
-    Ok(dockerfile)
+    kiln_build::engine::load_dockerfile(options, &file, &text).map_err(|error| match error {
+        kiln_build::BuildError::Dockerfile { errors, .. } => {
+            Failure::dockerfile(errors.iter().map(|e| e.with_file(&file)).collect())
+        }
+        other => Failure::new(Exit::Dockerfile, other.to_string()),
+    })
 }
 
 fn read(path: &Path) -> Result<String, Failure> {

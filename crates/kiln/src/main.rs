@@ -18,6 +18,7 @@ use clap::Parser;
 
 use cli::{Cli, Command, DebugCommand};
 use exit_code::{Exit, Failure};
+use kiln_build::engine::workspace::Workspaces;
 
 fn main() -> ExitCode {
     // The sandbox helper must start before any thread exists (it forks).
@@ -34,13 +35,15 @@ fn main() -> ExitCode {
     // clap prints its own usage errors and exits 2 (0 for --help and --version).
     let cli = Cli::parse_from(args);
     let result = match cli.command {
-        Command::Build(command) => run_interruptible(move || commands::build::run(&command)),
+        Command::Build(command) => {
+            run_interruptible(move |workspaces| commands::build::run(&command, workspaces))
+        }
         Command::Debug(DebugCommand::DumpAst { path }) => commands::debug::dump_ast(&path),
         Command::Debug(DebugCommand::Options(command)) => commands::debug::options(&command),
-        Command::Cache(command) => run_interruptible(move || commands::cache::run(&command)),
-        Command::Warm(command) => run_interruptible(move || commands::warm::run(&command)),
-        Command::Push(command) => run_interruptible(move || commands::push::run(&command)),
-        Command::Index(command) => run_interruptible(move || commands::index::run(&command)),
+        Command::Cache(command) => run_interruptible(move |_| commands::cache::run(&command)),
+        Command::Warm(command) => run_interruptible(move |_| commands::warm::run(&command)),
+        Command::Push(command) => run_interruptible(move |_| commands::push::run(&command)),
+        Command::Index(command) => run_interruptible(move |_| commands::index::run(&command)),
         Command::Login(command) => commands::login::run(&command),
         Command::Version => commands::print(&format!("kiln {}", env!("CARGO_PKG_VERSION"))),
         Command::Completions { shell } => commands::generate::completions(shell),
@@ -59,11 +62,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `work` on a blocking thread and ends with `Exit::Interrupted` on Ctrl-C.
+/// Runs `work` on a blocking thread and ends with `Exit::Interrupted` on
+/// Ctrl-C, removing the private directories of the builds `work` registered
+/// in the registry it is handed.
 fn run_interruptible<F>(work: F) -> Result<(), Failure>
 where
-    F: FnOnce() -> Result<(), Failure> + Send + 'static,
+    F: FnOnce(Workspaces) -> Result<(), Failure> + Send + 'static,
 {
+    let workspaces = Workspaces::default();
+    let registered = workspaces.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,13 +79,15 @@ where
         use tokio::signal::unix::{signal, SignalKind};
         let mut terminate = signal(SignalKind::terminate())
             .map_err(|e| Failure::new(Exit::BuildFailed, format!("cannot watch SIGTERM: {e}")))?;
-        let work = tokio::task::spawn_blocking(work);
+        let work = tokio::task::spawn_blocking(move || work(registered));
         tokio::select! {
             joined = work => joined.unwrap_or_else(|e| {
                 Err(Failure::new(Exit::BuildFailed, format!("build thread failed: {e}")))
             }),
-            _ = tokio::signal::ctrl_c() => Err(interrupted(Exit::Interrupted, "SIGINT")),
-            _ = terminate.recv() => Err(interrupted(Exit::Terminated, "SIGTERM")),
+            _ = tokio::signal::ctrl_c() => {
+                Err(interrupted(&workspaces, Exit::Interrupted, "SIGINT"))
+            }
+            _ = terminate.recv() => Err(interrupted(&workspaces, Exit::Terminated, "SIGTERM")),
         }
     });
     // An interrupted build thread must not hold up the exit.
@@ -89,8 +98,8 @@ where
 /// Cleans up after a signal: the build threads never finish, so the RUN
 /// steps' process trees (and with them their mounts) are ended here, then
 /// every build's private directory is removed.
-fn interrupted(exit: Exit, signal: &str) -> Failure {
+fn interrupted(workspaces: &Workspaces, exit: Exit, signal: &str) -> Failure {
     kiln_sandbox::terminate_running(std::time::Duration::from_secs(10));
-    kiln_build::engine::workspace::remove_all_after_interrupt();
+    workspaces.remove_all_after_interrupt();
     Failure::new(exit, format!("interrupted by {signal}"))
 }

@@ -26,17 +26,14 @@
 //! an error unless [`CopyRequest::allow_empty_wildcard`] is turned off, but a
 //! missing directory before the wildcard is.
 
-pub mod archive;
 pub mod chmod;
 pub mod chown;
-pub mod glob;
 pub mod http;
 pub mod layer;
 mod plan;
 mod special;
-mod tar_rules;
 
-pub use archive::ArchiveError;
+pub use crate::archive::ArchiveError;
 pub use chmod::{Chmod, ChmodError};
 pub use chown::{ChownError, Owner};
 pub use http::{FetchError, FetchedUrl, UrlFetcher};
@@ -323,7 +320,7 @@ pub enum CopyError {
     Context(#[from] ContextError),
     /// A wildcard is malformed.
     #[error(transparent)]
-    Pattern(#[from] glob::BadPattern),
+    Pattern(#[from] kiln_dockerfile::go::filepath_match::BadPattern),
     /// A wildcard matched nothing and empty matches are not accepted.
     #[error("{pattern:?}: no source files matched")]
     NoMatch {

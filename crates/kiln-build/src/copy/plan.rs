@@ -1,13 +1,13 @@
 //! The COPY/ADD planner: sources and a destination in, [`CopyPlan`] out.
 
-use super::archive::{self, ArchiveItemKind};
-use super::glob::{has_meta, match_component};
 use super::special;
 use super::{
     classify_source, CopyError, CopyPlan, CopyRequest, CopySource, EntryKind, EntrySource,
     FileKind, Owner, PlanEntry, SourceKind,
 };
+use crate::archive::{self, ArchiveItemKind};
 use crate::context::{BuildContext, ContextEntry, ContextError};
+use kiln_dockerfile::go::filepath_match::{has_meta, match_component};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;

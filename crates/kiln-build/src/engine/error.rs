@@ -20,6 +20,32 @@ pub enum BuildError {
     /// The context or the Dockerfile could not be read.
     #[error("{0}")]
     Context(String),
+    /// The build context could not be opened or a file in it read.
+    #[error(transparent)]
+    BuildContext(#[from] crate::context::ContextError),
+    /// A remote build context could not be fetched.
+    #[error(transparent)]
+    RemoteContext(#[from] kiln_source::SourceError),
+    /// The layer cache could not be opened.
+    #[error("cache: {0}")]
+    Cache(#[from] crate::cache::CacheError),
+    /// The client for `ADD <url>` could not be configured.
+    #[error(transparent)]
+    Fetch(#[from] crate::copy::http::FetchError),
+    /// The index of several platforms' images could not be made.
+    #[error("making the image index: {0}")]
+    Index(#[source] crate::index::IndexError),
+    /// A scratch directory the build needs could not be made.
+    #[error("creating {what}: {source}")]
+    Scratch {
+        /// What the directory is for.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The image config could not be serialised.
+    #[error("serialising the image config: {0}")]
+    Config(#[source] serde_json::Error),
     /// A step failed.
     #[error("{file}:{line}: {instruction}: {message}")]
     Step {

@@ -39,14 +39,13 @@ use blobs::BlobStore;
 use kiln_dockerfile::plan::StageSelection;
 use kiln_dockerfile::scope::PlatformArgs;
 use kiln_dockerfile::LoadOptions;
-use kiln_oci::auth::CredentialStore;
 use kiln_oci::{Digest, Platform, RegistryClient};
 use stage::{StageResult, StageRunner};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use workspace::Workspace;
+use workspace::{Workspace, Workspaces};
 
 /// What a finished build produced.
 #[derive(Debug, Clone)]
@@ -85,30 +84,79 @@ pub async fn build_with(
     options: &BuildOptions,
     progress: Arc<dyn ProgressSink>,
 ) -> Result<BuildOutcome, BuildError> {
-    if options.platforms.len() > 1 {
-        return platforms::build(options, progress).await;
-    }
-    build_one(options, progress).await
+    build_in(options, progress, &BuildSetup::default()).await
 }
 
-/// One platform's build, from the context to every output.
+/// What a caller hands a build besides its options and progress sink.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct BuildSetup {
+    /// Where the build registers its private directories, so that the
+    /// caller can remove them when the process is interrupted.
+    pub workspaces: Workspaces,
+    /// The Dockerfile, already loaded by the caller as [`load_dockerfile`]
+    /// loads it for these options: the build does not read or parse it
+    /// again. Used by a build for one platform only.
+    pub dockerfile: Option<kiln_dockerfile::Dockerfile>,
+}
+
+impl BuildSetup {
+    /// Builds `dockerfile`, loaded by the caller with the build's options.
+    pub fn with_dockerfile(mut self, dockerfile: kiln_dockerfile::Dockerfile) -> Self {
+        self.dockerfile = Some(dockerfile);
+        self
+    }
+
+    /// Registers the build's private directories in `workspaces`.
+    pub fn with_workspaces(mut self, workspaces: Workspaces) -> Self {
+        self.workspaces = workspaces;
+        self
+    }
+}
+
+/// Runs one build as [`build_with`] does, with what the caller set up.
+///
+/// # Errors
+/// As [`build`].
+pub async fn build_in(
+    options: &BuildOptions,
+    progress: Arc<dyn ProgressSink>,
+    setup: &BuildSetup,
+) -> Result<BuildOutcome, BuildError> {
+    if options.platforms.len() > 1 {
+        return platforms::build(options, progress, setup).await;
+    }
+    build_one(options, progress, setup, true).await
+}
+
+/// One platform's build, from the context to every output; `first` warns
+/// about what is the same for every platform (unused build args).
 async fn build_one(
     options: &BuildOptions,
     progress: Arc<dyn ProgressSink>,
+    setup: &BuildSetup,
+    first: bool,
 ) -> Result<BuildOutcome, BuildError> {
     let started = Instant::now();
     let started_on = time::OffsetDateTime::now_utc();
-    let mut ws = Workspace::create(&options.work_dir).map_err(|source| BuildError::Workspace {
-        path: options.work_dir.clone(),
-        source,
+    let mut ws = Workspace::create(&options.work_dir, &setup.workspaces).map_err(|source| {
+        BuildError::Workspace {
+            path: options.work_dir.clone(),
+            source,
+        }
     })?;
     if std::env::var_os("KILN_KEEP_WORKDIR").is_some() {
         ws.keep();
     }
     let (context, dockerfile_name, dockerfile_text) = open_context(options, &ws).await?;
-    let dockerfile = load_dockerfile(options, &dockerfile_name, &dockerfile_text)?;
-    for arg in dockerfile.unused_build_args() {
-        tracing::warn!("build arg {arg} was not consumed by any stage");
+    let dockerfile = match &setup.dockerfile {
+        Some(loaded) => loaded.clone(),
+        None => load_dockerfile(options, &dockerfile_name, &dockerfile_text)?,
+    };
+    if first {
+        for arg in dockerfile.unused_build_args() {
+            tracing::warn!("build arg {arg} was not consumed by any stage");
+        }
     }
 
     let client = RegistryClient::new(registry_options(options))
@@ -116,7 +164,7 @@ async fn build_one(
     let blobs = BlobStore::new(ws.blobs(), client.clone()).with_progress(progress.clone());
     let first_destination = options.output.destinations.first().map(|d| &d.reference);
     let cache = crate::cache::LayerCache::open(&options.cache, first_destination, &client)
-        .map_err(|e| BuildError::Context(format!("cache: {e}")))?
+        .map_err(BuildError::Cache)?
         .map(|c| c.with_scratch(ws.scratch()));
     if let Some(cache) = &cache {
         tracing::info!("layer cache: {}", cache.describe());
@@ -136,8 +184,7 @@ async fn build_one(
         context: &context,
         workspace: &ws,
         blobs: &blobs,
-        http: crate::copy::UrlFetcher::new(client.options())
-            .map_err(|e| BuildError::Context(e.to_string()))?,
+        http: crate::copy::UrlFetcher::new(client.options()).map_err(BuildError::Fetch)?,
         listings: listing::Listings::new(
             blobs.clone(),
             cache.clone(),
@@ -153,6 +200,7 @@ async fn build_one(
         progress: progress.clone(),
         record: &record,
         scans: scans.clone(),
+        namespaces_refused: Default::default(),
     };
     let mut results: HashMap<usize, StageResult> = HashMap::new();
     let mut steps = 0;
@@ -192,8 +240,7 @@ async fn build_one(
         let mut image = target.image;
         finish_config(&mut image, options);
         finish_manifest(&mut image, options)?;
-        let built = BuiltImage::assemble(&image)
-            .map_err(|e| BuildError::Context(format!("serialising the image config: {e}")))?;
+        let built = BuiltImage::assemble(&image).map_err(BuildError::Config)?;
         // The root filesystems are not needed any more: remove them while the
         // outputs are written, rather than after, once the trees other
         // threads still remove (stage roots, RUN layer shadows) are gone:
@@ -260,7 +307,7 @@ async fn open_context(
     options: &BuildOptions,
     ws: &Workspace,
 ) -> Result<(BuildContext, String, String), BuildError> {
-    let ctx_err = |e: crate::context::ContextError| BuildError::Context(e.to_string());
+    let ctx_err = BuildError::BuildContext;
     let (spec, sub_path) = match &options.context {
         ContextSource::Dir(dir) => (ContextSpec::Dir(dir.clone()), None),
         ContextSource::Tar { archive, sub_path } => {
@@ -275,7 +322,7 @@ async fn open_context(
             let env = kiln_source::Env::from_process();
             let fetched = kiln_source::fetch(source, git, &env, &ws.context())
                 .await
-                .map_err(|e| BuildError::Context(e.to_string()))?;
+                .map_err(BuildError::RemoteContext)?;
             tracing::info!("{}", fetched.summary);
             (ContextSpec::Dir(fetched.root), sub_path.clone())
         }
@@ -321,7 +368,12 @@ fn display_name(path: &Path) -> String {
         .to_string()
 }
 
-fn load_dockerfile(
+/// Loads the Dockerfile `text` (named `name` in errors) for a build with
+/// `options`: its build args, target and platform, and the stages it runs.
+///
+/// # Errors
+/// [`BuildError::Dockerfile`] with every problem found.
+pub fn load_dockerfile(
     options: &BuildOptions,
     name: &str,
     text: &str,
@@ -393,45 +445,7 @@ pub fn select_stages(
 }
 
 pub(crate) fn registry_options(options: &BuildOptions) -> kiln_oci::RegistryOptions {
-    let r = &options.registry;
-    let mut mirrors = Vec::new();
-    let mut maps = BTreeMap::new();
-    for (from, to) in &r.registry_map {
-        if from == kiln_oci::reference::DOCKER_HUB {
-            mirrors.extend(to.iter().cloned());
-        } else {
-            maps.insert(from.clone(), to.clone());
-        }
-    }
-    kiln_oci::RegistryOptions {
-        insecure: r.insecure_push,
-        insecure_pull: r.insecure_pull,
-        insecure_registries: r.insecure_registries.clone(),
-        skip_tls_verify: r.skip_tls_verify_push,
-        skip_tls_verify_pull: r.skip_tls_verify_pull,
-        skip_tls_verify_registries: r.skip_tls_verify_registries.clone(),
-        ca_certificates: r.certificates.clone(),
-        client_certificates: r
-            .client_certificates
-            .iter()
-            .map(|(h, c)| {
-                (
-                    h.clone(),
-                    kiln_oci::registry::ClientCert {
-                        cert: c.cert.clone(),
-                        key: c.key.clone(),
-                    },
-                )
-            })
-            .collect(),
-        mirrors,
-        skip_default_registry_fallback: r.skip_default_registry_fallback,
-        registry_maps: maps,
-        push_retries: r.push_retry,
-        pull_retries: r.image_download_retry,
-        credentials: CredentialStore::from_env().with_builtin_helpers(r.credential_helpers.clone()),
-        ..Default::default()
-    }
+    options.registry.clone()
 }
 
 /// `--image-format` and `--annotation`, and whether the base image's

@@ -8,11 +8,10 @@
 //! layer late, at the position the step had: the next RUN settles it after
 //! its own command, and the stage's end settles whatever is left. Until
 //! then the layer is in neither the image's list nor the root's applied
-//! list, so the two stay in step; both get it at the same index.
+//! list, so the two stay in step; both get it at the same index. The stage
+//! runner settles it (`StageRunner::settle`, in `stage`).
 
-use super::error::BuildError;
 use super::signal::Signal;
-use super::stage::{StageRun, StageRunner};
 use crate::cache::CacheKey;
 use kiln_dockerfile::instructions::Instruction;
 use kiln_layer::LayerBlob;
@@ -40,42 +39,4 @@ pub(crate) struct PendingLayer {
     /// Where the layer and its history entry go in the image (layer index,
     /// history index).
     pub at: (usize, usize),
-}
-
-impl StageRunner<'_> {
-    /// Records the pending RUN layer, if any, once it is written: in the
-    /// image and the root's applied list at the step's position, in the
-    /// cache, and as an upload to the destinations.
-    pub(crate) async fn settle(&self, run: &mut StageRun<'_>) -> Result<(), BuildError> {
-        let Some(pending) = run.pending.take() else {
-            return Ok(());
-        };
-        let instruction = &pending.instruction;
-        let blob = pending
-            .result
-            .await
-            .map_err(|_| self.step_error(instruction, "the layer writer stopped"))?
-            .map_err(|e| self.step_error(instruction, format!("writing the layer: {e}")))?;
-        let layer = self.record_layer_at(
-            run,
-            instruction,
-            &blob,
-            (pending.key, pending.at),
-            &pending.created,
-            pending.created_by,
-        );
-        if let Some(root) = run.rootfs.as_mut() {
-            root.insert_applied(pending.at.0, &blob.digest);
-        }
-        run.settled += 1;
-        if let (Some(early), true) = (self.early, run.stage.0 == self.dockerfile.plan.target) {
-            early.start(&layer);
-        }
-        tracing::info!(
-            "step {}: layer {:.2} MiB written",
-            instruction.line(),
-            blob.size as f64 / (1024.0 * 1024.0)
-        );
-        Ok(())
-    }
 }

@@ -29,8 +29,8 @@ use std::time::Instant;
 
 use kiln_oci::{media, Access, Descriptor, ImageConfig, Index, Manifest, RegistryClient};
 
-use super::{build_one, registry_options, BuildError, BuildOutcome};
-use crate::index::{self, IndexError, IndexSource};
+use super::{build_one, registry_options, BuildError, BuildOutcome, BuildSetup};
+use crate::index::{self, IndexSource};
 use crate::options::{BuildOptions, CacheRepo};
 use crate::output::attest::{ATTESTATION_MANIFEST, REFERENCE_TYPE};
 use crate::output::oci_layout::REF_NAME;
@@ -41,6 +41,7 @@ use crate::progress::ProgressSink;
 pub(super) async fn build(
     options: &BuildOptions,
     progress: Arc<dyn ProgressSink>,
+    setup: &BuildSetup,
 ) -> Result<BuildOutcome, BuildError> {
     let started = Instant::now();
     let out = &options.output;
@@ -52,18 +53,24 @@ pub(super) async fn build(
     let (mut steps, mut cached, mut size) = (0, 0, 0);
     let shared = match options.cache.enabled {
         true => None,
-        false => Some(tempfile::tempdir().map_err(|e| {
-            BuildError::Context(format!("creating the platforms' shared cache: {e}"))
+        false => Some(tempfile::tempdir().map_err(|source| BuildError::Scratch {
+            what: "the platforms' shared cache",
+            source,
         })?),
     };
-    let layouts =
-        match out.oci_layout_path.is_some() || out.tar_path.is_some() {
-            true => Some(tempfile::tempdir().map_err(|e| {
-                BuildError::Context(format!("creating the platforms' layouts: {e}"))
-            })?),
-            false => None,
-        };
+    let layouts = match out.oci_layout_path.is_some() || out.tar_path.is_some() {
+        true => Some(tempfile::tempdir().map_err(|source| BuildError::Scratch {
+            what: "the platforms' layouts",
+            source,
+        })?),
+        false => None,
+    };
     let mut parts = Vec::new();
+    // Each platform loads the Dockerfile with its own TARGET* args.
+    let setup = &BuildSetup {
+        dockerfile: None,
+        ..setup.clone()
+    };
     for platform in &options.platforms {
         tracing::info!("building for {platform}");
         let mut one = options.clone();
@@ -91,7 +98,7 @@ pub(super) async fn build(
             one.output.oci_layout_path = Some(part.clone());
             part
         });
-        let built = build_one(&one, progress.clone()).await?;
+        let built = build_one(&one, progress.clone(), setup, sources.is_empty()).await?;
         steps += built.steps;
         cached += built.cached;
         size += built.size;
@@ -105,13 +112,15 @@ pub(super) async fn build(
 
     let client = RegistryClient::new(registry_options(options))
         .map_err(|e| BuildError::Registry(Box::new(e)))?;
-    let failed = |e: IndexError| BuildError::Context(format!("making the image index: {e}"));
+    let failed = BuildError::Index;
     // The images were just pushed: they are read back as a pusher reads.
     let joined = index::join_with(&client, &sources, out.image_format, Access::Push)
         .await
         .map_err(failed)?;
-    let scratch = tempfile::tempdir()
-        .map_err(|e| BuildError::Context(format!("creating a scratch directory: {e}")))?;
+    let scratch = tempfile::tempdir().map_err(|source| BuildError::Scratch {
+        what: "a scratch directory",
+        source,
+    })?;
     let mut pushed = Vec::new();
     let mut push_reports = Vec::new();
     for dest in &out.destinations {

@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Lines of output kept for the error message of a failed RUN.
@@ -45,11 +45,20 @@ const HEREDOC_DIR: &str = "/dev/pipes";
 /// (BuildKit's path).
 const SSH_AGENT_TARGET: &str = "/run/buildkit/ssh_agent.0";
 
-/// Set once namespaces or mounts were refused: later steps go straight to
-/// chroot isolation.
-static NAMESPACES_REFUSED: AtomicBool = AtomicBool::new(false);
-/// Numbers each RUN's private directory.
-static RUN_COUNTER: AtomicUsize = AtomicUsize::new(0);
+/// Set, for one build, once namespaces or mounts were refused to a RUN step
+/// under `auto` isolation: the build's later steps go straight to chroot.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NamespacesRefused(Arc<AtomicBool>);
+
+impl NamespacesRefused {
+    fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 impl StageRunner<'_> {
     /// Runs one RUN step and records its layer (or its empty history entry).
@@ -84,7 +93,7 @@ impl StageRunner<'_> {
             .workspace
             .root()
             .join("run")
-            .join(RUN_COUNTER.fetch_add(1, Ordering::Relaxed).to_string());
+            .join(self.workspace.next_run_number().to_string());
         let io =
             |what: &str, e: std::io::Error| self.step_error(instruction, format!("{what}: {e}"));
         fs::create_dir_all(&dir).map_err(|e| io("creating the step's directory", e))?;
@@ -179,7 +188,7 @@ impl StageRunner<'_> {
         let cwd = run.env.workdir().to_string();
         let opts = self.layer_options(run.stage.0);
         let layers_dir = self.workspace.layers();
-        let isolation = self.options.isolation;
+        let isolation = (self.options.isolation, self.namespaces_refused.clone());
         let spec_parts = (argv.clone(), env, cwd, user, files, network, mounts);
         let progress = self.progress.clone();
         let step = run.step_id(instruction);
@@ -352,7 +361,7 @@ impl StageRunner<'_> {
         claims: &mut CacheClaims,
     ) -> Result<Option<MountSpec>, String> {
         let target = m.target.clone();
-        let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let n = self.workspace.next_run_number();
         match m.kind {
             MountType::Cache => {
                 let target = target.ok_or("a cache mount needs target=")?;
@@ -687,7 +696,7 @@ type SpecParts = (
 /// Runs the sandbox (falling back to chroot when namespaces are refused in
 /// `auto` mode) and writes the layer.
 fn execute(
-    isolation: Isolation,
+    (isolation, refused): (Isolation, NamespacesRefused),
     root: &Path,
     dir: &Path,
     (argv, env, cwd, user, files, network, mounts): SpecParts,
@@ -698,7 +707,7 @@ fn execute(
     let use_namespace = match isolation {
         Isolation::Namespace => true,
         Isolation::Chroot => false,
-        _ => !NAMESPACES_REFUSED.load(Ordering::Relaxed),
+        _ => !refused.get(),
     };
     let build = |namespace: bool| -> Result<RunSpec, String> {
         let root_spec = if namespace {
@@ -757,7 +766,7 @@ fn execute(
     let outcome = match kiln_sandbox::run(&spec, &mut output) {
         Err(e) if e.is_denied() && use_namespace && isolation == Isolation::Auto => {
             tracing::info!("namespaces are not available ({e}); using chroot isolation");
-            NAMESPACES_REFUSED.store(true, Ordering::Relaxed);
+            refused.set();
             // Where chroot is refused too, both reasons tell what is needed.
             kiln_sandbox::run(&build(false)?, &mut output)
                 .map_err(|c| format!("namespace isolation: {e}; chroot isolation: {c}"))

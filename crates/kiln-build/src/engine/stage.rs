@@ -11,7 +11,7 @@ use super::workspace::Workspace;
 use crate::cache::{CacheKey, CachePusher, LayerCache, StepInputs};
 use crate::context::BuildContext;
 use crate::copy::{self, CopyPlan, Owner};
-use crate::options::{BuildOptions, Compression};
+use crate::options::BuildOptions;
 use crate::progress::{ProgressEvent, ProgressSink, StepId};
 use kiln_dockerfile::instructions::{Command, Instruction};
 use kiln_dockerfile::plan::Base;
@@ -19,6 +19,7 @@ use kiln_dockerfile::scope::StageEnv;
 use kiln_dockerfile::Dockerfile;
 use kiln_layer::tap::TapHandle;
 use kiln_layer::{Deflate, LayerOptions, LayerWriter, MtimePolicy};
+use kiln_oci::media::Compression;
 use kiln_oci::{media, History, Platform, Reference};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -66,6 +67,8 @@ pub(crate) struct StageRunner<'a> {
     /// With `--sbom`, the layers of the image's stages scanned as they
     /// stream (see [`StageRunner::scan_tap`]).
     pub scans: Option<crate::output::sbom_scan::LayerScans>,
+    /// Whether this build's RUN steps found namespaces refused.
+    pub namespaces_refused: super::run_step::NamespacesRefused,
 }
 
 /// A stage in progress.
@@ -771,16 +774,13 @@ impl StageRunner<'_> {
 
     /// How stage `stage` writes its layers.
     pub(crate) fn layer_options(&self, stage: usize) -> LayerOptions {
-        let compression = match self.options.layers.compression {
-            Compression::Zstd => kiln_oci::media::Compression::Zstd,
-            _ => kiln_oci::media::Compression::Gzip,
-        };
+        let compression = self.options.layers.compression;
         // Without --compression-level, gzip runs at its fastest level, as in
         // Kaniko (go-containerregistry's default): layers compress 3-5x
         // faster for a few percent more bytes. zstd keeps its own default.
         let level = match (self.options.layers.level, compression) {
             (Some(level), _) => Some(level),
-            (None, kiln_oci::media::Compression::Gzip) => Some(GZIP_DEFAULT_LEVEL),
+            (None, Compression::Gzip) => Some(GZIP_DEFAULT_LEVEL),
             (None, _) => None,
         };
         let mut opts = LayerOptions::new(compression);
@@ -865,7 +865,7 @@ impl StageRunner<'_> {
         created: &str,
         created_by: String,
     ) -> LayerRef {
-        if blob.compression == kiln_oci::media::Compression::Zstd {
+        if blob.compression == Compression::Zstd {
             run.image.oci = true;
         }
         tracing::debug!(
@@ -960,5 +960,43 @@ impl ImageView {
             ImageView::Root(r) => r.resolve(path),
             ImageView::Index(i) => i.resolve(path),
         }
+    }
+}
+
+impl StageRunner<'_> {
+    /// Records the pending RUN layer, if any, once it is written: in the
+    /// image and the root's applied list at the step's position, in the
+    /// cache, and as an upload to the destinations.
+    pub(crate) async fn settle(&self, run: &mut StageRun<'_>) -> Result<(), BuildError> {
+        let Some(pending) = run.pending.take() else {
+            return Ok(());
+        };
+        let instruction = &pending.instruction;
+        let blob = pending
+            .result
+            .await
+            .map_err(|_| self.step_error(instruction, "the layer writer stopped"))?
+            .map_err(|e| self.step_error(instruction, format!("writing the layer: {e}")))?;
+        let layer = self.record_layer_at(
+            run,
+            instruction,
+            &blob,
+            (pending.key, pending.at),
+            &pending.created,
+            pending.created_by,
+        );
+        if let Some(root) = run.rootfs.as_mut() {
+            root.insert_applied(pending.at.0, &blob.digest);
+        }
+        run.settled += 1;
+        if let (Some(early), true) = (self.early, run.stage.0 == self.dockerfile.plan.target) {
+            early.start(&layer);
+        }
+        tracing::info!(
+            "step {}: layer {:.2} MiB written",
+            instruction.line(),
+            blob.size as f64 / (1024.0 * 1024.0)
+        );
+        Ok(())
     }
 }

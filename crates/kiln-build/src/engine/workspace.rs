@@ -18,30 +18,52 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The private directories of the builds running in this process, so that an
+/// The private directories of the builds a caller runs, so that an
 /// interrupted process can remove them before it exits (its build threads
-/// never get to run their `Drop`).
-static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-/// Set by [`remove_all_after_interrupt`]: no new workspace may start.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// never get to run their `Drop`). The caller owns it and hands a clone to
+/// each build it starts; builds given different registries share nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Workspaces(Arc<Mutex<Registry>>);
 
-/// Removes the private directory of every build still running in this
-/// process and refuses new ones. Call it on SIGINT/SIGTERM, after the RUN
-/// steps' processes are gone (`kiln_sandbox::terminate_running`), right
-/// before exiting.
-pub fn remove_all_after_interrupt() {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-    let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
-    for root in live {
-        // A build thread may still be writing: retry a few times.
-        for _ in 0..5 {
-            if remove_tree(&root) {
-                break;
+#[derive(Debug, Default)]
+struct Registry {
+    live: Vec<PathBuf>,
+    /// Set by [`Workspaces::remove_all_after_interrupt`]: no new workspace
+    /// may start.
+    interrupted: bool,
+}
+
+impl Workspaces {
+    /// Removes the private directory of every build still running with
+    /// this registry and refuses new ones. Call it on SIGINT/SIGTERM,
+    /// after the RUN steps' processes are gone
+    /// (`kiln_sandbox::terminate_running`), right before exiting.
+    pub fn remove_all_after_interrupt(&self) {
+        let live = {
+            let mut registry = self.lock();
+            registry.interrupted = true;
+            std::mem::take(&mut registry.live)
+        };
+        for root in live {
+            // A build thread may still be writing: retry a few times.
+            for _ in 0..5 {
+                if remove_tree(&root) {
+                    break;
+                }
             }
         }
+    }
+
+    /// The directories of the builds running now.
+    pub fn live(&self) -> Vec<PathBuf> {
+        self.lock().live.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -51,6 +73,10 @@ pub struct Workspace {
     root: PathBuf,
     keep: bool,
     busy: BusyTrees,
+    /// Where the directory is registered while the build runs.
+    registry: Workspaces,
+    /// Numbers the RUN steps' private directories and mounts.
+    runs: AtomicUsize,
     /// The open directory whose `flock` tells other builds this one lives.
     _lock: fs::File,
 }
@@ -69,9 +95,9 @@ impl std::fmt::Debug for BusyTrees {
 
 impl Workspace {
     /// Creates `<parent>/build-<pid>-<random>` (and `parent` if missing),
-    /// both mode 0700, locks it, and removes what dead builds left in
-    /// `parent`.
-    pub fn create(parent: &Path) -> io::Result<Workspace> {
+    /// both mode 0700, locks it, registers it in `registry`, and removes
+    /// what dead builds left in `parent`.
+    pub fn create(parent: &Path, registry: &Workspaces) -> io::Result<Workspace> {
         make_private_dir(parent)?;
         // Made and locked under a name no sweep looks at, then renamed: a
         // `build-*` without its lock is always one whose build is dead.
@@ -94,12 +120,12 @@ impl Workspace {
         let _ = dir.keep();
         leftovers::sweep(parent, &root);
         {
-            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            let mut registered = registry.lock();
+            if registered.interrupted {
                 let _ = fs::remove_dir_all(&root);
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
             }
-            live.push(root.clone());
+            registered.live.push(root.clone());
         }
         for sub in ["blobs", "layers", "rootfs", "scratch", "context"] {
             fs::create_dir_all(root.join(sub))?;
@@ -108,6 +134,8 @@ impl Workspace {
             root,
             keep: false,
             busy: BusyTrees::default(),
+            registry: registry.clone(),
+            runs: AtomicUsize::new(0),
             _lock: lock,
         })
     }
@@ -180,6 +208,12 @@ impl Workspace {
         self.root.join("rootfs").join(name)
     }
 
+    /// A number no other RUN step or mount of this build has had, for
+    /// naming its private directories.
+    pub(crate) fn next_run_number(&self) -> usize {
+        self.runs.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Scratch space (ADD archive spooling, downloads in progress).
     pub fn scratch(&self) -> PathBuf {
         self.root.join("scratch")
@@ -239,9 +273,7 @@ impl Drop for Workspace {
             remove_tree(&self.root);
         }
         // Only now: an interrupt meanwhile must still wait for the removal.
-        LIVE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|root| root != &self.root);
+        self.registry.lock().live.retain(|root| root != &self.root);
     }
 }
 
@@ -379,8 +411,8 @@ mod tests {
     #[test]
     fn two_workspaces_are_separate_and_removed() {
         let parent = tempfile::tempdir().unwrap();
-        let a = Workspace::create(parent.path()).unwrap();
-        let b = Workspace::create(parent.path()).unwrap();
+        let a = Workspace::create(parent.path(), &Workspaces::default()).unwrap();
+        let b = Workspace::create(parent.path(), &Workspaces::default()).unwrap();
         assert_ne!(a.root(), b.root());
         fs::write(a.scratch().join("x"), b"x").unwrap();
         assert!(!b.scratch().join("x").exists());
@@ -397,7 +429,7 @@ mod tests {
         let top = tempfile::tempdir().unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
         let fresh = top.path().join("a/kiln");
-        let ws = Workspace::create(&fresh).unwrap();
+        let ws = Workspace::create(&fresh, &Workspaces::default()).unwrap();
         assert_eq!(mode(&fresh), 0o700);
         assert_eq!(mode(ws.root()), 0o700);
         assert!(ws
@@ -411,7 +443,7 @@ mod tests {
         let existing = top.path().join("b");
         fs::create_dir(&existing).unwrap();
         fs::set_permissions(&existing, fs::Permissions::from_mode(0o1777)).unwrap();
-        let ws2 = Workspace::create(&existing).unwrap();
+        let ws2 = Workspace::create(&existing, &Workspaces::default()).unwrap();
         assert_eq!(mode(&existing), 0o1777);
         assert_eq!(mode(ws2.root()), 0o700);
         let cache = existing.join("run-cache");
@@ -426,11 +458,11 @@ mod tests {
     #[test]
     fn a_live_build_keeps_its_directory_and_a_dead_ones_goes() {
         let parent = tempfile::tempdir().unwrap();
-        let a = Workspace::create(parent.path()).unwrap();
+        let a = Workspace::create(parent.path(), &Workspaces::default()).unwrap();
         // What a build killed with SIGKILL leaves: a build dir, no lock.
         let dead = parent.path().join("build-1-dead");
         fs::create_dir_all(dead.join("rootfs/stage-0/usr/bin")).unwrap();
-        let b = Workspace::create(parent.path()).unwrap();
+        let b = Workspace::create(parent.path(), &Workspaces::default()).unwrap();
         assert!(a.root().exists(), "a running build's directory was swept");
         assert!(!dead.exists(), "the dead build's directory stayed");
         drop((a, b));
@@ -439,7 +471,7 @@ mod tests {
     #[test]
     fn bulk_removal_empties_the_big_dirs_and_keeps_the_rest() {
         let parent = tempfile::tempdir().unwrap();
-        let ws = Workspace::create(parent.path()).unwrap();
+        let ws = Workspace::create(parent.path(), &Workspaces::default()).unwrap();
         for stage in ["stage-0", "stage-1"] {
             for dir in ["bin", "usr/lib", "etc"] {
                 let d = ws.rootfs(stage).join(dir);
@@ -463,7 +495,7 @@ mod tests {
     fn read_only_dirs_are_removed_too() {
         use std::os::unix::fs::PermissionsExt;
         let parent = tempfile::tempdir().unwrap();
-        let ws = Workspace::create(parent.path()).unwrap();
+        let ws = Workspace::create(parent.path(), &Workspaces::default()).unwrap();
         let ro = ws.rootfs("s0").join("ro");
         fs::create_dir_all(&ro).unwrap();
         fs::write(ro.join("f"), b"x").unwrap();
@@ -476,7 +508,7 @@ mod tests {
     #[test]
     fn a_tree_removed_in_the_background_is_gone_once_the_workspace_is_idle() {
         let parent = tempfile::tempdir().unwrap();
-        let ws = Workspace::create(parent.path()).unwrap();
+        let ws = Workspace::create(parent.path(), &Workspaces::default()).unwrap();
         let root = ws.rootfs("stage-0");
         for dir in ["usr/lib", "etc"] {
             fs::create_dir_all(root.join(dir)).unwrap();
@@ -494,7 +526,7 @@ mod tests {
     #[test]
     fn the_workspace_waits_for_a_thread_still_using_it_before_it_goes() {
         let parent = tempfile::tempdir().unwrap();
-        let ws = Workspace::create(parent.path()).unwrap();
+        let ws = Workspace::create(parent.path(), &Workspaces::default()).unwrap();
         let done = Arc::new(Signal::default());
         ws.track_busy(done.clone());
         let root = ws.root().to_path_buf();
@@ -512,5 +544,30 @@ mod tests {
             !root.exists(),
             "the late file was written after the removal"
         );
+    }
+
+    #[test]
+    fn an_interrupt_removes_the_builds_of_its_registry_only() {
+        let parent = tempfile::tempdir().unwrap();
+        let (mine, other) = (Workspaces::default(), Workspaces::default());
+        let a = Workspace::create(parent.path(), &mine).unwrap();
+        let b = Workspace::create(parent.path(), &other).unwrap();
+        assert_eq!(mine.live(), vec![a.root().to_path_buf()]);
+        assert_eq!(other.live(), vec![b.root().to_path_buf()]);
+        // Each build numbers its own RUN steps.
+        assert_eq!((a.next_run_number(), a.next_run_number()), (0, 1));
+        assert_eq!(b.next_run_number(), 0);
+        mine.remove_all_after_interrupt();
+        assert!(
+            !a.root().exists(),
+            "the interrupted build's directory stayed"
+        );
+        assert!(b.root().exists(), "another registry's build was removed");
+        let refused = Workspace::create(parent.path(), &mine).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::Interrupted);
+        let c = Workspace::create(parent.path(), &other).unwrap();
+        drop((a, b, c));
+        assert!(other.live().is_empty());
+        assert_eq!(fs::read_dir(parent.path()).unwrap().count(), 0);
     }
 }

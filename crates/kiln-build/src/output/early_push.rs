@@ -6,7 +6,6 @@
 //! elsewhere). A build whose last steps are slow no longer adds the upload
 //! of its big layers after them.
 
-use super::push::PARALLEL_BLOBS;
 use crate::engine::image::{LayerOrigin, LayerRef};
 use crate::options::OutputOptions;
 use crate::progress::{ProgressSink, TransferMeter};
@@ -15,6 +14,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+
+/// Blob transfers in flight at once per destination (here and in the
+/// final push).
+pub(crate) const PARALLEL_BLOBS: usize = 4;
 
 type Upload = JoinHandle<Result<PushOutcome, RegistryError>>;
 

@@ -4,7 +4,7 @@
 //! missing blob.
 
 use super::attest::Attached;
-use super::early_push::EarlyPush;
+use super::early_push::{EarlyPush, PARALLEL_BLOBS};
 use super::OutputError;
 use crate::engine::assemble::BuiltImage;
 use crate::engine::blobs::BlobStore;
@@ -14,8 +14,6 @@ use futures::{StreamExt, TryStreamExt};
 use kiln_oci::{Access, BlobSource, Digest, PushOutcome, Reference, RegistryError, Repository};
 use std::sync::Arc;
 
-/// Blob transfers in flight at once per destination.
-pub(crate) const PARALLEL_BLOBS: usize = 4;
 /// Blob existence checks (HEAD) in flight at once per destination: they
 /// move no data, and a warm rebuild on a base of many layers is mostly them.
 const PARALLEL_CHECKS: usize = 16;

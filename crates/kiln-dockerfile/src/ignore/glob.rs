@@ -45,7 +45,7 @@ pub(crate) enum Matcher {
 impl Matcher {
     /// Compiles a cleaned pattern (without its `!`).
     pub(crate) fn compile(pattern: &str) -> Result<Matcher, GlobError> {
-        check_syntax(pattern)?;
+        crate::go::filepath_match::check_syntax(pattern).map_err(|_| GlobError::Syntax)?;
         let chars: Vec<char> = pattern.chars().collect();
         let mut regex = String::from("^");
         let mut kind = Kind::Exact;
@@ -139,56 +139,6 @@ enum Kind {
     Prefix,
     Suffix,
     Regex,
-}
-
-/// The syntax rules of Go's `filepath.Match` on Unix, which Docker applies
-/// to every pattern before use: `\` must escape something; a class is `[`,
-/// an optional `^`, one or more items `c` or `c-c` (where `c` is any
-/// character but `-` and `]`, or `\` and any character), then `]`.
-fn check_syntax(pattern: &str) -> Result<(), GlobError> {
-    let mut chars = pattern.chars().peekable();
-    while let Some(ch) = chars.next() {
-        match ch {
-            '\\' => {
-                chars.next().ok_or(GlobError::Syntax)?;
-            }
-            '[' => {
-                if chars.peek() == Some(&'^') {
-                    chars.next();
-                }
-                let mut items = 0;
-                loop {
-                    if items > 0 && chars.peek() == Some(&']') {
-                        chars.next();
-                        break;
-                    }
-                    class_item_char(&mut chars)?;
-                    if chars.peek() == Some(&'-') {
-                        chars.next();
-                        class_item_char(&mut chars)?;
-                    }
-                    items += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// One end of a class item (Go's `getEsc`); something must follow it.
-fn class_item_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<(), GlobError> {
-    match chars.next() {
-        None | Some('-') | Some(']') => return Err(GlobError::Syntax),
-        Some('\\') => {
-            chars.next().ok_or(GlobError::Syntax)?;
-        }
-        Some(_) => {}
-    }
-    if chars.peek().is_none() {
-        return Err(GlobError::Syntax);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! (argument counts, flags, stage names, literal ports and signals) are
 //! done now so that a broken Dockerfile fails before any work starts.
 
-mod duration;
 mod error;
 mod flags;
 mod mount;

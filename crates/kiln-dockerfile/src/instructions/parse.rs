@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use super::duration::parse_go_duration;
 use super::flags::{parse_flags, FlagKind, FlagSpecs, ParsedFlags};
 use super::mount::parse_mount;
 use super::suggest::with_suggestion;
 use super::validate;
 use super::*;
 use crate::ast::Node;
+use crate::go::parse_duration;
 
 /// Every instruction name, lowercased, in the order BuildKit lists them.
 pub const INSTRUCTION_NAMES: &[&str] = &[
@@ -519,7 +519,7 @@ fn interval(flags: &ParsedFlags, name: &str) -> Result<Option<Duration>, String>
     if text.is_empty() {
         return Ok(None);
     }
-    let nanos = parse_go_duration(&text)?;
+    let nanos = parse_duration(&text).map_err(|e| e.to_string())?;
     if nanos == 0 {
         return Ok(None);
     }

@@ -20,7 +20,7 @@ pub enum Access {
 }
 
 /// A client certificate and key, both PEM files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClientCert {
     /// The certificate (chain) PEM file.
     pub cert: PathBuf,
@@ -28,10 +28,11 @@ pub struct ClientCert {
     pub key: PathBuf,
 }
 
-/// Options for [`RegistryClient`](super::RegistryClient). Hosts are
-/// compared after normalisation (`index.docker.io` = `docker.io`, scheme
-/// and path ignored).
-#[derive(Debug, Clone)]
+/// Options for [`RegistryClient`](super::RegistryClient): what Kaniko's
+/// registry flags resolve to, for a build as for `warm`, `cache prune` and
+/// `push`. Hosts are compared after normalisation (`index.docker.io` =
+/// `docker.io`, scheme and path ignored). Serialised without secrets.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RegistryOptions {
     /// Push destinations may use plain HTTP or unverified HTTPS (`--insecure`).
     pub insecure: bool,

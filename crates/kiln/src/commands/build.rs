@@ -1,6 +1,8 @@
 //! `kiln build`: resolve the options, check the Dockerfile, then build.
 
+use kiln_build::engine::workspace::Workspaces;
 use kiln_build::options::{BuildOptions, DockerfileLocation};
+use kiln_build::BuildSetup;
 
 use crate::build_command::BuildCommand;
 use crate::exit_code::{Exit, Failure};
@@ -10,10 +12,11 @@ use std::sync::Arc;
 
 /// Runs a build to completion (or to the first failure), showing its progress
 /// and, at the end, a summary or one clear error.
-pub fn run(command: &BuildCommand) -> Result<(), Failure> {
+pub fn run(command: &BuildCommand, workspaces: Workspaces) -> Result<(), Failure> {
     let mode = progress::Mode::detect(command.log_format);
     let renderer = Arc::new(Renderer::new(mode, command.log_timestamp));
-    run_with(command, &renderer).map_err(|failure| {
+    let setup = BuildSetup::default().with_workspaces(workspaces);
+    run_with(command, &renderer, &setup).map_err(|failure| {
         renderer.failure(&failure.lines, hint(failure.exit), failure.exit.code());
         // Already printed, in the log's format.
         Failure {
@@ -23,7 +26,11 @@ pub fn run(command: &BuildCommand) -> Result<(), Failure> {
     })
 }
 
-fn run_with(command: &BuildCommand, renderer: &Arc<Renderer>) -> Result<(), Failure> {
+fn run_with(
+    command: &BuildCommand,
+    renderer: &Arc<Renderer>,
+    setup: &BuildSetup,
+) -> Result<(), Failure> {
     let options = command
         .to_flags()
         .resolve(&|name| std::env::var(name).ok())?;
@@ -40,20 +47,27 @@ fn run_with(command: &BuildCommand, renderer: &Arc<Renderer>) -> Result<(), Fail
     }
     let dockerfile = check_dockerfile(&options)?;
     if options.dryrun || options.print_plan {
-        let Some(dockerfile) = dockerfile else {
+        let Some(dockerfile) = &dockerfile else {
             return Err(Failure::new(
                 Exit::Usage,
                 "--dryrun: the Dockerfile is inside a tar context, which is only unpacked \
                  by a build; give --dockerfile a path outside the archive to see the plan",
             ));
         };
-        super::print(&crate::plan::render(&dockerfile))?;
+        super::print(&crate::plan::render(dockerfile))?;
         if options.dryrun {
+            for arg in dockerfile.unused_build_args() {
+                tracing::warn!("build arg {arg} was not consumed by any stage");
+            }
             tracing::info!("--dryrun: nothing built, pushed or written");
             return Ok(());
         }
     }
-    build(&options, renderer)
+    let setup = match dockerfile {
+        Some(dockerfile) => setup.clone().with_dockerfile(dockerfile),
+        None => setup.clone(),
+    };
+    build(&options, renderer, &setup)
 }
 
 /// What to do about a failure of this kind, in one line. Dockerfile errors
@@ -80,22 +94,21 @@ fn check_dockerfile(
     options: &BuildOptions,
 ) -> Result<Option<kiln_dockerfile::Dockerfile>, Failure> {
     match &options.dockerfile {
-        DockerfileLocation::File(path) => {
-            let dockerfile = frontend::check(path, options)?;
-            for name in dockerfile.unused_build_args() {
-                tracing::warn!("build argument {name} was not consumed by any ARG");
-            }
-            Ok(Some(dockerfile))
-        }
+        // The build takes it as loaded here and warns about unused build args.
+        DockerfileLocation::File(path) => frontend::check(path, options).map(Some),
         _ => Ok(None),
     }
 }
 
-fn build(options: &BuildOptions, renderer: &Arc<Renderer>) -> Result<(), Failure> {
+fn build(
+    options: &BuildOptions,
+    renderer: &Arc<Renderer>,
+    setup: &BuildSetup,
+) -> Result<(), Failure> {
     let handle = tokio::runtime::Handle::current();
     let sink: Arc<dyn kiln_build::progress::ProgressSink> = renderer.clone();
     let outcome = handle
-        .block_on(kiln_build::build_with(options, sink))
+        .block_on(kiln_build::build_in(options, sink, setup))
         .map_err(failure_of)?;
     renderer.finish();
     renderer.summary(&Summary {

@@ -377,7 +377,7 @@ fn kaniko_environment_variables_apply() {
         ],
     );
     assert_eq!(
-        json["registry"]["registry_map"]["docker.io"],
+        json["registry"]["mirrors"],
         serde_json::json!(["m1.local", "m2.local", "m3.local"])
     );
     assert_eq!(json["work_dir"], "/somewhere");
@@ -543,4 +543,44 @@ fn platform_is_buildkits_name_for_custom_platform_and_takes_a_list() {
         &["--no-push", "--platform", "linux/amd64,linux/arm64"],
         "several platforms are pushed as one index",
     );
+}
+
+#[test]
+fn an_unused_build_arg_is_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = dir.path().join("Dockerfile");
+    std::fs::write(&dockerfile, "FROM scratch\nARG USED\nLABEL used=$USED\n").unwrap();
+    let kiln_dir = tempfile::tempdir().unwrap();
+    let out = kiln()
+        .args([
+            "build",
+            "--no-push",
+            "--log-format",
+            "text",
+            "-c",
+            &ctx_arg(&dir),
+        ])
+        .arg("-f")
+        .arg(&dockerfile)
+        .arg("--kiln-dir")
+        .arg(kiln_dir.path())
+        .args(["--build-arg", "USED=1", "--build-arg", "NEVER_READ=2"])
+        .assert()
+        .success();
+    let output = out.get_output();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("not consumed"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "expected one warning about NEVER_READ:\n{text}"
+    );
+    assert!(warnings[0].contains("NEVER_READ"), "{text}");
 }

@@ -399,7 +399,7 @@ fn debug_options_shows_what_the_fork_flags_resolved_to() {
     assert_eq!(o["target"], json!("app"));
     assert_eq!(o["extra_targets"], json!(["test", "lint"]));
     assert_eq!(
-        o["registry"]["credential_helpers"],
+        o["registry"]["credentials"]["builtin_helpers"],
         json!(["ecr", "gitlab"])
     );
     assert_eq!(

@@ -10,6 +10,10 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use kiln_oci::media::Compression;
+
+mod tar_rules;
+
 /// Why an archive could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -41,38 +45,6 @@ pub enum ArchiveError {
     },
 }
 
-/// Compression formats recognised by their magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// No compression.
-    None,
-    /// gzip.
-    Gzip,
-    /// bzip2.
-    Bzip2,
-    /// xz.
-    Xz,
-    /// zstd.
-    Zstd,
-}
-
-impl Compression {
-    /// Detects the format from the first bytes of a stream.
-    pub fn detect(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b, 0x08]) {
-            Compression::Gzip
-        } else if head.starts_with(b"BZh") {
-            Compression::Bzip2
-        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-            Compression::Xz
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-}
-
 /// Opens `path` and returns a reader of its decompressed bytes.
 pub fn open_decompressed(path: &Path) -> Result<Box<dyn Read>, ArchiveError> {
     let io_err = |source| ArchiveError::Io {
@@ -86,13 +58,14 @@ pub fn open_decompressed(path: &Path) -> Result<Box<dyn Read>, ArchiveError> {
     };
     let file = BufReader::new(File::open(path).map_err(io_err)?);
     Ok(match Compression::detect(&head[..n]) {
-        Compression::None => Box::new(file),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
         Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
         Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::with_buffer(file).map_err(io_err)?)
         }
+        // Plain tar: no magic bytes recognised.
+        _ => Box::new(file),
     })
 }
 
@@ -174,7 +147,7 @@ pub struct ArchiveItem {
 
 /// Reads every entry of the archive at `path`, spooling file bodies into
 /// `scratch` (one file per entry), settled into what unpacking them in
-/// order leaves ([`super::tar_rules`]). Device nodes and FIFOs are skipped:
+/// order leaves ([`tar_rules`]). Device nodes and FIFOs are skipped:
 /// an unprivileged build cannot represent them faithfully anyway.
 pub fn read_items(path: &Path, scratch: &Path) -> Result<Vec<ArchiveItem>, ArchiveError> {
     let io_err = |source| ArchiveError::Io {
@@ -231,7 +204,7 @@ pub fn read_items(path: &Path, scratch: &Path) -> Result<Vec<ArchiveItem>, Archi
             mtime,
         });
     }
-    super::tar_rules::settle(items)
+    tar_rules::settle(items)
 }
 
 /// Unpacks the archive at `path` into `dest` (which must exist). Entries that
@@ -265,21 +238,6 @@ pub fn extract_to_dir(path: &Path, dest: &Path) -> Result<(), ArchiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn detects_magic() {
-        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(Compression::detect(b"BZh91AY"), Compression::Bzip2);
-        assert_eq!(
-            Compression::detect(&[0xfd, b'7', b'z', b'X', b'Z', 0]),
-            Compression::Xz
-        );
-        assert_eq!(
-            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]),
-            Compression::Zstd
-        );
-        assert_eq!(Compression::detect(b"hello"), Compression::None);
-    }
 
     #[test]
     fn cleans_entry_paths() {

@@ -1,7 +1,9 @@
-//! Wildcard matching for COPY/ADD sources, one path component at a time.
+//! Go's `filepath.Match` on Unix: the wildcards of COPY/ADD sources, matched
+//! one path component at a time, and the syntax every `.dockerignore`
+//! pattern must pass before Docker uses it.
 //!
-//! Hand-written rather than taken from a glob crate: Dockerfile sources follow
-//! Go's `filepath.Match` exactly (`*`, `?`, `[a-z]`, `[^x]`, `\` escapes, no
+//! Hand-written rather than taken from a glob crate: both follow Go's
+//! `filepath.Match` exactly (`*`, `?`, `[a-z]`, `[^x]`, `\` escapes, no
 //! `**`, `*` never crosses `/`), and the glob crates implement shell or
 //! gitignore dialects that differ in these corners.
 
@@ -21,34 +23,62 @@ pub fn has_meta(s: &str) -> bool {
 /// Matches one path component `name` against `pattern` with Go `filepath.Match`
 /// semantics. A malformed pattern is an error even when it could not match.
 pub fn match_component(pattern: &str, name: &str) -> Result<bool, BadPattern> {
-    let bad = || BadPattern {
-        pattern: pattern.to_string(),
-    };
+    // Validate the whole pattern first so errors never depend on the name.
+    check_syntax(pattern)?;
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    // Validate the whole pattern first so errors never depend on the name.
-    validate(&p).map_err(|()| bad())?;
     Ok(match_from(&p, &n))
 }
 
-fn validate(p: &[char]) -> Result<(), ()> {
-    let mut i = 0;
-    while i < p.len() {
-        match p[i] {
+/// Checks `pattern` against `filepath.Match`'s syntax rules: `\` must escape
+/// something; a class is `[`, an optional `^`, one or more items `c` or
+/// `c-c` (where `c` is any character but `-` and `]`, or `\` and any
+/// character, and something follows it), then `]`. A range whose ends are
+/// reversed (`[z-a]`) is not an error: it matches nothing, as in Go.
+pub fn check_syntax(pattern: &str) -> Result<(), BadPattern> {
+    let bad = || BadPattern {
+        pattern: pattern.to_string(),
+    };
+    let mut chars = pattern.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
             '\\' => {
-                if i + 1 >= p.len() {
-                    return Err(());
-                }
-                i += 2;
+                chars.next().ok_or_else(bad)?;
             }
             '[' => {
-                let (_, next) = parse_class(p, i, None)?;
-                i = next;
+                if chars.peek() == Some(&'^') {
+                    chars.next();
+                }
+                let mut items = 0;
+                loop {
+                    if items > 0 && chars.peek() == Some(&']') {
+                        chars.next();
+                        break;
+                    }
+                    class_item_char(&mut chars).ok_or_else(bad)?;
+                    if chars.peek() == Some(&'-') {
+                        chars.next();
+                        class_item_char(&mut chars).ok_or_else(bad)?;
+                    }
+                    items += 1;
+                }
             }
-            _ => i += 1,
+            _ => {}
         }
     }
     Ok(())
+}
+
+/// One end of a class item (Go's `getEsc`); something must follow it.
+fn class_item_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<()> {
+    match chars.next() {
+        None | Some('-') | Some(']') => return None,
+        Some('\\') => {
+            chars.next()?;
+        }
+        Some(_) => {}
+    }
+    chars.peek().map(|_| ())
 }
 
 fn match_from(p: &[char], n: &[char]) -> bool {
@@ -125,9 +155,6 @@ fn parse_class(p: &[char], start: usize, c: Option<char>) -> Result<(bool, usize
         } else {
             (lo, after)
         };
-        if hi < lo {
-            return Err(());
-        }
         if let Some(c) = c {
             if lo <= c && c <= hi {
                 matched = true;
@@ -185,10 +212,16 @@ mod tests {
     #[test]
     fn malformed_patterns_are_errors() {
         for p in [
-            "[", "[^", "[^bc", "a[", "[a-", "[-]", "[x-]", "a\\", "[]a]", "[z-a]",
+            "[", "[^", "[^bc", "a[", "[a-", "[-]", "[x-]", "[-x]", "a\\", "\\", "[]a]", "[a-b-c]",
         ] {
             assert!(match_component(p, "a").is_err(), "{p}");
+            assert!(check_syntax(p).is_err(), "{p}");
         }
+        for good in [r"[\]a]", r"[\-]", r"[x\-]", r"[\-x]", "ab[^e-g]", "[a-ζ]*"] {
+            assert!(check_syntax(good).is_ok(), "{good}");
+        }
+        // Reversed ends are not malformed in Go: the class matches nothing.
+        assert_eq!(match_component("[z-a]", "m"), Ok(false));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! - an entry below one the archive made a file is an error (Docker fails
 //!   there with "not a directory").
 
-use super::archive::{ArchiveError, ArchiveItem, ArchiveItemKind};
+use super::{ArchiveError, ArchiveItem, ArchiveItemKind};
 use std::collections::BTreeMap;
 
 /// The entries of an archive, in archive order, as unpacking leaves them.
