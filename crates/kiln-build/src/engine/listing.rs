@@ -32,7 +32,7 @@ use kiln_layer::list::visit_entries_with_content;
 use kiln_layer::reader::open_blob;
 use kiln_layer::{Catalog, CatalogOptions, EntryKind};
 use kiln_oci::media::Compression;
-use kiln_oci::{Descriptor, Digest, Platform};
+use kiln_oci::{Descriptor, Digest, DigestWriter, Platform};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -190,13 +190,33 @@ impl ImageIndex {
         }
     }
 
-    /// The index as one listing: applied to an empty index, it gives this one.
-    fn flattened(&self) -> LayerListing {
-        LayerListing {
-            entries: self.paths.clone(),
-            whiteouts: Vec::new(),
-            opaque: Vec::new(),
-            texts: self.texts.clone(),
+    /// The index a chain listing stands for, taking its maps over: a big
+    /// image's chain listing is hundreds of thousands of paths, and copying
+    /// them would double the memory a warm build needs for one moment.
+    fn from_flat(listing: LayerListing) -> ImageIndex {
+        let mut index = ImageIndex {
+            paths: listing.entries,
+            texts: listing.texts,
+        };
+        // A chain listing has neither, but a listing read from a cache is
+        // what the cache says: applied as a layer would be.
+        for gone in &listing.whiteouts {
+            index.remove_tree(gone, true);
+        }
+        for dir in &listing.opaque {
+            index.remove_tree(dir, false);
+        }
+        index
+    }
+
+    /// The index as one listing (applied to an empty index, it gives this
+    /// one), borrowed: serialised as a [`LayerListing`] is, without a copy.
+    fn as_flat(&self) -> FlatListing<'_> {
+        FlatListing {
+            entries: &self.paths,
+            whiteouts: &[],
+            opaque: &[],
+            texts: &self.texts,
         }
     }
 
@@ -287,6 +307,17 @@ impl ImageIndex {
     }
 }
 
+/// A [`LayerListing`]'s JSON form over borrowed maps (same fields, same
+/// order), so that an image's index is stored as a chain listing without
+/// copying it first.
+#[derive(Serialize)]
+struct FlatListing<'a> {
+    entries: &'a BTreeMap<String, Kind>,
+    whiteouts: &'a [String],
+    opaque: &'a [String],
+    texts: &'a BTreeMap<String, String>,
+}
+
 fn parts(path: &str) -> Vec<String> {
     path.split('/')
         .filter(|p| !p.is_empty())
@@ -302,7 +333,8 @@ pub struct Listings {
     push: bool,
     dir: PathBuf,
     memo: Mutex<HashMap<Digest, Arc<LayerListing>>>,
-    chains: Mutex<HashMap<CacheKey, ImageIndex>>,
+    /// Chain indexes, shared: each is as big as the image's file list.
+    chains: Mutex<HashMap<CacheKey, Arc<ImageIndex>>>,
 }
 
 impl Listings {
@@ -324,7 +356,7 @@ impl Listings {
         &self,
         image: &ImageState,
         pusher: &CachePusher,
-    ) -> Result<ImageIndex, String> {
+    ) -> Result<Arc<ImageIndex>, String> {
         let layers = &image.layers;
         // One layer's own listing is as cheap as a chain listing.
         let chain = (layers.len() >= 2).then(|| chain_key(layers));
@@ -339,6 +371,9 @@ impl Listings {
         for l in &listings {
             index.apply(l);
         }
+        // The layers' own listings are not needed to answer for the chain.
+        drop(listings);
+        let index = Arc::new(index);
         if let Some(key) = chain {
             self.store_chain(key, layers, &index, pusher);
         }
@@ -348,7 +383,7 @@ impl Listings {
     /// The index of the chain `layers` (whose key is `key`) from its chain
     /// listing: remembered, or, when every layer came from the registry,
     /// from the cache.
-    async fn chain_index(&self, key: &CacheKey, layers: &[LayerRef]) -> Option<ImageIndex> {
+    async fn chain_index(&self, key: &CacheKey, layers: &[LayerRef]) -> Option<Arc<ImageIndex>> {
         if let Some(l) = self.chains.lock().expect("listing memo").get(key) {
             return Some(l.clone());
         }
@@ -360,8 +395,7 @@ impl Listings {
             return None;
         }
         let listing = self.cached_listing(self.cache.as_ref()?, key).await?;
-        let mut index = ImageIndex::default();
-        index.apply(&listing);
+        let index = Arc::new(ImageIndex::from_flat(listing));
         self.chains
             .lock()
             .expect("listing memo")
@@ -376,7 +410,7 @@ impl Listings {
         &self,
         key: CacheKey,
         layers: &[LayerRef],
-        index: &ImageIndex,
+        index: &Arc<ImageIndex>,
         pusher: &CachePusher,
     ) {
         self.chains
@@ -385,13 +419,12 @@ impl Listings {
             .insert(key.clone(), index.clone());
         if let (Some(cache), true) = (&self.cache, self.push) {
             let about = format!("{} layers from {}", layers.len(), layers[0].diff_id);
-            let listing = Arc::new(index.flattened());
             pusher.spawn_task(store_listing(
                 cache.clone(),
                 self.dir.clone(),
                 key,
                 about,
-                listing,
+                ToStore::Chain(index.clone()),
             ));
         }
     }
@@ -436,7 +469,7 @@ impl Listings {
                         self.dir.clone(),
                         key,
                         about,
-                        listing.clone(),
+                        ToStore::Layer(listing.clone()),
                     ));
                 }
                 listing
@@ -453,8 +486,16 @@ impl Listings {
         let hit = cache.lookup(key).await.ok()??;
         let layer = hit.layer?;
         let path = self.blobs.metadata_path(&layer).await.ok()?;
-        let bytes = std::fs::read(path).ok()?;
-        match serde_json::from_slice(&bytes) {
+        // Parsed as it is read: a big image's listing is tens of megabytes
+        // of JSON, and holding the text beside the maps would double it.
+        let parsed = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+            serde_json::from_reader::<_, LayerListing>(std::io::BufReader::new(file))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .ok()?;
+        match parsed {
             Ok(l) => Some(l),
             Err(e) => {
                 tracing::warn!(
@@ -491,14 +532,20 @@ impl Listings {
         match store {
             StoreListing::No => {}
             StoreListing::New => {
-                pusher.spawn_task(store_listing(cache, dir, key, about, listing));
+                pusher.spawn_task(store_listing(
+                    cache,
+                    dir,
+                    key,
+                    about,
+                    ToStore::Layer(listing),
+                ));
             }
             StoreListing::UnlessCached => pusher.spawn_task(async move {
                 // One manifest request saves uploading what is there.
                 if let Ok(Some(_)) = cache.lookup(&key).await {
                     return Ok(());
                 }
-                store_listing(cache, dir, key, about, listing).await
+                store_listing(cache, dir, key, about, ToStore::Layer(listing)).await
             }),
         }
     }
@@ -516,6 +563,12 @@ pub enum StoreListing {
     UnlessCached,
 }
 
+/// A listing to store: one layer's, or a chain's as its index holds it.
+enum ToStore {
+    Layer(Arc<LayerListing>),
+    Chain(Arc<ImageIndex>),
+}
+
 /// Stores `listing` (of `about`) in `cache` under `key`, as an entry whose
 /// layer is the listing's JSON, written to a file in `dir` first.
 async fn store_listing(
@@ -523,17 +576,28 @@ async fn store_listing(
     dir: PathBuf,
     key: CacheKey,
     about: String,
-    listing: Arc<LayerListing>,
+    listing: ToStore,
 ) -> Result<(), String> {
     let failed = |e: &dyn std::fmt::Display| format!("could not store the listing of {about}: {e}");
     // A big layer's listing is megabytes of JSON: written off the async threads.
     let written = tokio::task::spawn_blocking(move || -> Result<LayerRef, String> {
-        let bytes = serde_json::to_vec(&*listing).map_err(|e| e.to_string())?;
-        let digest = Digest::sha256_of(&bytes);
+        // Streamed to disk and digested in one pass: a big image's listing
+        // is tens of megabytes of JSON, never held whole in memory.
+        let temp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| e.to_string())?;
+        let file = temp.as_file().try_clone().map_err(|e| e.to_string())?;
+        let mut out = DigestWriter::new(std::io::BufWriter::new(file));
+        match &listing {
+            ToStore::Layer(l) => serde_json::to_writer(&mut out, &**l),
+            ToStore::Chain(index) => serde_json::to_writer(&mut out, &index.as_flat()),
+        }
+        .map_err(|e| e.to_string())?;
+        let (mut file, digest, len) = out.finish();
+        std::io::Write::flush(&mut file).map_err(|e| e.to_string())?;
         let path = dir.join(format!("listing-{}", digest.hex()));
-        std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        temp.persist(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(LayerRef {
-            descriptor: Descriptor::new(LISTING_MEDIA_TYPE, digest.clone(), bytes.len() as u64),
+            descriptor: Descriptor::new(LISTING_MEDIA_TYPE, digest.clone(), len),
             diff_id: digest,
             origin: LayerOrigin::Local(path),
         })

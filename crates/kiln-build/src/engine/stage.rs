@@ -23,7 +23,7 @@ use kiln_oci::media::Compression;
 use kiln_oci::{media, History, Platform, Reference};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What a finished stage hands to later stages and to the outputs.
 pub(crate) struct StageResult {
@@ -933,7 +933,7 @@ pub(crate) enum ImageView {
     /// A materialized root filesystem.
     Root(Rootfs),
     /// The layers' listings.
-    Index(ImageIndex),
+    Index(Arc<ImageIndex>),
 }
 
 impl ImageView {
