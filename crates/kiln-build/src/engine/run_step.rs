@@ -78,17 +78,7 @@ impl StageRunner<'_> {
             platform.variant.as_deref(),
         )
         .map_err(|e| self.step_error(instruction, e))?;
-        let root = self
-            .rootfs(
-                &mut run.rootfs,
-                &run.rootfs_name,
-                &run.image,
-                instruction,
-                run.stage.0,
-            )
-            .await?
-            .dir()
-            .to_path_buf();
+        let root = self.rootfs(run, instruction).await?.dir().to_path_buf();
         let dir = self
             .workspace
             .root()

@@ -215,14 +215,7 @@ impl StageRunner<'_> {
         // to date now (applying just the last layers), so `COPY --from` and
         // RUN bind mounts reuse it instead of unpacking the stage again.
         if run.rootfs.is_some() && index != self.dockerfile.plan.target {
-            self.rootfs(
-                &mut run.rootfs,
-                &run.rootfs_name,
-                &run.image,
-                &stage.from,
-                index,
-            )
-            .await?;
+            self.rootfs(&mut run, &stage.from).await?;
         }
         Ok(StageResult {
             image: run.image,
@@ -568,18 +561,16 @@ impl StageRunner<'_> {
     /// The stage's root filesystem, brought up to date with its image.
     pub(crate) async fn rootfs<'b>(
         &self,
-        slot: &'b mut Option<Rootfs>,
-        name: &str,
-        image: &ImageState,
+        run: &'b mut StageRun<'_>,
         instruction: &Instruction,
-        stage: usize,
     ) -> Result<&'b Rootfs, BuildError> {
-        if slot.is_none() {
-            let dir = self.workspace.rootfs(name);
-            *slot = Some(Rootfs::new(dir).map_err(|e| self.step_error(instruction, e))?);
+        if run.rootfs.is_none() {
+            let dir = self.workspace.rootfs(&run.rootfs_name);
+            run.rootfs = Some(Rootfs::new(dir).map_err(|e| self.step_error(instruction, e))?);
         }
-        let rootfs = slot.as_mut().expect("just set");
-        self.sync_root(rootfs, image, self.scan_tap(stage))
+        let tap = self.scan_tap(run.stage.0);
+        let rootfs = run.rootfs.as_mut().expect("just set");
+        self.sync_root(rootfs, &run.image, tap)
             .await
             .map_err(|e| self.step_error(instruction, e))?;
         Ok(rootfs)
@@ -616,15 +607,7 @@ impl StageRunner<'_> {
         instruction: &Instruction,
     ) -> Result<ImageView, BuildError> {
         if run.rootfs.is_some() {
-            let root = self
-                .rootfs(
-                    &mut run.rootfs,
-                    &run.rootfs_name,
-                    &run.image,
-                    instruction,
-                    run.stage.0,
-                )
-                .await?;
+            let root = self.rootfs(run, instruction).await?;
             return Ok(ImageView::Root(root.clone()));
         }
         let index = self
