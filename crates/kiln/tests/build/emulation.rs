@@ -82,23 +82,70 @@ RUN uname -m > /uname && cat /ARCH > /arch-seen \
 RUN busybox sha256sum /bin/busybox > /busybox.sha256
 ";
 
+/// What every two-platform test starts from: a registry holding a busybox
+/// base for this machine's platform and a foreign one, and a context whose
+/// Dockerfile builds on it. Fails (never skips) without the emulator.
+struct TwoPlatforms {
+    host: Platform,
+    foreign: Platform,
+    reg: Registry,
+    base_ref: String,
+    ctx: tempfile::TempDir,
+}
+
+impl TwoPlatforms {
+    /// `dockerfile` is handed the base's reference.
+    fn start(dockerfile: impl FnOnce(&str) -> String) -> Self {
+        let (host, foreign) = (Platform::host(), Platform::foreign());
+        require_emulator(&foreign);
+        let reg = Registry::plain().unwrap();
+        let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
+        let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        fs::write(ctx.path().join("Dockerfile"), dockerfile(&base_ref)).unwrap();
+        TwoPlatforms {
+            host,
+            foreign,
+            reg,
+            base_ref,
+            ctx,
+        }
+    }
+
+    /// The `--platform` value naming both.
+    fn platforms(&self) -> String {
+        format!(
+            "linux/{},linux/{}",
+            self.host.architecture, self.foreign.architecture
+        )
+    }
+
+    /// `kiln build` of both platforms, `BASE` naming the base, pushed to
+    /// `tag` in the registry.
+    fn build(&self, tag: &str) -> Kiln {
+        Kiln::build(self.ctx.path())
+            .empty_docker_config()
+            .args(["--insecure", "--insecure-pull", "--log-format=text"])
+            .args(["--platform", &self.platforms()])
+            .args(["--build-arg", &format!("BASE={}", self.base_ref)])
+            .args(["-d", &self.reg.image_ref(tag)])
+    }
+}
+
 #[test]
 fn foreign_run_steps_run_under_qemu_and_the_images_join_into_one_index() {
-    let (host, foreign) = (Platform::host(), Platform::foreign());
-    require_emulator(&foreign);
-    let reg = Registry::plain().unwrap();
-    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
-    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
-    let ctx = tempfile::tempdir().unwrap();
-    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let t = TwoPlatforms::start(|_| DOCKERFILE.to_string());
+    let TwoPlatforms {
+        host, foreign, reg, ..
+    } = &t;
 
-    for p in [&host, &foreign] {
+    for p in [host, foreign] {
         let platform = format!("linux/{}", p.architecture);
-        Kiln::build(ctx.path())
+        Kiln::build(t.ctx.path())
             .empty_docker_config()
             .args(["--insecure", "--insecure-pull", "--log-format=text"])
             .args(["--custom-platform", &platform])
-            .args(["--build-arg", &format!("BASE={base_ref}")])
+            .args(["--build-arg", &format!("BASE={}", t.base_ref)])
             .args(["-d", &reg.image_ref(&format!("app:{}", p.architecture))])
             .success();
     }
@@ -121,7 +168,7 @@ fn foreign_run_steps_run_under_qemu_and_the_images_join_into_one_index() {
 
     let work = tempfile::tempdir().unwrap();
     let access = Access::for_registry(&reg);
-    for p in [&host, &foreign] {
+    for p in [host, foreign] {
         // A client on that platform gets that platform's image.
         let config = skopeo_inspect_for_platform(
             &reg.image_ref("app:multi"),
@@ -180,22 +227,13 @@ fn foreign_run_steps_run_under_qemu_and_the_images_join_into_one_index() {
 
 #[test]
 fn one_build_for_two_platforms_pushes_one_index_of_both() {
-    let (host, foreign) = (Platform::host(), Platform::foreign());
-    require_emulator(&foreign);
-    let reg = Registry::plain().unwrap();
-    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
-    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
-    let ctx = tempfile::tempdir().unwrap();
-    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let t = TwoPlatforms::start(|_| DOCKERFILE.to_string());
+    let TwoPlatforms {
+        host, foreign, reg, ..
+    } = &t;
     let work = tempfile::tempdir().unwrap();
     let digest_file = work.path().join("digest");
-    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
-    Kiln::build(ctx.path())
-        .empty_docker_config()
-        .args(["--insecure", "--insecure-pull", "--log-format=text"])
-        .args(["--platform", &platforms])
-        .args(["--build-arg", &format!("BASE={base_ref}")])
-        .args(["-d", &reg.image_ref("app:both")])
+    t.build("app:both")
         .arg_path("--digest-file", &digest_file)
         .arg_path("--oci-layout-path", &work.path().join("layout"))
         .arg_path("--tar-path", &work.path().join("both.tar"))
@@ -220,7 +258,7 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
         fs::read_to_string(&digest_file).unwrap(),
         summary["Digest"].as_str().unwrap()
     );
-    for (entry, p) in entries.iter().zip([&host, &foreign]) {
+    for (entry, p) in entries.iter().zip([host, foreign]) {
         assert!(p.matches_json(&entry["platform"]), "{index}");
         let config = skopeo_inspect_for_platform(
             &reg.image_ref("app:both"),
@@ -265,7 +303,7 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
         },
     )
     .unwrap();
-    for p in [&host, &foreign] {
+    for p in [host, foreign] {
         let from_layout =
             skopeo_inspect_for_platform(&layout, &Access::insecure(), InspectKind::Summary, p)
                 .unwrap();
@@ -282,7 +320,7 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
     // The tarball is an OCI archive of the index, and for the classic
     // `docker load` (one image per tag) names this machine's image.
     let tar = work.path().join("both.tar");
-    for p in [&host, &foreign] {
+    for p in [host, foreign] {
         let from_tar = skopeo_inspect_for_platform(
             &format!("oci-archive:{}", tar.display()),
             &Access::insecure(),
@@ -332,21 +370,15 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
 
 #[test]
 fn a_warm_two_platform_rebuild_downloads_no_layer() {
-    let (host, foreign) = (Platform::host(), Platform::foreign());
-    require_emulator(&foreign);
-    let reg = Registry::plain().unwrap();
+    let t = TwoPlatforms::start(|_| DOCKERFILE.to_string());
+    let reg = &t.reg;
     // Every request of both builds goes through the proxy, whose log shows each.
     let proxy = kiln_testkit::FaultProxy::start(&reg.host()).unwrap();
-    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
-    base.push_to(&reg, "busybox:multi").unwrap();
-    let ctx = tempfile::tempdir().unwrap();
-    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
-    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
     let build = || {
-        let out = Kiln::build(ctx.path())
+        let out = Kiln::build(t.ctx.path())
             .empty_docker_config()
             .args(["--insecure", "--insecure-pull", "--log-format=text"])
-            .args(["--platform", &platforms, "--cache=true"])
+            .args(["--platform", &t.platforms(), "--cache=true"])
             .args(["--cache-repo", &format!("{}/cache", proxy.host())])
             .args([
                 "--build-arg",
@@ -399,31 +431,20 @@ fn a_warm_two_platform_rebuild_downloads_no_layer() {
 
 #[test]
 fn foreign_run_steps_run_in_both_isolations() {
-    let (host, foreign) = (Platform::host(), Platform::foreign());
-    require_emulator(&foreign);
-    let reg = Registry::plain().unwrap();
-    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
-    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
-    let ctx = tempfile::tempdir().unwrap();
     // The emulator is the step's process, confined as a native step is (the
     // seccomp filter is the host architecture's, and so are its calls).
-    fs::write(
-        ctx.path().join("Dockerfile"),
-        format!("FROM {base_ref}\nRUN uname -m > /uname && busybox --help | head -1 > /help\n"),
-    )
-    .unwrap();
-    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
+    let t = TwoPlatforms::start(|base| {
+        format!("FROM {base}\nRUN uname -m > /uname && busybox --help | head -1 > /help\n")
+    });
+    let TwoPlatforms {
+        host, foreign, reg, ..
+    } = &t;
     for isolation in ["namespace", "chroot"] {
         let name = format!("app:{isolation}");
-        Kiln::build(ctx.path())
-            .empty_docker_config()
-            .args(["--insecure", "--insecure-pull", "--log-format=text"])
-            .args(["--platform", &platforms, "--isolation", isolation])
-            .args(["-d", &reg.image_ref(&name)])
-            .success();
+        t.build(&name).args(["--isolation", isolation]).success();
         let index = skopeo_inspect_raw(&reg.image_ref(&name), false).unwrap();
         let entries = index["manifests"].as_array().unwrap();
-        for (entry, p) in entries.iter().zip([&host, &foreign]) {
+        for (entry, p) in entries.iter().zip([host, foreign]) {
             let digest = entry["digest"].as_str().unwrap();
             let img = kiln_testkit::Flattened::from_reference(
                 &reg.image_ref(&format!("app@{digest}")),
@@ -443,31 +464,20 @@ fn foreign_run_steps_run_in_both_isolations() {
 
 #[test]
 fn a_build_platform_stage_runs_once_natively_for_every_platform() {
-    let (host, foreign) = (Platform::host(), Platform::foreign());
-    require_emulator(&foreign);
-    let reg = Registry::plain().unwrap();
-    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
-    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
-    let ctx = tempfile::tempdir().unwrap();
-    fs::write(
-        ctx.path().join("Dockerfile"),
+    let t = TwoPlatforms::start(|base| {
         format!(
-            "FROM --platform=$BUILDPLATFORM {base_ref} AS tools\n\
+            "FROM --platform=$BUILDPLATFORM {base} AS tools\n\
              RUN uname -m > /built-on && echo ran-the-tools-stage\n\
-             FROM {base_ref}\n\
+             FROM {base}\n\
              COPY --from=tools /built-on /built-on\n\
              RUN uname -m > /runs-on\n"
-        ),
-    )
-    .unwrap();
-    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
+        )
+    });
+    let TwoPlatforms {
+        host, foreign, reg, ..
+    } = &t;
     // No --cache: the platforms still share the tools stage.
-    let out = Kiln::build(ctx.path())
-        .empty_docker_config()
-        .args(["--insecure", "--insecure-pull", "--log-format=text"])
-        .args(["--platform", &platforms])
-        .args(["-d", &reg.image_ref("app:both")])
-        .success();
+    let out = t.build("app:both").success();
     let log = stderr(&out);
     let ran = log
         .lines()
@@ -477,7 +487,7 @@ fn a_build_platform_stage_runs_once_natively_for_every_platform() {
     let index = skopeo_inspect_raw(&reg.image_ref("app:both"), false).unwrap();
     let entries = index["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{index}");
-    for (entry, p) in entries.iter().zip([&host, &foreign]) {
+    for (entry, p) in entries.iter().zip([host, foreign]) {
         let digest = entry["digest"].as_str().unwrap();
         let img = kiln_testkit::Flattened::from_reference(
             &reg.image_ref(&format!("app@{digest}")),
@@ -543,21 +553,13 @@ fn layout_index(read: impl Fn(&str) -> Vec<u8>) -> serde_json::Value {
 
 #[test]
 fn two_platforms_with_statements_give_each_image_its_own_attestation_manifest() {
-    let (host, foreign) = (Platform::host(), Platform::foreign());
-    require_emulator(&foreign);
-    let reg = Registry::plain().unwrap();
-    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
-    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
-    let ctx = tempfile::tempdir().unwrap();
-    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let t = TwoPlatforms::start(|_| DOCKERFILE.to_string());
+    let TwoPlatforms {
+        host, foreign, reg, ..
+    } = &t;
     let work = tempfile::tempdir().unwrap();
-    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
-    Kiln::build(ctx.path())
-        .empty_docker_config()
-        .args(["--insecure", "--insecure-pull", "--log-format=text"])
-        .args(["--platform", &platforms, "--provenance=mode=max", "--sbom"])
-        .args(["--build-arg", &format!("BASE={base_ref}")])
-        .args(["-d", &reg.image_ref("app:att")])
+    t.build("app:att")
+        .args(["--provenance=mode=max", "--sbom"])
         .arg_path("--sbom-file", &work.path().join("sbom.json"))
         .arg_path("--oci-layout-path", &work.path().join("layout"))
         .arg_path("--tar-path", &work.path().join("att.tar"))
@@ -569,9 +571,9 @@ fn two_platforms_with_statements_give_each_image_its_own_attestation_manifest() 
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"
     );
-    let images = check_attested_index(&index, &[&host, &foreign]);
+    let images = check_attested_index(&index, &[host, foreign]);
     let attestations = &index["manifests"].as_array().unwrap()[2..];
-    for ((att, image), p) in attestations.iter().zip(&images).zip([&host, &foreign]) {
+    for ((att, image), p) in attestations.iter().zip(&images).zip([host, foreign]) {
         let digest = att["digest"].as_str().unwrap();
         let manifest = skopeo_inspect_raw(&reg.image_ref(&format!("app@{digest}")), false).unwrap();
         let mut predicates = Vec::new();
@@ -665,7 +667,7 @@ fn two_platforms_with_statements_give_each_image_its_own_attestation_manifest() 
     let from_tar = layout_index(|name| tar_files[name].clone());
     assert_eq!(from_tar["manifests"], index["manifests"], "{from_tar}");
     // skopeo finds each platform's image in the layout by the index.
-    for p in [&host, &foreign] {
+    for p in [host, foreign] {
         let summary = skopeo_inspect_for_platform(
             &format!("oci:{}:att", layout.display()),
             &Access::insecure(),
@@ -679,28 +681,20 @@ fn two_platforms_with_statements_give_each_image_its_own_attestation_manifest() 
 
 #[test]
 fn docker_loads_this_machines_image_from_a_two_platform_tarball() {
-    let (host, foreign) = (Platform::host(), Platform::foreign());
-    require_emulator(&foreign);
     kiln_testkit::require_docker("`docker load` of a two-platform tarball");
-    let reg = Registry::plain().unwrap();
-    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
-    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
-    let ctx = tempfile::tempdir().unwrap();
-    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    let t = TwoPlatforms::start(|_| DOCKERFILE.to_string());
+    let TwoPlatforms {
+        host, foreign, reg, ..
+    } = &t;
     let work = tempfile::tempdir().unwrap();
     let tar = work.path().join("both.tar");
-    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
     // With statements: the tarball's index also lists attestation manifests.
-    Kiln::build(ctx.path())
-        .empty_docker_config()
-        .args(["--insecure", "--insecure-pull", "--log-format=text"])
-        .args(["--platform", &platforms, "--provenance"])
-        .args(["--build-arg", &format!("BASE={base_ref}")])
-        .args(["-d", &reg.image_ref("app:load")])
+    t.build("app:load")
+        .arg("--provenance")
         .arg_path("--tar-path", &tar)
         .success();
     let index = skopeo_inspect_raw(&reg.image_ref("app:load"), false).unwrap();
-    let images = check_attested_index(&index, &[&host, &foreign]);
+    let images = check_attested_index(&index, &[host, foreign]);
     let host_manifest =
         skopeo_inspect_raw(&reg.image_ref(&format!("app@{}", images[0])), false).unwrap();
     let host_config = host_manifest["config"]["digest"].as_str().unwrap();
@@ -759,21 +753,12 @@ fn docker_loads_this_machines_image_from_a_two_platform_tarball() {
 
 #[test]
 fn two_platforms_with_referrers_give_each_image_its_own_artifacts() {
-    let (host, foreign) = (Platform::host(), Platform::foreign());
-    require_emulator(&foreign);
-    let reg = Registry::plain().unwrap();
-    let base = BaseImage::busybox_for_platforms(&[host.clone(), foreign.clone()]).unwrap();
-    let base_ref = base.push_to(&reg, "busybox:multi").unwrap();
-    let ctx = tempfile::tempdir().unwrap();
-    fs::write(ctx.path().join("Dockerfile"), DOCKERFILE).unwrap();
-    let platforms = format!("linux/{},linux/{}", host.architecture, foreign.architecture);
-    Kiln::build(ctx.path())
-        .empty_docker_config()
-        .args(["--insecure", "--insecure-pull", "--log-format=text"])
-        .args(["--platform", &platforms, "--provenance"])
-        .args(["--attestation-format=referrers"])
-        .args(["--build-arg", &format!("BASE={base_ref}")])
-        .args(["-d", &reg.image_ref("app:ref")])
+    let t = TwoPlatforms::start(|_| DOCKERFILE.to_string());
+    let TwoPlatforms {
+        host, foreign, reg, ..
+    } = &t;
+    t.build("app:ref")
+        .args(["--provenance", "--attestation-format=referrers"])
         .success();
     // The tag's index lists the images only; each image's statements are
     // artifacts about it, under its `sha256-<hex>` fallback tag (this
@@ -781,7 +766,7 @@ fn two_platforms_with_referrers_give_each_image_its_own_artifacts() {
     let index = skopeo_inspect_raw(&reg.image_ref("app:ref"), false).unwrap();
     let entries = index["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{index}");
-    for (entry, p) in entries.iter().zip([&host, &foreign]) {
+    for (entry, p) in entries.iter().zip([host, foreign]) {
         assert!(p.matches_json(&entry["platform"]), "{index}");
         let digest = entry["digest"].as_str().unwrap();
         let tag = format!("app:sha256-{}", digest.trim_start_matches("sha256:"));
