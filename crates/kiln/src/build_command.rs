@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use kiln_build::options::{
-    parse_layer_compression, AttestationFormat, BuildFlags, Compression, ImageFormat, Isolation,
-    LogFormat, ProvenanceRequest, Verbosity,
+    parse_layer_compression, AttestationFormat, Compression, ImageFormat, Isolation, LogFormat,
+    ProvenanceRequest, Verbosity,
 };
 
+use crate::build_flags::{parse_go_bool, BuildFlags};
 use crate::go_duration;
 
 const OUTPUT: &str = "Output";
@@ -24,7 +25,7 @@ const NO_EFFECT: &str = "Accepted for Kaniko compatibility (no effect in kiln)";
 /// Parses a Go `strconv.ParseBool` value for a boolean flag. Every kiln
 /// command's booleans use it, so `--flag=false` means the same everywhere.
 pub(crate) fn go_bool(value: &str) -> Result<bool, String> {
-    kiln_build::options::parse_go_bool(value).ok_or_else(|| {
+    parse_go_bool(value).ok_or_else(|| {
         format!("{value:?} is not a boolean (use true/false, 1/0, t/f, TRUE/FALSE, True/False)")
     })
 }
@@ -397,7 +398,7 @@ impl NoEffectFlags {
 }
 
 impl BuildCommand {
-    /// The flags as the library's [`BuildFlags`], ready to resolve.
+    /// The flags as [`BuildFlags`], ready to resolve.
     pub fn to_flags(&self) -> BuildFlags {
         // The fork's `--target a,b`: the first is pushed, the others built too.
         let mut targets = self.target.iter().filter(|t| !t.is_empty()).cloned();

@@ -65,8 +65,8 @@ impl Failure {
     }
 }
 
-impl From<kiln_build::options::OptionsError> for Failure {
-    fn from(error: kiln_build::options::OptionsError) -> Failure {
+impl From<crate::build_flags::OptionsError> for Failure {
+    fn from(error: crate::build_flags::OptionsError) -> Failure {
         Failure::new(Exit::Usage, error)
     }
 }
@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn option_errors_are_usage_errors() {
-        let failure = Failure::from(kiln_build::options::OptionsError::NoDestination);
+        let failure = Failure::from(crate::build_flags::OptionsError::NoDestination);
         assert_eq!(failure.exit, Exit::Usage);
         assert_eq!(
             failure.lines,

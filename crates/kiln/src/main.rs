@@ -2,6 +2,7 @@
 //! library, an exit code out. Binary glue only; no build logic lives here.
 
 mod build_command;
+mod build_flags;
 mod cli;
 mod commands;
 mod exit_code;

@@ -449,7 +449,7 @@ pub(crate) fn registry_options(options: &BuildOptions) -> kiln_oci::RegistryOpti
 }
 
 /// `--image-format` and `--annotation`, and whether the base image's
-/// annotations stay (`FF_KANIKO_NO_PROPAGATE_ANNOTATIONS=false`).
+/// annotations stay (`AnnotationOptions::inherit_base`).
 fn finish_manifest(
     image: &mut image::ImageState,
     options: &BuildOptions,

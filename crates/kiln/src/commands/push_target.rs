@@ -60,7 +60,7 @@ impl PushTargetFlags {
     /// credentials (Docker's config, helpers and the built-in sources).
     pub fn client(&self) -> Result<RegistryClient, Failure> {
         let helpers =
-            kiln_build::options::resolve_credential_helpers(self.credential_helpers.as_deref())
+            crate::build_flags::resolve_credential_helpers(self.credential_helpers.as_deref())
                 .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
         let mut options = self.registry.options()?;
         options.push_retries = self.push_retry;

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use kiln_build::cache::warm;
-use kiln_build::options::DEFAULT_CACHE_DIR;
 use kiln_oci::{Platform, Reference};
 
 use super::cache::{
     client_for, failure_of, go_duration_arg, init_logging, LogFlags, RegistryFlags,
 };
 use crate::build_command::go_bool;
+use crate::build_flags::defaults::DEFAULT_CACHE_DIR;
 use crate::exit_code::{Exit, Failure};
 
 /// `kiln warm` flags (Kaniko's warmer names).
