@@ -20,6 +20,14 @@ pub enum BuildError {
     /// The context or the Dockerfile could not be read.
     #[error("{0}")]
     Context(String),
+    /// The Dockerfile could not be read.
+    #[error("reading Dockerfile {}: {source}", path.display())]
+    ReadDockerfile {
+        /// The Dockerfile.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The build context could not be opened or a file in it read.
     #[error(transparent)]
     BuildContext(#[from] crate::context::ContextError),
@@ -90,6 +98,22 @@ pub enum BuildError {
     /// An output (push, tar, layout, digest file) failed.
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
+    /// A platform's image layout could not be read, or the joined one written.
+    #[error("{}: {source}", path.display())]
+    LayoutIo {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An index, manifest or config in a platform's image layout does not parse.
+    #[error("{}: {source}", path.display())]
+    LayoutDocument {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<kiln_oci::ManifestError>,
+    },
     /// The build's working directory could not be prepared.
     #[error("working directory {path}: {source}")]
     Workspace {
