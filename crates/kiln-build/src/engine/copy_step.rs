@@ -55,7 +55,6 @@ impl StageRunner<'_> {
         instruction: &Instruction,
         expanded: &Instruction,
     ) -> Result<PreparedCopy, BuildError> {
-        let err = |e: &dyn std::fmt::Display| self.step_error(instruction, e);
         let (sources, dest, from, chown, chmod, parents, exclude, add, checksum, keep_git_dir) =
             match &expanded.command {
                 Command::Copy(c) => (
@@ -88,19 +87,23 @@ impl StageRunner<'_> {
             .as_deref()
             .map(Chmod::parse)
             .transpose()
-            .map_err(|e| err(&e))?;
+            .map_err(|e| self.step_error(instruction, e))?;
         // `--checksum` is a commit id for git sources, a digest for URLs.
         let is_git = |s: &Source| matches!(s, Source::Path(p) if add && classify_source(p) == SourceKind::Git);
         let checksum = match checksum {
             Some(sum) if sources.iter().any(is_git) => {
                 if !kiln_source::spec::is_commit_id(&sum) {
-                    return Err(err(&format!(
-                        "--checksum={sum}: a git source is checked against a commit id (40 hex digits)"
-                    )));
+                    return Err(self.step_error(
+                        instruction,
+                        format!("--checksum={sum}: a git source is checked against a commit id (40 hex digits)"),
+                    ));
                 }
                 AddChecksum::Commit(sum.to_ascii_lowercase())
             }
-            Some(sum) => AddChecksum::Digest(sum.parse::<Digest>().map_err(|e| err(&e))?),
+            Some(sum) => AddChecksum::Digest(
+                sum.parse::<Digest>()
+                    .map_err(|e| self.step_error(instruction, e))?,
+            ),
             None => AddChecksum::None,
         };
         let mut copy_sources = Vec::new();
@@ -114,7 +117,7 @@ impl StageRunner<'_> {
                     let source = self
                         .checkout_git(p, keep_git_dir, &checksum)
                         .await
-                        .map_err(|e| err(&e))?;
+                        .map_err(|e| self.step_error(instruction, e))?;
                     copy_sources.push(CopySource::Git(source));
                 }
                 Source::Path(p) if add && classify_source(p) == SourceKind::Url => {
@@ -126,7 +129,7 @@ impl StageRunner<'_> {
                         .http
                         .fetch(p, digest, &self.workspace.scratch())
                         .await
-                        .map_err(|e| err(&e))?;
+                        .map_err(|e| self.step_error(instruction, e))?;
                     self.record.download(p, &fetched.digest);
                     copy_sources.push(CopySource::Fetched(fetched));
                 }
@@ -147,7 +150,7 @@ impl StageRunner<'_> {
         req.scratch_dir = Some(self.workspace.scratch());
         if !exclude.is_empty() {
             let ignore = kiln_dockerfile::ignore::DockerIgnore::from_patterns(exclude)
-                .map_err(|e| err(&e))?;
+                .map_err(|e| self.step_error(instruction, e))?;
             req.exclude = Some(Arc::new(ignore));
         }
         let from = match from {

@@ -20,6 +20,14 @@ pub enum BuildError {
     /// The context or the Dockerfile could not be read.
     #[error("{0}")]
     Context(String),
+    /// The Dockerfile could not be read.
+    #[error("reading Dockerfile {}: {source}", path.display())]
+    ReadDockerfile {
+        /// The Dockerfile.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The build context could not be opened or a file in it read.
     #[error(transparent)]
     BuildContext(#[from] crate::context::ContextError),
@@ -47,7 +55,7 @@ pub enum BuildError {
     #[error("serialising the image config: {0}")]
     Config(#[source] serde_json::Error),
     /// A step failed.
-    #[error("{file}:{line}: {instruction}: {message}")]
+    #[error("{file}:{line}: {instruction}: {source}")]
     Step {
         /// The Dockerfile.
         file: String,
@@ -55,8 +63,9 @@ pub enum BuildError {
         line: usize,
         /// The instruction, shortened.
         instruction: String,
-        /// What went wrong.
-        message: String,
+        /// What went wrong, with the error beneath it.
+        #[source]
+        source: Box<StepError>,
     },
     /// A RUN step's command exited non-zero.
     #[error(
@@ -89,6 +98,22 @@ pub enum BuildError {
     /// An output (push, tar, layout, digest file) failed.
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
+    /// A platform's image layout could not be read, or the joined one written.
+    #[error("{}: {source}", path.display())]
+    LayoutIo {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An index, manifest or config in a platform's image layout does not parse.
+    #[error("{}: {source}", path.display())]
+    LayoutDocument {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<kiln_oci::ManifestError>,
+    },
     /// The build's working directory could not be prepared.
     #[error("working directory {path}: {source}")]
     Workspace {
@@ -125,5 +150,145 @@ impl fmt::Display for DockerfileErrors<'_> {
             write!(f, "{}:{}: {}", self.path, e.line, e.message)?;
         }
         Ok(())
+    }
+}
+
+/// Why one step failed, keeping the error beneath it so that
+/// `std::error::Error::source()` reaches the I/O, layer or registry error.
+/// Each variant prints exactly the message the step reported before it was typed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepError {
+    /// A failure with nothing beneath it (a missing stage, a bad value).
+    #[error("{0}")]
+    Message(String),
+    /// A file or directory the step needed could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, naming the path when there is one.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The step's layer could not be written.
+    #[error("{0}")]
+    Layer(#[source] kiln_layer::Error),
+    /// A file a COPY or ADD planned could not be put into its layer.
+    #[error("{0}")]
+    CopyLayer(#[source] crate::copy::layer::WriteError),
+    /// A RUN's layer, written on its own thread, failed.
+    #[error("writing the layer: {0}")]
+    PendingLayer(#[source] Box<StepError>),
+    /// A COPY or ADD could not copy its sources.
+    #[error("{0}")]
+    Copy(#[source] crate::copy::CopyError),
+    /// A `--chown` could not be resolved against the image's users.
+    #[error("{0}")]
+    Chown(#[source] crate::copy::chown::ChownError),
+    /// A `--chmod` is not a mode.
+    #[error("{0}")]
+    Chmod(#[source] crate::copy::chmod::ChmodError),
+    /// An `--exclude` pattern is invalid.
+    #[error("{0}")]
+    Exclude(#[source] kiln_dockerfile::ignore::IgnoreError),
+    /// An `ADD <url>` could not be downloaded.
+    #[error("{0}")]
+    Fetch(#[source] crate::copy::http::FetchError),
+    /// A stage or context used as a COPY source could not be opened.
+    #[error("{0}")]
+    Context(#[source] crate::context::ContextError),
+    /// The stage's root filesystem could not be prepared.
+    #[error("{0}")]
+    Rootfs(#[source] Box<super::rootfs::RootfsError>),
+    /// An image reference in the step is invalid.
+    #[error("{0}")]
+    Reference(#[source] kiln_oci::ReferenceError),
+    /// A digest in the step is invalid.
+    #[error("{0}")]
+    Digest(#[source] kiln_oci::DigestError),
+    /// A `--platform` is invalid.
+    #[error("{0}")]
+    Platform(#[source] kiln_oci::PlatformError),
+    /// The step needs an emulator for another architecture that is not installed.
+    #[error("{0}")]
+    Emulation(#[source] kiln_sandbox::binfmt::EmulationMissing),
+    /// The sandbox could not run the step or write its layer.
+    #[error("{0}")]
+    Sandbox(#[source] kiln_sandbox::SandboxError),
+    /// Neither isolation could run the step (`--isolation=auto`).
+    #[error("namespace isolation: {namespace}; chroot isolation: {source}")]
+    Isolation {
+        /// Why namespaces were refused.
+        namespace: Box<kiln_sandbox::SandboxError>,
+        /// Why chroot failed as well.
+        source: Box<kiln_sandbox::SandboxError>,
+    },
+    /// A task doing part of the step's work panicked or was cancelled.
+    #[error("{0}")]
+    Join(#[source] tokio::task::JoinError),
+    /// The task running the step panicked or was cancelled.
+    #[error("{what}: {source}")]
+    Task {
+        /// What the task was doing.
+        what: &'static str,
+        /// Why it stopped.
+        source: tokio::task::JoinError,
+    },
+}
+
+/// The conversions a `map_err` on a step's fallible call relies on; each keeps
+/// the error as the source.
+macro_rules! step_error_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {$(
+        impl From<$ty> for StepError {
+            fn from(source: $ty) -> StepError {
+                StepError::$variant(source)
+            }
+        }
+    )*};
+}
+
+step_error_from!(
+    Copy(crate::copy::CopyError),
+    Chown(crate::copy::chown::ChownError),
+    Chmod(crate::copy::chmod::ChmodError),
+    Exclude(kiln_dockerfile::ignore::IgnoreError),
+    Fetch(crate::copy::http::FetchError),
+    Context(crate::context::ContextError),
+    Reference(kiln_oci::ReferenceError),
+    Digest(kiln_oci::DigestError),
+    Platform(kiln_oci::PlatformError),
+    Emulation(kiln_sandbox::binfmt::EmulationMissing),
+    Join(tokio::task::JoinError),
+    Sandbox(kiln_sandbox::SandboxError),
+    Layer(kiln_layer::Error),
+    CopyLayer(crate::copy::layer::WriteError),
+);
+
+impl From<super::rootfs::RootfsError> for StepError {
+    fn from(source: super::rootfs::RootfsError) -> StepError {
+        StepError::Rootfs(Box::new(source))
+    }
+}
+
+impl StepError {
+    /// An I/O failure, printed as `WHAT: REASON`; `what` names the path.
+    pub(crate) fn io(what: impl std::fmt::Display, source: std::io::Error) -> StepError {
+        StepError::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+impl From<String> for StepError {
+    fn from(message: String) -> StepError {
+        StepError::Message(message)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(message: &str) -> StepError {
+        StepError::Message(message.to_string())
     }
 }

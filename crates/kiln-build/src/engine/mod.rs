@@ -345,12 +345,11 @@ async fn open_context(
             )))
         }
     };
-    let text = std::fs::read_to_string(&dockerfile_path).map_err(|e| {
-        BuildError::Context(format!(
-            "reading Dockerfile {}: {e}",
-            dockerfile_path.display()
-        ))
-    })?;
+    let text =
+        std::fs::read_to_string(&dockerfile_path).map_err(|source| BuildError::ReadDockerfile {
+            path: dockerfile_path.clone(),
+            source,
+        })?;
     let context = context
         .with_dockerignore(Some(&dockerfile_path))
         .map_err(ctx_err)?;

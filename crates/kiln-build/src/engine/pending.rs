@@ -11,6 +11,7 @@
 //! list, so the two stay in step; both get it at the same index. The stage
 //! runner settles it (`StageRunner::settle`, in `stage`).
 
+use super::error::StepError;
 use super::signal::Signal;
 use crate::cache::CacheKey;
 use kiln_dockerfile::instructions::Instruction;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 /// A layer being written on its own thread.
 pub(crate) struct LayerWrite {
     /// The written blob, or why it could not be written.
-    pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, String>>,
+    pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, StepError>>,
     /// Set once the writer has stopped using its shadow tree (read it and
     /// removed it): the workspace waits for it before a step that changes
     /// a root in place and before it removes its directories.
@@ -30,7 +31,7 @@ pub(crate) struct LayerWrite {
 /// A RUN whose layer is still being written, and where it goes.
 pub(crate) struct PendingLayer {
     /// The written blob, or why it could not be written.
-    pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, String>>,
+    pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, StepError>>,
     pub instruction: Instruction,
     /// The cache key after the step: its entry is stored under it.
     pub key: CacheKey,

@@ -266,7 +266,7 @@ struct Joined {
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_path_buf();
-    move |e| BuildError::Context(format!("{}: {e}", path.display()))
+    move |source| BuildError::LayoutIo { path, source }
 }
 
 fn read_index(path: &Path) -> Result<Index, BuildError> {
@@ -275,7 +275,10 @@ fn read_index(path: &Path) -> Result<Index, BuildError> {
 }
 
 fn bad(path: &Path, e: kiln_oci::ManifestError) -> BuildError {
-    BuildError::Context(format!("{}: {e}", path.display()))
+    BuildError::LayoutDocument {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
 }
 
 /// `--oci-layout-path`: the joined layout's index named `ref_name` in the

@@ -12,7 +12,7 @@
 //! dir, and never in a layer. Secrets are written to the build's private
 //! directory, bound read-only, and never logged or recorded in history.
 
-use super::error::BuildError;
+use super::error::{BuildError, StepError};
 use super::metadata::{self, HISTORY_COMMENT};
 use super::pending::{LayerWrite, PendingLayer};
 use super::signal::{SetOnDrop, Signal};
@@ -84,8 +84,15 @@ impl StageRunner<'_> {
             .root()
             .join("run")
             .join(self.workspace.next_run_number().to_string());
-        let io =
-            |what: &str, e: std::io::Error| self.step_error(instruction, format!("{what}: {e}"));
+        let io = |what: &str, source: std::io::Error| {
+            self.step_error(
+                instruction,
+                StepError::Io {
+                    what: what.to_string(),
+                    source,
+                },
+            )
+        };
         fs::create_dir_all(&dir).map_err(|e| io("creating the step's directory", e))?;
 
         let (argv, script) = argv_of(&run.image, command);
@@ -206,9 +213,15 @@ impl StageRunner<'_> {
                 &busy,
             )
         });
-        let result = task
-            .await
-            .map_err(|e| self.step_error(instruction, format!("RUN task: {e}")))?;
+        let result = task.await.map_err(|source| {
+            self.step_error(
+                instruction,
+                StepError::Task {
+                    what: "RUN task",
+                    source,
+                },
+            )
+        })?;
         let (status, tail, layer, after) = result.map_err(|e| self.step_error(instruction, e))?;
         // The previous RUN's layer was written while this one ran; it goes
         // into the image before this step's.
@@ -325,7 +338,7 @@ impl StageRunner<'_> {
                         .map_err(|e| self.step_error(instruction, e))?;
                     let digest = tokio::task::spawn_blocking(move || {
                         crate::cache::key::tree_digest(&host)
-                            .map_err(|e| format!("{}: {e}", host.display()))
+                            .map_err(|e| StepError::io(host.display(), e))
                     })
                     .await
                     .map_err(|e| self.step_error(instruction, e))?
@@ -349,7 +362,7 @@ impl StageRunner<'_> {
         dir: &Path,
         env: &mut Vec<String>,
         claims: &mut CacheClaims,
-    ) -> Result<Option<MountSpec>, String> {
+    ) -> Result<Option<MountSpec>, StepError> {
         let target = m.target.clone();
         let n = self.workspace.next_run_number();
         match m.kind {
@@ -370,11 +383,11 @@ impl StageRunner<'_> {
                 let cache = claims.claim(&self.options.work_dir, &claimed_id, m.sharing)?;
                 if !cache.exists() {
                     match &seed {
-                        Some(dir) => super::cache_seed::seed(dir, &cache)
-                            .map_err(|e| format!("cache {id} from {}: {e}", dir.display()))?,
-                        None => {
-                            create_cache_dir(&cache, m).map_err(|e| format!("cache {id}: {e}"))?
-                        }
+                        Some(dir) => super::cache_seed::seed(dir, &cache).map_err(|e| {
+                            StepError::io(format!("cache {id} from {}", dir.display()), e)
+                        })?,
+                        None => create_cache_dir(&cache, m)
+                            .map_err(|e| StepError::io(format!("cache {id}"), e))?,
                     }
                 }
                 Ok(Some(MountSpec::Bind {
@@ -408,7 +421,7 @@ impl StageRunner<'_> {
                     // Overlay shows directories only; a private copy of a
                     // single file is just as throwaway.
                     let copy = dir.join(format!("bind-{n}.file"));
-                    fs::copy(&host, &copy).map_err(|e| format!("{source}: {e}"))?;
+                    fs::copy(&host, &copy).map_err(|e| StepError::io(&source, e))?;
                     return Ok(Some(MountSpec::Bind {
                         source: copy,
                         target,
@@ -418,7 +431,7 @@ impl StageRunner<'_> {
                 let upper = dir.join(format!("bind-{n}/upper"));
                 let work = dir.join(format!("bind-{n}/work"));
                 for d in [&upper, &work] {
-                    fs::create_dir_all(d).map_err(|e| e.to_string())?;
+                    fs::create_dir_all(d).map_err(|e| StepError::io(d.display(), e))?;
                 }
                 Ok(Some(MountSpec::Overlay {
                     lower: host,
@@ -439,19 +452,19 @@ impl StageRunner<'_> {
                         .ok_or("a secret mount needs id=")?;
                 let Some(secret) = self.options.secrets.iter().find(|s| s.id == id) else {
                     return if m.required {
-                        Err(format!(
+                        Err(StepError::Message(format!(
                             "secret {id} is required but was not given (pass --secret id={id},...)"
-                        ))
+                        )))
                     } else {
                         Ok(None)
                     };
                 };
                 let content = match &secret.source {
                     SecretSource::File(p) => {
-                        fs::read(p).map_err(|e| format!("secret {id}: {e}"))?
+                        fs::read(p).map_err(|e| StepError::io(format!("secret {id}"), e))?
                     }
                     SecretSource::Env(var) => std::env::var(var)
-                        .map_err(|_| format!("secret {id}: {var} is not set"))?
+                        .map_err(|_| StepError::from(format!("secret {id}: {var} is not set")))?
                         .into_bytes(),
                 };
                 if let Some(var) = &m.env {
@@ -461,13 +474,13 @@ impl StageRunner<'_> {
                     }
                 }
                 let secrets = dir.join("secrets");
-                fs::create_dir_all(&secrets).map_err(|e| e.to_string())?;
+                fs::create_dir_all(&secrets).map_err(|e| StepError::io(secrets.display(), e))?;
                 let file = secrets.join(format!("{n}"));
-                fs::write(&file, content).map_err(|e| format!("secret {id}: {e}"))?;
+                fs::write(&file, content).map_err(|e| StepError::io(format!("secret {id}"), e))?;
                 fs::set_permissions(&file, fs::Permissions::from_mode(m.mode.unwrap_or(0o400)))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| StepError::io(format!("secret {id}"), e))?;
                 chown_for_step(&file, m.uid.unwrap_or(0), m.gid.unwrap_or(0))
-                    .map_err(|e| format!("secret {id}: {e}"))?;
+                    .map_err(|e| StepError::io(format!("secret {id}"), e))?;
                 let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
                 Ok(Some(MountSpec::Bind {
                     source: file,
@@ -479,10 +492,10 @@ impl StageRunner<'_> {
                 let id = m.id.clone().unwrap_or_else(|| "default".into());
                 let Some(agent) = self.options.ssh.iter().find(|a| a.id == id) else {
                     return if m.required {
-                        Err(format!(
+                        Err(StepError::Message(format!(
                             "ssh agent {id} is required but was not given (pass --ssh \
                              {id}=SOCKET, or --ssh {id} with SSH_AUTH_SOCK set)"
-                        ))
+                        )))
                     } else {
                         Ok(None)
                     };
@@ -498,10 +511,10 @@ impl StageRunner<'_> {
                     read_only: false,
                 }))
             }
-            other => Err(format!(
+            other => Err(StepError::Message(format!(
                 "RUN --mount=type={} is not supported",
                 other.as_str()
-            )),
+            ))),
         }
     }
 }
@@ -532,7 +545,7 @@ impl CacheClaims {
         kiln_dir: &Path,
         id: &str,
         sharing: Option<Sharing>,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, StepError> {
         let name = sanitize(id);
         let shared = kiln_dir.join("run-cache").join(&name);
         let locks = kiln_dir.join("run-cache-locks");
@@ -540,7 +553,7 @@ impl CacheClaims {
         // the kiln dir's own mode.
         for top in ["run-cache", "run-cache-private", "run-cache-locks"] {
             super::workspace::make_own_private_dir(&kiln_dir.join(top))
-                .map_err(|e| format!("cache {id}: {e}"))?;
+                .map_err(|e| StepError::io(format!("cache {id}"), e))?;
         }
         match sharing.unwrap_or(Sharing::Shared) {
             Sharing::Shared => Ok(shared),
@@ -560,14 +573,17 @@ impl CacheClaims {
                             .join(n.to_string());
                         (dir, locks.join(private))
                     };
-                    let file = open_lock(&lock).map_err(|e| format!("cache {id}: {e}"))?;
+                    let file =
+                        open_lock(&lock).map_err(|e| StepError::io(format!("cache {id}"), e))?;
                     match file.try_lock() {
                         Ok(()) => {
                             self.held.push(file);
                             return Ok(dir);
                         }
                         Err(fs::TryLockError::WouldBlock) => continue,
-                        Err(fs::TryLockError::Error(e)) => return Err(format!("cache {id}: {e}")),
+                        Err(fs::TryLockError::Error(e)) => {
+                            return Err(StepError::io(format!("cache {id}"), e))
+                        }
                     }
                 }
                 unreachable!("the loop returns")
@@ -577,15 +593,15 @@ impl CacheClaims {
 
     /// Takes the `locked` caches' locks (in one order, so two steps that
     /// lock the same caches cannot deadlock) and returns every lock held.
-    fn lock_all(self) -> Result<Vec<fs::File>, String> {
+    fn lock_all(self) -> Result<Vec<fs::File>, StepError> {
         let mut held = self.held;
         let mut wait_for = self.wait_for;
         wait_for.sort();
         wait_for.dedup();
         for path in wait_for {
-            let file = open_lock(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let file = open_lock(&path).map_err(|e| StepError::io(path.display(), e))?;
             file.lock()
-                .map_err(|e| format!("locking {}: {e}", path.display()))?;
+                .map_err(|e| StepError::io(format!("locking {}", path.display()), e))?;
             held.push(file);
         }
         Ok(held)
@@ -634,11 +650,13 @@ fn chown_for_step(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 
 /// A bind mount's `source` inside `root` (the context, a stage's or an
 /// image's root), with symlinks resolved inside it; it must exist.
-fn resolve_source(root: &Path, source: &str, what: &str) -> Result<PathBuf, String> {
+fn resolve_source(root: &Path, source: &str, what: &str) -> Result<PathBuf, StepError> {
     let host = super::rootfs::resolve_in_root(root, source)
         .ok_or_else(|| format!("{source}: symlink loop in {what}"))?;
     if fs::symlink_metadata(&host).is_err() {
-        return Err(format!("mount source {source} not found in {what}"));
+        return Err(StepError::Message(format!(
+            "mount source {source} not found in {what}"
+        )));
     }
     Ok(host)
 }
@@ -693,18 +711,18 @@ fn execute(
     log_line: &dyn Fn(&str),
     (layers_dir, opts): (&Path, &kiln_layer::LayerOptions),
     busy: &[Arc<Signal<()>>],
-) -> Result<Executed, String> {
+) -> Result<Executed, StepError> {
     let use_namespace = match isolation {
         Isolation::Namespace => true,
         Isolation::Chroot => false,
         _ => !refused.get(),
     };
-    let build = |namespace: bool| -> Result<RunSpec, String> {
+    let build = |namespace: bool| -> Result<RunSpec, StepError> {
         let root_spec = if namespace {
             let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
             for d in [&upper, &work, &merged] {
                 let _ = fs::remove_dir_all(d);
-                fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+                fs::create_dir_all(d).map_err(|e| StepError::io(d.display(), e))?;
             }
             RootSpec::Overlay {
                 lower: vec![root.to_path_buf()],
@@ -758,10 +776,12 @@ fn execute(
             tracing::info!("namespaces are not available ({e}); using chroot isolation");
             refused.set();
             // Where chroot is refused too, both reasons tell what is needed.
-            kiln_sandbox::run(&build(false)?, &mut output)
-                .map_err(|c| format!("namespace isolation: {e}; chroot isolation: {c}"))
+            kiln_sandbox::run(&build(false)?, &mut output).map_err(|source| StepError::Isolation {
+                namespace: Box::new(e),
+                source: Box::new(source),
+            })
         }
-        other => other.map_err(|e| e.to_string()),
+        other => other.map_err(StepError::Sandbox),
     }?;
     let ran = started.elapsed();
     if !outcome.status.success() || outcome.changes.is_empty() {
@@ -836,11 +856,11 @@ fn write_now(
     changes: &kiln_sandbox::Changes,
     layers_dir: &Path,
     opts: &kiln_layer::LayerOptions,
-) -> Result<kiln_layer::LayerBlob, String> {
+) -> Result<kiln_layer::LayerBlob, StepError> {
     changes
         .write_layer(layers_dir, opts)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "the step's changes vanished".to_string())
+        .map_err(StepError::Sandbox)?
+        .ok_or_else(|| StepError::from("the step's changes vanished"))
 }
 
 /// Starts writing the layer of `changes` (a shadow tree at `shadow`, removed
@@ -850,7 +870,7 @@ fn write_in_background(
     shadow: PathBuf,
     layers_dir: &Path,
     opts: &kiln_layer::LayerOptions,
-) -> Result<LayerWrite, String> {
+) -> Result<LayerWrite, StepError> {
     let (tx, result) = tokio::sync::oneshot::channel();
     let done = std::sync::Arc::new(Signal::default());
     let (written, layers_dir, opts) = (done.clone(), layers_dir.to_path_buf(), opts.clone());
@@ -864,7 +884,7 @@ fn write_in_background(
             let _ = tx.send(blob);
             let _ = fs::remove_dir_all(&shadow);
         })
-        .map_err(|e| format!("starting the layer writer: {e}"))?;
+        .map_err(|e| StepError::io("starting the layer writer", e))?;
     Ok(LayerWrite { result, done })
 }
 
@@ -947,8 +967,8 @@ fn etc_files(dir: &Path) -> std::io::Result<Vec<BindFile>> {
 /// `USER` as ids: a name or id for the user, optionally `:group`; the
 /// supplementary groups from `/etc/group` when no group is given; and the
 /// user's home for `HOME` (`/` when unknown).
-fn resolve_user(spec: &str, root: &Path) -> Result<(User, String), String> {
-    let read = |p: &str| super::image_text::read_image_text(root, p);
+fn resolve_user(spec: &str, root: &Path) -> Result<(User, String), StepError> {
+    let read = |p: &str| super::image_text::read_image_text(root, p).map_err(StepError::from);
     let passwd = read("/etc/passwd")?.unwrap_or_default();
     let group = read("/etc/group")?.unwrap_or_default();
     let (u, g) = match spec.split_once(':') {
@@ -974,9 +994,9 @@ fn resolve_user(spec: &str, root: &Path) -> Result<(User, String), String> {
         (None, Ok(id)) => (id, 0, None, "/".to_string()),
         (None, Err(_)) if unset => (0, 0, None, "/".to_string()),
         (None, Err(_)) => {
-            return Err(format!(
+            return Err(StepError::Message(format!(
                 "unable to find user {u}: no matching entries in passwd file"
-            ))
+            )))
         }
     };
     let mut groups = Vec::new();
@@ -1077,7 +1097,7 @@ mod tests {
         let (u, _) = resolve_user("0:0", t.path()).unwrap();
         assert_eq!((u.uid, u.gid), (0, 0));
         let e = resolve_user("app", t.path()).unwrap_err();
-        assert!(e.contains("unable to find user app"), "{e}");
+        assert!(e.to_string().contains("unable to find user app"), "{e}");
     }
 
     #[test]

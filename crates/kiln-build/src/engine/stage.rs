@@ -2,7 +2,7 @@
 //! order to an [`ImageState`], expanding words against the stage's scope.
 
 use super::blobs::BlobStore;
-use super::error::BuildError;
+use super::error::{BuildError, StepError};
 use super::image::{ImageState, LayerOrigin, LayerRef};
 use super::listing::{ImageIndex, Listings, StoreListing};
 use super::metadata::{self, StageFlags, HISTORY_COMMENT};
@@ -125,13 +125,13 @@ impl StageRunner<'_> {
     pub(crate) fn step_error(
         &self,
         instruction: &Instruction,
-        message: impl std::fmt::Display,
+        source: impl Into<StepError>,
     ) -> BuildError {
         BuildError::Step {
             file: self.dockerfile_name.to_string(),
             line: instruction.line(),
             instruction: shorten(&instruction.original),
-            message: message.to_string(),
+            source: Box::new(source.into()),
         }
     }
 
@@ -745,10 +745,10 @@ impl StageRunner<'_> {
         let dir = self.workspace.layers();
         let plan = plan.clone();
         let result =
-            tokio::task::spawn_blocking(move || -> Result<kiln_layer::LayerBlob, String> {
-                let mut writer = LayerWriter::new(&dir, &opts).map_err(|e| e.to_string())?;
-                copy::write_layer(&plan, &mut writer).map_err(|e| e.to_string())?;
-                writer.finish().map_err(|e| e.to_string())
+            tokio::task::spawn_blocking(move || -> Result<kiln_layer::LayerBlob, StepError> {
+                let mut writer = LayerWriter::new(&dir, &opts)?;
+                copy::write_layer(&plan, &mut writer)?;
+                Ok(writer.finish()?)
             })
             .await
             .expect("layer writing task panicked");
@@ -959,7 +959,7 @@ impl StageRunner<'_> {
             .result
             .await
             .map_err(|_| self.step_error(instruction, "the layer writer stopped"))?
-            .map_err(|e| self.step_error(instruction, format!("writing the layer: {e}")))?;
+            .map_err(|e| self.step_error(instruction, StepError::PendingLayer(Box::new(e))))?;
         let layer = self.record_layer_at(
             run,
             instruction,
