@@ -8,7 +8,7 @@ use std::time::Duration;
 use cache_common::layer;
 use kiln_build::cache::layout::REF_NAME;
 use kiln_build::cache::{prune, CacheKey, LayerCache, OciLayoutCache, StepInputs};
-use kiln_build::engine::image::LayerOrigin;
+use kiln_build::model::image::LayerOrigin;
 use kiln_oci::{Index, Platform};
 
 const DAY: Duration = Duration::from_secs(86_400);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cache_common::{client, delete_blob_from_storage, layer, Warnings};
 use kiln_build::cache::entry::Entry;
 use kiln_build::cache::{prune, CacheKey, CachePusher, LayerCache, RegistryCache, StepInputs};
-use kiln_build::engine::image::LayerOrigin;
+use kiln_build::model::image::LayerOrigin;
 use kiln_oci::{media, Access, BlobSource, Platform, Reference};
 use kiln_testkit::{BaseImage, Registry};
 

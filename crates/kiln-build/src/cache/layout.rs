@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use super::entry::{is_expired, Entry};
 use super::prune::PruneReport;
 use super::{CacheError, CacheKey, CachedStep};
-use crate::engine::image::{LayerOrigin, LayerRef};
+use crate::model::image::{LayerOrigin, LayerRef};
 
 /// The annotation naming an index entry.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";

@@ -40,7 +40,7 @@ use std::path::PathBuf;
 
 use kiln_oci::{Reference, RegistryClient, RegistryError};
 
-use crate::engine::image::LayerRef;
+use crate::model::image::LayerRef;
 use crate::options::{CacheOptions, CacheRepo};
 
 pub use key::{CacheKey, StepInputs, Upstream};

@@ -6,7 +6,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::{CacheKey, LayerCache};
-use crate::engine::image::LayerRef;
+use crate::model::image::LayerRef;
 
 /// How many stores run at once by default: enough to overlap uploads
 /// without flooding the registry or the runner's uplink.

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::entry::{is_expired, Entry};
 use super::{CacheError, CacheKey, CachedStep};
-use crate::engine::image::{LayerOrigin, LayerRef};
+use crate::model::image::{LayerOrigin, LayerRef};
 
 /// A layer cache in a registry repository.
 #[derive(Clone)]

@@ -6,14 +6,11 @@
 //! lazily: manifest and config only) → steps (metadata steps change the
 //! config; COPY/ADD write a layer) → image assembly → outputs.
 
-pub mod assemble;
 mod attestations;
-pub mod blobs;
 mod cache_seed;
 mod copy_step;
 pub mod error;
 mod growing;
-pub mod image;
 mod image_text;
 mod leftovers;
 pub mod listing;
@@ -31,6 +28,9 @@ pub mod workspace;
 pub use error::BuildError;
 
 use crate::context::{BuildContext, ContextSpec};
+// The engine's modules name the image and blob store as `super::image`,
+// `super::blobs`: they live in `crate::model`, below the cache and outputs.
+use crate::model::{assemble, blobs, image};
 use crate::options::{BuildOptions, ContextSource, DockerfileLocation};
 use crate::output::{self, push::PushReport};
 use crate::progress::{NoProgress, ProgressEvent, ProgressSink};

@@ -20,7 +20,7 @@
 //! the `sha256-<hex>` tag holds the index of referrers, as the OCI
 //! distribution spec's fallback says.
 
-use crate::engine::assemble::BuiltImage;
+use crate::model::assemble::BuiltImage;
 use crate::options::AttestationFormat;
 use kiln_attest::{IN_TOTO_MEDIA_TYPE, PREDICATE_TYPE_ANNOTATION};
 use kiln_oci::{media, Descriptor, Digest, Index, Manifest, Platform};
@@ -225,7 +225,7 @@ pub fn plain(d: &Descriptor) -> Descriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::image::ImageState;
+    use crate::model::image::ImageState;
 
     fn image() -> BuiltImage {
         let mut state = ImageState::scratch(&Platform::new("linux", "arm64", Some("v8")));

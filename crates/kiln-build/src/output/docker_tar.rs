@@ -7,8 +7,8 @@
 use super::attest::{plain, Attached};
 use super::oci_layout::REF_NAME;
 use super::{io_err, layer_file, OutputError};
-use crate::engine::assemble::BuiltImage;
-use crate::engine::blobs::BlobStore;
+use crate::model::assemble::BuiltImage;
+use crate::model::blobs::BlobStore;
 use kiln_oci::{media, Descriptor, Index};
 use serde_json::json;
 use std::fs::File;

@@ -6,7 +6,7 @@
 //! elsewhere). A build whose last steps are slow no longer adds the upload
 //! of its big layers after them.
 
-use crate::engine::image::{LayerOrigin, LayerRef};
+use crate::model::image::{LayerOrigin, LayerRef};
 use crate::options::OutputOptions;
 use crate::progress::{ProgressSink, TransferMeter};
 use kiln_oci::{Access, Digest, PushOutcome, RegistryClient, RegistryError, Repository};

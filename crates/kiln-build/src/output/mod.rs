@@ -12,8 +12,8 @@ pub mod oci_layout;
 pub mod push;
 pub(crate) mod sbom_scan;
 
-use crate::engine::blobs::BlobStore;
-use crate::engine::image::LayerRef;
+use crate::model::blobs::BlobStore;
+use crate::model::image::LayerRef;
 use std::io;
 use std::path::{Path, PathBuf};
 

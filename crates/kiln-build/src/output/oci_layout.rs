@@ -10,8 +10,8 @@
 
 use super::attest::{plain, Attached};
 use super::{io_err, layer_file, OutputError};
-use crate::engine::assemble::BuiltImage;
-use crate::engine::blobs::BlobStore;
+use crate::model::assemble::BuiltImage;
+use crate::model::blobs::BlobStore;
 use kiln_oci::{media, Descriptor, Digest, Index};
 use std::fs;
 use std::path::Path;

@@ -6,9 +6,9 @@
 use super::attest::Attached;
 use super::early_push::{EarlyPush, PARALLEL_BLOBS};
 use super::OutputError;
-use crate::engine::assemble::BuiltImage;
-use crate::engine::blobs::BlobStore;
-use crate::engine::image::{LayerOrigin, LayerRef};
+use crate::model::assemble::BuiltImage;
+use crate::model::blobs::BlobStore;
+use crate::model::image::{LayerOrigin, LayerRef};
 use crate::progress::TransferMeter;
 use futures::{StreamExt, TryStreamExt};
 use kiln_oci::{Access, BlobSource, Digest, PushOutcome, Reference, RegistryError, Repository};

@@ -12,8 +12,8 @@
 //! (a base no RUN unpacked, steps taken from the cache).
 
 use super::{layer_file, OutputError};
-use crate::engine::assemble::BuiltImage;
-use crate::engine::blobs::BlobStore;
+use crate::model::assemble::BuiltImage;
+use crate::model::blobs::BlobStore;
 use futures::StreamExt as _;
 use kiln_attest::sbom::files::HashingReader;
 use kiln_attest::sbom::{golang, Collector, Digests, Inventory, Package, MAX_FILE};

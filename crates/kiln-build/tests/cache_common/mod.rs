@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use kiln_build::engine::image::{LayerOrigin, LayerRef};
+use kiln_build::model::image::{LayerOrigin, LayerRef};
 use kiln_oci::{media, Descriptor, Digest, RegistryClient, RegistryOptions};
 use kiln_testkit::Registry;
 

@@ -110,7 +110,7 @@ fn relabel(media_type: &str, oci: bool) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::image::LayerOrigin;
+    use crate::model::image::LayerOrigin;
 
     #[test]
     fn manifest_names_config_and_layers_by_digest() {
