@@ -4,23 +4,85 @@
 use kiln_build::context::ContextError;
 use kiln_build::copy::CopyError;
 use kiln_build::engine::error::StepError;
-use kiln_build::options::BuildFlags;
+use kiln_build::options::{
+    AnnotationOptions, AttestOptions, BuildOptions, CacheOptions, ContextSource,
+    DockerfileLocation, HostFilesystemFlags, LayerOptions, LogOptions, OutputOptions,
+    RegistryOptions, Secret, SecretSource,
+};
 use kiln_build::BuildError;
+use kiln_oci::media::Compression;
+use kiln_oci::Platform;
 use std::error::Error;
 use std::fs;
 use std::path::Path;
 
-/// Builds the context `dir` (its Dockerfile inside) without pushing; `between`
-/// runs after the flags are checked, before the build.
-fn build(dir: &Path, secrets: Vec<String>, between: impl FnOnce()) -> Result<(), BuildError> {
-    let flags = BuildFlags {
-        context: dir.display().to_string(),
-        no_push: Some(true),
-        kiln_dir: Some(dir.join(".kiln")),
-        secrets,
-        ..BuildFlags::default()
+/// Builds the context `dir` (its Dockerfile inside) without pushing, as the
+/// command line's defaults would; `secrets` are `(id, file)` pairs. `between`
+/// runs after the options are made, before the build.
+fn build(
+    dir: &Path,
+    secrets: Vec<(&str, &Path)>,
+    between: impl FnOnce(),
+) -> Result<(), BuildError> {
+    let options = BuildOptions {
+        context: ContextSource::Dir(dir.to_path_buf()),
+        dockerfile: DockerfileLocation::InContext("Dockerfile".into()),
+        target: None,
+        extra_targets: Vec::new(),
+        build_args: Vec::new(),
+        labels: Vec::new(),
+        skip_unused_stages: false,
+        platform: Platform::host(),
+        platforms: Vec::new(),
+        reproducible: false,
+        secrets: secrets
+            .into_iter()
+            .map(|(id, file)| Secret {
+                id: id.to_string(),
+                source: SecretSource::File(file.to_path_buf()),
+            })
+            .collect(),
+        ssh: Vec::new(),
+        isolation: Default::default(),
+        work_dir: dir.join(".kiln"),
+        layers: LayerOptions {
+            compression: Compression::Gzip,
+            level: None,
+        },
+        output: OutputOptions {
+            destinations: Vec::new(),
+            push: false,
+            tar_path: None,
+            oci_layout_path: None,
+            digest_file: None,
+            image_name_with_digest_file: None,
+            image_name_tag_with_digest_file: None,
+            image_format: None,
+            by_digest: false,
+            annotations: AnnotationOptions::default(),
+            attest: AttestOptions::default(),
+            push_ignore_immutable_tag_errors: false,
+        },
+        cache: CacheOptions {
+            enabled: false,
+            repo: None,
+            push: false,
+            dir: dir.join(".cache"),
+            ttl: std::time::Duration::from_secs(3600),
+            copy_layers: false,
+            run_layers: true,
+            compressed: true,
+        },
+        registry: RegistryOptions::default(),
+        log: LogOptions {
+            verbosity: Default::default(),
+            format: Default::default(),
+            timestamp: false,
+        },
+        dryrun: false,
+        print_plan: false,
+        host_filesystem: HostFilesystemFlags::default(),
     };
-    let options = flags.resolve(&|_| None).expect("the flags are valid");
     between();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -81,8 +143,10 @@ fn a_run_whose_secret_file_vanished_walks_to_the_io_error() {
     // The file exists when the flags are checked and is gone when the step reads it.
     let secret = dir.path().join("token.txt");
     fs::write(&secret, "s3cr3t").unwrap();
-    let flags = vec![format!("id=token,src={}", secret.display())];
-    let e = build(dir.path(), flags, || fs::remove_file(&secret).unwrap()).unwrap_err();
+    let e = build(dir.path(), vec![("token", &secret)], || {
+        fs::remove_file(&secret).unwrap()
+    })
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(
