@@ -167,7 +167,7 @@ fn foreign_run_steps_run_under_qemu_and_the_images_join_into_one_index() {
     assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
 
     let work = tempfile::tempdir().unwrap();
-    let access = Access::for_registry(&reg);
+    let access = Access::for_registry(reg);
     for p in [host, foreign] {
         // A client on that platform gets that platform's image.
         let config = skopeo_inspect_for_platform(
@@ -181,7 +181,7 @@ fn foreign_run_steps_run_under_qemu_and_the_images_join_into_one_index() {
 
         // Unpacked by umoci, the image holds what its RUN steps saw.
         let rootfs = unpack_pushed_image(
-            &reg,
+            reg,
             &access,
             &format!("app:{}", p.architecture),
             &work.path().join(&p.architecture),
@@ -246,7 +246,7 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"
     );
-    let access = Access::for_registry(&reg);
+    let access = Access::for_registry(reg);
     // The digest file names the index (skopeo's digest of the tag's manifest).
     let summary = kiln_testkit::skopeo_inspect_with(
         &reg.image_ref("app:both"),
@@ -270,7 +270,7 @@ fn one_build_for_two_platforms_pushes_one_index_of_both() {
         assert_eq!(config["architecture"], p.architecture.as_str(), "{config}");
         let digest = entry["digest"].as_str().unwrap();
         let rootfs = unpack_pushed_image(
-            &reg,
+            reg,
             &access,
             &format!("app@{digest}"),
             &work.path().join(&p.architecture),
@@ -448,7 +448,7 @@ fn foreign_run_steps_run_in_both_isolations() {
             let digest = entry["digest"].as_str().unwrap();
             let img = kiln_testkit::Flattened::from_reference(
                 &reg.image_ref(&format!("app@{digest}")),
-                &Access::for_registry(&reg),
+                &Access::for_registry(reg),
             )
             .unwrap();
             let read = |f: &str| img.text(f).unwrap_or_else(|| panic!("{isolation}: no {f}"));
@@ -491,7 +491,7 @@ fn a_build_platform_stage_runs_once_natively_for_every_platform() {
         let digest = entry["digest"].as_str().unwrap();
         let img = kiln_testkit::Flattened::from_reference(
             &reg.image_ref(&format!("app@{digest}")),
-            &Access::for_registry(&reg),
+            &Access::for_registry(reg),
         )
         .unwrap();
         // Built natively, once; run where the image runs.
