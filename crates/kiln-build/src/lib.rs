@@ -8,6 +8,7 @@ pub mod context;
 pub mod copy;
 pub mod engine;
 pub mod index;
+pub mod layout;
 pub mod model;
 pub mod options;
 pub mod output;

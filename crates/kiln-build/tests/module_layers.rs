@@ -14,6 +14,10 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("options", &[]),
     ("archive", &[]),
     ("progress", &[]),
+    // The OCI image layout format (marker, blobs, index.json, its tar):
+    // one writer and reader for the cache, warm, the outputs and the
+    // several-platform join, so it sits below all of them.
+    ("layout", &[]),
     // The image under construction, its blob store and its assembly: below
     // everything that builds, caches or writes an image. Its blob store
     // reports transfers as progress events.
@@ -24,16 +28,16 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("copy", &["archive", "context"]),
     // Cache keys hash what a COPY plans; entries hold model layers; the
     // cache options say where it lives.
-    ("cache", &["copy", "model", "options"]),
+    ("cache", &["copy", "layout", "model", "options"]),
     // Outputs write a model image where the options say.
-    ("output", &["model", "options", "progress"]),
+    ("output", &["layout", "model", "options", "progress"]),
     // The several-platform index names the attestation manifests outputs make.
     ("index", &["options", "output"]),
     // The engine drives everything; nothing imports it back.
     (
         "engine",
         &[
-            "archive", "cache", "context", "copy", "index", "model", "options", "output",
+            "archive", "cache", "context", "copy", "index", "layout", "model", "options", "output",
             "progress",
         ],
     ),
