@@ -131,6 +131,28 @@ impl CacheError {
     }
 }
 
+impl From<crate::layout::LayoutError> for CacheError {
+    /// The cache's words for a layout problem, as before the format had a
+    /// module of its own.
+    fn from(e: crate::layout::LayoutError) -> CacheError {
+        match e {
+            crate::layout::LayoutError::Io { path, source } => CacheError::Io { path, source },
+            crate::layout::LayoutError::Digest {
+                path,
+                actual,
+                expected,
+            } => CacheError::Layout {
+                path,
+                reason: format!("has digest {actual}, expected {expected}"),
+            },
+            crate::layout::LayoutError::Document { path, source } => CacheError::Layout {
+                path,
+                reason: source.to_string(),
+            },
+        }
+    }
+}
+
 /// Where cache entries live, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheLocation {

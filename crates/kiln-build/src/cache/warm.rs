@@ -3,6 +3,7 @@
 //!
 //! # Cache directory layout
 //! * `kiln-images/<manifest hex>/`: one OCI image layout per image
+//!   (written and read through [`crate::layout`])
 //!   (`oci-layout`, `index.json` naming the manifest with
 //!   `org.opencontainers.image.ref.name` = the reference, `blobs/sha256/`).
 //!   Content-addressed, so two references to one image share it.
@@ -28,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::entry::{is_expired, now_rfc3339};
-use super::layout::{blob_path, ensure_layout, read_index, read_verified, write_atomic, REF_NAME};
 use super::CacheError;
+use crate::layout::{refs, write_atomic, Layout};
 
 const IMAGES: &str = "kiln-images";
 const REFS: &str = "kiln-refs";
@@ -52,7 +53,7 @@ pub struct CachedBase {
 impl CachedBase {
     /// Where a blob of the image (a layer) is.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        blob_path(&self.layout_dir, digest)
+        Layout::open(&self.layout_dir).blob_path(digest)
     }
 }
 
@@ -170,35 +171,29 @@ async fn warm_one(
             .prefix(".tmp-")
             .tempdir_in(&parent)
             .map_err(CacheError::io(&parent))?;
-        ensure_layout(tmp.path())?;
+        let layout = Layout::create(tmp.path())?;
         let repo = client.repository(reference, Access::Pull);
         for layer in &pulled.manifest.layers {
-            let path = blob_path(tmp.path(), &layer.digest);
-            if !path.exists() {
-                repo.download_blob(&layer.digest, Some(layer.size), &path)
+            if !layout.has_blob(&layer.digest) {
+                // The download checks the digest as it streams.
+                let incoming = layout.incoming_blob(&layer.digest)?;
+                repo.download_blob(&layer.digest, Some(layer.size), incoming.path())
                     .await
                     .map_err(CacheError::registry(&name))?;
+                incoming.keep()?;
             }
         }
-        write_atomic(
-            &blob_path(tmp.path(), &pulled.manifest.config.digest),
-            &pulled.config_bytes,
-        )?;
-        write_atomic(
-            &blob_path(tmp.path(), &pulled.digest),
-            &pulled.manifest_bytes,
-        )?;
+        layout.put_blob(&pulled.manifest.config.digest, &pulled.config_bytes)?;
+        layout.put_blob(&pulled.digest, &pulled.manifest_bytes)?;
         let mut desc = Descriptor::new(
             pulled.media_type.clone(),
             pulled.digest.clone(),
             pulled.manifest_bytes.len() as u64,
         );
-        desc.annotations.insert(REF_NAME.to_string(), name.clone());
         desc.platform = Some(pulled.config.platform());
-        write_atomic(
-            &tmp.path().join("index.json"),
-            &Index::new(true, vec![desc]).to_vec(),
-        )?;
+        let mut index = Index::new(true, Vec::new());
+        refs::put(&mut index, desc, Some(&name));
+        layout.write_index(&index)?;
         let staged = tmp.keep();
         if let Err(e) = fs::rename(&staged, &target) {
             // Another warmer or build got there first: theirs is the same content.
@@ -270,25 +265,22 @@ fn read_cached_base(
         return Ok(None);
     }
     let layout_dir = image_dir(cache_dir, &record.manifest);
-    if read_index(&layout_dir)?.is_none() {
+    let layout = Layout::open(&layout_dir);
+    if layout.read_index()?.is_none() {
         return Ok(None);
     }
-    let manifest_bytes =
-        read_verified(&blob_path(&layout_dir, &record.manifest), &record.manifest)?;
+    let manifest_bytes = layout.read_blob(&record.manifest)?;
     let manifest = Manifest::from_slice(&manifest_bytes).map_err(|e| CacheError::Layout {
         path: layout_dir.clone(),
         reason: e.to_string(),
     })?;
-    let config_bytes = read_verified(
-        &blob_path(&layout_dir, &manifest.config.digest),
-        &manifest.config.digest,
-    )?;
+    let config_bytes = layout.read_blob(&manifest.config.digest)?;
     let config = ImageConfig::from_slice(&config_bytes).map_err(|e| CacheError::Layout {
         path: layout_dir.clone(),
         reason: e.to_string(),
     })?;
     for layer in &manifest.layers {
-        let p = blob_path(&layout_dir, &layer.digest);
+        let p = layout.blob_path(&layer.digest);
         let len = fs::metadata(&p).map_err(CacheError::io(&p))?.len();
         if len != layer.size {
             return Err(CacheError::Layout {
