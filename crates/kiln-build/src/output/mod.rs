@@ -55,6 +55,31 @@ pub enum OutputError {
     },
 }
 
+/// A layout write in an output's words: every problem is with a file.
+impl From<crate::layout::LayoutError> for OutputError {
+    fn from(e: crate::layout::LayoutError) -> OutputError {
+        use crate::layout::LayoutError;
+        match e {
+            LayoutError::Io { path, source } => OutputError::Io { path, source },
+            LayoutError::Digest {
+                path,
+                actual,
+                expected,
+            } => OutputError::Io {
+                path,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("has digest {actual}, expected {expected}"),
+                ),
+            },
+            LayoutError::Document { path, source } => OutputError::Io {
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, source),
+            },
+        }
+    }
+}
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
     move |source| OutputError::Io {
         path: path.to_path_buf(),
