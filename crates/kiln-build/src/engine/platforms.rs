@@ -22,7 +22,6 @@
 //! next. Without `--cache`, the platforms share a private cache in an OCI
 //! layout that is removed at the end, so such a step still runs once.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,9 +30,9 @@ use kiln_oci::{media, Access, Descriptor, ImageConfig, Index, Manifest, Registry
 
 use super::{build_one, registry_options, BuildError, BuildOutcome, BuildSetup};
 use crate::index::{self, IndexSource};
+use crate::layout::{refs, tar::write_tar_file, Layout, LayoutError};
 use crate::options::{BuildOptions, CacheRepo};
 use crate::output::attest::{ATTESTATION_MANIFEST, REFERENCE_TYPE};
-use crate::output::oci_layout::REF_NAME;
 use crate::output::{digest_files, push::PushReport};
 use crate::progress::ProgressSink;
 
@@ -200,31 +199,33 @@ fn per_platform_file(path: &Path, platform: &kiln_oci::Platform) -> PathBuf {
 /// for one image, the layout's manifests are OCI ones (see
 /// `output::oci_layout`). `index.json` is the caller's.
 fn join_layouts(dir: &Path, parts: &[PathBuf]) -> Result<(Descriptor, Vec<Joined>), BuildError> {
-    let blob_dir = dir.join("blobs").join("sha256");
-    fs::create_dir_all(&blob_dir).map_err(io(&blob_dir))?;
-    let layout = dir.join("oci-layout");
-    fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io(&layout))?;
+    let layout = Layout::create(dir).map_err(layout_err)?;
     let mut joined = Vec::new();
     let mut statements = Vec::new();
     for part in parts {
-        let part_blobs = part.join("blobs").join("sha256");
-        for blob in fs::read_dir(&part_blobs).map_err(io(&part_blobs))? {
-            let src = blob.map_err(io(&part_blobs))?.path();
-            let dest = blob_dir.join(src.file_name().unwrap_or_default());
-            if !dest.exists() && fs::hard_link(&src, &dest).is_err() {
-                fs::copy(&src, &dest).map_err(io(&dest))?;
+        let part = Layout::open(part);
+        for blob in part.blob_files().map_err(layout_err)? {
+            // The part was written by this build: every file is a blob.
+            if let Some(digest) = blob.digest() {
+                layout.link_blob(&digest, &blob.path).map_err(layout_err)?;
             }
         }
-        let index_path = part.join("index.json");
-        let top = read_index(&index_path)?
-            .manifests
-            .into_iter()
-            .next()
+        let index_path = part.index_path();
+        let top = part
+            .read_index()
+            .map_err(layout_err)?
+            .and_then(|index| index.manifests.into_iter().next())
             .ok_or_else(|| BuildError::Context(format!("{}: no image", index_path.display())))?;
         // One image, or (with statements attached) the platform's own index
         // of its image and attestation manifest.
         let listed = match media::is_index(&top.media_type) {
-            true => read_index(&blob_dir.join(top.digest.hex()))?.manifests,
+            true => {
+                let bytes = layout.read_blob(&top.digest).map_err(layout_err)?;
+                let path = layout.blob_path(&top.digest);
+                Index::from_slice(&bytes)
+                    .map_err(|e| bad(&path, e))?
+                    .manifests
+            }
             false => vec![top],
         };
         for mut entry in listed {
@@ -234,12 +235,14 @@ fn join_layouts(dir: &Path, parts: &[PathBuf]) -> Result<(Descriptor, Vec<Joined
                 statements.push(entry);
                 continue;
             }
-            let manifest_path = blob_dir.join(entry.digest.hex());
-            let manifest = fs::read(&manifest_path).map_err(io(&manifest_path))?;
-            let manifest = Manifest::from_slice(&manifest).map_err(|e| bad(&manifest_path, e))?;
-            let config_path = blob_dir.join(manifest.config.digest.hex());
-            let config = fs::read(&config_path).map_err(io(&config_path))?;
-            let config = ImageConfig::from_slice(&config).map_err(|e| bad(&config_path, e))?;
+            let manifest = layout.read_blob(&entry.digest).map_err(layout_err)?;
+            let manifest = Manifest::from_slice(&manifest)
+                .map_err(|e| bad(&layout.blob_path(&entry.digest), e))?;
+            let config = layout
+                .read_blob(&manifest.config.digest)
+                .map_err(layout_err)?;
+            let config = ImageConfig::from_slice(&config)
+                .map_err(|e| bad(&layout.blob_path(&manifest.config.digest), e))?;
             entry.annotations.clear();
             entry.platform = Some(config.platform());
             joined.push(Joined { entry, manifest });
@@ -249,9 +252,7 @@ fn join_layouts(dir: &Path, parts: &[PathBuf]) -> Result<(Descriptor, Vec<Joined
     // (each keeping the annotations that name its image).
     let entries = joined.iter().map(|j| j.entry.clone()).chain(statements);
     let index = Index::new(true, entries.collect()).to_vec();
-    let digest = kiln_oci::Digest::sha256_of(&index);
-    let index_blob = blob_dir.join(digest.hex());
-    fs::write(&index_blob, &index).map_err(io(&index_blob))?;
+    let digest = layout.write_blob(&index).map_err(layout_err)?;
     Ok((
         Descriptor::new(media::OCI_INDEX, digest, index.len() as u64),
         joined,
@@ -264,14 +265,25 @@ struct Joined {
     manifest: Manifest,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
-    let path = path.to_path_buf();
-    move |source| BuildError::LayoutIo { path, source }
-}
-
-fn read_index(path: &Path) -> Result<Index, BuildError> {
-    let bytes = fs::read(path).map_err(io(path))?;
-    Index::from_slice(&bytes).map_err(|e| bad(path, e))
+/// A layout problem in this build's words: files are `LayoutIo`, documents
+/// `LayoutDocument`, and a blob that is not its digest a file that reads
+/// wrong.
+fn layout_err(e: LayoutError) -> BuildError {
+    match e {
+        LayoutError::Io { path, source } => BuildError::LayoutIo { path, source },
+        LayoutError::Document { path, source } => bad(&path, source),
+        LayoutError::Digest {
+            path,
+            actual,
+            expected,
+        } => BuildError::LayoutIo {
+            path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("has digest {actual}, expected {expected}"),
+            ),
+        },
+    }
 }
 
 fn bad(path: &Path, e: kiln_oci::ManifestError) -> BuildError {
@@ -284,19 +296,12 @@ fn bad(path: &Path, e: kiln_oci::ManifestError) -> BuildError {
 /// `--oci-layout-path`: the joined layout's index named `ref_name` in the
 /// layout at `dir` (added to what it holds, as for one image).
 fn write_layout(dir: &Path, parts: &[PathBuf], ref_name: &str) -> Result<(), BuildError> {
-    let (mut desc, _) = join_layouts(dir, parts)?;
-    let index_path = dir.join("index.json");
-    let mut top = match fs::read(&index_path) {
-        Ok(bytes) => Index::from_slice(&bytes).unwrap_or_else(|_| Index::new(true, Vec::new())),
-        Err(_) => Index::new(true, Vec::new()),
-    };
-    top.manifests
-        .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(ref_name));
-    desc.annotations
-        .insert(REF_NAME.to_string(), ref_name.to_string());
-    top.manifests.push(desc);
+    let (desc, _) = join_layouts(dir, parts)?;
+    let layout = Layout::open(dir);
+    let mut top = layout.index_or_empty();
+    refs::put(&mut top, desc, Some(ref_name));
     top.media_type = Some(media::OCI_INDEX.to_string());
-    fs::write(&index_path, top.to_vec()).map_err(io(&index_path))
+    layout.write_index(&top).map_err(layout_err)
 }
 
 /// `--tar-path`: the joined layout as an OCI layout archive whose
@@ -304,63 +309,49 @@ fn write_layout(dir: &Path, parts: &[PathBuf], ref_name: &str) -> Result<(), Bui
 /// image store reads), plus a `manifest.json` for the classic `docker load`,
 /// which takes one image per tag: this machine's platform's, else the first.
 fn write_tar(path: &Path, parts: &[PathBuf], repo_tags: &[String]) -> Result<(), BuildError> {
-    let dir = tempfile::tempdir().map_err(io(path))?;
+    let dir = tempfile::tempdir().map_err(|source| BuildError::LayoutIo {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let (mut desc, joined) = join_layouts(dir.path(), parts)?;
-    if let Some(tag) = repo_tags.first() {
-        desc.annotations.insert(REF_NAME.to_string(), tag.clone());
+    let tag = repo_tags.first().map(String::as_str);
+    if let Some(tag) = tag {
         desc.annotations
-            .insert("io.containerd.image.name".to_string(), tag.clone());
+            .insert("io.containerd.image.name".to_string(), tag.to_string());
     }
-    let mut index = Index::new(true, vec![desc]);
+    let mut index = Index::new(true, Vec::new());
+    refs::put(&mut index, desc, tag);
     index.media_type = Some(media::OCI_INDEX.to_string());
-    fs::write(dir.path().join("index.json"), index.to_vec()).map_err(io(path))?;
     let host = kiln_oci::Platform::host();
     let loaded = joined
         .iter()
         .find(|j| j.entry.platform.as_ref().is_some_and(|p| p.matches(&host)))
         .or(joined.first())
         .ok_or_else(|| BuildError::Context("no platform was built".into()))?;
-    let blob = |d: &Descriptor| format!("blobs/sha256/{}", d.digest.hex());
+    let blob = |d: &Descriptor| crate::layout::blob_name(&d.digest);
     let docker_manifest = serde_json::json!([{
         "Config": blob(&loaded.manifest.config),
         "RepoTags": repo_tags,
         "Layers": loaded.manifest.layers.iter().map(blob).collect::<Vec<_>>(),
     }]);
-    fs::write(
-        dir.path().join("manifest.json"),
-        serde_json::to_vec(&docker_manifest).unwrap_or_default(),
-    )
-    .map_err(io(path))?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    let tmp = path.with_extension("partial");
-    let written = (|| -> std::io::Result<()> {
-        let mut tar = tar::Builder::new(std::io::BufWriter::new(fs::File::create(&tmp)?));
-        tar.mode(tar::HeaderMode::Deterministic);
-        let mut names: Vec<PathBuf> = walkdir::WalkDir::new(dir.path())
-            .min_depth(1)
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.path().to_path_buf())
-            .collect();
-        names.sort();
-        for file in names {
-            let name = file.strip_prefix(dir.path()).unwrap_or(&file).to_path_buf();
-            tar.append_path_with_name(&file, name)?;
+    let layout = Layout::open(dir.path());
+    let mut blobs: Vec<_> = layout
+        .blob_files()
+        .map_err(layout_err)?
+        .into_iter()
+        .filter_map(|f| Some((f.digest()?, f.path)))
+        .collect();
+    blobs.sort();
+    // In the order of the names, as a sorted walk of the layout gives them.
+    write_tar_file(path, |tar| {
+        for (digest, file) in &blobs {
+            tar.append_blob_file(digest, file)?;
         }
-        let mut out = tar.into_inner()?;
-        std::io::Write::flush(&mut out)?;
-        out.get_ref().sync_all()
-    })();
-    match written {
-        Ok(()) => fs::rename(&tmp, path).map_err(io(path)),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(io(path)(e))
-        }
-    }
+        tar.append_index(&index)?;
+        tar.append_file("manifest.json", &serde_json::to_vec(&docker_manifest)?)?;
+        tar.append_marker()
+    })
+    .map_err(layout_err)
 }
 
 #[cfg(test)]
