@@ -172,3 +172,42 @@ fn a_run_whose_secret_file_vanished_walks_to_the_io_error() {
     assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     assert!(!format!("{e:?}").contains("s3cr3t"));
 }
+
+#[test]
+fn an_add_of_an_unreachable_git_source_walks_to_the_git_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nADD git://127.0.0.1:1/repo.git /src\n",
+    )
+    .unwrap();
+    let e = build(dir.path(), Vec::new(), || ()).unwrap_err();
+    let prefix = format!(
+        "{}:2: ADD git://127.0.0.1:1/repo.git /src: git source git://127.0.0.1:1/repo.git: ",
+        dir.path().join("Dockerfile").display()
+    );
+    assert!(e.to_string().starts_with(&prefix), "{e}");
+    let chain = sources(&e);
+    assert!(
+        matches!(
+            chain.first().and_then(|s| s.downcast_ref::<StepError>()),
+            Some(StepError::GitSource { .. })
+        ),
+        "{chain:?}"
+    );
+    let source = chain
+        .iter()
+        .find_map(|s| s.downcast_ref::<kiln_source::SourceError>())
+        .unwrap_or_else(|| panic!("no SourceError in {chain:?}"));
+    assert!(
+        matches!(source, kiln_source::SourceError::Git(_)),
+        "{source:?}"
+    );
+    assert!(
+        chain
+            .iter()
+            .any(|s| s.downcast_ref::<kiln_source::GitError>().is_some()),
+        "{chain:?}"
+    );
+}
