@@ -15,3 +15,18 @@ pub mod output;
 pub mod progress;
 
 pub use engine::{build, build_in, build_with, BuildError, BuildOutcome, BuildSetup};
+
+// The errors a caller matches on, or finds walking `source()` from a
+// `BuildError`, named from the crate root.
+pub use archive::ArchiveError;
+pub use cache::CacheError;
+pub use context::ContextError;
+pub use copy::chmod::ChmodError;
+pub use copy::chown::ChownError;
+pub use copy::http::FetchError;
+pub use copy::layer::WriteError;
+pub use copy::CopyError;
+pub use engine::error::{GitSourceError, ImageTextError, LayerWriteError, StepError, StepFailure};
+pub use engine::rootfs::RootfsError;
+pub use index::IndexError;
+pub use output::OutputError;

@@ -41,15 +41,32 @@ pub enum AttestationFormat {
     Referrers,
 }
 
+/// A flag's value that is not one of the words the flag takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeywordError {
+    /// Not one of `expected`.
+    #[error("unknown {what} {given:?} (expected one of: {})", expected.join(", "))]
+    Unknown {
+        /// What the flag sets: "isolation", "compression", …
+        what: &'static str,
+        /// The value given.
+        given: String,
+        /// The words it takes.
+        expected: &'static [&'static str],
+    },
+    /// Not an attestation format.
+    #[error("{0:?}: the attestation format is index or referrers")]
+    AttestationFormat(String),
+}
+
 impl FromStr for AttestationFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = KeywordError;
+    fn from_str(s: &str) -> Result<Self, KeywordError> {
         match s {
             "index" => Ok(AttestationFormat::Index),
             "referrers" => Ok(AttestationFormat::Referrers),
-            other => Err(format!(
-                "{other:?}: the attestation format is index or referrers"
-            )),
+            other => Err(KeywordError::AttestationFormat(other.to_string())),
         }
     }
 }
@@ -106,15 +123,15 @@ pub enum Verbosity {
 macro_rules! keyword_enum {
     ($ty:ident, $what:literal, { $($text:literal => $variant:ident),+ $(,)? }) => {
         impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = KeywordError;
+            fn from_str(s: &str) -> Result<Self, KeywordError> {
                 match s.to_ascii_lowercase().as_str() {
                     $($text => Ok($ty::$variant),)+
-                    _ => Err(format!(
-                        concat!("unknown ", $what, " {:?} (expected one of: {})"),
-                        s,
-                        [$($text),+].join(", ")
-                    )),
+                    _ => Err(KeywordError::Unknown {
+                        what: $what,
+                        given: s.to_string(),
+                        expected: &[$($text),+],
+                    }),
                 }
             }
         }
@@ -136,13 +153,15 @@ keyword_enum!(Verbosity, "verbosity", {
 
 /// Parses `--compression`: the compressions a layer is written in, `gzip`
 /// or `zstd`, in any case.
-pub fn parse_layer_compression(s: &str) -> Result<Compression, String> {
+pub fn parse_layer_compression(s: &str) -> Result<Compression, KeywordError> {
     match s.to_ascii_lowercase().as_str() {
         "gzip" => Ok(Compression::Gzip),
         "zstd" => Ok(Compression::Zstd),
-        _ => Err(format!(
-            "unknown compression {s:?} (expected one of: gzip, zstd)"
-        )),
+        _ => Err(KeywordError::Unknown {
+            what: "compression",
+            given: s.to_string(),
+            expected: &["gzip", "zstd"],
+        }),
     }
 }
 
@@ -479,9 +498,19 @@ mod tests {
     #[test]
     fn keywords_parse() {
         assert_eq!(parse_layer_compression("ZSTD"), Ok(Compression::Zstd));
-        assert!(parse_layer_compression("lz4")
-            .unwrap_err()
-            .contains("gzip, zstd"));
+        let e = parse_layer_compression("lz4").unwrap_err();
+        assert_eq!(
+            e,
+            KeywordError::Unknown {
+                what: "compression",
+                given: "lz4".into(),
+                expected: &["gzip", "zstd"],
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "unknown compression \"lz4\" (expected one of: gzip, zstd)"
+        );
         assert!(parse_layer_compression("xz").is_err());
         assert_eq!("warn".parse::<Verbosity>(), Ok(Verbosity::Warn));
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use cache_common::{client, delete_blob_from_storage, layer, Warnings};
 use kiln_build::cache::entry::Entry;
-use kiln_build::cache::{prune, CacheKey, CachePusher, LayerCache, RegistryCache, StepInputs};
+use kiln_build::cache::{
+    prune, CacheKey, CachePusher, LayerCache, RegistryCache, StepInputs, StoreError,
+};
 use kiln_build::model::image::LayerOrigin;
 use kiln_oci::{media, Access, BlobSource, Platform, Reference};
 use kiln_testkit::{BaseImage, Registry};
@@ -184,7 +186,8 @@ async fn concurrent_stores_of_one_key_all_succeed() {
     for _ in 0..4 {
         pusher.spawn(&layer_cache, k.clone(), Some(l.clone()), "RUN race".into());
     }
-    assert_eq!(pusher.finish().await, Vec::<String>::new());
+    let warnings = pusher.finish().await;
+    assert!(warnings.is_empty(), "{warnings:?}");
     let hit = a.lookup(&k).await.unwrap().expect("a hit");
     assert_eq!(hit.layer.unwrap().descriptor.digest, l.descriptor.digest);
 }
@@ -204,7 +207,15 @@ async fn failed_background_stores_are_warnings() {
     );
     let warnings = pusher.finish().await;
     assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].contains("no-such-file"), "{warnings:?}");
+    assert!(
+        matches!(&warnings[0], StoreError::Entry { key, .. } if *key == self::key("RUN gone")),
+        "{warnings:?}"
+    );
+    let text = warnings[0].to_string();
+    assert!(
+        text.starts_with("could not store cache entry ") && text.contains("no-such-file"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -1,15 +1,13 @@
 //! A failed step is a `BuildError::Step` a library user can match on, whose
 //! `source()` chain reaches the error beneath it.
 
-use kiln_build::context::ContextError;
-use kiln_build::copy::CopyError;
-use kiln_build::engine::error::StepError;
 use kiln_build::options::{
     AnnotationOptions, AttestOptions, BuildOptions, CacheOptions, ContextSource,
     DockerfileLocation, HostFilesystemFlags, LayerOptions, LogOptions, OutputOptions,
     RegistryOptions, Secret, SecretSource,
 };
 use kiln_build::BuildError;
+use kiln_build::{ContextError, CopyError, StepError};
 use kiln_oci::media::Compression;
 use kiln_oci::Platform;
 use std::error::Error;
@@ -112,23 +110,32 @@ fn a_copy_of_a_missing_file_is_a_step_error_holding_the_context_error() {
             dir.path().join("Dockerfile").display()
         )
     );
-    let BuildError::Step { line, source, .. } = &e else {
+    let BuildError::Step(step) = &e else {
         panic!("not a step error: {e:?}");
     };
-    assert_eq!(*line, 2);
+    assert_eq!(step.line, 2);
     assert!(
         matches!(
-            &**source,
+            &step.source,
             StepError::Copy(CopyError::Context(ContextError::NotFound { path })) if path == "missing.txt"
         ),
-        "{source:?}"
+        "{step:?}"
     );
+    // The first link beneath the build error is the step error itself, so
+    // a caller holding only `&dyn Error` can recover it.
     let chain = sources(&e);
+    let step = chain
+        .first()
+        .and_then(|s| s.downcast_ref::<StepError>())
+        .unwrap_or_else(|| panic!("no StepError first beneath the build error: {chain:?}"));
+    assert!(matches!(step, StepError::Copy(_)), "{step:?}");
+    let copy = chain
+        .iter()
+        .find_map(|s| s.downcast_ref::<CopyError>())
+        .unwrap_or_else(|| panic!("no CopyError in {chain:?}"));
     assert!(
-        chain
-            .iter()
-            .any(|s| s.downcast_ref::<CopyError>().is_some()),
-        "{chain:?}"
+        matches!(copy, CopyError::Context(ContextError::NotFound { path }) if path == "missing.txt"),
+        "{copy:?}"
     );
 }
 
@@ -155,7 +162,7 @@ fn a_run_whose_secret_file_vanished_walks_to_the_io_error() {
         )
     );
     assert!(
-        matches!(&e, BuildError::Step { line: 2, source, .. } if matches!(&**source, StepError::Io { .. })),
+        matches!(&e, BuildError::Step(step) if step.line == 2 && matches!(step.source, StepError::Io { .. })),
         "{e:?}"
     );
     let io = sources(&e)
@@ -164,4 +171,43 @@ fn a_run_whose_secret_file_vanished_walks_to_the_io_error() {
         .expect("an io::Error beneath the step error");
     assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     assert!(!format!("{e:?}").contains("s3cr3t"));
+}
+
+#[test]
+fn an_add_of_an_unreachable_git_source_walks_to_the_git_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nADD git://127.0.0.1:1/repo.git /src\n",
+    )
+    .unwrap();
+    let e = build(dir.path(), Vec::new(), || ()).unwrap_err();
+    let prefix = format!(
+        "{}:2: ADD git://127.0.0.1:1/repo.git /src: git source git://127.0.0.1:1/repo.git: ",
+        dir.path().join("Dockerfile").display()
+    );
+    assert!(e.to_string().starts_with(&prefix), "{e}");
+    let chain = sources(&e);
+    assert!(
+        matches!(
+            chain.first().and_then(|s| s.downcast_ref::<StepError>()),
+            Some(StepError::GitSource { .. })
+        ),
+        "{chain:?}"
+    );
+    let source = chain
+        .iter()
+        .find_map(|s| s.downcast_ref::<kiln_source::SourceError>())
+        .unwrap_or_else(|| panic!("no SourceError in {chain:?}"));
+    assert!(
+        matches!(source, kiln_source::SourceError::Git(_)),
+        "{source:?}"
+    );
+    assert!(
+        chain
+            .iter()
+            .any(|s| s.downcast_ref::<kiln_source::GitError>().is_some()),
+        "{chain:?}"
+    );
 }

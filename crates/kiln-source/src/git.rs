@@ -17,6 +17,7 @@
 //! ever prompted for, so a private repository without credentials fails at
 //! once instead of waiting on a terminal.
 
+use crate::error::{Cause, GitError, GitOptionsError};
 use crate::spec::{is_commit_id, GitContext};
 use crate::Env;
 use gix::credentials::helper::{Action, NextAction};
@@ -41,27 +42,26 @@ pub struct GitOptions {
 
 impl GitOptions {
     /// Parses `branch=main,single-branch=true,recurse-submodules=false,insecure-skip-tls=false`.
-    pub fn parse(value: &str) -> Result<GitOptions, String> {
+    pub fn parse(value: &str) -> Result<GitOptions, GitOptionsError> {
         let mut options = GitOptions::default();
         for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, val) = pair
                 .split_once('=')
-                .ok_or_else(|| format!("{pair:?}: expected KEY=VALUE"))?;
+                .ok_or_else(|| GitOptionsError::NotKeyValue(pair.to_string()))?;
             let flag = || match val.to_ascii_lowercase().as_str() {
                 "true" | "1" | "t" => Ok(true),
                 "false" | "0" | "f" | "" => Ok(false),
-                _ => Err(format!("{key}={val}: expected true or false")),
+                _ => Err(GitOptionsError::NotBoolean {
+                    key: key.to_string(),
+                    value: val.to_string(),
+                }),
             };
             match key {
                 "branch" => options.branch = Some(val.to_string()).filter(|b| !b.is_empty()),
                 "single-branch" => options.single_branch = flag()?,
                 "recurse-submodules" => options.recurse_submodules = flag()?,
                 "insecure-skip-tls" => options.insecure_skip_tls = flag()?,
-                _ => {
-                    return Err(format!(
-                        "unknown key {key:?} (known: branch, single-branch, recurse-submodules, insecure-skip-tls)"
-                    ))
-                }
+                _ => return Err(GitOptionsError::UnknownKey(key.to_string())),
             }
         }
         Ok(options)
@@ -75,7 +75,7 @@ pub fn clone(
     options: &GitOptions,
     env: &Env,
     dest: &Path,
-) -> Result<String, String> {
+) -> Result<String, GitError> {
     let url = ctx.clone_url(env.get("GIT_PULL_METHOD").as_deref());
     // `--git branch=` wins over the URL's ref, as in Kaniko; a commit after a
     // second `#` is checked out after fetching that ref.
@@ -86,7 +86,7 @@ pub fn clone(
         Some(r) if r == "HEAD" || r.starts_with("refs/") || is_commit_id(r) => vec![r.clone()],
         Some(name) => vec![format!("refs/heads/{name}"), format!("refs/tags/{name}")],
     };
-    let mut last_error = String::new();
+    let mut last_error: Option<Cause> = None;
     for revision in &candidates {
         match clone_revision(&url, revision, options, env, dest) {
             Ok(()) => {
@@ -96,26 +96,29 @@ pub fn clone(
                 return Ok(revision.clone());
             }
             Err(CloneError::NotFound(e)) => {
-                last_error = e;
+                last_error = Some(e);
                 let _ = std::fs::remove_dir_all(dest);
             }
             Err(CloneError::Other(e)) => return Err(e),
         }
     }
-    match &target {
-        Some(name) if candidates.len() > 1 => Err(format!(
-            "no branch or tag named {name:?} in the repository ({last_error})"
-        )),
-        Some(name) => Err(format!(
-            "{name:?} not found in the repository ({last_error})"
-        )),
-        None => Err(last_error),
+    // Every candidate was tried and none was found.
+    let last_error = last_error.expect("at least one revision is tried");
+    match target {
+        Some(name) => Err(GitError::RevisionNotFound {
+            name,
+            branch_or_tag: candidates.len() > 1,
+            source: last_error,
+        }),
+        None => Err(GitError::Gix(last_error)),
     }
 }
 
+/// One attempt's failure: a revision the repository lacks (the next
+/// candidate is tried) or anything else (the clone fails).
 enum CloneError {
-    NotFound(String),
-    Other(String),
+    NotFound(Cause),
+    Other(GitError),
 }
 
 fn clone_revision(
@@ -125,11 +128,13 @@ fn clone_revision(
     env: &Env,
     dest: &Path,
 ) -> Result<(), CloneError> {
-    let other = |e: &dyn std::error::Error| CloneError::Other(chain(e));
-    std::fs::create_dir_all(dest).map_err(|e| other(&e))?;
+    fn other(e: impl std::error::Error + Send + Sync + 'static) -> CloneError {
+        CloneError::Other(GitError::gix(e))
+    }
+    std::fs::create_dir_all(dest).map_err(other)?;
     // Recreated after a failed attempt: private again.
     std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .map_err(|e| other(&e))?;
+        .map_err(other)?;
     let mut overrides = vec!["protocol.version=2".to_string()];
     overrides.extend(ssh_overrides(env));
     if options.insecure_skip_tls {
@@ -145,7 +150,7 @@ fn clone_revision(
         gix::create::Options::default(),
         open,
     )
-    .map_err(|e| other(&e))?;
+    .map_err(other)?;
     let prepare = if is_commit_id(revision) {
         prepare
     } else {
@@ -153,7 +158,7 @@ fn clone_revision(
     };
     let mut prepare = prepare
         .with_revision(Some(revision))
-        .map_err(|e| other(&e))?
+        .map_err(other)?
         .configure_connection(move |connection| {
             let credentials = credentials.clone();
             connection.set_credentials(move |action| answer(&credentials, action));
@@ -168,6 +173,7 @@ fn clone_revision(
         .map_err(|e| {
             let text = chain(&e);
             let lower = text.to_ascii_lowercase();
+            let source: Cause = Box::new(e);
             if lower.contains("not found")
                 || lower.contains("didn't have the requested revision")
                 || lower.contains("no match")
@@ -176,56 +182,51 @@ fn clone_revision(
                 || lower.contains("did not match")
                 || lower.contains("could not find")
             {
-                CloneError::NotFound(text)
+                CloneError::NotFound(source)
             } else if is_ssh(url) {
-                CloneError::Other(ssh_failure(&text, env))
+                CloneError::Other(GitError::Ssh {
+                    advice: ssh_failure(&text, env),
+                    source,
+                })
             } else if lower.contains("no credentials were returned") {
-                CloneError::Other(
-                    "the server asks for credentials: set GIT_USERNAME and GIT_PASSWORD, or GIT_TOKEN"
-                        .to_string(),
-                )
+                CloneError::Other(GitError::NeedsCredentials { source })
             } else if lower.contains("clear text over http") {
-                CloneError::Other(
-                    "the server asks for credentials, which are never sent over plain http: use https"
-                        .to_string(),
-                )
+                CloneError::Other(GitError::CredentialsOverHttp { source })
             } else {
-                CloneError::Other(text)
+                CloneError::Other(GitError::Gix(source))
             }
         })?;
     checkout
         .main_worktree(gix::progress::Discard, &interrupt)
-        .map_err(|e| other(&e))?;
+        .map_err(other)?;
     Ok(())
 }
 
 /// Clones each submodule at the commit its parent records, depth 1.
-fn submodules(root: &Path, options: &GitOptions, env: &Env) -> Result<(), String> {
-    let repo = gix::open_opts(root, gix::open::Options::isolated()).map_err(|e| chain(&e))?;
-    let Some(modules) = repo.submodules().map_err(|e| chain(&e))? else {
+fn submodules(root: &Path, options: &GitOptions, env: &Env) -> Result<(), GitError> {
+    let repo = gix::open_opts(root, gix::open::Options::isolated()).map_err(GitError::gix)?;
+    let Some(modules) = repo.submodules().map_err(GitError::gix)? else {
         return Ok(());
     };
     for module in modules {
         let name = module.name().to_string();
-        let path = module.path().map_err(|e| chain(&e))?.to_string();
+        let path = module.path().map_err(GitError::gix)?.to_string();
         // `../lib.git` is relative to the repository's own URL, as in git.
-        let url = module.resolved_url().map_err(|e| chain(&e))?;
+        let url = module.resolved_url().map_err(GitError::gix)?;
         // A path on the build machine is never cloned (git refuses local
         // submodules too): a repository must not reach the builder's files.
         if url.scheme == gix::url::Scheme::File {
-            return Err(format!(
-                "submodule {name}: {} is a path on the build machine, which is never cloned",
-                url.to_bstring()
-            ));
+            return Err(GitError::LocalSubmodule {
+                name,
+                url: url.to_bstring().to_string(),
+            });
         }
         let url = url.to_bstring().to_string();
-        let Some(commit) = module.index_id().map_err(|e| chain(&e))? else {
+        let Some(commit) = module.index_id().map_err(GitError::gix)? else {
             continue;
         };
         if path.split('/').any(|c| c == ".." || c.is_empty()) {
-            return Err(format!(
-                "submodule {name}: path {path:?} leaves the repository"
-            ));
+            return Err(GitError::SubmoduleEscapes { name, path });
         }
         let dest = root.join(&path);
         let _ = std::fs::remove_dir(&dest);
@@ -235,7 +236,11 @@ fn submodules(root: &Path, options: &GitOptions, env: &Env) -> Result<(), String
             commit: Some(commit.to_string()),
             subdir: None,
         };
-        clone(&sub, options, env, &dest).map_err(|e| format!("submodule {name} ({url}): {e}"))?;
+        clone(&sub, options, env, &dest).map_err(|e| GitError::Submodule {
+            name,
+            url,
+            source: Box::new(e),
+        })?;
     }
     Ok(())
 }

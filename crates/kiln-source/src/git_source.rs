@@ -10,6 +10,7 @@
 //! reduced to what git records (0644, or 0755 for executables, 0755 for
 //! directories) so the layer does not depend on the builder's umask.
 
+use crate::error::{GitError, SourceError};
 use crate::git::{clone, GitOptions};
 use crate::spec::GitContext;
 use crate::Env;
@@ -29,12 +30,12 @@ pub struct GitCheckout {
 
 /// Parses an `ADD` source written as BuildKit writes git sources
 /// (`URL[#REF[:SUBDIR]]`, `github.com/…` meaning https).
-pub fn parse_source(src: &str) -> Result<GitContext, String> {
+pub fn parse_source(src: &str) -> Result<GitContext, SourceError> {
     let spec = match src.strip_prefix("github.com/") {
         Some(rest) => format!("https://github.com/{rest}"),
         None => src.to_string(),
     };
-    GitContext::parse(&spec).map_err(|e| e.reason)
+    Ok(GitContext::parse(&spec)?)
 }
 
 /// Clones `source` into `dest` (a directory that must not exist yet) and
@@ -45,8 +46,11 @@ pub fn checkout(
     keep_git_dir: bool,
     env: &Env,
     dest: &Path,
-) -> Result<GitCheckout, String> {
-    crate::create_private_dir(dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+) -> Result<GitCheckout, SourceError> {
+    crate::create_private_dir(dest).map_err(|source| SourceError::CreateDir {
+        path: dest.to_path_buf(),
+        source,
+    })?;
     // `git://` is the daemon protocol here, whatever GIT_PULL_METHOD says
     // for contexts.
     let env = if source.url.starts_with("git://") {
@@ -61,9 +65,15 @@ pub fn checkout(
     clone(source, &options, &env, dest)?;
     let (commit, commit_time) = head_commit(dest)?;
     if !keep_git_dir {
-        remove_git_dirs(dest).map_err(|e| format!("removing .git: {e}"))?;
+        remove_git_dirs(dest).map_err(|source| SourceError::Prepare {
+            what: "removing .git",
+            source,
+        })?;
     }
-    normalize_modes(dest).map_err(|e| format!("setting modes: {e}"))?;
+    normalize_modes(dest).map_err(|source| SourceError::Prepare {
+        what: "setting modes",
+        source,
+    })?;
     let root = match &source.subdir {
         Some(sub) => {
             let root = dest.join(sub);
@@ -72,9 +82,10 @@ pub fn checkout(
                 _ => false,
             };
             if !root.is_dir() || !inside {
-                return Err(format!(
-                    "{sub:?} is not a directory in the repository at {commit}"
-                ));
+                return Err(SourceError::NotADirectory {
+                    subdir: sub.clone(),
+                    commit: Some(commit),
+                });
             }
             root
         }
@@ -88,11 +99,10 @@ pub fn checkout(
 }
 
 /// The checked-out commit and its committer time.
-fn head_commit(dir: &Path) -> Result<(String, i64), String> {
-    let repo =
-        gix::open_opts(dir, gix::open::Options::isolated()).map_err(|e| crate::error_chain(&e))?;
-    let commit = repo.head_commit().map_err(|e| crate::error_chain(&e))?;
-    let time = commit.time().map_err(|e| crate::error_chain(&e))?;
+fn head_commit(dir: &Path) -> Result<(String, i64), GitError> {
+    let repo = gix::open_opts(dir, gix::open::Options::isolated()).map_err(GitError::gix)?;
+    let commit = repo.head_commit().map_err(GitError::gix)?;
+    let time = commit.time().map_err(GitError::gix)?;
     Ok((commit.id.to_string(), time.seconds))
 }
 

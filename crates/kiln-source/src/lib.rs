@@ -14,12 +14,17 @@
 
 #![deny(missing_docs)]
 
+mod error;
 pub mod git;
 pub mod git_source;
 pub mod object;
 pub mod spec;
 mod tarball;
 
+pub use error::{
+    Cause, GitError, GitOptionsError, HttpError, ObjectError, RemoteContextError, SourceError,
+    TarballError,
+};
 pub use git::GitOptions;
 pub use spec::{GitContext, RemoteContext, SpecError};
 
@@ -88,17 +93,6 @@ impl Env {
     }
 }
 
-/// Why a remote context could not be fetched. The message always names the
-/// source (credentials removed).
-#[derive(Debug, thiserror::Error)]
-#[error("build context {source_name}: {reason}")]
-pub struct SourceError {
-    /// The context, as shown to the user.
-    pub source_name: String,
-    /// What went wrong.
-    pub reason: String,
-}
-
 /// What was fetched.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -120,12 +114,25 @@ pub async fn fetch(
     git_options: &GitOptions,
     env: &Env,
     dest: &Path,
+) -> Result<Fetched, RemoteContextError> {
+    fetch_into(context, git_options, env, dest)
+        .await
+        .map_err(|source| RemoteContextError {
+            source_name: context.to_string(),
+            source,
+        })
+}
+
+async fn fetch_into(
+    context: &RemoteContext,
+    git_options: &GitOptions,
+    env: &Env,
+    dest: &Path,
 ) -> Result<Fetched, SourceError> {
-    let fail = |reason: String| SourceError {
-        source_name: context.to_string(),
-        reason,
-    };
-    create_private_dir(dest).map_err(|e| fail(format!("creating {}: {e}", dest.display())))?;
+    create_private_dir(dest).map_err(|source| SourceError::CreateDir {
+        path: dest.to_path_buf(),
+        source,
+    })?;
     let started = std::time::Instant::now();
     let label = context.to_string();
     match context {
@@ -138,9 +145,7 @@ pub async fn fetch(
             );
             let revision =
                 tokio::task::spawn_blocking(move || git::clone(&git, &options, &env, &into))
-                    .await
-                    .map_err(|e| fail(e.to_string()))?
-                    .map_err(fail)?;
+                    .await??;
             let root = match &git_subdir(context) {
                 Some(sub) => {
                     let root = dest.join(sub);
@@ -149,9 +154,10 @@ pub async fn fetch(
                         _ => false,
                     };
                     if !root.is_dir() || !inside {
-                        return Err(fail(format!(
-                            "{sub:?} is not a directory in the repository"
-                        )));
+                        return Err(SourceError::NotADirectory {
+                            subdir: sub.clone(),
+                            commit: None,
+                        });
                     }
                     root
                 }
@@ -170,28 +176,22 @@ pub async fn fetch(
             let entries = tokio::task::spawn_blocking(move || {
                 tarball::unpack(std::io::stdin(), &into, "standard input")
             })
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .map_err(fail)?;
+            .await??;
             Ok(done(dest, &label, entries, started))
         }
         RemoteContext::Tarball { url } => {
-            let stream = http_stream(url).await.map_err(fail)?;
-            let entries = unpack_stream(stream, dest, &label).await.map_err(fail)?;
+            let stream = http_stream(url).await?;
+            let entries = unpack_stream(stream, dest, &label).await?;
             Ok(done(dest, &label, entries, started))
         }
         RemoteContext::S3 { bucket, key } => {
-            let stream = object::open(object::Object::S3(bucket, key), env)
-                .await
-                .map_err(fail)?;
-            let entries = unpack_stream(stream, dest, &label).await.map_err(fail)?;
+            let stream = object::open(object::Object::S3(bucket, key), env).await?;
+            let entries = unpack_stream(stream, dest, &label).await?;
             Ok(done(dest, &label, entries, started))
         }
         RemoteContext::Gcs { bucket, key } => {
-            let stream = object::open(object::Object::Gcs(bucket, key), env)
-                .await
-                .map_err(fail)?;
-            let entries = unpack_stream(stream, dest, &label).await.map_err(fail)?;
+            let stream = object::open(object::Object::Gcs(bucket, key), env).await?;
+            let entries = unpack_stream(stream, dest, &label).await?;
             Ok(done(dest, &label, entries, started))
         }
         RemoteContext::Azure {
@@ -203,9 +203,8 @@ pub async fn fetch(
                 object::Object::Azure(account.as_deref(), container, key),
                 env,
             )
-            .await
-            .map_err(fail)?;
-            let entries = unpack_stream(stream, dest, &label).await.map_err(fail)?;
+            .await?;
+            let entries = unpack_stream(stream, dest, &label).await?;
             Ok(done(dest, &label, entries, started))
         }
     }
@@ -235,20 +234,21 @@ pub(crate) fn create_private_dir(dest: &Path) -> std::io::Result<()> {
 
 async fn http_stream(
     url: &str,
-) -> Result<BoxStream<'static, std::io::Result<bytes::Bytes>>, String> {
+) -> Result<BoxStream<'static, std::io::Result<bytes::Bytes>>, HttpError> {
     let client = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(HttpError::Client)?;
     let response = client
         .get(url)
         .send()
         .await
-        .map_err(|e| error_chain(&e.without_url()))?;
+        // The URL may hold credentials: it is never kept in the error.
+        .map_err(|e| HttpError::Request(e.without_url()))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("the server answered {status}"));
+        return Err(HttpError::Status(status));
     }
     Ok(response
         .bytes_stream()
@@ -261,12 +261,10 @@ async fn unpack_stream(
     stream: BoxStream<'static, std::io::Result<bytes::Bytes>>,
     dest: &Path,
     label: &str,
-) -> Result<u64, String> {
+) -> Result<u64, SourceError> {
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let (into, label) = (dest.to_path_buf(), label.to_string());
-    tokio::task::spawn_blocking(move || tarball::unpack(reader, &into, &label))
-        .await
-        .map_err(|e| e.to_string())?
+    Ok(tokio::task::spawn_blocking(move || tarball::unpack(reader, &into, &label)).await??)
 }
 
 /// An error and its causes on one line, without repeating a cause already shown.
@@ -282,4 +280,68 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn a_failed_clone_names_the_context_and_keeps_the_git_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-repository");
+        let context = RemoteContext::Git(GitContext {
+            url: format!("file://{}", missing.display()),
+            reference: None,
+            commit: None,
+            subdir: None,
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = runtime
+            .block_on(fetch(
+                &context,
+                &GitOptions::default(),
+                &Env::default(),
+                &dir.path().join("checkout"),
+            ))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("build context {context}: ")),
+            "{e}"
+        );
+        let source = e
+            .source()
+            .and_then(|s| s.downcast_ref::<SourceError>())
+            .expect("the SourceError beneath");
+        assert!(matches!(source, SourceError::Git(_)), "{source:?}");
+        assert!(
+            source
+                .source()
+                .is_some_and(|git| git.downcast_ref::<GitError>().is_some()),
+            "{source:?}"
+        );
+    }
+
+    #[test]
+    fn git_options_errors_say_what_is_wrong() {
+        assert_eq!(
+            GitOptions::parse("branch").unwrap_err(),
+            GitOptionsError::NotKeyValue("branch".into())
+        );
+        assert_eq!(
+            GitOptions::parse("single-branch=maybe")
+                .unwrap_err()
+                .to_string(),
+            "single-branch=maybe: expected true or false"
+        );
+        assert_eq!(
+            GitOptions::parse("depth=1").unwrap_err().to_string(),
+            "unknown key \"depth\" (known: branch, single-branch, recurse-submodules, insecure-skip-tls)"
+        );
+    }
 }

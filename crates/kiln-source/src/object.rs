@@ -4,6 +4,7 @@
 //! stores, and `STORAGE_EMULATOR_HOST` for a GCS emulator (as Google's
 //! client libraries read it).
 
+use crate::error::ObjectError;
 use crate::Env;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -27,40 +28,21 @@ pub enum Object<'a> {
 pub async fn open(
     object: Object<'_>,
     env: &Env,
-) -> Result<BoxStream<'static, std::io::Result<bytes::Bytes>>, String> {
+) -> Result<BoxStream<'static, std::io::Result<bytes::Bytes>>, ObjectError> {
     let (store, key): (Arc<dyn ObjectStore>, &str) = match object {
         Object::S3(bucket, key) => (Arc::new(s3(bucket, env)?), key),
         Object::Gcs(bucket, key) => (Arc::new(gcs(bucket, env)?), key),
         Object::Azure(account, container, key) => (Arc::new(azure(account, container, env)?), key),
     };
     let path = object_store::path::Path::from(key);
-    let result = store.get(&path).await.map_err(|e| describe(&e))?;
+    let result = store.get(&path).await?;
     Ok(result
         .into_stream()
         .map(|chunk| chunk.map_err(std::io::Error::other))
         .boxed())
 }
 
-fn describe(error: &object_store::Error) -> String {
-    match error {
-        object_store::Error::NotFound { .. } => "no such object".to_string(),
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                let more = s.to_string();
-                if !text.contains(&more) {
-                    text.push_str(": ");
-                    text.push_str(&more);
-                }
-                source = s.source();
-            }
-            text
-        }
-    }
-}
-
-fn s3(bucket: &str, env: &Env) -> Result<object_store::aws::AmazonS3, String> {
+fn s3(bucket: &str, env: &Env) -> Result<object_store::aws::AmazonS3, ObjectError> {
     let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
     for (key, value) in env.vars_with_prefix("AWS_") {
         if let Ok(config) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
@@ -98,7 +80,7 @@ fn s3(bucket: &str, env: &Env) -> Result<object_store::aws::AmazonS3, String> {
         .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     builder = builder
         .with_virtual_hosted_style_request(!force_path_style && env.get("S3_ENDPOINT").is_none());
-    builder.build().map_err(|e| describe(&e))
+    Ok(builder.build()?)
 }
 
 /// The keys and region of the AWS shared-config profile (`AWS_PROFILE`, else
@@ -151,7 +133,7 @@ fn aws_profile(env: &Env) -> Vec<(AmazonS3ConfigKey, String)> {
     found
 }
 
-fn gcs(bucket: &str, env: &Env) -> Result<object_store::gcp::GoogleCloudStorage, String> {
+fn gcs(bucket: &str, env: &Env) -> Result<object_store::gcp::GoogleCloudStorage, ObjectError> {
     let mut builder = GoogleCloudStorageBuilder::new().with_bucket_name(bucket);
     for (key, value) in env.vars_with_prefix("GOOGLE_") {
         if let Ok(config) = key.to_ascii_lowercase().parse::<GoogleConfigKey>() {
@@ -181,14 +163,14 @@ fn gcs(bucket: &str, env: &Env) -> Result<object_store::gcp::GoogleCloudStorage,
             .with_service_account_key(key.to_string())
             .with_client_options(object_store::ClientOptions::new().with_allow_http(true));
     }
-    builder.build().map_err(|e| describe(&e))
+    Ok(builder.build()?)
 }
 
 fn azure(
     account: Option<&str>,
     container: &str,
     env: &Env,
-) -> Result<object_store::azure::MicrosoftAzure, String> {
+) -> Result<object_store::azure::MicrosoftAzure, ObjectError> {
     let mut builder = MicrosoftAzureBuilder::new().with_container_name(container);
     for (key, value) in env.vars_with_prefix("AZURE_") {
         if let Ok(config) = key.to_ascii_lowercase().parse::<AzureConfigKey>() {
@@ -198,5 +180,5 @@ fn azure(
     if let Some(account) = account {
         builder = builder.with_account(account);
     }
-    builder.build().map_err(|e| describe(&e))
+    Ok(builder.build()?)
 }

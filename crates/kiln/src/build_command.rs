@@ -22,16 +22,15 @@ const REGISTRY: &str = "Registries";
 const LOGGING: &str = "Logging";
 const NO_EFFECT: &str = "Accepted for Kaniko compatibility (no effect in kiln)";
 
+/// A boolean flag's value that Go's `strconv.ParseBool` refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a boolean (use true/false, 1/0, t/f, TRUE/FALSE, True/False)")]
+pub(crate) struct NotABoolean(pub(crate) String);
+
 /// Parses a Go `strconv.ParseBool` value for a boolean flag. Every kiln
 /// command's booleans use it, so `--flag=false` means the same everywhere.
-pub(crate) fn go_bool(value: &str) -> Result<bool, String> {
-    parse_go_bool(value).ok_or_else(|| {
-        format!("{value:?} is not a boolean (use true/false, 1/0, t/f, TRUE/FALSE, True/False)")
-    })
-}
-
-fn go_duration_arg(value: &str) -> Result<Duration, String> {
-    go_duration::parse(value)
+pub(crate) fn go_bool(value: &str) -> Result<bool, NotABoolean> {
+    parse_go_bool(value).ok_or_else(|| NotABoolean(value.to_string()))
 }
 
 /// Every flag of `kiln build`.
@@ -208,7 +207,7 @@ pub struct BuildCommand {
     pub cache_dir: PathBuf,
 
     /// How long cache entries stay valid, as a Go duration (e.g. 6h, 1h30m).
-    #[arg(long, value_name = "DURATION", default_value = "336h", value_parser = go_duration_arg, help_heading = CACHE)]
+    #[arg(long, value_name = "DURATION", default_value = "336h", value_parser = go_duration::parse, help_heading = CACHE)]
     pub cache_ttl: Duration,
 
     /// Cache COPY and ADD layers.

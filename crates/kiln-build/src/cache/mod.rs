@@ -46,7 +46,7 @@ use crate::options::{CacheOptions, CacheRepo};
 pub use key::{CacheKey, StepInputs, Upstream};
 pub use layout::OciLayoutCache;
 pub use prune::{prune, PruneReport};
-pub use pusher::CachePusher;
+pub use pusher::{CachePusher, StoreError};
 pub use registry::RegistryCache;
 
 /// A step found in the cache.

@@ -5,8 +5,31 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::{CacheKey, LayerCache};
+use super::{CacheError, CacheKey, LayerCache};
 use crate::model::image::LayerRef;
+
+/// Why a background store failed: a warning, never a build failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A step's entry could not be stored.
+    #[error("could not store cache entry {key} in {cache}: {source}")]
+    Entry {
+        /// The entry's key.
+        key: CacheKey,
+        /// The cache, as [`LayerCache::describe`] names it.
+        cache: String,
+        /// Why.
+        source: CacheError,
+    },
+    /// A store started with [`CachePusher::spawn_task`] failed; its error
+    /// says what it was storing.
+    #[error("{0}")]
+    Task(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The task running a store panicked or was cancelled.
+    #[error("a cache store task failed: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
+}
 
 /// How many stores run at once by default: enough to overlap uploads
 /// without flooding the registry or the runner's uplink.
@@ -19,7 +42,7 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 /// [`CachePusher::finish`] returns.
 pub struct CachePusher {
     permits: Arc<Semaphore>,
-    tasks: Mutex<Vec<JoinHandle<Option<String>>>>,
+    tasks: Mutex<Vec<JoinHandle<Option<StoreError>>>>,
 }
 
 impl Default for CachePusher {
@@ -46,24 +69,32 @@ impl CachePusher {
         created_by: String,
     ) {
         let cache = cache.clone();
-        self.spawn_task(async move {
+        self.start(async move {
             cache
                 .store(&key, layer.as_ref(), &created_by)
                 .await
-                .map_err(|e| {
-                    format!(
-                        "could not store cache entry {key} in {}: {e}",
-                        cache.describe()
-                    )
+                .map_err(|source| StoreError::Entry {
+                    cache: cache.describe(),
+                    key,
+                    source,
                 })
         });
     }
 
     /// Starts another store, `store`, whose error is its warning. Must be
     /// called inside a tokio runtime.
-    pub fn spawn_task(
+    pub fn spawn_task<E>(
         &self,
-        store: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+        store: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    ) where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.start(async move { store.await.map_err(|e| StoreError::Task(Box::new(e))) });
+    }
+
+    fn start(
+        &self,
+        store: impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
     ) {
         let permits = self.permits.clone();
         let task = tokio::spawn(async move {
@@ -80,7 +111,7 @@ impl CachePusher {
 
     /// Waits for every store; returns one warning per failed store (each
     /// also logged).
-    pub async fn finish(self) -> Vec<String> {
+    pub async fn finish(self) -> Vec<StoreError> {
         let tasks = match self.tasks.into_inner() {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
@@ -89,7 +120,7 @@ impl CachePusher {
         for task in tasks {
             let warning = match task.await {
                 Ok(w) => w,
-                Err(e) => Some(format!("a cache store task failed: {e}")),
+                Err(e) => Some(StoreError::Stopped(e)),
             };
             if let Some(w) = warning {
                 tracing::warn!("{w}");

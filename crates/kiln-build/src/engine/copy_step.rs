@@ -5,7 +5,7 @@
 //! materializes what it needs (the stage's root for destination lookups
 //! and `--chown` names, the `--from` stage's or image's root).
 
-use super::error::BuildError;
+use super::error::{BuildError, GitSourceError, StepError};
 use super::rootfs::Rootfs;
 use super::stage::{StageRun, StageRunner};
 use super::through_links::through_image_links;
@@ -174,16 +174,20 @@ impl StageRunner<'_> {
         src: &str,
         keep_git_dir: bool,
         checksum: &AddChecksum,
-    ) -> Result<GitSource, String> {
+    ) -> Result<GitSource, StepError> {
         let shown = kiln_source::spec::redact(src);
-        let fail = |reason: String| format!("git source {shown}: {reason}");
-        let spec = kiln_source::git_source::parse_source(src).map_err(fail)?;
+        let fail = |reason: GitSourceError| StepError::GitSource {
+            source_name: shown.clone(),
+            source: reason,
+        };
+        let spec = kiln_source::git_source::parse_source(src)
+            .map_err(|e| fail(GitSourceError::Checkout(e)))?;
         let scratch = self.workspace.scratch();
-        std::fs::create_dir_all(&scratch).map_err(|e| fail(e.to_string()))?;
+        std::fs::create_dir_all(&scratch).map_err(|e| fail(GitSourceError::Scratch(e)))?;
         let dest = tempfile::Builder::new()
             .prefix("git-")
             .tempdir_in(&scratch)
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(GitSourceError::Scratch(e)))?
             .keep()
             .join("checkout");
         let env = kiln_source::Env::from_process();
@@ -192,14 +196,14 @@ impl StageRunner<'_> {
             kiln_source::git_source::checkout(&spec, keep_git_dir, &env, &dest)
         })
         .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(fail)?;
+        .map_err(|e| fail(GitSourceError::Task(e)))?
+        .map_err(|e| fail(GitSourceError::Checkout(e)))?;
         if let AddChecksum::Commit(expected) = checksum {
             if *expected != checkout.commit {
-                return Err(fail(format!(
-                    "checksum mismatch: --checksum is {expected}, the source resolved to commit {}",
-                    checkout.commit
-                )));
+                return Err(fail(GitSourceError::ChecksumMismatch {
+                    expected: expected.clone(),
+                    commit: checkout.commit,
+                }));
             }
         }
         tracing::info!(

@@ -1,6 +1,8 @@
 //! What can stop a build, with enough context to say where and why in one
 //! line. The CLI maps each kind to an exit code.
 
+pub use super::image_text::ImageTextError;
+pub use super::pending::LayerWriteError;
 use kiln_dockerfile::instructions::FrontendError;
 use std::fmt;
 use std::path::PathBuf;
@@ -33,7 +35,7 @@ pub enum BuildError {
     BuildContext(#[from] crate::context::ContextError),
     /// A remote build context could not be fetched.
     #[error(transparent)]
-    RemoteContext(#[from] kiln_source::SourceError),
+    RemoteContext(#[from] kiln_source::RemoteContextError),
     /// The layer cache could not be opened.
     #[error("cache: {0}")]
     Cache(#[from] crate::cache::CacheError),
@@ -54,19 +56,11 @@ pub enum BuildError {
     /// The image config could not be serialised.
     #[error("serialising the image config: {0}")]
     Config(#[source] serde_json::Error),
-    /// A step failed.
-    #[error("{file}:{line}: {instruction}: {source}")]
-    Step {
-        /// The Dockerfile.
-        file: String,
-        /// The step's first line.
-        line: usize,
-        /// The instruction, shortened.
-        instruction: String,
-        /// What went wrong, with the error beneath it.
-        #[source]
-        source: Box<StepError>,
-    },
+    /// A step failed. Boxed, as the step error is large; transparent, so
+    /// that `source()` yields the [`StepError`] itself and a caller walking
+    /// the chain can `downcast_ref::<StepError>()` it.
+    #[error(transparent)]
+    Step(Box<StepFailure>),
     /// A RUN step's command exited non-zero.
     #[error(
         "{file}:{line}: RUN {command}: exit code {code}{}",
@@ -124,6 +118,21 @@ pub enum BuildError {
     },
 }
 
+/// Where a step failed and why, printed as `FILE:LINE: INSTRUCTION: WHY`.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {instruction}: {source}")]
+pub struct StepFailure {
+    /// The Dockerfile.
+    pub file: String,
+    /// The step's first line.
+    pub line: usize,
+    /// The instruction, shortened.
+    pub instruction: String,
+    /// What went wrong, with the error beneath it.
+    #[source]
+    pub source: StepError,
+}
+
 impl BuildError {
     /// True when a registry said no to our credentials.
     pub fn is_auth(&self) -> bool {
@@ -178,10 +187,16 @@ pub enum StepError {
     CopyLayer(#[source] crate::copy::layer::WriteError),
     /// A RUN's layer, written on its own thread, failed.
     #[error("writing the layer: {0}")]
-    PendingLayer(#[source] Box<StepError>),
+    PendingLayer(#[source] LayerWriteError),
     /// A COPY or ADD could not copy its sources.
     #[error("{0}")]
     Copy(#[source] crate::copy::CopyError),
+    /// The files of the image's layers could not be listed.
+    #[error("{0}")]
+    Listing(#[source] super::listing::ListingError),
+    /// `/etc/passwd` or `/etc/group` could not be read out of the image.
+    #[error("{0}")]
+    ImageText(#[source] ImageTextError),
     /// A `--chown` could not be resolved against the image's users.
     #[error("{0}")]
     Chown(#[source] crate::copy::chown::ChownError),
@@ -223,6 +238,14 @@ pub enum StepError {
         /// Why chroot failed as well.
         source: Box<kiln_sandbox::SandboxError>,
     },
+    /// An `ADD` git source could not be checked out.
+    #[error("git source {source_name}: {source}")]
+    GitSource {
+        /// The source, credentials removed.
+        source_name: String,
+        /// Why.
+        source: GitSourceError,
+    },
     /// A task doing part of the step's work panicked or was cancelled.
     #[error("{0}")]
     Join(#[source] tokio::task::JoinError),
@@ -233,6 +256,29 @@ pub enum StepError {
         what: &'static str,
         /// Why it stopped.
         source: tokio::task::JoinError,
+    },
+}
+
+/// Why an `ADD` git source could not be checked out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GitSourceError {
+    /// The source could not be parsed, cloned or prepared.
+    #[error("{0}")]
+    Checkout(#[source] kiln_source::SourceError),
+    /// The scratch directory for the checkout could not be made.
+    #[error("{0}")]
+    Scratch(#[source] std::io::Error),
+    /// The thread cloning it panicked or was cancelled.
+    #[error("{0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// `--checksum` names another commit than the source resolved to.
+    #[error("checksum mismatch: --checksum is {expected}, the source resolved to commit {commit}")]
+    ChecksumMismatch {
+        /// The commit `--checksum` names.
+        expected: String,
+        /// The commit checked out.
+        commit: String,
     },
 }
 
@@ -251,6 +297,8 @@ macro_rules! step_error_from {
 step_error_from!(
     Copy(crate::copy::CopyError),
     Chown(crate::copy::chown::ChownError),
+    ImageText(ImageTextError),
+    Listing(super::listing::ListingError),
     Chmod(crate::copy::chmod::ChmodError),
     Exclude(kiln_dockerfile::ignore::IgnoreError),
     Fetch(crate::copy::http::FetchError),
@@ -268,6 +316,17 @@ step_error_from!(
 impl From<super::rootfs::RootfsError> for StepError {
     fn from(source: super::rootfs::RootfsError) -> StepError {
         StepError::Rootfs(Box::new(source))
+    }
+}
+
+impl From<LayerWriteError> for StepError {
+    /// A layer written on the step's own thread fails as its sandbox error,
+    /// printed as it was before the layer could be written elsewhere.
+    fn from(source: LayerWriteError) -> StepError {
+        match source {
+            LayerWriteError::Sandbox(e) => StepError::Sandbox(e),
+            vanished @ LayerWriteError::Vanished => StepError::Message(vanished.to_string()),
+        }
     }
 }
 

@@ -20,7 +20,17 @@ use std::time::Duration;
 const POLL: Duration = Duration::from_millis(5);
 
 /// How a download ended, once it has.
-pub(crate) type DownloadWatch = Signal<Result<(), String>>;
+pub(crate) type DownloadWatch = Signal<Result<(), DownloadFailed>>;
+
+/// What a reader behind a failed download gets. The download's own error
+/// is not repeated here: whoever awaited the download reports it, ahead
+/// of anything the reader made of the partial file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the download of {what} failed")]
+pub(crate) struct DownloadFailed {
+    /// The blob being downloaded.
+    pub(crate) what: String,
+}
 
 /// The file a download is writing, read as it grows.
 pub(crate) struct GrowingFile {
@@ -106,8 +116,16 @@ mod tests {
         let mut reader = GrowingFile::new(path, watch.clone());
         let mut buf = [0u8; 64];
         assert_eq!(reader.read(&mut buf).unwrap(), 7);
-        watch.set(Err("digest mismatch".into()));
+        let failed = DownloadFailed {
+            what: "blob".into(),
+        };
+        watch.set(Err(failed.clone()));
         let err = reader.read(&mut buf).unwrap_err();
-        assert!(err.to_string().contains("digest mismatch"), "{err}");
+        assert_eq!(
+            err.get_ref()
+                .and_then(|e| e.downcast_ref::<DownloadFailed>()),
+            Some(&failed),
+            "{err}"
+        );
     }
 }

@@ -17,63 +17,122 @@ use std::path::Path;
 /// Largest text file read from an image (also what a layer listing keeps).
 pub(crate) const TEXT_LIMIT: u64 = 1 << 20;
 
+/// Why a small text file could not be read out of an image; each names it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageTextError {
+    /// Resolving the path inside the image met a link loop.
+    #[error("{path} in the image: too many levels of symbolic links")]
+    LinkLoop {
+        /// The path, absolute in the image.
+        path: String,
+    },
+    /// The file could not be looked at, opened or read.
+    #[error("{path} in the image: {source}")]
+    Io {
+        /// The path, absolute in the image.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is something else than a regular file.
+    #[error("{path} in the image is {what}, not a regular file; it is not read")]
+    NotRegular {
+        /// The path, absolute in the image.
+        path: String,
+        /// What it is instead: "a FIFO", "a directory", …
+        what: &'static str,
+    },
+    /// A layer listing has it as something else than a regular file (a
+    /// listing knows kinds, not contents).
+    #[error("{path} in the image is not a regular file; it is not read")]
+    ListedNotRegular {
+        /// The path, absolute in the image.
+        path: String,
+    },
+    /// It was replaced between the look and the open.
+    #[error("{path} in the image changed while it was read")]
+    Changed {
+        /// The path, absolute in the image.
+        path: String,
+    },
+    /// It is larger than [`TEXT_LIMIT`].
+    #[error("{path} in the image is larger than {} MiB", TEXT_LIMIT >> 20)]
+    TooLarge {
+        /// The path, absolute in the image.
+        path: String,
+    },
+    /// It is not UTF-8.
+    #[error("{path} in the image is not UTF-8 text")]
+    NotUtf8 {
+        /// The path, absolute in the image.
+        path: String,
+        /// Where the bytes stop being UTF-8.
+        source: std::string::FromUtf8Error,
+    },
+}
+
 /// The text of `path` (absolute in the image) in the root `root`; `None`
 /// when it does not exist.
 ///
 /// # Errors
-/// A message naming `path` when it is not a regular file, is larger than
+/// Naming `path` when it is not a regular file, is larger than
 /// [`TEXT_LIMIT`], is not UTF-8, or cannot be read.
-pub(crate) fn read_image_text(root: &Path, path: &str) -> Result<Option<String>, String> {
+pub(crate) fn read_image_text(root: &Path, path: &str) -> Result<Option<String>, ImageTextError> {
+    let io = |source| ImageTextError::Io {
+        path: path.to_string(),
+        source,
+    };
     let Some(resolved) = super::rootfs::resolve_in_root(root, path) else {
-        return Err(format!(
-            "{path} in the image: too many levels of symbolic links"
-        ));
+        return Err(ImageTextError::LinkLoop {
+            path: path.to_string(),
+        });
     };
     let before = match fs::symlink_metadata(&resolved) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         // A component that is a file, not a directory: no such path.
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
-        Err(e) => return Err(format!("{path} in the image: {e}")),
+        Err(e) => return Err(io(e)),
     };
     check_kind(path, &before)?;
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&resolved)
-        .map_err(|e| format!("{path} in the image: {e}"))?;
-    let after = file
-        .metadata()
-        .map_err(|e| format!("{path} in the image: {e}"))?;
+        .map_err(io)?;
+    let after = file.metadata().map_err(io)?;
     check_kind(path, &after)?;
     if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
-        return Err(format!("{path} in the image changed while it was read"));
+        return Err(ImageTextError::Changed {
+            path: path.to_string(),
+        });
     }
     let mut bytes = Vec::new();
     file.take(TEXT_LIMIT + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("{path} in the image: {e}"))?;
+        .map_err(io)?;
     if bytes.len() as u64 > TEXT_LIMIT {
-        return Err(too_large(path));
+        return Err(ImageTextError::TooLarge {
+            path: path.to_string(),
+        });
     }
     String::from_utf8(bytes)
         .map(Some)
-        .map_err(|_| format!("{path} in the image is not UTF-8 text"))
-}
-
-fn too_large(path: &str) -> String {
-    format!(
-        "{path} in the image is larger than {} MiB",
-        TEXT_LIMIT >> 20
-    )
+        .map_err(|source| ImageTextError::NotUtf8 {
+            path: path.to_string(),
+            source,
+        })
 }
 
 /// An error unless `meta` is a regular file no larger than the limit.
-fn check_kind(path: &str, meta: &fs::Metadata) -> Result<(), String> {
+fn check_kind(path: &str, meta: &fs::Metadata) -> Result<(), ImageTextError> {
     let t = meta.file_type();
     if t.is_file() {
         return if meta.len() > TEXT_LIMIT {
-            Err(too_large(path))
+            Err(ImageTextError::TooLarge {
+                path: path.to_string(),
+            })
         } else {
             Ok(())
         };
@@ -91,15 +150,10 @@ fn check_kind(path: &str, meta: &fs::Metadata) -> Result<(), String> {
     } else {
         "not a regular file"
     };
-    Err(format!(
-        "{path} in the image is {what}, not a regular file; it is not read"
-    ))
-}
-
-/// The error for a name the image lists as something other than a regular
-/// file (a layer listing knows kinds, not contents).
-pub(crate) fn not_regular(path: &str) -> String {
-    format!("{path} in the image is not a regular file; it is not read")
+    Err(ImageTextError::NotRegular {
+        path: path.to_string(),
+        what,
+    })
 }
 
 #[cfg(test)]
@@ -140,7 +194,14 @@ mod tests {
         let started = Instant::now();
         let e = read_image_text(root.path(), "/etc/passwd").unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(e.contains("/etc/passwd") && e.contains("FIFO"), "{e}");
+        assert!(
+            matches!(&e, ImageTextError::NotRegular { path, what: "a FIFO" } if path == "/etc/passwd"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "/etc/passwd in the image is a FIFO, not a regular file; it is not read"
+        );
     }
 
     #[test]
@@ -164,6 +225,9 @@ mod tests {
         let f = fs::File::create(root.path().join("etc/group")).unwrap();
         f.set_len(TEXT_LIMIT + 1).unwrap();
         let e = read_image_text(root.path(), "/etc/group").unwrap_err();
-        assert!(e.contains("/etc/group") && e.contains("larger"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "/etc/group in the image is larger than 1 MiB"
+        );
     }
 }

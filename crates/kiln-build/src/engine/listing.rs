@@ -26,7 +26,7 @@
 
 use super::blobs::BlobStore;
 use super::image::{ImageState, LayerOrigin, LayerRef};
-use crate::cache::{CacheKey, CachePusher, LayerCache};
+use crate::cache::{CacheError, CacheKey, CachePusher, LayerCache};
 use crate::copy::FileKind;
 use kiln_layer::list::visit_entries_with_content;
 use kiln_layer::reader::open_blob;
@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 /// Files whose text a listing keeps (for `--chown` and USER names).
 const TEXT_FILES: [&str; 2] = ["/etc/passwd", "/etc/group"];
 /// Largest kept text file; bigger ones are not what we are looking for.
-use super::image_text::TEXT_LIMIT;
+use super::image_text::{ImageTextError, TEXT_LIMIT};
 /// The listing format; part of the listing's cache key.
 const LISTING_VERSION: &str = "kiln-listing-v1";
 /// Media type of a listing blob stored in the cache.
@@ -257,12 +257,14 @@ impl ImageIndex {
     /// # Errors
     /// When the image has it as a FIFO, a device node or a socket (what
     /// reading the image's root would refuse too).
-    pub fn read_text(&self, path: &str) -> Result<Option<String>, String> {
+    pub fn read_text(&self, path: &str) -> Result<Option<String>, ImageTextError> {
         if let Some(text) = self.resolve(path).and_then(|p| self.texts.get(&p)) {
             return Ok(Some(text.clone()));
         }
         match self.kind_of(path) {
-            Some(FileKind::Other) => Err(super::image_text::not_regular(path)),
+            Some(FileKind::Other) => Err(ImageTextError::ListedNotRegular {
+                path: path.to_string(),
+            }),
             _ => Ok(None),
         }
     }
@@ -356,7 +358,7 @@ impl Listings {
         &self,
         image: &ImageState,
         pusher: &CachePusher,
-    ) -> Result<Arc<ImageIndex>, String> {
+    ) -> Result<Arc<ImageIndex>, ListingError> {
         let layers = &image.layers;
         // One layer's own listing is as cheap as a chain listing.
         let chain = (layers.len() >= 2).then(|| chain_key(layers));
@@ -433,7 +435,7 @@ impl Listings {
         &self,
         layer: &LayerRef,
         pusher: &CachePusher,
-    ) -> Result<Arc<LayerListing>, String> {
+    ) -> Result<Arc<LayerListing>, ListingError> {
         if let Some(l) = self.memo.lock().expect("listing memo").get(&layer.diff_id) {
             return Ok(l.clone());
         }
@@ -443,38 +445,40 @@ impl Listings {
             (Some(cache), LayerOrigin::Remote(_)) => self.cached_listing(cache, &key).await,
             _ => None,
         };
-        let listing = match from_cache {
-            Some(l) => Arc::new(l),
-            None => {
-                let path = self
-                    .blobs
-                    .local_path(layer)
+        let listing =
+            match from_cache {
+                Some(l) => Arc::new(l),
+                None => {
+                    let path = self.blobs.local_path(layer).await.map_err(|source| {
+                        ListingError::Fetch {
+                            digest: layer.descriptor.digest.clone(),
+                            source: Box::new(source),
+                        }
+                    })?;
+                    let (media_type, diff_id) =
+                        (layer.descriptor.media_type.clone(), layer.diff_id.clone());
+                    let listing = tokio::task::spawn_blocking(move || {
+                        LayerListing::from_blob(&path, &media_type, &diff_id)
+                    })
                     .await
-                    .map_err(|e| format!("layer {}: {e}", layer.descriptor.digest))?;
-                let (media_type, diff_id) =
-                    (layer.descriptor.media_type.clone(), layer.diff_id.clone());
-                let listing = tokio::task::spawn_blocking(move || {
-                    LayerListing::from_blob(&path, &media_type, &diff_id)
-                })
-                .await
-                .expect("listing task panicked")
-                .map_err(|e| e.to_string())?;
-                let listing = Arc::new(listing);
-                // Stored for every layer, also the ones this build wrote: the
-                // next runner gets them from the cache as step results.
-                if let (Some(cache), true) = (&self.cache, self.push) {
-                    let about = format!("layer {}", layer.diff_id);
-                    pusher.spawn_task(store_listing(
-                        cache.clone(),
-                        self.dir.clone(),
-                        key,
-                        about,
-                        ToStore::Layer(listing.clone()),
-                    ));
+                    .expect("listing task panicked")
+                    .map_err(ListingError::Read)?;
+                    let listing = Arc::new(listing);
+                    // Stored for every layer, also the ones this build wrote: the
+                    // next runner gets them from the cache as step results.
+                    if let (Some(cache), true) = (&self.cache, self.push) {
+                        let about = format!("layer {}", layer.diff_id);
+                        pusher.spawn_task(store_listing(
+                            cache.clone(),
+                            self.dir.clone(),
+                            key,
+                            about,
+                            ToStore::Layer(listing.clone()),
+                        ));
+                    }
+                    listing
                 }
-                listing
-            }
-        };
+            };
         self.memo
             .lock()
             .expect("listing memo")
@@ -489,9 +493,8 @@ impl Listings {
         // Parsed as it is read: a big image's listing is tens of megabytes
         // of JSON, and holding the text beside the maps would double it.
         let parsed = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+            let file = std::fs::File::open(&path).map_err(serde_json::Error::io)?;
             serde_json::from_reader::<_, LayerListing>(std::io::BufReader::new(file))
-                .map_err(|e| e.to_string())
         })
         .await
         .ok()?;
@@ -569,6 +572,54 @@ enum ToStore {
     Chain(Arc<ImageIndex>),
 }
 
+/// Why the files of an image's layers could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListingError {
+    /// The layer's blob could not be had.
+    #[error("layer {digest}: {source}")]
+    Fetch {
+        /// The layer.
+        digest: Digest,
+        /// Why.
+        source: Box<kiln_oci::RegistryError>,
+    },
+    /// The layer's blob could not be read.
+    #[error("{0}")]
+    Read(#[source] kiln_layer::Error),
+}
+
+/// Why a listing could not be stored in the cache: a warning.
+#[derive(Debug, thiserror::Error)]
+#[error("could not store the listing of {about}: {source}")]
+struct ListingStoreError {
+    /// The layer or chain listed.
+    about: String,
+    source: ListingStoreFailure,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ListingStoreFailure {
+    /// The listing's file could not be written.
+    #[error("{0}")]
+    Write(#[source] std::io::Error),
+    /// The listing could not be serialised.
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+    /// The written file could not be put in its place.
+    #[error("{}: {source}", path.display())]
+    Persist {
+        path: PathBuf,
+        source: tempfile::PersistError,
+    },
+    /// The thread writing it panicked.
+    #[error("{0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// The cache refused the entry.
+    #[error("{0}")]
+    Cache(#[source] CacheError),
+}
+
 /// Stores `listing` (of `about`) in `cache` under `key`, as an entry whose
 /// layer is the listing's JSON, written to a file in `dir` first.
 async fn store_listing(
@@ -577,38 +628,44 @@ async fn store_listing(
     key: CacheKey,
     about: String,
     listing: ToStore,
-) -> Result<(), String> {
-    let failed = |e: &dyn std::fmt::Display| format!("could not store the listing of {about}: {e}");
-    // A big layer's listing is megabytes of JSON: written off the async threads.
-    let written = tokio::task::spawn_blocking(move || -> Result<LayerRef, String> {
-        // Streamed to disk and digested in one pass: a big image's listing
-        // is tens of megabytes of JSON, never held whole in memory.
-        let temp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| e.to_string())?;
-        let file = temp.as_file().try_clone().map_err(|e| e.to_string())?;
-        let mut out = DigestWriter::new(std::io::BufWriter::new(file));
-        match &listing {
-            ToStore::Layer(l) => serde_json::to_writer(&mut out, &**l),
-            ToStore::Chain(index) => serde_json::to_writer(&mut out, &index.as_flat()),
-        }
-        .map_err(|e| e.to_string())?;
-        let (mut file, digest, len) = out.finish();
-        std::io::Write::flush(&mut file).map_err(|e| e.to_string())?;
-        let path = dir.join(format!("listing-{}", digest.hex()));
-        temp.persist(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(LayerRef {
-            descriptor: Descriptor::new(LISTING_MEDIA_TYPE, digest.clone(), len),
-            diff_id: digest,
-            origin: LayerOrigin::Local(path),
-        })
-    })
-    .await
-    .map_err(|e| failed(&e))?
-    .map_err(|e| failed(&e))?;
-    cache
-        .store(&key, Some(&written), &format!("listing of {about}"))
+) -> Result<(), ListingStoreError> {
+    let stored = async {
+        // A big layer's listing is megabytes of JSON: written off the async threads.
+        let written =
+            tokio::task::spawn_blocking(move || -> Result<LayerRef, ListingStoreFailure> {
+                use ListingStoreFailure::{Json, Write};
+                // Streamed to disk and digested in one pass: a big image's listing
+                // is tens of megabytes of JSON, never held whole in memory.
+                let temp = tempfile::NamedTempFile::new_in(&dir).map_err(Write)?;
+                let file = temp.as_file().try_clone().map_err(Write)?;
+                let mut out = DigestWriter::new(std::io::BufWriter::new(file));
+                match &listing {
+                    ToStore::Layer(l) => serde_json::to_writer(&mut out, &**l),
+                    ToStore::Chain(index) => serde_json::to_writer(&mut out, &index.as_flat()),
+                }
+                .map_err(Json)?;
+                let (mut file, digest, len) = out.finish();
+                std::io::Write::flush(&mut file).map_err(Write)?;
+                let path = dir.join(format!("listing-{}", digest.hex()));
+                if let Err(source) = temp.persist(&path) {
+                    return Err(ListingStoreFailure::Persist { path, source });
+                }
+                Ok(LayerRef {
+                    descriptor: Descriptor::new(LISTING_MEDIA_TYPE, digest.clone(), len),
+                    diff_id: digest,
+                    origin: LayerOrigin::Local(path),
+                })
+            })
+            .await
+            .map_err(ListingStoreFailure::Task)??;
+        cache
+            .store(&key, Some(&written), &format!("listing of {about}"))
+            .await
+            .map_err(ListingStoreFailure::Cache)
+    };
+    stored
         .await
-        .map_err(|e| failed(&e))
+        .map_err(|source| ListingStoreError { about, source })
 }
 
 /// The cache key of the listing of `layers` together: a function of their
@@ -702,7 +759,7 @@ mod tests {
             .unwrap()
             .starts_with("root:"));
         index.apply(&listing(&[], &["/etc/passwd"], &[]));
-        assert_eq!(index.read_text("/etc/passwd"), Ok(None));
+        assert_eq!(index.read_text("/etc/passwd").unwrap(), None);
         // A FIFO or a device where the text should be is an error naming it.
         index.apply(&listing(
             &[("/dev", Kind::Dir), ("/dev/zero", Kind::Other)],
@@ -715,7 +772,10 @@ mod tests {
             &[],
         ));
         let e = index.read_text("/etc/passwd").unwrap_err();
-        assert!(e.contains("/etc/passwd"), "{e}");
+        assert!(
+            matches!(&e, ImageTextError::ListedNotRegular { path } if path == "/etc/passwd"),
+            "{e:?}"
+        );
     }
 
     #[test]

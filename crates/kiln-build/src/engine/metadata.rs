@@ -19,14 +19,15 @@ pub struct StageFlags {
     pub cmd_set: bool,
 }
 
-/// Applies a metadata instruction; `Ok(false)` when `command` is not one
-/// (RUN, COPY, ADD, FROM) and nothing was done.
+/// Applies a metadata instruction; `false` when `command` is not one
+/// (RUN, COPY, ADD, FROM) and nothing was done. A metadata instruction
+/// cannot fail here: its words were checked when it was parsed.
 pub fn apply(
     image: &mut ImageState,
     flags: &mut StageFlags,
     command: &Command,
     created: Option<&str>,
-) -> Result<bool, String> {
+) -> bool {
     let history = |created_by: String| History {
         created: created.map(str::to_string),
         created_by: Some(created_by),
@@ -140,7 +141,7 @@ pub fn apply(
                 .push(o.expression.clone());
             // BuildKit records the trigger in the config only, with no
             // history entry (Docker's classic builder adds one).
-            return Ok(true);
+            return true;
         }
         Command::Arg(a) => {
             let words: Vec<String> = a
@@ -153,10 +154,10 @@ pub fn apply(
                 .collect();
             format!("ARG {}", words.join(" "))
         }
-        _ => return Ok(false),
+        _ => return false,
     };
     image.push_empty(history(entry));
-    Ok(true)
+    true
 }
 
 /// WORKDIR's config half alone, for a WORKDIR whose history entry is the
@@ -248,7 +249,7 @@ mod tests {
         let cmd = Command::Env(EnvCommand {
             vars: vec![kv("A", "2"), kv("B", "x y")],
         });
-        assert!(apply(&mut img, &mut f, &cmd, None).unwrap());
+        assert!(apply(&mut img, &mut f, &cmd, None));
         assert_eq!(
             img.config.config.as_ref().unwrap().env.as_ref().unwrap(),
             &vec![
@@ -270,13 +271,13 @@ mod tests {
         let ep = Command::Entrypoint(EntrypointCommand {
             command: CommandLine::Exec(vec!["/app".into()]),
         });
-        apply(&mut img, &mut f, &ep, None).unwrap();
+        apply(&mut img, &mut f, &ep, None);
         assert_eq!(img.config.config.as_ref().unwrap().cmd, None);
         let cmd = Command::Cmd(CmdCommand {
             command: CommandLine::Shell("run it".into()),
         });
-        apply(&mut img, &mut f, &cmd, None).unwrap();
-        apply(&mut img, &mut f, &ep, None).unwrap();
+        apply(&mut img, &mut f, &cmd, None);
+        apply(&mut img, &mut f, &ep, None);
         let c = img.config.config.as_ref().unwrap();
         assert_eq!(
             c.cmd.as_ref().unwrap(),
@@ -289,24 +290,22 @@ mod tests {
     fn shell_changes_shell_form_commands() {
         let mut img = scratch();
         let mut f = StageFlags::default();
-        apply(
+        assert!(apply(
             &mut img,
             &mut f,
             &Command::Shell(ShellCommand {
                 shell: vec!["/bin/bash".into(), "-ec".into()],
             }),
             None,
-        )
-        .unwrap();
-        apply(
+        ));
+        assert!(apply(
             &mut img,
             &mut f,
             &Command::Cmd(CmdCommand {
                 command: CommandLine::Shell("x".into()),
             }),
             None,
-        )
-        .unwrap();
+        ));
         assert_eq!(
             img.config.config.as_ref().unwrap().cmd.as_ref().unwrap()[0],
             "/bin/bash"
@@ -317,15 +316,14 @@ mod tests {
     fn expose_defaults_to_tcp_and_healthcheck_uses_nanoseconds() {
         let mut img = scratch();
         let mut f = StageFlags::default();
-        apply(
+        assert!(apply(
             &mut img,
             &mut f,
             &Command::Expose(ExposeCommand {
                 ports: vec!["80".into(), "53/UDP".into()],
             }),
             None,
-        )
-        .unwrap();
+        ));
         let ports = img
             .config
             .config
@@ -345,7 +343,7 @@ mod tests {
                 retries: Some(3),
             },
         ));
-        apply(&mut img, &mut f, &hc, None).unwrap();
+        apply(&mut img, &mut f, &hc, None);
         let h = img
             .config
             .config
@@ -371,7 +369,7 @@ mod tests {
             network: None,
             security: None,
         });
-        assert!(!apply(&mut img, &mut f, &run, None).unwrap());
+        assert!(!apply(&mut img, &mut f, &run, None));
         assert!(img.config.history.is_empty());
     }
 }

@@ -11,7 +11,6 @@
 //! list, so the two stay in step; both get it at the same index. The stage
 //! runner settles it (`StageRunner::settle`, in `stage`).
 
-use super::error::StepError;
 use super::signal::Signal;
 use crate::cache::CacheKey;
 use kiln_dockerfile::instructions::Instruction;
@@ -21,7 +20,7 @@ use std::sync::Arc;
 /// A layer being written on its own thread.
 pub(crate) struct LayerWrite {
     /// The written blob, or why it could not be written.
-    pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, StepError>>,
+    pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, LayerWriteError>>,
     /// Set once the writer has stopped using its shadow tree (read it and
     /// removed it): the workspace waits for it before a step that changes
     /// a root in place and before it removes its directories.
@@ -31,7 +30,7 @@ pub(crate) struct LayerWrite {
 /// A RUN whose layer is still being written, and where it goes.
 pub(crate) struct PendingLayer {
     /// The written blob, or why it could not be written.
-    pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, StepError>>,
+    pub result: tokio::sync::oneshot::Receiver<Result<LayerBlob, LayerWriteError>>,
     pub instruction: Instruction,
     /// The cache key after the step: its entry is stored under it.
     pub key: CacheKey,
@@ -40,4 +39,16 @@ pub(crate) struct PendingLayer {
     /// Where the layer and its history entry go in the image (layer index,
     /// history index).
     pub at: (usize, usize),
+}
+
+/// Why a RUN's layer could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayerWriteError {
+    /// The sandbox could not turn the step's changes into a layer.
+    #[error("{0}")]
+    Sandbox(#[source] kiln_sandbox::SandboxError),
+    /// The changes were gone by the time the layer was written.
+    #[error("the step's changes vanished")]
+    Vanished,
 }

@@ -4,7 +4,7 @@
 //! `--chown`; `COPY --from` reads files out of it.
 
 use super::blobs::BlobStore;
-use super::growing::{DownloadWatch, GrowingFile};
+use super::growing::{DownloadFailed, DownloadWatch, GrowingFile};
 use super::image::{ImageState, LayerRef};
 use crate::copy::FileKind;
 use futures::future::try_join_all;
@@ -211,7 +211,11 @@ impl Rootfs {
             )
         });
         let downloaded = download.await.expect("layer download task panicked");
-        watch.set(downloaded.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        // The reader stops at the failure; the download's error is the one
+        // returned below.
+        watch.set(downloaded.as_ref().map(|_| ()).map_err(|_| DownloadFailed {
+            what: layer.descriptor.digest.to_string(),
+        }));
         let unpacked = unpack.await.expect("layer extraction task panicked");
         let path = downloaded?;
         let recorded = match unpacked {
@@ -276,7 +280,7 @@ impl Rootfs {
     /// # Errors
     /// When it is not a regular file of bounded size (a FIFO, a device, a
     /// symlink to one), naming it.
-    pub fn read_text(&self, path: &str) -> Result<Option<String>, String> {
+    pub fn read_text(&self, path: &str) -> Result<Option<String>, super::error::ImageTextError> {
         super::image_text::read_image_text(&self.dir, path)
     }
 }

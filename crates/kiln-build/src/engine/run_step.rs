@@ -14,7 +14,7 @@
 
 use super::error::{BuildError, StepError};
 use super::metadata::{self, HISTORY_COMMENT};
-use super::pending::{LayerWrite, PendingLayer};
+use super::pending::{LayerWrite, LayerWriteError, PendingLayer};
 use super::signal::{SetOnDrop, Signal};
 use super::stage::{StageRun, StageRunner};
 use crate::cache::Upstream;
@@ -856,11 +856,11 @@ fn write_now(
     changes: &kiln_sandbox::Changes,
     layers_dir: &Path,
     opts: &kiln_layer::LayerOptions,
-) -> Result<kiln_layer::LayerBlob, StepError> {
+) -> Result<kiln_layer::LayerBlob, LayerWriteError> {
     changes
         .write_layer(layers_dir, opts)
-        .map_err(StepError::Sandbox)?
-        .ok_or_else(|| StepError::from("the step's changes vanished"))
+        .map_err(LayerWriteError::Sandbox)?
+        .ok_or(LayerWriteError::Vanished)
 }
 
 /// Starts writing the layer of `changes` (a shadow tree at `shadow`, removed

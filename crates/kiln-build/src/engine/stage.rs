@@ -2,7 +2,7 @@
 //! order to an [`ImageState`], expanding words against the stage's scope.
 
 use super::blobs::BlobStore;
-use super::error::{BuildError, StepError};
+use super::error::{BuildError, ImageTextError, StepError, StepFailure};
 use super::image::{ImageState, LayerOrigin, LayerRef};
 use super::listing::{ImageIndex, Listings, StoreListing};
 use super::metadata::{self, StageFlags, HISTORY_COMMENT};
@@ -127,12 +127,12 @@ impl StageRunner<'_> {
         instruction: &Instruction,
         source: impl Into<StepError>,
     ) -> BuildError {
-        BuildError::Step {
+        BuildError::Step(Box::new(StepFailure {
             file: self.dockerfile_name.to_string(),
             line: instruction.line(),
             instruction: shorten(&instruction.original),
-            source: Box::new(source.into()),
-        }
+            source: source.into(),
+        }))
     }
 
     /// Runs stage `index`; the stages it depends on are in `results`.
@@ -470,8 +470,7 @@ impl StageRunner<'_> {
                     // The layer's history entry stands for the step.
                     metadata::set_workdir(&mut run.image, &w.path);
                 } else {
-                    metadata::apply(&mut run.image, &mut run.flags, command, Some(&created))
-                        .map_err(|e| self.step_error(instruction, e))?;
+                    metadata::apply(&mut run.image, &mut run.flags, command, Some(&created));
                 }
                 Ok(())
             }
@@ -483,16 +482,14 @@ impl StageRunner<'_> {
                     // The layer's history entry stands for the step.
                     metadata::set_volumes(&mut run.image, &v.paths);
                 } else {
-                    metadata::apply(&mut run.image, &mut run.flags, command, Some(&created))
-                        .map_err(|e| self.step_error(instruction, e))?;
+                    metadata::apply(&mut run.image, &mut run.flags, command, Some(&created));
                 }
                 Ok(())
             }
             Command::Run(r) => self.run_step(run, instruction, r, &created).await,
             Command::From(_) => Ok(()),
             other => {
-                metadata::apply(&mut run.image, &mut run.flags, other, Some(&created))
-                    .map_err(|e| self.step_error(instruction, e))?;
+                metadata::apply(&mut run.image, &mut run.flags, other, Some(&created));
                 Ok(())
             }
         }
@@ -929,7 +926,7 @@ impl ImageView {
     }
 
     /// The text of a small file (`/etc/passwd`, `/etc/group`).
-    pub(crate) fn read_text(&self, path: &str) -> Result<Option<String>, String> {
+    pub(crate) fn read_text(&self, path: &str) -> Result<Option<String>, ImageTextError> {
         match self {
             ImageView::Root(r) => r.read_text(path),
             ImageView::Index(i) => i.read_text(path),
@@ -959,7 +956,7 @@ impl StageRunner<'_> {
             .result
             .await
             .map_err(|_| self.step_error(instruction, "the layer writer stopped"))?
-            .map_err(|e| self.step_error(instruction, StepError::PendingLayer(Box::new(e))))?;
+            .map_err(|e| self.step_error(instruction, StepError::PendingLayer(e)))?;
         let layer = self.record_layer_at(
             run,
             instruction,

@@ -38,12 +38,12 @@ pub enum OutputError {
         source: Box<kiln_oci::RegistryError>,
     },
     /// A layer could not be read for the SBOM.
-    #[error("reading layer {layer} for the SBOM: {message}")]
+    #[error("reading layer {layer} for the SBOM: {source}")]
     Sbom {
         /// The layer digest.
         layer: kiln_oci::Digest,
         /// Why.
-        message: String,
+        source: kiln_layer::Error,
     },
     /// A blob needed for the output could not be fetched.
     #[error("fetching layer {digest}: {source}")]

@@ -57,9 +57,9 @@ pub(crate) async fn inventory(
                 .await
                 .expect("SBOM layer reading task panicked")
                 .map(Arc::new)
-                .map_err(|message| OutputError::Sbom {
+                .map_err(|source| OutputError::Sbom {
                     layer: digest,
-                    message,
+                    source,
                 })
         })
         .buffered(threads);
@@ -83,7 +83,7 @@ pub(crate) struct LayerScans {
 }
 
 enum Scan {
-    Running(JoinHandle<Result<LayerChanges, String>>),
+    Running(JoinHandle<Result<LayerChanges, kiln_layer::Error>>),
     Done(Arc<LayerChanges>),
 }
 
@@ -116,8 +116,8 @@ impl LayerScans {
                 done.insert(diff_id.clone(), Scan::Done(changes.clone()));
                 Some(changes)
             }
-            Err(message) => {
-                tracing::debug!("SBOM: the scan of {diff_id} failed ({message}); reading it");
+            Err(e) => {
+                tracing::debug!("SBOM: the scan of {diff_id} failed ({e}); reading it");
                 None
             }
         }
@@ -147,7 +147,7 @@ impl Tap for LayerScans {
 /// One layer's stream on its way to its scan.
 struct ScanSink {
     pipe: PipeWriter,
-    scan: JoinHandle<Result<LayerChanges, String>>,
+    scan: JoinHandle<Result<LayerChanges, kiln_layer::Error>>,
     scans: LayerScans,
 }
 
@@ -233,18 +233,16 @@ fn read_layer(
     path: &std::path::Path,
     compression: Option<Compression>,
     diff_id: kiln_oci::Digest,
-) -> Result<LayerChanges, String> {
-    let mut reader = kiln_layer::reader::open_blob(path, compression)
-        .map_err(|e| e.to_string())?
-        .expect_diff_id(diff_id);
+) -> Result<LayerChanges, kiln_layer::Error> {
+    let mut reader = kiln_layer::reader::open_blob(path, compression)?.expect_diff_id(diff_id);
     let label = reader.label().to_string();
     let changes = scan_tar(&mut reader, &label)?;
-    reader.finish().map_err(|e| e.to_string())?;
+    reader.finish()?;
     Ok(changes)
 }
 
 /// What the layer whose uncompressed tar `tar` streams does to the files.
-fn scan_tar(tar: impl Read, label: &str) -> Result<LayerChanges, String> {
+fn scan_tar(tar: impl Read, label: &str) -> Result<LayerChanges, kiln_layer::Error> {
     let mut changes = LayerChanges::default();
     kiln_layer::list::visit_tar_with_content(tar, label, |entry, content| {
         let name = entry.path.to_string_lossy();
@@ -294,8 +292,7 @@ fn scan_tar(tar: impl Read, label: &str) -> Result<LayerChanges, String> {
             _ => changes.others.push(name.into_owned()),
         }
         Ok(ControlFlow::Continue(()))
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     Ok(changes)
 }
 

@@ -38,7 +38,7 @@ pub(crate) fn resolve_context(
     };
     let git = match git {
         Some(value) => kiln_source::GitOptions::parse(value)
-            .map_err(|reason| invalid("--git", value, reason))?,
+            .map_err(|reason| invalid("--git", value, reason.to_string()))?,
         None => kiln_source::GitOptions::default(),
     };
     if let Some(source) =

@@ -17,10 +17,6 @@ use crate::build_command::go_bool;
 use crate::exit_code::{Exit, Failure};
 use crate::{go_duration, logging};
 
-pub(crate) fn go_duration_arg(value: &str) -> Result<Duration, String> {
-    go_duration::parse(value)
-}
-
 /// `kiln cache` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
@@ -36,7 +32,7 @@ pub struct PruneCommand {
     pub cache_repo: String,
 
     /// Delete entries made longer ago than this (Go duration: 336h, 72h30m).
-    #[arg(long, value_name = "DURATION", value_parser = go_duration_arg)]
+    #[arg(long, value_name = "DURATION", value_parser = go_duration::parse)]
     pub older_than: Duration,
 
     #[command(flatten)]

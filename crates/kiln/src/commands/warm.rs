@@ -9,12 +9,11 @@ use clap::{ArgAction, Args};
 use kiln_build::cache::warm;
 use kiln_oci::{Platform, Reference};
 
-use super::cache::{
-    client_for, failure_of, go_duration_arg, init_logging, LogFlags, RegistryFlags,
-};
+use super::cache::{client_for, failure_of, init_logging, LogFlags, RegistryFlags};
 use crate::build_command::go_bool;
 use crate::build_flags::defaults::DEFAULT_CACHE_DIR;
 use crate::exit_code::{Exit, Failure};
+use crate::go_duration;
 
 /// `kiln warm` flags (Kaniko's warmer names).
 #[derive(Debug, Args)]
@@ -36,7 +35,7 @@ pub struct WarmCommand {
     pub cache_dir: PathBuf,
 
     /// Re-pull images cached longer ago than this (Go duration).
-    #[arg(long, value_name = "DURATION", default_value = "336h", value_parser = go_duration_arg)]
+    #[arg(long, value_name = "DURATION", default_value = "336h", value_parser = go_duration::parse)]
     pub cache_ttl: Duration,
 
     /// Pull even when a fresh copy is cached.
