@@ -24,7 +24,8 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    fn name(self) -> &'static str {
+    /// Its name in a digest and in an image layout's blob path: `sha256`.
+    pub fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
             Algorithm::Sha512 => "sha512",

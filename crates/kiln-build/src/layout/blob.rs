@@ -35,13 +35,7 @@ impl BlobWriter {
     /// something else (the temp file is removed), or file errors.
     pub fn finish(self) -> Result<(), LayoutError> {
         let (tmp, actual, _) = self.file.finish();
-        if actual != self.expected {
-            return Err(LayoutError::Digest {
-                path: self.target,
-                actual,
-                expected: self.expected,
-            });
-        }
+        LayoutError::check_digest(&self.target, actual, &self.expected)?;
         persist(tmp, &self.target)
     }
 }

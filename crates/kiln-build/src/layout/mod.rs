@@ -41,9 +41,7 @@ const INDEX_LOCK_FILE: &str = "index.json.lock";
 /// Where the blob `digest` lives inside a layout, relative to its root:
 /// `blobs/sha256/<hex>` (the same name in a directory and in a tar).
 pub fn blob_name(digest: &Digest) -> String {
-    let text = digest.to_string();
-    let algorithm = text.split_once(':').map_or("sha256", |(a, _)| a);
-    format!("blobs/{algorithm}/{}", digest.hex())
+    format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
 }
 
 /// What went wrong with a layout.
@@ -81,6 +79,22 @@ pub enum LayoutError {
 }
 
 impl LayoutError {
+    /// [`LayoutError::Digest`] naming `path` unless `actual` is `expected`.
+    pub(crate) fn check_digest(
+        path: &Path,
+        actual: Digest,
+        expected: &Digest,
+    ) -> Result<(), LayoutError> {
+        if &actual == expected {
+            return Ok(());
+        }
+        Err(LayoutError::Digest {
+            path: path.to_path_buf(),
+            actual,
+            expected: expected.clone(),
+        })
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> LayoutError {
         let path = path.into();
         move |source| LayoutError::Io { path, source }
@@ -192,14 +206,7 @@ impl Layout {
     /// blob cannot be written.
     pub fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), LayoutError> {
         let path = self.blob_path(digest);
-        let actual = Digest::sha256_of(bytes);
-        if &actual != digest {
-            return Err(LayoutError::Digest {
-                path,
-                actual,
-                expected: digest.clone(),
-            });
-        }
+        LayoutError::check_digest(&path, Digest::sha256_of(bytes), digest)?;
         if !path.exists() {
             write_atomic(&path, bytes)?;
         }
@@ -298,14 +305,7 @@ impl Layout {
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, LayoutError> {
         let path = self.blob_path(digest);
         let bytes = fs::read(&path).map_err(LayoutError::io(&path))?;
-        let actual = Digest::sha256_of(&bytes);
-        if &actual != digest {
-            return Err(LayoutError::Digest {
-                path,
-                actual,
-                expected: digest.clone(),
-            });
-        }
+        LayoutError::check_digest(&path, Digest::sha256_of(&bytes), digest)?;
         Ok(bytes)
     }
 
@@ -378,11 +378,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LayoutError> {
 }
 
 /// A temp file beside `target`, so the rename into place stays on one
-/// filesystem.
+/// filesystem. Created with the mode `File::create` gives (0666 less the
+/// umask), not tempfile's private 0600: a layout or tar written for the
+/// user is read by other tools and users, as before it went through here.
 fn temp_beside(target: &Path) -> Result<tempfile::NamedTempFile, LayoutError> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = target.parent().unwrap_or(Path::new("."));
     tempfile::Builder::new()
         .prefix(".tmp-")
+        .permissions(fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(LayoutError::io(dir))
 }

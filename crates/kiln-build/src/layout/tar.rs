@@ -10,7 +10,7 @@ use std::path::Path;
 
 use kiln_oci::{Digest, Index};
 
-use super::{blob_name, LayoutError, INDEX_FILE, MARKER, MARKER_FILE};
+use super::{blob_name, persist, temp_beside, LayoutError, INDEX_FILE, MARKER, MARKER_FILE};
 
 /// A tar being filled with a layout's entries.
 pub struct LayoutTar<W: Write> {
@@ -91,10 +91,10 @@ impl<W: Write> LayoutTar<W> {
     }
 }
 
-/// Writes the archive at `path` with what `fill` adds: to `path` with the
-/// extension `partial` first, synced, then renamed, so `path` is whole or
-/// absent; a failed write leaves no partial file. Missing parent
-/// directories are created.
+/// Writes the archive at `path` with what `fill` adds: to a temp file beside
+/// it first, synced, then renamed (as every file of a layout is), so `path`
+/// is whole or absent and a failed write leaves nothing behind. Missing
+/// parent directories are created.
 ///
 /// # Errors
 /// [`LayoutError::Io`] naming the parent directory when it cannot be
@@ -106,19 +106,15 @@ pub fn write_tar_file(
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(LayoutError::io(parent))?;
     }
-    let tmp = path.with_extension("partial");
+    let tmp = temp_beside(path)?;
+    let file = tmp.as_file().try_clone().map_err(LayoutError::io(path))?;
     let written = (|| -> io::Result<()> {
-        let mut tar = LayoutTar::new(BufWriter::new(File::create(&tmp)?));
+        let mut tar = LayoutTar::new(BufWriter::new(file));
         fill(&mut tar)?;
         let mut out = tar.finish()?;
         out.flush()?;
         out.get_ref().sync_all()
     })();
-    match written {
-        Ok(()) => fs::rename(&tmp, path).map_err(LayoutError::io(path)),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(LayoutError::io(path)(e))
-        }
-    }
+    written.map_err(LayoutError::io(path))?;
+    persist(tmp, path)
 }

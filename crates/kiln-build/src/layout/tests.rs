@@ -2,7 +2,7 @@ use std::io::Write;
 
 use kiln_oci::{media, Descriptor, Digest, Index};
 
-use super::{refs, Layout, LayoutError, MARKER, REF_NAME};
+use super::{refs, Layout, LayoutError, MARKER, MARKER_FILE, REF_NAME};
 
 fn manifest(name: &str) -> Descriptor {
     let digest = Digest::sha256_of(name.as_bytes());
@@ -190,7 +190,12 @@ fn a_layout_tar_holds_each_blob_once_under_the_directory_names() {
         tar.append_marker()
     })
     .unwrap();
-    assert!(!path.with_extension("partial").exists());
+    // Nothing beside the archive: its temp file was renamed into place.
+    let beside: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["image.tar"]);
     let mut archive = ::tar::Archive::new(std::fs::File::open(&path).unwrap());
     let names: Vec<String> = archive
         .entries()
@@ -205,4 +210,29 @@ fn a_layout_tar_holds_each_blob_once_under_the_directory_names() {
             "oci-layout".to_string()
         ]
     );
+}
+
+#[test]
+fn written_files_are_readable_by_others_as_file_create_makes_them() {
+    use std::os::unix::fs::PermissionsExt;
+    // The umask most runners have; tempfile's default would give 0600.
+    // SAFETY: umask only swaps the process's file-creation mask.
+    unsafe { libc::umask(0o022) };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::create(dir.path().join("layout")).unwrap();
+    let digest = layout.write_blob(b"config").unwrap();
+    layout
+        .write_index(&Index::new(true, vec![manifest("a")]))
+        .unwrap();
+    let tar = dir.path().join("image.tar");
+    super::tar::write_tar_file(&tar, |t| t.append_marker()).unwrap();
+    for path in [
+        layout.blob_path(&digest),
+        layout.index_path(),
+        layout.dir().join(MARKER_FILE),
+        tar,
+    ] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{}", path.display());
+    }
 }
