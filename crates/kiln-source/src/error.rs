@@ -43,19 +43,19 @@ pub enum SourceError {
     },
     /// The repository could not be cloned or read.
     #[error("{0}")]
-    Git(#[source] GitError),
+    Git(#[from] GitError),
     /// The S3, GCS or Azure object could not be opened.
     #[error("{0}")]
-    Object(#[source] ObjectError),
+    Object(#[from] ObjectError),
     /// The tarball could not be downloaded.
     #[error("{0}")]
-    Http(#[source] HttpError),
+    Http(#[from] HttpError),
     /// The bytes could not be unpacked as a tar archive.
     #[error("{0}")]
-    Tarball(#[source] TarballError),
+    Tarball(#[from] TarballError),
     /// A git source is not written as one.
     #[error("{}", .0.reason)]
-    Spec(#[source] crate::spec::SpecError),
+    Spec(#[from] crate::spec::SpecError),
     /// The `#ref:subdir` of a git source is no directory of the checkout.
     #[error("{subdir:?} is not a directory in the repository{}", commit.as_ref().map(|c| format!(" at {c}")).unwrap_or_default())]
     NotADirectory {
@@ -66,7 +66,7 @@ pub enum SourceError {
     },
     /// The thread doing the work panicked or was cancelled.
     #[error("{0}")]
-    Task(#[source] tokio::task::JoinError),
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Why a repository could not be cloned or read.
@@ -251,22 +251,3 @@ pub enum GitOptionsError {
     )]
     UnknownKey(String),
 }
-
-macro_rules! source_error_from {
-    ($($variant:ident($ty:ty)),* $(,)?) => {$(
-        impl From<$ty> for SourceError {
-            fn from(source: $ty) -> SourceError {
-                SourceError::$variant(source)
-            }
-        }
-    )*};
-}
-
-source_error_from!(
-    Git(GitError),
-    Object(ObjectError),
-    Http(HttpError),
-    Tarball(TarballError),
-    Spec(crate::spec::SpecError),
-    Task(tokio::task::JoinError),
-);

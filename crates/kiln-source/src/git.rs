@@ -171,7 +171,7 @@ fn clone_revision(
     let (mut checkout, _) = prepare
         .fetch_then_checkout(gix::progress::Discard, &interrupt)
         .map_err(|e| {
-            let text = chain(&e);
+            let text = crate::error_chain(&e);
             let lower = text.to_ascii_lowercase();
             let source: Cause = Box::new(e);
             if lower.contains("not found")
@@ -372,11 +372,6 @@ fn insecure_http_options() -> gix::protocol::transport::client::blocking_io::htt
         backend: Some(std::sync::Arc::new(std::sync::Mutex::new(backend))),
         ..Default::default()
     }
-}
-
-/// An error with its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    crate::error_chain(error)
 }
 
 #[cfg(test)]

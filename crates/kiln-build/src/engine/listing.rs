@@ -419,14 +419,26 @@ impl Listings {
             .lock()
             .expect("listing memo")
             .insert(key.clone(), index.clone());
+        let about = || format!("{} layers from {}", layers.len(), layers[0].diff_id);
+        self.store(pusher, key, about, ToStore::Chain(index.clone()));
+    }
+
+    /// Stores a listing in the cache in the background, when this build
+    /// pushes to one; `about` names it in the warning if that fails.
+    fn store(
+        &self,
+        pusher: &CachePusher,
+        key: CacheKey,
+        about: impl FnOnce() -> String,
+        listing: ToStore,
+    ) {
         if let (Some(cache), true) = (&self.cache, self.push) {
-            let about = format!("{} layers from {}", layers.len(), layers[0].diff_id);
             pusher.spawn_task(store_listing(
                 cache.clone(),
                 self.dir.clone(),
                 key,
-                about,
-                ToStore::Chain(index.clone()),
+                about(),
+                listing,
             ));
         }
     }
@@ -445,45 +457,39 @@ impl Listings {
             (Some(cache), LayerOrigin::Remote(_)) => self.cached_listing(cache, &key).await,
             _ => None,
         };
-        let listing =
-            match from_cache {
-                Some(l) => Arc::new(l),
-                None => {
-                    let path = self.blobs.local_path(layer).await.map_err(|source| {
-                        ListingError::Fetch {
-                            digest: layer.descriptor.digest.clone(),
-                            source: Box::new(source),
-                        }
-                    })?;
-                    let (media_type, diff_id) =
-                        (layer.descriptor.media_type.clone(), layer.diff_id.clone());
-                    let listing = tokio::task::spawn_blocking(move || {
-                        LayerListing::from_blob(&path, &media_type, &diff_id)
-                    })
-                    .await
-                    .expect("listing task panicked")
-                    .map_err(ListingError::Read)?;
-                    let listing = Arc::new(listing);
-                    // Stored for every layer, also the ones this build wrote: the
-                    // next runner gets them from the cache as step results.
-                    if let (Some(cache), true) = (&self.cache, self.push) {
-                        let about = format!("layer {}", layer.diff_id);
-                        pusher.spawn_task(store_listing(
-                            cache.clone(),
-                            self.dir.clone(),
-                            key,
-                            about,
-                            ToStore::Layer(listing.clone()),
-                        ));
-                    }
-                    listing
-                }
-            };
+        let listing = match from_cache {
+            Some(l) => Arc::new(l),
+            None => {
+                let listing = Arc::new(self.list_blob(layer).await?);
+                // Stored for every layer, also the ones this build wrote: the
+                // next runner gets them from the cache as step results.
+                let about = || format!("layer {}", layer.diff_id);
+                self.store(pusher, key, about, ToStore::Layer(listing.clone()));
+                listing
+            }
+        };
         self.memo
             .lock()
             .expect("listing memo")
             .insert(layer.diff_id.clone(), listing.clone());
         Ok(listing)
+    }
+
+    /// Lists `layer` from its blob, downloaded first when it is remote.
+    async fn list_blob(&self, layer: &LayerRef) -> Result<LayerListing, ListingError> {
+        let path = self
+            .blobs
+            .local_path(layer)
+            .await
+            .map_err(|source| ListingError::Fetch {
+                digest: layer.descriptor.digest.clone(),
+                source: Box::new(source),
+            })?;
+        let (media_type, diff_id) = (layer.descriptor.media_type.clone(), layer.diff_id.clone());
+        tokio::task::spawn_blocking(move || LayerListing::from_blob(&path, &media_type, &diff_id))
+            .await
+            .expect("listing task panicked")
+            .map_err(ListingError::Read)
     }
 
     async fn cached_listing(&self, cache: &LayerCache, key: &CacheKey) -> Option<LayerListing> {
