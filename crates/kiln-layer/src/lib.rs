@@ -45,7 +45,7 @@ pub mod path;
 pub mod pgzip;
 mod read_ahead;
 pub mod reader;
-mod resolve;
+pub mod resolve;
 pub mod tap;
 pub mod writer;
 

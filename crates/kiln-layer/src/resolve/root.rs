@@ -1,29 +1,21 @@
-//! Path resolution confined to a root directory, as if the root were `/`:
-//! symlinks met on the way (absolute or with `..`) resolve inside the root,
-//! so no entry of a layer can reach outside it, whatever earlier entries or
-//! lower layers put there.
+//! An open root directory that a layer's entries are written in: the
+//! kernel's `openat2(RESOLVE_IN_ROOT)` where it exists, else the shared
+//! component walk one `O_NOFOLLOW` open at a time.
 //!
-//! The kernel does this race-free with `openat2(RESOLVE_IN_ROOT)` (Linux 5.6).
-//! Where that call is missing or filtered (old kernels, container runtimes
-//! whose seccomp profile predates it answer ENOSYS or EPERM) the same rules
-//! are applied by hand: one component at a time with `O_NOFOLLOW`, symlinks
-//! read and spliced into the remaining path, `..` never rising above the root.
 //! The walk is hand-written rather than taken from `pathrs`: we need exactly
 //! two operations (open a directory, open-or-create one), and pathrs brings a
 //! much larger surface (its own procfs handling, handle types) for them. Both
 //! paths are tested against each other.
 
+use super::walk::{components, Walk};
+use super::MAX_SYMLINKS;
 use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use std::collections::VecDeque;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Component, Path};
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Symlinks followed in one resolution before giving up, as Linux's MAXSYMLINKS.
-const MAX_SYMLINKS: usize = 40;
 
 /// An open root directory to resolve paths in.
 pub(crate) struct Root {
@@ -127,50 +119,28 @@ impl Root {
 
     /// The hand-written in-root walk.
     fn walk(&self, rel: &Path) -> std::io::Result<OwnedFd> {
-        let mut stack: Vec<OwnedFd> = vec![rustix::io::dup(&self.fd)?];
-        let mut todo: VecDeque<OsString> = components(rel).collect();
-        let mut links = 0;
-        while let Some(name) = todo.pop_front() {
-            if name == ".." {
-                if stack.len() > 1 {
-                    stack.pop();
-                }
-                continue;
-            }
-            let current = stack.last().expect("stack holds at least the root");
+        let mut walk: Walk<OwnedFd> = Walk::new(rel, MAX_SYMLINKS);
+        while let Some(name) = walk.next_name() {
+            let current = walk.last().unwrap_or(&self.fd);
             let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match rfs::openat(current, name.as_os_str(), flags, Mode::empty()) {
-                Ok(fd) => stack.push(fd),
+                Ok(fd) => walk.push(fd),
                 Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
                     let Ok(target) = rfs::readlinkat(current, name.as_os_str(), Vec::new()) else {
                         return Err(e.into());
                     };
-                    links += 1;
-                    if links > MAX_SYMLINKS {
-                        return Err(Errno::LOOP.into());
-                    }
                     let target = OsString::from_vec(target.into_bytes());
-                    if Path::new(&target).has_root() {
-                        stack.truncate(1);
-                    }
-                    for (i, c) in components(Path::new(&target)).enumerate() {
-                        todo.insert(i, c);
-                    }
+                    walk.follow(Path::new(&target))
+                        .map_err(|_| std::io::Error::from(Errno::LOOP))?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(stack.pop().expect("stack holds at least the root"))
+        match walk.into_reached().pop() {
+            Some(fd) => Ok(fd),
+            None => Ok(rustix::io::dup(&self.fd)?),
+        }
     }
-}
-
-/// The normal and `..` components of `path`, as owned names.
-fn components(path: &Path) -> impl Iterator<Item = OsString> + '_ {
-    path.components().filter_map(|c| match c {
-        Component::Normal(n) => Some(n.to_os_string()),
-        Component::ParentDir => Some(OsStr::from_bytes(b"..").to_os_string()),
-        _ => None,
-    })
 }
 
 #[cfg(test)]
