@@ -342,8 +342,7 @@ impl ChrootPrep {
     fn place_file(&mut self, source: &Path, target: &str) -> Result<()> {
         let content = std::fs::read(source).map_err(SandboxError::io("reading", source))?;
         let mut made = Made::default();
-        let host = crate::resolve::in_root(&self.root, target)
-            .ok_or_else(|| SandboxError::Spec(format!("{target}: symlink loop")))?;
+        let host = crate::resolve::in_root(&self.root, target)?;
         // The image's own file at the target may be anything: only a
         // regular file is read and written back (a FIFO would wait
         // forever); anything else is moved aside for the step and back

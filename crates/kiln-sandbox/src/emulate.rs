@@ -50,8 +50,7 @@ impl Emulated {
         target: &str,
         copy_back: bool,
     ) -> Result<Emulated> {
-        let host = resolve::in_root(root, target)
-            .ok_or_else(|| SandboxError::Spec(format!("{target}: symlink loop")))?;
+        let host = resolve::in_root(root, target)?;
         let stash = if host.symlink_metadata().is_ok() {
             let name = format!(
                 ".{}.mount-{}-{}",

@@ -3,6 +3,7 @@
 
 use crate::resolve;
 use crate::spec::Report;
+use kiln_layer::resolve::ResolveOptions;
 use std::fs::{self, File, FileTimes};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -26,9 +27,9 @@ impl Made {
     /// parents; returns its host path. A parent that existed keeps its
     /// modification time, so making a mount point is not a change.
     pub fn ensure(&mut self, root: &Path, path: &str, kind: Kind) -> std::io::Result<PathBuf> {
-        let host = resolve::in_root(root, path).ok_or_else(|| {
-            std::io::Error::other(format!("{path}: too many levels of symbolic links"))
-        })?;
+        // The loop error reads "PATH: too many levels of symbolic links".
+        let host = kiln_layer::resolve::in_root(root, path, ResolveOptions::new())
+            .map_err(std::io::Error::other)?;
         if fs::symlink_metadata(&host).is_ok() {
             return Ok(host);
         }
@@ -69,4 +70,38 @@ impl Made {
 
 fn set_mtime(path: &Path, mtime: SystemTime) -> std::io::Result<()> {
     File::open(path)?.set_times(FileTimes::new().set_modified(mtime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_mount_point_behind_a_link_out_of_the_root_is_made_inside_it() {
+        let outside = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        symlink(outside.path(), r.join("mnt")).unwrap();
+        symlink("../../../etc/hosts", r.join("hosts")).unwrap();
+        let mut made = Made::default();
+        let dir = made.ensure(r, "/mnt/data", Kind::Dir).unwrap();
+        let inside = outside.path().strip_prefix("/").unwrap().join("data");
+        assert_eq!(dir, r.join(inside));
+        assert!(dir.is_dir());
+        let file = made.ensure(r, "/hosts", Kind::File).unwrap();
+        assert_eq!(file, r.join("etc/hosts"));
+        assert!(file.is_file());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_link_loop_names_the_path() {
+        let t = tempfile::tempdir().unwrap();
+        symlink("/loop", t.path().join("loop")).unwrap();
+        let e = Made::default()
+            .ensure(t.path(), "/loop/x", Kind::Dir)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "/loop/x: too many levels of symbolic links");
+    }
 }

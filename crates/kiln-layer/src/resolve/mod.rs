@@ -6,7 +6,7 @@
 //! layer *listing*, where no file exists yet, is kiln-build's
 //! `engine::listing`: same rules, a different store.)
 //!
-//! Two forms share one set of component rules (`walk`): an open [`Root`]
+//! Two forms share one set of component rules (`walk`): an open `Root`
 //! the extractor writes through, which lets the kernel do it race-free with
 //! `openat2(RESOLVE_IN_ROOT)` (Linux 5.6) and, where that call is missing or
 //! filtered (old kernels, container runtimes whose seccomp profile predates
