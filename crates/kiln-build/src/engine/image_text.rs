@@ -4,11 +4,12 @@
 //! The image is not trusted: its `/etc/passwd` may be a FIFO (an `open` for
 //! reading would wait forever), a device node or a symlink to one
 //! (`/dev/zero` never ends), or a huge file. So the path is resolved inside
-//! the root ([`super::rootfs::resolve_in_root`]), only a regular file is
+//! the root (`kiln_layer::resolve::in_root`), only a regular file is
 //! opened (checked before and after the open, never following a symlink,
 //! non-blocking), and at most [`TEXT_LIMIT`] bytes are read; anything else
 //! is an error naming the file.
 
+use kiln_layer::resolve::{in_root, ResolveError, ResolveOptions};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -83,10 +84,15 @@ pub(crate) fn read_image_text(root: &Path, path: &str) -> Result<Option<String>,
         path: path.to_string(),
         source,
     };
-    let Some(resolved) = super::rootfs::resolve_in_root(root, path) else {
-        return Err(ImageTextError::LinkLoop {
-            path: path.to_string(),
-        });
+    let resolved = match in_root(root, path, ResolveOptions::new()) {
+        Ok(resolved) => resolved,
+        Err(ResolveError::TooManyLinks { .. }) => {
+            return Err(ImageTextError::LinkLoop {
+                path: path.to_string(),
+            })
+        }
+        Err(ResolveError::ReadLink { source, .. }) => return Err(io(source)),
+        Err(other) => return Err(io(std::io::Error::other(other))),
     };
     let before = match fs::symlink_metadata(&resolved) {
         Ok(m) => m,

@@ -10,14 +10,12 @@ use crate::copy::FileKind;
 use futures::future::try_join_all;
 use kiln_layer::extract::{extract, ApplyMode, ExtractOptions};
 use kiln_layer::reader::open_stream;
+use kiln_layer::resolve::{in_root, ResolveOptions};
 use kiln_layer::tap::TapHandle;
 use kiln_layer::{Catalog, CatalogOptions};
 use kiln_oci::media::Compression;
 use std::fs;
-use std::path::{Component, Path, PathBuf};
-
-/// Symlink hops allowed while resolving a path inside a root (as Linux).
-const MAX_SYMLINK_HOPS: usize = 40;
+use std::path::{Path, PathBuf};
 
 /// Why a root filesystem could not be materialized.
 #[derive(Debug, thiserror::Error)]
@@ -244,7 +242,7 @@ impl Rootfs {
     /// What `path` (absolute in the image) is, following symlinks inside
     /// the root; `None` when it does not exist.
     pub fn kind_of(&self, path: &str) -> Option<FileKind> {
-        let resolved = resolve_in_root(&self.dir, path)?;
+        let resolved = in_root(&self.dir, path, ResolveOptions::new()).ok()?;
         let meta = fs::symlink_metadata(resolved).ok()?;
         let t = meta.file_type();
         Some(if t.is_dir() {
@@ -260,18 +258,13 @@ impl Rootfs {
 
     /// `path` (absolute in the image) with every symlink along it
     /// followed inside the root, as an image path; `None` for a link loop.
+    /// (On disk, through kiln-layer's resolver; a layer listing answers the
+    /// same question in `listing::ListingIndex::resolve`.)
     pub fn resolve(&self, path: &str) -> Option<String> {
-        let host = resolve_in_root(&self.dir, path)?;
+        let host = in_root(&self.dir, path, ResolveOptions::new()).ok()?;
+        // The resolver's result is the root joined with plain names.
         let rel = host.strip_prefix(&self.dir).ok()?;
-        let mut parts: Vec<String> = Vec::new();
-        for c in components(&rel.to_string_lossy()) {
-            if c == ".." {
-                parts.pop();
-            } else {
-                parts.push(c);
-            }
-        }
-        Some(format!("/{}", parts.join("/")))
+        Some(format!("/{}", rel.to_string_lossy()))
     }
 
     /// The contents of a small text file in the image (`/etc/passwd`), if
@@ -329,66 +322,6 @@ fn apply_source(
     Ok(summary.catalog)
 }
 
-/// Resolves `path` inside `root` as the image would see it: `..` never
-/// climbs above the root, and symlinks (absolute or relative) resolve
-/// against the root. Returns the host path of the final component, which
-/// is followed when it is a symlink.
-pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
-    let mut stack: Vec<String> = Vec::new();
-    let mut pending: Vec<String> = components(path).into_iter().rev().collect();
-    let mut hops = 0;
-    while let Some(c) = pending.pop() {
-        match c.as_str() {
-            "." => continue,
-            ".." => {
-                stack.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(stack.iter());
-        candidate.push(&c);
-        match fs::symlink_metadata(&candidate) {
-            Ok(m) if m.file_type().is_symlink() => {
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return None;
-                }
-                let target = fs::read_link(&candidate).ok()?;
-                let target = target.to_string_lossy().to_string();
-                if target.starts_with('/') {
-                    stack.clear();
-                }
-                pending.extend(components(&target).into_iter().rev());
-            }
-            Ok(_) => stack.push(c),
-            Err(_) => {
-                // A missing component: the rest cannot exist either.
-                stack.push(c);
-                stack.extend(pending.drain(..).rev());
-                let mut out = root.to_path_buf();
-                out.extend(stack.iter());
-                return Some(out);
-            }
-        }
-    }
-    let mut out = root.to_path_buf();
-    out.extend(stack.iter());
-    Some(out)
-}
-
-fn components(path: &str) -> Vec<String> {
-    Path::new(path)
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_string_lossy().to_string()),
-            Component::ParentDir => Some("..".to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,11 +345,11 @@ mod tests {
         assert_eq!(rootfs.kind_of("/etc/passwd"), Some(FileKind::File));
         // `..` through a symlink stays inside the root.
         assert_eq!(
-            resolve_in_root(r, "/usr/escape/passwd").unwrap(),
+            in_root(r, "/usr/escape/passwd", ResolveOptions::new()).unwrap(),
             r.join("etc/passwd")
         );
         assert_eq!(
-            resolve_in_root(r, "/../../etc/passwd").unwrap(),
+            in_root(r, "/../../etc/passwd", ResolveOptions::new()).unwrap(),
             r.join("etc/passwd")
         );
         assert!(rootfs
@@ -452,6 +385,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         symlink("/b", root.path().join("a")).unwrap();
         symlink("/a", root.path().join("b")).unwrap();
-        assert_eq!(resolve_in_root(root.path(), "/a/x"), None);
+        let rootfs = Rootfs {
+            dir: root.path().to_path_buf(),
+            applied: vec![],
+        };
+        assert_eq!(rootfs.resolve("/a/x"), None);
+        assert_eq!(rootfs.kind_of("/a/x"), None);
     }
 }

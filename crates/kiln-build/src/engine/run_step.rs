@@ -23,6 +23,7 @@ use crate::progress::ProgressEvent;
 use kiln_dockerfile::instructions::{
     CommandLine, Instruction, Mount, MountType, NetworkMode, RunCommand, Sharing,
 };
+use kiln_layer::resolve::{ResolveError, ResolveOptions};
 use kiln_oci::History;
 use kiln_sandbox::{BindFile, MountSpec, Network, RootSpec, RunSpec, User};
 use std::collections::VecDeque;
@@ -651,14 +652,19 @@ fn chown_for_step(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 /// A bind mount's `source` inside `root` (the context, a stage's or an
 /// image's root), with symlinks resolved inside it; it must exist.
 fn resolve_source(root: &Path, source: &str, what: &str) -> Result<PathBuf, StepError> {
-    let host = super::rootfs::resolve_in_root(root, source)
-        .ok_or_else(|| format!("{source}: symlink loop in {what}"))?;
-    if fs::symlink_metadata(&host).is_err() {
-        return Err(StepError::Message(format!(
+    let options = ResolveOptions::new().refuse_missing();
+    match kiln_layer::resolve::in_root(root, source, options) {
+        Ok(host) => Ok(host),
+        Err(ResolveError::TooManyLinks { .. }) => {
+            Err(format!("{source}: symlink loop in {what}").into())
+        }
+        Err(ResolveError::Missing { .. }) => Err(StepError::Message(format!(
             "mount source {source} not found in {what}"
-        )));
+        ))),
+        Err(e) => Err(StepError::Message(format!(
+            "mount source {source} in {what}: {e}"
+        ))),
     }
-    Ok(host)
 }
 
 /// What the blocking part of a RUN gives back: status, last output lines,
@@ -1059,6 +1065,43 @@ fn short(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bind_source_resolves_inside_its_root_and_must_exist() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir(outside.path().join("secrets")).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("out")).unwrap();
+        // A hostile stage: links that name the host's directories.
+        std::os::unix::fs::symlink(outside.path().join("secrets"), r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../out", r.join("up")).unwrap();
+        std::os::unix::fs::symlink("/loop", r.join("loop")).unwrap();
+        assert_eq!(resolve_source(r, "/up", "stage").unwrap(), r.join("out"));
+        let message = |e: StepError| match e {
+            StepError::Message(m) => m,
+            other => panic!("{other:?}"),
+        };
+        // The host directory the link names is not the one bound.
+        assert_eq!(
+            message(resolve_source(r, "/abs", "stage").unwrap_err()),
+            "mount source /abs not found in stage"
+        );
+        fs::create_dir_all(
+            r.join(outside.path().strip_prefix("/").unwrap())
+                .join("secrets"),
+        )
+        .unwrap();
+        assert!(resolve_source(r, "/abs", "stage").unwrap().starts_with(r));
+        assert_eq!(
+            message(resolve_source(r, "/none/../out", "stage").unwrap_err()),
+            "mount source /none/../out not found in stage"
+        );
+        assert_eq!(
+            message(resolve_source(r, "/loop", "stage").unwrap_err()),
+            "/loop: symlink loop in stage"
+        );
+    }
 
     #[test]
     fn users_resolve_through_passwd_and_group() {
