@@ -15,7 +15,7 @@
 //! paths do not exist for COPY, and an excluded directory is descended only
 //! when the matcher says an exception might re-include something below it.
 
-use std::collections::VecDeque;
+use kiln_layer::resolve::{in_root, ResolveError, ResolveOptions};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -259,55 +259,29 @@ impl BuildContext {
     }
 
     fn resolve_inner(&self, path: &str, follow_final: bool) -> Result<String, ContextError> {
-        let mut pending: VecDeque<String> = path.split('/').map(str::to_string).collect();
-        let mut stack: Vec<String> = Vec::new();
-        let mut hops = 0;
-        while let Some(comp) = pending.pop_front() {
-            match comp.as_str() {
-                "" | "." => continue,
-                ".." => {
-                    stack.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            stack.push(comp);
-            let is_last = pending.iter().all(|c| c.is_empty() || c == ".");
-            if is_last && !follow_final {
-                continue;
-            }
-            let abs = self.root.join(stack.join("/"));
-            let meta = match fs::symlink_metadata(&abs) {
-                Ok(m) => m,
-                // A missing component: the rest is resolved lexically; the
-                // caller reports "not found".
-                Err(_) => continue,
-            };
-            if !meta.file_type().is_symlink() {
-                continue;
-            }
-            hops += 1;
-            if hops > MAX_SYMLINK_HOPS {
-                return Err(ContextError::SymlinkLoop {
-                    path: path.to_string(),
-                });
-            }
-            let target = fs::read_link(&abs).map_err(|source| ContextError::Io {
-                path: abs.clone(),
-                source,
-            })?;
-            let target = target
-                .to_str()
-                .ok_or_else(|| ContextError::NonUtf8 { path: abs.clone() })?;
-            stack.pop();
-            if target.starts_with('/') {
-                stack.clear();
-            }
-            for c in target.split('/').rev() {
-                pending.push_front(c.to_string());
-            }
+        let mut options = ResolveOptions::new()
+            .max_links(MAX_SYMLINK_HOPS)
+            .utf8_targets();
+        if !follow_final {
+            options = options.keep_final_link();
         }
-        Ok(stack.join("/"))
+        // A missing component stays as written; the caller reports "not found".
+        let host = in_root(&self.root, path, options).map_err(|e| match e {
+            ResolveError::TooManyLinks { .. } => ContextError::SymlinkLoop {
+                path: path.to_string(),
+            },
+            ResolveError::NonUtf8Target { link } => ContextError::NonUtf8 { path: link },
+            ResolveError::ReadLink { path, source } => ContextError::Io { path, source },
+            other => ContextError::Io {
+                path: self.root.join(path),
+                source: io::Error::other(other),
+            },
+        })?;
+        // The root joined with names from `path` and UTF-8 link targets.
+        let rel = host.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        rel.to_str()
+            .map(str::to_string)
+            .ok_or(ContextError::NonUtf8 { path: host.clone() })
     }
 
     /// Finds `path` in the context, following symlinks inside the root.
@@ -500,5 +474,36 @@ mod tests {
             Err(ContextError::SymlinkLoop { .. })
         ));
         assert_eq!(c.resolve_parent("abs").unwrap(), "abs");
+    }
+
+    #[test]
+    fn a_chain_of_255_links_resolves_and_one_more_is_a_loop() {
+        let (_t, c) = ctx();
+        fs::create_dir(c.root().join("d")).unwrap();
+        symlink("d", c.root().join("l0")).unwrap();
+        for i in 1..=255 {
+            symlink(format!("l{}", i - 1), c.root().join(format!("l{i}"))).unwrap();
+        }
+        // l254 is 255 links from d, l255 is 256.
+        assert_eq!(c.resolve("l254").unwrap(), "d");
+        let e = c.resolve("l255").unwrap_err();
+        assert_eq!(e.to_string(), "\"l255\": too many levels of symbolic links");
+        assert_eq!(c.resolve_parent("l255").unwrap(), "l255");
+    }
+
+    #[test]
+    fn a_link_whose_target_is_not_utf8_names_the_link() {
+        use std::os::unix::ffi::OsStrExt;
+        let (_t, c) = ctx();
+        let target = std::ffi::OsStr::from_bytes(b"x\xff");
+        symlink(target, c.root().join("bad")).unwrap();
+        let e = c.resolve("bad/f").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: file names must be valid UTF-8",
+                c.root().join("bad").display()
+            )
+        );
     }
 }
