@@ -26,7 +26,9 @@ pub use copy::chown::ChownError;
 pub use copy::http::FetchError;
 pub use copy::layer::WriteError;
 pub use copy::CopyError;
-pub use engine::error::{GitSourceError, ImageTextError, LayerWriteError, StepError, StepFailure};
+pub use engine::error::{
+    GitSourceError, ImageTextError, ImageTextProblem, LayerWriteError, StepError, StepFailure,
+};
 pub use engine::rootfs::RootfsError;
 pub use index::IndexError;
 pub use output::OutputError;

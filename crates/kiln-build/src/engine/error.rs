@@ -1,7 +1,7 @@
 //! What can stop a build, with enough context to say where and why in one
 //! line. The CLI maps each kind to an exit code.
 
-pub use super::image_text::ImageTextError;
+pub use super::image_text::{ImageTextError, ImageTextProblem};
 pub use super::pending::LayerWriteError;
 use kiln_dockerfile::instructions::FrontendError;
 use std::fmt;

@@ -18,59 +18,83 @@ use std::path::Path;
 /// Largest text file read from an image (also what a layer listing keeps).
 pub(crate) const TEXT_LIMIT: u64 = 1 << 20;
 
-/// Why a small text file could not be read out of an image; each names it.
-#[derive(Debug, thiserror::Error)]
+/// Why a small text file could not be read out of an image, naming it.
+#[derive(Debug)]
+pub struct ImageTextError {
+    /// The path, absolute in the image.
+    pub path: String,
+    /// What is wrong with it.
+    pub problem: ImageTextProblem,
+}
+
+/// What kept a small text file from being read out of an image.
+#[derive(Debug)]
 #[non_exhaustive]
-pub enum ImageTextError {
+pub enum ImageTextProblem {
     /// Resolving the path inside the image met a link loop.
-    #[error("{path} in the image: too many levels of symbolic links")]
-    LinkLoop {
-        /// The path, absolute in the image.
-        path: String,
-    },
+    LinkLoop,
     /// The file could not be looked at, opened or read.
-    #[error("{path} in the image: {source}")]
-    Io {
-        /// The path, absolute in the image.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// It is something else than a regular file.
-    #[error("{path} in the image is {what}, not a regular file; it is not read")]
-    NotRegular {
-        /// The path, absolute in the image.
-        path: String,
-        /// What it is instead: "a FIFO", "a directory", …
-        what: &'static str,
-    },
+    Io(std::io::Error),
+    /// It is something else than a regular file: "a FIFO", "a directory", …
+    NotRegular(&'static str),
     /// A layer listing has it as something else than a regular file (a
     /// listing knows kinds, not contents).
-    #[error("{path} in the image is not a regular file; it is not read")]
-    ListedNotRegular {
-        /// The path, absolute in the image.
-        path: String,
-    },
+    ListedNotRegular,
     /// It was replaced between the look and the open.
-    #[error("{path} in the image changed while it was read")]
-    Changed {
-        /// The path, absolute in the image.
-        path: String,
-    },
+    Changed,
     /// It is larger than [`TEXT_LIMIT`].
-    #[error("{path} in the image is larger than {} MiB", TEXT_LIMIT >> 20)]
-    TooLarge {
-        /// The path, absolute in the image.
-        path: String,
-    },
-    /// It is not UTF-8.
-    #[error("{path} in the image is not UTF-8 text")]
-    NotUtf8 {
-        /// The path, absolute in the image.
-        path: String,
-        /// Where the bytes stop being UTF-8.
-        source: std::string::FromUtf8Error,
-    },
+    TooLarge,
+    /// It is not UTF-8 (the error says where the bytes stop being UTF-8).
+    NotUtf8(std::string::FromUtf8Error),
+}
+
+impl ImageTextError {
+    pub(crate) fn new(path: &str, problem: ImageTextProblem) -> ImageTextError {
+        ImageTextError {
+            path: path.to_string(),
+            problem,
+        }
+    }
+}
+
+// Written by hand, not derived: the path leads every message and each
+// problem joins it its own way, which thiserror can only say by repeating
+// the path in every variant.
+impl std::fmt::Display for ImageTextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = &self.path;
+        match &self.problem {
+            ImageTextProblem::LinkLoop => {
+                write!(f, "{path} in the image: too many levels of symbolic links")
+            }
+            ImageTextProblem::Io(e) => write!(f, "{path} in the image: {e}"),
+            ImageTextProblem::NotRegular(what) => write!(
+                f,
+                "{path} in the image is {what}, not a regular file; it is not read"
+            ),
+            ImageTextProblem::ListedNotRegular => write!(
+                f,
+                "{path} in the image is not a regular file; it is not read"
+            ),
+            ImageTextProblem::Changed => write!(f, "{path} in the image changed while it was read"),
+            ImageTextProblem::TooLarge => write!(
+                f,
+                "{path} in the image is larger than {} MiB",
+                TEXT_LIMIT >> 20
+            ),
+            ImageTextProblem::NotUtf8(_) => write!(f, "{path} in the image is not UTF-8 text"),
+        }
+    }
+}
+
+impl std::error::Error for ImageTextError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.problem {
+            ImageTextProblem::Io(e) => Some(e),
+            ImageTextProblem::NotUtf8(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// The text of `path` (absolute in the image) in the root `root`; `None`
@@ -80,17 +104,11 @@ pub enum ImageTextError {
 /// Naming `path` when it is not a regular file, is larger than
 /// [`TEXT_LIMIT`], is not UTF-8, or cannot be read.
 pub(crate) fn read_image_text(root: &Path, path: &str) -> Result<Option<String>, ImageTextError> {
-    let io = |source| ImageTextError::Io {
-        path: path.to_string(),
-        source,
-    };
+    let fail = |problem| ImageTextError::new(path, problem);
+    let io = |e| fail(ImageTextProblem::Io(e));
     let resolved = match in_root(root, path, ResolveOptions::new()) {
         Ok(resolved) => resolved,
-        Err(ResolveError::TooManyLinks { .. }) => {
-            return Err(ImageTextError::LinkLoop {
-                path: path.to_string(),
-            })
-        }
+        Err(ResolveError::TooManyLinks { .. }) => return Err(fail(ImageTextProblem::LinkLoop)),
         Err(ResolveError::ReadLink { source, .. }) => return Err(io(source)),
         Err(other) => return Err(io(std::io::Error::other(other))),
     };
@@ -101,44 +119,35 @@ pub(crate) fn read_image_text(root: &Path, path: &str) -> Result<Option<String>,
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
         Err(e) => return Err(io(e)),
     };
-    check_kind(path, &before)?;
+    check_kind(&before).map_err(fail)?;
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&resolved)
         .map_err(io)?;
     let after = file.metadata().map_err(io)?;
-    check_kind(path, &after)?;
+    check_kind(&after).map_err(fail)?;
     if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
-        return Err(ImageTextError::Changed {
-            path: path.to_string(),
-        });
+        return Err(fail(ImageTextProblem::Changed));
     }
     let mut bytes = Vec::new();
     file.take(TEXT_LIMIT + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
     if bytes.len() as u64 > TEXT_LIMIT {
-        return Err(ImageTextError::TooLarge {
-            path: path.to_string(),
-        });
+        return Err(fail(ImageTextProblem::TooLarge));
     }
     String::from_utf8(bytes)
         .map(Some)
-        .map_err(|source| ImageTextError::NotUtf8 {
-            path: path.to_string(),
-            source,
-        })
+        .map_err(|e| fail(ImageTextProblem::NotUtf8(e)))
 }
 
-/// An error unless `meta` is a regular file no larger than the limit.
-fn check_kind(path: &str, meta: &fs::Metadata) -> Result<(), ImageTextError> {
+/// A problem unless `meta` is a regular file no larger than the limit.
+fn check_kind(meta: &fs::Metadata) -> Result<(), ImageTextProblem> {
     let t = meta.file_type();
     if t.is_file() {
         return if meta.len() > TEXT_LIMIT {
-            Err(ImageTextError::TooLarge {
-                path: path.to_string(),
-            })
+            Err(ImageTextProblem::TooLarge)
         } else {
             Ok(())
         };
@@ -156,10 +165,7 @@ fn check_kind(path: &str, meta: &fs::Metadata) -> Result<(), ImageTextError> {
     } else {
         "not a regular file"
     };
-    Err(ImageTextError::NotRegular {
-        path: path.to_string(),
-        what,
-    })
+    Err(ImageTextProblem::NotRegular(what))
 }
 
 #[cfg(test)]
@@ -201,7 +207,7 @@ mod tests {
         let e = read_image_text(root.path(), "/etc/passwd").unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(
-            matches!(&e, ImageTextError::NotRegular { path, what: "a FIFO" } if path == "/etc/passwd"),
+            matches!(&e.problem, ImageTextProblem::NotRegular("a FIFO") if e.path == "/etc/passwd"),
             "{e:?}"
         );
         assert_eq!(
@@ -222,6 +228,46 @@ mod tests {
         fs::create_dir(root.path().join("dev")).unwrap();
         symlink("/proc/self/fd/0", root.path().join("dev/zero")).unwrap();
         assert_eq!(read_image_text(root.path(), "/etc/passwd").unwrap(), None);
+    }
+
+    #[test]
+    fn messages_name_the_path_and_keep_their_cause() {
+        use std::error::Error as _;
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("etc")).unwrap();
+        fs::write(root.path().join("etc/passwd"), b"root:\xff\n").unwrap();
+        let e = read_image_text(root.path(), "/etc/passwd").unwrap_err();
+        assert_eq!(e.to_string(), "/etc/passwd in the image is not UTF-8 text");
+        assert!(e
+            .source()
+            .unwrap()
+            .downcast_ref::<std::string::FromUtf8Error>()
+            .is_some());
+
+        symlink("/etc/group", root.path().join("etc/group")).unwrap();
+        let e = read_image_text(root.path(), "/etc/group").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/group in the image: too many levels of symbolic links"
+        );
+        assert!(e.source().is_none());
+
+        let io = ImageTextError::new(
+            "/etc/x",
+            ImageTextProblem::Io(std::io::Error::other("boom")),
+        );
+        assert_eq!(io.to_string(), "/etc/x in the image: boom");
+        assert!(io
+            .source()
+            .unwrap()
+            .downcast_ref::<std::io::Error>()
+            .is_some());
+        fs::create_dir(root.path().join("etc/shadow")).unwrap();
+        let e = read_image_text(root.path(), "/etc/shadow").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/shadow in the image is a directory, not a regular file; it is not read"
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 /// Files whose text a listing keeps (for `--chown` and USER names).
 const TEXT_FILES: [&str; 2] = ["/etc/passwd", "/etc/group"];
 /// Largest kept text file; bigger ones are not what we are looking for.
-use super::image_text::{ImageTextError, TEXT_LIMIT};
+use super::image_text::{ImageTextError, ImageTextProblem, TEXT_LIMIT};
 /// The listing format; part of the listing's cache key.
 const LISTING_VERSION: &str = "kiln-listing-v1";
 /// Media type of a listing blob stored in the cache.
@@ -262,9 +262,10 @@ impl ImageIndex {
             return Ok(Some(text.clone()));
         }
         match self.kind_of(path) {
-            Some(FileKind::Other) => Err(ImageTextError::ListedNotRegular {
-                path: path.to_string(),
-            }),
+            Some(FileKind::Other) => Err(ImageTextError::new(
+                path,
+                ImageTextProblem::ListedNotRegular,
+            )),
             _ => Ok(None),
         }
     }
@@ -779,7 +780,7 @@ mod tests {
         ));
         let e = index.read_text("/etc/passwd").unwrap_err();
         assert!(
-            matches!(&e, ImageTextError::ListedNotRegular { path } if path == "/etc/passwd"),
+            matches!(&e.problem, ImageTextProblem::ListedNotRegular if e.path == "/etc/passwd"),
             "{e:?}"
         );
     }
