@@ -271,6 +271,13 @@ impl ImageIndex {
     }
 
     /// `path` with every symlink along it resolved inside the image.
+    ///
+    /// This resolves in the *listing*, where no file exists on disk: a
+    /// separate job from kiln-layer's on-disk `resolve::in_root`, which
+    /// `Rootfs::resolve` uses for the same question over an unpacked root.
+    /// The rules are the same (`..` stops at `/`, an absolute target starts
+    /// again at `/`, a missing component is no link, 40 links at most), so
+    /// both views of an image agree.
     pub fn resolve(&self, path: &str) -> Option<String> {
         let mut done: Vec<String> = Vec::new();
         let mut pending: Vec<String> = parts(path).into_iter().rev().collect();

@@ -934,7 +934,9 @@ impl ImageView {
     }
 
     /// `path` (absolute) with every symlink along it followed inside the
-    /// image, the last component included; `None` for a link loop.
+    /// image, the last component included; `None` for a link loop. An
+    /// unpacked root answers through kiln-layer's on-disk resolver, a
+    /// listing in its own paths (`ListingIndex::resolve`), not on disk.
     pub(crate) fn resolve(&self, path: &str) -> Option<String> {
         match self {
             ImageView::Root(r) => r.resolve(path),

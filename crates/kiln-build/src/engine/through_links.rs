@@ -10,6 +10,10 @@
 //! dropped (the directory exists where the link leads). ADD is left alone:
 //! BuildKit unpacks an archive entry by entry, and a directory entry there
 //! replaces a link the image has at that path.
+//!
+//! It resolves nothing itself: the caller's `resolve` answers from the
+//! image's listings or its unpacked root (`ImageView::resolve`), not from
+//! this build's files on disk, which kiln-layer's `resolve::in_root` covers.
 
 use std::collections::HashMap;
 
