@@ -55,9 +55,24 @@ pub struct ProvenanceRequest {
     pub builder_id: Option<String>,
 }
 
+/// Why a `--provenance` value is not one buildx accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvenanceRequestError {
+    /// An item that is neither a boolean nor `KEY=VALUE`.
+    #[error("{0:?}: expected true, false, mode=min or mode=max")]
+    NotKeyValue(String),
+    /// `mode=` with something other than `min` or `max`.
+    #[error("mode={0}: the mode is min or max")]
+    UnknownMode(String),
+    /// A key buildx does not know.
+    #[error("{0:?}: unknown provenance option (mode=min|max, builder-id=URI)")]
+    UnknownOption(String),
+}
+
 impl FromStr for ProvenanceRequest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ProvenanceRequestError;
+    fn from_str(s: &str) -> Result<Self, ProvenanceRequestError> {
         let s = s.trim();
         match s {
             "1" | "t" | "T" | "true" | "TRUE" | "True" => {
@@ -78,22 +93,18 @@ impl FromStr for ProvenanceRequest {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part
                 .split_once('=')
-                .ok_or_else(|| format!("{part:?}: expected true, false, mode=min or mode=max"))?;
+                .ok_or_else(|| ProvenanceRequestError::NotKeyValue(part.to_string()))?;
             match (key.trim(), value.trim()) {
                 ("mode", "min") => out.mode = Mode::Min,
                 ("mode", "max") => out.mode = Mode::Max,
                 ("mode", other) => {
-                    return Err(format!("mode={other}: the mode is min or max"));
+                    return Err(ProvenanceRequestError::UnknownMode(other.to_string()));
                 }
                 ("builder-id", id) if !id.is_empty() => out.builder_id = Some(id.to_string()),
                 ("disabled", v) => {
                     out.enabled = !matches!(v, "true" | "1");
                 }
-                (other, _) => {
-                    return Err(format!(
-                        "{other:?}: unknown provenance option (mode=min|max, builder-id=URI)"
-                    ))
-                }
+                (other, _) => return Err(ProvenanceRequestError::UnknownOption(other.to_string())),
             }
         }
         Ok(out)
@@ -355,11 +366,16 @@ mod tests {
             with_id.builder_id.as_deref(),
             Some("https://ci.example/run/7")
         );
-        assert!(p("mode=full").unwrap_err().contains("min or max"));
-        assert!(p("maximal").unwrap_err().contains("expected true"));
-        assert!(p("colour=red")
-            .unwrap_err()
-            .contains("unknown provenance option"));
+        let rejected = |s: &str| p(s).unwrap_err().to_string();
+        assert_eq!(rejected("mode=full"), "mode=full: the mode is min or max");
+        assert_eq!(
+            rejected("maximal"),
+            "\"maximal\": expected true, false, mode=min or mode=max"
+        );
+        assert_eq!(
+            rejected("colour=red"),
+            "\"colour\": unknown provenance option (mode=min|max, builder-id=URI)"
+        );
     }
 
     #[test]

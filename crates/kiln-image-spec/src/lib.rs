@@ -5,6 +5,7 @@
 //! `kiln-oci`, which re-exports these modules.
 //!
 //! * [`digest`]: content digests and a hashing writer.
+//! * [`mod@error`]: an error and its causes as one line of text.
 //! * [`media`]: media type strings and layer compression.
 //! * [`mod@reference`]: image references with Docker's normalisation.
 //! * [`manifest`], [`image`], [`platform`]: manifests, indexes, the image
@@ -23,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod digest;
+pub mod error;
 pub mod image;
 pub mod manifest;
 pub mod media;

@@ -47,19 +47,29 @@ pub const ALL: [BuiltinHelper; 5] = [
     BuiltinHelper::Gitlab,
 ];
 
+/// A `--credential-helpers` name that is not one of the built-in sources.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown credential helper {name:?} (expected env, google, ecr, acr or gitlab, \
+     or an empty value for none)"
+)]
+pub struct UnknownHelper {
+    /// The name as given.
+    pub name: String,
+}
+
 impl FromStr for BuiltinHelper {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownHelper;
+    fn from_str(s: &str) -> Result<Self, UnknownHelper> {
         match s {
             "env" => Ok(BuiltinHelper::Env),
             "google" => Ok(BuiltinHelper::Google),
             "ecr" => Ok(BuiltinHelper::Ecr),
             "acr" => Ok(BuiltinHelper::Acr),
             "gitlab" => Ok(BuiltinHelper::Gitlab),
-            _ => Err(format!(
-                "unknown credential helper {s:?} (expected env, google, ecr, acr or gitlab, \
-                 or an empty value for none)"
-            )),
+            _ => Err(UnknownHelper {
+                name: s.to_string(),
+            }),
         }
     }
 }
@@ -299,7 +309,12 @@ mod tests {
         for h in ALL {
             assert_eq!(h.to_string().parse::<BuiltinHelper>().unwrap(), h);
         }
-        let err = "gcr".parse::<BuiltinHelper>().unwrap_err();
+        let err = "gcr".parse::<BuiltinHelper>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown credential helper \"gcr\" (expected env, google, ecr, acr or gitlab, \
+             or an empty value for none)"
+        );
         assert!(err.contains("\"gcr\"") && err.contains("gitlab"), "{err}");
     }
 }

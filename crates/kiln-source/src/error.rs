@@ -2,7 +2,7 @@
 //! the error beneath it as its `source()`, and prints the one line the user
 //! has always been shown: the causes joined, credentials never included.
 
-use crate::error_chain;
+use kiln_image_spec::error::chain as error_chain;
 use std::path::PathBuf;
 
 /// An error from a library kiln-source drives (gix, reqwest), kept whole.

@@ -171,7 +171,7 @@ fn clone_revision(
     let (mut checkout, _) = prepare
         .fetch_then_checkout(gix::progress::Discard, &interrupt)
         .map_err(|e| {
-            let text = crate::error_chain(&e);
+            let text = kiln_image_spec::error::chain(&e);
             let lower = text.to_ascii_lowercase();
             let source: Cause = Box::new(e);
             if lower.contains("not found")

@@ -267,21 +267,6 @@ async fn unpack_stream(
     Ok(tokio::task::spawn_blocking(move || tarball::unpack(reader, &into, &label)).await??)
 }
 
-/// An error and its causes on one line, without repeating a cause already shown.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! answer, each read of the body) and failed downloads are retried with the
 //! registry client's policy for pulls.
 
+use kiln_image_spec::error::chain as error_chain;
 use kiln_oci::registry::{RetryPolicy, Transient};
 use kiln_oci::{Access, Digest, RegistryOptions};
 use sha2::{Digest as _, Sha256};
@@ -317,20 +318,6 @@ fn body_failure(e: &reqwest::Error) -> String {
     } else {
         chain
     }
-}
-
-/// An error and its causes, each once.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 /// `5s`, `1500ms`.

@@ -1,9 +1,10 @@
 //! An exclusive `flock` on a file: what serialises `index.json` rewrites
 //! when several builds share one layout.
 
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::retry_on_intr;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use super::LayoutError;
@@ -23,24 +24,51 @@ impl FileLock {
             .write(true)
             .open(path)
             .map_err(LayoutError::io(path))?;
-        loop {
-            // SAFETY: flock on a descriptor this function owns; no memory is involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(FileLock(file));
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(LayoutError::io(path)(err));
-            }
-        }
+        // A signal that interrupts the wait is not a failure to lock.
+        retry_on_intr(|| flock(&file, FlockOperation::LockExclusive))
+            .map_err(|e| LayoutError::io(path)(io::Error::from(e)))?;
+        Ok(FileLock(file))
     }
 }
 
 impl Drop for FileLock {
     fn drop(&mut self) {
         // Closing the file releases the lock; being explicit documents intent.
-        // SAFETY: as in `exclusive`.
-        let _ = unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        let _ = flock(&self.0, FlockOperation::Unlock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether another open file description can take the lock right now.
+    fn free(path: &Path) -> bool {
+        let other = File::open(path).unwrap();
+        match flock(&other, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => true,
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => false,
+            Err(e) => panic!("flock: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_lock_is_held_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.json.lock");
+        let lock = FileLock::exclusive(&path).unwrap();
+        assert!(!free(&path));
+        drop(lock);
+        assert!(free(&path));
+    }
+
+    #[test]
+    fn a_lock_file_that_cannot_be_created_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("index.json.lock");
+        let Err(e) = FileLock::exclusive(&path) else {
+            panic!("locked a file in a missing directory");
+        };
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     }
 }

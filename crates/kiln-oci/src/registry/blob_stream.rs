@@ -189,7 +189,7 @@ impl Stream for BlobStream {
 /// "error decoding response body", say neither).
 pub(crate) fn broke_off(what: &str, seen: u64, total: Option<u64>, e: &reqwest::Error) -> String {
     let of = total.map_or_else(String::new, |t| format!(" of {t}"));
-    let cause = super::transport::error_chain(e);
+    let cause = kiln_image_spec::error::chain(e);
     let cause = if e.is_timeout() {
         "the connection stalled".to_string()
     } else if cause.contains("end of file") || cause.contains("IncompleteBody") {

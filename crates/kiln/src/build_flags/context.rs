@@ -37,15 +37,16 @@ pub(crate) fn resolve_context(
         }
     };
     let git = match git {
-        Some(value) => kiln_source::GitOptions::parse(value)
-            .map_err(|reason| invalid("--git", value, reason.to_string()))?,
+        Some(value) => kiln_source::GitOptions::parse(value).map_err(|source| {
+            OptionsError::InvalidGitOptions {
+                value: value.to_string(),
+                source,
+            }
+        })?,
         None => kiln_source::GitOptions::default(),
     };
     if let Some(source) =
-        kiln_source::RemoteContext::parse(context).map_err(|e| OptionsError::InvalidContext {
-            context: e.context,
-            reason: e.reason,
-        })?
+        kiln_source::RemoteContext::parse(context).map_err(OptionsError::InvalidRemoteContext)?
     {
         return Ok(ContextSource::Remote {
             source,

@@ -1,6 +1,11 @@
 //! What is wrong with the command line, found before the build starts.
 
 use kiln_build::options::Compression;
+use kiln_oci::builtin_helpers::UnknownHelper;
+use kiln_oci::registry::FlagError;
+use kiln_oci::{PlatformError, ReferenceError};
+use kiln_source::GitOptionsError;
+use kiln_source::SpecError;
 
 /// A problem with the options, found before the build starts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,6 +31,9 @@ pub enum OptionsError {
         /// What is wrong.
         reason: String,
     },
+    /// A remote context whose location does not parse.
+    #[error("build context {:?}: {}", .0.context, .0.reason)]
+    InvalidRemoteContext(#[source] SpecError),
     /// No Dockerfile where `--dockerfile` points.
     #[error("no Dockerfile at {path:?} (nor inside the build context); please provide a valid path to a Dockerfile within the build context with --dockerfile")]
     DockerfileNotFound {
@@ -48,6 +56,46 @@ pub enum OptionsError {
         /// What is wrong.
         reason: String,
     },
+    /// A `--destination` that is not an image reference.
+    #[error("--destination {value:?}: {source}")]
+    InvalidDestination {
+        /// The destination as given.
+        value: String,
+        /// Why it is not a reference.
+        #[source]
+        source: ReferenceError,
+    },
+    /// A `--custom-platform` list naming something that is not a platform.
+    #[error("--custom-platform {list:?}: {source}")]
+    InvalidPlatform {
+        /// The whole list as given.
+        list: String,
+        /// The entry that is not a platform.
+        #[source]
+        source: PlatformError,
+    },
+    /// A `--git` option list that does not parse.
+    #[error("--git {value:?}: {source}")]
+    InvalidGitOptions {
+        /// The list as given.
+        value: String,
+        /// What is wrong with it.
+        #[source]
+        source: GitOptionsError,
+    },
+    /// A `--credential-helpers` entry that names no built-in source.
+    #[error("--credential-helpers {value:?}: {source}")]
+    InvalidCredentialHelper {
+        /// The entry as given.
+        value: String,
+        /// Why it is not a helper.
+        #[source]
+        source: UnknownHelper,
+    },
+    /// A registry flag (`--registry-map`, `--registry-mirror`, certificates) off its grammar;
+    /// its message names the flag and the value.
+    #[error(transparent)]
+    InvalidRegistryFlag(#[from] FlagError),
     /// An environment variable holds a value kiln cannot use.
     #[error("environment variable {name}={value:?}: {reason}")]
     InvalidEnv {

@@ -252,7 +252,10 @@ impl BuildFlags {
             .iter()
             .map(|d| {
                 d.parse::<Destination>()
-                    .map_err(|e| invalid("--destination", d, e.to_string()))
+                    .map_err(|source| OptionsError::InvalidDestination {
+                        value: d.clone(),
+                        source,
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let no_push = match self.no_push {
@@ -315,10 +318,12 @@ impl BuildFlags {
             Some(list) => {
                 let mut platforms: Vec<Platform> = Vec::new();
                 for p in list.split(',') {
-                    let p = p
-                        .trim()
-                        .parse::<Platform>()
-                        .map_err(|e| invalid("--custom-platform", list, e.to_string()))?;
+                    let p = p.trim().parse::<Platform>().map_err(|source| {
+                        OptionsError::InvalidPlatform {
+                            list: list.clone(),
+                            source,
+                        }
+                    })?;
                     // `linux/arm64` and `linux/arm64/v8` are one platform.
                     if !platforms.iter().any(|q| q.matches(&p) && p.matches(q)) {
                         platforms.push(p);

@@ -3,12 +3,11 @@
 
 use kiln_build::options::RegistryOptions;
 use kiln_oci::registry::{
-    parse_client_cert, parse_host_path, parse_pull_routes, FlagError, REGISTRY_MAP_ENV,
-    REGISTRY_MIRROR_ENV,
+    parse_client_cert, parse_host_path, parse_pull_routes, REGISTRY_MAP_ENV, REGISTRY_MIRROR_ENV,
 };
 
 use super::env::EnvLookup;
-use super::error::{invalid, OptionsError};
+use super::error::OptionsError;
 
 /// `--credential-helpers`: every built-in source when not given; an empty
 /// value (`--credential-helpers=`) turns them all off.
@@ -25,7 +24,10 @@ pub fn resolve_credential_helpers(
         }
         let helper = name
             .parse()
-            .map_err(|reason: String| invalid("--credential-helpers", name, reason))?;
+            .map_err(|source| OptionsError::InvalidCredentialHelper {
+                value: name.to_string(),
+                source,
+            })?;
         if !helpers.contains(&helper) {
             helpers.push(helper);
         }
@@ -41,22 +43,18 @@ pub(crate) fn resolve_registry(
     client_certs: &[String],
     env: EnvLookup<'_>,
 ) -> Result<RegistryOptions, OptionsError> {
-    let flag_error = |e: FlagError| invalid(e.flag, &e.value, format!("expected {}", e.expected));
-    registry.set_pull_routes(
-        parse_pull_routes(
-            maps,
-            env(REGISTRY_MAP_ENV).as_deref(),
-            mirrors,
-            env(REGISTRY_MIRROR_ENV).as_deref(),
-        )
-        .map_err(flag_error)?,
-    );
+    registry.set_pull_routes(parse_pull_routes(
+        maps,
+        env(REGISTRY_MAP_ENV).as_deref(),
+        mirrors,
+        env(REGISTRY_MIRROR_ENV).as_deref(),
+    )?);
     for pair in certificates {
-        let (host, path) = parse_host_path(pair).map_err(flag_error)?;
+        let (host, path) = parse_host_path(pair)?;
         registry.ca_certificates.insert(host, path);
     }
     for pair in client_certs {
-        let (host, cert) = parse_client_cert(pair).map_err(flag_error)?;
+        let (host, cert) = parse_client_cert(pair)?;
         registry.client_certificates.insert(host, cert);
     }
     Ok(registry)

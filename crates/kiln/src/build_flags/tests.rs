@@ -554,3 +554,91 @@ fn go_bools() {
         assert_eq!(parse_go_bool(bad), None, "{bad}");
     }
 }
+
+/// Values rejected by a typed parser keep that parser's error as their source, and print
+/// as they always have: the flag, the value quoted, and the parser's message.
+#[test]
+fn rejected_values_keep_the_parsers_error_beneath_the_same_message() {
+    use std::error::Error;
+    let dir = context_dir();
+    let rejected = |flags: BuildFlags| flags.resolve(&no_env).unwrap_err();
+    fn source_of<E: Error + 'static>(e: &OptionsError) -> &E {
+        e.source()
+            .and_then(|s| s.downcast_ref::<E>())
+            .unwrap_or_else(|| panic!("{e} keeps no {}", std::any::type_name::<E>()))
+    }
+
+    let e = rejected(BuildFlags {
+        destinations: vec!["Bad Ref".into()],
+        ..flags_in(&dir)
+    });
+    let parsed = "Bad Ref".parse::<kiln_oci::Reference>().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("--destination \"Bad Ref\": {parsed}")
+    );
+    assert_eq!(source_of::<kiln_oci::ReferenceError>(&e), &parsed);
+
+    let e = rejected(BuildFlags {
+        custom_platform: Some("linux/amd64,a/b/c/d".into()),
+        ..flags_in(&dir)
+    });
+    let parsed = "a/b/c/d".parse::<Platform>().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("--custom-platform \"linux/amd64,a/b/c/d\": {parsed}")
+    );
+    assert_eq!(source_of::<kiln_oci::PlatformError>(&e), &parsed);
+
+    let e = rejected(BuildFlags {
+        git: Some("depth=1".into()),
+        ..flags_in(&dir)
+    });
+    let parsed = kiln_source::GitOptions::parse("depth=1").unwrap_err();
+    assert_eq!(e.to_string(), format!("--git \"depth=1\": {parsed}"));
+    assert_eq!(source_of::<kiln_source::GitOptionsError>(&e), &parsed);
+
+    let context = "https://user:hunter2@h/r.git#main:../up";
+    let e = rejected(BuildFlags {
+        context: context.into(),
+        ..flags_in(&dir)
+    });
+    let parsed = kiln_source::RemoteContext::parse(context).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("build context {:?}: {}", parsed.context, parsed.reason)
+    );
+    assert_eq!(source_of::<kiln_source::SpecError>(&e), &parsed);
+
+    let e = rejected(BuildFlags {
+        credential_helpers: Some(vec!["vault".into()]),
+        ..flags_in(&dir)
+    });
+    let parsed = "vault"
+        .parse::<kiln_oci::builtin_helpers::BuiltinHelper>()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("--credential-helpers \"vault\": {parsed}")
+    );
+    assert_eq!(
+        source_of::<kiln_oci::builtin_helpers::UnknownHelper>(&e),
+        &parsed
+    );
+
+    let e = rejected(BuildFlags {
+        registry_maps: vec!["no-equals-sign".into()],
+        ..flags_in(&dir)
+    });
+    let OptionsError::InvalidRegistryFlag(parsed) = &e else {
+        panic!("{e:?}");
+    };
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{} {:?}: expected {}",
+            parsed.flag, parsed.value, parsed.expected
+        )
+    );
+    assert_eq!(parsed.value, "no-equals-sign");
+}

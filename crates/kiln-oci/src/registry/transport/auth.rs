@@ -3,11 +3,12 @@
 //! request's scopes and cached until shortly before they expire, and a
 //! token the registry refuses is dropped and fetched again, once.
 
-use super::failure::{error_chain, parse_url, read_limited, timed_out};
+use super::failure::{parse_url, read_limited, timed_out};
 use super::{host_of, lock, Req, Scope, Transport};
 use crate::auth::Credential;
 use crate::registry::challenge::{bearer_error, Challenge};
 use crate::registry::error::{display_url, parse_oci_errors, OciErrors, RegistryError};
+use kiln_image_spec::error::chain as error_chain;
 use reqwest::header::AUTHORIZATION;
 use reqwest::{Response, StatusCode};
 use std::time::{Duration, Instant, SystemTime};

@@ -5,6 +5,7 @@
 use super::host_of;
 use crate::registry::error::{display_url, looks_like_html, parse_oci_errors, RegistryError};
 use crate::registry::options::RegistryOptions;
+use kiln_image_spec::error::chain as error_chain;
 use reqwest::{Method, Response};
 use std::time::Duration;
 use url::Url;
@@ -18,20 +19,6 @@ const ERROR_BODY_TIME_LIMIT: Duration = Duration::from_secs(30);
 
 pub(crate) fn parse_url(s: &str) -> Result<Url, RegistryError> {
     Url::parse(s).map_err(|e| RegistryError::Options(format!("bad URL {s:?}: {e}")))
-}
-
-/// The whole cause chain of an error, for messages.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 /// True when a connection failure's cause chain says the host name did not

@@ -24,7 +24,7 @@ mod redirect;
 mod request;
 mod tls;
 
-pub(crate) use failure::{error_chain, error_from_response, parse_url, timed_out};
+pub(crate) use failure::{error_from_response, parse_url, timed_out};
 pub(crate) use request::{Body, Req, Scope};
 
 use super::challenge::Challenge;
