@@ -20,6 +20,7 @@ mod pending;
 mod platforms;
 mod prefetch;
 mod record;
+mod root_tap;
 pub mod rootfs;
 mod run_step;
 mod signal;

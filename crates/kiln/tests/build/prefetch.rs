@@ -66,6 +66,21 @@ fn a_prefetched_base_gives_the_image_a_build_without_it_gives() {
         let log = stderr(&out);
         let prefetched = log.contains(&format!("stage 1: base {base} unpacked ahead"));
         assert_eq!(prefetched, tag == "on", "{flag}:\n{log}");
+        if prefetched {
+            // The COPYs went into the prefetched root as their layers were
+            // written: no root is ever brought up to more than its base.
+            let synced: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("root filesystem: "))
+                .collect();
+            assert!(
+                !synced.is_empty()
+                    && synced
+                        .iter()
+                        .all(|l| l.contains("root filesystem: 1 layers")),
+                "{synced:#?}\n{log}"
+            );
+        }
         digests.push(fs::read_to_string(out_dir.path().join("digest")).unwrap());
         let img = Flattened::from_registry(&reg, &format!("prefetch:{tag}")).unwrap();
         assert_eq!(
