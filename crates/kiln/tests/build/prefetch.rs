@@ -39,6 +39,36 @@ fn first_layer(reg: &Registry, name: &str) -> String {
         .to_string()
 }
 
+/// The two-layer busybox pushed to `reg` as `name:1`, reached through a
+/// proxy that applies `fault` to the downloads of its first layer; with
+/// that layer's digest.
+fn base_behind_fault(reg: &Registry, name: &str, fault: Fault) -> (FaultProxy, String) {
+    BaseImage::busybox_two_layers()
+        .unwrap()
+        .push_to(reg, &format!("{name}:1"))
+        .unwrap();
+    let layer = first_layer(reg, &format!("{name}:1"));
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    proxy.inject(
+        Some("GET"),
+        &format!("/v2/{name}/blobs/{layer}"),
+        fault,
+        1000,
+    );
+    (proxy, layer)
+}
+
+/// Builds `ctx` with `kiln_dir`, pushing nothing: it must fail; its stderr.
+fn failed_build(ctx: &Path, kiln_dir: &Path) -> String {
+    let out = Kiln::build(ctx)
+        .args(["--no-push", "--insecure-pull"])
+        .arg_path("--kiln-dir", kiln_dir)
+        .output();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    err
+}
+
 #[test]
 fn a_prefetched_base_gives_the_image_a_build_without_it_gives() {
     let reg = Registry::plain_with_busybox().unwrap();
@@ -95,18 +125,7 @@ fn a_prefetched_base_gives_the_image_a_build_without_it_gives() {
 #[test]
 fn a_base_layer_that_cannot_be_downloaded_fails_the_stages_own_step() {
     let reg = Registry::plain().unwrap();
-    BaseImage::busybox_two_layers()
-        .unwrap()
-        .push_to(&reg, "broken:1")
-        .unwrap();
-    let layer = first_layer(&reg, "broken:1");
-    let proxy = FaultProxy::start(&reg.host()).unwrap();
-    proxy.inject(
-        Some("GET"),
-        &format!("/v2/broken/blobs/{layer}"),
-        Fault::Status(404, None),
-        1000,
-    );
+    let (proxy, layer) = base_behind_fault(&reg, "broken", Fault::Status(404, None));
     let ctx = context(&format!(
         "FROM scratch AS gen\n\
          COPY app.txt /app.txt\n\
@@ -116,12 +135,7 @@ fn a_base_layer_that_cannot_be_downloaded_fails_the_stages_own_step() {
         proxy.host()
     ));
     let kiln_dir = tempfile::tempdir().unwrap();
-    let out = Kiln::build(ctx.path())
-        .args(["--no-push", "--insecure-pull"])
-        .arg_path("--kiln-dir", kiln_dir.path())
-        .output();
-    let err = stderr(&out);
-    assert!(!out.status.success(), "{err}");
+    let err = failed_build(ctx.path(), kiln_dir.path());
     // The stage's first step that needs the base's files (the COPY looks
     // at what the image holds) reports it, as without the prefetch.
     assert!(
@@ -146,19 +160,9 @@ fn a_base_layer_that_cannot_be_downloaded_fails_the_stages_own_step() {
 #[test]
 fn a_failed_build_waits_for_a_prefetch_in_flight_then_leaves_nothing() {
     let reg = Registry::plain_with_busybox().unwrap();
-    BaseImage::busybox_two_layers()
-        .unwrap()
-        .push_to(&reg, "slow:1")
-        .unwrap();
-    let layer = first_layer(&reg, "slow:1");
-    let proxy = FaultProxy::start(&reg.host()).unwrap();
     // The final stage's base arrives long after the first stage failed.
-    proxy.inject(
-        Some("GET"),
-        &format!("/v2/slow/blobs/{layer}"),
-        Fault::StallMidBody(Duration::from_secs(3)),
-        10,
-    );
+    let stall = Fault::StallMidBody(Duration::from_secs(3));
+    let (proxy, _) = base_behind_fault(&reg, "slow", stall);
     let ctx = context(&format!(
         "FROM {} AS gen\n\
          RUN sleep 1 && exit 3\n\
@@ -169,12 +173,7 @@ fn a_failed_build_waits_for_a_prefetch_in_flight_then_leaves_nothing() {
         proxy.host()
     ));
     let kiln_dir = tempfile::tempdir().unwrap();
-    let out = Kiln::build(ctx.path())
-        .args(["--no-push", "--insecure-pull"])
-        .arg_path("--kiln-dir", kiln_dir.path())
-        .output();
-    let err = stderr(&out);
-    assert!(!out.status.success(), "{err}");
+    let err = failed_build(ctx.path(), kiln_dir.path());
     assert!(
         err.contains(":2: RUN /bin/sh -c sleep 1 && exit 3: exit code 3"),
         "{err}"
