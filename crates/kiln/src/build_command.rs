@@ -166,8 +166,8 @@ pub struct BuildCommand {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub reproducible: bool,
 
-    /// Unpack the bases of later stages that RUN while the first stages run;
-    /// never with --cache or --sbom.
+    /// Unpack the bases of later stages that RUN while the first stages run
+    /// (not with the layer cache or an SBOM).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
     pub prefetch_bases: bool,
 
