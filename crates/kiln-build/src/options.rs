@@ -191,6 +191,9 @@ pub struct BuildOptions {
     pub platforms: Vec<Platform>,
     /// Strip timestamps so that equal inputs give equal digests.
     pub reproducible: bool,
+    /// Unpack the bases of later stages that RUN while the first stages
+    /// run (`--prefetch-bases`); never with the layer cache or an SBOM.
+    pub prefetch_bases: bool,
     /// Build secrets (names and sources only; contents are read when used).
     pub secrets: Vec<Secret>,
     /// SSH agent sockets RUN `--mount=type=ssh` forwards, by id.

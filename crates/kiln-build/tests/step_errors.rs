@@ -33,6 +33,7 @@ fn build(
         platform: Platform::host(),
         platforms: Vec::new(),
         reproducible: false,
+        prefetch_bases: true,
         secrets: secrets
             .into_iter()
             .map(|(id, file)| Secret {

@@ -456,10 +456,9 @@ impl LayerWriter {
                 "an earlier entry failed; the layer is incomplete",
             )));
         }
-        // End-of-archive: two zero blocks.
-        self.stream
-            .write_all(&[0u8; 2 * header::BLOCK])
-            .map_err(fail)?;
+        // End-of-archive: two zero blocks, through the tap too, so that its
+        // stream is the whole tar whose digest is the diff_id.
+        self.write(&[0u8; 2 * header::BLOCK]).map_err(fail)?;
         let (compressor, diff_id, _) = self.stream.finish();
         let blob = compressor.finish().map_err(fail)?;
         let (buffered, digest, size) = blob.finish();
@@ -566,6 +565,48 @@ mod tests {
                 (path, kind, data)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_tap_gets_the_whole_tar_the_diff_id_names() {
+        use crate::tap::{Tap, TapHandle, TapSink};
+        use sha2::{Digest as _, Sha256};
+        use std::sync::Mutex;
+
+        #[derive(Default)]
+        struct Collect(Arc<Mutex<(Vec<u8>, Option<Digest>)>>);
+        struct Sink(Arc<Mutex<(Vec<u8>, Option<Digest>)>>);
+        impl Tap for Collect {
+            fn open(&self) -> Option<Box<dyn TapSink>> {
+                Some(Box::new(Sink(self.0.clone())))
+            }
+        }
+        impl TapSink for Sink {
+            fn write(&mut self, bytes: &[u8]) {
+                self.0.lock().unwrap().0.extend_from_slice(bytes);
+            }
+            fn finish(self: Box<Self>, diff_id: &Digest) {
+                self.0.lock().unwrap().1 = Some(diff_id.clone());
+            }
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Collect::default();
+        let got = seen.0.clone();
+        let options = LayerOptions::new(Compression::Gzip).with_tap(TapHandle(Arc::new(seen)));
+        let mut w = LayerWriter::new(dir.path(), &options).unwrap();
+        let mut content = Cursor::new(b"hello".to_vec());
+        let meta = EntryMeta::with_mode(0o644);
+        w.append(
+            &Entry::new("f", EntryKind::File { size: 5 }, meta),
+            Some(&mut content),
+        )
+        .unwrap();
+        let blob = w.finish().unwrap();
+        let (bytes, finished) = std::mem::take(&mut *got.lock().unwrap());
+        assert_eq!(finished.as_ref(), Some(&blob.diff_id));
+        let tapped = Digest::from_sha256(Sha256::digest(&bytes).into());
+        assert_eq!(tapped, blob.diff_id, "the tap's stream is the whole tar");
     }
 
     #[test]

@@ -166,6 +166,11 @@ pub struct BuildCommand {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool, action = ArgAction::Set)]
     pub reproducible: bool,
 
+    /// Unpack the bases of later stages that RUN while the first stages run
+    /// (not with the layer cache or an SBOM).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", value_parser = go_bool, action = ArgAction::Set)]
+    pub prefetch_bases: bool,
+
     /// Layer compression: gzip or zstd.
     #[arg(long, value_name = "ALGORITHM", default_value = "gzip", value_parser = parse_layer_compression, help_heading = OUTPUT)]
     pub compression: Compression,
@@ -427,6 +432,7 @@ impl BuildCommand {
             skip_unused_stages: self.skip_unused_stages,
             custom_platform: self.custom_platform.clone(),
             reproducible: self.reproducible,
+            prefetch_bases: self.prefetch_bases,
             compression: self.compression,
             compression_level: self.compression_level,
             compressed_caching: self.compressed_caching,

@@ -7,7 +7,7 @@
 
 use super::error::{BuildError, GitSourceError, StepError};
 use super::rootfs::Rootfs;
-use super::stage::{StageRun, StageRunner};
+use super::stage::{ImageView, StageRun, StageRunner};
 use super::through_links::through_image_links;
 use crate::cache::Upstream;
 use crate::context::BuildContext;
@@ -312,8 +312,37 @@ impl StageRunner<'_> {
                 |p| rootfs.kind_of(p) == Some(copy::FileKind::Dir),
             )
         };
-        let layer = self.write_layer(run.stage.0, &plan, instruction).await?;
-        self.add_layer(run, instruction, layer, created).await
+        // A root that is there already takes the layer as it is written, so
+        // the next RUN need not read it back. Not while a RUN's layer is
+        // still read from its hard links into the root, nor when the
+        // stream goes to the SBOM's scan.
+        let into_root = match &rootfs {
+            ImageView::Root(root)
+                if run.pending.is_none() && self.scan_tap(run.stage.0).is_none() =>
+            {
+                Some(root.dir().to_path_buf())
+            }
+            _ => None,
+        };
+        let Some(root) = into_root else {
+            let layer = self.write_layer(run.stage.0, &plan, instruction).await?;
+            return self.add_layer(run, instruction, layer, created).await;
+        };
+        let (layer, applied) = self
+            .write_layer_into_root(run.stage.0, &plan, instruction, root)
+            .await?;
+        let digest = layer.digest.clone();
+        self.add_layer(run, instruction, layer, created).await?;
+        match run.rootfs.as_mut() {
+            Some(root) if applied => root.mark_applied(&digest),
+            _ => {
+                // Part of the layer may be in the root: materialize afresh,
+                // in a new directory, when next needed.
+                run.rootfs = None;
+                run.rootfs_name = format!("{}-c{}", run.rootfs_name, run.steps);
+            }
+        }
+        Ok(())
     }
 
     /// The index of the stage `name` refers to (a stage name or a number).

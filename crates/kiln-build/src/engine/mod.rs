@@ -7,6 +7,7 @@
 //! config; COPY/ADD write a layer) → image assembly → outputs.
 
 mod attestations;
+mod base;
 mod cache_seed;
 mod copy_step;
 pub mod error;
@@ -17,7 +18,9 @@ pub mod listing;
 pub mod metadata;
 mod pending;
 mod platforms;
+mod prefetch;
 mod record;
+mod root_tap;
 pub mod rootfs;
 mod run_step;
 mod signal;
@@ -201,7 +204,9 @@ async fn build_one(
         record: &record,
         scans: scans.clone(),
         namespaces_refused: Default::default(),
+        prefetches: Default::default(),
     };
+    runner.start_prefetches();
     let mut results: HashMap<usize, StageResult> = HashMap::new();
     let mut steps = 0;
     let mut cached = 0;
@@ -228,6 +233,9 @@ async fn build_one(
         Ok::<(), BuildError>(())
     };
     let stages_result = run_stages.await;
+    // A base still being unpacked for a stage that never ran (the build
+    // failed first) writes into the workspace: done before it is removed.
+    runner.prefetches.finish().await;
     // Cache stores read layer files from the workspace: they are waited for
     // (each failure is logged by the pusher) before anything can remove it,
     // also when the build failed. They finish while the outputs are written.

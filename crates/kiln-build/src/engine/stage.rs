@@ -69,6 +69,8 @@ pub(crate) struct StageRunner<'a> {
     pub scans: Option<crate::output::sbom_scan::LayerScans>,
     /// Whether this build's RUN steps found namespaces refused.
     pub namespaces_refused: super::run_step::NamespacesRefused,
+    /// Bases of later stages unpacked ahead (see [`super::prefetch`]).
+    pub prefetches: super::prefetch::Prefetches,
 }
 
 /// A stage in progress.
@@ -92,6 +94,9 @@ pub(crate) struct StageRun<'r> {
     pub pending: Option<super::pending::PendingLayer>,
     /// Layers recorded late (see [`super::pending`]), so far.
     pub settled: usize,
+    /// The stage's base root, being unpacked ahead, until the stage first
+    /// needs a root.
+    pub prefetch: Option<super::prefetch::Claim>,
 }
 
 impl StageRun<'_> {
@@ -149,11 +154,13 @@ impl StageRunner<'_> {
             steps: stage.instructions.len(),
         });
         let platform = self.stage_platform(stage.platform.as_deref(), &stage.from)?;
+        let mut prefetch = None;
         let (image, parent) = match &stage.base {
             Base::Scratch => (ImageState::scratch(&platform), "scratch".to_string()),
             Base::Stage(i) => (results[i].image.clone(), results[i].key.to_string()),
             Base::Image(r) => {
                 let (image, digest) = self.pull(r, &platform, &stage.from).await?;
+                prefetch = self.prefetches.claim(index, &digest);
                 (image, digest.to_string())
             }
         };
@@ -178,6 +185,7 @@ impl StageRunner<'_> {
             step_cached: false,
             pending: None,
             settled: 0,
+            prefetch,
         };
         // ONBUILD triggers of the base run first, and are not inherited.
         let triggers = run
@@ -226,7 +234,7 @@ impl StageRunner<'_> {
         })
     }
 
-    fn stage_platform(
+    pub(crate) fn stage_platform(
         &self,
         flag: Option<&str>,
         from: &Instruction,
@@ -258,48 +266,11 @@ impl StageRunner<'_> {
             self.record.image(&parsed, &found.1, platform);
             return Ok(found);
         }
-        let pulled = self
-            .blobs
-            .client()
-            .pull_image(&parsed, platform)
-            .await
-            .map_err(|source| BuildError::Pull {
-                reference: reference.to_string(),
-                source: Box::new(source),
-            })?;
-        tracing::info!("base {} is {}", parsed, pulled.digest);
-        self.record.image(&parsed, &pulled.digest, platform);
-        let diff_ids = &pulled.config.rootfs.diff_ids;
-        if diff_ids.len() != pulled.manifest.layers.len() {
-            return Err(BuildError::Pull {
-                reference: reference.to_string(),
-                source: Box::new(kiln_oci::RegistryError::Options(format!(
-                    "image config lists {} layers but the manifest {}",
-                    diff_ids.len(),
-                    pulled.manifest.layers.len()
-                ))),
-            });
-        }
-        let layers = pulled
-            .manifest
-            .layers
-            .iter()
-            .zip(diff_ids)
-            .map(|(d, diff_id)| LayerRef {
-                descriptor: d.clone(),
-                diff_id: diff_id.clone(),
-                origin: LayerOrigin::Remote(pulled.reference.clone()),
-            })
-            .collect();
-        Ok((
-            ImageState {
-                layers,
-                oci: pulled.media_type == media::OCI_MANIFEST,
-                annotations: pulled.manifest.annotations.clone(),
-                config: pulled.config,
-            },
-            pulled.digest,
-        ))
+        let (image, digest) =
+            super::base::pull(self.blobs.client(), reference, &parsed, platform).await?;
+        tracing::info!("base {} is {}", parsed, digest);
+        self.record.image(&parsed, &digest, platform);
+        Ok((image, digest))
     }
 
     /// The base from `--cache-dir` (filled by `kiln warm`) when the cache
@@ -561,6 +532,7 @@ impl StageRunner<'_> {
         run: &'b mut StageRun<'_>,
         instruction: &Instruction,
     ) -> Result<&'b Rootfs, BuildError> {
+        self.take_prefetched(run).await;
         if run.rootfs.is_none() {
             let dir = self.workspace.rootfs(&run.rootfs_name);
             run.rootfs = Some(Rootfs::new(dir).map_err(|e| self.step_error(instruction, e))?);
@@ -571,6 +543,16 @@ impl StageRunner<'_> {
             .await
             .map_err(|e| self.step_error(instruction, e))?;
         Ok(rootfs)
+    }
+
+    /// The stage's first need of a root: the base root unpacked ahead
+    /// becomes the stage's, when there is one (waiting for it to be ready).
+    async fn take_prefetched(&self, run: &mut StageRun<'_>) {
+        if let Some(claim) = run.prefetch.take() {
+            if run.rootfs.is_none() {
+                run.rootfs = claim.root(self.workspace, run.stage.0).await;
+            }
+        }
     }
 
     /// Brings `root` up to `image`. With the cache pushed to, each layer
@@ -603,6 +585,7 @@ impl StageRunner<'_> {
         run: &mut StageRun<'_>,
         instruction: &Instruction,
     ) -> Result<ImageView, BuildError> {
+        self.take_prefetched(run).await;
         if run.rootfs.is_some() {
             let root = self.rootfs(run, instruction).await?;
             return Ok(ImageView::Root(root.clone()));

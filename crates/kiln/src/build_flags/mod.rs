@@ -84,6 +84,8 @@ pub struct BuildFlags {
     pub custom_platform: Option<String>,
     /// `--reproducible`.
     pub reproducible: bool,
+    /// `--prefetch-bases`; on by default.
+    pub prefetch_bases: bool,
     /// `--compression`.
     pub compression: Compression,
     /// `--compression-level`; -1 is the compression's default.
@@ -195,6 +197,7 @@ impl Default for BuildFlags {
             skip_unused_stages: true,
             custom_platform: None,
             reproducible: false,
+            prefetch_bases: true,
             compression: Compression::Gzip,
             compression_level: -1,
             compressed_caching: true,
@@ -369,6 +372,7 @@ impl BuildFlags {
             platform,
             platforms,
             reproducible: self.reproducible,
+            prefetch_bases: self.prefetch_bases,
             secrets: self
                 .secrets
                 .iter()

@@ -17,6 +17,7 @@ mod examples;
 mod git_ssh;
 mod index_create;
 mod outputs;
+mod prefetch;
 mod progress;
 mod registries;
 mod remote_contexts;

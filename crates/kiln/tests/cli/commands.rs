@@ -524,6 +524,15 @@ fn unused_stages_are_skipped_unless_turned_off() {
 }
 
 #[test]
+fn bases_are_prefetched_unless_turned_off() {
+    assert_eq!(options(&["--no-push"])["prefetch_bases"], true);
+    assert_eq!(
+        options(&["--no-push", "--prefetch-bases=false"])["prefetch_bases"],
+        false
+    );
+}
+
+#[test]
 fn platform_is_buildkits_name_for_custom_platform_and_takes_a_list() {
     for spelling in ["--custom-platform=linux/arm64", "--platform=linux/arm64"] {
         let json = options(&["--no-push", spelling]);
