@@ -481,6 +481,18 @@ pub enum CacheRepo {
     OciLayout(PathBuf),
 }
 
+impl CacheRepo {
+    /// What a `--cache-repo` value names: `oci:PATH` is a layout, anything
+    /// else a registry repository (`kiln build` and `kiln cache prune` read
+    /// it alike).
+    pub fn from_flag(value: &str) -> CacheRepo {
+        match value.strip_prefix("oci:") {
+            Some(path) => CacheRepo::OciLayout(PathBuf::from(path)),
+            None => CacheRepo::Registry(value.to_string()),
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LogOptions {

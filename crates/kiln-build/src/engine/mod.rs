@@ -163,9 +163,8 @@ async fn build_one(
         .map_err(|e| BuildError::Registry(Box::new(e)))?;
     let blobs = BlobStore::new(ws.blobs(), client.clone()).with_progress(progress.clone());
     let first_destination = options.output.destinations.first().map(|d| &d.reference);
-    let cache = crate::cache::LayerCache::open(&options.cache, first_destination, &client)
-        .map_err(BuildError::Cache)?
-        .map(|c| c.with_scratch(ws.scratch()));
+    let cache = crate::cache::open(&options.cache, first_destination, &client, ws.scratch())
+        .map_err(BuildError::Cache)?;
     if let Some(cache) = &cache {
         tracing::info!("layer cache: {}", cache.describe());
     }

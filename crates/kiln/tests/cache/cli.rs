@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use kiln_build::cache::entry::Entry;
-use kiln_build::cache::{CacheKey, RegistryCache, StepInputs};
+use kiln_build::cache::{CacheKey, RegistryCache, StepInputs, StepStore};
 use kiln_oci::{media, Access, BlobSource, Platform, Reference, RegistryClient, RegistryOptions};
 use kiln_testkit::{BaseImage, Registry};
 
