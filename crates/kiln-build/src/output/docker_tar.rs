@@ -5,16 +5,44 @@
 //! as they are pushed (compressed); `docker load` decompresses them.
 
 use super::attest::{plain, Attached};
+use super::sink::{Finished, OutputSink, Written};
 use super::{layer_file, OutputError};
 use crate::layout::{blob_name, refs, tar::write_tar_file};
 use crate::model::assemble::BuiltImage;
 use crate::model::blobs::BlobStore;
 use kiln_oci::{media, Descriptor, Index};
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// `--tar-path`: writes the image to one file, tagged with its `RepoTags`.
+pub struct DockerTarSink {
+    path: PathBuf,
+    repo_tags: Vec<String>,
+}
+
+impl DockerTarSink {
+    /// A sink writing to `path`, tagged with `repo_tags` (familiar
+    /// `name:tag` forms; the first also names the image in `index.json`).
+    pub fn new(path: PathBuf, repo_tags: Vec<String>) -> DockerTarSink {
+        DockerTarSink { path, repo_tags }
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputSink for DockerTarSink {
+    async fn write(&self, finished: &Finished<'_>) -> Result<Written, OutputError> {
+        let Finished {
+            image,
+            attached,
+            blobs,
+        } = *finished;
+        write(&self.path, image, attached, &self.repo_tags, blobs).await?;
+        Ok(Written::default())
+    }
+}
 
 /// Writes `image` to `path`, tagged with `repo_tags` (familiar `name:tag` forms).
-pub async fn write(
+async fn write(
     path: &Path,
     image: &BuiltImage,
     attached: Option<&Attached>,

@@ -10,19 +10,47 @@
 //! digest) and layers are the same.
 
 use super::attest::{plain, Attached};
+use super::sink::{Finished, OutputSink, Written};
 use super::{layer_file, OutputError};
 use crate::layout::{refs, Layout};
 use crate::model::assemble::BuiltImage;
 use crate::model::blobs::BlobStore;
 use kiln_oci::{media, Descriptor};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The annotation that names an image inside a layout.
 pub use crate::layout::REF_NAME;
 
+/// `--oci-layout-path`: adds the image to a layout directory.
+pub struct OciLayoutSink {
+    dir: PathBuf,
+    ref_name: Option<String>,
+}
+
+impl OciLayoutSink {
+    /// A sink writing into the layout at `dir`, naming the image `ref_name`
+    /// when given (an entry of that name is replaced).
+    pub fn new(dir: PathBuf, ref_name: Option<String>) -> OciLayoutSink {
+        OciLayoutSink { dir, ref_name }
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputSink for OciLayoutSink {
+    async fn write(&self, finished: &Finished<'_>) -> Result<Written, OutputError> {
+        let Finished {
+            image,
+            attached,
+            blobs,
+        } = *finished;
+        write(&self.dir, image, attached, self.ref_name.as_deref(), blobs).await?;
+        Ok(Written::default())
+    }
+}
+
 /// Writes `image` into the layout at `dir`, tagged `ref_name` when given.
 /// An entry with the same `ref_name` is replaced.
-pub async fn write(
+async fn write(
     dir: &Path,
     image: &BuiltImage,
     attached: Option<&Attached>,
