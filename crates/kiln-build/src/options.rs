@@ -349,7 +349,7 @@ pub struct LayerOptions {
 }
 
 /// Where the built image goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutputOptions {
     /// Image references to push to (and to tag the tarball with), in order.
     pub destinations: Vec<Destination>,

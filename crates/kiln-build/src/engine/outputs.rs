@@ -108,17 +108,7 @@ mod tests {
     fn outputs(destinations: &[&str]) -> OutputOptions {
         OutputOptions {
             destinations: destinations.iter().map(|d| d.parse().unwrap()).collect(),
-            push: false,
-            tar_path: None,
-            oci_layout_path: None,
-            digest_file: None,
-            image_name_with_digest_file: None,
-            image_name_tag_with_digest_file: None,
-            image_format: None,
-            by_digest: false,
-            annotations: Default::default(),
-            attest: Default::default(),
-            push_ignore_immutable_tag_errors: false,
+            ..Default::default()
         }
     }
 
