@@ -38,6 +38,24 @@ fn tags(rt: &tokio::runtime::Runtime, reg: &Registry, repo: &Reference) -> Vec<S
     t
 }
 
+/// Runs `kiln cache prune --older-than 168h` on `cache_repo` with `flags`;
+/// its stdout, once it has succeeded.
+fn prune_ok(cache_repo: &str, flags: &[&str]) -> String {
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .args(["cache", "prune", "--cache-repo", cache_repo])
+        .args(["--older-than", "168h"])
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn cache_prune_deletes_expired_entries() {
     let reg = Registry::plain().unwrap();
@@ -67,20 +85,7 @@ fn cache_prune_deletes_expired_entries() {
     ))
     .unwrap();
 
-    let out = Command::cargo_bin("kiln")
-        .unwrap()
-        .args(["cache", "prune", "--cache-repo"])
-        .arg(repo.name())
-        .args(["--older-than", "168h", "--insecure-registry"])
-        .arg(reg.host())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = prune_ok(&repo.name(), &["--insecure-registry", &reg.host()]);
     assert!(
         stdout.contains("examined 2 entries, deleted 1, kept 1"),
         "{stdout}"
@@ -99,19 +104,8 @@ fn cache_prune_of_a_layout_makes_no_registry_client() {
     rt.block_on(cache.store(&key("RUN fresh"), None, "RUN fresh"))
         .unwrap();
 
-    let out = Command::cargo_bin("kiln")
-        .unwrap()
-        .args(["cache", "prune", "--cache-repo"])
-        .arg(format!("oci:{}", layout.display()))
-        .args(["--older-than", "168h", "--registry-certificate", "no-host"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let repo = format!("oci:{}", layout.display());
+    let stdout = prune_ok(&repo, &["--registry-certificate", "no-host"]);
     assert_eq!(
         stdout.trim(),
         format!(
