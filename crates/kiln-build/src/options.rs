@@ -352,7 +352,7 @@ pub struct LayerOptions {
 }
 
 /// Where the built image goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutputOptions {
     /// Image references to push to (and to tag the tarball with), in order.
     pub destinations: Vec<Destination>,
@@ -482,6 +482,18 @@ pub enum CacheRepo {
     Registry(String),
     /// An OCI image layout on disk (`--cache-repo oci:PATH`).
     OciLayout(PathBuf),
+}
+
+impl CacheRepo {
+    /// What a `--cache-repo` value names: `oci:PATH` is a layout, anything
+    /// else a registry repository (`kiln build` and `kiln cache prune` read
+    /// it alike).
+    pub fn from_flag(value: &str) -> CacheRepo {
+        match value.strip_prefix("oci:") {
+            Some(path) => CacheRepo::OciLayout(PathBuf::from(path)),
+            None => CacheRepo::Registry(value.to_string()),
+        }
+    }
 }
 
 /// Logging.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cache_common::layer;
 use kiln_build::cache::layout::REF_NAME;
-use kiln_build::cache::{prune, CacheKey, LayerCache, OciLayoutCache, StepInputs};
+use kiln_build::cache::{CacheKey, OciLayoutCache, StepInputs, StepStore};
 use kiln_build::model::image::LayerOrigin;
 use kiln_oci::{Index, Platform};
 
@@ -150,12 +150,11 @@ async fn prune_drops_expired_entries_from_the_layout() {
         .await
         .unwrap();
     c.store(&key("RUN b"), None, "RUN b").await.unwrap();
-    let cache = LayerCache::Layout(c.clone());
-    let report = prune(&cache, DAY).await.unwrap();
+    let report = c.prune(DAY).await.unwrap();
     assert_eq!((report.examined, report.deleted, report.kept), (2, 0, 2));
     // Entries have second precision: after two seconds, a one-second limit expires both.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let report = prune(&cache, Duration::from_secs(1)).await.unwrap();
+    let report = c.prune(Duration::from_secs(1)).await.unwrap();
     assert_eq!((report.examined, report.deleted, report.kept), (2, 2, 0));
     assert!(index(dir.path()).manifests.is_empty());
     assert!(c.lookup(&key("RUN a")).await.unwrap().is_none());

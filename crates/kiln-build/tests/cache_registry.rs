@@ -3,12 +3,13 @@
 mod cache_common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cache_common::{client, delete_blob_from_storage, layer, Warnings};
 use kiln_build::cache::entry::Entry;
 use kiln_build::cache::{
-    prune, CacheKey, CachePusher, LayerCache, RegistryCache, StepInputs, StoreError,
+    CacheKey, CachePusher, LayerCache, RegistryCache, StepInputs, StepStore, StoreError,
 };
 use kiln_build::model::image::LayerOrigin;
 use kiln_oci::{media, Access, BlobSource, Platform, Reference};
@@ -182,7 +183,7 @@ async fn concurrent_stores_of_one_key_all_succeed() {
     rb.unwrap();
     // And through the background pusher: no warnings.
     let pusher = CachePusher::new(4);
-    let layer_cache = LayerCache::Registry(cache(&reg, DAY));
+    let layer_cache: LayerCache = Arc::new(cache(&reg, DAY));
     for _ in 0..4 {
         pusher.spawn(&layer_cache, k.clone(), Some(l.clone()), "RUN race".into());
     }
@@ -200,7 +201,7 @@ async fn failed_background_stores_are_warnings() {
     l.origin = LayerOrigin::Local(dir.path().join("no-such-file"));
     let pusher = CachePusher::default();
     pusher.spawn(
-        &LayerCache::Registry(cache(&reg, DAY)),
+        &(Arc::new(cache(&reg, DAY)) as LayerCache),
         key("RUN gone"),
         Some(l),
         "RUN gone".into(),
@@ -277,7 +278,7 @@ async fn prune_deletes_only_expired_entries_and_leaves_other_tags() {
         .push_to(&reg, "app/cache:latest")
         .unwrap();
 
-    let report = prune(&LayerCache::Registry(c.clone()), DAY).await.unwrap();
+    let report = c.prune(DAY).await.unwrap();
     assert_eq!(
         (report.examined, report.deleted, report.kept, report.skipped),
         (2, 1, 1, 1)
@@ -297,8 +298,28 @@ async fn prune_deletes_only_expired_entries_and_leaves_other_tags() {
 #[tokio::test]
 async fn pruning_a_missing_repository_is_empty() {
     let reg = Registry::plain().unwrap();
-    let report = prune(&LayerCache::Registry(cache(&reg, DAY)), DAY)
+    let report = cache(&reg, DAY).prune(DAY).await.unwrap();
+    assert_eq!(report, Default::default());
+}
+
+#[tokio::test]
+async fn a_cache_that_does_not_push_still_prunes() {
+    let reg = Registry::plain().unwrap();
+    let writer = cache(&reg, DAY);
+    let fresh = key("RUN fresh");
+    writer.store(&fresh, None, "RUN fresh").await.unwrap();
+    let old = key("RUN old");
+    let mut entry = Entry::new(None, "RUN old");
+    entry.created = "2001-02-03T04:05:06Z".into();
+    put_entry(&reg, &writer, &old, &entry).await;
+    // As `kiln cache prune` opens it: stores off, deletes still allowed.
+    let pruner = RegistryCache::new(client(&reg), writer.repo().clone(), DAY, false);
+    let report = pruner.prune(DAY).await.unwrap();
+    assert_eq!((report.examined, report.deleted, report.kept), (2, 1, 1));
+    let tags = client(&reg)
+        .repository(writer.repo(), Access::Pull)
+        .list_tags()
         .await
         .unwrap();
-    assert_eq!(report, Default::default());
+    assert_eq!(tags, vec![fresh.to_string()]);
 }

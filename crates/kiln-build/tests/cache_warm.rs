@@ -175,5 +175,9 @@ fn dockerfile_images_are_expanded_and_deduplicated() {
         dockerfile_images(text, &args).unwrap(),
         vec!["alpine:3.20".to_string(), "busybox:musl".to_string()]
     );
-    assert!(dockerfile_images("FROMM x\n", &BTreeMap::new()).is_err());
+    let error =
+        dockerfile_images("FROM a\nFROMM x\nFROM b\nCOPYY y z\n", &BTreeMap::new()).unwrap_err();
+    let lines: Vec<usize> = error.problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [2, 4]);
+    assert_eq!(error.to_string().lines().count(), 2);
 }

@@ -19,8 +19,7 @@ use kiln_oci::{media, Access, Descriptor, RegistryClient};
 use time::OffsetDateTime;
 
 use super::entry::{is_expired, Entry};
-use super::prune::PruneReport;
-use super::{CacheError, CacheKey, CachedStep};
+use super::{CacheError, CacheKey, CachedStep, PruneReport, StepStore};
 use crate::layout::{refs, Layout, LayoutError};
 use crate::model::image::{LayerOrigin, LayerRef};
 
@@ -71,17 +70,6 @@ impl OciLayoutCache {
     /// The layout the entries are in.
     fn layout(&self) -> Layout {
         Layout::open(&self.dir)
-    }
-
-    /// Looks up `key`. Missing, expired and broken entries are `Ok(None)`
-    /// (broken ones with a warning).
-    ///
-    /// # Errors
-    /// An `index.json` that exists but cannot be read.
-    pub async fn lookup(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
-        let this = self.clone();
-        let key = key.clone();
-        blocking(move || this.lookup_sync(&key)).await
     }
 
     fn lookup_sync(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
@@ -139,6 +127,20 @@ impl OciLayoutCache {
             created: entry.created,
         }))
     }
+}
+
+#[async_trait::async_trait]
+impl StepStore for OciLayoutCache {
+    /// Looks up `key`. Missing, expired and broken entries are `Ok(None)`
+    /// (broken ones with a warning).
+    ///
+    /// # Errors
+    /// An `index.json` that exists but cannot be read.
+    async fn lookup(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
+        let this = self.clone();
+        let key = key.clone();
+        blocking(move || this.lookup_sync(&key)).await
+    }
 
     /// Stores the result of the step with `key`: blobs first, then the
     /// `index.json` entry. Does nothing when pushing is off.
@@ -146,7 +148,7 @@ impl OciLayoutCache {
     /// # Errors
     /// File errors, a layer whose bytes do not match its digest, or a
     /// remote layer without a client.
-    pub async fn store(
+    async fn store(
         &self,
         key: &CacheKey,
         layer: Option<&LayerRef>,
@@ -218,9 +220,13 @@ impl OciLayoutCache {
     ///
     /// # Errors
     /// File errors.
-    pub async fn prune(&self, older_than: Duration) -> Result<PruneReport, CacheError> {
+    async fn prune(&self, older_than: Duration) -> Result<PruneReport, CacheError> {
         let dir = self.dir.clone();
         blocking(move || prune_sync(&dir, older_than)).await
+    }
+
+    fn describe(&self) -> String {
+        format!("oci:{}", self.dir.display())
     }
 }
 

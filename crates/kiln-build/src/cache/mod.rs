@@ -5,11 +5,14 @@
 //!   one place a key's bytes are written (instructions, build args, file
 //!   inputs).
 //! * [`entry`]: the entry format, one OCI manifest per key.
-//! * [`registry`] / [`layout`]: [`RegistryCache`] (`<repo>:<key>`) and
-//!   [`OciLayoutCache`] (`--cache-repo oci:PATH`), joined in [`LayerCache`].
+//! * [`store`]: [`StepStore`], what every backend does (look up, store,
+//!   prune, describe), and [`open`] / [`open_at`], the one place a backend
+//!   is chosen; a build holds it as a [`LayerCache`].
+//! * [`registry`] / [`layout`]: the backends, [`RegistryCache`]
+//!   (`<repo>:<key>`) and [`OciLayoutCache`] (`--cache-repo oci:PATH`), each
+//!   with its own prune.
 //! * [`pusher`]: [`CachePusher`], background stores whose failures are
 //!   warnings.
-//! * [`prune`]: deleting expired entries.
 //! * [`warm`]: filling a cache directory with base images, and
 //!   [`warm::cached_base`] to start from one without the network.
 //!
@@ -31,23 +34,23 @@
 pub mod entry;
 pub mod key;
 pub mod layout;
-pub mod prune;
 pub mod pusher;
 pub mod registry;
+pub mod store;
 pub mod warm;
 
 use std::path::PathBuf;
 
-use kiln_oci::{Reference, RegistryClient, RegistryError};
+use kiln_oci::{Reference, RegistryError};
 
 use crate::model::image::LayerRef;
 use crate::options::{CacheOptions, CacheRepo};
 
 pub use key::{CacheKey, StepInputs, Upstream};
 pub use layout::OciLayoutCache;
-pub use prune::{prune, PruneReport};
 pub use pusher::{CachePusher, StoreError};
 pub use registry::RegistryCache;
+pub use store::{open, open_at, LayerCache, PruneReport, StepStore, StoreSettings};
 
 /// A step found in the cache.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +165,19 @@ pub enum CacheLocation {
     Layout(PathBuf),
 }
 
+impl CacheLocation {
+    /// Where `repo` names.
+    ///
+    /// # Errors
+    /// As [`parse_repo`].
+    pub fn of(repo: &CacheRepo) -> Result<CacheLocation, CacheError> {
+        match repo {
+            CacheRepo::OciLayout(path) => Ok(CacheLocation::Layout(path.clone())),
+            CacheRepo::Registry(repo) => parse_repo(repo).map(CacheLocation::Registry),
+        }
+    }
+}
+
 /// Where the cache lives for these options: `--cache-repo` when given, else
 /// (as in Kaniko) `<first destination's repository>/cache`. `None` when the
 /// cache is off or there is nowhere to put it.
@@ -177,10 +193,7 @@ pub fn cache_repo_reference(
         return Ok(None);
     }
     match &options.repo {
-        Some(CacheRepo::OciLayout(path)) => Ok(Some(CacheLocation::Layout(path.clone()))),
-        Some(CacheRepo::Registry(repo)) => {
-            parse_repo(repo).map(|r| Some(CacheLocation::Registry(r)))
-        }
+        Some(repo) => CacheLocation::of(repo).map(Some),
         None => match first_destination {
             Some(dest) => {
                 let name = format!("{}/cache", dest.repository());
@@ -210,88 +223,6 @@ pub fn parse_repo(repo: &str) -> Result<Reference, CacheError> {
         return Err(invalid("a cache repository cannot name a digest".into()));
     }
     Ok(r)
-}
-
-/// The layer cache a build uses: a registry repository or an OCI layout.
-#[derive(Clone)]
-pub enum LayerCache {
-    /// Entries in a registry repository.
-    Registry(RegistryCache),
-    /// Entries in an OCI layout directory.
-    Layout(OciLayoutCache),
-}
-
-impl LayerCache {
-    /// The cache for these options, or `None` when caching is off or has
-    /// nowhere to live. `client` reaches the cache registry (and fetches
-    /// remote layers for a layout cache).
-    ///
-    /// # Errors
-    /// As [`cache_repo_reference`].
-    pub fn open(
-        options: &CacheOptions,
-        first_destination: Option<&Reference>,
-        client: &RegistryClient,
-    ) -> Result<Option<LayerCache>, CacheError> {
-        Ok(match cache_repo_reference(options, first_destination)? {
-            None => None,
-            Some(CacheLocation::Registry(repo)) => Some(LayerCache::Registry(RegistryCache::new(
-                client.clone(),
-                repo,
-                options.ttl,
-                options.push,
-            ))),
-            Some(CacheLocation::Layout(dir)) => Some(LayerCache::Layout(
-                OciLayoutCache::new(dir, options.ttl, options.push).with_client(client.clone()),
-            )),
-        })
-    }
-
-    /// This cache, keeping its temporary files in `dir` (a build's
-    /// private working directory) rather than the system temp directory.
-    pub fn with_scratch(self, dir: std::path::PathBuf) -> LayerCache {
-        match self {
-            LayerCache::Registry(c) => LayerCache::Registry(c.with_scratch(dir)),
-            other => other,
-        }
-    }
-
-    /// Looks up `key`: `Ok(None)` on a miss, including expired and broken
-    /// entries (those are logged as warnings).
-    ///
-    /// # Errors
-    /// Registry or file errors other than "not found".
-    pub async fn lookup(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
-        match self {
-            LayerCache::Registry(c) => c.lookup(key).await,
-            LayerCache::Layout(c) => c.lookup(key).await,
-        }
-    }
-
-    /// Stores the result of the step with `key`. Does nothing when pushing
-    /// to the cache is off.
-    ///
-    /// # Errors
-    /// Registry or file errors.
-    pub async fn store(
-        &self,
-        key: &CacheKey,
-        layer: Option<&LayerRef>,
-        created_by: &str,
-    ) -> Result<(), CacheError> {
-        match self {
-            LayerCache::Registry(c) => c.store(key, layer, created_by).await,
-            LayerCache::Layout(c) => c.store(key, layer, created_by).await,
-        }
-    }
-
-    /// Where the cache lives, for messages.
-    pub fn describe(&self) -> String {
-        match self {
-            LayerCache::Registry(c) => c.repo().name(),
-            LayerCache::Layout(c) => format!("oci:{}", c.dir().display()),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub enum StoreError {
     Entry {
         /// The entry's key.
         key: CacheKey,
-        /// The cache, as [`LayerCache::describe`] names it.
+        /// The cache, as [`StepStore::describe`](super::StepStore::describe) names it.
         cache: String,
         /// Why.
         source: CacheError,

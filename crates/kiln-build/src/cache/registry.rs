@@ -11,7 +11,7 @@ use kiln_oci::{media, Access, BlobSource, Reference, RegistryClient, Repository}
 use time::OffsetDateTime;
 
 use super::entry::{is_expired, Entry};
-use super::{CacheError, CacheKey, CachedStep};
+use super::{CacheError, CacheKey, CachedStep, PruneReport, StepStore};
 use crate::model::image::{LayerOrigin, LayerRef};
 
 /// A layer cache in a registry repository.
@@ -73,13 +73,58 @@ impl RegistryCache {
         self.client.repository(&self.repo, access)
     }
 
+    async fn push_layer(&self, repo: &Repository, layer: &LayerRef) -> Result<(), CacheError> {
+        let name = self.repo.name();
+        let d = &layer.descriptor;
+        match &layer.origin {
+            LayerOrigin::Local(path) => {
+                repo.push_blob_file(path, &d.digest, d.size, None)
+                    .await
+                    .map_err(CacheError::registry(&name))?;
+            }
+            LayerOrigin::Remote(source) => {
+                if repo
+                    .blob_exists(&d.digest)
+                    .await
+                    .map_err(CacheError::registry(&name))?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                if source.registry() == self.repo.registry()
+                    && repo
+                        .mount_blob(&d.digest, source.repository())
+                        .await
+                        .map_err(CacheError::registry(&name))?
+                {
+                    return Ok(());
+                }
+                // Another registry (or no mount): copy through a temp file.
+                let dir = self.scratch.clone().unwrap_or_else(std::env::temp_dir);
+                let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(CacheError::io(dir))?;
+                self.client
+                    .repository(source, Access::Pull)
+                    .download_blob(&d.digest, Some(d.size), tmp.path())
+                    .await
+                    .map_err(CacheError::registry(&source.name()))?;
+                repo.push_blob_file(tmp.path(), &d.digest, d.size, None)
+                    .await
+                    .map_err(CacheError::registry(&name))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl StepStore for RegistryCache {
     /// Looks up `key` with one manifest request and one blob `HEAD`.
     /// Missing, expired, malformed entries and entries whose layer blob is
     /// gone are `Ok(None)` (the last two with a warning).
     ///
     /// # Errors
     /// Registry errors other than "not found" (network, auth).
-    pub async fn lookup(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
+    async fn lookup(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
         let name = self.repo.name();
         let repo = self.repository();
         let tag = key.to_string();
@@ -158,7 +203,7 @@ impl RegistryCache {
     ///
     /// # Errors
     /// Registry and file errors.
-    pub async fn store(
+    async fn store(
         &self,
         key: &CacheKey,
         layer: Option<&LayerRef>,
@@ -197,45 +242,61 @@ impl RegistryCache {
         Ok(())
     }
 
-    async fn push_layer(&self, repo: &Repository, layer: &LayerRef) -> Result<(), CacheError> {
+    /// Deletes expired entries by manifest digest (the registry API deletes
+    /// manifests, not tags); the registry's garbage collector reclaims
+    /// their blobs. Tags that are not cache keys and manifests that are not
+    /// kiln entries are left alone.
+    async fn prune(&self, older_than: Duration) -> Result<PruneReport, CacheError> {
         let name = self.repo.name();
-        let d = &layer.descriptor;
-        match &layer.origin {
-            LayerOrigin::Local(path) => {
-                repo.push_blob_file(path, &d.digest, d.size, None)
-                    .await
-                    .map_err(CacheError::registry(&name))?;
+        // Deleting needs push access whether or not this cache stores.
+        let repo = self.client.repository(&self.repo, Access::Push);
+        let mut report = PruneReport::default();
+        let tags = match repo.list_tags().await {
+            Ok(t) => t,
+            // No repository yet: nothing to prune.
+            Err(e) if e.is_not_found() => return Ok(report),
+            Err(e) => return Err(CacheError::registry(&name)(e)),
+        };
+        let now = OffsetDateTime::now_utc();
+        for tag in tags {
+            if CacheKey::from_tag(&tag).is_none() {
+                report.skipped += 1;
+                continue;
             }
-            LayerOrigin::Remote(source) => {
-                if repo
-                    .blob_exists(&d.digest)
-                    .await
-                    .map_err(CacheError::registry(&name))?
-                    .is_some()
-                {
-                    return Ok(());
+            let fetched = match repo.get_manifest(&tag).await {
+                Ok(f) => f,
+                // Deleted meanwhile (by us through a shared digest, or another pruner).
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(CacheError::registry(&name)(e)),
+            };
+            let entry = match Entry::from_manifest_bytes(&fetched.bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::info!("{name}:{tag} is not a kiln cache entry ({e}); leaving it");
+                    report.skipped += 1;
+                    continue;
                 }
-                if source.registry() == self.repo.registry()
-                    && repo
-                        .mount_blob(&d.digest, source.repository())
-                        .await
-                        .map_err(CacheError::registry(&name))?
-                {
-                    return Ok(());
-                }
-                // Another registry (or no mount): copy through a temp file.
-                let dir = self.scratch.clone().unwrap_or_else(std::env::temp_dir);
-                let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(CacheError::io(dir))?;
-                self.client
-                    .repository(source, Access::Pull)
-                    .download_blob(&d.digest, Some(d.size), tmp.path())
-                    .await
-                    .map_err(CacheError::registry(&source.name()))?;
-                repo.push_blob_file(tmp.path(), &d.digest, d.size, None)
-                    .await
-                    .map_err(CacheError::registry(&name))?;
+            };
+            report.examined += 1;
+            if !is_expired(&entry.created, older_than, now) {
+                report.kept += 1;
+                continue;
             }
+            match repo.delete_manifest(&fetched.digest).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) if e.status() == Some(405) => {
+                    return Err(CacheError::DeleteUnsupported { repo: name })
+                }
+                Err(e) => return Err(CacheError::registry(&name)(e)),
+            }
+            tracing::debug!("deleted cache entry {name}:{tag} from {}", entry.created);
+            report.deleted += 1;
         }
-        Ok(())
+        Ok(report)
+    }
+
+    fn describe(&self) -> String {
+        self.repo.name()
     }
 }

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kiln_dockerfile::plan::{Base, StageSelection};
+use kiln_dockerfile::FrontendError;
 use kiln_oci::{
     Access, Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Reference, RegistryClient,
 };
@@ -85,22 +86,36 @@ fn image_dir(cache_dir: &Path, digest: &Digest) -> PathBuf {
     cache_dir.join(IMAGES).join(digest.hex())
 }
 
+/// Why a Dockerfile's images could not be listed: its problems, each with
+/// its line, as the parser reports them.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", lines(.problems))]
+pub struct DockerfileImagesError {
+    /// Every problem found, in file order.
+    pub problems: Vec<FrontendError>,
+}
+
+fn lines(problems: &[FrontendError]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
 /// The images a Dockerfile starts from or copies from, after meta-arg
 /// expansion with `build_args`, in file order without duplicates.
 ///
 /// # Errors
-/// The Dockerfile's problems, one line each.
+/// The Dockerfile's problems.
 pub fn dockerfile_images(
     text: &str,
     build_args: &BTreeMap<String, String>,
-) -> Result<Vec<String>, Vec<String>> {
+) -> Result<Vec<String>, DockerfileImagesError> {
     let options = kiln_dockerfile::LoadOptions {
         build_args: build_args.clone(),
         selection: StageSelection::All,
         ..Default::default()
     };
     let df = kiln_dockerfile::load_with(text, &options)
-        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        .map_err(|problems| DockerfileImagesError { problems })?;
     let mut images = Vec::new();
     for stage in &df.stages {
         if let Base::Image(name) = &stage.base {

@@ -16,6 +16,7 @@ mod image_text;
 mod leftovers;
 pub mod listing;
 pub mod metadata;
+mod outputs;
 mod pending;
 mod platforms;
 mod prefetch;
@@ -29,6 +30,7 @@ mod through_links;
 pub mod workspace;
 
 pub use error::BuildError;
+pub use outputs::UNNAMED_TAR_TAG;
 
 use crate::context::{BuildContext, ContextSpec};
 // The engine's modules name the image and blob store as `super::image`,
@@ -166,9 +168,8 @@ async fn build_one(
         .map_err(|e| BuildError::Registry(Box::new(e)))?;
     let blobs = BlobStore::new(ws.blobs(), client.clone()).with_progress(progress.clone());
     let first_destination = options.output.destinations.first().map(|d| &d.reference);
-    let cache = crate::cache::LayerCache::open(&options.cache, first_destination, &client)
-        .map_err(BuildError::Cache)?
-        .map(|c| c.with_scratch(ws.scratch()));
+    let cache = crate::cache::open(&options.cache, first_destination, &client, ws.scratch())
+        .map_err(BuildError::Cache)?;
     if let Some(cache) = &cache {
         tracing::info!("layer cache: {}", cache.describe());
     }
@@ -274,15 +275,12 @@ async fn build_one(
                 return Err(e);
             }
         };
-        let outputs = write_outputs(
-            options,
-            &built,
-            attached.as_ref(),
-            &blobs,
-            &*progress,
-            early.as_ref(),
-        )
-        .await;
+        let finished = output::sink::Finished {
+            image: &built,
+            attached: attached.as_ref(),
+            blobs: &blobs,
+        };
+        let outputs = outputs::write(&options.output, finished, &*progress, early.as_ref()).await;
         let _ = cleanup.await;
         let (pushed, push_reports) = outputs?;
         Ok::<_, BuildError>((built, attached, pushed, push_reports))
@@ -511,99 +509,6 @@ fn finish_config(image: &mut image::ImageState, options: &BuildOptions) {
         }
     }
     image.config.created = Some(stage::timestamp(options.reproducible));
-}
-
-/// The tag a `--tar-path` tarball carries when there is no `--destination`.
-pub const UNNAMED_TAR_TAG: &str = "kiln-build:latest";
-
-async fn write_outputs(
-    options: &BuildOptions,
-    built: &BuiltImage,
-    attached: Option<&output::attest::Attached>,
-    blobs: &BlobStore,
-    progress: &dyn ProgressSink,
-    early: Option<&output::early_push::EarlyPush>,
-) -> Result<(Vec<String>, Vec<PushReport>), BuildError> {
-    let out = &options.output;
-    let mut pushed = Vec::new();
-    let mut reports = Vec::new();
-    if out.push {
-        for dest in &out.destinations {
-            let push_started = Instant::now();
-            progress.event(&ProgressEvent::PushStarted {
-                destination: dest.as_given.clone(),
-                blobs: built.layers.len() + 1,
-                bytes: built.config.size
-                    + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>(),
-            });
-            // One platform's image of several: tagged by the index, not here.
-            // With statements attached, what goes in that index is the
-            // platform's own index (its image and attestation manifest).
-            let reference = match out.by_digest {
-                true => dest
-                    .reference
-                    .with_digest(attached.map_or(&built.digest, |a| a.digest()).clone()),
-                false => dest.reference.clone(),
-            };
-            let report =
-                output::push::push(&reference, &dest.as_given, built, attached, blobs, early)
-                    .await?;
-            progress.event(&ProgressEvent::PushDone {
-                destination: dest.as_given.clone(),
-                uploaded: report.uploaded,
-                mounted: report.mounted,
-                existing: report.existing,
-                uploaded_bytes: report.uploaded_bytes,
-                duration: push_started.elapsed(),
-            });
-            tracing::debug!(
-                "pushed {} ({} uploaded, {} mounted, {} already there)",
-                dest.as_given,
-                report.uploaded,
-                report.mounted,
-                report.existing
-            );
-            pushed.push(dest.as_given.clone());
-            reports.push(report);
-        }
-    }
-    let mut tags: Vec<String> = out
-        .destinations
-        .iter()
-        .map(|d| match d.reference.tag() {
-            Some(_) => d.reference.familiar(),
-            None => format!("{}:latest", d.reference.familiar()),
-        })
-        .collect();
-    if tags.is_empty() {
-        // `--tar-path` alone, as BuildKit's `-o type=docker` without a name:
-        // `docker load` still gets a tag to show and run.
-        tags.push(UNNAMED_TAR_TAG.to_string());
-    }
-    if let Some(path) = &out.tar_path {
-        output::docker_tar::write(path, built, attached, &tags, blobs).await?;
-    }
-    if let Some(path) = &out.oci_layout_path {
-        let name = out
-            .destinations
-            .first()
-            .and_then(|d| d.reference.tag())
-            .unwrap_or("latest");
-        // One platform's image of several: named by the index, not here.
-        let name = (!out.by_digest).then_some(name);
-        output::oci_layout::write(path, built, attached, name, blobs).await?;
-    }
-    let digest = attached.map_or(&built.digest, |a| a.digest());
-    if let Some(path) = &out.digest_file {
-        output::digest_files::write_digest(path, digest)?;
-    }
-    if let Some(path) = &out.image_name_with_digest_file {
-        output::digest_files::write_name_with_digest(path, &out.destinations, digest)?;
-    }
-    if let Some(path) = &out.image_name_tag_with_digest_file {
-        output::digest_files::write_name_tag_with_digest(path, &out.destinations, digest)?;
-    }
-    Ok((pushed, reports))
 }
 
 /// Stages whose root filesystem no stage still to run needs: finished,

@@ -1,8 +1,11 @@
 //! Where a finished image goes: registries, a `docker load` tar, an OCI
 //! layout directory, and the digest files CI pipelines read.
 //!
-//! Every sink takes a [`BuiltImage`] and a [`BlobStore`]; none knows the
-//! others.
+//! Every output is an [`sink::OutputSink`] handed the finished image
+//! ([`BuiltImage`], statements, [`BlobStore`]); none knows the others.
+//! [`push::RegistrySink`], [`docker_tar::DockerTarSink`] and
+//! [`oci_layout::OciLayoutSink`] are made with their own extras (destinations,
+//! paths, tags); the digest files are written after them, from the digest.
 
 pub mod attest;
 pub mod digest_files;
@@ -11,6 +14,7 @@ pub(crate) mod early_push;
 pub mod oci_layout;
 pub mod push;
 pub(crate) mod sbom_scan;
+pub mod sink;
 
 use crate::model::blobs::BlobStore;
 use crate::model::image::LayerRef;

@@ -9,58 +9,68 @@
 //! manifest digest then differs from the pushed one; the image ID (config
 //! digest) and layers are the same.
 
-use super::attest::{plain, Attached};
+use super::attest::plain;
+use super::sink::{Finished, OutputSink, Written};
 use super::{layer_file, OutputError};
 use crate::layout::{refs, Layout};
-use crate::model::assemble::BuiltImage;
-use crate::model::blobs::BlobStore;
 use kiln_oci::{media, Descriptor};
-use std::path::Path;
+use std::path::PathBuf;
 
 /// The annotation that names an image inside a layout.
 pub use crate::layout::REF_NAME;
 
-/// Writes `image` into the layout at `dir`, tagged `ref_name` when given.
-/// An entry with the same `ref_name` is replaced.
-pub async fn write(
-    dir: &Path,
-    image: &BuiltImage,
-    attached: Option<&Attached>,
-    ref_name: Option<&str>,
-    blobs: &BlobStore,
-) -> Result<(), OutputError> {
-    let image = &image.to_oci();
-    let layout = Layout::create(dir)?;
-    for layer in &image.layers {
-        // The blob store verified the file when it was made.
-        let src = layer_file(blobs, layer).await?;
-        layout.link_blob(&layer.descriptor.digest, &src)?;
-    }
-    layout.put_blob(&image.config.digest, &image.config_bytes)?;
-    layout.put_blob(&image.digest, &image.manifest_bytes)?;
+/// `--oci-layout-path`: adds the image to a layout directory.
+pub struct OciLayoutSink {
+    dir: PathBuf,
+    ref_name: Option<String>,
+}
 
-    if let Some(attached) = attached {
-        for (desc, bytes) in attached
-            .blobs()
-            .chain([&attached.manifest, &attached.index])
-        {
-            layout.put_blob(&desc.digest, bytes)?;
+impl OciLayoutSink {
+    /// A sink writing into the layout at `dir`, naming the image `ref_name`
+    /// when given (an entry of that name is replaced).
+    pub fn new(dir: PathBuf, ref_name: Option<String>) -> OciLayoutSink {
+        OciLayoutSink { dir, ref_name }
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputSink for OciLayoutSink {
+    async fn write(&self, finished: &Finished<'_>) -> Result<Written, OutputError> {
+        let (image, attached, blobs) = (finished.image, finished.attached, finished.blobs);
+        let (dir, ref_name) = (&self.dir, self.ref_name.as_deref());
+        let image = &image.to_oci();
+        let layout = Layout::create(dir)?;
+        for layer in &image.layers {
+            // The blob store verified the file when it was made.
+            let src = layer_file(blobs, layer).await?;
+            layout.link_blob(&layer.descriptor.digest, &src)?;
         }
-    }
+        layout.put_blob(&image.config.digest, &image.config_bytes)?;
+        layout.put_blob(&image.digest, &image.manifest_bytes)?;
 
-    let mut index = layout.index_or_empty();
-    // With statements attached (the image is then OCI already, so the
-    // index's image manifest is this one), the entry is the image index.
-    let desc = match attached {
-        Some(a) => plain(&a.index.0),
-        None => Descriptor::new(
-            image.manifest_media_type.clone(),
-            image.digest.clone(),
-            image.manifest_bytes.len() as u64,
-        ),
-    };
-    refs::put(&mut index, desc, ref_name);
-    index.media_type = Some(media::OCI_INDEX.to_string());
-    layout.write_index(&index)?;
-    Ok(())
+        if let Some(attached) = attached {
+            for (desc, bytes) in attached
+                .blobs()
+                .chain([&attached.manifest, &attached.index])
+            {
+                layout.put_blob(&desc.digest, bytes)?;
+            }
+        }
+
+        let mut index = layout.index_or_empty();
+        // With statements attached (the image is then OCI already, so the
+        // index's image manifest is this one), the entry is the image index.
+        let desc = match attached {
+            Some(a) => plain(&a.index.0),
+            None => Descriptor::new(
+                image.manifest_media_type.clone(),
+                image.digest.clone(),
+                image.manifest_bytes.len() as u64,
+            ),
+        };
+        refs::put(&mut index, desc, ref_name);
+        index.media_type = Some(media::OCI_INDEX.to_string());
+        layout.write_index(&index)?;
+        Ok(Written::default())
+    }
 }

@@ -5,14 +5,17 @@
 
 use super::attest::Attached;
 use super::early_push::{EarlyPush, PARALLEL_BLOBS};
+use super::sink::{Finished, OutputSink, Pushed, Written};
 use super::OutputError;
 use crate::model::assemble::BuiltImage;
 use crate::model::blobs::BlobStore;
 use crate::model::image::{LayerOrigin, LayerRef};
-use crate::progress::TransferMeter;
+use crate::options::Destination;
+use crate::progress::{ProgressEvent, ProgressSink, TransferMeter};
 use futures::{StreamExt, TryStreamExt};
 use kiln_oci::{Access, BlobSource, Digest, PushOutcome, Reference, RegistryError, Repository};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Blob existence checks (HEAD) in flight at once per destination: they
 /// move no data, and a warm rebuild on a base of many layers is mostly them.
@@ -31,10 +34,98 @@ pub struct PushReport {
     pub uploaded_bytes: u64,
 }
 
+/// Pushes the image to every destination in turn, each with its blobs
+/// first and its manifests last; layers whose upload started while the
+/// build ran are waited for, not sent again.
+pub struct RegistrySink<'a> {
+    destinations: &'a [Destination],
+    by_digest: bool,
+    progress: &'a dyn ProgressSink,
+    early: Option<&'a EarlyPush>,
+}
+
+impl<'a> RegistrySink<'a> {
+    /// A sink pushing to `destinations`; with `by_digest` (one platform's
+    /// image of several) each is pushed by digest, tagged later by the
+    /// index.
+    pub(crate) fn new(
+        destinations: &'a [Destination],
+        by_digest: bool,
+        progress: &'a dyn ProgressSink,
+        early: Option<&'a EarlyPush>,
+    ) -> RegistrySink<'a> {
+        RegistrySink {
+            destinations,
+            by_digest,
+            progress,
+            early,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputSink for RegistrySink<'_> {
+    async fn write(&self, finished: &Finished<'_>) -> Result<Written, OutputError> {
+        let Finished {
+            image: built,
+            attached,
+            blobs,
+        } = *finished;
+        let mut written = Written::default();
+        for dest in self.destinations {
+            let push_started = Instant::now();
+            self.progress.event(&ProgressEvent::PushStarted {
+                destination: dest.as_given.clone(),
+                blobs: built.layers.len() + 1,
+                bytes: built.config.size
+                    + built.layers.iter().map(|l| l.descriptor.size).sum::<u64>(),
+            });
+            // One platform's image of several: tagged by the index, not here.
+            // With statements attached, what goes in that index is the
+            // platform's own index (its image and attestation manifest).
+            let reference = match self.by_digest {
+                true => dest
+                    .reference
+                    .with_digest(attached.map_or(&built.digest, |a| a.digest()).clone()),
+                false => dest.reference.clone(),
+            };
+            let report = push(
+                &reference,
+                &dest.as_given,
+                built,
+                attached,
+                blobs,
+                self.early,
+            )
+            .await?;
+            self.progress.event(&ProgressEvent::PushDone {
+                destination: dest.as_given.clone(),
+                uploaded: report.uploaded,
+                mounted: report.mounted,
+                existing: report.existing,
+                uploaded_bytes: report.uploaded_bytes,
+                duration: push_started.elapsed(),
+            });
+            tracing::debug!(
+                "pushed {} ({} uploaded, {} mounted, {} already there)",
+                dest.as_given,
+                report.uploaded,
+                report.mounted,
+                report.existing
+            );
+            written.pushed.push(Pushed {
+                destination: dest.as_given.clone(),
+                report,
+            });
+        }
+        Ok(written)
+    }
+}
+
 /// Pushes `image` to `destination` (its tag, or its digest when it has none).
 /// Layers in `early` that were uploaded while the build ran are waited for,
 /// not sent again.
-pub(crate) async fn push(
+async fn push(
     destination: &Reference,
     as_given: &str,
     image: &BuiltImage,
@@ -48,7 +139,12 @@ pub(crate) async fn push(
     };
     let repo = blobs.client().repository(destination, Access::Push);
     let transfers = tokio::sync::Semaphore::new(PARALLEL_BLOBS);
-    let outcomes: Vec<(PushOutcome, u64)> = futures::stream::iter(image.layers.iter())
+    // Made up front (a future does nothing until polled): a stream mapping
+    // layers through a closure would hold that closure across the await,
+    // and the boxed `OutputSink` future could then not be proven `Send`.
+    let pushes: Vec<_> = image
+        .layers
+        .iter()
         .map(|layer| {
             let meter = TransferMeter::new(
                 blobs.progress().clone(),
@@ -64,6 +160,8 @@ pub(crate) async fn push(
             };
             push_layer(target, layer, blobs, meter, early)
         })
+        .collect();
+    let outcomes: Vec<(PushOutcome, u64)> = futures::stream::iter(pushes)
         .buffer_unordered(PARALLEL_CHECKS)
         .try_collect()
         .await

@@ -269,10 +269,7 @@ impl BuildFlags {
 
         let cache_repo = match &self.cache_repo {
             Some(repo) if repo.is_empty() => return Err(invalid("--cache-repo", repo, "empty")),
-            Some(repo) => Some(match repo.strip_prefix("oci:") {
-                Some(path) => CacheRepo::OciLayout(PathBuf::from(path)),
-                None => CacheRepo::Registry(repo.clone()),
-            }),
+            Some(repo) => Some(CacheRepo::from_flag(repo)),
             None => destinations
                 .first()
                 .map(|d| CacheRepo::Registry(format!("{}/cache", d.reference.name()))),

@@ -1,12 +1,11 @@
 //! `kiln cache prune`: delete expired entries from a cache repository, and
 //! the registry flags the cache and warm commands share.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Subcommand};
-use kiln_build::cache::{self, LayerCache, OciLayoutCache, RegistryCache};
-use kiln_build::options::{LogFormat, LogOptions, Verbosity};
+use kiln_build::cache;
+use kiln_build::options::{CacheRepo, LogFormat, LogOptions, Verbosity};
 use kiln_oci::auth::CredentialStore;
 use kiln_oci::registry::{
     parse_client_cert, parse_host_path, parse_pull_routes, REGISTRY_MAP_ENV, REGISTRY_MIRROR_ENV,
@@ -197,25 +196,18 @@ pub fn run(command: &CacheCommand) -> Result<(), Failure> {
 
 fn run_prune(command: &PruneCommand) -> Result<(), Failure> {
     init_logging(&command.log);
-    let cache = match command.cache_repo.strip_prefix("oci:") {
-        Some(path) => LayerCache::Layout(OciLayoutCache::new(
-            PathBuf::from(path),
-            command.older_than,
-            true,
-        )),
-        None => {
-            let repo = cache::parse_repo(&command.cache_repo).map_err(failure_of)?;
-            LayerCache::Registry(RegistryCache::new(
-                command.registry.client()?,
-                repo,
-                command.older_than,
-                true,
-            ))
-        }
+    let location =
+        cache::CacheLocation::of(&CacheRepo::from_flag(&command.cache_repo)).map_err(failure_of)?;
+    let settings = cache::StoreSettings {
+        ttl: command.older_than,
+        // Pruning stores nothing (deleting takes push access regardless).
+        push: false,
+        scratch: None,
     };
+    let cache = cache::open_at(location, settings, || command.registry.client())?;
     let handle = tokio::runtime::Handle::current();
     let report = handle
-        .block_on(cache::prune(&cache, command.older_than))
+        .block_on(cache.prune(command.older_than))
         .map_err(failure_of)?;
     super::print(&format!(
         "{}: examined {} entries, deleted {}, kept {}; skipped {} other tags",

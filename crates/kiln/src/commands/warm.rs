@@ -118,9 +118,10 @@ fn images(command: &WarmCommand) -> Result<Vec<Reference>, Failure> {
                 None => args.insert(kv.clone(), std::env::var(kv).unwrap_or_default()),
             };
         }
-        let found = warm::dockerfile_images(&text, &args).map_err(|errors| Failure {
+        let found = warm::dockerfile_images(&text, &args).map_err(|error| Failure {
             exit: Exit::Dockerfile,
-            lines: errors
+            lines: error
+                .problems
                 .iter()
                 .map(|e| format!("{}: {e}", path.display()))
                 .collect(),

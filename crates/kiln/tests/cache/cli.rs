@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use kiln_build::cache::entry::Entry;
-use kiln_build::cache::{CacheKey, RegistryCache, StepInputs};
+use kiln_build::cache::{CacheKey, OciLayoutCache, RegistryCache, StepInputs, StepStore};
 use kiln_oci::{media, Access, BlobSource, Platform, Reference, RegistryClient, RegistryOptions};
 use kiln_testkit::{BaseImage, Registry};
 
@@ -38,6 +38,24 @@ fn tags(rt: &tokio::runtime::Runtime, reg: &Registry, repo: &Reference) -> Vec<S
     t
 }
 
+/// Runs `kiln cache prune --older-than 168h` on `cache_repo` with `flags`;
+/// its stdout, once it has succeeded.
+fn prune_ok(cache_repo: &str, flags: &[&str]) -> String {
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .args(["cache", "prune", "--cache-repo", cache_repo])
+        .args(["--older-than", "168h"])
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn cache_prune_deletes_expired_entries() {
     let reg = Registry::plain().unwrap();
@@ -67,25 +85,36 @@ fn cache_prune_deletes_expired_entries() {
     ))
     .unwrap();
 
-    let out = Command::cargo_bin("kiln")
-        .unwrap()
-        .args(["cache", "prune", "--cache-repo"])
-        .arg(repo.name())
-        .args(["--older-than", "168h", "--insecure-registry"])
-        .arg(reg.host())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = prune_ok(&repo.name(), &["--insecure-registry", &reg.host()]);
     assert!(
         stdout.contains("examined 2 entries, deleted 1, kept 1"),
         "{stdout}"
     );
     assert_eq!(tags(&rt, &reg, &repo), vec![fresh.to_string()]);
+}
+
+/// Pruning an `oci:` layout reaches no registry, so the registry flags are
+/// not even read: a malformed one does not stop it.
+#[test]
+fn cache_prune_of_a_layout_makes_no_registry_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("cache");
+    let cache = OciLayoutCache::new(layout.clone(), Duration::from_secs(3600), true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(cache.store(&key("RUN fresh"), None, "RUN fresh"))
+        .unwrap();
+
+    let repo = format!("oci:{}", layout.display());
+    let stdout = prune_ok(&repo, &["--registry-certificate", "no-host"]);
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "oci:{}: examined 1 entries, deleted 0, kept 1; skipped 0 other tags",
+            layout.display()
+        )
+    );
+    let kept = rt.block_on(cache.lookup(&key("RUN fresh"))).unwrap();
+    assert!(kept.is_some());
 }
 
 #[test]
