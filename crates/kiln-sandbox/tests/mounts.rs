@@ -81,9 +81,13 @@ fn network_none_has_loopback_and_no_host() {
     let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     host.set_nonblocking(true).unwrap();
     let port = host.local_addr().unwrap().port();
+    // The step's own listener may start late on a busy machine, so its
+    // client retries; a refused connection does not use up `nc -l`'s one
+    // accept, and busybox `nc` exits non-zero when refused.
     let script = format!(
-        "nc -l -p 5555 > /tmp/got & sleep 0.3; \
-         echo over-loopback | nc -w 2 127.0.0.1 5555; wait; cat /tmp/got; \
+        "nc -l -p 5555 > /tmp/got & \
+         for i in $(seq 100); do echo over-loopback | nc -w 2 127.0.0.1 5555 && break; sleep 0.1; done; \
+         wait; cat /tmp/got; \
          if echo x | nc -w 2 127.0.0.1 {port}; then echo reached-host; else echo no-host; fi"
     );
     let mut s = spec(&f, Isolation::Namespace, &script);
