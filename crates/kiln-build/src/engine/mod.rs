@@ -41,7 +41,7 @@ use crate::output::{self, push::PushReport};
 use crate::progress::{NoProgress, ProgressEvent, ProgressSink};
 use assemble::BuiltImage;
 use blobs::BlobStore;
-use kiln_dockerfile::plan::StageSelection;
+use kiln_dockerfile::plan::{Base, StageSelection};
 use kiln_dockerfile::scope::PlatformArgs;
 use kiln_dockerfile::LoadOptions;
 use kiln_oci::{Digest, Platform, RegistryClient};
@@ -215,11 +215,31 @@ async fn build_one(
     let run_stages = async {
         // Stages of one level do not depend on each other: they run
         // concurrently (their heavy work is on blocking threads).
+        // A finished stage's last RUN layer may still be being written
+        // (`StageResult::pending`): the next level starts without waiting
+        // for it when it only copies from or mounts that stage. Layers are
+        // settled in level and stage order, so the failure reported is
+        // the one that came first in that order, as when each stage
+        // waited for its own.
         for level in &dockerfile.plan.levels {
+            let stages = &dockerfile.stages;
+            if level
+                .iter()
+                .any(|&i| matches!(stages[i].base, Base::Stage(_)))
+            {
+                settle_all(&runner, &mut results).await?;
+            }
             let done =
                 futures::future::join_all(level.iter().map(|&i| runner.run(i, &results))).await;
+            settle_all(&runner, &mut results).await?;
             for (&index, result) in level.iter().zip(done) {
-                let result = result?;
+                let result = match result {
+                    Ok(result) => result,
+                    Err(e) => {
+                        settle_all(&runner, &mut results).await?;
+                        return Err(e);
+                    }
+                };
                 steps += result.steps;
                 cached += result.cached;
                 results.insert(index, result);
@@ -231,7 +251,7 @@ async fn build_one(
                 ws.remove_in_background(ws.stage_roots(index));
             }
         }
-        Ok::<(), BuildError>(())
+        settle_all(&runner, &mut results).await
     };
     let stages_result = run_stages.await;
     // A base still being unpacked for a stage that never ran (the build
@@ -509,6 +529,21 @@ fn finish_config(image: &mut image::ImageState, options: &BuildOptions) {
         }
     }
     image.config.created = Some(stage::timestamp(options.reproducible));
+}
+
+/// Settles every finished stage's pending last layer, in stage order.
+async fn settle_all(
+    runner: &StageRunner<'_>,
+    results: &mut HashMap<usize, StageResult>,
+) -> Result<(), BuildError> {
+    let mut stages: Vec<usize> = results.keys().copied().collect();
+    stages.sort_unstable();
+    for index in stages {
+        if let Some(result) = results.get_mut(&index) {
+            runner.settle_result(result).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Stages whose root filesystem no stage still to run needs: finished,

@@ -6,10 +6,14 @@
 //! next RUN has run, or until the stage ends: cache keys chain instructions,
 //! not layer digests, and COPY reads the root. So the stage records the
 //! layer late, at the position the step had: the next RUN settles it after
-//! its own command, and the stage's end settles whatever is left. Until
+//! its own command, and the stage's end settles whatever is left. A stage
+//! that keeps its root for later stages leaves its last layer pending in
+//! its result: `COPY --from` and RUN mounts read that root, so they start
+//! at once; the build settles it before a stage is built `FROM` it, else
+//! once the next level has run (`settle_all`, in `engine`). Until
 //! then the layer is in neither the image's list nor the root's applied
 //! list, so the two stay in step; both get it at the same index. The stage
-//! runner settles it (`StageRunner::settle`, in `stage`).
+//! runner settles it (`StageRunner::settle`, `settle_result`, in `stage`).
 
 use super::signal::Signal;
 use crate::cache::CacheKey;

@@ -38,6 +38,12 @@ pub(crate) struct StageResult {
     /// The cache key of the stage's last step: what `COPY --from` and
     /// `FROM <stage>` chain from.
     pub key: CacheKey,
+    /// The last RUN's layer, still being written: in neither `image` nor
+    /// the root's applied list until [`StageRunner::settle_result`]
+    /// records it. `rootfs` already holds its changes, so `COPY --from`
+    /// and RUN mounts read the stage before its layer is written; `FROM
+    /// <stage>` and the outputs need it settled.
+    pub pending: Option<super::pending::PendingLayer>,
 }
 
 /// Everything stages share during one build.
@@ -218,11 +224,17 @@ impl StageRunner<'_> {
                     .remove_in_background(vec![root.dir().to_path_buf()]);
             }
         }
-        self.settle(&mut run).await?;
+        // Without a root (the target's is gone) later readers would unpack
+        // the image, so its last layer goes in now.
+        if run.rootfs.is_none() {
+            self.settle(&mut run).await?;
+        }
         // A stage that later stages read from: bring its materialized root up
         // to date now (applying just the last layers), so `COPY --from` and
-        // RUN bind mounts reuse it instead of unpacking the stage again.
-        if run.rootfs.is_some() && index != self.dockerfile.plan.target {
+        // RUN bind mounts reuse it instead of unpacking the stage again. Its
+        // last RUN's layer is left to the caller to settle: those readers
+        // need the root, not the layer (see `engine::pending`).
+        if run.rootfs.is_some() {
             self.rootfs(&mut run, &stage.from).await?;
         }
         Ok(StageResult {
@@ -231,6 +243,7 @@ impl StageRunner<'_> {
             steps: run.steps,
             key: run.key,
             cached: run.cached,
+            pending: run.pending,
         })
     }
 
@@ -813,7 +826,14 @@ impl StageRunner<'_> {
     ) {
         let at = (run.image.layers.len(), run.image.config.history.len());
         let key = run.key.clone();
-        self.record_layer_at(run, instruction, blob, (key, at), created, created_by);
+        self.record_layer_at(
+            &mut run.image,
+            instruction,
+            blob,
+            (key, at),
+            created,
+            created_by,
+        );
     }
 
     /// [`StageRunner::record_layer`] for a step recorded late (see
@@ -821,7 +841,7 @@ impl StageRunner<'_> {
     /// (layer index, history index) are the ones it had when it ran.
     pub(crate) fn record_layer_at(
         &self,
-        run: &mut StageRun<'_>,
+        image: &mut ImageState,
         instruction: &Instruction,
         blob: &kiln_layer::LayerBlob,
         (key, at): (CacheKey, (usize, usize)),
@@ -829,7 +849,7 @@ impl StageRunner<'_> {
         created_by: String,
     ) -> LayerRef {
         if blob.compression == Compression::Zstd {
-            run.image.oci = true;
+            image.oci = true;
         }
         tracing::debug!(
             "step {}: layer {} ({} bytes)",
@@ -839,7 +859,7 @@ impl StageRunner<'_> {
         );
         let layer = LayerRef {
             descriptor: kiln_oci::Descriptor::new(
-                blob.media_type(run.image.oci),
+                blob.media_type(image.oci),
                 blob.digest.clone(),
                 blob.size,
             ),
@@ -864,7 +884,7 @@ impl StageRunner<'_> {
             comment: Some(HISTORY_COMMENT.to_string()),
             ..Default::default()
         };
-        run.image.insert_layer(at, layer.clone(), history);
+        image.insert_layer(at, layer.clone(), history);
         layer
     }
 }
@@ -936,6 +956,35 @@ impl StageRunner<'_> {
         let Some(pending) = run.pending.take() else {
             return Ok(());
         };
+        let layer = self
+            .record_pending(pending, &mut run.image, run.rootfs.as_mut())
+            .await?;
+        run.settled += 1;
+        if let (Some(early), true) = (self.early, run.stage.0 == self.dockerfile.plan.target) {
+            early.start(&layer);
+        }
+        Ok(())
+    }
+
+    /// [`StageRunner::settle`] for a finished stage whose last RUN's layer
+    /// was left pending: records it in the stage's image and root.
+    pub(crate) async fn settle_result(&self, result: &mut StageResult) -> Result<(), BuildError> {
+        let Some(pending) = result.pending.take() else {
+            return Ok(());
+        };
+        self.record_pending(pending, &mut result.image, result.rootfs.as_mut())
+            .await?;
+        Ok(())
+    }
+
+    /// Waits for `pending`'s layer and records it in `image` (and in
+    /// `root`'s applied list) at the step's position, and in the cache.
+    async fn record_pending(
+        &self,
+        pending: super::pending::PendingLayer,
+        image: &mut ImageState,
+        root: Option<&mut Rootfs>,
+    ) -> Result<LayerRef, BuildError> {
         let instruction = &pending.instruction;
         let blob = pending
             .result
@@ -943,25 +992,21 @@ impl StageRunner<'_> {
             .map_err(|_| self.step_error(instruction, "the layer writer stopped"))?
             .map_err(|e| self.step_error(instruction, StepError::PendingLayer(e)))?;
         let layer = self.record_layer_at(
-            run,
+            image,
             instruction,
             &blob,
             (pending.key, pending.at),
             &pending.created,
             pending.created_by,
         );
-        if let Some(root) = run.rootfs.as_mut() {
+        if let Some(root) = root {
             root.insert_applied(pending.at.0, &blob.digest);
-        }
-        run.settled += 1;
-        if let (Some(early), true) = (self.early, run.stage.0 == self.dockerfile.plan.target) {
-            early.start(&layer);
         }
         tracing::info!(
             "step {}: layer {:.2} MiB written",
             instruction.line(),
             blob.size as f64 / (1024.0 * 1024.0)
         );
-        Ok(())
+        Ok(layer)
     }
 }
