@@ -7,14 +7,13 @@
 //! root while the layer is compressed; the root counts the layer only when
 //! the unpacked stream's digest is the layer's diff_id.
 
-use super::error::{BuildError, StepError};
+use super::error::BuildError;
 use super::stage::StageRunner;
-use crate::copy::{self, CopyPlan};
+use crate::copy::CopyPlan;
 use kiln_dockerfile::instructions::Instruction;
 use kiln_layer::extract::{extract, ApplyMode, ExtractOptions};
 use kiln_layer::reader::open_stream;
 use kiln_layer::tap::{channel, PipeWriter, Tap, TapHandle, TapSink};
-use kiln_layer::LayerWriter;
 use kiln_oci::Digest;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -125,21 +124,11 @@ impl StageRunner<'_> {
     ) -> Result<(kiln_layer::LayerBlob, bool), BuildError> {
         let tap = Arc::new(RootTap::new(root));
         let opts = self.layer_options(stage).with_tap(TapHandle(tap.clone()));
-        let dir = self.workspace.layers();
-        let plan = plan.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let written = (|| -> Result<kiln_layer::LayerBlob, StepError> {
-                let mut writer = LayerWriter::new(&dir, &opts)?;
-                copy::write_layer(&plan, &mut writer)?;
-                Ok(writer.finish()?)
-            })();
-            // The writer is gone (finished or dropped): the unpacking ends
-            // too, before the step goes on or fails.
-            let applied = tap.wait(written.as_ref().ok().map(|b| &b.diff_id));
-            written.map(|blob| (blob, applied))
+        // The writer is gone (finished or dropped) when `after` runs: the
+        // unpacking ends too, before the step goes on or fails.
+        self.write_layer_then(opts, plan, instruction, move |blob| {
+            tap.wait(blob.map(|b| &b.diff_id))
         })
         .await
-        .expect("layer writing task panicked");
-        result.map_err(|e| self.step_error(instruction, e))
     }
 }

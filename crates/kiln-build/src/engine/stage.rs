@@ -735,16 +735,36 @@ impl StageRunner<'_> {
         instruction: &Instruction,
     ) -> Result<kiln_layer::LayerBlob, BuildError> {
         let opts = self.layer_options(stage);
+        let (blob, ()) = self
+            .write_layer_then(opts, plan, instruction, |_| ())
+            .await?;
+        Ok(blob)
+    }
+
+    /// Writes `plan` as a layer with `opts` on a blocking thread, then,
+    /// still there and whether the write succeeded or not, runs `after`
+    /// with the written blob (a tap's reader must end before the step goes
+    /// on or fails).
+    pub(crate) async fn write_layer_then<T: Send + 'static>(
+        &self,
+        opts: LayerOptions,
+        plan: &CopyPlan,
+        instruction: &Instruction,
+        after: impl FnOnce(Option<&kiln_layer::LayerBlob>) -> T + Send + 'static,
+    ) -> Result<(kiln_layer::LayerBlob, T), BuildError> {
         let dir = self.workspace.layers();
         let plan = plan.clone();
-        let result =
-            tokio::task::spawn_blocking(move || -> Result<kiln_layer::LayerBlob, StepError> {
+        let result = tokio::task::spawn_blocking(move || {
+            let written = (|| -> Result<kiln_layer::LayerBlob, StepError> {
                 let mut writer = LayerWriter::new(&dir, &opts)?;
                 copy::write_layer(&plan, &mut writer)?;
                 Ok(writer.finish()?)
-            })
-            .await
-            .expect("layer writing task panicked");
+            })();
+            let extra = after(written.as_ref().ok());
+            written.map(|blob| (blob, extra))
+        })
+        .await
+        .expect("layer writing task panicked");
         result.map_err(|e| self.step_error(instruction, e))
     }
 
