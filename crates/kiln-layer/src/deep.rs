@@ -14,7 +14,7 @@
 use rustix::fs::{self as rfs, AtFlags, Dir, Mode, OFlags, Stat};
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -53,6 +53,29 @@ pub fn walk<E: From<io::Error>>(
     root: &Path,
     skip: &dyn Fn(&Path) -> bool,
     mut visit: impl FnMut(PathBuf, &Stat, Option<PathBuf>) -> Result<(), E>,
+) -> Result<(), E> {
+    walk_at(root, skip, |rel, st, link, _| visit(rel, st, link))
+}
+
+/// Where the walk found an entry: its parent directory, open, and its
+/// name there. System calls relative to it (`openat`, `linkat`) look up
+/// one name instead of the whole host path again.
+#[derive(Clone, Copy)]
+pub struct At<'a> {
+    /// The directory the entry is in.
+    pub dir: BorrowedFd<'a>,
+    /// The entry's name in it.
+    pub name: &'a OsStr,
+}
+
+/// [`walk`], with each entry's open parent directory and name as well.
+///
+/// # Errors
+/// The first error of the walk or of `visit`.
+pub fn walk_at<E: From<io::Error>>(
+    root: &Path,
+    skip: &dyn Fn(&Path) -> bool,
+    mut visit: impl FnMut(PathBuf, &Stat, Option<PathBuf>, At<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut current = rfs::open(root, DIR_FLAGS, Mode::empty()).map_err(io::Error::from)?;
     let mut stack = vec![Level {
@@ -101,7 +124,11 @@ pub fn walk<E: From<io::Error>>(
         } else {
             None
         };
-        visit(rel.clone(), &st, link)?;
+        let at = At {
+            dir: current.as_fd(),
+            name: name.as_os_str(),
+        };
+        visit(rel.clone(), &st, link, at)?;
         if kind == rfs::FileType::Directory {
             let child = rfs::openat(&current, name.as_os_str(), DIR_FLAGS, Mode::empty())
                 .map_err(io::Error::from)?;

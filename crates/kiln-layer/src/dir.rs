@@ -17,7 +17,7 @@
 use crate::error::{Error, Result};
 use crate::writer::{Entry, EntryKind, EntryMeta, LayerBlob, LayerOptions, LayerWriter};
 use std::collections::{BTreeMap, HashMap};
-use std::fs::Metadata;
+use std::fs::{File, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -82,7 +82,16 @@ pub fn write_tree(
 pub fn append_tree(writer: &mut LayerWriter, root: &Path, tree: &TreeOptions<'_>) -> Result<()> {
     let mut first_paths: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let skip = |rel: &Path| tree.exclude.is_some_and(|exclude| exclude(rel));
-    let walked = crate::deep::walk::<Stop>(root, &skip, |rel, _, _| {
+    let walked = crate::deep::walk_at::<Stop>(root, &skip, |rel, st, _, at| {
+        let regular = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
+        if regular {
+            if let Some(file) = open_regular(root, &rel, at).map_err(Stop::Layer)? {
+                let host = || root.join(&rel);
+                let path = tree.prefix.join(&rel);
+                return append_regular(writer, &path, &host, file, &mut first_paths)
+                    .map_err(Stop::Layer);
+            }
+        }
         append_one(writer, root, &rel, tree, &mut first_paths).map_err(Stop::Layer)
     });
     match walked {
@@ -105,6 +114,66 @@ impl From<std::io::Error> for Stop {
     fn from(e: std::io::Error) -> Self {
         Stop::Walk(e)
     }
+}
+
+/// A regular file the walk found, opened through its parent directory (one
+/// name looked up, not the whole host path); `None` when it is no longer a
+/// regular file (replaced since the walk saw it), for the path-based route.
+fn open_regular(root: &Path, rel: &Path, at: crate::deep::At<'_>) -> Result<Option<File>> {
+    use rustix::fs::{Mode, OFlags};
+    // NONBLOCK: should a FIFO have taken the name meanwhile, opening it must
+    // not wait for a writer.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let opened = rustix::fs::openat(at.dir, at.name, flags | OFlags::NONBLOCK, Mode::empty());
+    let fd = match opened {
+        Ok(fd) => fd,
+        // A symlink or something else now: let the path route describe it.
+        Err(rustix::io::Errno::LOOP | rustix::io::Errno::NXIO) => return Ok(None),
+        Err(e) => {
+            return Err(Error::Walk {
+                path: root.join(rel),
+                source: e.into(),
+            })
+        }
+    };
+    let file = File::from(fd);
+    let is_file = file
+        .metadata()
+        .map_err(|source| Error::Walk {
+            path: root.join(rel),
+            source,
+        })?
+        .is_file();
+    Ok(is_file.then_some(file))
+}
+
+/// Appends an open regular file at `path` in the image: its metadata and
+/// xattrs read from the open file, a hard link when its inode was archived
+/// already. `host` names it in errors.
+fn append_regular(
+    writer: &mut LayerWriter,
+    path: &Path,
+    host: &dyn Fn() -> PathBuf,
+    mut file: File,
+    first_paths: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<()> {
+    let meta = file.metadata().map_err(|source| Error::Walk {
+        path: host(),
+        source,
+    })?;
+    let entry_meta = meta_with(&meta, read_xattrs(XattrSource::File(&file), host)?);
+    if meta.nlink() > 1 {
+        let key = (meta.dev(), meta.ino());
+        if let Some(first) = first_paths.get(&key) {
+            let link = EntryKind::HardLink {
+                target: first.clone(),
+            };
+            return writer.append(&Entry::new(path, link, entry_meta), None);
+        }
+        first_paths.insert(key, path.to_path_buf());
+    }
+    let entry = Entry::new(path, EntryKind::File { size: meta.len() }, entry_meta);
+    writer.append(&entry, Some(&mut file))
 }
 
 fn append_one(
@@ -184,15 +253,22 @@ fn split_dev(rdev: u64) -> (u32, u32) {
 }
 
 fn entry_meta(host: &Path, meta: &Metadata) -> Result<EntryMeta> {
-    Ok(EntryMeta {
+    Ok(meta_with(
+        meta,
+        read_xattrs(XattrSource::Path(host), &|| host.to_path_buf())?,
+    ))
+}
+
+fn meta_with(meta: &Metadata, xattrs: BTreeMap<String, Vec<u8>>) -> EntryMeta {
+    EntryMeta {
         mode: meta.mode() & 0o7777,
         uid: u64::from(meta.uid()),
         gid: u64::from(meta.gid()),
         mtime: meta.mtime().max(0) as u64,
         uname: None,
         gname: None,
-        xattrs: read_xattrs(host)?,
-    })
+        xattrs,
+    }
 }
 
 fn is_opaque(dir: &Path) -> bool {
@@ -202,33 +278,68 @@ fn is_opaque(dir: &Path) -> bool {
 }
 
 fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let size = rustix::fs::lgetxattr_query(path, name).ok()?;
-    let mut value = vec![0u8; size];
-    let n = rustix::fs::lgetxattr(path, name, &mut value[..]).ok()?;
-    value.truncate(n);
-    Some(value)
+    XattrSource::Path(path).get(name)
 }
 
-/// All archivable xattrs of `path` (not following a symlink). File systems
-/// without xattr support give none.
-fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+/// What xattrs are read from: a path (not following a symlink) or an
+/// open file.
+#[derive(Clone, Copy)]
+enum XattrSource<'a> {
+    Path(&'a Path),
+    File(&'a File),
+}
+
+impl XattrSource<'_> {
+    fn list_len(self) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Path(p) => rustix::fs::llistxattr_query(p),
+            XattrSource::File(f) => rustix::fs::flistxattr_query(f),
+        }
+    }
+
+    fn list(self, names: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Path(p) => rustix::fs::llistxattr(p, names),
+            XattrSource::File(f) => rustix::fs::flistxattr(f, names),
+        }
+    }
+
+    fn get(self, name: &str) -> Option<Vec<u8>> {
+        let size = match self {
+            XattrSource::Path(p) => rustix::fs::lgetxattr_query(p, name),
+            XattrSource::File(f) => rustix::fs::fgetxattr_query(f, name),
+        }
+        .ok()?;
+        let mut value = vec![0u8; size];
+        let n = match self {
+            XattrSource::Path(p) => rustix::fs::lgetxattr(p, name, &mut value[..]),
+            XattrSource::File(f) => rustix::fs::fgetxattr(f, name, &mut value[..]),
+        }
+        .ok()?;
+        value.truncate(n);
+        Some(value)
+    }
+}
+
+/// All archivable xattrs of `source` (`path()` names it in errors). File
+/// systems without xattr support give none.
+fn read_xattrs(
+    source: XattrSource<'_>,
+    path: &dyn Fn() -> PathBuf,
+) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut out = BTreeMap::new();
-    let size = match rustix::fs::llistxattr_query(path) {
+    let walk_err = |e: rustix::io::Errno| Error::Walk {
+        path: path(),
+        source: e.into(),
+    };
+    let size = match source.list_len() {
         Ok(0) => return Ok(out),
         Ok(size) => size,
         Err(rustix::io::Errno::NOTSUP) => return Ok(out),
-        Err(e) => {
-            return Err(Error::Walk {
-                path: path.into(),
-                source: e.into(),
-            })
-        }
+        Err(e) => return Err(walk_err(e)),
     };
     let mut names = vec![0u8; size];
-    let n = rustix::fs::llistxattr(path, &mut names[..]).map_err(|e| Error::Walk {
-        path: path.into(),
-        source: e.into(),
-    })?;
+    let n = source.list(&mut names[..]).map_err(walk_err)?;
     for raw in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let Ok(name) = std::str::from_utf8(raw) else {
             continue;
@@ -236,7 +347,7 @@ fn read_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
         if skip_xattr(name) {
             continue;
         }
-        if let Some(value) = get_xattr(path, name) {
+        if let Some(value) = source.get(name) {
             out.insert(name.to_string(), value);
         }
     }

@@ -33,7 +33,7 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// Finishing the layer stream (compressor, flush, fsync, rename) failed.
+    /// Finishing the layer stream (compressor, flush, rename) failed.
     #[error("finish layer blob in {dir}: {source}")]
     Finish {
         /// The directory the blob was being written into.

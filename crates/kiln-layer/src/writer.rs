@@ -1,9 +1,16 @@
 //! [`LayerWriter`]: appends entries to a layer and streams them, in one pass,
 //! through tar → sha256 (diff_id) → compressor → sha256 + byte count (blob
-//! digest, size) → a temporary file that is fsync'd and renamed to its digest
-//! only when the layer is complete. Nothing is ever held in memory beyond one
+//! digest, size) → a temporary file that is renamed to its digest only when
+//! the layer is complete. Nothing is ever held in memory beyond one
 //! compression block per thread, and a failed or abandoned writer leaves no
 //! file that looks like a valid blob.
+//!
+//! The blob is not fsync'd: it is a build's scratch file, read back by the
+//! same process (pushed, linked into a layout, unpacked), and a build cut
+//! short by a crash is started again, not resumed. Syncing a 1 GiB layer
+//! cost up to a second on the critical path, and a small one a journal
+//! commit each. Whoever keeps a blob past the build makes it durable there
+//! (`Layout::link_blob` in kiln-build).
 
 use crate::catalog::{Catalog, CatalogOptions, Recorder};
 use crate::compress::{Codec, Compressor};
@@ -443,8 +450,8 @@ impl LayerWriter {
         self.append(&entry, Some(&mut file))
     }
 
-    /// Ends the tar, the compressed stream and the file: fsyncs it and renames
-    /// it to `<dir>/<blob digest hex>`.
+    /// Ends the tar, the compressed stream and the file, and renames it to
+    /// `<dir>/<blob digest hex>` (not synced: see the module docs).
     pub fn finish(mut self) -> Result<LayerBlob> {
         let dir = self.dir.clone();
         let fail = |source| Error::Finish {
@@ -463,13 +470,9 @@ impl LayerWriter {
         let blob = compressor.finish().map_err(fail)?;
         let (buffered, digest, size) = blob.finish();
         let file = buffered.into_inner().map_err(|e| fail(e.into_error()))?;
-        file.sync_all().map_err(fail)?;
         drop(file);
         let path = self.dir.join(digest.hex());
         self.temp.persist(&path).map_err(|e| fail(e.error))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(fail)?;
         if let Some(tap) = self.tap.take() {
             tap.finish(&diff_id);
         }

@@ -20,8 +20,14 @@
 use crate::absorb::{copy_dir_metadata, xattr_names};
 use crate::changes::Changes;
 use crate::error::{Result, SandboxError};
+use kiln_layer::deep::At;
 use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+/// Shadow directories kept open along the walk's path; deeper ones are
+/// opened for each entry.
+const KEEP_OPEN: usize = 64;
 
 impl Changes {
     /// The same changes, read from a shadow at `to` (which must not exist,
@@ -48,29 +54,60 @@ impl Changes {
 }
 
 fn shadow_dir(from: &Path, to: &Path) -> Result<()> {
-    use kiln_layer::deep::{walk, HostPath};
+    use kiln_layer::deep::{walk_at, HostPath};
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
     let reach = |root: &Path, rel: &Path| {
         HostPath::new(root, rel).map_err(SandboxError::io("reading", &root.join(rel)))
     };
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let open_dir = |path: &Path| {
+        rustix::fs::open(path, dir_flags, Mode::empty())
+            .map_err(|e| SandboxError::io("opening", path)(e.into()))
+    };
     fs::create_dir(to).map_err(SandboxError::io("creating", to))?;
-    // Relative to open directories: the step may have made a tree deeper
-    // than PATH_MAX. Parents come before their contents.
+    // Relative to open directories on both sides, one name looked up per
+    // call instead of two whole host paths: the step may have made a tree
+    // deeper than PATH_MAX, and the big ones have 100,000s of entries.
+    // Parents come before their contents, so the shadow directories along
+    // the walk's path are a stack (bounded, like the walk's own).
+    let mut open: Vec<(PathBuf, OwnedFd)> = vec![(PathBuf::new(), open_dir(to)?)];
     let mut dirs = vec![PathBuf::new()];
     let mut failed: Option<SandboxError> = None;
-    let mut visit = |rel: PathBuf, st: &rustix::fs::Stat| -> Result<()> {
-        let (src, dst) = (reach(from, &rel)?, reach(to, &rel)?);
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
-            fs::create_dir(dst.path()).map_err(SandboxError::io("creating", dst.path()))?;
+    let mut visit = |rel: PathBuf, st: &rustix::fs::Stat, at: At<'_>| -> Result<()> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        while open
+            .last()
+            .is_some_and(|(p, _)| p != parent && !parent.starts_with(p))
+        {
+            open.pop();
+        }
+        let fresh;
+        let dst_dir = match open.last() {
+            Some((p, fd)) if p == parent => fd.as_fd(),
+            _ => {
+                fresh = open_dir(reach(to, parent)?.path())?;
+                fresh.as_fd()
+            }
+        };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            // Owner, mode, xattrs and times are set once it is filled.
+            rustix::fs::mkdirat(dst_dir, at.name, Mode::from_raw_mode(0o777))
+                .map_err(|e| SandboxError::io("creating", &to.join(&rel))(e.into()))?;
+            if open.len() < KEEP_OPEN {
+                let child = rustix::fs::openat(dst_dir, at.name, dir_flags, Mode::empty())
+                    .map_err(|e| SandboxError::io("opening", &to.join(&rel))(e.into()))?;
+                open.push((rel.clone(), child));
+            }
             dirs.push(rel);
         } else {
             // linkat without AT_SYMLINK_FOLLOW: a symlink is linked itself.
-            fs::hard_link(src.path(), dst.path())
-                .map_err(SandboxError::io("linking", src.path()))?;
+            rustix::fs::linkat(at.dir, at.name, dst_dir, at.name, AtFlags::empty())
+                .map_err(|e| SandboxError::io("linking", &from.join(&rel))(e.into()))?;
         }
         Ok(())
     };
-    let walked = walk::<std::io::Error>(from, &|_| false, |rel, st, _| {
-        visit(rel, st).map_err(|e| {
+    let walked = walk_at::<std::io::Error>(from, &|_| false, |rel, st, _, at| {
+        visit(rel, st, at).map_err(|e| {
             failed = Some(e);
             std::io::Error::other("stopped")
         })
@@ -166,6 +203,64 @@ mod tests {
                 .expect("the shadow dir has the xattr too");
             assert_eq!(&value[..n], b"kept");
         }
+    }
+
+    #[test]
+    fn a_tree_deeper_than_path_max_and_the_open_directories_is_shadowed_and_layered() {
+        use rustix::fs::{Mode, OFlags};
+        let tmp = tempfile::tempdir().unwrap();
+        let upper = tmp.path().join("upper");
+        fs::create_dir(&upper).unwrap();
+        // 70 levels of 100-byte names: 7,000 bytes of path, and deeper than
+        // the shadow directories kept open.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut dir = rustix::fs::open(&upper, flags, Mode::empty()).unwrap();
+        let mut rel = PathBuf::new();
+        for i in 0..70 {
+            let name = format!("{i:0100}");
+            rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+            dir = rustix::fs::openat(&dir, name.as_str(), flags, Mode::empty()).unwrap();
+            rel.push(name);
+            let file = rustix::fs::openat(
+                &dir,
+                "level",
+                OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .unwrap();
+            rustix::io::write(&file, format!("{i}").as_bytes()).unwrap();
+        }
+        let changes = Changes::Upper {
+            upper: upper.clone(),
+            exclude: BTreeSet::new(),
+            ids: Default::default(),
+        };
+        let shadow = tmp.path().join("shadow");
+        let detached = changes
+            .detach(&shadow)
+            .unwrap()
+            .expect("an upper dir detaches");
+        fs::remove_dir_all(&upper).unwrap();
+
+        let blobs = tempfile::tempdir().unwrap();
+        let blob = detached
+            .write_layer(blobs.path(), &kiln_layer::LayerOptions::default())
+            .unwrap()
+            .expect("the shadow holds changes");
+        let entries = kiln_layer::list::list_entries(
+            kiln_layer::reader::open_blob(&blob.path, None).unwrap(),
+        )
+        .unwrap();
+        let levels: Vec<_> = entries
+            .iter()
+            .filter(|e| e.path.ends_with("level"))
+            .collect();
+        assert_eq!(levels.len(), 70, "every level's file is in the layer");
+        let deepest = levels
+            .iter()
+            .find(|e| e.path.components().count() == 71)
+            .expect("the deepest file is in the layer");
+        assert_eq!(deepest.kind, kiln_layer::EntryKind::File { size: 2 });
     }
 
     #[test]

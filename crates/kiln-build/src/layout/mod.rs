@@ -252,7 +252,8 @@ impl Layout {
     /// Puts the file `from`, already known to be the blob `digest` (it was
     /// verified when it was made), into the layout (unless present): a hard
     /// link when both are on one filesystem, which costs nothing, else a
-    /// copy through a temp file.
+    /// copy through a temp file. Either way the blob is synced to disk: the
+    /// layer writer leaves its scratch blobs unsynced, and a layout is kept.
     ///
     /// # Errors
     /// File errors.
@@ -263,12 +264,13 @@ impl Layout {
         }
         // A link appears whole; a concurrent writer of the same blob may win.
         match fs::hard_link(from, &target) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return sync_file(&target),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
             Err(_) => {}
         }
         let tmp = temp_beside(&target)?;
         fs::copy(from, tmp.path()).map_err(LayoutError::io(&target))?;
+        tmp.as_file().sync_all().map_err(LayoutError::io(&target))?;
         persist(tmp, &target)
     }
 
@@ -375,6 +377,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LayoutError> {
     tmp.write_all(bytes).map_err(LayoutError::io(path))?;
     tmp.as_file().sync_all().map_err(LayoutError::io(path))?;
     persist(tmp, path)
+}
+
+/// Flushes the file at `path` to disk.
+fn sync_file(path: &Path) -> Result<(), LayoutError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(LayoutError::io(path))
 }
 
 /// A temp file beside `target`, so the rename into place stays on one
