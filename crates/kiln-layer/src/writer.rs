@@ -2,8 +2,9 @@
 //! through tar → sha256 (diff_id) → compressor → sha256 + byte count (blob
 //! digest, size) → a temporary file that is renamed to its digest only when
 //! the layer is complete. Nothing is ever held in memory beyond one
-//! compression block per thread, and a failed or abandoned writer leaves no
-//! file that looks like a valid blob.
+//! compression block per thread and a few MiB queued between the stages
+//! (`crate::threaded`), and a failed or abandoned writer leaves no file that
+//! looks like a valid blob.
 //!
 //! The blob is not fsync'd: it is a build's scratch file, read back by the
 //! same process (pushed, linked into a layout, unpacked), and a build cut
@@ -19,6 +20,7 @@ use crate::header::{self, HeaderSpec};
 use crate::path::{normalize, OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use crate::pgzip::Deflate;
 use crate::tap::{TapHandle, TapSink};
+use crate::threaded::Threaded;
 use kiln_image_spec::media::Compression;
 use kiln_image_spec::{Digest, DigestWriter};
 use std::collections::BTreeMap;
@@ -290,7 +292,10 @@ impl LayerBlob {
     }
 }
 
-type Pipeline = DigestWriter<Compressor<DigestWriter<BufWriter<File>>>>;
+/// tar → diff_id → compressor, then blob digest → file: the two halves on
+/// threads of their own (`crate::threaded`), so that reading the files,
+/// hashing the tar and hashing and writing the blob run side by side.
+type Pipeline = Threaded<DigestWriter<Compressor<Threaded<DigestWriter<BufWriter<File>>>>>>;
 
 /// Streams a layer to a blob file. See the module docs for the pipeline.
 pub struct LayerWriter {
@@ -320,13 +325,17 @@ impl LayerWriter {
                 source,
             })?;
         let (file, temp) = temp.into_parts();
-        let blob = DigestWriter::new(BufWriter::with_capacity(256 * 1024, file));
-        let compressor = Compressor::new(blob, codec).map_err(|source| Error::Finish {
+        let start_failed = |source| Error::Finish {
             dir: dir.into(),
             source,
-        })?;
+        };
+        let blob = DigestWriter::new(BufWriter::with_capacity(256 * 1024, file));
+        let blob = Threaded::new(blob, "layer-blob").map_err(start_failed)?;
+        let compressor = Compressor::new(blob, codec).map_err(start_failed)?;
+        let stream =
+            Threaded::new(DigestWriter::new(compressor), "layer-tar").map_err(start_failed)?;
         Ok(LayerWriter {
-            stream: DigestWriter::new(compressor),
+            stream,
             temp,
             dir: dir.into(),
             compression: options.compression,
@@ -466,8 +475,8 @@ impl LayerWriter {
         // End-of-archive: two zero blocks, through the tap too, so that its
         // stream is the whole tar whose digest is the diff_id.
         self.write(&[0u8; 2 * header::BLOCK]).map_err(fail)?;
-        let (compressor, diff_id, _) = self.stream.finish();
-        let blob = compressor.finish().map_err(fail)?;
+        let (compressor, diff_id, _) = self.stream.finish().map_err(fail)?.finish();
+        let blob = compressor.finish().map_err(fail)?.finish().map_err(fail)?;
         let (buffered, digest, size) = blob.finish();
         let file = buffered.into_inner().map_err(|e| fail(e.into_error()))?;
         drop(file);
