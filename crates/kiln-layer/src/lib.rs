@@ -47,6 +47,7 @@ mod read_ahead;
 pub mod reader;
 pub mod resolve;
 pub mod tap;
+pub mod watch;
 pub mod writer;
 
 pub use catalog::{Catalog, CatalogOptions};

@@ -12,6 +12,7 @@ use crate::header::{self, HeaderSpec};
 use crate::path::{normalize, OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use crate::pgzip::Deflate;
 use crate::tap::{TapHandle, TapSink};
+use crate::watch::{BlobFile, WatchHandle};
 use kiln_image_spec::media::Compression;
 use kiln_image_spec::{Digest, DigestWriter};
 use std::collections::BTreeMap;
@@ -70,6 +71,8 @@ pub struct LayerOptions {
     pub catalog: Option<CatalogOptions>,
     /// Hand a copy of the layer's tar stream to this, as it is written.
     pub tap: Option<TapHandle>,
+    /// Share the blob file with this watch as it grows (see [`crate::watch`]).
+    pub watch: Option<WatchHandle>,
 }
 
 impl Default for LayerOptions {
@@ -89,6 +92,7 @@ impl LayerOptions {
             deflate: Deflate::Portable,
             catalog: None,
             tap: None,
+            watch: None,
         }
     }
 
@@ -125,6 +129,13 @@ impl LayerOptions {
     /// Hands a copy of the layer's tar stream to `tap` (see [`crate::tap`]).
     pub fn with_tap(mut self, tap: TapHandle) -> Self {
         self.tap = Some(tap);
+        self
+    }
+
+    /// Shares the blob file with `watch` while it is written (see
+    /// [`crate::watch`]); only the first writer made with these options does.
+    pub fn with_watch(mut self, watch: WatchHandle) -> Self {
+        self.watch = Some(watch);
         self
     }
 }
@@ -283,7 +294,7 @@ impl LayerBlob {
     }
 }
 
-type Pipeline = DigestWriter<Compressor<DigestWriter<BufWriter<File>>>>;
+type Pipeline = DigestWriter<Compressor<DigestWriter<BufWriter<BlobFile>>>>;
 
 /// Streams a layer to a blob file. See the module docs for the pipeline.
 pub struct LayerWriter {
@@ -313,7 +324,18 @@ impl LayerWriter {
                 source,
             })?;
         let (file, temp) = temp.into_parts();
-        let blob = DigestWriter::new(BufWriter::with_capacity(256 * 1024, file));
+        let feed = match &options.watch {
+            Some(watch) => watch.take(&temp).map_err(|source| Error::Io {
+                action: "open for watching",
+                path: temp.to_path_buf(),
+                source,
+            })?,
+            None => None,
+        };
+        let blob = DigestWriter::new(BufWriter::with_capacity(
+            256 * 1024,
+            BlobFile { file, feed },
+        ));
         let compressor = Compressor::new(blob, codec).map_err(|source| Error::Finish {
             dir: dir.into(),
             source,
@@ -462,7 +484,7 @@ impl LayerWriter {
         let (compressor, diff_id, _) = self.stream.finish();
         let blob = compressor.finish().map_err(fail)?;
         let (buffered, digest, size) = blob.finish();
-        let file = buffered.into_inner().map_err(|e| fail(e.into_error()))?;
+        let BlobFile { file, feed } = buffered.into_inner().map_err(|e| fail(e.into_error()))?;
         file.sync_all().map_err(fail)?;
         drop(file);
         let path = self.dir.join(digest.hex());
@@ -470,6 +492,9 @@ impl LayerWriter {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(fail)?;
+        if let Some(feed) = feed {
+            feed.finished(digest.clone(), size);
+        }
         if let Some(tap) = self.tap.take() {
             tap.finish(&diff_id);
         }
