@@ -1001,3 +1001,6 @@ async fn downloads_that_break_off_say_how_many_bytes_of_how_many_arrived() {
     );
     assert!(!text.contains("error decoding response body"), "{text}");
 }
+
+#[path = "registry/growing.rs"]
+mod growing;
