@@ -215,8 +215,11 @@ mod tests {
         let mut w = LayerWriter::new(dir.path(), &options).unwrap();
         let file = watch.file().expect("the writer opened its file");
         let content = noise(1 << 20, 7);
-        w.append(&file_entry("a", content.len() as u64), Some(&mut &content[..]))
-            .unwrap();
+        w.append(
+            &file_entry("a", content.len() as u64),
+            Some(&mut &content[..]),
+        )
+        .unwrap();
         // Past the writer's buffer: most of the first file is in the blob.
         let grown = watch.written();
         assert!(grown >= 512 * 1024, "{grown}");
@@ -250,7 +253,9 @@ mod tests {
         let mut w = LayerWriter::new(dir.path(), &options).unwrap();
         // Content shorter than announced breaks the layer.
         let short = noise(10, 3);
-        assert!(w.append(&file_entry("a", 100), Some(&mut &short[..])).is_err());
+        assert!(w
+            .append(&file_entry("a", 100), Some(&mut &short[..]))
+            .is_err());
         assert_eq!(watch.end(), None, "the writer is still there");
         assert!(w.finish().is_err());
         assert_eq!(watch.end(), Some(WatchEnd::Failed));

@@ -140,7 +140,9 @@ impl EarlyPush {
         let mut still = Vec::new();
         for g in growing.drain(..) {
             match g.layer.0.end() {
-                Some(WatchEnd::Finished { digest: written, .. }) if &written == digest => {
+                Some(WatchEnd::Finished {
+                    digest: written, ..
+                }) if &written == digest => {
                     // A second layer with the same bytes: the first upload
                     // stands for both, the other runs on detached.
                     uploads.entry((g.destination, written)).or_insert(g.upload);

@@ -253,7 +253,11 @@ impl Repository {
         Err(last.unwrap_or_else(|| RegistryError::Options("no registry endpoint".into())))
     }
 
-    pub(super) async fn send(&self, ep: &Endpoint, req: Req) -> Result<(Req, Response), RegistryError> {
+    pub(super) async fn send(
+        &self,
+        ep: &Endpoint,
+        req: Req,
+    ) -> Result<(Req, Response), RegistryError> {
         let resp = self.transport.send(&self.scope(ep, None), &req).await?;
         Ok((req, resp))
     }
@@ -731,7 +735,12 @@ impl Repository {
     /// how many bytes the registry holds, or `None` when the registry does
     /// not say (the session is unknown or cancelled, the answer has no
     /// `Range`, the request failed); then the upload starts again.
-    pub(super) async fn upload_status(&self, ep: &Endpoint, session: &Url, size: u64) -> Option<(Url, u64)> {
+    pub(super) async fn upload_status(
+        &self,
+        ep: &Endpoint,
+        session: &Url,
+        size: u64,
+    ) -> Option<(Url, u64)> {
         let (req, resp) = match self.send(ep, Req::new(Method::GET, session.clone())).await {
             Ok(answer) => answer,
             Err(e) => {

@@ -91,7 +91,11 @@ fn noise(len: u64) -> Vec<u8> {
 async fn until(proxy: &FaultProxy, what: &str, done: impl Fn(&[String]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done(&proxy.log()) {
-        assert!(Instant::now() < deadline, "never saw {what}: {:?}", proxy.log());
+        assert!(
+            Instant::now() < deadline,
+            "never saw {what}: {:?}",
+            proxy.log()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -342,4 +342,10 @@ fn a_big_run_layer_is_uploaded_while_it_is_written() {
     // uploaded once complete is looked for before anything is sent).
     assert_eq!(head.len(), 1, "{log:#?}");
     assert!(patches[0] < head[0], "{log:#?}");
+    let early = patches.iter().filter(|&&p| p < head[0]).count();
+    eprintln!(
+        "{} requests for the {}-byte layer, {early} of its 3 chunks sent before it was complete",
+        patches.len() + puts.len() + head.len() + 1,
+        stored.len()
+    );
 }

@@ -94,7 +94,9 @@ impl Body {
                     .await
                     .map_err(io)?;
                 let stream = tokio_util::io::ReaderStream::with_capacity(f.take(*len), BODY_PIECE);
-                Ok(reqwest::Body::wrap_stream(metered(stream, meter).map(stamp)))
+                Ok(reqwest::Body::wrap_stream(
+                    metered(stream, meter).map(stamp),
+                ))
             }
             Body::Handle {
                 file,
@@ -103,7 +105,9 @@ impl Body {
                 meter,
             } => {
                 let stream = pieces_at(file.clone(), *offset, *offset + *len);
-                Ok(reqwest::Body::wrap_stream(metered(stream, meter).map(stamp)))
+                Ok(reqwest::Body::wrap_stream(
+                    metered(stream, meter).map(stamp),
+                ))
             }
         }
     }
