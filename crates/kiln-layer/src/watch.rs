@@ -185,6 +185,8 @@ impl Write for BlobFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Bytes that do not compress, so the blob grows as they go in.
+    use crate::pgzip::tests::random as noise;
     use crate::{Entry, EntryKind, EntryMeta, LayerOptions, LayerWriter};
     use kiln_image_spec::media::Compression;
     use std::os::unix::fs::FileExt;
@@ -193,18 +195,6 @@ mod tests {
         Entry::new(name, EntryKind::File { size }, EntryMeta::with_mode(0o644))
     }
 
-    /// Bytes that do not compress, so the blob grows as they go in.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     #[test]
     fn the_watch_sees_the_blob_grow_and_end_with_its_digest() {
