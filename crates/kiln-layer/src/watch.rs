@@ -195,7 +195,6 @@ mod tests {
         Entry::new(name, EntryKind::File { size }, EntryMeta::with_mode(0o644))
     }
 
-
     #[test]
     fn the_watch_sees_the_blob_grow_and_end_with_its_digest() {
         let dir = tempfile::tempdir().unwrap();

@@ -62,6 +62,7 @@ impl Repository {
             match blob.end() {
                 Some(GrowingEnd::Failed) => return Err(RegistryError::SourceFailed),
                 Some(GrowingEnd::Complete { digest, size }) => {
+                    tracing::debug!(%digest, size, "blob complete before its upload began");
                     let file = blob.file().ok_or(RegistryError::SourceFailed)?;
                     let source = BlobSource::Handle(file);
                     return self.push_blob(&source, &digest, size, None).await;
@@ -73,6 +74,10 @@ impl Repository {
                 _ => tokio::time::sleep(POLL).await,
             }
         };
+        tracing::debug!(
+            written = blob.written(),
+            "uploading a blob while it is written"
+        );
         let source = BlobSource::Handle(file);
         let ep = self.push_endpoint();
         // As in `push_blob`: the session and the bytes the registry

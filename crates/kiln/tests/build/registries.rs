@@ -294,7 +294,7 @@ fn a_layer_is_uploaded_while_the_steps_after_it_run_and_only_once() {
 }
 
 #[test]
-fn a_big_run_layer_is_uploaded_while_it_is_written() {
+fn a_big_run_layer_is_uploaded_from_its_writer_once() {
     let reg = Registry::plain_with_busybox().unwrap();
     let proxy = FaultProxy::start(&reg.host()).unwrap();
     let ctx = tempfile::tempdir().unwrap();
@@ -308,10 +308,12 @@ fn a_big_run_layer_is_uploaded_while_it_is_written() {
         ),
     )
     .unwrap();
-    Kiln::build(ctx.path())
+    let out = Kiln::build(ctx.path())
         .args(["--destination", &format!("{}/app:1", proxy.host())])
         .args(["--insecure", "--insecure-pull"])
+        .args(["--verbosity", "debug", "--log-format", "text"])
         .success();
+    let kiln_log = stderr(&out);
 
     let (dir, manifest) = build_common::pushed_dir(&reg, "app:1");
     let layer = manifest["layers"].as_array().unwrap().last().unwrap();
@@ -331,20 +333,29 @@ fn a_big_run_layer_is_uploaded_while_it_is_written() {
     let patches = at(&|l| l.starts_with("PATCH /v2/app/blobs/uploads/") && l.ends_with("-> 202"));
     let head = at(&|l| l.starts_with("HEAD /v2/app/blobs/") && l.contains(hex));
     let puts = at(&|l| l.starts_with("PUT /v2/app/blobs/uploads/") && l.contains(hex));
-    // Sent once, in three chunks, every byte once.
-    assert_eq!((patches.len(), puts.len()), (3, 1), "{log:#?}");
+    // Sent once, in three chunks, every byte once: the upload that began
+    // with the writer is the one the push used, not started again for the
+    // finished layer.
+    assert_eq!(
+        (patches.len(), puts.len(), head.len()),
+        (3, 1, 1),
+        "{log:#?}"
+    );
     assert_eq!(
         proxy.request_bytes(Some("PATCH"), "/v2/app/blobs/uploads/"),
         stored.len() as u64
     );
-    // The first chunk was in the registry before the layer's digest was
-    // known: the look for the finished blob comes after it (a layer
-    // uploaded once complete is looked for before anything is sent).
-    assert_eq!(head.len(), 1, "{log:#?}");
-    assert!(patches[0] < head[0], "{log:#?}");
+    // Whether the session opened before the writer finished is a race
+    // between two threads (the kiln-oci tests settle it deterministically);
+    // either way the upload came from the writer's watch.
+    let streamed = kiln_log.contains("uploading a blob while it is written");
+    assert!(
+        streamed || kiln_log.contains("blob complete before its upload began"),
+        "{kiln_log}"
+    );
     let early = patches.iter().filter(|&&p| p < head[0]).count();
     eprintln!(
-        "{} requests for the {}-byte layer, {early} of its 3 chunks sent before it was complete",
+        "{} requests for the {}-byte layer; session opened while it was written: {streamed}; {early} of its 3 chunks sent before it was complete",
         patches.len() + puts.len() + head.len() + 1,
         stored.len()
     );
