@@ -68,25 +68,6 @@ impl TransferObserver for Furthest {
     }
 }
 
-/// A client through `proxy` with 256 KiB chunks past a 256 KiB limit.
-fn chunked_client(proxy: &FaultProxy, repository: &str) -> kiln_oci::Repository {
-    let client = RegistryClient::new(RegistryOptions {
-        monolithic_upload_limit: CHUNK,
-        upload_chunk_size: CHUNK,
-        ..proxied_options(proxy)
-    })
-    .unwrap();
-    let r: Reference = format!("{}/{repository}", proxy.host()).parse().unwrap();
-    client.repository(&r, Access::Push)
-}
-
-/// Bytes that look random, `len` of them.
-fn noise(len: u64) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
-}
-
 /// Waits (up to 20 s) until the proxy's log satisfies `done`.
 async fn until(proxy: &FaultProxy, what: &str, done: impl Fn(&[String]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -110,6 +91,13 @@ fn methods(proxy: &FaultProxy, repository: &str) -> Vec<String> {
         .collect()
 }
 
+/// A registry, the proxy in front of it, and a directory for blob files.
+fn proxied_registry() -> (Registry, FaultProxy, tempfile::TempDir) {
+    let reg = Registry::plain().unwrap();
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    (reg, proxy, tempfile::tempdir().unwrap())
+}
+
 fn accepted_patches(log: &[String]) -> usize {
     log.iter()
         .filter(|l| l.starts_with("PATCH ") && l.ends_with("-> 202"))
@@ -118,9 +106,7 @@ fn accepted_patches(log: &[String]) -> usize {
 
 #[tokio::test]
 async fn a_growing_blob_is_sent_in_chunks_before_its_writer_finishes() {
-    let reg = Registry::plain().unwrap();
-    let proxy = FaultProxy::start(&reg.host()).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
+    let (reg, proxy, tmp) = proxied_registry();
     let observer = Arc::new(Furthest::default());
     let repo = chunked_client(&proxy, "kiln/growing").observed(observer.clone());
     let blob = noise(8 * CHUNK + 1000);
@@ -160,9 +146,7 @@ async fn a_growing_blob_is_sent_in_chunks_before_its_writer_finishes() {
 
 #[tokio::test]
 async fn a_growing_blob_that_stays_small_costs_what_a_complete_one_does() {
-    let reg = Registry::plain().unwrap();
-    let proxy = FaultProxy::start(&reg.host()).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
+    let (reg, proxy, tmp) = proxied_registry();
 
     let blob = noise(CHUNK / 2);
     let digest = Digest::sha256_of(&blob);
@@ -195,9 +179,7 @@ async fn a_growing_blob_that_stays_small_costs_what_a_complete_one_does() {
 
 #[tokio::test]
 async fn a_writer_that_fails_cancels_the_upload_and_leaves_nothing() {
-    let reg = Registry::plain().unwrap();
-    let proxy = FaultProxy::start(&reg.host()).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
+    let (reg, proxy, tmp) = proxied_registry();
     let feeder = Feeder::new(&tmp, "failing");
     let repo = chunked_client(&proxy, "kiln/failing");
     let upload = {
@@ -252,9 +234,7 @@ fn walkdir_files(dir: &std::path::Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn a_growing_upload_resumes_after_a_connection_breaks_midway() {
-    let reg = Registry::plain().unwrap();
-    let proxy = FaultProxy::start(&reg.host()).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
+    let (reg, proxy, tmp) = proxied_registry();
     let blob = noise(8 * CHUNK + 1000);
     let digest = Digest::sha256_of(&blob);
     let size = blob.len() as u64;
