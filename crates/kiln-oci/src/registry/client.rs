@@ -683,11 +683,7 @@ impl Repository {
                         // continuation (a range it does not take, a session
                         // it dropped meanwhile): start again now rather than
                         // fail the push on an error a restart avoids.
-                        Err(e)
-                            if !e.is_retryable()
-                                && matches!(e.status(), Some(400 | 404 | 416))
-                                && !e.codes().contains(&"DIGEST_INVALID") =>
-                        {
+                        Err(e) if refused_continuation(&e) => {
                             tracing::info!(%digest, error = %e, "the registry refused to continue the blob upload; starting it again");
                             take(&progress);
                         }
@@ -922,6 +918,15 @@ pub(super) enum Continue {
     Done,
     /// Open a new session and send everything.
     Restart,
+}
+
+/// Whether `e`, met while continuing an upload, is the registry refusing
+/// the continuation (a range it does not take, a session it dropped
+/// meanwhile) rather than the bytes: then starting again avoids it.
+pub(super) fn refused_continuation(e: &RegistryError) -> bool {
+    !e.is_retryable()
+        && matches!(e.status(), Some(400 | 404 | 416))
+        && !e.codes().contains(&"DIGEST_INVALID")
 }
 
 pub(super) fn take(progress: &Mutex<Option<Resume>>) -> Option<Resume> {

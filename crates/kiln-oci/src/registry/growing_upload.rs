@@ -11,7 +11,7 @@
 //! broken connection continues where the registry has the bytes, as in
 //! `push_blob`.
 
-use super::client::{put, take, Continue, Endpoint, Resume, UploadStart};
+use super::client::{put, refused_continuation, take, Continue, Endpoint, Resume, UploadStart};
 use super::{BlobSource, PushOutcome, RegistryError, Repository};
 use crate::digest::Digest;
 use std::fs::File;
@@ -99,15 +99,41 @@ impl Repository {
         source: &BlobSource,
         progress: &Mutex<Option<Resume>>,
     ) -> Result<PushOutcome, RegistryError> {
-        let resumed = match take(progress) {
-            Some(previous) => self.resume_growing(ep, previous, blob).await?,
-            None => Continue::Restart,
-        };
-        let (mut session, mut offset) = match resumed {
-            Continue::Done => return Ok(PushOutcome::Uploaded),
-            Continue::At(session, offset) => (session, offset),
-            Continue::Restart => (self.open_session(ep).await?, 0),
-        };
+        if let Some(previous) = take(progress) {
+            match self.resume_growing(ep, previous, blob).await? {
+                Continue::Done => return Ok(PushOutcome::Uploaded),
+                Continue::Restart => {}
+                Continue::At(session, offset) => {
+                    match self
+                        .stream(ep, blob, source, progress, session, offset)
+                        .await
+                    {
+                        // As in `push_blob`: a continuation the registry
+                        // refuses is started again rather than failed.
+                        Err(e) if refused_continuation(&e) => {
+                            tracing::info!(error = %e, "the registry refused to continue the blob upload; starting it again");
+                            take(progress);
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }
+        let session = self.open_session(ep).await?;
+        self.stream(ep, blob, source, progress, session, 0).await
+    }
+
+    /// Sends the blob from `offset` on into `session`: a chunk whenever the
+    /// file holds one more, the rest once the blob is complete.
+    async fn stream(
+        &self,
+        ep: &Endpoint,
+        blob: &dyn GrowingBlob,
+        source: &BlobSource,
+        progress: &Mutex<Option<Resume>>,
+        mut session: url::Url,
+        mut offset: u64,
+    ) -> Result<PushOutcome, RegistryError> {
         // Kept for the next attempt, should this one break before the
         // registry confirms a chunk.
         put(progress, &session, offset);

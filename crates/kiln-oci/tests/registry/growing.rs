@@ -281,3 +281,45 @@ async fn a_growing_upload_resumes_after_a_connection_breaks_midway() {
         size + CHUNK / 2
     );
 }
+
+#[tokio::test]
+async fn a_growing_upload_whose_registry_kept_half_a_chunk_still_ends_right() {
+    let (reg, proxy, tmp) = proxied_registry();
+    let blob = noise(8 * CHUNK + 1000);
+    let digest = Digest::sha256_of(&blob);
+    let size = blob.len() as u64;
+    let feeder = Feeder::new(&tmp, "half");
+    let repo = chunked_client(&proxy, "kiln/growing-half");
+    // The registry gets half of the third chunk, the client no answer: what
+    // the registry holds is no longer what the client last heard.
+    proxy.inject_after(
+        Some("PATCH"),
+        "/blobs/uploads/",
+        Fault::RelayHalfRequestBody,
+        2,
+        1,
+    );
+    let upload = {
+        let (repo, feeder) = (repo.clone(), feeder.clone());
+        tokio::spawn(async move { repo.push_growing_blob(&*feeder).await })
+    };
+    feeder.grow(&blob[..5 * CHUNK as usize]);
+    until(&proxy, "the upload go on after the break", |log| {
+        let asked = log
+            .iter()
+            .any(|l| l.starts_with("GET ") && l.contains("/blobs/uploads/"));
+        asked && accepted_patches(log) >= 3
+    })
+    .await;
+    feeder.grow(&blob[5 * CHUNK as usize..]);
+    feeder.finish(&digest);
+
+    assert_eq!(upload.await.unwrap().unwrap(), PushOutcome::Uploaded);
+    assert_eq!(
+        stored_blob(&reg, "kiln/growing-half", &digest, size).await,
+        Bytes::from(blob)
+    );
+    // Never more than the blob, the lost half and a restart's worth.
+    let sent = proxy.request_bytes(Some("PATCH"), "/blobs/uploads/");
+    assert!(sent <= size + 3 * CHUNK, "{sent}");
+}
