@@ -232,35 +232,29 @@ fn walkdir_files(dir: &std::path::Path) -> Vec<PathBuf> {
     found
 }
 
-#[tokio::test]
-async fn a_growing_upload_resumes_after_a_connection_breaks_midway() {
+/// Pushes a growing 8-chunk blob through `fault` on its third PATCH, the
+/// upload going on after the break while the blob still grows; checks the
+/// registry's copy and returns the blob size and the PATCH bytes sent.
+async fn push_through_a_break(repository: &str, fault: Fault) -> (FaultProxy, u64, u64) {
     let (reg, proxy, tmp) = proxied_registry();
     let blob = noise(8 * CHUNK + 1000);
     let digest = Digest::sha256_of(&blob);
     let size = blob.len() as u64;
-    let feeder = Feeder::new(&tmp, "resumed");
-    let repo = chunked_client(&proxy, "kiln/growing-resume");
-    // The third PATCH's connection dies halfway, before the registry sees
-    // any of it.
-    proxy.inject_after(
-        Some("PATCH"),
-        "/blobs/uploads/",
-        Fault::DropRequestMidBody,
-        2,
-        1,
-    );
+    let feeder = Feeder::new(&tmp, "blob");
+    let repo = chunked_client(&proxy, repository);
+    proxy.inject_after(Some("PATCH"), "/blobs/uploads/", fault, 2, 1);
     let upload = {
         let (repo, feeder) = (repo.clone(), feeder.clone());
         tokio::spawn(async move { repo.push_growing_blob(&*feeder).await })
     };
     feeder.grow(&blob[..5 * CHUNK as usize]);
-    // Broken, asked where the session stands, and continued: all before
-    // the writer finishes.
-    until(&proxy, "the upload continue after the break", |log| {
-        let status = log
+    // Broken, asked where the session stands, and gone on: all before the
+    // writer finishes.
+    until(&proxy, "the upload go on after the break", |log| {
+        let asked = log
             .iter()
             .any(|l| l.starts_with("GET ") && l.contains("/blobs/uploads/"));
-        status && accepted_patches(log) >= 3
+        asked && accepted_patches(log) >= 3
     })
     .await;
     assert_eq!(proxy.faults_applied(), 1);
@@ -269,57 +263,32 @@ async fn a_growing_upload_resumes_after_a_connection_breaks_midway() {
 
     assert_eq!(upload.await.unwrap().unwrap(), PushOutcome::Uploaded);
     assert_eq!(
-        stored_blob(&reg, "kiln/growing-resume", &digest, size).await,
+        stored_blob(&reg, repository, &digest, size).await,
         Bytes::from(blob)
     );
+    let sent = proxy.request_bytes(Some("PATCH"), "/blobs/uploads/");
+    (proxy, size, sent)
+}
+
+#[tokio::test]
+async fn a_growing_upload_resumes_after_a_connection_breaks_midway() {
+    // The connection dies halfway through the chunk, before the registry
+    // sees any of it.
+    let (proxy, size, sent) =
+        push_through_a_break("kiln/growing-resume", Fault::DropRequestMidBody).await;
     let log = proxy.log();
     assert_eq!(count(&log, "POST "), 1, "{log:?}");
     // The blob once, and the half chunk that was lost: nothing the
     // registry had confirmed was sent again.
-    assert_eq!(
-        proxy.request_bytes(Some("PATCH"), "/blobs/uploads/"),
-        size + CHUNK / 2
-    );
+    assert_eq!(sent, size + CHUNK / 2);
 }
 
 #[tokio::test]
 async fn a_growing_upload_whose_registry_kept_half_a_chunk_still_ends_right() {
-    let (reg, proxy, tmp) = proxied_registry();
-    let blob = noise(8 * CHUNK + 1000);
-    let digest = Digest::sha256_of(&blob);
-    let size = blob.len() as u64;
-    let feeder = Feeder::new(&tmp, "half");
-    let repo = chunked_client(&proxy, "kiln/growing-half");
-    // The registry gets half of the third chunk, the client no answer: what
-    // the registry holds is no longer what the client last heard.
-    proxy.inject_after(
-        Some("PATCH"),
-        "/blobs/uploads/",
-        Fault::RelayHalfRequestBody,
-        2,
-        1,
-    );
-    let upload = {
-        let (repo, feeder) = (repo.clone(), feeder.clone());
-        tokio::spawn(async move { repo.push_growing_blob(&*feeder).await })
-    };
-    feeder.grow(&blob[..5 * CHUNK as usize]);
-    until(&proxy, "the upload go on after the break", |log| {
-        let asked = log
-            .iter()
-            .any(|l| l.starts_with("GET ") && l.contains("/blobs/uploads/"));
-        asked && accepted_patches(log) >= 3
-    })
-    .await;
-    feeder.grow(&blob[5 * CHUNK as usize..]);
-    feeder.finish(&digest);
-
-    assert_eq!(upload.await.unwrap().unwrap(), PushOutcome::Uploaded);
-    assert_eq!(
-        stored_blob(&reg, "kiln/growing-half", &digest, size).await,
-        Bytes::from(blob)
-    );
+    // The registry gets half of the chunk, the client no answer: what the
+    // registry holds is no longer what the client last heard.
+    let (_, size, sent) =
+        push_through_a_break("kiln/growing-half", Fault::RelayHalfRequestBody).await;
     // Never more than the blob, the lost half and a restart's worth.
-    let sent = proxy.request_bytes(Some("PATCH"), "/blobs/uploads/");
     assert!(sent <= size + 3 * CHUNK, "{sent}");
 }
