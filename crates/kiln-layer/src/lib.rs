@@ -5,6 +5,8 @@
 //!   gzip/zstd/none → sha256 + size (blob digest) → a file renamed into place
 //!   only when complete. [`dir::write_tree`] archives a directory (or an
 //!   overlayfs upper dir, translating whiteouts and opaque dirs).
+//!   A [`watch::WatchHandle`] in the options lets another thread read the
+//!   blob file while it grows (an upload that runs alongside compression).
 //! - [`reader::LayerReader`] opens a blob (compression from the media type or
 //!   sniffed) and checks the diff_id; [`list::list_entries`] reads headers only;
 //!   [`extract::extract`] applies a layer to a root it can never escape, either
@@ -48,6 +50,7 @@ pub mod reader;
 pub mod resolve;
 pub mod tap;
 mod threaded;
+pub mod watch;
 pub mod writer;
 
 pub use catalog::{Catalog, CatalogOptions};

@@ -386,7 +386,7 @@ impl<W: Write> Write for GzipWriter<W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flate2::read::{GzDecoder, MultiGzDecoder};
     use std::io::Read;
@@ -434,7 +434,7 @@ mod tests {
     }
 
     /// Bytes no compressor can shrink (xorshift).
-    fn random(len: usize, seed: u64) -> Vec<u8> {
+    pub(crate) fn random(len: usize, seed: u64) -> Vec<u8> {
         let mut state = seed | 1;
         (0..len)
             .map(|_| {

@@ -21,6 +21,7 @@ use crate::path::{normalize, OPAQUE_MARKER, WHITEOUT_PREFIX};
 pub use crate::pgzip::Deflate;
 use crate::tap::{TapHandle, TapSink};
 use crate::threaded::Threaded;
+use crate::watch::{BlobFile, WatchHandle};
 use kiln_image_spec::media::Compression;
 use kiln_image_spec::{Digest, DigestWriter};
 use std::collections::BTreeMap;
@@ -79,6 +80,8 @@ pub struct LayerOptions {
     pub catalog: Option<CatalogOptions>,
     /// Hand a copy of the layer's tar stream to this, as it is written.
     pub tap: Option<TapHandle>,
+    /// Share the blob file with this watch as it grows (see [`crate::watch`]).
+    pub watch: Option<WatchHandle>,
 }
 
 impl Default for LayerOptions {
@@ -98,6 +101,7 @@ impl LayerOptions {
             deflate: Deflate::Portable,
             catalog: None,
             tap: None,
+            watch: None,
         }
     }
 
@@ -134,6 +138,13 @@ impl LayerOptions {
     /// Hands a copy of the layer's tar stream to `tap` (see [`crate::tap`]).
     pub fn with_tap(mut self, tap: TapHandle) -> Self {
         self.tap = Some(tap);
+        self
+    }
+
+    /// Shares the blob file with `watch` while it is written (see
+    /// [`crate::watch`]); only the first writer made with these options does.
+    pub fn with_watch(mut self, watch: WatchHandle) -> Self {
+        self.watch = Some(watch);
         self
     }
 }
@@ -295,7 +306,7 @@ impl LayerBlob {
 /// tar → diff_id → compressor, then blob digest → file: the two halves on
 /// threads of their own (`crate::threaded`), so that reading the files,
 /// hashing the tar and hashing and writing the blob run side by side.
-type Pipeline = Threaded<DigestWriter<Compressor<Threaded<DigestWriter<BufWriter<File>>>>>>;
+type Pipeline = Threaded<DigestWriter<Compressor<Threaded<DigestWriter<BufWriter<BlobFile>>>>>>;
 
 /// Streams a layer to a blob file. See the module docs for the pipeline.
 pub struct LayerWriter {
@@ -325,11 +336,22 @@ impl LayerWriter {
                 source,
             })?;
         let (file, temp) = temp.into_parts();
+        let feed = match &options.watch {
+            Some(watch) => watch.take(&temp).map_err(|source| Error::Io {
+                action: "open for watching",
+                path: temp.to_path_buf(),
+                source,
+            })?,
+            None => None,
+        };
         let start_failed = |source| Error::Finish {
             dir: dir.into(),
             source,
         };
-        let blob = DigestWriter::new(BufWriter::with_capacity(256 * 1024, file));
+        let blob = DigestWriter::new(BufWriter::with_capacity(
+            256 * 1024,
+            BlobFile { file, feed },
+        ));
         let blob = Threaded::new(blob, "layer-blob").map_err(start_failed)?;
         let compressor = Compressor::new(blob, codec).map_err(start_failed)?;
         let stream =
@@ -478,10 +500,13 @@ impl LayerWriter {
         let (compressor, diff_id, _) = self.stream.finish().map_err(fail)?.finish();
         let blob = compressor.finish().map_err(fail)?.finish().map_err(fail)?;
         let (buffered, digest, size) = blob.finish();
-        let file = buffered.into_inner().map_err(|e| fail(e.into_error()))?;
+        let BlobFile { file, feed } = buffered.into_inner().map_err(|e| fail(e.into_error()))?;
         drop(file);
         let path = self.dir.join(digest.hex());
         self.temp.persist(&path).map_err(|e| fail(e.error))?;
+        if let Some(feed) = feed {
+            feed.finished(digest.clone(), size);
+        }
         if let Some(tap) = self.tap.take() {
             tap.finish(&diff_id);
         }

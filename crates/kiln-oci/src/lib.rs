@@ -48,6 +48,6 @@ pub use kiln_image_spec::{
     ReferenceError, RootFs,
 };
 pub use registry::{
-    Access, BlobSource, BlobStream, PulledImage, PushOutcome, RegistryClient, RegistryError,
-    RegistryOptions, Repository, TransferObserver,
+    Access, BlobSource, BlobStream, GrowingBlob, GrowingEnd, PulledImage, PushOutcome,
+    RegistryClient, RegistryError, RegistryOptions, Repository, TransferObserver,
 };

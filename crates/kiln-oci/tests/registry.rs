@@ -750,13 +750,8 @@ async fn stalled_uploads_time_out_and_are_retried() {
 
 const CHUNK: u64 = 256 * 1024;
 
-/// A client pushing through `proxy` in 256 KiB PATCH chunks, and an 8-chunk
-/// blob file.
-fn chunked_push(
-    proxy: &FaultProxy,
-    repository: &str,
-    tmp: &tempfile::TempDir,
-) -> (kiln_oci::Repository, PathBuf, Vec<u8>, Digest) {
+/// A client through `proxy` with 256 KiB PATCH chunks past a 256 KiB limit.
+fn chunked_client(proxy: &FaultProxy, repository: &str) -> kiln_oci::Repository {
     let client = RegistryClient::new(RegistryOptions {
         monolithic_upload_limit: CHUNK,
         upload_chunk_size: CHUNK,
@@ -764,13 +759,28 @@ fn chunked_push(
     })
     .unwrap();
     let r: Reference = format!("{}/{repository}", proxy.host()).parse().unwrap();
-    let blob: Vec<u8> = (0..8 * CHUNK)
+    client.repository(&r, Access::Push)
+}
+
+/// Bytes that look random, `len` of them.
+fn noise(len: u64) -> Vec<u8> {
+    (0..len)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+        .collect()
+}
+
+/// A client pushing through `proxy` in 256 KiB PATCH chunks, and an 8-chunk
+/// blob file.
+fn chunked_push(
+    proxy: &FaultProxy,
+    repository: &str,
+    tmp: &tempfile::TempDir,
+) -> (kiln_oci::Repository, PathBuf, Vec<u8>, Digest) {
+    let blob = noise(8 * CHUNK);
     let path = tmp.path().join(repository.replace('/', "_"));
     std::fs::write(&path, &blob).unwrap();
     let digest = Digest::sha256_of(&blob);
-    (client.repository(&r, Access::Push), path, blob, digest)
+    (chunked_client(proxy, repository), path, blob, digest)
 }
 
 /// The blob as the registry itself (not the proxy) serves it, verified
@@ -1001,3 +1011,6 @@ async fn downloads_that_break_off_say_how_many_bytes_of_how_many_arrived() {
     );
     assert!(!text.contains("error decoding response body"), "{text}");
 }
+
+#[path = "registry/growing.rs"]
+mod growing;

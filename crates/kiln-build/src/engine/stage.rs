@@ -801,6 +801,11 @@ impl StageRunner<'_> {
         if let Some(tap) = self.scan_tap(stage) {
             opts = opts.with_tap(tap);
         }
+        // Each call is for one layer about to be written: a target-stage
+        // layer starts going to the destinations as its writer fills it.
+        if let (Some(early), true) = (self.early, stage == self.dockerfile.plan.target) {
+            opts = opts.with_watch(early.watch_layer());
+        }
         opts
     }
 

@@ -5,10 +5,16 @@
 //! those uploads and sends only what is left (config, manifest, layers from
 //! elsewhere). A build whose last steps are slow no longer adds the upload
 //! of its big layers after them.
+//!
+//! A layer's upload starts with its writer ([`EarlyPush::watch_layer`]),
+//! chunk by chunk as the blob grows; once the layer is recorded under its
+//! digest, that upload is the one [`EarlyPush::outcome`] waits for.
 
+use super::growing_layer::{GrowingLayer, GrowingMeter};
 use crate::model::image::{LayerOrigin, LayerRef};
 use crate::options::OutputOptions;
 use crate::progress::{ProgressSink, TransferMeter};
+use kiln_layer::watch::{WatchEnd, WatchHandle};
 use kiln_oci::{Access, Digest, PushOutcome, RegistryClient, RegistryError, Repository};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +32,16 @@ pub(crate) struct EarlyPush {
     destinations: Vec<(String, Repository)>,
     permits: Arc<Semaphore>,
     uploads: Mutex<HashMap<(String, Digest), Upload>>,
+    /// Uploads of layers still being written: moved to `uploads` once
+    /// their digest is known.
+    growing: Mutex<Vec<GrowingUpload>>,
     progress: Arc<dyn ProgressSink>,
+}
+
+struct GrowingUpload {
+    destination: String,
+    layer: GrowingLayer,
+    upload: Upload,
 }
 
 impl EarlyPush {
@@ -51,6 +66,7 @@ impl EarlyPush {
             destinations,
             permits: Arc::new(Semaphore::new(PARALLEL_BLOBS)),
             uploads: Mutex::default(),
+            growing: Mutex::default(),
             progress,
         })
     }
@@ -65,6 +81,7 @@ impl EarlyPush {
         let digest = layer.descriptor.digest.clone();
         let size = layer.descriptor.size;
         let mut uploads = lock(&self.uploads);
+        self.adopt(&mut uploads, &digest);
         for (as_given, repo) in &self.destinations {
             let key = (as_given.clone(), digest.clone());
             if uploads.contains_key(&key) {
@@ -90,6 +107,53 @@ impl EarlyPush {
         }
     }
 
+    /// A watch for the options of a layer writer: the layer goes to every
+    /// destination while it is written. Must be called inside a tokio
+    /// runtime.
+    pub(crate) fn watch_layer(&self) -> WatchHandle {
+        let (handle, watch) = WatchHandle::new();
+        let mut growing = lock(&self.growing);
+        for (as_given, repo) in &self.destinations {
+            let meter = GrowingMeter::new(self.progress.clone(), as_given.clone(), watch.clone());
+            let repo = repo.clone().observed(Arc::new(meter));
+            let permits = self.permits.clone();
+            let layer = GrowingLayer(watch.clone());
+            let upload = tokio::spawn(async move {
+                layer.started().await;
+                let _permit = permits.acquire_owned().await.ok();
+                repo.push_growing_blob(&layer).await
+            });
+            growing.push(GrowingUpload {
+                destination: as_given.clone(),
+                layer: GrowingLayer(watch.clone()),
+                upload,
+            });
+        }
+        handle
+    }
+
+    /// Files the uploads of layers written since under their digests, for
+    /// `start` and `outcome` to find; forgets those whose writer failed
+    /// (their tasks end by themselves, without a request).
+    fn adopt(&self, uploads: &mut HashMap<(String, Digest), Upload>, digest: &Digest) {
+        let mut growing = lock(&self.growing);
+        let mut still = Vec::new();
+        for g in growing.drain(..) {
+            match g.layer.0.end() {
+                Some(WatchEnd::Finished {
+                    digest: written, ..
+                }) if &written == digest => {
+                    // A second layer with the same bytes: the first upload
+                    // stands for both, the other runs on detached.
+                    uploads.entry((g.destination, written)).or_insert(g.upload);
+                }
+                Some(WatchEnd::Failed) => {}
+                _ => still.push(g),
+            }
+        }
+        *growing = still;
+    }
+
     /// How the early upload of `digest` to `destination` ended, waiting for
     /// it; `None` when there was none (or its task failed).
     pub(crate) async fn outcome(
@@ -97,7 +161,11 @@ impl EarlyPush {
         destination: &str,
         digest: &Digest,
     ) -> Option<Result<PushOutcome, RegistryError>> {
-        let upload = lock(&self.uploads).remove(&(destination.to_string(), digest.clone()))?;
+        let upload = {
+            let mut uploads = lock(&self.uploads);
+            self.adopt(&mut uploads, digest);
+            uploads.remove(&(destination.to_string(), digest.clone()))?
+        };
         upload.await.ok()
     }
 }
@@ -107,6 +175,9 @@ impl Drop for EarlyPush {
     fn drop(&mut self) {
         for (_, upload) in lock(&self.uploads).drain() {
             upload.abort();
+        }
+        for growing in lock(&self.growing).drain(..) {
+            growing.upload.abort();
         }
     }
 }

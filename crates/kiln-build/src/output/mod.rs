@@ -11,6 +11,7 @@ pub mod attest;
 pub mod digest_files;
 pub mod docker_tar;
 pub(crate) mod early_push;
+pub(crate) mod growing_layer;
 pub mod oci_layout;
 pub mod push;
 pub(crate) mod sbom_scan;

@@ -93,7 +93,7 @@ impl RegistryClient {
 
 /// Where a repository's API lives: the origin, a mirror, or a mapped registry.
 #[derive(Debug, Clone)]
-struct Endpoint {
+pub(super) struct Endpoint {
     registry: String,
     host: String,
     repository: String,
@@ -161,6 +161,10 @@ pub enum BlobSource {
     File(PathBuf),
     /// Bytes in memory.
     Bytes(Bytes),
+    /// An open file, read with positioned reads: it may be renamed or
+    /// unlinked meanwhile (a layer that was being written when the upload
+    /// started).
+    Handle(Arc<std::fs::File>),
 }
 
 /// How a blob got into the repository.
@@ -174,7 +178,7 @@ pub enum PushOutcome {
     Uploaded,
 }
 
-enum UploadStart {
+pub(super) enum UploadStart {
     Mounted,
     Session(Url),
 }
@@ -182,9 +186,9 @@ enum UploadStart {
 /// Operations on one repository of one registry.
 #[derive(Clone)]
 pub struct Repository {
-    transport: Arc<Transport>,
+    pub(super) transport: Arc<Transport>,
     endpoints: Vec<Endpoint>,
-    access: Access,
+    pub(super) access: Access,
     /// Told how far blob downloads and uploads have got.
     observer: Option<Arc<dyn TransferObserver>>,
 }
@@ -249,7 +253,11 @@ impl Repository {
         Err(last.unwrap_or_else(|| RegistryError::Options("no registry endpoint".into())))
     }
 
-    async fn send(&self, ep: &Endpoint, req: Req) -> Result<(Req, Response), RegistryError> {
+    pub(super) async fn send(
+        &self,
+        ep: &Endpoint,
+        req: Req,
+    ) -> Result<(Req, Response), RegistryError> {
         let resp = self.transport.send(&self.scope(ep, None), &req).await?;
         Ok((req, resp))
     }
@@ -613,10 +621,17 @@ impl Repository {
             UploadStart::Mounted => Ok(true),
             UploadStart::Session(url) => {
                 // The registry opened an upload instead; close it.
-                let _ = self.send(&ep, Req::new(Method::DELETE, url)).await;
+                self.cancel_upload(&ep, url).await;
                 Ok(false)
             }
         }
+    }
+
+    /// Closes an upload session that will not be completed; the registry
+    /// drops what it holds of it. Best effort: a registry that misses this
+    /// expires the session itself.
+    pub(super) async fn cancel_upload(&self, ep: &Endpoint, session: Url) {
+        let _ = self.send(ep, Req::new(Method::DELETE, session)).await;
     }
 
     /// Puts a blob in the repository the cheapest way: nothing when it is
@@ -668,11 +683,7 @@ impl Repository {
                         // continuation (a range it does not take, a session
                         // it dropped meanwhile): start again now rather than
                         // fail the push on an error a restart avoids.
-                        Err(e)
-                            if !e.is_retryable()
-                                && matches!(e.status(), Some(400 | 404 | 416))
-                                && !e.codes().contains(&"DIGEST_INVALID") =>
-                        {
+                        Err(e) if refused_continuation(&e) => {
                             tracing::info!(%digest, error = %e, "the registry refused to continue the blob upload; starting it again");
                             take(&progress);
                         }
@@ -693,7 +704,7 @@ impl Repository {
     /// How to go on with an upload whose connection broke after `previous`
     /// was confirmed: continue where the registry has it, nothing (the lost
     /// answer was to the final PUT and the blob is there), or start again.
-    async fn resume(
+    pub(super) async fn resume(
         &self,
         ep: &Endpoint,
         previous: Resume,
@@ -720,7 +731,12 @@ impl Repository {
     /// how many bytes the registry holds, or `None` when the registry does
     /// not say (the session is unknown or cancelled, the answer has no
     /// `Range`, the request failed); then the upload starts again.
-    async fn upload_status(&self, ep: &Endpoint, session: &Url, size: u64) -> Option<(Url, u64)> {
+    pub(super) async fn upload_status(
+        &self,
+        ep: &Endpoint,
+        session: &Url,
+        size: u64,
+    ) -> Option<(Url, u64)> {
         let (req, resp) = match self.send(ep, Req::new(Method::GET, session.clone())).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -765,7 +781,7 @@ impl Repository {
         .await
     }
 
-    fn push_endpoint(&self) -> Endpoint {
+    pub(super) fn push_endpoint(&self) -> Endpoint {
         // Writes always go to the origin (the last endpoint).
         self.endpoints.last().cloned().unwrap_or(Endpoint {
             registry: String::new(),
@@ -774,7 +790,7 @@ impl Repository {
         })
     }
 
-    async fn start_upload(
+    pub(super) async fn start_upload(
         &self,
         ep: &Endpoint,
         mount: Option<(&Digest, &str)>,
@@ -798,7 +814,7 @@ impl Repository {
     /// Sends the blob's bytes from `offset` on into `session` and completes
     /// it. Each chunk the registry confirms is recorded in `progress`.
     #[allow(clippy::too_many_arguments)]
-    async fn upload(
+    pub(super) async fn upload(
         &self,
         ep: &Endpoint,
         mut session: Url,
@@ -809,15 +825,6 @@ impl Repository {
         progress: &Mutex<Option<Resume>>,
     ) -> Result<(), RegistryError> {
         let options = &self.transport.options;
-        let body_of = |offset: u64, len: u64| match source {
-            BlobSource::File(path) => Body::File {
-                path: path.clone(),
-                offset,
-                len,
-                meter: self.observer.clone().map(|o| Meter::new(o, offset)),
-            },
-            BlobSource::Bytes(b) => Body::Bytes(b.slice(offset as usize..(offset + len) as usize)),
-        };
         if let BlobSource::Bytes(b) = source {
             if b.len() as u64 != size {
                 return Err(RegistryError::Options(format!(
@@ -827,22 +834,11 @@ impl Repository {
             }
         }
         let final_body = if offset == 0 && size <= options.monolithic_upload_limit {
-            body_of(0, size)
+            self.body(source, 0, size)
         } else {
             while offset < size {
                 let len = options.upload_chunk_size.min(size - offset);
-                let req = Req::new(Method::PATCH, session)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(
-                        reqwest::header::CONTENT_RANGE,
-                        &format!("{offset}-{}", offset + len - 1),
-                    )
-                    .body(body_of(offset, len));
-                let (req, resp) = self.send(ep, req).await?;
-                if resp.status() != StatusCode::ACCEPTED {
-                    return Err(error_from_response(&req.method, &req.url, resp).await);
-                }
-                session = location(&req, &resp)?;
+                session = self.patch(ep, session, source, offset, len).await?;
                 offset += len;
                 put(progress, &session, offset);
             }
@@ -860,17 +856,62 @@ impl Repository {
         }
         Ok(())
     }
+
+    /// Sends bytes `offset..offset + len` of `source` into `session` as one
+    /// chunk; returns the session's next URL.
+    pub(super) async fn patch(
+        &self,
+        ep: &Endpoint,
+        session: Url,
+        source: &BlobSource,
+        offset: u64,
+        len: u64,
+    ) -> Result<Url, RegistryError> {
+        let req = Req::new(Method::PATCH, session)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(
+                reqwest::header::CONTENT_RANGE,
+                &format!("{offset}-{}", offset + len - 1),
+            )
+            .body(self.body(source, offset, len));
+        let (req, resp) = self.send(ep, req).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(error_from_response(&req.method, &req.url, resp).await);
+        }
+        location(&req, &resp)
+    }
+
+    /// Bytes `offset..offset + len` of `source` as a request body, counted
+    /// for the observer.
+    fn body(&self, source: &BlobSource, offset: u64, len: u64) -> Body {
+        let meter = || self.observer.clone().map(|o| Meter::new(o, offset));
+        match source {
+            BlobSource::File(path) => Body::File {
+                path: path.clone(),
+                offset,
+                len,
+                meter: meter(),
+            },
+            BlobSource::Handle(file) => Body::Handle {
+                file: file.clone(),
+                offset,
+                len,
+                meter: meter(),
+            },
+            BlobSource::Bytes(b) => Body::Bytes(b.slice(offset as usize..(offset + len) as usize)),
+        }
+    }
 }
 
 /// A chunked upload to continue: its session URL (with the state of its
 /// last confirmed chunk) and the bytes confirmed.
-struct Resume {
-    session: Url,
-    offset: u64,
+pub(super) struct Resume {
+    pub(super) session: Url,
+    pub(super) offset: u64,
 }
 
 /// What [`Repository::resume`] decided.
-enum Continue {
+pub(super) enum Continue {
     /// Send from this offset into this session URL.
     At(Url, u64),
     /// The blob is in the repository.
@@ -879,11 +920,20 @@ enum Continue {
     Restart,
 }
 
-fn take(progress: &Mutex<Option<Resume>>) -> Option<Resume> {
+/// Whether `e`, met while continuing an upload, is the registry refusing
+/// the continuation (a range it does not take, a session it dropped
+/// meanwhile) rather than the bytes: then starting again avoids it.
+pub(super) fn refused_continuation(e: &RegistryError) -> bool {
+    !e.is_retryable()
+        && matches!(e.status(), Some(400 | 404 | 416))
+        && !e.codes().contains(&"DIGEST_INVALID")
+}
+
+pub(super) fn take(progress: &Mutex<Option<Resume>>) -> Option<Resume> {
     progress.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
-fn put(progress: &Mutex<Option<Resume>>, session: &Url, offset: u64) {
+pub(super) fn put(progress: &Mutex<Option<Resume>>, session: &Url, offset: u64) {
     *progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(Resume {
         session: session.clone(),
         offset,

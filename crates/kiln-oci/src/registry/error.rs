@@ -79,6 +79,10 @@ pub enum RegistryError {
         /// The challenge's `error` (and `error_description`), e.g. `invalid_token`.
         reason: String,
     },
+    /// A blob uploaded while it was being written was never completed:
+    /// its writer failed, and says why itself. The upload was cancelled.
+    #[error("the blob was not uploaded: its writer did not complete it")]
+    SourceFailed,
     /// A request got an unexpected status.
     #[error("{method} {url}: HTTP {status}{errors}")]
     Status {

@@ -5,6 +5,7 @@ mod challenge;
 mod client;
 mod error;
 mod flags;
+mod growing_upload;
 mod meter;
 mod options;
 mod pull;
@@ -22,6 +23,7 @@ pub use flags::{
     parse_client_cert, parse_host_path, parse_pull_routes, FlagError, PullRoutes, REGISTRY_MAP_ENV,
     REGISTRY_MIRROR_ENV,
 };
+pub use growing_upload::{GrowingBlob, GrowingEnd};
 pub use meter::TransferObserver;
 pub use options::{Access, ClientCert, RegistryOptions};
 pub use pull::{PulledImage, CONFIG_SIZE_LIMIT, MAX_LAYERS};

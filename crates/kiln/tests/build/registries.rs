@@ -292,3 +292,71 @@ fn a_layer_is_uploaded_while_the_steps_after_it_run_and_only_once() {
     assert_eq!(img.get("/payload.bin").unwrap().size, payload.len() as u64);
     assert_eq!(img.text("/slept").as_deref(), Some("slept\n"));
 }
+
+#[test]
+fn a_big_run_layer_is_uploaded_from_its_writer_once() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    // 80 MiB that do not compress: past the 64 MiB up to which a blob goes
+    // in one PUT, so the layer is sent in 32 MiB chunks.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nRUN dd if=/dev/urandom of=/big bs=1M count=80 2>/dev/null\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let out = Kiln::build(ctx.path())
+        .args(["--destination", &format!("{}/app:1", proxy.host())])
+        .args(["--insecure", "--insecure-pull"])
+        .args(["--verbosity", "debug", "--log-format", "text"])
+        .success();
+    let kiln_log = stderr(&out);
+
+    let (dir, manifest) = build_common::pushed_dir(&reg, "app:1");
+    let layer = manifest["layers"].as_array().unwrap().last().unwrap();
+    let stored = fs::read(build_common::blob_path(&dir, layer)).unwrap();
+    let digest = layer["digest"].as_str().unwrap();
+    assert_eq!(kiln_oci::Digest::sha256_of(&stored).to_string(), digest);
+    assert_eq!(layer["size"].as_u64(), Some(stored.len() as u64));
+    assert!(stored.len() > 80 << 20, "{}", stored.len());
+
+    let log = proxy.log();
+    let hex = digest.trim_start_matches("sha256:");
+    // Where in the log the requests `what` picks are.
+    let at = |what: &dyn Fn(&str) -> bool| -> Vec<usize> {
+        let picked = log.iter().enumerate().filter(|(_, l)| what(l));
+        picked.map(|(i, _)| i).collect()
+    };
+    let patches = at(&|l| l.starts_with("PATCH /v2/app/blobs/uploads/") && l.ends_with("-> 202"));
+    let head = at(&|l| l.starts_with("HEAD /v2/app/blobs/") && l.contains(hex));
+    let puts = at(&|l| l.starts_with("PUT /v2/app/blobs/uploads/") && l.contains(hex));
+    // Sent once, in three chunks, every byte once: the upload that began
+    // with the writer is the one the push used, not started again for the
+    // finished layer.
+    assert_eq!(
+        (patches.len(), puts.len(), head.len()),
+        (3, 1, 1),
+        "{log:#?}"
+    );
+    assert_eq!(
+        proxy.request_bytes(Some("PATCH"), "/v2/app/blobs/uploads/"),
+        stored.len() as u64
+    );
+    // Whether the session opened before the writer finished is a race
+    // between two threads (the kiln-oci tests settle it deterministically);
+    // either way the upload came from the writer's watch.
+    let streamed = kiln_log.contains("uploading a blob while it is written");
+    assert!(
+        streamed || kiln_log.contains("blob complete before its upload began"),
+        "{kiln_log}"
+    );
+    let early = patches.iter().filter(|&&p| p < head[0]).count();
+    eprintln!(
+        "{} requests for the {}-byte layer; session opened while it was written: {streamed}; {early} of its 3 chunks sent before it was complete",
+        patches.len() + puts.len() + head.len() + 1,
+        stored.len()
+    );
+}

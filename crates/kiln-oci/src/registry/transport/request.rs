@@ -33,6 +33,15 @@ pub(crate) enum Body {
         /// Told how much of the blob has gone, for progress displays.
         meter: Option<Meter>,
     },
+    /// A range of an open file, read with positioned reads: a blob still
+    /// being written, whose path changes when it is complete.
+    Handle {
+        file: Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+        /// As for [`Body::File`].
+        meter: Option<Meter>,
+    },
 }
 
 impl Body {
@@ -40,7 +49,7 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
-            Body::File { len, .. } => *len,
+            Body::File { len, .. } | Body::Handle { len, .. } => *len,
         }
     }
 
@@ -85,19 +94,67 @@ impl Body {
                     .await
                     .map_err(io)?;
                 let stream = tokio_util::io::ReaderStream::with_capacity(f.take(*len), BODY_PIECE);
-                let meter = meter.clone();
-                let mut sent = 0u64;
-                let counted = stream.map(move |piece| {
-                    if let (Ok(bytes), Some(meter)) = (&piece, &meter) {
-                        sent += bytes.len() as u64;
-                        meter.at(sent);
-                    }
-                    piece
-                });
-                Ok(reqwest::Body::wrap_stream(counted.map(stamp)))
+                Ok(reqwest::Body::wrap_stream(
+                    metered(stream, meter).map(stamp),
+                ))
+            }
+            Body::Handle {
+                file,
+                offset,
+                len,
+                meter,
+            } => {
+                let stream = pieces_at(file.clone(), *offset, *offset + *len);
+                Ok(reqwest::Body::wrap_stream(
+                    metered(stream, meter).map(stamp),
+                ))
             }
         }
     }
+}
+
+/// Tells `meter` how many bytes of `stream` have gone, piece by piece.
+fn metered(
+    stream: impl futures::Stream<Item = std::io::Result<Bytes>>,
+    meter: &Option<Meter>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    use futures::StreamExt;
+    let meter = meter.clone();
+    let mut sent = 0u64;
+    stream.map(move |piece| {
+        if let (Ok(bytes), Some(meter)) = (&piece, &meter) {
+            sent += bytes.len() as u64;
+            meter.at(sent);
+        }
+        piece
+    })
+}
+
+/// Bytes `start..end` of `file` in pieces, read at their offsets on the
+/// blocking pool: the handle's shared file offset is never moved, so the
+/// same handle serves every chunk, retry and destination at once.
+fn pieces_at(
+    file: Arc<std::fs::File>,
+    start: u64,
+    end: u64,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    futures::stream::try_unfold(start, move |at| {
+        let file = file.clone();
+        async move {
+            if at >= end {
+                return Ok(None);
+            }
+            let want = (end - at).min(BODY_PIECE as u64) as usize;
+            let piece = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; want];
+                file.read_exact_at(&mut buf, at).map(|()| Bytes::from(buf))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok(Some((piece, at + want as u64)))
+        }
+    })
 }
 
 /// Which repository a request is for and what it needs to do there; decides
