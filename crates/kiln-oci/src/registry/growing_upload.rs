@@ -3,11 +3,12 @@
 //! A big layer takes seconds to compress and as long again to upload;
 //! starting the upload only once the file is complete adds the two up.
 //! [`Repository::push_growing_blob`] opens an upload session once the blob
-//! has grown past the monolithic limit and PATCHes each chunk as soon as
-//! the file holds it, so that when the writer finishes only the last chunk
-//! and the final `PUT ?digest=` are left. A blob that ends below the limit
-//! goes the way of [`Repository::push_blob`] (HEAD, then one PUT): small
-//! layers cost no more requests than when they were pushed complete. A
+//! has grown past one upload chunk (32 MiB; the monolithic limit if that is
+//! smaller) and PATCHes each chunk as soon as the file holds it, so that
+//! when the writer finishes only the last chunk and the final
+//! `PUT ?digest=` are left. A blob that ends below that goes the way of
+//! [`Repository::push_blob`] (HEAD, then one PUT): small layers cost no
+//! more requests than when they were pushed complete. A
 //! broken connection continues where the registry has the bytes, as in
 //! `push_blob`.
 
@@ -57,7 +58,12 @@ impl Repository {
         &self,
         blob: &dyn GrowingBlob,
     ) -> Result<PushOutcome, RegistryError> {
-        let limit = self.transport.options.monolithic_upload_limit;
+        // A session is worth opening once there is a whole chunk to send
+        // (and never for a blob that one PUT would carry).
+        let options = &self.transport.options;
+        let limit = options
+            .upload_chunk_size
+            .min(options.monolithic_upload_limit);
         let file = loop {
             match blob.end() {
                 Some(GrowingEnd::Failed) => return Err(RegistryError::SourceFailed),

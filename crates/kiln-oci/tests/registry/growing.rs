@@ -145,6 +145,44 @@ async fn a_growing_blob_is_sent_in_chunks_before_its_writer_finishes() {
 }
 
 #[tokio::test]
+async fn a_blob_one_put_could_carry_starts_streaming_once_it_holds_a_chunk() {
+    // The layer sizes a build writes most (tens of MiB) are under the
+    // monolithic limit: waiting for that limit would send them all at the
+    // end. A whole chunk written is enough to open the session.
+    let (reg, proxy, tmp) = proxied_registry();
+    let client = RegistryClient::new(RegistryOptions {
+        monolithic_upload_limit: 8 * CHUNK,
+        upload_chunk_size: CHUNK,
+        ..proxied_options(&proxy)
+    })
+    .unwrap();
+    let reference: Reference = format!("{}/kiln/mid-growing", proxy.host())
+        .parse()
+        .unwrap();
+    let repo = client.repository(&reference, Access::Push);
+    let blob = noise(3 * CHUNK + 10);
+    let digest = Digest::sha256_of(&blob);
+    let feeder = Feeder::new(&tmp, "mid");
+    let upload = {
+        let (repo, feeder) = (repo.clone(), feeder.clone());
+        tokio::spawn(async move { repo.push_growing_blob(&*feeder).await })
+    };
+    feeder.grow(&blob[..2 * CHUNK as usize]);
+    until(&proxy, "a chunk accepted", |log| accepted_patches(log) >= 1).await;
+    assert!(!upload.is_finished());
+    feeder.grow(&blob[2 * CHUNK as usize..]);
+    feeder.finish(&digest);
+
+    assert_eq!(upload.await.unwrap().unwrap(), PushOutcome::Uploaded);
+    let size = blob.len() as u64;
+    assert_eq!(
+        stored_blob(&reg, "kiln/mid-growing", &digest, size).await,
+        Bytes::from(blob)
+    );
+    assert_eq!(proxy.request_bytes(Some("PATCH"), "/blobs/uploads/"), size);
+}
+
+#[tokio::test]
 async fn a_growing_blob_that_stays_small_costs_what_a_complete_one_does() {
     let (reg, proxy, tmp) = proxied_registry();
 
