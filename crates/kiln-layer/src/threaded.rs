@@ -19,10 +19,11 @@ use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
-/// Bytes handed to the thread at once.
-const CHUNK: usize = 1 << 20;
+/// Bytes handed to the thread at once: the layer writer's memory beside
+/// compression is about (QUEUED + 2) chunks per stage, doubled by recycling.
+const CHUNK: usize = 256 * 1024;
 /// Chunks queued for the thread at most; the writer waits beyond that.
-const QUEUED: usize = 4;
+const QUEUED: usize = 8;
 
 /// The thread's end: the inner writer and how its writes went.
 type Outcome<W> = (W, io::Result<()>);

@@ -209,7 +209,12 @@ mod tests {
             Some(&mut &content[..]),
         )
         .unwrap();
-        // Past the writer's buffer: most of the first file is in the blob.
+        // Past the writer's buffers: most of the first file reaches the blob
+        // (on the pipeline's threads, so soon rather than at once).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while watch.written() < 512 * 1024 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let grown = watch.written();
         assert!(grown >= 512 * 1024, "{grown}");
         assert_eq!(watch.end(), None);
