@@ -45,7 +45,7 @@ struct Level {
 /// (the root itself left out), parents before their contents and each
 /// directory's entries in byte order of their names, not descending into
 /// `skip(rel)` paths and never following a symlink. At most
-/// [`KEEP_OPEN`] + 2 directories are open at once, however deep the tree.
+/// `KEEP_OPEN` (64) + 2 directories are open at once, however deep the tree.
 ///
 /// # Errors
 /// The first error of the walk or of `visit`.

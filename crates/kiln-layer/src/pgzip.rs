@@ -12,7 +12,7 @@
 //! choice and [`BLOCK_SIZE`]: the thread count only changes speed, never
 //! bytes. With [`Deflate::Portable`] layer digests do not depend on the
 //! machine at all; [`Deflate::Fast`] trades that for speed (see
-//! [`crate::fast_deflate`]). A stream shorter than one block is compressed
+//! the `fast_deflate` module). A stream shorter than one block is compressed
 //! on the calling thread and no worker is ever started.
 //!
 //! Hand-written rather than taken from `gzp`: gzp primes blocks with a

@@ -886,9 +886,10 @@ fn write_in_background(
             // Set however the thread ends: the workspace waits for it.
             let _done = SetOnDrop(written);
             let blob = write_now(&changes, &layers_dir, &opts);
-            // The build goes on with the layer while its shadow is removed.
+            // The build goes on with the layer while its shadow is removed
+            // (on several threads: a big step's shadow has 100,000s of names).
             let _ = tx.send(blob);
-            let _ = fs::remove_dir_all(&shadow);
+            super::workspace::remove_bulk(vec![shadow]);
         })
         .map_err(|e| StepError::io("starting the layer writer", e))?;
     Ok(LayerWrite { result, done })

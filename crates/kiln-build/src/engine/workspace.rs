@@ -283,20 +283,7 @@ impl Drop for Workspace {
 /// disks mounted with `discard`, slower than writing the files was), so
 /// it overlaps the push and keeps the disk's queue full.
 pub fn remove_bulk(paths: Vec<PathBuf>) {
-    // Two levels down: a root filesystem's top directories are the units
-    // removed in parallel; what is left of `paths` goes last.
-    let mut units: Vec<PathBuf> = Vec::new();
-    for dir in &paths {
-        for child in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let is_dir = child.file_type().is_ok_and(|t| t.is_dir());
-            match fs::read_dir(child.path()) {
-                Ok(grandchildren) if is_dir => {
-                    units.extend(grandchildren.flatten().map(|g| g.path()))
-                }
-                _ => units.push(child.path()),
-            }
-        }
-    }
+    let units = removal_units(&paths);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
     let queue = std::sync::Mutex::new(units.into_iter());
     std::thread::scope(|s| {
@@ -318,6 +305,57 @@ pub fn remove_bulk(paths: Vec<PathBuf>) {
     for dir in &paths {
         remove_tree(dir);
     }
+}
+
+/// How deep below each path [`removal_units`] splits directories.
+const SPLIT_DEPTH: usize = 5;
+/// How many units [`removal_units`] makes at most: enough to keep every
+/// thread busy, few enough that listing them costs nothing.
+const MAX_UNITS: usize = 20_000;
+
+/// What [`remove_bulk`]'s threads share out: the entries of `paths` and of
+/// the directories below them, level by level down to [`SPLIT_DEPTH`] (or
+/// until there are [`MAX_UNITS`]), whatever is not split further being one
+/// unit. Going by levels rather than a fixed depth matters for the trees
+/// a build makes: a RUN that installs a 150,000-file environment under
+/// `/opt/env/site-packages` leaves it four levels down, and as one unit it
+/// was removed by one thread while the others had finished. The emptied
+/// directories above the units go last, with `paths`.
+fn removal_units(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut units = Vec::new();
+    let mut level: Vec<PathBuf> = paths.to_vec();
+    for depth in 0..SPLIT_DEPTH {
+        let mut next = Vec::new();
+        let mut dirs = level.into_iter();
+        for dir in dirs.by_ref() {
+            match fs::read_dir(&dir) {
+                Ok(entries) => {
+                    for entry in entries.flatten() {
+                        // The entry's own type: a symlink is never followed.
+                        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                            next.push(entry.path());
+                        } else {
+                            units.push(entry.path());
+                        }
+                    }
+                }
+                // Unreadable: its removal sorts it out (or the last pass).
+                Err(_) if depth > 0 => units.push(dir),
+                Err(_) => {}
+            }
+            if units.len() + next.len() >= MAX_UNITS {
+                break;
+            }
+        }
+        // Directories not listed (enough units already) stay whole.
+        units.extend(dirs.filter(|_| depth > 0));
+        level = next;
+        if units.len() + level.len() >= MAX_UNITS {
+            break;
+        }
+    }
+    units.extend(level);
+    units
 }
 
 /// Lowers the calling thread's CPU priority (nice 10): removal runs beside
@@ -489,6 +527,38 @@ mod tests {
             ws.layers().join("blob").exists(),
             "layers are still needed by the outputs"
         );
+    }
+
+    #[test]
+    fn a_deep_narrow_tree_is_split_among_the_threads_and_removed_whole() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("root");
+        // The shape of a RUN's environment: one chain of directories, then
+        // a wide one with many small subtrees, and a symlink out of the
+        // tree that must not be followed.
+        let wide = root.join("opt/env/site-packages");
+        for p in 0..40 {
+            let pkg = wide.join(format!("pkg{p:03}"));
+            fs::create_dir_all(&pkg).unwrap();
+            for m in 0..5 {
+                fs::write(pkg.join(format!("mod{m}.py")), b"x").unwrap();
+            }
+        }
+        let outside = parent.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), b"keep").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("opt/link")).unwrap();
+
+        let units = removal_units(std::slice::from_ref(&root));
+        // Split below the wide directory, not left whole above it.
+        assert!(!units.iter().any(|u| wide.starts_with(u)), "{units:?}");
+        let below = units.iter().filter(|u| u.starts_with(&wide)).count();
+        assert!(below >= 40, "at least a unit per package: {units:?}");
+        assert!(units.contains(&root.join("opt/link")));
+
+        remove_bulk(vec![root.clone()]);
+        assert!(!root.exists());
+        assert!(outside.join("keep").exists(), "a symlink is not followed");
     }
 
     #[test]
