@@ -98,6 +98,15 @@ fn proxied_registry() -> (Registry, FaultProxy, tempfile::TempDir) {
     (reg, proxy, tempfile::tempdir().unwrap())
 }
 
+/// Starts pushing what `feeder` writes, as a build's upload task does.
+fn spawn_push(
+    repo: &kiln_oci::Repository,
+    feeder: &Arc<Feeder>,
+) -> tokio::task::JoinHandle<Result<PushOutcome, kiln_oci::RegistryError>> {
+    let (repo, feeder) = (repo.clone(), feeder.clone());
+    tokio::spawn(async move { repo.push_growing_blob(&*feeder).await })
+}
+
 fn accepted_patches(log: &[String]) -> usize {
     log.iter()
         .filter(|l| l.starts_with("PATCH ") && l.ends_with("-> 202"))
@@ -112,10 +121,7 @@ async fn a_growing_blob_is_sent_in_chunks_before_its_writer_finishes() {
     let blob = noise(8 * CHUNK + 1000);
     let digest = Digest::sha256_of(&blob);
     let feeder = Feeder::new(&tmp, "growing");
-    let upload = {
-        let (repo, feeder) = (repo.clone(), feeder.clone());
-        tokio::spawn(async move { repo.push_growing_blob(&*feeder).await })
-    };
+    let upload = spawn_push(&repo, &feeder);
 
     // Three chunks written: the registry takes the first ones while the
     // rest of the blob does not exist yet.
@@ -163,10 +169,7 @@ async fn a_blob_one_put_could_carry_starts_streaming_once_it_holds_a_chunk() {
     let blob = noise(3 * CHUNK + 10);
     let digest = Digest::sha256_of(&blob);
     let feeder = Feeder::new(&tmp, "mid");
-    let upload = {
-        let (repo, feeder) = (repo.clone(), feeder.clone());
-        tokio::spawn(async move { repo.push_growing_blob(&*feeder).await })
-    };
+    let upload = spawn_push(&repo, &feeder);
     feeder.grow(&blob[..2 * CHUNK as usize]);
     until(&proxy, "a chunk accepted", |log| accepted_patches(log) >= 1).await;
     assert!(!upload.is_finished());
@@ -190,10 +193,7 @@ async fn a_growing_blob_that_stays_small_costs_what_a_complete_one_does() {
     let digest = Digest::sha256_of(&blob);
     let feeder = Feeder::new(&tmp, "small");
     let repo = chunked_client(&proxy, "kiln/small-growing");
-    let upload = {
-        let (repo, feeder) = (repo.clone(), feeder.clone());
-        tokio::spawn(async move { repo.push_growing_blob(&*feeder).await })
-    };
+    let upload = spawn_push(&repo, &feeder);
     feeder.grow(&blob[..1000]);
     feeder.grow(&blob[1000..]);
     feeder.finish(&digest);
@@ -220,10 +220,7 @@ async fn a_writer_that_fails_cancels_the_upload_and_leaves_nothing() {
     let (reg, proxy, tmp) = proxied_registry();
     let feeder = Feeder::new(&tmp, "failing");
     let repo = chunked_client(&proxy, "kiln/failing");
-    let upload = {
-        let (repo, feeder) = (repo.clone(), feeder.clone());
-        tokio::spawn(async move { repo.push_growing_blob(&*feeder).await })
-    };
+    let upload = spawn_push(&repo, &feeder);
     feeder.grow(&noise(3 * CHUNK));
     until(&proxy, "a chunk accepted", |log| accepted_patches(log) >= 1).await;
     feeder.fail();
@@ -281,10 +278,7 @@ async fn push_through_a_break(repository: &str, fault: Fault) -> (FaultProxy, u6
     let feeder = Feeder::new(&tmp, "blob");
     let repo = chunked_client(&proxy, repository);
     proxy.inject_after(Some("PATCH"), "/blobs/uploads/", fault, 2, 1);
-    let upload = {
-        let (repo, feeder) = (repo.clone(), feeder.clone());
-        tokio::spawn(async move { repo.push_growing_blob(&*feeder).await })
-    };
+    let upload = spawn_push(&repo, &feeder);
     feeder.grow(&blob[..5 * CHUNK as usize]);
     // Broken, asked where the session stands, and gone on: all before the
     // writer finishes.
