@@ -113,30 +113,46 @@ fn accepted_patches(log: &[String]) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn a_growing_blob_is_sent_in_chunks_before_its_writer_finishes() {
-    let (reg, proxy, tmp) = proxied_registry();
-    let observer = Arc::new(Furthest::default());
-    let repo = chunked_client(&proxy, "kiln/growing").observed(observer.clone());
-    let blob = noise(8 * CHUNK + 1000);
+/// Pushes a blob of `chunks` chunks and 1000 bytes to `repository` as it is
+/// written: `first` chunks, then (once the registry has accepted a chunk,
+/// with the writer not finished) the rest. Checks the stored blob and
+/// returns its size.
+async fn chunk_before_the_end(
+    reg: &Registry,
+    proxy: &FaultProxy,
+    tmp: &tempfile::TempDir,
+    repo: &kiln_oci::Repository,
+    repository: &str,
+    chunks: u64,
+    first: u64,
+) -> u64 {
+    let blob = noise(chunks * CHUNK + 1000);
     let digest = Digest::sha256_of(&blob);
-    let feeder = Feeder::new(&tmp, "growing");
-    let upload = spawn_push(&repo, &feeder);
-
-    // Three chunks written: the registry takes the first ones while the
-    // rest of the blob does not exist yet.
-    feeder.grow(&blob[..3 * CHUNK as usize]);
-    until(&proxy, "a chunk accepted", |log| accepted_patches(log) >= 1).await;
-    assert!(!upload.is_finished());
-    feeder.grow(&blob[3 * CHUNK as usize..]);
+    let feeder = Feeder::new(tmp, repository.rsplit('/').next().unwrap_or("blob"));
+    let upload = spawn_push(repo, &feeder);
+    feeder.grow(&blob[..(first * CHUNK) as usize]);
+    until(proxy, "a chunk accepted", |log| accepted_patches(log) >= 1).await;
+    assert!(!upload.is_finished(), "the upload waits for the writer");
+    feeder.grow(&blob[(first * CHUNK) as usize..]);
     feeder.finish(&digest);
 
     assert_eq!(upload.await.unwrap().unwrap(), PushOutcome::Uploaded);
     let size = blob.len() as u64;
     assert_eq!(
-        stored_blob(&reg, "kiln/growing", &digest, size).await,
+        stored_blob(reg, repository, &digest, size).await,
         Bytes::from(blob)
     );
+    size
+}
+
+#[tokio::test]
+async fn a_growing_blob_is_sent_in_chunks_before_its_writer_finishes() {
+    let (reg, proxy, tmp) = proxied_registry();
+    let observer = Arc::new(Furthest::default());
+    let repo = chunked_client(&proxy, "kiln/growing").observed(observer.clone());
+    // Three chunks written: the registry takes the first ones while the
+    // rest of the blob does not exist yet.
+    let size = chunk_before_the_end(&reg, &proxy, &tmp, &repo, "kiln/growing", 8, 3).await;
     // One session, nine chunks, the check that the blob was not there
     // already (made when the writer finished, wherever the chunks were),
     // the final PUT: as many requests as pushing the complete file.
@@ -166,22 +182,7 @@ async fn a_blob_one_put_could_carry_starts_streaming_once_it_holds_a_chunk() {
         .parse()
         .unwrap();
     let repo = client.repository(&reference, Access::Push);
-    let blob = noise(3 * CHUNK + 10);
-    let digest = Digest::sha256_of(&blob);
-    let feeder = Feeder::new(&tmp, "mid");
-    let upload = spawn_push(&repo, &feeder);
-    feeder.grow(&blob[..2 * CHUNK as usize]);
-    until(&proxy, "a chunk accepted", |log| accepted_patches(log) >= 1).await;
-    assert!(!upload.is_finished());
-    feeder.grow(&blob[2 * CHUNK as usize..]);
-    feeder.finish(&digest);
-
-    assert_eq!(upload.await.unwrap().unwrap(), PushOutcome::Uploaded);
-    let size = blob.len() as u64;
-    assert_eq!(
-        stored_blob(&reg, "kiln/mid-growing", &digest, size).await,
-        Bytes::from(blob)
-    );
+    let size = chunk_before_the_end(&reg, &proxy, &tmp, &repo, "kiln/mid-growing", 3, 2).await;
     assert_eq!(proxy.request_bytes(Some("PATCH"), "/blobs/uploads/"), size);
 }
 
