@@ -161,19 +161,30 @@ fn layer_holds_exactly_the_changes() {
 
 #[test]
 fn background_processes_are_gone_after_the_step() {
+    // The check scans every process on the machine: durations of this test
+    // process's own, so that a `sleep` another test (or an earlier run) has
+    // going cannot be taken for one of these.
+    let first = 10_000 + 2 * (std::process::id() % 40_000);
+    let mine = [
+        format!("sleep\u{0}{first}\u{0}"),
+        format!("sleep\u{0}{}\u{0}", first + 1),
+    ];
     both(|iso| {
         let f = fixture();
         let (o, _) = run(&spec(
             &f,
             iso,
-            "sleep 300 >/dev/null 2>&1 & (setsid sleep 301 >/dev/null 2>&1 &) ; echo started",
+            &format!(
+                "sleep {first} >/dev/null 2>&1 & (setsid sleep {} >/dev/null 2>&1 &) ; echo started",
+                first + 1
+            ),
         ));
         assert!(o.status.success());
         let left = fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter_map(|e| fs::read_to_string(e.path().join("cmdline")).ok())
-            .filter(|c| c.starts_with("sleep\u{0}300") || c.starts_with("sleep\u{0}301"))
+            .filter(|c| mine.iter().any(|m| c.starts_with(m.as_str())))
             .count();
         assert_eq!(left, 0, "{iso:?}: step processes outlived the step");
     });
