@@ -85,10 +85,10 @@ pub fn append_tree(writer: &mut LayerWriter, root: &Path, tree: &TreeOptions<'_>
     let walked = crate::deep::walk_at::<Stop>(root, &skip, |rel, st, _, at| {
         let regular = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
         if regular {
-            if let Some(file) = open_regular(root, &rel, at).map_err(Stop::Layer)? {
+            if let Some(opened) = open_regular(root, &rel, at).map_err(Stop::Layer)? {
                 let host = || root.join(&rel);
                 let path = tree.prefix.join(&rel);
-                return append_regular(writer, &path, &host, file, &mut first_paths)
+                return append_regular(writer, &path, &host, opened, &mut first_paths)
                     .map_err(Stop::Layer);
             }
         }
@@ -119,7 +119,12 @@ impl From<std::io::Error> for Stop {
 /// A regular file the walk found, opened through its parent directory (one
 /// name looked up, not the whole host path); `None` when it is no longer a
 /// regular file (replaced since the walk saw it), for the path-based route.
-fn open_regular(root: &Path, rel: &Path, at: crate::deep::At<'_>) -> Result<Option<File>> {
+/// Its metadata comes with it: the one `fstat` the entry needs.
+fn open_regular(
+    root: &Path,
+    rel: &Path,
+    at: crate::deep::At<'_>,
+) -> Result<Option<(File, Metadata)>> {
     use rustix::fs::{Mode, OFlags};
     // NONBLOCK: should a FIFO have taken the name meanwhile, opening it must
     // not wait for a writer.
@@ -137,14 +142,11 @@ fn open_regular(root: &Path, rel: &Path, at: crate::deep::At<'_>) -> Result<Opti
         }
     };
     let file = File::from(fd);
-    let is_file = file
-        .metadata()
-        .map_err(|source| Error::Walk {
-            path: root.join(rel),
-            source,
-        })?
-        .is_file();
-    Ok(is_file.then_some(file))
+    let meta = file.metadata().map_err(|source| Error::Walk {
+        path: root.join(rel),
+        source,
+    })?;
+    Ok(meta.is_file().then_some((file, meta)))
 }
 
 /// Appends an open regular file at `path` in the image: its metadata and
@@ -154,13 +156,9 @@ fn append_regular(
     writer: &mut LayerWriter,
     path: &Path,
     host: &dyn Fn() -> PathBuf,
-    mut file: File,
+    (mut file, meta): (File, Metadata),
     first_paths: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<()> {
-    let meta = file.metadata().map_err(|source| Error::Walk {
-        path: host(),
-        source,
-    })?;
     let entry_meta = meta_with(&meta, read_xattrs(XattrSource::File(&file), host)?);
     if meta.nlink() > 1 {
         let key = (meta.dev(), meta.ino());

@@ -163,13 +163,21 @@ mod tests {
         }
     }
 
+    /// A recorder failing past `limit` bytes, and what it got.
+    fn recorder(limit: usize) -> (Recorder, Arc<Mutex<Vec<u8>>>) {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        (
+            Recorder {
+                got: got.clone(),
+                limit,
+            },
+            got,
+        )
+    }
+
     #[test]
     fn every_byte_arrives_in_order_whatever_the_write_sizes() {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let inner = Recorder {
-            got: got.clone(),
-            limit: usize::MAX,
-        };
+        let (inner, got) = recorder(usize::MAX);
         let mut threaded = Threaded::new(inner, "test-sink").unwrap();
         let data: Vec<u8> = (0..(5 * CHUNK + 12345)).map(|i| (i % 251) as u8).collect();
         let mut at = 0;
@@ -190,11 +198,7 @@ mod tests {
 
     #[test]
     fn the_inner_writers_error_comes_back_and_nothing_hangs() {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let inner = Recorder {
-            got,
-            limit: 2 * CHUNK,
-        };
+        let (inner, _) = recorder(2 * CHUNK);
         let mut threaded = Threaded::new(inner, "test-sink").unwrap();
         let chunk = vec![7u8; CHUNK];
         // The third chunk fails on the thread; a later write or the finish
@@ -215,11 +219,7 @@ mod tests {
 
     #[test]
     fn a_writer_dropped_unfinished_ends_its_thread() {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let inner = Recorder {
-            got: got.clone(),
-            limit: usize::MAX,
-        };
+        let (inner, got) = recorder(usize::MAX);
         let mut threaded = Threaded::new(inner, "test-sink").unwrap();
         threaded.write_all(&vec![1u8; 2 * CHUNK + 5]).unwrap();
         drop(threaded);

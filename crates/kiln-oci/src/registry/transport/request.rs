@@ -60,7 +60,6 @@ impl Body {
         moved: &Arc<Mutex<Instant>>,
     ) -> Result<reqwest::Body, RegistryError> {
         use futures::StreamExt;
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let stamp = {
             let moved = moved.clone();
             move |piece| {
@@ -85,15 +84,13 @@ impl Body {
                 len,
                 meter,
             } => {
-                let io = |source| RegistryError::Io {
+                // Opened per request (a retry reads the file afresh), then
+                // read as an open handle is.
+                let file = std::fs::File::open(path).map_err(|source| RegistryError::Io {
                     path: path.clone(),
                     source,
-                };
-                let mut f = tokio::fs::File::open(path).await.map_err(io)?;
-                f.seek(std::io::SeekFrom::Start(*offset))
-                    .await
-                    .map_err(io)?;
-                let stream = tokio_util::io::ReaderStream::with_capacity(f.take(*len), BODY_PIECE);
+                })?;
+                let stream = pieces_at(Arc::new(file), *offset, *offset + *len);
                 Ok(reqwest::Body::wrap_stream(
                     metered(stream, meter).map(stamp),
                 ))
