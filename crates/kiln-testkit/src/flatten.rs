@@ -271,8 +271,17 @@ struct Fs {
 
 impl Fs {
     fn remove_below(&mut self, dir: &str) {
+        // A range, not a scan: a layer of many files removes below each one.
         let prefix = format!("{dir}/");
-        self.entries.retain(|k, _| !k.starts_with(&prefix));
+        let below: Vec<String> = self
+            .entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            self.entries.remove(&k);
+        }
     }
 
     /// Applies one layer. Whiteouts and opaque markers act on the layers

@@ -292,6 +292,12 @@ impl CopyRequest {
         }
     }
 
+    /// The destination as an absolute image path (joined to the workdir),
+    /// before any symlink in the image is followed.
+    pub fn dest_path(&self) -> String {
+        plan::image_join(&self.workdir, &self.dest)
+    }
+
     /// Points the destination where it leads in the image below: `resolve`
     /// maps an absolute image path to the same path with every symlink
     /// along it followed inside the image (the last component included), or
@@ -301,8 +307,7 @@ impl CopyRequest {
     /// hide the link when the image is unpacked. A destination written as a
     /// directory (`/x/`, `.`) stays one.
     pub fn follow_dest_symlinks(&mut self, resolve: impl Fn(&str) -> Option<String>) {
-        let abs = plan::image_join(&self.workdir, &self.dest);
-        if let Some(mut resolved) = resolve(&abs) {
+        if let Some(mut resolved) = resolve(&self.dest_path()) {
             if plan::dir_syntax(&self.dest) && !resolved.ends_with('/') {
                 resolved.push('/');
             }

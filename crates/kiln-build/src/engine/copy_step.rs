@@ -287,31 +287,25 @@ impl StageRunner<'_> {
             CopyFrom::Image(name) => self.image_root(instruction, name).await?,
         };
         let rootfs = self.image_view(run, instruction).await?;
-        if let Some(spec) = &prepared.chown {
-            let read = |p: &str| {
-                rootfs
-                    .read_text(p)
-                    .map_err(|e| self.step_error(instruction, e))
-            };
-            let (passwd, group) = (read("/etc/passwd")?, read("/etc/group")?);
-            let owner = Owner::resolve(spec, passwd.as_deref(), group.as_deref())
-                .map_err(|e| self.step_error(instruction, e))?;
-            prepared.req.owner = Some(owner);
+        let mut wanted = vec![prepared.req.dest_path()];
+        if prepared.chown.is_some() {
+            wanted.extend(["/etc/passwd".to_string(), "/etc/group".to_string()]);
         }
-        prepared.req.follow_dest_symlinks(|p| rootfs.resolve(p));
-        let plan = copy::plan_copy(&source, &prepared.req, &|p: &str| rootfs.kind_of(p))
-            .map_err(|e| self.step_error(instruction, e))?;
-        // ADD keeps an archive's own structure, as BuildKit unpacks it: a
-        // directory entry replaces a link the image has at that path.
-        let plan = if prepared.req.add {
-            plan
-        } else {
-            through_image_links(
-                plan,
-                |p| rootfs.resolve(p),
-                |p| rootfs.kind_of(p) == Some(copy::FileKind::Dir),
-            )
-        };
+        let decided = self
+            .decide(&rootfs, instruction, &wanted, || {
+                let mut req = prepared.req.clone();
+                self.plan_against(
+                    instruction,
+                    &rootfs,
+                    prepared.chown.as_deref(),
+                    &mut req,
+                    &source,
+                )
+                .map(|plan| (plan, req))
+            })
+            .await?;
+        let (plan, req) = decided?;
+        prepared.req = req;
         // A root that is there already takes the layer as it is written, so
         // the next RUN need not read it back. Not while a RUN's layer is
         // still read from its hard links into the root, nor when the
@@ -343,6 +337,45 @@ impl StageRunner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The COPY's plan against the image below: its `--chown` owner read
+    /// from the image's own files, its destination through the image's
+    /// links, each path's kind in the image. Asks the image only through
+    /// `rootfs`, so that [`StageRunner::decide`] can run it again.
+    fn plan_against(
+        &self,
+        instruction: &Instruction,
+        rootfs: &ImageView,
+        chown: Option<&str>,
+        req: &mut copy::CopyRequest,
+        source: &BuildContext,
+    ) -> Result<copy::CopyPlan, BuildError> {
+        if let Some(spec) = chown {
+            let read = |p: &str| {
+                rootfs
+                    .read_text(p)
+                    .map_err(|e| self.step_error(instruction, e))
+            };
+            let (passwd, group) = (read("/etc/passwd")?, read("/etc/group")?);
+            let owner = Owner::resolve(spec, passwd.as_deref(), group.as_deref())
+                .map_err(|e| self.step_error(instruction, e))?;
+            req.owner = Some(owner);
+        }
+        req.follow_dest_symlinks(|p| rootfs.resolve(p));
+        let plan = copy::plan_copy(source, req, &|p: &str| rootfs.kind_of(p))
+            .map_err(|e| self.step_error(instruction, e))?;
+        // ADD keeps an archive's own structure, as BuildKit unpacks it: a
+        // directory entry replaces a link the image has at that path.
+        Ok(if req.add {
+            plan
+        } else {
+            through_image_links(
+                plan,
+                |p| rootfs.resolve(p),
+                |p| rootfs.kind_of(p) == Some(copy::FileKind::Dir),
+            )
+        })
     }
 
     /// The index of the stage `name` refers to (a stage name or a number).

@@ -667,15 +667,6 @@ impl StageRunner<'_> {
             return Ok(());
         }
         let rootfs = self.image_view(run, instruction).await?;
-        let targets: Vec<String> = paths
-            .iter()
-            .map(|p| rootfs.resolve(p).unwrap_or_else(|| p.clone()))
-            .collect();
-        if targets.iter().all(|t| rootfs.kind_of(t).is_some()) {
-            let created_by = shorten_history(&instruction.original);
-            self.store(run, instruction, None, created_by);
-            return Ok(());
-        }
         let user = run
             .image
             .config
@@ -683,9 +674,52 @@ impl StageRunner<'_> {
             .as_ref()
             .and_then(|c| c.user.clone())
             .filter(|u| user_owned && !u.is_empty());
+        let mut wanted = paths.to_vec();
+        if user.is_some() {
+            wanted.extend(["/etc/passwd".to_string(), "/etc/group".to_string()]);
+        }
+        let now = if self.options.reproducible {
+            0
+        } else {
+            time::OffsetDateTime::now_utc().unix_timestamp()
+        };
+        let decided = self
+            .decide(&rootfs, instruction, &wanted, || {
+                self.missing_dirs(instruction, &rootfs, paths, user.as_deref(), now)
+            })
+            .await?;
+        let Some(plan_entries) = decided? else {
+            let created_by = shorten_history(&instruction.original);
+            self.store(run, instruction, None, created_by);
+            return Ok(());
+        };
+        let plan = CopyPlan::from_entries(plan_entries);
+        let layer = self.write_layer(run.stage.0, &plan, instruction).await?;
+        self.add_layer(run, instruction, layer, created).await
+    }
+
+    /// The directories along `paths` the image lacks, to make (owned by
+    /// `user` when given, else root); `None` when it has them all. Asks
+    /// the image only through `rootfs`, so that [`StageRunner::decide`] can
+    /// run it again.
+    fn missing_dirs(
+        &self,
+        instruction: &Instruction,
+        rootfs: &ImageView,
+        paths: &[String],
+        user: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Vec<copy::PlanEntry>>, BuildError> {
+        let targets: Vec<String> = paths
+            .iter()
+            .map(|p| rootfs.resolve(p).unwrap_or_else(|| p.clone()))
+            .collect();
+        if targets.iter().all(|t| rootfs.kind_of(t).is_some()) {
+            return Ok(None);
+        }
         let owner = match user {
             Some(user) => Owner::resolve(
-                &user,
+                user,
                 rootfs
                     .read_text("/etc/passwd")
                     .map_err(|e| self.step_error(instruction, e))?
@@ -699,11 +733,6 @@ impl StageRunner<'_> {
             None => Owner::ROOT,
         };
         let existing = |p: &str| rootfs.kind_of(p);
-        let now = if self.options.reproducible {
-            0
-        } else {
-            time::OffsetDateTime::now_utc().unix_timestamp()
-        };
         let mut plan_entries = Vec::new();
         for target in &targets {
             let mut current = String::new();
@@ -723,9 +752,28 @@ impl StageRunner<'_> {
                 }
             }
         }
-        let plan = CopyPlan::from_entries(plan_entries);
-        let layer = self.write_layer(run.stage.0, &plan, instruction).await?;
-        self.add_layer(run, instruction, layer, created).await
+        Ok(Some(plan_entries))
+    }
+
+    /// Runs `decide`, which asks `view` about the image, until its answers
+    /// can be trusted: once over an unpacked root; over listings, again
+    /// after each load of the pieces it reached that were not loaded.
+    /// `wanted` are paths it will ask about, loaded first.
+    pub(crate) async fn decide<T>(
+        &self,
+        view: &ImageView,
+        instruction: &Instruction,
+        wanted: &[String],
+        mut decide: impl FnMut() -> T,
+    ) -> Result<T, BuildError> {
+        match view {
+            ImageView::Root(_) => Ok(decide()),
+            ImageView::Index(index) => self
+                .listings
+                .decide(index, wanted, decide)
+                .await
+                .map_err(|e| self.step_error(instruction, e)),
+        }
     }
 
     pub(crate) async fn write_layer(

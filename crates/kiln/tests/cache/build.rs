@@ -31,6 +31,11 @@ impl Fixture {
     /// Builds with the cache on (COPY layers cached too) and returns the
     /// Dockerfile lines whose step came from the cache.
     fn build(&self, extra: &[&str]) -> BTreeSet<usize> {
+        cached_lines(&self.build_output(extra))
+    }
+
+    /// Builds as [`Fixture::build`] does and returns kiln's output.
+    fn build_output(&self, extra: &[&str]) -> String {
         let work = tempfile::tempdir().unwrap();
         let out = Command::cargo_bin("kiln")
             .unwrap()
@@ -52,7 +57,7 @@ impl Fixture {
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "kiln failed:\n{text}");
-        cached_lines(&text)
+        text
     }
 
     fn layers(&self) -> Vec<String> {
@@ -311,44 +316,53 @@ fn listing_entries(reg: &Registry, repo: &str) -> Vec<(String, String)> {
     out
 }
 
+/// A big layer's listing is stored in pieces. A piece gone from the cache
+/// (pruned, expired, deleted) costs a download of the layer, never the
+/// build: the warm rebuild lists the layer from its blob, with a warning.
 #[test]
-fn a_warm_rebuild_reads_one_listing_for_the_layers_below_a_changed_copy() {
-    let (base_reg, f) = built_on_another_registry(&["deps.txt", "lib.txt"]);
-
-    // The cold build listed the layers below each COPY together, once per chain.
-    let listings = listing_entries(&f.reg, "app/cache");
-    let base_layers = Flattened::from_registry(&base_reg, "busybox:latest")
-        .unwrap()
-        .manifest["layers"]
-        .as_array()
-        .unwrap()
-        .len();
-    let chain = format!("listing of {} layers from ", base_layers + 3);
-    assert!(
-        listings.iter().any(|(_, by)| by.starts_with(&chain)),
-        "no {chain:?} in {listings:?}"
+fn a_missing_piece_of_a_cached_listing_lists_the_layer_instead() {
+    let f = Fixture::new(
+        "FROM REGISTRY/busybox:latest\n\
+         RUN mkdir /many && cd /many && seq 1 20000 | xargs touch && \
+             echo 'many:x:2000:2000::/:/bin/sh' >> /etc/passwd\n\
+         COPY --chown=many src/ /many/src/\n",
     );
-    // Without the per-layer listings and without the base's blobs, only
-    // that chain listing can tell the COPY who `app` is.
+    f.write("src/main.sh", "echo main\n");
+    f.build(&[]);
+    let listings = listing_entries(&f.reg, "app/cache");
+    let pieces: Vec<&(String, String)> = listings
+        .iter()
+        .filter(|(_, by)| by.contains(", piece "))
+        .collect();
+    assert!(
+        pieces.iter().any(|(_, by)| by.ends_with("piece 2 of 2")),
+        "the RUN layer's 20,000 paths are listed in two pieces: {listings:?}"
+    );
     let agent = f.reg.http_agent().unwrap();
-    for (digest, by) in &listings {
-        if by.starts_with("listing of layer ") {
-            agent
-                .delete(format!("{}/v2/app/cache/manifests/{digest}", f.reg.url()))
-                .call()
-                .unwrap();
-        }
+    for (digest, _) in &pieces {
+        agent
+            .delete(format!("{}/v2/app/cache/manifests/{digest}", f.reg.url()))
+            .call()
+            .unwrap();
     }
-    remove_layer_blobs(&base_reg, "busybox:latest");
 
     f.write("src/main.sh", "echo changed\n");
-    assert_eq!(f.build(&[]), BTreeSet::from([2, 3, 4]));
+    let text = f.build_output(&[]);
+    assert_eq!(cached_lines(&text), BTreeSet::from([2]), "{text}");
+    assert!(
+        text.contains("is missing; listing the layer instead"),
+        "{text}"
+    );
     let img = Flattened::from_registry(&f.reg, "app:1").unwrap();
+    let copied = img.get("/many/src/main.sh").unwrap();
     assert_eq!(
-        img.text("/srv/src/main.sh").as_deref(),
+        copied.uid, 2000,
+        "--chown read from the RUN layer's listing"
+    );
+    assert_eq!(
+        img.text("/many/src/main.sh").as_deref(),
         Some("echo changed\n")
     );
-    assert_eq!(img.get("/srv/src/main.sh").unwrap().uid, 1000);
 }
 
 /// `kiln warm` fills `--cache-dir` with the base; a build with the cache on

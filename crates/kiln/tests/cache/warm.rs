@@ -231,6 +231,52 @@ fn copy_chown_with_a_user_from_a_run_layer() {
     assert_eq!(img.get("/app/main.sh").unwrap().uid, 4321);
 }
 
+/// A RUN of 40,000 files has its listing stored in three pieces; the
+/// warm rebuild's `COPY --chown` reads the one piece its paths and
+/// `/etc/passwd` fall in, and neither the others nor the layer.
+#[test]
+fn a_copy_reads_only_the_listing_pieces_its_paths_fall_in() {
+    let f = Fixture::new(
+        "FROM BASE\n\
+         RUN mkdir /many && cd /many && seq 1 40000 | xargs touch && \
+             echo 'svc:x:4321:4321::/home/svc:/bin/sh' >> /etc/passwd && \
+             echo 'svc:x:4321:' >> /etc/group\n\
+         COPY --chown=svc src/ /app/\n",
+    );
+    let cold = f.build();
+    let pieces: BTreeSet<(String, String)> = cache_entries(&f.reg, "app/cache")
+        .into_iter()
+        .filter(|(by, _)| by.contains(", piece "))
+        .map(|(by, layer)| (by, layer.unwrap()))
+        .collect();
+    let of_three: Vec<&String> = pieces
+        .iter()
+        .filter(|(by, _)| by.ends_with(" of 3"))
+        .map(|(_, layer)| layer)
+        .collect();
+    assert_eq!(of_three.len(), 3, "{pieces:?}");
+    assert!(of_three.iter().all(|p| !cold.downloaded.contains(*p)));
+    f.write("src/main.sh", "echo changed\n");
+    let warm = f.build();
+    assert_eq!(warm.cached, BTreeSet::from([2]), "{}", warm.text);
+    let read: Vec<&&String> = of_three
+        .iter()
+        .filter(|p| warm.downloaded.contains(**p))
+        .collect();
+    assert_eq!(
+        read.len(),
+        1,
+        "pieces read: {read:?} of {of_three:?}\n{}",
+        warm.text
+    );
+    let layers = f.layer_blobs();
+    let pulled: Vec<&String> = warm.downloaded.intersection(&layers).collect();
+    assert!(pulled.is_empty(), "layers downloaded: {pulled:?}");
+    let img = Flattened::from_registry(&f.reg, "app:1").unwrap();
+    assert_eq!(img.get("/app/main.sh").unwrap().uid, 4321);
+    assert_eq!(img.text("/app/main.sh").as_deref(), Some("echo changed\n"));
+}
+
 /// A stage built entirely from the cache, copied from before the code.
 #[test]
 fn multi_stage_copy_from_a_cached_stage() {
