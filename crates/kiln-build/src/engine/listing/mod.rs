@@ -122,6 +122,7 @@ impl Listings {
     /// Loads the missing pieces, at once. A layer whose piece cannot be
     /// had from the cache is listed from its blob instead.
     async fn load(&self, index: &ImageIndex, missing: Vec<Missing>) -> Result<(), ListingError> {
+        tracing::debug!("loading {} listing pieces", missing.len());
         let mut by_layer: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for m in missing {
             by_layer.entry(m.layer).or_default().push(m.piece);
