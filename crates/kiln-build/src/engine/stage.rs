@@ -591,15 +591,16 @@ impl StageRunner<'_> {
     }
 
     /// What the stage's image holds, for COPY and WORKDIR decisions: its
-    /// root filesystem when something already materialized it (a RUN),
-    /// else the layers' listings, which need no download when cached.
+    /// root filesystem when something already materialized it (a RUN) or
+    /// a later RUN will, else the layers' listings, which need no download
+    /// when cached.
     pub(crate) async fn image_view(
         &self,
         run: &mut StageRun<'_>,
         instruction: &Instruction,
     ) -> Result<ImageView, BuildError> {
         self.take_prefetched(run).await;
-        if run.rootfs.is_some() {
+        if run.rootfs.is_some() || self.root_needed_later(run, instruction) {
             let root = self.rootfs(run, instruction).await?;
             return Ok(ImageView::Root(root.clone()));
         }
@@ -609,6 +610,21 @@ impl StageRunner<'_> {
             .await
             .map_err(|e| self.step_error(instruction, e))?;
         Ok(ImageView::Index(index))
+    }
+
+    /// Whether the stage will materialize its root after `instruction`
+    /// whatever happens: without the cache every later RUN runs. Listing
+    /// the image's layers now would then read each of them twice (listed
+    /// here, unpacked for the RUN); unpacking now reads them once, and the
+    /// steps before the RUN write their layers straight into the root.
+    fn root_needed_later(&self, run: &StageRun<'_>, instruction: &Instruction) -> bool {
+        self.cache.is_none()
+            && self.dockerfile.stages[run.stage.0]
+                .instructions
+                .iter()
+                .any(|i| {
+                    i.span.start > instruction.span.start && matches!(i.command, Command::Run(_))
+                })
     }
 
     /// WORKDIR creates its directory (owned by the stage's USER) when the

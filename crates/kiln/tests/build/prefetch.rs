@@ -1,7 +1,8 @@
 //! Later stages' bases unpacked while the first stages run
 //! (`--prefetch-bases`): the image is the one a build without it makes, a
 //! base that cannot be downloaded fails the stage's own step, and no
-//! prefetch outlives its build's directory.
+//! prefetch outlives its build's directory. Without the cache, a stage's
+//! base is unpacked at its first COPY when a RUN follows, not listed first.
 
 use crate::build_common;
 
@@ -185,4 +186,56 @@ fn a_failed_build_waits_for_a_prefetch_in_flight_then_leaves_nothing() {
         proxy.log()
     );
     assert_eq!(build_dirs(kiln_dir.path()), Vec::<String>::new());
+}
+
+/// Without the cache every RUN runs, so a COPY before the stage's first RUN
+/// unpacks the base then and writes its layer into that root: the base is
+/// read once, never listed from its blob and unpacked again after.
+#[test]
+fn without_the_cache_a_copy_before_a_run_reads_the_base_once() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let ctx = context(&format!(
+        "FROM {}\n\
+         COPY app.txt /srv/app.txt\n\
+         WORKDIR /srv/work\n\
+         RUN cat /srv/app.txt > copied.txt\n",
+        reg.image_ref("busybox:latest")
+    ));
+    for cache in ["--cache=false", "--cache=true"] {
+        let tag = format!("once:{}", &cache[8..]);
+        let out = Kiln::build(ctx.path())
+            .args(["--destination", &reg.image_ref(&tag)])
+            .args(["--insecure", "--insecure-pull", cache])
+            .args(["--verbosity", "debug"])
+            .success();
+        let log = stderr(&out);
+        let listed = log.lines().filter(|l| l.contains("from its blob")).count();
+        let synced: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("root filesystem: "))
+            .collect();
+        if cache == "--cache=false" {
+            assert_eq!(listed, 0, "{log}");
+            // The base at the COPY; the WORKDIR's layer at the RUN.
+            assert!(
+                synced.len() == 2
+                    && synced
+                        .iter()
+                        .all(|l| l.contains("root filesystem: 1 layers")),
+                "{synced:#?}\n{log}"
+            );
+        } else {
+            // With the cache, a later RUN may be a hit: the COPY and the
+            // WORKDIR decide from the listing, then the RUN unpacks.
+            assert_eq!(listed, 1, "{log}");
+            assert!(
+                synced
+                    .iter()
+                    .any(|l| l.contains("root filesystem: 3 layers")),
+                "{synced:#?}\n{log}"
+            );
+        }
+        let img = Flattened::from_registry(&reg, &tag).unwrap();
+        assert_eq!(img.text("/srv/work/copied.txt").as_deref(), Some("app\n"));
+    }
 }

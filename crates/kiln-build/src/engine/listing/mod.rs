@@ -200,6 +200,7 @@ impl Listings {
 
     /// Lists `layer` from its blob, downloaded first when it is remote.
     async fn list_blob(&self, layer: &LayerRef) -> Result<LayerListing, ListingError> {
+        tracing::debug!("listing layer {} from its blob", layer.diff_id);
         let path = self
             .blobs
             .local_path(layer)
