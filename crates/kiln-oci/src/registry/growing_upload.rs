@@ -4,8 +4,9 @@
 //! starting the upload only once the file is complete adds the two up.
 //! [`Repository::push_growing_blob`] opens an upload session once the blob
 //! has grown past one upload chunk (32 MiB; the monolithic limit if that is
-//! smaller) and PATCHes each chunk as soon as the file holds it, so that
-//! when the writer finishes only the last chunk and the final
+//! smaller) and PATCHes each chunk as soon as the file holds it (the
+//! chunks written meanwhile together, when it has fallen behind), so that
+//! when the writer finishes only what is not sent yet and the final
 //! `PUT ?digest=` are left. A blob that ends below that goes the way of
 //! [`Repository::push_blob`] (HEAD, then one PUT): small layers cost no
 //! more requests than when they were pushed complete. A
@@ -22,6 +23,13 @@ use std::time::Duration;
 /// How long to wait before looking again at a blob that has not grown by a
 /// chunk (or ended): short next to the time a chunk takes to write.
 const POLL: Duration = Duration::from_millis(10);
+
+/// The most chunks one PATCH carries when the upload is behind its writer
+/// (or the writer has finished): each request costs the registry a few
+/// tens of milliseconds besides its bytes (the distribution registry:
+/// 1 GiB in 32 PATCHes of 32 MiB took 4.4 s, in 2 of 512 MiB 3.6 s), and a
+/// request broken midway loses at most this much.
+const BATCH_CHUNKS: u64 = 8;
 
 /// A blob file that its writer is still appending to.
 pub trait GrowingBlob: Send + Sync {
@@ -144,6 +152,7 @@ impl Repository {
         // registry confirms a chunk.
         put(progress, &session, offset);
         let chunk = self.transport.options.upload_chunk_size;
+        let batch = chunk * BATCH_CHUNKS;
         loop {
             match blob.end() {
                 Some(GrowingEnd::Failed) => {
@@ -158,15 +167,26 @@ impl Repository {
                         self.cancel_upload(ep, session).await;
                         return Ok(PushOutcome::Exists);
                     }
+                    while offset < size {
+                        let len = (size - offset).min(batch);
+                        session = self.patch(ep, session, source, offset, len).await?;
+                        offset += len;
+                        put(progress, &session, offset);
+                    }
+                    // Only the `PUT ?digest=` is left.
                     self.upload(ep, session, offset, source, &digest, size, progress)
                         .await?;
                     return Ok(PushOutcome::Uploaded);
                 }
                 None => {}
             }
-            if blob.written() >= offset + chunk {
-                session = self.patch(ep, session, source, offset, chunk).await?;
-                offset += chunk;
+            // Every whole chunk written so far goes in one request: an
+            // upload that fell behind its writer catches up in fewer.
+            let ready = blob.written().saturating_sub(offset) / chunk * chunk;
+            if ready > 0 {
+                let len = ready.min(batch);
+                session = self.patch(ep, session, source, offset, len).await?;
+                offset += len;
                 put(progress, &session, offset);
             } else {
                 tokio::time::sleep(POLL).await;

@@ -333,14 +333,12 @@ fn a_big_run_layer_is_uploaded_from_its_writer_once() {
     let patches = at(&|l| l.starts_with("PATCH /v2/app/blobs/uploads/") && l.ends_with("-> 202"));
     let head = at(&|l| l.starts_with("HEAD /v2/app/blobs/") && l.contains(hex));
     let puts = at(&|l| l.starts_with("PUT /v2/app/blobs/uploads/") && l.contains(hex));
-    // Sent once, in three chunks, every byte once: the upload that began
-    // with the writer is the one the push used, not started again for the
-    // finished layer.
-    assert_eq!(
-        (patches.len(), puts.len(), head.len()),
-        (3, 1, 1),
-        "{log:#?}"
-    );
+    // Sent once, every byte once, in at most three PATCHes (the 32 MiB
+    // chunks, or fewer when chunks written meanwhile went together): the
+    // upload that began with the writer is the one the push used, not
+    // started again for the finished layer.
+    assert!((1..=3).contains(&patches.len()), "{log:#?}");
+    assert_eq!((puts.len(), head.len()), (1, 1), "{log:#?}");
     assert_eq!(
         proxy.request_bytes(Some("PATCH"), "/v2/app/blobs/uploads/"),
         stored.len() as u64
@@ -355,8 +353,9 @@ fn a_big_run_layer_is_uploaded_from_its_writer_once() {
     );
     let early = patches.iter().filter(|&&p| p < head[0]).count();
     eprintln!(
-        "{} requests for the {}-byte layer; session opened while it was written: {streamed}; {early} of its 3 chunks sent before it was complete",
+        "{} requests for the {}-byte layer; session opened while it was written: {streamed}; {early} of its {} PATCHes sent before it was complete",
         patches.len() + puts.len() + head.len() + 1,
-        stored.len()
+        stored.len(),
+        patches.len()
     );
 }
