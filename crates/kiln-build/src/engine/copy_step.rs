@@ -6,6 +6,7 @@
 //! and `--chown` names, the `--from` stage's or image's root).
 
 use super::error::{BuildError, GitSourceError, StepError};
+use super::listing::TEXT_FILES;
 use super::rootfs::Rootfs;
 use super::stage::{ImageView, StageRun, StageRunner};
 use super::through_links::through_image_links;
@@ -278,7 +279,7 @@ impl StageRunner<'_> {
         &self,
         run: &mut StageRun<'_>,
         instruction: &Instruction,
-        mut prepared: PreparedCopy,
+        prepared: PreparedCopy,
         created: &str,
     ) -> Result<(), BuildError> {
         let source = match &prepared.from {
@@ -289,23 +290,17 @@ impl StageRunner<'_> {
         let rootfs = self.image_view(run, instruction).await?;
         let mut wanted = vec![prepared.req.dest_path()];
         if prepared.chown.is_some() {
-            wanted.extend(["/etc/passwd".to_string(), "/etc/group".to_string()]);
+            wanted.extend(TEXT_FILES.map(String::from));
         }
-        let decided = self
+        // Each run plans from the request as prepared: the owner and the
+        // destination it fills in depend on what the image answered.
+        let plan = self
             .decide(&rootfs, instruction, &wanted, || {
                 let mut req = prepared.req.clone();
-                self.plan_against(
-                    instruction,
-                    &rootfs,
-                    prepared.chown.as_deref(),
-                    &mut req,
-                    &source,
-                )
-                .map(|plan| (plan, req))
+                let chown = prepared.chown.as_deref();
+                self.plan_against(instruction, &rootfs, chown, &mut req, &source)
             })
-            .await?;
-        let (plan, req) = decided?;
-        prepared.req = req;
+            .await??;
         // A root that is there already takes the layer as it is written, so
         // the next RUN need not read it back. Not while a RUN's layer is
         // still read from its hard links into the root, nor when the

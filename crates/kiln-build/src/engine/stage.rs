@@ -4,7 +4,7 @@
 use super::blobs::BlobStore;
 use super::error::{BuildError, ImageTextError, StepError, StepFailure};
 use super::image::{ImageState, LayerOrigin, LayerRef};
-use super::listing::{ImageIndex, Listings, StoreListing};
+use super::listing::{ImageIndex, Listings, StoreListing, TEXT_FILES};
 use super::metadata::{self, StageFlags, HISTORY_COMMENT};
 use super::rootfs::Rootfs;
 use super::workspace::Workspace;
@@ -692,7 +692,7 @@ impl StageRunner<'_> {
             .filter(|u| user_owned && !u.is_empty());
         let mut wanted = paths.to_vec();
         if user.is_some() {
-            wanted.extend(["/etc/passwd".to_string(), "/etc/group".to_string()]);
+            wanted.extend(TEXT_FILES.map(String::from));
         }
         let now = if self.options.reproducible {
             0

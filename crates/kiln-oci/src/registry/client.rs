@@ -818,7 +818,7 @@ impl Repository {
         &self,
         ep: &Endpoint,
         mut session: Url,
-        mut offset: u64,
+        offset: u64,
         source: &BlobSource,
         digest: &Digest,
         size: u64,
@@ -836,12 +836,10 @@ impl Repository {
         let final_body = if offset == 0 && size <= options.monolithic_upload_limit {
             self.body(source, 0, size)
         } else {
-            while offset < size {
-                let len = options.upload_chunk_size.min(size - offset);
-                session = self.patch(ep, session, source, offset, len).await?;
-                offset += len;
-                put(progress, &session, offset);
-            }
+            let chunk = options.upload_chunk_size;
+            session = self
+                .patch_up_to(ep, session, source, offset, size, chunk, progress)
+                .await?;
             Body::Empty
         };
         session
@@ -855,6 +853,29 @@ impl Repository {
             return Err(error_from_response(&req.method, &req.url, resp).await);
         }
         Ok(())
+    }
+
+    /// Sends bytes `offset..end` of `source` into `session` in PATCHes of
+    /// at most `piece` bytes, noting each one the registry took in
+    /// `progress`; returns the session's next URL.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn patch_up_to(
+        &self,
+        ep: &Endpoint,
+        mut session: Url,
+        source: &BlobSource,
+        mut offset: u64,
+        end: u64,
+        piece: u64,
+        progress: &Mutex<Option<Resume>>,
+    ) -> Result<Url, RegistryError> {
+        while offset < end {
+            let len = piece.min(end - offset);
+            session = self.patch(ep, session, source, offset, len).await?;
+            offset += len;
+            put(progress, &session, offset);
+        }
+        Ok(session)
     }
 
     /// Sends bytes `offset..offset + len` of `source` into `session` as one

@@ -167,14 +167,11 @@ impl Repository {
                         self.cancel_upload(ep, session).await;
                         return Ok(PushOutcome::Exists);
                     }
-                    while offset < size {
-                        let len = (size - offset).min(batch);
-                        session = self.patch(ep, session, source, offset, len).await?;
-                        offset += len;
-                        put(progress, &session, offset);
-                    }
+                    let session = self
+                        .patch_up_to(ep, session, source, offset, size, batch, progress)
+                        .await?;
                     // Only the `PUT ?digest=` is left.
-                    self.upload(ep, session, offset, source, &digest, size, progress)
+                    self.upload(ep, session, size, source, &digest, size, progress)
                         .await?;
                     return Ok(PushOutcome::Uploaded);
                 }

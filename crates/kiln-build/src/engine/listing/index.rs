@@ -45,6 +45,17 @@ pub(crate) struct Piece {
     entries: OnceLock<BTreeMap<String, Kind>>,
 }
 
+impl Piece {
+    /// All of a layer's entries, at hand.
+    fn at_hand(entries: BTreeMap<String, Kind>) -> Piece {
+        Piece {
+            first: String::new(),
+            digest: None,
+            entries: OnceLock::from(entries),
+        }
+    }
+}
+
 impl LayerView {
     /// A listing at hand, whole.
     pub(crate) fn whole(listing: LayerListing) -> LayerView {
@@ -52,22 +63,14 @@ impl LayerView {
             whiteouts: sorted(listing.whiteouts),
             opaque: sorted(listing.opaque),
             texts: listing.texts,
-            pieces: vec![Piece {
-                first: String::new(),
-                digest: None,
-                entries: OnceLock::from(listing.entries),
-            }],
+            pieces: vec![Piece::at_hand(listing.entries)],
         }
     }
 
     /// A stored listing: its entries inline, or pieces to load.
     pub(crate) fn stored(contents: Contents) -> LayerView {
         let pieces = if contents.pieces.is_empty() {
-            vec![Piece {
-                first: String::new(),
-                digest: None,
-                entries: OnceLock::from(contents.entries),
-            }]
+            vec![Piece::at_hand(contents.entries)]
         } else {
             contents
                 .pieces
@@ -275,41 +278,45 @@ impl ImageIndex {
     /// again at `/`, a missing component is no link, 40 links at most), so
     /// both views of an image agree.
     pub fn resolve(&self, path: &str) -> Option<String> {
-        let mut done: Vec<String> = Vec::new();
+        // The path resolved so far, and where each of its components
+        // starts (for `..`): each step looks up one candidate without
+        // joining every component again.
+        let mut done = String::new();
+        let mut starts: Vec<usize> = Vec::new();
         let mut pending: Vec<String> = parts(path).into_iter().rev().collect();
         let mut hops = 0;
         while let Some(part) = pending.pop() {
             match part.as_str() {
                 "." => continue,
                 ".." => {
-                    done.pop();
+                    if let Some(start) = starts.pop() {
+                        done.truncate(start);
+                    }
                     continue;
                 }
                 _ => {}
             }
-            let candidate = format!(
-                "/{}",
-                done.iter()
-                    .chain([&part])
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("/")
-            );
-            match self.lookup(&candidate).kind {
-                Some(Kind::Symlink(target)) => {
-                    hops += 1;
-                    if hops > MAX_SYMLINK_HOPS {
-                        return None;
-                    }
-                    if target.starts_with('/') {
-                        done.clear();
-                    }
-                    pending.extend(parts(&target).into_iter().rev());
+            starts.push(done.len());
+            done.push('/');
+            done.push_str(&part);
+            if let Some(Kind::Symlink(target)) = self.lookup(&done).kind {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return None;
                 }
-                _ => done.push(part),
+                // The link is replaced by where it points.
+                done.truncate(starts.pop().expect("just pushed"));
+                if target.starts_with('/') {
+                    done.clear();
+                    starts.clear();
+                }
+                pending.extend(parts(&target).into_iter().rev());
             }
         }
-        Some(format!("/{}", done.join("/")))
+        if done.is_empty() {
+            done.push('/');
+        }
+        Some(done)
     }
 
     /// What the layers say about `path` (no symlink followed); a missing
@@ -627,6 +634,25 @@ mod tests {
             .collect()
     }
 
+    /// The index of `layers` as stored in `dir` in pieces of 4 entries,
+    /// none loaded; with each piece's file by digest.
+    fn stored_in_pieces(
+        layers: &[LayerListing],
+        dir: &std::path::Path,
+    ) -> (ImageIndex, HashMap<Digest, std::path::PathBuf>) {
+        let mut files = HashMap::new();
+        let mut views = Vec::new();
+        for (i, l) in layers.iter().enumerate() {
+            let written = stored::write(ToWrite::of(l), dir, 4).unwrap();
+            for piece in written.pieces {
+                files.insert(piece.digest, piece.path);
+            }
+            let contents = stored::read_contents(&written.contents.path).unwrap();
+            views.push((layer_ref(i), Arc::new(LayerView::stored(contents))));
+        }
+        (ImageIndex::new(views), files)
+    }
+
     #[test]
     fn listings_in_pieces_answer_as_whole_ones_once_the_missing_pieces_are_loaded() {
         let layers = many_layers();
@@ -650,18 +676,10 @@ mod tests {
         assert_eq!(whole_index.read_text("/etc/passwd").unwrap(), None);
         let whole = answers(&whole_index, &paths);
         let dir = tempfile::tempdir().unwrap();
-        let mut files = HashMap::new();
-        let mut views = Vec::new();
-        for (i, l) in layers.iter().enumerate() {
-            let written = stored::write(ToWrite::of(l), dir.path(), 4).unwrap();
-            for piece in written.pieces {
-                files.insert(piece.digest, piece.path);
-            }
-            let contents = stored::read_contents(&written.contents.path).unwrap();
-            views.push((layer_ref(i), Arc::new(LayerView::stored(contents))));
-        }
-        let total: usize = views.iter().map(|(_, v)| v.pieces.len()).sum();
-        let index = ImageIndex::new(views);
+        let (index, files) = stored_in_pieces(&layers, dir.path());
+        let total: usize = (0..layers.len())
+            .map(|i| index.layer(i).1.pieces.len())
+            .sum();
         let mut loaded = 0;
         // Each question alone, as a decision would: ask, load what was
         // missing, ask again until nothing is.
@@ -686,18 +704,7 @@ mod tests {
         assert!(loaded <= total, "{loaded} loads of {total} pieces");
 
         // A question about one place loads only the pieces it falls in.
-        let index = {
-            let views = layers
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    let written = stored::write(ToWrite::of(l), dir.path(), 4).unwrap();
-                    let contents = stored::read_contents(&written.contents.path).unwrap();
-                    (layer_ref(i), Arc::new(LayerView::stored(contents)))
-                })
-                .collect();
-            ImageIndex::new(views)
-        };
+        let (index, _) = stored_in_pieces(&layers, dir.path());
         index.kind_of("/srv/app/new");
         let missing = index.take_missing();
         assert!(

@@ -28,7 +28,7 @@ mod layer;
 mod stored;
 
 pub use index::ImageIndex;
-pub(crate) use layer::catalog_options;
+pub(crate) use layer::{catalog_options, TEXT_FILES};
 pub use layer::{Kind, LayerListing};
 
 use super::blobs::BlobStore;
@@ -97,23 +97,29 @@ impl Listings {
         &self,
         index: &ImageIndex,
         wanted: &[String],
-        mut decide: impl FnMut() -> T,
+        decide: impl FnMut() -> T,
     ) -> Result<T, ListingError> {
-        loop {
+        self.until_loaded(index, || {
             for path in wanted {
                 index.kind_of(path);
             }
-            let missing = index.take_missing();
-            if missing.is_empty() {
-                break;
-            }
-            self.load(index, missing).await?;
-        }
+        })
+        .await?;
+        self.until_loaded(index, decide).await
+    }
+
+    /// Runs `ask` (which asks `index` about paths) again after each load
+    /// of the pieces it missed, until it missed none; its last answer.
+    async fn until_loaded<T>(
+        &self,
+        index: &ImageIndex,
+        mut ask: impl FnMut() -> T,
+    ) -> Result<T, ListingError> {
         loop {
-            let decided = decide();
+            let answer = ask();
             let missing = index.take_missing();
             if missing.is_empty() {
-                return Ok(decided);
+                return Ok(answer);
             }
             self.load(index, missing).await?;
         }
