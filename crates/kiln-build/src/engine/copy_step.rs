@@ -307,7 +307,7 @@ impl StageRunner<'_> {
         // stream goes to the SBOM's scan.
         let into_root = match &rootfs {
             ImageView::Root(root)
-                if run.pending.is_none() && self.scan_tap(run.stage.0).is_none() =>
+                if run.pending.is_empty() && self.scan_tap(run.stage.0).is_none() =>
             {
                 Some(root.dir().to_path_buf())
             }

@@ -254,6 +254,9 @@ async fn build_one(
         settle_all(&runner, &mut results).await
     };
     let stages_result = run_stages.await;
+    // The layers deferred stages wrote are not asked for any more: their
+    // writers drop them unwritten.
+    ws.close_gates();
     // A base still being unpacked for a stage that never ran (the build
     // failed first) writes into the workspace: done before it is removed.
     runner.prefetches.finish().await;
@@ -531,12 +534,17 @@ fn finish_config(image: &mut image::ImageState, options: &BuildOptions) {
     image.config.created = Some(stage::timestamp(options.reproducible));
 }
 
-/// Settles every finished stage's pending last layer, in stage order.
+/// Settles every finished stage's pending last layer, in stage order,
+/// except in stages that defer their layers: no one asks for those.
 async fn settle_all(
     runner: &StageRunner<'_>,
     results: &mut HashMap<usize, StageResult>,
 ) -> Result<(), BuildError> {
-    let mut stages: Vec<usize> = results.keys().copied().collect();
+    let mut stages: Vec<usize> = results
+        .keys()
+        .copied()
+        .filter(|&i| !runner.defers_layers(i))
+        .collect();
     stages.sort_unstable();
     for index in stages {
         if let Some(result) = results.get_mut(&index) {

@@ -14,9 +14,10 @@
 
 use super::error::{BuildError, StepError};
 use super::metadata::{self, HISTORY_COMMENT};
-use super::pending::{LayerWrite, LayerWriteError, PendingLayer};
+use super::pending::{GateSignal, LayerGate, LayerWrite, LayerWriteError, PendingLayer};
 use super::signal::{SetOnDrop, Signal};
 use super::stage::{StageRun, StageRunner};
+use super::workspace::TreesInUse;
 use crate::cache::Upstream;
 use crate::options::{Isolation, SecretSource};
 use crate::progress::ProgressEvent;
@@ -192,7 +193,9 @@ impl StageRunner<'_> {
         let step = run.step_id(instruction);
         // Earlier RUN layers may still be read from, or their shadow trees
         // removed: a step that changes the root in place must wait for them.
-        let busy = self.workspace.busy_trees();
+        let busy = self.workspace.trees_in_use();
+        let defer = self.defers_layers(run.stage.0);
+        let line = instruction.line();
         let log_line = move |line: &str| {
             progress.event(&ProgressEvent::RunOutput {
                 step: step.clone(),
@@ -210,7 +213,7 @@ impl StageRunner<'_> {
                 &dir,
                 spec_parts,
                 &log_line,
-                (&layers_dir, &opts),
+                (&layers_dir, &opts, defer.then_some(line)),
                 &busy,
             )
         });
@@ -225,8 +228,11 @@ impl StageRunner<'_> {
         })?;
         let (status, tail, layer, after) = result.map_err(|e| self.step_error(instruction, e))?;
         // The previous RUN's layer was written while this one ran; it goes
-        // into the image before this step's.
-        self.settle(run).await?;
+        // into the image before this step's. Deferred layers wait on (see
+        // `engine::pending`) unless the root must be built from the image.
+        if !defer || after == RootAfter::Broken {
+            self.settle(run).await?;
+        }
         if !status.success() {
             return Err(BuildError::Run {
                 file: self.dockerfile_name.to_string(),
@@ -248,16 +254,24 @@ impl StageRunner<'_> {
                 self.store(run, instruction, None, history);
                 run.image.push_empty(history_entry);
             }
-            StepLayer::Writing(LayerWrite { result, done }) => {
+            StepLayer::Writing(LayerWrite { result, done, gate }) => {
                 // The root already holds the changes (`after` is HoldsLayer).
                 self.workspace.track_busy(done);
-                run.pending = Some(PendingLayer {
+                if let Some(gate) = &gate {
+                    self.workspace.track_gate(gate.0.clone());
+                }
+                let before = run.pending.len();
+                run.pending.push(PendingLayer {
                     result,
+                    gate,
                     instruction: instruction.clone(),
                     key: run.key.clone(),
                     created: created.to_string(),
                     created_by: history,
-                    at: (run.image.layers.len(), run.image.config.history.len()),
+                    at: (
+                        run.image.layers.len() + before,
+                        run.image.config.history.len() + before,
+                    ),
                 });
             }
             StepLayer::Written(blob) => {
@@ -715,8 +729,8 @@ fn execute(
     dir: &Path,
     (argv, env, cwd, user, files, network, mounts): SpecParts,
     log_line: &dyn Fn(&str),
-    (layers_dir, opts): (&Path, &kiln_layer::LayerOptions),
-    busy: &[Arc<Signal<()>>],
+    (layers_dir, opts, defer): (&Path, &kiln_layer::LayerOptions, Option<usize>),
+    busy: &TreesInUse,
 ) -> Result<Executed, StepError> {
     let use_namespace = match isolation {
         Isolation::Namespace => true,
@@ -740,9 +754,7 @@ fn execute(
             // Under chroot the step changes the root in place, where an
             // earlier RUN's layer writer may still be reading shared files
             // or unlinking their shadow names.
-            for done in busy {
-                done.wait();
-            }
+            busy.wait();
             if network == Network::None {
                 // A chroot has no network namespace of its own to leave
                 // empty; say so rather than let the step believe it is cut off.
@@ -817,7 +829,9 @@ fn execute(
             let layered = started.elapsed();
             let after = absorb(&outcome.changes, root);
             let layer = if after == RootAfter::HoldsLayer {
-                StepLayer::Writing(write_in_background(detached, shadow, layers_dir, opts)?)
+                StepLayer::Writing(write_in_background(
+                    detached, shadow, layers_dir, opts, defer,
+                )?)
             } else {
                 // The root is to be rebuilt from the image's layers: this
                 // one must be in the list before that.
@@ -870,21 +884,32 @@ fn write_now(
 }
 
 /// Starts writing the layer of `changes` (a shadow tree at `shadow`, removed
-/// once the layer is handed over) on its own thread.
+/// once the layer is handed over) on its own thread; when deferred (`defer`
+/// names the step's line), the thread waits for its gate first and drops
+/// the changes unwritten when the gate closes.
 fn write_in_background(
     changes: kiln_sandbox::Changes,
     shadow: PathBuf,
     layers_dir: &Path,
     opts: &kiln_layer::LayerOptions,
+    defer: Option<usize>,
 ) -> Result<LayerWrite, StepError> {
     let (tx, result) = tokio::sync::oneshot::channel();
     let done = std::sync::Arc::new(Signal::default());
+    let gate = defer.map(|_| Arc::new(GateSignal::default()));
     let (written, layers_dir, opts) = (done.clone(), layers_dir.to_path_buf(), opts.clone());
+    let wait = gate.clone();
     std::thread::Builder::new()
         .name("run-layer".into())
         .spawn(move || {
             // Set however the thread ends: the workspace waits for it.
             let _done = SetOnDrop(written);
+            if wait.is_some_and(|gate| !gate.wait()) {
+                let line = defer.unwrap_or_default();
+                tracing::debug!("step {line}: layer not written: no one asked for it");
+                super::workspace::remove_bulk(vec![shadow]);
+                return;
+            }
             let blob = write_now(&changes, &layers_dir, &opts);
             // The build goes on with the layer while its shadow is removed
             // (on several threads: a big step's shadow has 100,000s of names).
@@ -892,7 +917,11 @@ fn write_in_background(
             super::workspace::remove_bulk(vec![shadow]);
         })
         .map_err(|e| StepError::io("starting the layer writer", e))?;
-    Ok(LayerWrite { result, done })
+    Ok(LayerWrite {
+        result,
+        done,
+        gate: gate.map(LayerGate),
+    })
 }
 
 /// The argv of a RUN, and for a heredoc script with a shebang, the file to

@@ -28,6 +28,17 @@ impl<T: Clone> Signal<T> {
         self.set.notify_all();
     }
 
+    /// Sets the value unless it was set before; true when this call set it.
+    pub(crate) fn set_if_unset(&self, value: T) -> bool {
+        let mut held = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_some() {
+            return false;
+        }
+        *held = Some(value);
+        self.set.notify_all();
+        true
+    }
+
     /// The value, once set.
     pub(crate) fn get(&self) -> Option<T> {
         self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()

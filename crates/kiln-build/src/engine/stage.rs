@@ -38,12 +38,13 @@ pub(crate) struct StageResult {
     /// The cache key of the stage's last step: what `COPY --from` and
     /// `FROM <stage>` chain from.
     pub key: CacheKey,
-    /// The last RUN's layer, still being written: in neither `image` nor
+    /// The last RUN's layer, still being written (or, in a stage that
+    /// defers its layers, every RUN's, in order): in neither `image` nor
     /// the root's applied list until [`StageRunner::settle_result`]
     /// records it. `rootfs` already holds its changes, so `COPY --from`
     /// and RUN mounts read the stage before its layer is written; `FROM
     /// <stage>` and the outputs need it settled.
-    pub pending: Option<super::pending::PendingLayer>,
+    pub pending: Vec<super::pending::PendingLayer>,
 }
 
 /// Everything stages share during one build.
@@ -96,8 +97,9 @@ pub(crate) struct StageRun<'r> {
     pub stage: (usize, String, usize),
     /// Whether the step being run came from the cache.
     pub step_cached: bool,
-    /// The last RUN's layer, still being written.
-    pub pending: Option<super::pending::PendingLayer>,
+    /// The last RUN's layer, still being written; in a stage that defers
+    /// its layers, every RUN's since the stage began, in order.
+    pub pending: Vec<super::pending::PendingLayer>,
     /// Layers recorded late (see [`super::pending`]), so far.
     pub settled: usize,
     /// The stage's base root, being unpacked ahead, until the stage first
@@ -189,7 +191,7 @@ impl StageRunner<'_> {
             cached: 0,
             stage: (index, stage.display_name(), stage.instructions.len()),
             step_cached: false,
-            pending: None,
+            pending: Vec::new(),
             settled: 0,
             prefetch,
         };
@@ -978,6 +980,14 @@ impl StageRunner<'_> {
     }
 }
 
+/// Lets every deferred writer among `pending` start at once, so that
+/// they compress side by side rather than each after the one before.
+fn open_all(pending: &[super::pending::PendingLayer]) {
+    for gate in pending.iter().filter_map(|p| p.gate.as_ref()) {
+        gate.open();
+    }
+}
+
 fn base_text(base: &Base) -> String {
     match base {
         Base::Scratch => "scratch".into(),
@@ -1042,15 +1052,15 @@ impl StageRunner<'_> {
     /// image and the root's applied list at the step's position, in the
     /// cache, and as an upload to the destinations.
     pub(crate) async fn settle(&self, run: &mut StageRun<'_>) -> Result<(), BuildError> {
-        let Some(pending) = run.pending.take() else {
-            return Ok(());
-        };
-        let layer = self
-            .record_pending(pending, &mut run.image, run.rootfs.as_mut())
-            .await?;
-        run.settled += 1;
-        if let (Some(early), true) = (self.early, run.stage.0 == self.dockerfile.plan.target) {
-            early.start(&layer);
+        open_all(&run.pending);
+        for pending in std::mem::take(&mut run.pending) {
+            let layer = self
+                .record_pending(pending, &mut run.image, run.rootfs.as_mut())
+                .await?;
+            run.settled += 1;
+            if let (Some(early), true) = (self.early, run.stage.0 == self.dockerfile.plan.target) {
+                early.start(&layer);
+            }
         }
         Ok(())
     }
@@ -1058,12 +1068,27 @@ impl StageRunner<'_> {
     /// [`StageRunner::settle`] for a finished stage whose last RUN's layer
     /// was left pending: records it in the stage's image and root.
     pub(crate) async fn settle_result(&self, result: &mut StageResult) -> Result<(), BuildError> {
-        let Some(pending) = result.pending.take() else {
-            return Ok(());
-        };
-        self.record_pending(pending, &mut result.image, result.rootfs.as_mut())
-            .await?;
+        open_all(&result.pending);
+        for pending in std::mem::take(&mut result.pending) {
+            self.record_pending(pending, &mut result.image, result.rootfs.as_mut())
+                .await?;
+        }
         Ok(())
+    }
+
+    /// True when no one may ask for `stage`'s layers, so that its RUNs
+    /// defer writing them (see `engine::pending`): no layer cache to fill,
+    /// not the target, and no stage built `FROM` it. Later stages may
+    /// still copy from or mount its root.
+    pub(crate) fn defers_layers(&self, stage: usize) -> bool {
+        let plan = &self.dockerfile.plan;
+        self.cache.is_none()
+            && stage != plan.target
+            && !self
+                .dockerfile
+                .stages
+                .iter()
+                .any(|s| s.base == Base::Stage(stage))
     }
 
     /// Waits for `pending`'s layer and records it in `image` (and in

@@ -13,6 +13,7 @@
 //! build died ([`super::leftovers`]).
 
 use super::leftovers;
+use super::pending::GateSignal;
 use super::signal::{SetOnDrop, Signal};
 use std::fs;
 use std::io;
@@ -73,6 +74,8 @@ pub struct Workspace {
     root: PathBuf,
     keep: bool,
     busy: BusyTrees,
+    /// Deferred RUN layer writers not yet told to write or to discard.
+    gates: Gates,
     /// Where the directory is registered while the build runs.
     registry: Workspaces,
     /// Numbers the RUN steps' private directories and mounts.
@@ -90,6 +93,47 @@ impl std::fmt::Debug for BusyTrees {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.0.lock().unwrap_or_else(|e| e.into_inner()).len();
         write!(f, "BusyTrees({n})")
+    }
+}
+
+/// The trees other threads use, as a step that changes a root in place
+/// found them when it began. Deferred layer writers are let start first:
+/// one still to start would read, through the hard links its shadow
+/// shares with the root, what the step changed.
+pub(crate) struct TreesInUse {
+    gates: Vec<Arc<GateSignal>>,
+    busy: Vec<Arc<Signal<()>>>,
+}
+
+impl TreesInUse {
+    /// Blocks until no other thread reads or removes those trees.
+    pub(crate) fn wait(&self) {
+        for gate in &self.gates {
+            gate.set_if_unset(true);
+        }
+        for done in &self.busy {
+            done.wait();
+        }
+    }
+}
+
+/// The gates of deferred RUN layer writers (see `engine::pending`).
+#[derive(Default)]
+struct Gates(Mutex<Vec<Arc<GateSignal>>>);
+
+impl Gates {
+    /// The gates still undecided, forgetting the others.
+    fn undecided(&self) -> Vec<Arc<GateSignal>> {
+        let mut gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates.retain(|g| g.get().is_none());
+        gates.clone()
+    }
+}
+
+impl std::fmt::Debug for Gates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().unwrap_or_else(|e| e.into_inner()).len();
+        write!(f, "Gates({n})")
     }
 }
 
@@ -134,6 +178,7 @@ impl Workspace {
             root,
             keep: false,
             busy: BusyTrees::default(),
+            gates: Gates::default(),
             registry: registry.clone(),
             runs: AtomicUsize::new(0),
             _lock: lock,
@@ -146,6 +191,32 @@ impl Workspace {
         let mut busy = self.busy.0.lock().unwrap_or_else(|e| e.into_inner());
         busy.retain(|d| d.get().is_none());
         busy.push(done);
+    }
+
+    /// Notes a deferred layer writer's gate; its tree is tracked as busy
+    /// too ([`Workspace::track_busy`]), from the start.
+    pub(crate) fn track_gate(&self, gate: Arc<GateSignal>) {
+        let mut gates = self.gates.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates.retain(|g| g.get().is_none());
+        gates.push(gate);
+    }
+
+    /// What a step that changes a root in place must wait for (see
+    /// [`TreesInUse`]).
+    pub(crate) fn trees_in_use(&self) -> TreesInUse {
+        TreesInUse {
+            gates: self.gates.undecided(),
+            busy: self.busy_trees(),
+        }
+    }
+
+    /// Tells every deferred layer writer still waiting that no one will
+    /// ask for its layer: once the stages are done, and before waiting
+    /// for the busy trees (an undecided writer never ends).
+    pub(crate) fn close_gates(&self) {
+        for gate in self.gates.undecided() {
+            gate.set_if_unset(false);
+        }
     }
 
     /// What marks the end of each tree still in use: a step that changes a
@@ -183,6 +254,7 @@ impl Workspace {
     /// Blocks until no thread uses a tree in the workspace any more: before
     /// the workspace's directories are removed.
     pub fn wait_until_idle(&self) {
+        self.close_gates();
         for done in self.busy_trees() {
             done.wait();
         }
@@ -614,6 +686,42 @@ mod tests {
             !root.exists(),
             "the late file was written after the removal"
         );
+    }
+
+    /// A deferred writer: waits at its gate, reports what it was told.
+    fn deferred_writer(ws: &Workspace) -> (Arc<GateSignal>, std::thread::JoinHandle<bool>) {
+        let (done, gate) = (Arc::new(Signal::default()), Arc::new(GateSignal::default()));
+        ws.track_busy(done.clone());
+        ws.track_gate(gate.clone());
+        let wait = gate.clone();
+        let writer = std::thread::spawn(move || {
+            let _done = SetOnDrop(done);
+            wait.wait()
+        });
+        (gate, writer)
+    }
+
+    #[test]
+    fn a_deferred_writer_no_one_let_go_is_told_to_drop_its_layer_when_the_workspace_goes() {
+        let parent = tempfile::tempdir().unwrap();
+        let ws = Workspace::create(parent.path(), &Workspaces::default()).unwrap();
+        let (_gate, writer) = deferred_writer(&ws);
+        // Waiting for the busy trees would never end without this.
+        drop(ws);
+        assert!(!writer.join().unwrap(), "told to drop");
+    }
+
+    #[test]
+    fn a_step_that_changes_a_root_in_place_lets_deferred_writers_go_and_waits_for_them() {
+        let parent = tempfile::tempdir().unwrap();
+        let ws = Workspace::create(parent.path(), &Workspaces::default()).unwrap();
+        let (gate, writer) = deferred_writer(&ws);
+        ws.trees_in_use().wait();
+        assert_eq!(gate.get(), Some(true));
+        assert!(writer.join().unwrap());
+        // Decided once: closing afterwards changes nothing.
+        ws.close_gates();
+        assert_eq!(gate.get(), Some(true));
     }
 
     #[test]

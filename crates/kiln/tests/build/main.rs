@@ -10,6 +10,7 @@ mod build_common;
 mod add_git;
 mod attest;
 mod buildkit_conformance;
+mod deferred_layers;
 mod emulation;
 mod equivalence;
 mod errors;

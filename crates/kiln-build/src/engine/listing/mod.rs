@@ -245,7 +245,7 @@ impl Listings {
         digest: Option<&Digest>,
         read: fn(&std::path::Path) -> Result<T, serde_json::Error>,
     ) -> Option<T> {
-        let hit = cache.lookup(key).await.ok()??;
+        let hit = cache.lookup_to_download(key).await.ok()??;
         let layer = hit.layer?;
         if digest.is_some_and(|d| *d != layer.descriptor.digest) {
             tracing::warn!("cached listing piece {key} is not the piece asked for; ignoring it");
