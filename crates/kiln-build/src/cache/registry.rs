@@ -116,15 +116,14 @@ impl RegistryCache {
     }
 }
 
-#[async_trait::async_trait]
-impl StepStore for RegistryCache {
-    /// Looks up `key` with one manifest request and one blob `HEAD`.
-    /// Missing, expired, malformed entries and entries whose layer blob is
-    /// gone are `Ok(None)` (the last two with a warning).
-    ///
-    /// # Errors
-    /// Registry errors other than "not found" (network, auth).
-    async fn lookup(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
+impl RegistryCache {
+    /// [`StepStore::lookup`], asking whether the layer blob is there (and
+    /// of the size the entry says) only when `check_blob`.
+    async fn find(
+        &self,
+        key: &CacheKey,
+        check_blob: bool,
+    ) -> Result<Option<CachedStep>, CacheError> {
         let name = self.repo.name();
         let repo = self.repository();
         let tag = key.to_string();
@@ -150,7 +149,12 @@ impl StepStore for RegistryCache {
         let layer = match entry.layer {
             None => None,
             Some((descriptor, diff_id)) => {
-                match repo.blob_exists(&descriptor.digest).await {
+                let found = if check_blob {
+                    repo.blob_exists(&descriptor.digest).await
+                } else {
+                    Ok(Some(descriptor.size))
+                };
+                match found {
                     // A hit is never downloaded, so nothing else would catch
                     // an entry naming some other blob of the repository: its
                     // bytes would become the image's layer. The size the
@@ -194,6 +198,24 @@ impl StepStore for RegistryCache {
             created_by: entry.created_by,
             created: entry.created,
         }))
+    }
+}
+
+#[async_trait::async_trait]
+impl StepStore for RegistryCache {
+    /// Looks up `key` with one manifest request and one blob `HEAD`.
+    /// Missing, expired, malformed entries and entries whose layer blob is
+    /// gone are `Ok(None)` (the last two with a warning).
+    ///
+    /// # Errors
+    /// Registry errors other than "not found" (network, auth).
+    async fn lookup(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
+        self.find(key, true).await
+    }
+
+    /// One manifest request: the layer is checked by its download.
+    async fn lookup_to_download(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
+        self.find(key, false).await
     }
 
     /// Stores the result of the step with `key`: the layer blob (uploaded

@@ -32,6 +32,18 @@ pub trait StepStore: Send + Sync {
     /// Registry or file errors other than "not found".
     async fn lookup(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError>;
 
+    /// [`StepStore::lookup`] for an entry whose layer the caller downloads
+    /// at once (a layer listing or a piece of one): the download checks the
+    /// blob against its digest, so a backend may skip asking whether the
+    /// blob is there (a registry saves a `HEAD` per listing). A blob gone
+    /// since fails the download instead.
+    ///
+    /// # Errors
+    /// As [`StepStore::lookup`].
+    async fn lookup_to_download(&self, key: &CacheKey) -> Result<Option<CachedStep>, CacheError> {
+        self.lookup(key).await
+    }
+
     /// Stores the result of the step with `key`: its layer first, then the
     /// entry naming it. Does nothing when pushing to the cache is off.
     ///

@@ -32,6 +32,8 @@ struct Built {
     text: String,
     /// Digests of the blobs the build downloaded (GET through the proxy).
     downloaded: BTreeSet<String>,
+    /// Digests of the blobs the build asked about (HEAD through the proxy).
+    asked: BTreeSet<String>,
 }
 
 impl Fixture {
@@ -81,18 +83,21 @@ impl Fixture {
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "kiln failed:\n{text}");
-        let downloaded = self.proxy.log()[seen..]
-            .iter()
-            .filter_map(|line| {
-                let path = line.strip_prefix("GET ")?.split(' ').next()?;
-                let (_, digest) = path.split_once("/blobs/")?;
-                Some(digest.to_string())
-            })
-            .collect();
+        let log = self.proxy.log()[seen..].to_vec();
+        let blobs = |method: &str| -> BTreeSet<String> {
+            log.iter()
+                .filter_map(|line| {
+                    let path = line.strip_prefix(method)?.split(' ').next()?;
+                    let (_, digest) = path.split_once("/blobs/")?;
+                    Some(digest.to_string())
+                })
+                .collect()
+        };
         Built {
             cached: cached_lines(&text),
             text,
-            downloaded,
+            downloaded: blobs("GET "),
+            asked: blobs("HEAD "),
         }
     }
 
@@ -269,6 +274,10 @@ fn a_copy_reads_only_the_listing_pieces_its_paths_fall_in() {
         "pieces read: {read:?} of {of_three:?}\n{}",
         warm.text
     );
+    // A listing or piece is looked up with its entry's manifest alone: its
+    // download checks the blob, so no HEAD asks first.
+    let asked_then_read: Vec<&String> = warm.downloaded.intersection(&warm.asked).collect();
+    assert!(asked_then_read.is_empty(), "{asked_then_read:?}");
     let layers = f.layer_blobs();
     let pulled: Vec<&String> = warm.downloaded.intersection(&layers).collect();
     assert!(pulled.is_empty(), "layers downloaded: {pulled:?}");
