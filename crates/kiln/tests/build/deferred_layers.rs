@@ -123,13 +123,7 @@ fn a_stage_built_from_the_builder_or_the_builder_as_target_gets_every_layer_in_o
     assert!(!log.contains("layer not written"), "{log}");
     let (manifest, config) = pushed_manifest_and_config(&reg, "deferred:target");
     let layers = manifest["layers"].as_array().unwrap().len();
-    let history: Vec<String> = config["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["empty_layer"].as_bool() != Some(true))
-        .map(|h| h["created_by"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let history = build_common::layer_history(&config);
     let base_layers = layers - 3;
     let ours: Vec<&str> = history[base_layers..].iter().map(|s| &s[..4]).collect();
     assert_eq!(ours, ["RUN ", "COPY", "RUN "], "{history:#?}");

@@ -235,6 +235,17 @@ pub fn show(label_a: &str, a: &Value, label_b: &str, b: &Value) -> String {
     )
 }
 
+/// The `created_by` of each history entry of `config` that made a layer.
+pub fn layer_history(config: &Value) -> Vec<String> {
+    config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"].as_bool() != Some(true))
+        .map(|h| h["created_by"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// The manifest and config of `name` on `reg` exactly as pushed: copied with
 /// skopeo to a `dir:` (which converts nothing, unlike an OCI layout copy
 /// that would turn a Docker config into an OCI one and drop Docker-only

@@ -182,14 +182,7 @@ fn layers_and_history(reg: &Registry, name: &str) -> (Vec<LayerFiles>, Vec<Strin
                 .collect()
         })
         .collect();
-    let history = config["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["empty_layer"].as_bool() != Some(true))
-        .map(|h| h["created_by"].as_str().unwrap_or_default().to_string())
-        .collect();
-    (layers, history)
+    (layers, build_common::layer_history(&config))
 }
 
 /// A RUN's layer is written while the steps after it run (from a shadow of
