@@ -13,11 +13,15 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// Bytes the producer reads before handing a buffer over.
 const PIECE: usize = 1 << 20;
-/// Buffers in flight: enough for the producer to stay ahead while the
-/// consumer works through a run of small files (4 left both threads
-/// waiting on each other: the Debian base unpacked in 0.52 s, with 16 in
-/// 0.46 s), little enough to bound memory (16 MiB per unpack).
-const DEPTH: usize = 16;
+/// Buffers in flight before the consumer that writes files: enough for
+/// the producer to stay ahead while the consumer works through a run of
+/// small files (4 left both threads waiting on each other: the Debian
+/// base unpacked in 0.52 s, with 16 in 0.46 s), little enough to bound
+/// memory (16 MiB per unpack).
+pub(crate) const DEPTH: usize = 16;
+/// Buffers in flight between two producer stages that both run at an even
+/// pace (inflating, then hashing): a few are enough.
+pub(crate) const STAGE_DEPTH: usize = 8;
 
 /// A reader whose source is read on another thread.
 pub(crate) struct ReadAhead {
@@ -31,9 +35,10 @@ pub(crate) struct ReadAhead {
 impl ReadAhead {
     /// Starts reading `source` on a new thread. Dropping the `ReadAhead`
     /// stops the thread after its current read.
-    pub(crate) fn spawn(mut source: Box<dyn Read + Send>) -> io::Result<ReadAhead> {
-        let (full_tx, full) = sync_channel::<io::Result<Vec<u8>>>(DEPTH);
-        let (empty, empty_rx) = sync_channel::<Vec<u8>>(DEPTH + 1);
+    /// Up to `depth` buffers of [`PIECE`] bytes are read ahead.
+    pub(crate) fn spawn(mut source: Box<dyn Read + Send>, depth: usize) -> io::Result<ReadAhead> {
+        let (full_tx, full) = sync_channel::<io::Result<Vec<u8>>>(depth);
+        let (empty, empty_rx) = sync_channel::<Vec<u8>>(depth + 1);
         std::thread::Builder::new()
             .name("layer-read-ahead".into())
             .spawn(move || loop {
@@ -111,7 +116,7 @@ mod tests {
     #[test]
     fn hands_over_every_byte_in_order() {
         let data: Vec<u8> = (0..(3 * PIECE + 12_345)).map(|i| (i % 253) as u8).collect();
-        let mut ahead = ReadAhead::spawn(Box::new(io::Cursor::new(data.clone()))).unwrap();
+        let mut ahead = ReadAhead::spawn(Box::new(io::Cursor::new(data.clone())), DEPTH).unwrap();
         let mut got = Vec::new();
         // Odd-sized reads cross the piece boundaries.
         let mut buf = vec![0u8; 7777];
@@ -146,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_source_error_reaches_the_reader_after_the_bytes_before_it() {
-        let mut ahead = ReadAhead::spawn(Box::new(Failing(PIECE + 10))).unwrap();
+        let mut ahead = ReadAhead::spawn(Box::new(Failing(PIECE + 10)), DEPTH).unwrap();
         let mut got = Vec::new();
         let err = ahead.read_to_end(&mut got).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
@@ -185,7 +190,7 @@ mod tests {
             read: read.clone(),
             dropped,
         };
-        let mut ahead = ReadAhead::spawn(Box::new(source)).unwrap();
+        let mut ahead = ReadAhead::spawn(Box::new(source), DEPTH).unwrap();
         let mut buf = [0u8; 10];
         ahead.read_exact(&mut buf).unwrap();
         drop(ahead);

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::inflate::GzipDecoder;
-use crate::read_ahead::ReadAhead;
+use crate::read_ahead::{self, ReadAhead};
 use crate::tap::TapSink;
 use kiln_image_spec::media::Compression;
 use kiln_image_spec::Digest;
@@ -48,9 +48,9 @@ pub struct LayerReader<'a> {
 enum StreamHash {
     /// Here, as the caller reads.
     Here(Sha256),
-    /// On the read-ahead thread, beside decompression: the caller's thread
-    /// is the one writing files, the busier of the two. The digest is left
-    /// here once the stream has ended.
+    /// On a thread of its own, between decompression and the caller's
+    /// reads: the caller's thread is the one writing files, the busiest.
+    /// The digest is left here once the stream has ended.
     Ahead(Arc<OnceLock<Digest>>),
 }
 
@@ -182,8 +182,8 @@ impl Read for LayerReader<'_> {
 }
 
 /// Opens a blob file; see [`LayerReader::new`]. The label is the file path.
-/// Decompression and the diff_id's hash run on their own thread, ahead of
-/// the caller's reads.
+/// Decompression and the diff_id's hash run on two threads of their own,
+/// ahead of the caller's reads.
 pub fn open_blob(path: &Path, compression: Option<Compression>) -> Result<LayerReader<'static>> {
     let file = File::open(path).map_err(|source| Error::Io {
         action: "open layer blob",
@@ -205,19 +205,33 @@ pub fn open_stream(
         compression,
         label.clone(),
     )?;
+    // Three threads in a row, each handing the next buffers of 1 MiB:
+    // inflating, hashing the inflated stream, and the caller's (parsing
+    // the tar, writing files). On one thread with inflate, the hash made
+    // that thread the slowest of the two (the Debian base: inflate about
+    // 0.2 s, sha256 0.13 s, writing its files 0.3 s); on its own, each
+    // stage keeps pace with the one that writes.
+    let thread_error = |action| {
+        let path = label.clone().into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let compressed = std::mem::replace(&mut reader.inner, Box::new(io::empty()));
+    let inflated = ReadAhead::spawn(compressed, read_ahead::STAGE_DEPTH)
+        .map_err(thread_error("start the decompression thread for"))?;
     let digest = Arc::new(OnceLock::new());
     let hashed = HashedStream {
-        inner: std::mem::replace(&mut reader.inner, Box::new(io::empty())),
+        inner: Box::new(inflated),
         hasher: Some(Sha256::new()),
         out: digest.clone(),
     };
     reader.hash = StreamHash::Ahead(digest);
     reader.inner = Box::new(
-        ReadAhead::spawn(Box::new(hashed)).map_err(|source| Error::Io {
-            action: "start the decompression thread for",
-            path: label.into(),
-            source,
-        })?,
+        ReadAhead::spawn(Box::new(hashed), read_ahead::DEPTH)
+            .map_err(thread_error("start the hashing thread for"))?,
     );
     Ok(reader)
 }
