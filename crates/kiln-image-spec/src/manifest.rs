@@ -8,6 +8,8 @@
 use crate::digest::Digest;
 use crate::media;
 use crate::platform::Platform;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -60,6 +62,10 @@ pub struct Descriptor {
     /// Artifact type (OCI 1.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// The content itself, base64 (OCI 1.1 `data`): a reader that trusts
+    /// it after checking it against `digest` and `size` needs no download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
     /// Fields this crate does not model.
     #[serde(flatten)]
     pub extra: Extra,
@@ -76,6 +82,7 @@ impl Descriptor {
             annotations: BTreeMap::new(),
             platform: None,
             artifact_type: None,
+            data: None,
             extra: Extra::new(),
         }
     }
@@ -83,6 +90,29 @@ impl Descriptor {
     /// The descriptor of `bytes` with `media_type`.
     pub fn of_bytes(media_type: impl Into<String>, bytes: &[u8]) -> Descriptor {
         Descriptor::new(media_type, Digest::sha256_of(bytes), bytes.len() as u64)
+    }
+
+    /// This descriptor carrying `content` (which it must describe) as its
+    /// `data`.
+    pub fn with_data(mut self, content: &[u8]) -> Descriptor {
+        self.data = Some(BASE64.encode(content));
+        self
+    }
+
+    /// The embedded `data`, when there is some and it is the content the
+    /// descriptor names: base64 that decodes to `size` bytes whose sha256
+    /// is `digest` (the spec asks readers to check; anything else is
+    /// `None`, and the content is to be fetched as if none were embedded).
+    pub fn embedded_data(&self) -> Option<Vec<u8>> {
+        let data = self.data.as_deref()?;
+        // Decoded only when its length can match: a lying `data` field must
+        // not make the reader allocate more than the descriptor's size.
+        if data.len() as u64 > self.size.div_ceil(3) * 4 + 4 {
+            return None;
+        }
+        let bytes = BASE64.decode(data).ok()?;
+        (bytes.len() as u64 == self.size && Digest::sha256_of(&bytes) == self.digest)
+            .then_some(bytes)
     }
 }
 
@@ -283,6 +313,38 @@ mod tests {
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn embedded_data_is_given_only_when_it_is_the_content_described() {
+        let content = br#"{"entries":{"app":"dir"}}"#;
+        let d = Descriptor::of_bytes(media::OCI_CONFIG, content).with_data(content);
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["data"], "eyJlbnRyaWVzIjp7ImFwcCI6ImRpciJ9fQ==");
+        let back: Descriptor = serde_json::from_value(json).unwrap();
+        assert_eq!(back.embedded_data().as_deref(), Some(&content[..]));
+        // Other bytes of the same length, a wrong size, bad base64, none.
+        let other = Descriptor::of_bytes(media::OCI_CONFIG, content).with_data(&[b'x'; 25]);
+        assert_eq!(other.embedded_data(), None);
+        let mut short = d.clone();
+        short.size -= 1;
+        assert_eq!(short.embedded_data(), None);
+        let mut garbled = d.clone();
+        garbled.data = Some("not base64!".into());
+        assert_eq!(garbled.embedded_data(), None);
+        // Far longer than the size allows: refused before decoding.
+        let mut huge = d.clone();
+        huge.data = Some("A".repeat(1 << 20));
+        assert_eq!(huge.embedded_data(), None);
+        assert_eq!(
+            Descriptor::of_bytes(media::OCI_CONFIG, content).embedded_data(),
+            None
+        );
+        assert!(
+            !serde_json::to_string(&Descriptor::of_bytes(media::OCI_CONFIG, content))
+                .unwrap()
+                .contains("data")
+        );
+    }
 
     #[test]
     fn docker_manifest_round_trips_byte_stably() {

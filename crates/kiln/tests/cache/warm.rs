@@ -217,6 +217,40 @@ fn run_then_copy() {
     assert!(img.get("/bin/busybox").is_some());
 }
 
+/// A listing of a few hundred paths comes with its cache entry's manifest
+/// (as its layer's `data`): the warm rebuild's COPY learns what each layer
+/// below holds with one request per layer, and GETs no listing blob.
+#[test]
+fn small_listings_come_with_their_entries() {
+    let f = Fixture::new(&format!(
+        "FROM BASE
+{ADD_USER}
+         RUN mkdir -p /opt/deps && echo lib > /opt/deps/lib.txt
+         COPY --chown=svc src/ /app/
+"
+    ));
+    f.build();
+    let listings: BTreeSet<String> = cache_entries(&f.reg, "app/cache")
+        .into_iter()
+        .filter(|(by, _)| by.starts_with("listing of "))
+        .filter_map(|(_, layer)| layer)
+        .collect();
+    // The base's layer, the two RUN layers and the COPY's.
+    assert_eq!(listings.len(), 4, "{listings:?}");
+    f.write("src/main.sh", "echo changed\n");
+    let warm = f.build();
+    assert_eq!(warm.cached, BTreeSet::from([2, 3]), "{}", warm.text);
+    let read: Vec<&String> = warm.downloaded.intersection(&listings).collect();
+    assert!(
+        read.is_empty(),
+        "listing blobs downloaded: {read:?}\n{}",
+        warm.text
+    );
+    let img = Flattened::from_registry(&f.reg, "app:1").unwrap();
+    assert_eq!(img.get("/app/main.sh").unwrap().uid, 4321);
+    assert_eq!(img.text("/app/main.sh").as_deref(), Some("echo changed\n"));
+}
+
 /// `COPY --chown` of a user only a RUN layer's `/etc/passwd` knows, into a
 /// directory reached through a link a RUN made.
 #[test]

@@ -647,7 +647,8 @@ mod tests {
             for piece in written.pieces {
                 files.insert(piece.digest, piece.path);
             }
-            let contents = stored::read_contents(&written.contents.path).unwrap();
+            let contents =
+                stored::read_contents(&stored::Found::File(written.contents.path.clone())).unwrap();
             views.push((layer_ref(i), Arc::new(LayerView::stored(contents))));
         }
         (ImageIndex::new(views), files)
@@ -694,7 +695,10 @@ mod tests {
                 for m in missing {
                     let (_, view) = index.layer(m.layer);
                     let digest = view.piece(m.piece).digest.clone().unwrap();
-                    view.fill(m.piece, stored::read_piece(&files[&digest]).unwrap());
+                    view.fill(
+                        m.piece,
+                        stored::read_piece(&stored::Found::File(files[&digest].clone())).unwrap(),
+                    );
                     loaded += 1;
                 }
             }
@@ -718,9 +722,14 @@ mod tests {
         let layers = many_layers();
         let dir = tempfile::tempdir().unwrap();
         let written = stored::write(ToWrite::of(&layers[0]), dir.path(), 4).unwrap();
-        let view = LayerView::stored(stored::read_contents(&written.contents.path).unwrap());
+        let view = LayerView::stored(
+            stored::read_contents(&stored::Found::File(written.contents.path.clone())).unwrap(),
+        );
         assert!(!view.is_whole());
-        view.fill(1, stored::read_piece(&written.pieces[1].path).unwrap());
+        view.fill(
+            1,
+            stored::read_piece(&stored::Found::File(written.pieces[1].path.clone())).unwrap(),
+        );
         view.fill_from(layers[0].clone());
         assert!(view.is_whole());
         let index = ImageIndex::new(vec![(layer_ref(0), Arc::new(view))]);

@@ -243,7 +243,7 @@ impl Listings {
         cache: &LayerCache,
         key: &CacheKey,
         digest: Option<&Digest>,
-        read: fn(&std::path::Path) -> Result<T, serde_json::Error>,
+        read: fn(&stored::Found) -> Result<T, serde_json::Error>,
     ) -> Option<T> {
         let hit = cache.lookup_to_download(key).await.ok()??;
         let layer = hit.layer?;
@@ -251,8 +251,14 @@ impl Listings {
             tracing::warn!("cached listing piece {key} is not the piece asked for; ignoring it");
             return None;
         }
-        let path = self.blobs.metadata_path(&layer).await.ok()?;
-        let parsed = tokio::task::spawn_blocking(move || read(&path))
+        // A small listing came with its entry (checked against the entry's
+        // digest); a bigger one, or one whose embedded copy does not match,
+        // is downloaded.
+        let found = match layer.descriptor.embedded_data() {
+            Some(bytes) => stored::Found::Embedded(bytes),
+            None => stored::Found::File(self.blobs.metadata_path(&layer).await.ok()?),
+        };
+        let parsed = tokio::task::spawn_blocking(move || read(&found))
             .await
             .ok()?;
         match parsed {
@@ -409,10 +415,20 @@ async fn store_listing(
 }
 
 /// A written listing file as a layer to store (its own diff_id: it is not
-/// compressed).
+/// compressed), carrying its bytes when it is small enough for its entry's
+/// manifest to hold them.
 fn blob_ref(media_type: &str, file: stored::WrittenFile) -> LayerRef {
+    let mut descriptor = Descriptor::new(media_type, file.digest.clone(), file.size);
+    if file.size <= stored::EMBEDDED_MAX {
+        // At most 64 KiB, just written: in the page cache.
+        if let Ok(bytes) = std::fs::read(&file.path) {
+            if bytes.len() as u64 == file.size {
+                descriptor = descriptor.with_data(&bytes);
+            }
+        }
+    }
     LayerRef {
-        descriptor: Descriptor::new(media_type, file.digest.clone(), file.size),
+        descriptor,
         diff_id: file.digest,
         origin: LayerOrigin::Local(file.path),
     }

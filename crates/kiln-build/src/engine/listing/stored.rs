@@ -128,21 +128,39 @@ impl<'a> ToWrite<'a, std::collections::btree_map::Iter<'a, String, Kind>> {
     }
 }
 
+/// A stored listing file, as a lookup finds it: downloaded to a file, or
+/// carried by its cache entry (a small file, see [`EMBEDDED_MAX`]).
+pub(crate) enum Found {
+    File(PathBuf),
+    Embedded(Vec<u8>),
+}
+
+/// Largest listing file a cache entry carries in its manifest (as the layer
+/// descriptor's `data`), so that a lookup needs no second request for it: a
+/// layer of a few hundred paths, or a big layer's contents naming its
+/// pieces. Pieces and bigger contents are downloaded as blobs.
+pub(crate) const EMBEDDED_MAX: u64 = 64 * 1024;
+
 /// Reads a contents file.
-pub(crate) fn read_contents(path: &Path) -> Result<Contents, serde_json::Error> {
-    read_json(path)
+pub(crate) fn read_contents(found: &Found) -> Result<Contents, serde_json::Error> {
+    read_json(found)
 }
 
 /// Reads a piece file.
-pub(crate) fn read_piece(path: &Path) -> Result<BTreeMap<String, Kind>, serde_json::Error> {
-    read_json(path)
+pub(crate) fn read_piece(found: &Found) -> Result<BTreeMap<String, Kind>, serde_json::Error> {
+    read_json(found)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, serde_json::Error> {
-    // Parsed as it is read: holding the text beside the maps would double
-    // the memory a listing takes.
-    let file = std::fs::File::open(path).map_err(serde_json::Error::io)?;
-    serde_json::from_reader(std::io::BufReader::new(file))
+fn read_json<T: serde::de::DeserializeOwned>(found: &Found) -> Result<T, serde_json::Error> {
+    match found {
+        Found::Embedded(bytes) => serde_json::from_slice(bytes),
+        Found::File(path) => {
+            // Parsed as it is read: holding the text beside the maps would
+            // double the memory a listing takes.
+            let file = std::fs::File::open(path).map_err(serde_json::Error::io)?;
+            serde_json::from_reader(std::io::BufReader::new(file))
+        }
+    }
 }
 
 /// The contents as written: same fields as [`Contents`], borrowed.
@@ -204,20 +222,20 @@ mod tests {
         let small = listing(3);
         let written = write(ToWrite::of(&small), dir.path(), 4).unwrap();
         assert!(written.pieces.is_empty());
-        let c = read_contents(&written.contents.path).unwrap();
+        let c = read_contents(&Found::File(written.contents.path.clone())).unwrap();
         assert_eq!((c.entries, c.pieces.len()), (small.entries.clone(), 0));
         assert_eq!((c.whiteouts, c.opaque), (small.whiteouts, small.opaque));
         assert_eq!(c.texts, small.texts);
 
         let big = listing(10);
         let written = write(ToWrite::of(&big), dir.path(), 4).unwrap();
-        let c = read_contents(&written.contents.path).unwrap();
+        let c = read_contents(&Found::File(written.contents.path.clone())).unwrap();
         assert!(c.entries.is_empty());
         assert_eq!(c.pieces.len(), 3, "11 entries in pieces of 4");
         let mut all = BTreeMap::new();
         for (r, file) in c.pieces.iter().zip(&written.pieces) {
             assert_eq!(r.digest, file.digest);
-            let piece = read_piece(&file.path).unwrap();
+            let piece = read_piece(&Found::File(file.path.clone())).unwrap();
             assert_eq!(piece.keys().next(), Some(&r.first));
             assert!(piece.len() <= 4);
             assert!(all.keys().all(|k: &String| k < &r.first), "in order");
