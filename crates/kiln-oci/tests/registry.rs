@@ -319,6 +319,40 @@ async fn manifests_push_get_head_tags_and_pull() {
     assert_eq!(pulled.reference.digest(), Some(&digest));
 }
 
+/// A config embedded in its manifest (`data`) is used without a GET when
+/// it is the config the descriptor names, and fetched when it is not.
+#[tokio::test]
+async fn a_config_embedded_in_the_manifest_is_not_fetched_unless_it_lies() {
+    let reg = Registry::plain().unwrap();
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let client = RegistryClient::new(proxied_options(&proxy)).unwrap();
+    let r = Reference::parse(&format!("{}/kiln/embedded:v1", proxy.host())).unwrap();
+    let repo = client.repository(&r, Access::Push);
+    let (bytes, _, _) = push_image(&repo, "v1").await;
+    let plain = Manifest::from_slice(&bytes).unwrap();
+    let config = read_blob(&repo, &plain.config.digest, plain.config.size)
+        .await
+        .unwrap();
+    let config_get = format!("GET /v2/kiln/embedded/blobs/{}", plain.config.digest);
+    // Of the same length, so only the digest check can tell it apart.
+    let other = vec![b' '; config.len()];
+    for (tag, data, fetched) in [("honest", &config[..], 0), ("lying", &other[..], 1)] {
+        let mut manifest = plain.clone();
+        manifest.config = manifest.config.with_data(data);
+        repo.put_manifest(tag, Bytes::from(manifest.to_vec()), media::OCI_MANIFEST)
+            .await
+            .unwrap();
+        let seen = proxy.log().len();
+        let pulled = client
+            .pull_image(&r.with_tag(tag).unwrap(), &Platform::host())
+            .await
+            .unwrap();
+        assert_eq!(pulled.config_bytes, config, "{tag}");
+        assert_eq!(pulled.config.rootfs.diff_ids.len(), 1, "{tag}");
+        assert_eq!(count(&proxy.log()[seen..], &config_get), fetched, "{tag}");
+    }
+}
+
 #[tokio::test]
 async fn pull_resolves_a_multi_arch_index_made_by_another_tool() {
     let reg = Registry::plain().unwrap();

@@ -132,14 +132,20 @@ impl RegistryClient {
                 limit: format!("{CONFIG_SIZE_LIMIT} bytes"),
             });
         }
-        let config_bytes = repo
-            .get_blob_bytes(
-                &manifest.config.digest,
-                Some(manifest.config.size),
-                CONFIG_SIZE_LIMIT,
-            )
-            .await
-            .map_err(too_large("config"))?;
+        // A manifest may carry its config (OCI 1.1 `data`, as Debian's
+        // official images do): used when it is the config the descriptor
+        // names, saving a request per image; fetched otherwise.
+        let config_bytes = match manifest.config.embedded_data() {
+            Some(bytes) => Bytes::from(bytes),
+            None => repo
+                .get_blob_bytes(
+                    &manifest.config.digest,
+                    Some(manifest.config.size),
+                    CONFIG_SIZE_LIMIT,
+                )
+                .await
+                .map_err(too_large("config"))?,
+        };
         let config = ImageConfig::from_slice(&config_bytes).map_err(|e| doc_err("config", e))?;
         Ok(PulledImage {
             reference: reference.with_digest(fetched.digest.clone()),
