@@ -105,9 +105,10 @@ impl Descriptor {
     /// `None`, and the content is to be fetched as if none were embedded).
     pub fn embedded_data(&self) -> Option<Vec<u8>> {
         let data = self.data.as_deref()?;
-        // Decoded only when its length can match: a lying `data` field must
-        // not make the reader allocate more than the descriptor's size.
-        if data.len() as u64 > self.size.div_ceil(3) * 4 + 4 {
+        // Padded base64 of `size` bytes has exactly this length: anything
+        // else is not the content, and a lying field never makes the reader
+        // decode (or allocate) more than the descriptor's size.
+        if data.len() as u64 != self.size.div_ceil(3) * 4 {
             return None;
         }
         let bytes = BASE64.decode(data).ok()?;

@@ -19,8 +19,10 @@ const PIECE: usize = 1 << 20;
 /// base unpacked in 0.52 s, with 16 in 0.46 s), little enough to bound
 /// memory (16 MiB per unpack).
 pub(crate) const DEPTH: usize = 16;
-/// Buffers in flight between two producer stages that both run at an even
-/// pace (inflating, then hashing): a few are enough.
+/// Buffers in flight between two producer stages (inflating, then hashing):
+/// the Debian base, 8 alternating runs on a fresh ext4 each, unpacked in
+/// 0.404 s (median) with 8 and 0.416 s with 16; with 4 it was no faster
+/// than inflating and hashing on one thread (0.444 s against 0.450 s).
 pub(crate) const STAGE_DEPTH: usize = 8;
 
 /// A reader whose source is read on another thread.

@@ -418,17 +418,12 @@ async fn store_listing(
 /// compressed), carrying its bytes when it is small enough for its entry's
 /// manifest to hold them.
 fn blob_ref(media_type: &str, file: stored::WrittenFile) -> LayerRef {
-    let mut descriptor = Descriptor::new(media_type, file.digest.clone(), file.size);
-    if file.size <= stored::EMBEDDED_MAX {
-        // At most 64 KiB, just written: in the page cache.
-        if let Ok(bytes) = std::fs::read(&file.path) {
-            if bytes.len() as u64 == file.size {
-                descriptor = descriptor.with_data(&bytes);
-            }
-        }
-    }
+    let descriptor = Descriptor::new(media_type, file.digest.clone(), file.size);
     LayerRef {
-        descriptor,
+        descriptor: match &file.small {
+            Some(bytes) => descriptor.with_data(bytes),
+            None => descriptor,
+        },
         diff_id: file.digest,
         origin: LayerOrigin::Local(file.path),
     }

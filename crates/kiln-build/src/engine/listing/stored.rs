@@ -51,6 +51,9 @@ pub(crate) struct WrittenFile {
     pub path: PathBuf,
     pub digest: Digest,
     pub size: u64,
+    /// The file's bytes, kept as they were written when there are at most
+    /// [`EMBEDDED_MAX`]: what its cache entry carries.
+    pub small: Option<Vec<u8>>,
 }
 
 /// A listing written as stored: its contents file and its pieces' files.
@@ -186,17 +189,51 @@ impl Serialize for Map<'_, '_> {
     }
 }
 
-/// Writes `value` as JSON to a new file in `dir` named after its digest.
+/// Writes `value` as JSON to a new file in `dir` named after its digest,
+/// keeping its bytes when they are few.
 fn write_json(dir: &Path, value: &impl Serialize) -> std::io::Result<WrittenFile> {
     let temp = tempfile::NamedTempFile::new_in(dir)?;
     let file = temp.as_file().try_clone()?;
-    let mut out = DigestWriter::new(std::io::BufWriter::new(file));
+    let mut out = KeepSmall {
+        inner: DigestWriter::new(std::io::BufWriter::new(file)),
+        kept: Some(Vec::new()),
+    };
     serde_json::to_writer(&mut out, value)?;
-    let (mut file, digest, size) = out.finish();
+    let (mut file, digest, size) = out.inner.finish();
     file.flush()?;
     let path = dir.join(format!("listing-{}", digest.hex()));
     temp.persist(&path).map_err(|e| e.error)?;
-    Ok(WrittenFile { path, digest, size })
+    Ok(WrittenFile {
+        path,
+        digest,
+        size,
+        small: out.kept,
+    })
+}
+
+/// Passes bytes on, keeping a copy while they total at most
+/// [`EMBEDDED_MAX`] (none once they go past it).
+struct KeepSmall<W> {
+    inner: W,
+    kept: Option<Vec<u8>>,
+}
+
+impl<W: Write> Write for KeepSmall<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(kept) = &mut self.kept {
+            if (kept.len() + n) as u64 <= EMBEDDED_MAX {
+                kept.extend_from_slice(&buf[..n]);
+            } else {
+                self.kept = None;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +260,12 @@ mod tests {
         let written = write(ToWrite::of(&small), dir.path(), 4).unwrap();
         assert!(written.pieces.is_empty());
         let c = read_contents(&Found::File(written.contents.path.clone())).unwrap();
+        let kept = written
+            .contents
+            .small
+            .as_deref()
+            .expect("a small file is kept");
+        assert_eq!(kept, std::fs::read(&written.contents.path).unwrap());
         assert_eq!((c.entries, c.pieces.len()), (small.entries.clone(), 0));
         assert_eq!((c.whiteouts, c.opaque), (small.whiteouts, small.opaque));
         assert_eq!(c.texts, small.texts);
