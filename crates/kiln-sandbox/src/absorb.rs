@@ -10,7 +10,7 @@
 //! a write of every file, and a delete of the upper dir. (On disks where
 //! unlinking is slow, that delete alone cost more than the step.)
 
-use crate::changes::Changes;
+use crate::changes::{is_opaque, Changes};
 use crate::error::{Result, SandboxError};
 use std::collections::BTreeSet;
 use std::fs;
@@ -127,15 +127,6 @@ pub(crate) fn copy_dir_metadata(meta: &fs::Metadata, to: &Path) -> Result<()> {
     )
     .map_err(|e| SandboxError::io("setting times of", to)(e.into()))?;
     Ok(())
-}
-
-fn is_opaque(dir: &Path) -> bool {
-    ["user.overlay.opaque", "trusted.overlay.opaque"]
-        .iter()
-        .any(|name| {
-            let mut value = [0u8; 8];
-            rustix::fs::lgetxattr(dir, *name, &mut value[..]).is_ok_and(|n| &value[..n] == b"y")
-        })
 }
 
 fn strip_overlay_xattrs(path: &Path) {

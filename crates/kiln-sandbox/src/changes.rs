@@ -197,7 +197,7 @@ fn write_mapped_upper(
 
 /// Overlay marks a directory that hides the lower one's contents with
 /// `user.overlay.opaque` when mounted with `userxattr`.
-fn is_opaque(dir: &Path) -> bool {
+pub(crate) fn is_opaque(dir: &Path) -> bool {
     ["user.overlay.opaque", "trusted.overlay.opaque"]
         .iter()
         .any(|name| {

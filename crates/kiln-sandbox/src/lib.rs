@@ -59,6 +59,7 @@ mod prepare;
 mod resolve;
 mod snapshot;
 mod spec;
+mod stack;
 
 pub use changes::Changes;
 pub use client::{run, run_with_helper, terminate_running, ExitStatus, Outcome};
@@ -66,6 +67,7 @@ pub use error::{Result, SandboxError};
 pub use helper::helper_main;
 pub use snapshot::{Change, Snapshot};
 pub use spec::{BindFile, IdMap, IdRange, Isolation, MountSpec, Network, RootSpec, RunSpec, User};
+pub use stack::{find_in_stack, StackedPath};
 
 /// The first argument that turns the executable into the sandbox helper.
 pub const HELPER_ARG: &str = "__kiln-sandbox";

@@ -25,6 +25,7 @@ mod root_tap;
 pub mod rootfs;
 mod run_step;
 mod signal;
+mod stacked;
 mod stage;
 mod through_links;
 pub mod workspace;

@@ -2,7 +2,8 @@
 //! root, and a layer of exactly what it changed.
 //!
 //! Lower layers: the stage's flattened [`Rootfs`](super::rootfs::Rootfs)
-//! is the overlay's single lowerdir (namespace isolation) or is changed in
+//! is the overlay's bottom lowerdir (namespace isolation), under the upper
+//! dirs of earlier RUNs stacked on it (`engine::stacked`), or is changed in
 //! place (chroot isolation). Either way it is the directory COPY lookups and
 //! `COPY --from` already read, so one materialization serves every step;
 //! after a RUN the new layer is applied to it like any other layer.
@@ -16,6 +17,7 @@ use super::error::{BuildError, StepError};
 use super::metadata::{self, HISTORY_COMMENT};
 use super::pending::{GateSignal, LayerGate, LayerWrite, LayerWriteError, PendingLayer};
 use super::signal::{SetOnDrop, Signal};
+use super::stacked::StackedUpper;
 use super::stage::{StageRun, StageRunner};
 use super::workspace::TreesInUse;
 use crate::cache::Upstream;
@@ -26,7 +28,7 @@ use kiln_dockerfile::instructions::{
 };
 use kiln_layer::resolve::{ResolveError, ResolveOptions};
 use kiln_oci::History;
-use kiln_sandbox::{BindFile, MountSpec, Network, RootSpec, RunSpec, User};
+use kiln_sandbox::{BindFile, MountSpec, Network, RootSpec, RunSpec, StackedPath, User};
 use std::collections::VecDeque;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -80,7 +82,16 @@ impl StageRunner<'_> {
             platform.variant.as_deref(),
         )
         .map_err(|e| self.step_error(instruction, e))?;
-        let root = self.rootfs(run, instruction).await?.dir().to_path_buf();
+        // Under chroot the step changes the root itself: what is stacked on
+        // it goes in first. Else this step mounts it above the root.
+        let chroot = self.options.isolation == Isolation::Chroot || self.namespaces_refused.get();
+        let mut root = if chroot {
+            self.rootfs(run, instruction).await?
+        } else {
+            self.rootfs_under_stack(run, instruction).await?
+        }
+        .dir()
+        .to_path_buf();
         let dir = self
             .workspace
             .root()
@@ -111,8 +122,15 @@ impl StageRunner<'_> {
             .as_ref()
             .and_then(|c| c.user.clone())
             .unwrap_or_default();
-        let (user, home) =
-            resolve_user(&user_spec, &root).map_err(|e| self.step_error(instruction, e))?;
+        let resolved = match user_in_stack(&user_spec, &root, &run.stacked) {
+            Some(resolved) => resolved,
+            None => {
+                self.fold_stacked(run, instruction).await?;
+                root = self.rootfs(run, instruction).await?.dir().to_path_buf();
+                resolve_user(&user_spec, &root)
+            }
+        };
+        let (user, home) = resolved.map_err(|e| self.step_error(instruction, e))?;
         if !env.iter().any(|kv| kv.starts_with("PATH=")) {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
@@ -203,13 +221,18 @@ impl StageRunner<'_> {
                 line: line.to_string(),
             })
         };
+        let below = Below {
+            root,
+            stack: std::mem::take(&mut run.stacked),
+            stack_this: run.next_runs,
+        };
         let task = tokio::task::spawn_blocking(move || {
             // Held until the step ends: `sharing=locked` waits here for
             // every other build using the same cache id on this machine.
             let _held = claims.lock_all()?;
             execute(
                 isolation,
-                &root,
+                below,
                 &dir,
                 spec_parts,
                 &log_line,
@@ -226,7 +249,9 @@ impl StageRunner<'_> {
                 },
             )
         })?;
-        let (status, tail, layer, after) = result.map_err(|e| self.step_error(instruction, e))?;
+        let (status, tail, layer, after, stacked) =
+            result.map_err(|e| self.step_error(instruction, e))?;
+        run.stacked = stacked;
         // The previous RUN's layer was written while this one ran; it goes
         // into the image before this step's. Deferred layers wait on (see
         // `engine::pending`) unless the root must be built from the image.
@@ -682,13 +707,15 @@ fn resolve_source(root: &Path, source: &str, what: &str) -> Result<PathBuf, Step
 }
 
 /// What the blocking part of a RUN gives back: status, last output lines,
-/// the layer, and whether the root filesystem now holds the step's
-/// changes (else it must be rebuilt before reuse).
+/// the layer, whether the root filesystem (with the upper dirs stacked on
+/// it) now holds the step's changes (else it must be rebuilt before reuse),
+/// and what is stacked on it now.
 type Executed = (
     kiln_sandbox::ExitStatus,
     VecDeque<String>,
     StepLayer,
     RootAfter,
+    Vec<StackedUpper>,
 );
 
 /// A RUN's layer.
@@ -706,7 +733,8 @@ enum StepLayer {
 enum RootAfter {
     /// Unchanged: the step failed or changed nothing.
     Unchanged,
-    /// It holds the step's changes, exactly as applying its layer would.
+    /// It holds the step's changes, exactly as applying its layer would:
+    /// folded in, or stacked on it (see `engine::stacked`).
     HoldsLayer,
     /// Folding the changes in failed half way: the root must not be used.
     Broken,
@@ -721,17 +749,32 @@ type SpecParts = (
     Vec<MountSpec>,
 );
 
+/// What lies under a RUN: the stage's root, the upper dirs stacked on it
+/// (bottom first), and whether this step's changes may be stacked too
+/// (the next step is a RUN of a stage whose layers are written).
+struct Below {
+    root: PathBuf,
+    stack: Vec<StackedUpper>,
+    stack_this: bool,
+}
+
 /// Runs the sandbox (falling back to chroot when namespaces are refused in
 /// `auto` mode) and writes the layer.
 fn execute(
     (isolation, refused): (Isolation, NamespacesRefused),
-    root: &Path,
+    below: Below,
     dir: &Path,
     (argv, env, cwd, user, files, network, mounts): SpecParts,
     log_line: &dyn Fn(&str),
     (layers_dir, opts, defer): (&Path, &kiln_layer::LayerOptions, Option<usize>),
     busy: &TreesInUse,
 ) -> Result<Executed, StepError> {
+    let Below {
+        root,
+        stack,
+        stack_this,
+    } = below;
+    let root = root.as_path();
     let use_namespace = match isolation {
         Isolation::Namespace => true,
         Isolation::Chroot => false,
@@ -745,12 +788,20 @@ fn execute(
                 fs::create_dir_all(d).map_err(|e| StepError::io(d.display(), e))?;
             }
             RootSpec::Overlay {
-                lower: vec![root.to_path_buf()],
+                lower: super::stacked::lowers(&stack, root),
                 upper,
                 work,
                 merged,
             }
         } else {
+            if !stack.is_empty() {
+                // The caller folds the stack before a chroot step; only
+                // namespaces refused after earlier steps had them get here.
+                return Err(StepError::Message(
+                    "namespaces were refused after earlier RUN steps of this build used them"
+                        .into(),
+                ));
+            }
             // Under chroot the step changes the root in place, where an
             // earlier RUN's layer writer may still be reading shared files
             // or unlinking their shadow names.
@@ -803,38 +854,107 @@ fn execute(
     }?;
     let ran = started.elapsed();
     if !outcome.status.success() || outcome.changes.is_empty() {
-        return Ok((outcome.status, tail, StepLayer::None, RootAfter::Unchanged));
+        return Ok((
+            outcome.status,
+            tail,
+            StepLayer::None,
+            RootAfter::Unchanged,
+            stack,
+        ));
+    }
+    // The next RUN reads these changes stacked over the root, and the layer
+    // is written from the upper dir itself: no shadow to make or remove.
+    let stackable = stack_this
+        && defer.is_none()
+        && match &outcome.changes {
+            kiln_sandbox::Changes::Upper { upper, .. } => {
+                super::stacked::has_room(&stack, root, upper)
+            }
+            _ => false,
+        };
+    if stackable {
+        match outcome.changes.remove_sandbox_paths() {
+            Ok(()) => {
+                let changes = outcome.changes;
+                let write = write_in_background(changes.clone(), None, layers_dir, opts, None)?;
+                let mut stack = stack;
+                stack.push(StackedUpper {
+                    changes,
+                    written: write.done.clone(),
+                });
+                tracing::debug!(
+                    "RUN phases: command {:.2}s, changes stacked for the next RUN ({} deep)",
+                    ran.as_secs_f64(),
+                    stack.len()
+                );
+                return Ok((
+                    outcome.status,
+                    tail,
+                    StepLayer::Writing(write),
+                    RootAfter::HoldsLayer,
+                    stack,
+                ));
+            }
+            Err(e) => tracing::debug!("folding the step's changes in: {e}"),
+        }
     }
     // The layer is written from a detached shadow of the changes on its own
     // thread when that can be made, else here before the root takes them.
     // Either way the root takes them over (moved, not unpacked from the
-    // layer), so the next step starts without unpacking anything.
+    // layer), so the next step starts without unpacking anything; what was
+    // stacked goes in first.
     let shadow = dir.join("shadow");
     let detached = outcome.changes.detach(&shadow).unwrap_or_else(|e| {
         tracing::debug!("writing the layer before the next step: {e}");
         let _ = fs::remove_dir_all(&shadow);
         None
     });
+    let fold_in = |stack: Vec<StackedUpper>| match super::stacked::fold(stack, root) {
+        Ok(()) => absorb(&outcome.changes, root),
+        Err(e) => {
+            tracing::warn!(
+                "folding earlier steps' changes into the root failed ({e}); it will be rebuilt"
+            );
+            RootAfter::Broken
+        }
+    };
     let (layer, layered, after) = match detached {
         None => {
             let blob = write_now(&outcome.changes, layers_dir, opts)?;
             let layered = started.elapsed();
-            (
-                StepLayer::Written(blob),
-                layered,
-                absorb(&outcome.changes, root),
-            )
+            (StepLayer::Written(blob), layered, fold_in(stack))
+        }
+        Some(detached) if defer.is_none() => {
+            let layered = started.elapsed();
+            // Written while the stack's writers finish and it is folded in.
+            let write = write_in_background(detached, Some(shadow), layers_dir, opts, None)?;
+            let after = fold_in(stack);
+            let layer = if after == RootAfter::HoldsLayer {
+                StepLayer::Writing(write)
+            } else {
+                // The root is to be rebuilt from the image's layers: this
+                // one must be in the list before that.
+                let blob = write
+                    .result
+                    .blocking_recv()
+                    .map_err(|_| LayerWriteError::Vanished)?;
+                StepLayer::Written(blob?)
+            };
+            (layer, layered, after)
         }
         Some(detached) => {
+            // A stage that defers its layers stacks nothing.
             let layered = started.elapsed();
             let after = absorb(&outcome.changes, root);
             let layer = if after == RootAfter::HoldsLayer {
                 StepLayer::Writing(write_in_background(
-                    detached, shadow, layers_dir, opts, defer,
+                    detached,
+                    Some(shadow),
+                    layers_dir,
+                    opts,
+                    defer,
                 )?)
             } else {
-                // The root is to be rebuilt from the image's layers: this
-                // one must be in the list before that.
                 let blob = write_now(&detached, layers_dir, opts);
                 let _ = fs::remove_dir_all(&shadow);
                 StepLayer::Written(blob?)
@@ -854,7 +974,7 @@ fn execute(
         (absorbed - layered).as_secs_f64(),
         (started.elapsed() - absorbed).as_secs_f64()
     );
-    Ok((outcome.status, tail, layer, after))
+    Ok((outcome.status, tail, layer, after, Vec::new()))
 }
 
 /// Folds the step's changes into `root`; a root left half changed must be
@@ -883,13 +1003,14 @@ fn write_now(
         .ok_or(LayerWriteError::Vanished)
 }
 
-/// Starts writing the layer of `changes` (a shadow tree at `shadow`, removed
-/// once the layer is handed over) on its own thread; when deferred (`defer`
-/// names the step's line), the thread waits for its gate first and drops
-/// the changes unwritten when the gate closes.
+/// Starts writing the layer of `changes` on its own thread: a shadow tree
+/// at `shadow`, removed once the layer is handed over, or an upper dir
+/// stacked under the next RUN (`None`), left where it is. When deferred
+/// (`defer` names the step's line), the thread waits for its gate first and
+/// drops the changes unwritten when the gate closes.
 fn write_in_background(
     changes: kiln_sandbox::Changes,
-    shadow: PathBuf,
+    shadow: Option<PathBuf>,
     layers_dir: &Path,
     opts: &kiln_layer::LayerOptions,
     defer: Option<usize>,
@@ -907,14 +1028,18 @@ fn write_in_background(
             if wait.is_some_and(|gate| !gate.wait()) {
                 let line = defer.unwrap_or_default();
                 tracing::debug!("step {line}: layer not written: no one asked for it");
-                super::workspace::remove_bulk(vec![shadow]);
+                if let Some(shadow) = shadow {
+                    super::workspace::remove_bulk(vec![shadow]);
+                }
                 return;
             }
             let blob = write_now(&changes, &layers_dir, &opts);
             // The build goes on with the layer while its shadow is removed
             // (on several threads: a big step's shadow has 100,000s of names).
             let _ = tx.send(blob);
-            super::workspace::remove_bulk(vec![shadow]);
+            if let Some(shadow) = shadow {
+                super::workspace::remove_bulk(vec![shadow]);
+            }
         })
         .map_err(|e| StepError::io("starting the layer writer", e))?;
     Ok(LayerWrite {
@@ -1000,11 +1125,48 @@ fn etc_files(dir: &Path) -> std::io::Result<Vec<BindFile>> {
     Ok(out)
 }
 
+/// [`resolve_user`] in the view of the upper dirs `stacked` on `root`:
+/// `/etc/passwd` and `/etc/group` are read from the layer that holds them.
+/// `None` when one cannot be found without the stack folded in (a symlink
+/// on the way).
+fn user_in_stack(
+    spec: &str,
+    root: &Path,
+    stacked: &[StackedUpper],
+) -> Option<Result<(User, String), StepError>> {
+    if stacked.is_empty() {
+        return Some(resolve_user(spec, root));
+    }
+    let uppers: Vec<&Path> = stacked.iter().rev().map(StackedUpper::upper).collect();
+    let holder = |path: &str| match kiln_sandbox::find_in_stack(&uppers, root, Path::new(path)) {
+        StackedPath::Upper(i) => Some(Some(uppers[i])),
+        StackedPath::Root => Some(Some(root)),
+        StackedPath::Absent => Some(None),
+        StackedPath::Unresolved => None,
+    };
+    let (passwd, group) = (holder("etc/passwd")?, holder("etc/group")?);
+    let read = |p: &str| {
+        let dir = if p == "/etc/passwd" { passwd } else { group };
+        dir.map_or(Ok(None), |dir| {
+            super::image_text::read_image_text(dir, p).map_err(StepError::from)
+        })
+    };
+    Some(user_from(spec, &read))
+}
+
 /// `USER` as ids: a name or id for the user, optionally `:group`; the
 /// supplementary groups from `/etc/group` when no group is given; and the
 /// user's home for `HOME` (`/` when unknown).
 fn resolve_user(spec: &str, root: &Path) -> Result<(User, String), StepError> {
     let read = |p: &str| super::image_text::read_image_text(root, p).map_err(StepError::from);
+    user_from(spec, &read)
+}
+
+/// [`resolve_user`] with `/etc/passwd` and `/etc/group` read by `read`.
+fn user_from(
+    spec: &str,
+    read: &dyn Fn(&str) -> Result<Option<String>, StepError>,
+) -> Result<(User, String), StepError> {
     let passwd = read("/etc/passwd")?.unwrap_or_default();
     let group = read("/etc/group")?.unwrap_or_default();
     let (u, g) = match spec.split_once(':') {

@@ -7,6 +7,7 @@ use super::image::{ImageState, LayerOrigin, LayerRef};
 use super::listing::{ImageIndex, Listings, StoreListing, TEXT_FILES};
 use super::metadata::{self, StageFlags, HISTORY_COMMENT};
 use super::rootfs::Rootfs;
+use super::stacked::StackedUpper;
 use super::workspace::Workspace;
 use crate::cache::{CacheKey, CachePusher, LayerCache, StepInputs};
 use crate::context::BuildContext;
@@ -105,6 +106,13 @@ pub(crate) struct StageRun<'r> {
     /// The stage's base root, being unpacked ahead, until the stage first
     /// needs a root.
     pub prefetch: Option<super::prefetch::Claim>,
+    /// RUN upper dirs stacked over `rootfs`, bottom first (see
+    /// [`super::stacked`]): the stage's files are those of the overlay of
+    /// the two. Empty except between two RUNs.
+    pub stacked: Vec<StackedUpper>,
+    /// Whether the step being run is a RUN directly followed by another
+    /// RUN of the stage, which may then read its changes stacked.
+    pub next_runs: bool,
 }
 
 impl StageRun<'_> {
@@ -194,6 +202,8 @@ impl StageRunner<'_> {
             pending: Vec::new(),
             settled: 0,
             prefetch,
+            stacked: Vec::new(),
+            next_runs: false,
         };
         // ONBUILD triggers of the base run first, and are not inherited.
         let triggers = run
@@ -214,9 +224,15 @@ impl StageRunner<'_> {
             instruction.span = stage.from.span;
             self.step(&mut run, &instruction).await?;
         }
-        for instruction in &stage.instructions {
+        for (i, instruction) in stage.instructions.iter().enumerate() {
+            run.next_runs = matches!(instruction.command, Command::Run(_))
+                && stage
+                    .instructions
+                    .get(i + 1)
+                    .is_some_and(|next| matches!(next.command, Command::Run(_)));
             self.step(&mut run, instruction).await?;
         }
+        run.next_runs = false;
         if index == self.dockerfile.plan.target {
             // No step reads the target's root again (a layer still being
             // written reads its own shadow tree): its removal starts now,
@@ -541,12 +557,65 @@ impl StageRunner<'_> {
         }
     }
 
-    /// The stage's root filesystem, brought up to date with its image.
+    /// The stage's root filesystem, brought up to date with its image,
+    /// RUN upper dirs stacked on it folded in.
     pub(crate) async fn rootfs<'b>(
         &self,
         run: &'b mut StageRun<'_>,
         instruction: &Instruction,
     ) -> Result<&'b Rootfs, BuildError> {
+        self.fold_stacked(run, instruction).await?;
+        self.rootfs_under_stack(run, instruction).await
+    }
+
+    /// Folds the RUN upper dirs stacked on the stage's root into it
+    /// (waiting for their layers to be read). A root left half changed is
+    /// dropped, to be unpacked afresh from the image, layers settled.
+    pub(crate) async fn fold_stacked(
+        &self,
+        run: &mut StageRun<'_>,
+        instruction: &Instruction,
+    ) -> Result<(), BuildError> {
+        let stack = std::mem::take(&mut run.stacked);
+        let Some(root) = run.rootfs.as_ref().filter(|_| !stack.is_empty()) else {
+            return Ok(());
+        };
+        let root = root.dir().to_path_buf();
+        let folded = tokio::task::spawn_blocking(move || super::stacked::fold(stack, &root))
+            .await
+            .map_err(|source| {
+                self.step_error(
+                    instruction,
+                    StepError::Task {
+                        what: "folding RUN changes into the root",
+                        source,
+                    },
+                )
+            })?;
+        if let Err(e) = folded {
+            tracing::warn!(
+                "folding a step's changes into its root failed ({e}); it will be rebuilt"
+            );
+            self.settle(run).await?;
+            run.rootfs = None;
+            run.rootfs_name = format!("{}-f{}", run.rootfs_name, run.steps);
+        }
+        Ok(())
+    }
+
+    /// The stage's root filesystem brought up to date with its image, with
+    /// the RUN upper dirs stacked on it left there: for a RUN, which mounts
+    /// them above it.
+    pub(crate) async fn rootfs_under_stack<'b>(
+        &self,
+        run: &'b mut StageRun<'_>,
+        instruction: &Instruction,
+    ) -> Result<&'b Rootfs, BuildError> {
+        // Layers the root lacks (a step taken from the cache) go on top of
+        // what is stacked: fold it in first, so they are applied in order.
+        if !run.rootfs.as_ref().is_some_and(|r| r.holds(&run.image)) {
+            self.fold_stacked(run, instruction).await?;
+        }
         self.take_prefetched(run).await;
         if run.rootfs.is_none() {
             let dir = self.workspace.rootfs(&run.rootfs_name);

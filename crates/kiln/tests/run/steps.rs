@@ -14,6 +14,10 @@ struct Built {
 }
 
 fn build(reg: &Registry, body: &str, isolation: &str, tag: &str) -> Built {
+    build_with(reg, body, isolation, tag, &[])
+}
+
+fn build_with(reg: &Registry, body: &str, isolation: &str, tag: &str, extra: &[&str]) -> Built {
     let ctx = tempfile::tempdir().unwrap();
     fs::write(ctx.path().join("input.txt"), "from the context\n").unwrap();
     let dockerfile = format!("FROM {}/busybox:latest\n{body}", reg.host());
@@ -27,6 +31,7 @@ fn build(reg: &Registry, body: &str, isolation: &str, tag: &str) -> Built {
         .args(["--destination", &dest, "--insecure", "--insecure-pull"])
         .args(["--isolation", isolation, "--kiln-dir"])
         .arg(work.path())
+        .args(extra)
         .output()
         .unwrap();
     Built {
@@ -232,4 +237,85 @@ ENV AFTER=1
     let img = Flattened::from_registry(&reg, "background:1").unwrap();
     assert!(img.get("/d/f").is_none());
     assert_eq!(img.text("/d/k").as_deref(), Some("two\n"));
+}
+
+/// RUNs that follow each other read the earlier ones' changes from their
+/// upper dirs stacked under their own (no shadow, no folding in between):
+/// deletions, an opaque directory and a directory replacing a file must
+/// look to the later RUN as they would in a root the layers were applied
+/// to; USER's `/etc/passwd` is read through the stack; the mount points the
+/// sandbox made are not in it; each layer keeps what its own step wrote.
+#[test]
+fn consecutive_runs_see_each_others_changes_stacked() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let body = "\
+RUN --mount=type=cache,target=/s/cache mkdir -p /s/keep /s/gone /s/opaque && echo a > /s/keep/a && echo b > /s/gone/b && echo c > /s/opaque/c && echo x > /s/file && sed -i 's#:/root:#:/home/root2:#' /etc/passwd
+RUN rm -r /s/gone && rm -r /s/opaque && mkdir /s/opaque && echo new > /s/opaque/n && rm /s/file && mkdir /s/file && echo $HOME > /s/home1
+RUN ls /s > /s/listing && ls /s/opaque > /s/opaque-listing && cat /s/keep/a > /s/seen && echo $HOME > /s/home2 && echo more >> /s/keep/a
+ENV AFTER=1
+";
+    let built = build_with(
+        &reg,
+        body,
+        "namespace",
+        "stacked:1",
+        &["--verbosity", "debug"],
+    );
+    assert!(built.status.success(), "{}{}", built.stdout, built.stderr);
+    let all = format!("{}{}", built.stdout, built.stderr);
+    assert_eq!(
+        all.matches("changes stacked for the next RUN").count(),
+        2,
+        "the first two RUNs are read stacked: {all}"
+    );
+    let img = Flattened::from_registry(&reg, "stacked:1").unwrap();
+    assert_eq!(
+        img.text("/s/listing").as_deref(),
+        Some("file\nhome1\nkeep\nlisting\nopaque\n")
+    );
+    assert_eq!(img.text("/s/opaque-listing").as_deref(), Some("n\n"));
+    assert_eq!(img.text("/s/seen").as_deref(), Some("a\n"));
+    assert_eq!(img.text("/s/home1").as_deref(), Some("/home/root2\n"));
+    assert_eq!(img.text("/s/home2").as_deref(), Some("/home/root2\n"));
+    assert_eq!(img.text("/s/keep/a").as_deref(), Some("a\nmore\n"));
+    assert!(img.get("/s/cache").is_none());
+    assert!(img.get("/s/gone").is_none() && img.get("/s/opaque/c").is_none());
+    let (layers, _) = layers_and_history(&reg, "stacked:1");
+    let find = |layer: &LayerFiles, path: &str| {
+        layer
+            .iter()
+            .find(|(p, _)| p.trim_end_matches('/') == path)
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+    };
+    let n = layers.len();
+    let (run1, run2, run3) = (&layers[n - 3], &layers[n - 2], &layers[n - 1]);
+    assert_eq!(find(run1, "s/gone/b").as_deref(), Some("b\n"));
+    assert_eq!(find(run1, "s/file").as_deref(), Some("x\n"));
+    assert_eq!(find(run1, "s/keep/a").as_deref(), Some("a\n"));
+    assert!(find(run1, "s/cache").is_none(), "{run1:?}");
+    assert!(find(run2, "s/.wh.gone").is_some(), "{run2:?}");
+    assert!(find(run2, "s/opaque/.wh..wh..opq").is_some(), "{run2:?}");
+    assert_eq!(find(run2, "s/opaque/n").as_deref(), Some("new\n"));
+    assert!(find(run2, "s/keep/a").is_none(), "{run2:?}");
+    assert_eq!(find(run3, "s/keep/a").as_deref(), Some("a\nmore\n"));
+    // The same steps under chroot isolation (a root changed in place) give
+    // the same files.
+    let chroot = build(&reg, body, "chroot", "stacked-chroot:1");
+    assert!(
+        chroot.status.success(),
+        "{}{}",
+        chroot.stdout,
+        chroot.stderr
+    );
+    let flat = Flattened::from_registry(&reg, "stacked-chroot:1").unwrap();
+    for path in [
+        "/s/listing",
+        "/s/opaque-listing",
+        "/s/seen",
+        "/s/home1",
+        "/s/home2",
+        "/s/keep/a",
+    ] {
+        assert_eq!(flat.text(path), img.text(path), "{path}");
+    }
 }
