@@ -933,10 +933,13 @@ fn execute(
                 StepLayer::Writing(write)
             } else {
                 // The root is to be rebuilt from the image's layers: this
-                // one must be in the list before that.
+                // one must be in the list before that. The writer has sent
+                // its result once it is done.
+                let mut write = write;
+                write.done.wait();
                 let blob = write
                     .result
-                    .blocking_recv()
+                    .try_recv()
                     .map_err(|_| LayerWriteError::Vanished)?;
                 StepLayer::Written(blob?)
             };
