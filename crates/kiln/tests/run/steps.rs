@@ -190,6 +190,14 @@ fn layers_and_history(reg: &Registry, name: &str) -> (Vec<LayerFiles>, Vec<Strin
     (layers, build_common::layer_history(&config))
 }
 
+/// The contents of the entry at `path` in `layer`, as text.
+fn find(layer: &LayerFiles, path: &str) -> Option<String> {
+    layer
+        .iter()
+        .find(|(p, _)| p.trim_end_matches('/') == path)
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+}
+
 /// A RUN's layer is written while the steps after it run (from a shadow of
 /// its changes): a COPY that replaces one of its files and a RUN that
 /// rewrites another must not reach into it, and the layers keep the order
@@ -206,12 +214,6 @@ ENV AFTER=1
     let built = build(&reg, body, "namespace", "background:1");
     assert!(built.status.success(), "{}{}", built.stdout, built.stderr);
     let (layers, history) = layers_and_history(&reg, "background:1");
-    let find = |layer: &LayerFiles, path: &str| {
-        layer
-            .iter()
-            .find(|(p, _)| p.trim_end_matches('/') == path)
-            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-    };
     let n = layers.len();
     assert!(n >= 4, "base plus three layers: {history:?}");
     let (run1, copy, run2) = (&layers[n - 3], &layers[n - 2], &layers[n - 1]);
@@ -281,12 +283,6 @@ ENV AFTER=1
     assert!(img.get("/s/cache").is_none());
     assert!(img.get("/s/gone").is_none() && img.get("/s/opaque/c").is_none());
     let (layers, _) = layers_and_history(&reg, "stacked:1");
-    let find = |layer: &LayerFiles, path: &str| {
-        layer
-            .iter()
-            .find(|(p, _)| p.trim_end_matches('/') == path)
-            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-    };
     let n = layers.len();
     let (run1, run2, run3) = (&layers[n - 3], &layers[n - 2], &layers[n - 1]);
     assert_eq!(find(run1, "s/gone/b").as_deref(), Some("b\n"));
