@@ -102,15 +102,16 @@ impl<'a> LayerReader<'a> {
             })?;
         let compression = compression.unwrap_or_else(|| sniff(&prefix));
         let whole = Cursor::new(prefix).chain(blob);
-        let inner: Box<dyn Read + Send + 'a> = match compression {
-            Compression::Gzip => Box::new(GzipDecoder::new(whole)),
-            Compression::Zstd => {
+        let (inner, decompresses): (Box<dyn Read + Send + 'a>, bool) = match compression {
+            Compression::Gzip => (Box::new(GzipDecoder::new(whole)), true),
+            Compression::Zstd => (
                 Box::new(zstd::Decoder::new(whole).map_err(|source| Error::Read {
                     layer: label.clone(),
                     source,
-                })?)
-            }
-            _ => Box::new(whole),
+                })?),
+                true,
+            ),
+            _ => (Box::new(whole), false),
         };
         Ok(LayerReader {
             inner,
@@ -118,7 +119,7 @@ impl<'a> LayerReader<'a> {
             expected: None,
             label,
             tap: None,
-            decompresses: matches!(compression, Compression::Gzip | Compression::Zstd),
+            decompresses,
         })
     }
 

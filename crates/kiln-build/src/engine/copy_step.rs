@@ -325,10 +325,8 @@ impl StageRunner<'_> {
         match run.rootfs.as_mut() {
             Some(root) if applied => root.mark_applied(&digest),
             _ => {
-                // Part of the layer may be in the root: materialize afresh,
-                // in a new directory, when next needed.
-                run.rootfs = None;
-                run.rootfs_name = format!("{}-c{}", run.rootfs_name, run.steps);
+                // Part of the layer may be in the root.
+                run.discard_root('c');
             }
         }
         Ok(())

@@ -62,6 +62,16 @@ impl NamespacesRefused {
     fn set(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
+
+    /// Whether a RUN under `isolation` is to try namespaces (an overlay
+    /// root) rather than chroot.
+    fn namespace_first(&self, isolation: Isolation) -> bool {
+        match isolation {
+            Isolation::Namespace => true,
+            Isolation::Chroot => false,
+            _ => !self.get(),
+        }
+    }
 }
 
 impl StageRunner<'_> {
@@ -82,13 +92,15 @@ impl StageRunner<'_> {
             platform.variant.as_deref(),
         )
         .map_err(|e| self.step_error(instruction, e))?;
-        // Under chroot the step changes the root itself: what is stacked on
-        // it goes in first. Else this step mounts it above the root.
-        let chroot = self.options.isolation == Isolation::Chroot || self.namespaces_refused.get();
-        let mut root = if chroot {
-            self.rootfs(run, instruction).await?
-        } else {
+        // This step mounts what is stacked on the root above it; under
+        // chroot it changes the root itself, so what is stacked goes in first.
+        let namespace = self
+            .namespaces_refused
+            .namespace_first(self.options.isolation);
+        let mut root = if namespace {
             self.rootfs_under_stack(run, instruction).await?
+        } else {
+            self.rootfs(run, instruction).await?
         }
         .dir()
         .to_path_buf();
@@ -224,7 +236,7 @@ impl StageRunner<'_> {
         let below = Below {
             root,
             stack: std::mem::take(&mut run.stacked),
-            stack_this: run.next_runs,
+            stack_this: self.next_is_run(run, instruction),
         };
         let task = tokio::task::spawn_blocking(move || {
             // Held until the step ends: `sharing=locked` waits here for
@@ -303,11 +315,7 @@ impl StageRunner<'_> {
                 self.record_layer(run, instruction, &blob, created, history);
                 match (after, run.rootfs.as_mut()) {
                     (RootAfter::HoldsLayer, Some(root)) => root.mark_applied(&blob.digest),
-                    (RootAfter::Broken, _) => {
-                        // Materialize afresh, in a new directory, when next needed.
-                        run.rootfs = None;
-                        run.rootfs_name = format!("{}-r{}", run.rootfs_name, run.steps);
-                    }
+                    (RootAfter::Broken, _) => run.discard_root('r'),
                     _ => {}
                 }
             }
@@ -775,11 +783,7 @@ fn execute(
         stack_this,
     } = below;
     let root = root.as_path();
-    let use_namespace = match isolation {
-        Isolation::Namespace => true,
-        Isolation::Chroot => false,
-        _ => !refused.get(),
-    };
+    let use_namespace = refused.namespace_first(isolation);
     let build = |namespace: bool| -> Result<RunSpec, StepError> {
         let root_spec = if namespace {
             let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
@@ -924,10 +928,11 @@ fn execute(
             let layered = started.elapsed();
             (StepLayer::Written(blob), layered, fold_in(stack))
         }
-        Some(detached) if defer.is_none() => {
+        Some(detached) => {
             let layered = started.elapsed();
-            // Written while the stack's writers finish and it is folded in.
-            let write = write_in_background(detached, Some(shadow), layers_dir, opts, None)?;
+            // Written (in a stage that defers its layers: waiting at its
+            // gate) while the stack's writers finish and it is folded in.
+            let mut write = write_in_background(detached, Some(shadow), layers_dir, opts, defer)?;
             let after = fold_in(stack);
             let layer = if after == RootAfter::HoldsLayer {
                 StepLayer::Writing(write)
@@ -935,31 +940,14 @@ fn execute(
                 // The root is to be rebuilt from the image's layers: this
                 // one must be in the list before that. The writer has sent
                 // its result once it is done.
-                let mut write = write;
+                if let Some(gate) = &write.gate {
+                    gate.open();
+                }
                 write.done.wait();
                 let blob = write
                     .result
                     .try_recv()
                     .map_err(|_| LayerWriteError::Vanished)?;
-                StepLayer::Written(blob?)
-            };
-            (layer, layered, after)
-        }
-        Some(detached) => {
-            // A stage that defers its layers stacks nothing.
-            let layered = started.elapsed();
-            let after = absorb(&outcome.changes, root);
-            let layer = if after == RootAfter::HoldsLayer {
-                StepLayer::Writing(write_in_background(
-                    detached,
-                    Some(shadow),
-                    layers_dir,
-                    opts,
-                    defer,
-                )?)
-            } else {
-                let blob = write_now(&detached, layers_dir, opts);
-                let _ = fs::remove_dir_all(&shadow);
                 StepLayer::Written(blob?)
             };
             (layer, layered, after)

@@ -36,7 +36,7 @@ impl StackedUpper {
     pub fn upper(&self) -> &Path {
         match &self.changes {
             Changes::Upper { upper, .. } => upper,
-            // Only upper dirs are stacked (`stack_or_fold`).
+            // Only upper dirs are stacked (see `run_step::execute`).
             _ => Path::new(""),
         }
     }

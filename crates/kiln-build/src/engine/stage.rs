@@ -110,9 +110,6 @@ pub(crate) struct StageRun<'r> {
     /// [`super::stacked`]): the stage's files are those of the overlay of
     /// the two. Empty except between two RUNs.
     pub stacked: Vec<StackedUpper>,
-    /// Whether the step being run is a RUN directly followed by another
-    /// RUN of the stage, which may then read its changes stacked.
-    pub next_runs: bool,
 }
 
 impl StageRun<'_> {
@@ -125,6 +122,14 @@ impl StageRun<'_> {
             total: self.stage.2,
             line: instruction.line(),
         }
+    }
+
+    /// Gives up the stage's root (a step left it half changed): the next
+    /// step that needs one materializes it afresh from the image, in a new
+    /// directory named after `step_kind` and the step.
+    pub(crate) fn discard_root(&mut self, step_kind: char) {
+        self.rootfs = None;
+        self.rootfs_name = format!("{}-{step_kind}{}", self.rootfs_name, self.steps);
     }
 }
 
@@ -203,7 +208,6 @@ impl StageRunner<'_> {
             settled: 0,
             prefetch,
             stacked: Vec::new(),
-            next_runs: false,
         };
         // ONBUILD triggers of the base run first, and are not inherited.
         let triggers = run
@@ -224,15 +228,9 @@ impl StageRunner<'_> {
             instruction.span = stage.from.span;
             self.step(&mut run, &instruction).await?;
         }
-        for (i, instruction) in stage.instructions.iter().enumerate() {
-            run.next_runs = matches!(instruction.command, Command::Run(_))
-                && stage
-                    .instructions
-                    .get(i + 1)
-                    .is_some_and(|next| matches!(next.command, Command::Run(_)));
+        for instruction in &stage.instructions {
             self.step(&mut run, instruction).await?;
         }
-        run.next_runs = false;
         if index == self.dockerfile.plan.target {
             // No step reads the target's root again (a layer still being
             // written reads its own shadow tree): its removal starts now,
@@ -597,8 +595,7 @@ impl StageRunner<'_> {
                 "folding a step's changes into its root failed ({e}); it will be rebuilt"
             );
             self.settle(run).await?;
-            run.rootfs = None;
-            run.rootfs_name = format!("{}-f{}", run.rootfs_name, run.steps);
+            run.discard_root('f');
         }
         Ok(())
     }
@@ -696,6 +693,16 @@ impl StageRunner<'_> {
                 .any(|i| {
                     i.span.start > instruction.span.start && matches!(i.command, Command::Run(_))
                 })
+    }
+
+    /// Whether the stage's instruction after `instruction` is a RUN, which
+    /// may then read `instruction`'s changes stacked (see `engine::stacked`).
+    pub(crate) fn next_is_run(&self, run: &StageRun<'_>, instruction: &Instruction) -> bool {
+        self.dockerfile.stages[run.stage.0]
+            .instructions
+            .iter()
+            .find(|i| i.span.start > instruction.span.start)
+            .is_some_and(|next| matches!(next.command, Command::Run(_)))
     }
 
     /// WORKDIR creates its directory (owned by the stage's USER) when the
