@@ -1048,3 +1048,71 @@ async fn downloads_that_break_off_say_how_many_bytes_of_how_many_arrived() {
 
 #[path = "registry/growing.rs"]
 mod growing;
+
+/// The distribution registry rewrites a blob's link file on every upload of
+/// that blob, by truncating and writing it; a manifest put that reads the
+/// empty link is refused as if the blob were missing. Seen here: the
+/// refusal an empty link gets, that refusal put again once every blob
+/// answers, and a manifest naming a blob that is really missing refused
+/// after one put.
+#[tokio::test]
+async fn a_manifest_refused_for_a_blob_that_is_there_is_put_again() {
+    let reg = Registry::plain().unwrap();
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let client = RegistryClient::new(proxied_options(&proxy)).unwrap();
+    let r = Reference::parse(&format!("{}/kiln/settle:v1", proxy.host())).unwrap();
+    let repo = client.repository(&r, Access::Push);
+    let (manifest, _, layer) = push_image(&repo, "v1").await;
+    let puts = |tag: &str| {
+        count(
+            &proxy.log(),
+            &format!("PUT /v2/kiln/settle/manifests/{tag} "),
+        )
+    };
+
+    // The link as a second upload of the layer leaves it for an instant.
+    let link = reg
+        .storage_dir()
+        .join("docker/registry/v2/repositories/kiln/settle/_layers/sha256")
+        .join(layer.hex())
+        .join("link");
+    let kept = std::fs::read(&link).unwrap();
+    std::fs::write(&link, b"").unwrap();
+    let refused = repo
+        .put_manifest("v2", manifest.clone(), media::OCI_MANIFEST)
+        .await
+        .unwrap_err();
+    std::fs::write(&link, kept).unwrap();
+    let codes = refused.codes();
+    assert!(
+        codes.contains(&"MANIFEST_BLOB_UNKNOWN") && codes.contains(&"DIGEST_INVALID"),
+        "{refused}"
+    );
+    // While the link is empty a HEAD cannot vouch for the blob either.
+    assert_eq!(puts("v2"), 1, "{:#?}", proxy.log());
+
+    // The same refusal while every blob is there: put again, and it holds.
+    let body = format!(
+        r#"{{"errors":[{{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}},{{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"{layer}"}}]}}"#
+    );
+    proxy.inject(Some("PUT"), "/manifests/v3", Fault::Refuse(400, body), 1);
+    let digest = repo
+        .put_manifest("v3", manifest.clone(), media::OCI_MANIFEST)
+        .await
+        .unwrap();
+    assert_eq!(puts("v3"), 2, "{:#?}", proxy.log());
+    assert_eq!(repo.get_manifest("v3").await.unwrap().digest, digest);
+
+    // A layer that was never uploaded: the registry's answer stands.
+    let mut missing = Manifest::from_slice(&manifest).unwrap();
+    missing.layers[0].digest = Digest::sha256_of(b"never uploaded");
+    let refused = repo
+        .put_manifest("v4", Bytes::from(missing.to_vec()), media::OCI_MANIFEST)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.codes().contains(&"MANIFEST_BLOB_UNKNOWN"),
+        "{refused}"
+    );
+    assert_eq!(puts("v4"), 1, "{:#?}", proxy.log());
+}

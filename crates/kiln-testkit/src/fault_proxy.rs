@@ -29,6 +29,9 @@ pub enum Fault {
     /// Answer this status (500, 503, 429, ...) without asking the registry,
     /// with `Retry-After: <seconds>` when given.
     Status(u16, Option<u32>),
+    /// Answer this status with this JSON body without asking the registry:
+    /// a refusal with the registry's error codes.
+    Refuse(u16, String),
     /// Relay the response head and half the body, then close the connection.
     DropMidBody,
     /// Relay a response whose body is cut in half, `Content-Length` adjusted
@@ -305,6 +308,15 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
             response.push_str(&format!("Retry-After: {seconds}\r\n"));
         }
         response.push_str("\r\n");
+        note(format!("injected {code}"));
+        client.write_all(response.as_bytes())?;
+        return client.shutdown(Shutdown::Both);
+    }
+    if let Some(Fault::Refuse(code, body)) = &fault {
+        let response = format!(
+            "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
         note(format!("injected {code}"));
         client.write_all(response.as_bytes())?;
         return client.shutdown(Shutdown::Both);

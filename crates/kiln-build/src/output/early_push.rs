@@ -9,6 +9,13 @@
 //! A layer's upload starts with its writer ([`EarlyPush::watch_layer`]),
 //! chunk by chunk as the blob grows; once the layer is recorded under its
 //! digest, that upload is the one [`EarlyPush::outcome`] waits for.
+//!
+//! Uploads go to each repository once, however many destinations name it
+//! (`app:1.2` and `app:latest`): the distribution registry finishes every
+//! upload by rewriting the blob's link file in the repository, not
+//! atomically, and a manifest put that reads the link while a second upload
+//! of the same blob rewrites it is refused (`MANIFEST_BLOB_UNKNOWN`), besides
+//! the bytes going up twice.
 
 use super::growing_layer::{GrowingLayer, GrowingMeter};
 use crate::model::image::{LayerOrigin, LayerRef};
@@ -27,11 +34,19 @@ pub(crate) const PARALLEL_BLOBS: usize = 4;
 
 type Upload = JoinHandle<Result<PushOutcome, RegistryError>>;
 
-/// The uploads started so far, by destination (as given) and digest.
+/// A repository of a registry: destinations that differ only in their tag
+/// share one.
+type RepoKey = (String, String);
+
+/// The uploads started so far, by repository and digest.
 pub(crate) struct EarlyPush {
-    destinations: Vec<(String, Repository)>,
+    /// Each destination (as given) and the repository it is in.
+    destinations: Vec<(String, RepoKey)>,
+    /// Each repository once, with the first destination naming it (the one
+    /// progress reports the upload under).
+    repositories: Vec<(RepoKey, String, Repository)>,
     permits: Arc<Semaphore>,
-    uploads: Mutex<HashMap<(String, Digest), Upload>>,
+    uploads: Mutex<HashMap<(RepoKey, Digest), Upload>>,
     /// Uploads of layers still being written: moved to `uploads` once
     /// their digest is known.
     growing: Mutex<Vec<GrowingUpload>>,
@@ -39,7 +54,7 @@ pub(crate) struct EarlyPush {
 }
 
 struct GrowingUpload {
-    destination: String,
+    repository: RepoKey,
     layer: GrowingLayer,
     upload: Upload,
 }
@@ -54,16 +69,22 @@ impl EarlyPush {
         if !output.push || output.destinations.is_empty() {
             return None;
         }
-        let destinations = output
-            .destinations
-            .iter()
-            .map(|d| {
+        let mut destinations = Vec::new();
+        let mut repositories: Vec<(RepoKey, String, Repository)> = Vec::new();
+        for d in &output.destinations {
+            let key = (
+                d.reference.registry().to_string(),
+                d.reference.repository().to_string(),
+            );
+            if !repositories.iter().any(|(k, ..)| *k == key) {
                 let repo = client.repository(&d.reference, Access::Push);
-                (d.as_given.clone(), repo)
-            })
-            .collect();
+                repositories.push((key.clone(), d.as_given.clone(), repo));
+            }
+            destinations.push((d.as_given.clone(), key));
+        }
         Some(EarlyPush {
             destinations,
+            repositories,
             permits: Arc::new(Semaphore::new(PARALLEL_BLOBS)),
             uploads: Mutex::default(),
             growing: Mutex::default(),
@@ -71,7 +92,7 @@ impl EarlyPush {
         })
     }
 
-    /// Starts uploading `layer` to every destination, when this build wrote
+    /// Starts uploading `layer` to every destination's repository, when this build wrote
     /// it (a layer from a registry may only need a mount, decided at push
     /// time). Must be called inside a tokio runtime.
     pub(crate) fn start(&self, layer: &LayerRef) {
@@ -82,8 +103,8 @@ impl EarlyPush {
         let size = layer.descriptor.size;
         let mut uploads = lock(&self.uploads);
         self.adopt(&mut uploads, &digest);
-        for (as_given, repo) in &self.destinations {
-            let key = (as_given.clone(), digest.clone());
+        for (repository, as_given, repo) in &self.repositories {
+            let key = (repository.clone(), digest.clone());
             if uploads.contains_key(&key) {
                 continue;
             }
@@ -108,12 +129,12 @@ impl EarlyPush {
     }
 
     /// A watch for the options of a layer writer: the layer goes to every
-    /// destination while it is written. Must be called inside a tokio
-    /// runtime.
+    /// destination's repository while it is written. Must be called inside
+    /// a tokio runtime.
     pub(crate) fn watch_layer(&self) -> WatchHandle {
         let (handle, watch) = WatchHandle::new();
         let mut growing = lock(&self.growing);
-        for (as_given, repo) in &self.destinations {
+        for (repository, as_given, repo) in &self.repositories {
             let meter = GrowingMeter::new(self.progress.clone(), as_given.clone(), watch.clone());
             let repo = repo.clone().observed(Arc::new(meter));
             let permits = self.permits.clone();
@@ -124,7 +145,7 @@ impl EarlyPush {
                 repo.push_growing_blob(&layer).await
             });
             growing.push(GrowingUpload {
-                destination: as_given.clone(),
+                repository: repository.clone(),
                 layer: GrowingLayer(watch.clone()),
                 upload,
             });
@@ -135,7 +156,7 @@ impl EarlyPush {
     /// Files the uploads of layers written since under their digests, for
     /// `start` and `outcome` to find; forgets those whose writer failed
     /// (their tasks end by themselves, without a request).
-    fn adopt(&self, uploads: &mut HashMap<(String, Digest), Upload>, digest: &Digest) {
+    fn adopt(&self, uploads: &mut HashMap<(RepoKey, Digest), Upload>, digest: &Digest) {
         let mut growing = lock(&self.growing);
         let mut still = Vec::new();
         for g in growing.drain(..) {
@@ -145,7 +166,7 @@ impl EarlyPush {
                 }) if &written == digest => {
                     // A second layer with the same bytes: the first upload
                     // stands for both, the other runs on detached.
-                    uploads.entry((g.destination, written)).or_insert(g.upload);
+                    uploads.entry((g.repository, written)).or_insert(g.upload);
                 }
                 Some(WatchEnd::Failed) => {}
                 _ => still.push(g),
@@ -154,17 +175,21 @@ impl EarlyPush {
         *growing = still;
     }
 
-    /// How the early upload of `digest` to `destination` ended, waiting for
-    /// it; `None` when there was none (or its task failed).
+    /// How the early upload of `digest` to `destination`'s repository
+    /// ended, waiting for it; `None` when there was none (or its task
+    /// failed), and for every destination in that repository after the
+    /// first that asks: the blob is there by then, which pushing it finds
+    /// with one `HEAD`.
     pub(crate) async fn outcome(
         &self,
         destination: &str,
         digest: &Digest,
     ) -> Option<Result<PushOutcome, RegistryError>> {
+        let (_, repository) = self.destinations.iter().find(|(d, _)| d == destination)?;
         let upload = {
             let mut uploads = lock(&self.uploads);
             self.adopt(&mut uploads, digest);
-            uploads.remove(&(destination.to_string(), digest.clone()))?
+            uploads.remove(&(repository.clone(), digest.clone()))?
         };
         upload.await.ok()
     }

@@ -8,6 +8,7 @@
 
 use super::blob_stream::{broke_off, BlobStream};
 use super::error::{display_url, RegistryError};
+use super::manifest_settle;
 use super::meter::{Meter, TransferObserver};
 use super::options::{Access, RegistryOptions};
 use super::transport::{
@@ -360,6 +361,9 @@ impl Repository {
     /// names it in the `OCI-Subject` header of its answer, and then indexes
     /// the manifest among the subject's referrers itself.
     ///
+    /// A manifest refused for naming an unknown blob is put again when every
+    /// blob it names is there after all (see `manifest_settle`).
+    ///
     /// # Errors
     /// As [`Repository::put_manifest`].
     pub async fn put_manifest_answered(
@@ -368,8 +372,38 @@ impl Repository {
         bytes: Bytes,
         media_type: &str,
     ) -> Result<ManifestPut, RegistryError> {
-        let digest = Digest::sha256_of(&bytes);
-        let bytes = &bytes;
+        let mut pauses = manifest_settle::PAUSES.iter();
+        loop {
+            let refused = match self.put_manifest_once(reference, &bytes, media_type).await {
+                Err(e) if manifest_settle::names_unknown_blob(&e) => e,
+                other => return other,
+            };
+            let Some(pause) = pauses.next() else {
+                return Err(refused);
+            };
+            // A failed check leaves the registry's own answer to report.
+            if !matches!(
+                self.holds_everything_named(&bytes, media_type).await,
+                Ok(true)
+            ) {
+                return Err(refused);
+            }
+            tracing::info!(
+                reference,
+                error = %refused,
+                "the registry refused the manifest for a blob it holds (another upload of it was finishing); putting it again"
+            );
+            tokio::time::sleep(*pause).await;
+        }
+    }
+
+    async fn put_manifest_once(
+        &self,
+        reference: &str,
+        bytes: &Bytes,
+        media_type: &str,
+    ) -> Result<ManifestPut, RegistryError> {
+        let digest = Digest::sha256_of(bytes);
         let subject = self
             .on_endpoints(|ep| async move {
                 let url = self.url(&ep, &format!("manifests/{reference}")).await?;

@@ -6,6 +6,7 @@ mod client;
 mod error;
 mod flags;
 mod growing_upload;
+mod manifest_settle;
 mod meter;
 mod options;
 mod pull;

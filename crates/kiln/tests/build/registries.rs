@@ -293,6 +293,45 @@ fn a_layer_is_uploaded_while_the_steps_after_it_run_and_only_once() {
     assert_eq!(img.text("/slept").as_deref(), Some("slept\n"));
 }
 
+/// Two tags in one repository get each layer uploaded once: the registry
+/// rewrites a blob's link on every upload of it, and a second upload
+/// finishing while the first tag's manifest is put made the registry refuse
+/// that manifest (`MANIFEST_BLOB_UNKNOWN`).
+#[test]
+fn two_tags_in_one_repository_upload_each_layer_once() {
+    let reg = Registry::plain_with_busybox().unwrap();
+    let proxy = FaultProxy::start(&reg.host()).unwrap();
+    let ctx = context(&format!("{}/busybox:latest", reg.host()));
+    let dockerfile = ctx.path().join("Dockerfile");
+    let mut text = fs::read_to_string(&dockerfile).unwrap();
+    text.push_str("RUN echo built > /built.txt\n");
+    fs::write(&dockerfile, text).unwrap();
+    Kiln::build(ctx.path())
+        .args(["--destination", &format!("{}/app:1", proxy.host())])
+        .args(["--destination", &format!("{}/app:2", proxy.host())])
+        .args(["--insecure", "--insecure-pull"])
+        .success();
+
+    let (_dir, one) = build_common::pushed_dir(&reg, "app:1");
+    let (_dir, two) = build_common::pushed_dir(&reg, "app:2");
+    assert_eq!(one, two);
+    let layers = one["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{one}");
+    let log = proxy.log();
+    for blob in layers.iter().chain([&one["config"]]) {
+        let hex = blob["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let commits = log
+            .iter()
+            .filter(|l| l.starts_with("PUT /v2/app/blobs/uploads/") && l.contains(hex))
+            .count();
+        assert_eq!(commits, 1, "{hex}: {log:#?}");
+    }
+    assert_built(&reg, "app:2");
+}
+
 #[test]
 fn a_big_run_layer_is_uploaded_from_its_writer_once() {
     let reg = Registry::plain_with_busybox().unwrap();
