@@ -178,12 +178,16 @@ pub const TRANSFER_INTERVAL: Duration = Duration::from_millis(100);
 /// [`ProgressEvent::BlobTransfer`] events, at most one per
 /// [`TRANSFER_INTERVAL`] apart from the first and the last: the registry
 /// client counts every 256 KiB piece, far more often than anyone reads.
+/// A count equal to the last one reported is not reported again: an HTTP/2
+/// response ends with an empty frame, and the end of a download would
+/// otherwise be told twice (two "pulled" lines for one layer).
 pub(crate) struct TransferMeter {
     sink: Arc<dyn ProgressSink>,
     destination: Option<String>,
     digest: String,
     total: u64,
-    last: Mutex<Option<Instant>>,
+    /// When the last count was reported, and that count.
+    last: Mutex<Option<(Instant, u64)>>,
 }
 
 impl TransferMeter {
@@ -217,9 +221,13 @@ impl kiln_oci::TransferObserver for TransferMeter {
     fn transferred(&self, bytes: u64) {
         let due = {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            let due = bytes >= self.total || last.is_none_or(|t| t.elapsed() >= TRANSFER_INTERVAL);
+            let due = match *last {
+                None => true,
+                Some((_, told)) if told == bytes => false,
+                Some((at, _)) => bytes >= self.total || at.elapsed() >= TRANSFER_INTERVAL,
+            };
             if due {
-                *last = Some(Instant::now());
+                *last = Some((Instant::now(), bytes));
             }
             due
         };
@@ -303,7 +311,9 @@ mod tests {
             meter.transferred(done);
         }
         meter.transferred(1000);
-        // The first count, then nothing until the interval passes, and the end.
+        // An HTTP/2 body's closing empty frame counts nothing new.
+        meter.transferred(1000);
+        // The first count, then nothing until the interval passes, and the end, once.
         assert_eq!(transfers(&sink), vec![0, 1000]);
 
         let sink = Arc::new(RecordingProgress::default());

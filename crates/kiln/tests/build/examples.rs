@@ -1299,6 +1299,9 @@ fn github_actions_workflow_caches_kiln_by_commit_and_builds_and_pushes() {
 
     let (dirs, exprs, log) = run_workflow();
     assert_eq!(cached_steps(&log), 0, "nothing cached yet:\n{log}");
+    // The base's one layer, downloaded once and told once (the registry
+    // speaks HTTP/2 over TLS, whose bodies end with an empty frame).
+    assert_eq!(log.matches("pulled sha256:").count(), 1, "{log}");
 
     // The kiln in the Actions cache is keyed on the commit the branch
     // resolved to, and that commit is what gets installed.
