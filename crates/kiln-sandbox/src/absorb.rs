@@ -10,11 +10,11 @@
 //! a write of every file, and a delete of the upper dir. (On disks where
 //! unlinking is slow, that delete alone cost more than the step.)
 
-use crate::changes::{is_opaque, Changes};
+use crate::changes::{is_opaque, is_whiteout, Changes};
 use crate::error::{Result, SandboxError};
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Overlay's own extended attributes: never part of the image.
@@ -50,7 +50,7 @@ fn merge_dir(upper: &Path, root: &Path, rel: &Path, exclude: &BTreeSet<PathBuf>)
         let to = root.join(&rel);
         let meta = fs::symlink_metadata(&from).map_err(SandboxError::io("reading", &from))?;
         let t = meta.file_type();
-        if t.is_char_device() && meta.rdev() == 0 {
+        if is_whiteout(&meta) {
             remove_any(&to)?;
             continue;
         }

@@ -54,6 +54,15 @@ impl Changes {
         }
     }
 
+    /// The overlay upper dir holding the changes; `None` for changes listed
+    /// against a root changed in place.
+    pub fn upper_dir(&self) -> Option<&Path> {
+        match self {
+            Changes::Upper { upper, .. } => Some(upper),
+            Changes::Listed { .. } => None,
+        }
+    }
+
     /// Writes the changes as a layer blob into `blob_dir`; `None` when
     /// nothing changed (the step adds no layer).
     pub fn write_layer(
@@ -193,6 +202,11 @@ fn write_mapped_upper(
     }
     walked.map_err(SandboxError::io("reading", upper))?;
     Ok(writer.finish()?)
+}
+
+/// Overlay records a deletion in an upper dir as a 0/0 character device.
+pub(crate) fn is_whiteout(meta: &fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
 /// Overlay marks a directory that hides the lower one's contents with

@@ -17,11 +17,10 @@
 //! outside an overlay mount (USER's `/etc/passwd`) looks a path up by
 //! overlayfs's rules ([`find_in_stack`]).
 
-use crate::changes::{is_opaque, Changes};
+use crate::changes::{is_opaque, is_whiteout, Changes};
 use crate::error::{Result, SandboxError};
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 impl Changes {
@@ -97,7 +96,7 @@ pub fn find_in_stack(uppers: &[&Path], root: &Path, rel: &Path) -> StackedPath {
                 Ok(m) => m,
             };
             let t = meta.file_type();
-            let whiteout = layer.is_some() && t.is_char_device() && meta.rdev() == 0;
+            let whiteout = layer.is_some() && is_whiteout(&meta);
             if decided.is_none() {
                 if whiteout {
                     return StackedPath::Absent;
@@ -162,11 +161,7 @@ mod tests {
     #[test]
     fn the_topmost_layer_holding_a_path_answers_for_it() {
         let t = tempfile::tempdir().unwrap();
-        let (root, top, mid) = (
-            t.path().join("root"),
-            t.path().join("top"),
-            t.path().join("mid"),
-        );
+        let [root, top, mid] = ["root", "top", "mid"].map(|n| t.path().join(n));
         for d in [&root, &top, &mid] {
             fs::create_dir_all(d.join("etc")).unwrap();
         }
@@ -195,11 +190,7 @@ mod tests {
     #[test]
     fn opaque_directories_whiteouts_and_files_hide_what_is_below() {
         let t = tempfile::tempdir().unwrap();
-        let (root, top, mid) = (
-            t.path().join("root"),
-            t.path().join("top"),
-            t.path().join("mid"),
-        );
+        let [root, top, mid] = ["root", "top", "mid"].map(|n| t.path().join(n));
         for d in [&root, &mid] {
             fs::create_dir_all(d.join("etc")).unwrap();
             fs::create_dir_all(d.join("opt")).unwrap();

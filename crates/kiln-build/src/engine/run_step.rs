@@ -870,12 +870,7 @@ fn execute(
     // is written from the upper dir itself: no shadow to make or remove.
     let stackable = stack_this
         && defer.is_none()
-        && match &outcome.changes {
-            kiln_sandbox::Changes::Upper { upper, .. } => {
-                super::stacked::has_room(&stack, root, upper)
-            }
-            _ => false,
-        };
+        && (outcome.changes.upper_dir()).is_some_and(|u| super::stacked::has_room(&stack, root, u));
     if stackable {
         match outcome.changes.remove_sandbox_paths() {
             Ok(()) => {
@@ -915,12 +910,7 @@ fn execute(
     });
     let fold_in = |stack: Vec<StackedUpper>| match super::stacked::fold(stack, root) {
         Ok(()) => absorb(&outcome.changes, root),
-        Err(e) => {
-            tracing::warn!(
-                "folding earlier steps' changes into the root failed ({e}); it will be rebuilt"
-            );
-            RootAfter::Broken
-        }
+        Err(_) => RootAfter::Broken,
     };
     let (layer, layered, after) = match detached {
         None => {
@@ -954,7 +944,7 @@ fn execute(
         }
     };
     let absorbed = started.elapsed();
-    if let kiln_sandbox::Changes::Upper { upper, .. } = &outcome.changes {
+    if let Some(upper) = outcome.changes.upper_dir() {
         let _ = fs::remove_dir_all(upper);
     }
     // Where a RUN's time goes, for --verbosity=debug and the benchmark.

@@ -34,11 +34,8 @@ pub(crate) struct StackedUpper {
 impl StackedUpper {
     /// The upper dir.
     pub fn upper(&self) -> &Path {
-        match &self.changes {
-            Changes::Upper { upper, .. } => upper,
-            // Only upper dirs are stacked (see `run_step::execute`).
-            _ => Path::new(""),
-        }
+        // Only upper dirs are stacked (see `run_step::execute`).
+        self.changes.upper_dir().unwrap_or(Path::new(""))
     }
 }
 
@@ -66,11 +63,17 @@ pub(crate) fn lowers(stack: &[StackedUpper], root: &Path) -> Vec<PathBuf> {
 
 /// Folds `stack` into `root`, bottom first, each upper dir once its layer
 /// writer is done with it, and removes what the folding leaves of it.
-/// Blocks. On error the root is half changed and must not be used again.
+/// Blocks. On error (logged here) the root is half changed and must not be
+/// used again: the caller has it rebuilt.
 pub(crate) fn fold(stack: Vec<StackedUpper>, root: &Path) -> kiln_sandbox::Result<()> {
     for stacked in stack {
         stacked.written.wait();
-        stacked.changes.absorb_into(root)?;
+        if let Err(e) = stacked.changes.absorb_into(root) {
+            tracing::warn!(
+                "folding a RUN step's changes into the root failed ({e}); it will be rebuilt"
+            );
+            return Err(e);
+        }
         let _ = std::fs::remove_dir_all(stacked.upper());
     }
     Ok(())
@@ -113,11 +116,7 @@ mod tests {
     #[test]
     fn folding_waits_for_each_writer_and_applies_the_stack_bottom_first() {
         let t = tempfile::tempdir().unwrap();
-        let (root, low, high) = (
-            t.path().join("root"),
-            t.path().join("low"),
-            t.path().join("high"),
-        );
+        let [root, low, high] = ["root", "low", "high"].map(|n| t.path().join(n));
         for d in [&root, &low, &high] {
             std::fs::create_dir_all(d).unwrap();
         }

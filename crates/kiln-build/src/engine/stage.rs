@@ -590,10 +590,7 @@ impl StageRunner<'_> {
                     },
                 )
             })?;
-        if let Err(e) = folded {
-            tracing::warn!(
-                "folding a step's changes into its root failed ({e}); it will be rebuilt"
-            );
+        if folded.is_err() {
             self.settle(run).await?;
             run.discard_root('f');
         }

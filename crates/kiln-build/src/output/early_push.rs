@@ -22,7 +22,7 @@ use crate::model::image::{LayerOrigin, LayerRef};
 use crate::options::OutputOptions;
 use crate::progress::{ProgressSink, TransferMeter};
 use kiln_layer::watch::{WatchEnd, WatchHandle};
-use kiln_oci::{Access, Digest, PushOutcome, RegistryClient, RegistryError, Repository};
+use kiln_oci::{Access, Digest, PushOutcome, Reference, RegistryClient, RegistryError, Repository};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
@@ -38,12 +38,17 @@ type Upload = JoinHandle<Result<PushOutcome, RegistryError>>;
 /// share one.
 type RepoKey = (String, String);
 
+fn repo_key(reference: &Reference) -> RepoKey {
+    (
+        reference.registry().to_string(),
+        reference.repository().to_string(),
+    )
+}
+
 /// The uploads started so far, by repository and digest.
 pub(crate) struct EarlyPush {
-    /// Each destination (as given) and the repository it is in.
-    destinations: Vec<(String, RepoKey)>,
-    /// Each repository once, with the first destination naming it (the one
-    /// progress reports the upload under).
+    /// Each destination repository once, with the first destination (as
+    /// given) naming it: progress reports the upload under that one.
     repositories: Vec<(RepoKey, String, Repository)>,
     permits: Arc<Semaphore>,
     uploads: Mutex<HashMap<(RepoKey, Digest), Upload>>,
@@ -69,21 +74,15 @@ impl EarlyPush {
         if !output.push || output.destinations.is_empty() {
             return None;
         }
-        let mut destinations = Vec::new();
         let mut repositories: Vec<(RepoKey, String, Repository)> = Vec::new();
         for d in &output.destinations {
-            let key = (
-                d.reference.registry().to_string(),
-                d.reference.repository().to_string(),
-            );
+            let key = repo_key(&d.reference);
             if !repositories.iter().any(|(k, ..)| *k == key) {
                 let repo = client.repository(&d.reference, Access::Push);
-                repositories.push((key.clone(), d.as_given.clone(), repo));
+                repositories.push((key, d.as_given.clone(), repo));
             }
-            destinations.push((d.as_given.clone(), key));
         }
         Some(EarlyPush {
-            destinations,
             repositories,
             permits: Arc::new(Semaphore::new(PARALLEL_BLOBS)),
             uploads: Mutex::default(),
@@ -182,14 +181,13 @@ impl EarlyPush {
     /// with one `HEAD`.
     pub(crate) async fn outcome(
         &self,
-        destination: &str,
+        destination: &Reference,
         digest: &Digest,
     ) -> Option<Result<PushOutcome, RegistryError>> {
-        let (_, repository) = self.destinations.iter().find(|(d, _)| d == destination)?;
         let upload = {
             let mut uploads = lock(&self.uploads);
             self.adopt(&mut uploads, digest);
-            uploads.remove(&(repository.clone(), digest.clone()))?
+            uploads.remove(&(repo_key(destination), digest.clone()))?
         };
         upload.await.ok()
     }

@@ -328,7 +328,7 @@ async fn push_layer(
     let size = layer.descriptor.size;
     if let Some(early) = early {
         match early
-            .outcome(target.as_given, &layer.descriptor.digest)
+            .outcome(target.destination, &layer.descriptor.digest)
             .await
         {
             Some(Ok(outcome)) => {
